@@ -1,0 +1,1 @@
+"""Feature stage: the input contract, feature tables and the Feast repository."""

@@ -1,0 +1,91 @@
+"""The one configuration object, read from ``OFFERS_*`` variables and a ``.env`` file.
+
+It lives in the lowest stage so that every other stage can read it without importing upwards.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every path, URL and knob, with embedded defaults that need no server."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OFFERS_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    data_dir: Path = Path("data/raw")
+    catalog: Path = Path("catalog/offers.yaml")
+    features_dir: Path = Field(
+        default=Path("data/features"), description="Feature tables built from the raw tables."
+    )
+    feast_dir: Path = Field(
+        default=Path("data/feast"), description="Embedded registry and SQLite online store."
+    )
+    online_store: str = Field(default="sqlite", description="`sqlite` or a `redis://` URL.")
+    registry_url: str = Field(
+        default="", description="Empty for a file registry, or a `postgresql://` URL."
+    )
+    offline_store: str = Field(default="file", description="`file` or `spark`.")
+    database_url: str = Field(
+        default="sqlite:///data/offers.db", description="Decision log, events and experiments."
+    )
+    api_keys: str = Field(default="", description="Comma list of key:role.")
+    spark_master: str = "local[2]"
+    mlflow_tracking_uri: str = Field(
+        default="sqlite:///mlruns/mlflow.db",
+        validation_alias="MLFLOW_TRACKING_URI",
+        description="MLflow's own variable; a SQLite file inside mlruns/ by default.",
+    )
+    mlflow_artifact_root: Path = Path("mlruns/artifacts")
+    promote_margin: float = Field(
+        default=0.002, ge=0.0, description="How much better a candidate must be to be promoted."
+    )
+    decline_cap_invoices: int = Field(
+        default=3, ge=0, description="A declined offer is not shown again for this many invoices."
+    )
+    feature_timeout_ms: float = Field(default=50.0, gt=0)
+    max_request_bytes: int = 16 * 1024
+    seed: int = 7
+
+    @field_validator("online_store")
+    @classmethod
+    def _known_online_store(cls, value: str) -> str:
+        if value != "sqlite" and not value.startswith(("redis://", "rediss://")):
+            raise ValueError("OFFERS_ONLINE_STORE must be 'sqlite' or a redis:// URL")
+        return value
+
+    @field_validator("offline_store")
+    @classmethod
+    def _known_offline_store(cls, value: str) -> str:
+        if value not in {"file", "spark"}:
+            raise ValueError("OFFERS_OFFLINE_STORE must be 'file' or 'spark'")
+        return value
+
+    def api_key_roles(self) -> dict[str, str]:
+        """Map each API key to its role; a malformed entry is an error, not a silent skip."""
+        roles: dict[str, str] = {}
+        for entry in filter(None, (part.strip() for part in self.api_keys.split(","))):
+            key, sep, role = entry.rpartition(":")
+            if not sep or not key or role not in {"renderer", "marketing", "admin"}:
+                raise ValueError(
+                    f"OFFERS_API_KEYS entry {entry.split(':')[0][:4]}… must be key:role with role "
+                    "renderer, marketing or admin"
+                )
+            roles[key] = role
+        return roles
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once per process."""
+    settings = Settings()
+    # MLflow reads its own variable; keep the two in step for libraries that call MLflow directly.
+    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    return settings

@@ -1,0 +1,1 @@
+"""The jobs ML engineers run: simulate, features, retrain, invoice runs, reports."""

@@ -1,0 +1,51 @@
+"""Prints how to call the API that `make run` starts, creating local keys when none are set."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from pathlib import Path
+
+ENV_FILE = Path(".env")
+
+
+def ensure_api_keys(env_file: Path = ENV_FILE) -> str:
+    """Return a renderer key, writing fresh local keys to ``.env`` when none is configured."""
+    from features.settings import Settings
+
+    roles = Settings().api_key_roles()
+    for key, role in roles.items():
+        if role in {"renderer", "admin"}:
+            return key
+    renderer, marketing, admin = (secrets.token_urlsafe(18) for _ in range(3))
+    line = f"OFFERS_API_KEYS={renderer}:renderer,{marketing}:marketing,{admin}:admin\n"
+    existing = env_file.read_text(encoding="utf-8") if env_file.exists() else ""
+    kept = "".join(
+        row + "\n" for row in existing.splitlines() if not row.startswith("OFFERS_API_KEYS=")
+    )
+    env_file.write_text(kept + line, encoding="utf-8")
+    return renderer
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args(argv)
+    key = ensure_api_keys()
+    base = f"http://{args.host}:{args.port}"
+    sys.stdout.write(
+        "\nThe API is starting on "
+        f"{base} (keys in .env, OFFERS_API_KEYS). Ask for the offers of an invoice:\n\n"
+        f"  curl -s -X POST {base}/v1/offers \\\n"
+        f"    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
+        '    -d \'{"invoice_id": "INV-2026-11-0000001", "customer_id": "C0000001", '
+        '"invoice_date": "2026-11-30", "locale": "sv", "max_offers": 3}\'\n\n'
+        f"  docs: {base}/docs   health: {base}/health/ready\n\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,237 @@
+"""The ``offers`` command. Each command imports its stage lazily so ``--help`` stays fast."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    help="invoice-offers: the right offer on every telecom invoice, explained, within consent.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+features_app = typer.Typer(help="The Feast feature repository in features/.", no_args_is_help=True)
+events_app = typer.Typer(help="Offer events that flow back into training.", no_args_is_help=True)
+experiments_app = typer.Typer(help="Offer experiments and their reports.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+app.add_typer(events_app, name="events")
+app.add_typer(experiments_app, name="experiments")
+
+console = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    return typer.Exit(code=1)
+
+
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", help="Folder of the input tables (default OFFERS_DATA_DIR)."),
+]
+
+
+@app.command()
+def simulate(
+    customers: Annotated[int, typer.Option(min=1, help="How many customers.")] = 200_000,
+    months: Annotated[int, typer.Option(min=3, max=120, help="Months of history.")] = 24,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same world.")] = 7,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default OFFERS_DATA_DIR).")
+    ] = None,
+    end_month: Annotated[str, typer.Option(help="Last simulated month, YYYY-MM.")] = "2026-11",
+) -> None:
+    """Write a simulated operator's tables (CONTRACT §1) and its survey answers."""
+    from features.catalog import CatalogError, load_catalog
+    from features.settings import get_settings
+    from pipelines.simulation.world import simulate as run_simulation
+
+    settings = get_settings()
+    try:
+        catalog = load_catalog(settings.catalog)
+        last = dt.date.fromisoformat(end_month + "-01")
+    except (CatalogError, ValueError) as error:
+        raise _fail(str(error)) from error
+    target = out or settings.data_dir
+    summary = run_simulation(
+        customers=customers, months=months, seed=seed, out=target, catalog=catalog, end_month=last
+    )
+    console.print(summary.describe())
+
+
+@app.command()
+def validate(data: DataOption = None) -> None:
+    """Check the input tables and the catalog against CONTRACT §1."""
+    from features.catalog import CatalogError, load_catalog
+    from features.settings import get_settings
+    from features.validation import ContractError, validate_tables
+
+    settings = get_settings()
+    folder = data or settings.data_dir
+    try:
+        catalog = load_catalog(settings.catalog)
+        report = validate_tables(folder, catalog)
+    except (CatalogError, ContractError) as error:
+        raise _fail(str(error)) from error
+    console.print(report.describe())
+
+
+@features_app.command("build")
+def features_build(data: DataOption = None) -> None:
+    """Build the feature tables (monthly snapshots) from the input tables."""
+    from features.pipeline import build_features
+
+    try:
+        build_features(data_dir=data)
+    except ValueError as error:
+        raise _fail(str(error)) from error
+
+
+@features_app.command("apply")
+def features_apply() -> None:
+    """Register entities, sources, feature views and services with Feast."""
+    from features.store import apply_repository
+
+    apply_repository()
+
+
+@features_app.command("materialize")
+def features_materialize(
+    end: Annotated[
+        str | None, typer.Option(help="Materialize up to this UTC date or time (default: now).")
+    ] = None,
+) -> None:
+    """Load the newest feature values into the online store, incrementally."""
+    from features.store import materialize
+
+    try:
+        end_time = dt.datetime.fromisoformat(end) if end else None
+    except ValueError as error:
+        raise _fail(f"--end {end!r} is not an ISO date or time") from error
+    materialize(end=end_time)
+
+
+@app.command()
+def train(data: DataOption = None) -> None:
+    """Train both models, evaluate against baselines, log to MLflow and register versions."""
+    from training.train import train_models
+
+    try:
+        train_models(data_dir=data)
+    except ValueError as error:
+        raise _fail(str(error)) from error
+
+
+@app.command()
+def promote(
+    model: Annotated[
+        str | None, typer.Option(help="offer-ranker or churn-risk (default: both).")
+    ] = None,
+) -> None:
+    """Move the `champion` alias to the newest version when it beats the champion."""
+    from training.registry import promote_models
+
+    decisions = promote_models(only=model)
+    for decision in decisions:
+        console.print(decision.describe())
+
+
+@app.command()
+def retrain(data: DataOption = None) -> None:
+    """Validate → build features → materialize → train → evaluate → promote."""
+    from pipelines.retrain import PipelineStepError, run_retrain
+
+    try:
+        run_retrain(data_dir=data)
+    except PipelineStepError as error:
+        raise _fail(str(error)) from error
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Run the invoice offer API."""
+    import uvicorn
+
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@app.command("invoice-run")
+def invoice_run(
+    invoice_date: Annotated[str, typer.Option(help="Billing date, YYYY-MM-DD.")],
+    out: Annotated[Path, typer.Option(help="Parquet file of decisions to write.")],
+    engine: Annotated[str, typer.Option(help="local or spark.")] = "local",
+) -> None:
+    """Decide offers for every customer billed on a date (same decisions as the API)."""
+    from pipelines.invoice_run import run_invoice_run
+
+    if engine not in {"local", "spark"}:
+        raise _fail("--engine must be local or spark")
+    try:
+        day = dt.date.fromisoformat(invoice_date)
+    except ValueError as error:
+        raise _fail(f"--invoice-date {invoice_date!r} is not an ISO date") from error
+    summary = run_invoice_run(invoice_date=day, out=out, engine=engine)
+    console.print(summary)
+
+
+@events_app.command("export")
+def events_export(
+    out: Annotated[Path | None, typer.Option(help="offer_events Parquet to write.")] = None,
+) -> None:
+    """Append logged decisions and their events to offer_events for the next retraining."""
+    from serving.decision_log import export_offer_events
+
+    written = export_offer_events(out=out)
+    console.print(f"{written} offer events exported")
+
+
+@experiments_app.command("report")
+def experiments_report(key: str) -> None:
+    """Print an experiment's report."""
+    from serving.experiments import print_report
+
+    try:
+        print_report(key)
+    except KeyError as error:
+        raise _fail(f"no experiment with key {key!r}") from error
+
+
+@app.command()
+def bench(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="simulate, features, retrain, api (default: all).")
+    ] = None,
+    quick: Annotated[bool, typer.Option(help="A smaller world, for a fast check.")] = False,
+) -> None:
+    """Run the benchmarks and write their figures to benchmarks/results/."""
+    from benchmarks.runner import run_benchmarks
+
+    try:
+        run_benchmarks(names or [], quick=quick)
+    except KeyError as error:
+        raise _fail(str(error)) from error
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m pipelines.cli`
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Serving stage: the decision engine and the invoice offer API."""

@@ -1,0 +1,45 @@
+"""Shared fixtures: service URLs that skip with a reason (fail under OFFERS_REQUIRE_SERVICES=1)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import pytest
+
+REDIS_URL = os.environ.get("OFFERS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+POSTGRES_URL = os.environ.get(
+    "OFFERS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+
+
+def _reachable(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 0), 1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _require(url: str, what: str) -> str:
+    if _reachable(url):
+        return url
+    message = f"{what} is not reachable at {url}"
+    if os.environ.get("OFFERS_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{message}, and OFFERS_REQUIRE_SERVICES=1 says it must be")
+    pytest.skip(f"{message}; set OFFERS_TEST_{what.upper()}_URL or start it")
+    raise AssertionError("unreachable")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis URL for tests (database 15), or a skip with the reason."""
+    return _require(REDIS_URL, "redis")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A PostgreSQL URL for tests, or a skip with the reason."""
+    return _require(POSTGRES_URL, "postgres")

@@ -1,0 +1,1 @@
+"""Training stage: training sets, LightGBM models, evaluation and the MLflow registry."""

@@ -1,0 +1,72 @@
+"""The models' input columns and how a feature frame becomes a model matrix.
+
+Training and serving both build model inputs here, so a served score sees exactly what training saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from features.columns import (
+    CUSTOMER_BILLING,
+    CUSTOMER_CONTRACT,
+    CUSTOMER_PROFILE,
+    CUSTOMER_USAGE,
+    OFFER_ATTRIBUTES,
+    PLAN_FIT,
+)
+
+
+def _numeric(view: Mapping[str, str]) -> list[str]:
+    return [name for name, kind in view.items() if kind in {"float", "int"}]
+
+
+# Customer columns both models read. Region and plan identifiers are left out on purpose: fees and
+# allowances carry what matters, and a decision must never hinge on where someone lives.
+CUSTOMER_FEATURES: list[str] = [
+    *_numeric(CUSTOMER_USAGE),
+    *_numeric(CUSTOMER_CONTRACT),
+    *_numeric(CUSTOMER_BILLING),
+    *_numeric(CUSTOMER_PROFILE),
+    "segment_is_business",
+]
+OFFER_FEATURES: list[str] = [
+    *_numeric(OFFER_ATTRIBUTES),
+    *PLAN_FIT,
+    "offer_new_customer_discount_sek",
+]
+
+RANKER_FEATURES: list[str] = [*CUSTOMER_FEATURES, *OFFER_FEATURES]
+CHURN_FEATURES: list[str] = list(CUSTOMER_FEATURES)
+
+
+def add_derived_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """Columns computed from features rather than stored: encodings and price gaps."""
+    derived = frame.copy()
+    if "segment" in derived:
+        derived["segment_is_business"] = (derived["segment"] == "business").astype(float)
+    if "offer_monthly_fee_sek" in derived:
+        new_price = derived["offer_new_customer_fee_sek"].astype(float)
+        fee = derived["offer_monthly_fee_sek"].astype(float)
+        derived["offer_new_customer_discount_sek"] = (fee - new_price.fillna(fee)).clip(lower=0.0)
+    return derived
+
+
+def model_matrix(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """A float64 matrix in ``columns`` order; missing values stay NaN (LightGBM handles them)."""
+    derived = add_derived_columns(frame)
+    missing = [name for name in columns if name not in derived]
+    if missing:
+        raise KeyError(f"feature frame lacks model inputs: {missing}")
+    return derived[columns].astype(float).to_numpy()
+
+
+def ranker_matrix(frame: pd.DataFrame) -> np.ndarray:
+    return model_matrix(frame, RANKER_FEATURES)
+
+
+def churn_matrix(frame: pd.DataFrame) -> np.ndarray:
+    return model_matrix(frame, CHURN_FEATURES)
