@@ -1,0 +1,181 @@
+"""Candidate offers: catalog offers as model attributes, eligibility rules, and plan fit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.catalog import Offer
+from features.columns import OFFER_ATTRIBUTES
+from features.plan_fit import (
+    CONTRACT_INPUTS,
+    OFFER_INPUTS,
+    OFFER_KIND_CODES,
+    PLAN_FIT_OUTPUTS,
+    USAGE_INPUTS,
+    plan_fit,
+)
+from serving.decision.guardrails import fair_price, new_customer_price
+from serving.decision.inputs import Account, as_float
+
+# Payment help that spreads a debt; any other payment help avoids the invoice fee.
+DEBT_HELP_OFFERS = frozenset({"PAY_INSTALMENT"})
+
+NOT_VALID_ON_DATE = "not_valid_on_date"
+NOT_FOR_SEGMENT = "not_for_segment"
+DECLINED_RECENTLY = "declined_recently"
+CURRENT_PLAN = "current_plan"
+TENURE_TOO_SHORT = "tenure_too_short"
+DOWNGRADE_WHILE_BOUND = "downgrade_while_bound"
+PAYMENT_HELP_ONLY = "payment_help_only"
+NO_DEBT = "no_debt"
+NO_INVOICE_FEE = "no_invoice_fee"
+NOT_IN_GOOD_STANDING = "not_in_good_standing"
+NO_LOYALTY_GAP = "no_loyalty_gap"
+
+
+def is_debt_help(offer: Offer) -> bool:
+    return offer.kind == "payment_help" and offer.offer_id in DEBT_HELP_OFFERS
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def offer_attributes(offer: Offer) -> dict[str, float]:
+    """The offer as ``features.columns.OFFER_ATTRIBUTES``, in that order (NaN = unlimited)."""
+    return {
+        "offer_kind_code": float(OFFER_KIND_CODES[offer.kind]),
+        "offer_monthly_fee_sek": offer.monthly_fee_sek,
+        "offer_new_customer_fee_sek": _nan_if_none(offer.new_customer_fee_sek),
+        "offer_data_gb": _nan_if_none(offer.data_gb),
+        "offer_voice_minutes": _nan_if_none(offer.voice_minutes),
+        "offer_roaming_data_gb": _nan_if_none(offer.roaming_data_gb),
+        "offer_binding_months": float(offer.binding_months),
+        "offer_min_tenure_months": float(offer.min_tenure_months),
+    }
+
+
+def offer_matrix(offers: Sequence[Offer]) -> np.ndarray:
+    """Offer attributes, one row per offer, columns in ``OFFER_ATTRIBUTES`` order."""
+    if not offers:
+        return np.empty((0, len(OFFER_ATTRIBUTES)))
+    return np.array([list(offer_attributes(offer).values()) for offer in offers], dtype=float)
+
+
+def eligibility(
+    offer: Offer,
+    account: Account,
+    *,
+    segment: str,
+    invoice_date: dt.date,
+    recently_declined: frozenset[str],
+) -> str | None:
+    """Why this customer may not get this offer on this invoice, or ``None`` when they may."""
+    if not offer.is_valid_on(invoice_date):
+        return NOT_VALID_ON_DATE
+    if segment not in offer.segments:
+        return NOT_FOR_SEGMENT
+    if offer.offer_id in recently_declined:
+        return DECLINED_RECENTLY
+    if offer.offer_id == account.current_plan_id:
+        return CURRENT_PLAN
+    if account.tenure_months < offer.min_tenure_months:
+        return TENURE_TOO_SHORT
+    if offer.kind == "payment_help":
+        if is_debt_help(offer):
+            return None if account.in_payment_trouble else NO_DEBT
+        return None if account.invoice_fee_last_sek > 0 else NO_INVOICE_FEE
+    if account.in_payment_trouble:
+        return PAYMENT_HELP_ONLY
+    if offer.requires_good_standing and account.late_payments_12m > 0:
+        return NOT_IN_GOOD_STANDING
+    if offer.kind == "plan":
+        if account.is_bound_on(invoice_date) and (
+            fair_price(offer) < account.current_monthly_fee_sek
+        ):
+            return DOWNGRADE_WHILE_BOUND
+    elif offer.kind == "loyalty" and not (
+        account.current_new_customer_fee_sek < account.current_monthly_fee_sek
+    ):
+        # NaN (no new-customer price for the plan) compares False: no gap, no loyalty offer.
+        return NO_LOYALTY_GAP
+    return None
+
+
+@dataclass(frozen=True)
+class PlanFit:
+    """One row of ``features.plan_fit.plan_fit``: monthly means over the last three months."""
+
+    current_cost_sek: float
+    offer_cost_sek: float
+    saving_sek: float
+    offer_overage_sek: float
+    current_overage_sek: float
+    data_allowance_used: float
+
+    @classmethod
+    def from_row(cls, row: np.ndarray) -> PlanFit:
+        return cls(*(float(value) for value in row))
+
+
+_FIT_ACCOUNT_INPUTS = (*USAGE_INPUTS, *CONTRACT_INPUTS)
+_OFFER_INPUT_POSITIONS = [list(OFFER_ATTRIBUTES).index(name) for name in OFFER_INPUTS]
+
+
+def plan_fit_matrix(account: Account, offers: np.ndarray) -> np.ndarray:
+    """Plan fit for every offer row at once (one frame, one call of the training function).
+
+    ``offers`` is an :func:`offer_matrix`; the result has ``PLAN_FIT_OUTPUTS`` columns.
+    """
+    n = len(offers)
+    if n == 0:
+        return np.empty((0, len(PLAN_FIT_OUTPUTS)))
+    customer = np.array([as_float(account.features.get(name)) for name in _FIT_ACCOUNT_INPUTS])
+    block = np.hstack(
+        [np.broadcast_to(customer, (n, len(customer))), offers[:, _OFFER_INPUT_POSITIONS]]
+    )
+    frame = pd.DataFrame(block, columns=[*_FIT_ACCOUNT_INPUTS, *OFFER_INPUTS])
+    return plan_fit(frame)[list(PLAN_FIT_OUTPUTS)].to_numpy(dtype=float)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An eligible offer as this customer would get it.
+
+    ``price_sek`` is the monthly fee shown: the fair price for plans and add-ons, the plan's
+    new-customer price for loyalty. ``saving_sek`` is what the customer would have saved a month
+    at that price (plan fit, or the invoice fee avoided); ``None`` when usage was not used.
+    """
+
+    offer: Offer
+    price_sek: float
+    fit: PlanFit | None
+    saving_sek: float | None
+    row: int = -1  # position in the model matrix, when scored
+
+
+def shown_price(offer: Offer, account: Account) -> float:
+    """The monthly fee shown: never above the new-customer price (for loyalty, of their plan)."""
+    if offer.kind == "loyalty":
+        return min(new_customer_price(offer, account), account.current_monthly_fee_sek)
+    return fair_price(offer)
+
+
+def customer_saving(offer: Offer, account: Account, fit: PlanFit) -> float:
+    """Monthly saving for the customer at the price shown.
+
+    Plan fit prices plans and add-ons at the catalog fee, the price the models saw; the fee is
+    a constant in the offer's cost, so the fair-price discount adds to the saving one for one.
+    """
+    saving = fit.saving_sek
+    if offer.kind in ("plan", "addon"):
+        saving += offer.monthly_fee_sek - fair_price(offer)
+    elif offer.kind == "payment_help" and not is_debt_help(offer):
+        saving += account.invoice_fee_last_sek
+    return round(saving, 2)

@@ -1,0 +1,504 @@
+"""One invoice's decision: consent gate → features → candidates → score → guardrails →
+arbitration → reasons → usage summary. Pure apart from the injected feature source and scorer,
+so the API and the batch invoice run decide alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from features.catalog import Catalog, Offer
+from serving.decision.arbitration import Valued, by_expected_value, cut, expected_value
+from serving.decision.candidates import (
+    Candidate,
+    PlanFit,
+    customer_saving,
+    eligibility,
+    offer_matrix,
+    plan_fit_matrix,
+    shown_price,
+)
+from serving.decision.consent import Policy, allowed_policy, detail_level
+from serving.decision.guardrails import above_new_customer_price, customer_benefit
+from serving.decision.inputs import (
+    Account,
+    ConsentState,
+    DecisionRequest,
+    ExperimentAssignment,
+    FeatureSource,
+    Locale,
+    Scorer,
+    UnknownCustomerError,
+)
+from serving.decision.reasons import Reason, offer_reasons
+from serving.decision.rules import non_personalised_offers, rules_order
+from serving.decision.scoring import Contribution, Scores, ranker_rows, score, top_contributions
+from serving.decision.usage_summary import UsageSummary, build_usage_summary, insight_plans
+
+log = logging.getLogger(__name__)
+
+NOT_IN_SEGMENT_LIST = "not_in_segment_list"
+MODEL_ERROR = "model_error"
+
+
+@dataclass(frozen=True)
+class OfferDecision:
+    """One offer as the invoice shows it; ``propensity`` is for the log only."""
+
+    offer_id: str
+    rank: int
+    kind: str
+    title: str
+    monthly_fee_sek: float
+    acceptance_probability: float | None
+    expected_value_sek: float | None
+    customer_saving_sek_per_month: float | None
+    personalised: bool
+    reasons: tuple[Reason, ...]
+    contributions: tuple[Contribution, ...]
+    propensity: float = 1.0
+
+    def to_public_dict(self) -> dict[str, Any]:
+        return {
+            "offer_id": self.offer_id,
+            "rank": self.rank,
+            "kind": self.kind,
+            "title": self.title,
+            "monthly_fee_sek": self.monthly_fee_sek,
+            "acceptance_probability": self.acceptance_probability,
+            "expected_value_sek": self.expected_value_sek,
+            "customer_saving_sek_per_month": self.customer_saving_sek_per_month,
+            "personalised": self.personalised,
+            "reasons": [{"code": r.code, "text": r.text} for r in self.reasons],
+            "contributions": [
+                {"feature": c.feature, "value": c.value, "contribution": c.contribution}
+                for c in self.contributions
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    """What the engine knew about one catalog offer, for the decision log."""
+
+    offer_id: str
+    kind: str
+    blocked_by: str | None
+    price_sek: float | None = None
+    customer_saving_sek_per_month: float | None = None
+    acceptance_probability: float | None = None
+    expected_value_sek: float | None = None
+    rank: int | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The POST /v1/offers response except ``decision_id``, plus what the log keeps."""
+
+    invoice_id: str
+    customer_id: str
+    invoice_date: dt.date
+    locale: Locale
+    requested_policy: str
+    policy: Policy
+    model_version: str | None
+    experiment: ExperimentAssignment | None
+    consent: ConsentState
+    offers: tuple[OfferDecision, ...]
+    usage_summary: UsageSummary | None
+    degraded: str | None
+    candidates: tuple[CandidateRecord, ...] = ()
+    churn_risk: float | None = None
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """The CONTRACT §2 response body without ``decision_id`` (the API assigns it)."""
+        return {
+            "invoice_id": self.invoice_id,
+            "customer_id": self.customer_id,
+            "policy": self.policy,
+            "model_version": self.model_version,
+            "experiment": None
+            if self.experiment is None
+            else {"key": self.experiment.key, "variant": self.experiment.variant},
+            "consent": {
+                "marketing": self.consent.marketing,
+                "profiling": self.consent.profiling,
+                "usage_insights": self.consent.usage_insights,
+            },
+            "offers": [offer.to_public_dict() for offer in self.offers],
+            "usage_summary": self.usage_summary,
+            "degraded": self.degraded,
+        }
+
+    def to_log_dict(self) -> dict[str, Any]:
+        """The response plus propensities, every candidate's scores and blocks, and consent used."""
+        public = self.to_public_dict()
+        public["offers"] = [
+            {**offer.to_public_dict(), "propensity": offer.propensity} for offer in self.offers
+        ]
+        return {
+            **public,
+            "invoice_date": self.invoice_date.isoformat(),
+            "locale": self.locale,
+            "requested_policy": self.requested_policy,
+            "consent_used": {
+                "marketing": self.consent.marketing,
+                "profiling": self.consent.profiling,
+                "usage_insights": self.consent.usage_insights,
+                "objected": self.consent.objected,
+                # Whether the customer counted as an adult, not the age itself: the log keeps
+                # no more personal data than the decision needed.
+                "adult": self.consent.is_adult,
+                "segment": self.consent.segment,
+            },
+            "churn_risk": self.churn_risk,
+            "candidates": [asdict(record) for record in self.candidates],
+        }
+
+
+@dataclass(frozen=True)
+class _Pick:
+    """A shown offer before it is worded: the candidate, its probability and value if scored."""
+
+    candidate: Candidate
+    acceptance: float | None = None
+    expected_value_sek: float | None = None
+
+
+@dataclass
+class _Work:
+    """One decision in progress: every catalog offer's record, plan fit, scores, what is picked."""
+
+    policy: Policy
+    records: dict[str, CandidateRecord] = field(default_factory=dict)
+    fits: dict[str, PlanFit] = field(default_factory=dict)
+    scores: Scores | None = None
+    degraded: str | None = None
+    picks: list[_Pick] = field(default_factory=list)
+
+    def record(self, offer: Offer, blocked_by: str | None, **values: Any) -> None:
+        self.records[offer.offer_id] = CandidateRecord(
+            offer_id=offer.offer_id, kind=offer.kind, blocked_by=blocked_by, **values
+        )
+
+    def update(self, offer_id: str, **values: Any) -> None:
+        self.records[offer_id] = replace(self.records[offer_id], **values)
+
+
+def _eligible(
+    offers: Sequence[Offer],
+    account: Account,
+    consent: ConsentState,
+    request: DecisionRequest,
+    recently_declined: frozenset[str],
+    work: _Work,
+) -> list[Offer]:
+    eligible = []
+    for offer in offers:
+        blocked = eligibility(
+            offer,
+            account,
+            segment=consent.segment,
+            invoice_date=request.invoice_date,
+            recently_declined=recently_declined,
+        )
+        work.record(offer, blocked)
+        if blocked is None:
+            eligible.append(offer)
+    return eligible
+
+
+def _passes_guardrails(candidate: Candidate, account: Account, work: _Work, **values: Any) -> bool:
+    """Apply the guardrails and record the candidate with the block, if any."""
+    fit = candidate.fit
+    blocked = above_new_customer_price(candidate.offer, account, candidate.price_sek) or (
+        customer_benefit(
+            candidate.offer,
+            account,
+            offer_overage_sek=None if fit is None else fit.offer_overage_sek,
+            current_overage_sek=None if fit is None else fit.current_overage_sek,
+            saving_sek=candidate.saving_sek,
+        )
+    )
+    work.record(
+        candidate.offer,
+        blocked,
+        price_sek=round(candidate.price_sek, 2),
+        customer_saving_sek_per_month=candidate.saving_sek,
+        **values,
+    )
+    return blocked is None
+
+
+def _personalised(
+    request: DecisionRequest,
+    source: FeatureSource,
+    catalog: Catalog,
+    account: Account,
+    consent: ConsentState,
+    scorer: Scorer | None,
+    recently_declined: frozenset[str],
+    work: _Work,
+) -> None:
+    """Model or rules: candidates, plan fit, scores, guardrails, then arbitration or rules."""
+    eligible = _eligible(catalog.offers, account, consent, request, recently_declined, work)
+    # Plan fit once for the candidates and, for a detailed usage summary, the plans it compares.
+    fit_offers = list(eligible)
+    if detail_level(consent) == "detailed":
+        known = {offer.offer_id for offer in eligible}
+        fit_offers += [
+            plan
+            for plan in insight_plans(catalog, account, consent.segment, request.invoice_date)
+            if plan.offer_id not in known
+        ]
+    attributes = offer_matrix(fit_offers)
+    fit_rows = plan_fit_matrix(account, attributes)
+    work.fits = {o.offer_id: PlanFit.from_row(r) for o, r in zip(fit_offers, fit_rows, strict=True)}
+    candidates = [
+        Candidate(
+            offer=offer,
+            price_sek=shown_price(offer, account),
+            fit=work.fits[offer.offer_id],
+            saving_sek=customer_saving(offer, account, work.fits[offer.offer_id]),
+            row=row,
+        )
+        for row, offer in enumerate(eligible)
+    ]
+
+    if work.policy == "model" and scorer is not None and candidates:
+        # The only profile read: the consent gate allows "model" to adults with profiling consent.
+        features = {**account.features, **source.read_profile(request.customer_id)}
+        rows = ranker_rows(
+            features, consent.segment, attributes[: len(eligible)], fit_rows[: len(eligible)]
+        )
+        try:
+            work.scores = score(scorer, rows)
+        except Exception:
+            log.exception("scoring failed for invoice %s; deciding by rules", request.invoice_id)
+            work.policy, work.degraded = "rules", MODEL_ERROR
+
+    scores = work.scores
+    if scores is None:
+        shown = [c for c in candidates if _passes_guardrails(c, account, work)]
+        ordered = rules_order(shown, account)
+        work.picks = [_Pick(c) for c in cut(ordered, request.max_offers, _kind)]
+        return
+
+    # Retention is valued on what the customer pays now: fee plus the overage they had.
+    current_revenue = candidates[0].fit.current_cost_sek if candidates[0].fit else 0.0
+    valued = []
+    for candidate in candidates:
+        p = float(scores.acceptance[candidate.row])
+        if _passes_guardrails(candidate, account, work, acceptance_probability=round(p, 4)):
+            value = expected_value(candidate, p, scores.churn_risk, current_revenue)
+            work.update(candidate.offer.offer_id, expected_value_sek=value)
+            valued.append(Valued(candidate, p, value))
+    ranked = cut(by_expected_value(valued), request.max_offers, lambda v: _kind(v.candidate))
+    work.picks = [_Pick(v.candidate, round(v.acceptance, 4), v.expected_value_sek) for v in ranked]
+
+
+def _kind(candidate: Candidate) -> str:
+    return candidate.offer.kind
+
+
+def _non_personalised(
+    request: DecisionRequest,
+    catalog: Catalog,
+    account: Account,
+    consent: ConsentState,
+    recently_declined: frozenset[str],
+    work: _Work,
+) -> None:
+    """The segment's fixed list, filtered by contract and billing facts and the guardrails."""
+    listed = non_personalised_offers(catalog, consent.segment)
+    listed_ids = {offer.offer_id for offer in listed}
+    for offer in catalog.offers:
+        if offer.offer_id not in listed_ids:
+            work.record(offer, NOT_IN_SEGMENT_LIST)
+    shown = [
+        candidate
+        for offer in _eligible(listed, account, consent, request, recently_declined, work)
+        if _passes_guardrails(
+            candidate := Candidate(
+                offer=offer, price_sek=shown_price(offer, account), fit=None, saving_sek=None
+            ),
+            account,
+            work,
+        )
+    ]
+    work.picks = [_Pick(c) for c in cut(shown, request.max_offers, _kind)]
+
+
+def _worded(
+    picks: Sequence[_Pick],
+    contributions: Sequence[Sequence[Contribution]],
+    account: Account,
+    consent: ConsentState,
+    request: DecisionRequest,
+    personalised: bool,
+) -> tuple[OfferDecision, ...]:
+    offers = []
+    for rank, (pick, contributed) in enumerate(zip(picks, contributions, strict=True), start=1):
+        candidate = pick.candidate
+        title = candidate.offer.title.get(request.locale)
+        reasons = offer_reasons(
+            candidate,
+            account,
+            title=title,
+            locale=request.locale,
+            invoice_date=request.invoice_date,
+            personalised=personalised,
+            segment=consent.segment,
+            contributions=contributed,
+        )
+        offers.append(
+            OfferDecision(
+                offer_id=candidate.offer.offer_id,
+                rank=rank,
+                kind=candidate.offer.kind,
+                title=title,
+                monthly_fee_sek=round(candidate.price_sek, 2),
+                acceptance_probability=pick.acceptance,
+                expected_value_sek=pick.expected_value_sek,
+                customer_saving_sek_per_month=candidate.saving_sek if personalised else None,
+                personalised=personalised,
+                reasons=tuple(reasons),
+                contributions=tuple(contributed),
+            )
+        )
+    return tuple(offers)
+
+
+def decide(
+    request: DecisionRequest,
+    source: FeatureSource,
+    catalog: Catalog,
+    *,
+    policy: str,
+    scorer: Scorer | None,
+    recently_declined: frozenset[str],
+    experiment: ExperimentAssignment | None = None,
+    degraded: str | None = None,
+) -> Decision:
+    """Decide the offers for one invoice.
+
+    ``policy`` is what the caller wants (``model``, ``rules``, ``non_personalised``, ``holdout``,
+    ``model:<version>`` with the matching scorer); consent can only lower it, and a model request
+    without a scorer is decided by rules (``degraded`` as passed). Raises
+    :class:`UnknownCustomerError` when the feature store has never seen the customer.
+    """
+    consent_row = source.read_consent(request.customer_id)
+    if consent_row is None:
+        raise UnknownCustomerError(request.customer_id)
+    consent = ConsentState.from_features(consent_row, request.invoice_date)
+    allowed = allowed_policy(policy, consent)
+    work = _Work(policy="rules" if allowed == "model" and scorer is None else allowed)
+    account = Account.from_features(source.read_account(request.customer_id))
+
+    personalised = work.policy in ("model", "rules")
+    if personalised:
+        _personalised(request, source, catalog, account, consent, scorer, recently_declined, work)
+    elif work.policy == "non_personalised":
+        _non_personalised(request, catalog, account, consent, recently_declined, work)
+
+    contributions: list[list[Contribution]] = [[] for _ in work.picks]
+    if work.scores is not None and scorer is not None and work.picks:
+        # Explanations cost most of a decision's time: only for the offers shown.
+        rows = work.scores.rows[[pick.candidate.row for pick in work.picks]]
+        contributions = top_contributions(scorer, rows)
+    offers = _worded(work.picks, contributions, account, consent, request, personalised)
+    for offer in offers:
+        work.update(offer.offer_id, rank=offer.rank)
+
+    summary = build_usage_summary(
+        account,
+        catalog,
+        locale=request.locale,
+        detail_level=detail_level(consent),
+        segment=consent.segment,
+        invoice_date=request.invoice_date,
+        plan_fits=work.fits or None,
+    )
+    scored = work.scores is not None and scorer is not None
+    return Decision(
+        invoice_id=request.invoice_id,
+        customer_id=request.customer_id,
+        invoice_date=request.invoice_date,
+        locale=request.locale,
+        requested_policy=policy,
+        policy=work.policy,
+        model_version=scorer.model_version if scored and scorer is not None else None,
+        experiment=experiment,
+        consent=consent,
+        offers=offers,
+        usage_summary=summary,
+        degraded=degraded or work.degraded,
+        candidates=tuple(
+            work.records[offer.offer_id]
+            for offer in catalog.offers
+            if offer.offer_id in work.records
+        ),
+        churn_risk=None if work.scores is None else round(work.scores.churn_risk, 4),
+    )
+
+
+def summarise_usage(
+    customer_id: str,
+    source: FeatureSource,
+    catalog: Catalog,
+    *,
+    invoice_date: dt.date,
+    locale: Locale,
+) -> UsageSummary:
+    """GET /v1/customers/{id}/usage-summary: consent (for the detail level) and account only."""
+    consent_row = source.read_consent(customer_id)
+    if consent_row is None:
+        raise UnknownCustomerError(customer_id)
+    consent = ConsentState.from_features(consent_row, invoice_date)
+    account = Account.from_features(source.read_account(customer_id))
+    return build_usage_summary(
+        account,
+        catalog,
+        locale=locale,
+        detail_level=detail_level(consent),
+        segment=consent.segment,
+        invoice_date=invoice_date,
+    )
+
+
+def fallback_decision(
+    request: DecisionRequest,
+    *,
+    requested_policy: str,
+    degraded: str,
+    experiment: ExperimentAssignment | None = None,
+) -> Decision:
+    """The answer when features cannot be read: no offers, no summary, policy ``fallback``.
+
+    Consent is unknown, so it counts as not granted.
+    """
+    return Decision(
+        invoice_id=request.invoice_id,
+        customer_id=request.customer_id,
+        invoice_date=request.invoice_date,
+        locale=request.locale,
+        requested_policy=requested_policy,
+        policy="fallback",
+        model_version=None,
+        experiment=experiment,
+        consent=ConsentState(
+            marketing=False,
+            profiling=False,
+            usage_insights=False,
+            objected=False,
+            age=None,
+            segment="",
+        ),
+        offers=(),
+        usage_summary=None,
+        degraded=degraded,
+    )

@@ -1,0 +1,220 @@
+"""What a decision is made from: the request, consent, account facts and the injected edges.
+
+The engine never reads a store itself. The API passes a :class:`FeatureSource` over Feast, the
+batch invoice run one over frames, and tests a fake; the models come in behind :class:`Scorer`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+Locale = Literal["sv", "en"]
+
+ADULT_AGE = 18
+
+
+class UnknownCustomerError(LookupError):
+    """The feature store has never seen this customer (the API answers 404)."""
+
+    def __init__(self, customer_id: str) -> None:
+        super().__init__(f"unknown customer {customer_id}")
+        self.customer_id = customer_id
+
+
+@dataclass(frozen=True)
+class DecisionRequest:
+    """One invoice to decide offers for."""
+
+    invoice_id: str
+    customer_id: str
+    invoice_date: dt.date
+    locale: Locale
+    max_offers: int
+
+
+@dataclass(frozen=True)
+class ExperimentAssignment:
+    """The experiment variant the caller assigned this customer to."""
+
+    key: str
+    variant: str
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    """The consent gate's inputs. ``age`` is the lowest age the birth year allows."""
+
+    marketing: bool
+    profiling: bool
+    usage_insights: bool
+    objected: bool
+    age: int | None
+    segment: str
+
+    @property
+    def is_adult(self) -> bool:
+        # An unknown age is not proof of adulthood: such customers are never profiled.
+        return self.age is not None and self.age >= ADULT_AGE
+
+    @classmethod
+    def from_features(cls, row: Mapping[str, Any], invoice_date: dt.date) -> ConsentState:
+        """Build from ``features.columns.CUSTOMER_CONSENT`` values read for one customer."""
+        birth_year = as_int(row.get("birth_year"))
+        segment = row.get("segment")
+        return cls(
+            marketing=as_flag(row.get("consent_marketing")),
+            profiling=as_flag(row.get("consent_profiling")),
+            usage_insights=as_flag(row.get("consent_usage_insights")),
+            objected=as_flag(row.get("objected_marketing")),
+            age=lowest_age(birth_year, invoice_date),
+            segment=segment if isinstance(segment, str) and segment else "consumer",
+        )
+
+
+def lowest_age(birth_year: int | None, on: dt.date) -> int | None:
+    """Age on ``on`` assuming the birthday is as late in the year as possible.
+
+    Only the birth year is known, so someone born in 2008 is treated as 17 throughout 2026
+    (until 31 December): a customer who might be a minor is treated as one.
+    """
+    if birth_year is None:
+        return None
+    age = on.year - birth_year
+    return age if (on.month, on.day) == (12, 31) else age - 1
+
+
+class FeatureSource(Protocol):
+    """The I/O edge: the API reads Feast, the batch invoice run reads frames."""
+
+    def read_consent(self, customer_id: str) -> dict[str, Any] | None:
+        """``features.columns.CUSTOMER_CONSENT`` values; ``None`` for an unknown customer."""
+        ...
+
+    def read_account(self, customer_id: str) -> dict[str, Any]:
+        """``CUSTOMER_USAGE`` + ``CUSTOMER_CONTRACT`` + ``CUSTOMER_BILLING`` values."""
+        ...
+
+    def read_profile(self, customer_id: str) -> dict[str, Any]:
+        """``CUSTOMER_PROFILE`` values; only ever called with profiling consent."""
+        ...
+
+
+class Scorer(Protocol):
+    """The two LightGBM models behind one interface."""
+
+    model_version: str
+
+    def acceptance(self, rows: np.ndarray) -> np.ndarray:
+        """Acceptance probability per row of ``training.model_inputs.ranker_matrix``."""
+        ...
+
+    def contributions(self, rows: np.ndarray) -> np.ndarray:
+        """LightGBM ``pred_contrib``: shape ``(n, n_features + 1)``, the last column the bias."""
+        ...
+
+    def churn_risk(self, row: np.ndarray) -> float:
+        """Churn probability for one row of ``training.model_inputs.churn_matrix``."""
+        ...
+
+
+def as_float(value: Any) -> float:
+    """A feature value as float; missing (None, NaN, pandas NA, empty text) becomes NaN."""
+    if value is None or (isinstance(value, str) and not value):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def as_int(value: Any) -> int | None:
+    number = as_float(value)
+    return None if math.isnan(number) else int(number)
+
+
+def as_flag(value: Any) -> bool:
+    """A 0/1 feature; missing means not granted (CONTRACT §1: no row = not granted)."""
+    number = as_float(value)
+    return not math.isnan(number) and number != 0
+
+
+def as_date(value: Any) -> dt.date | None:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            return dt.date.fromisoformat(value[:10])
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass(frozen=True)
+class Account:
+    """The account facts eligibility, guardrails and reasons read, typed once.
+
+    ``features`` keeps every value read, for the model frame and the usage summary.
+    Allowances are NaN when unlimited.
+    """
+
+    current_plan_id: str
+    current_monthly_fee_sek: float
+    current_new_customer_fee_sek: float
+    current_data_gb: float
+    current_voice_minutes: float
+    current_roaming_data_gb: float
+    tenure_months: int
+    binding_end_date: dt.date | None
+    in_collection: bool
+    unpaid_reminders: int
+    late_payments_12m: int
+    invoice_fee_last_sek: float
+    data_gb_avg_3m: float
+    data_gb_max_3m: float
+    roaming_data_gb_avg_3m: float
+    roaming_data_gb_max_3m: float
+    features: Mapping[str, Any]
+
+    @classmethod
+    def from_features(cls, row: Mapping[str, Any]) -> Account:
+        plan_id = row.get("current_plan_id")
+        fee = as_float(row.get("current_monthly_fee_sek"))
+        return cls(
+            current_plan_id=plan_id if isinstance(plan_id, str) else "",
+            current_monthly_fee_sek=0.0 if math.isnan(fee) else fee,
+            current_new_customer_fee_sek=as_float(row.get("current_new_customer_fee_sek")),
+            current_data_gb=as_float(row.get("current_data_gb")),
+            current_voice_minutes=as_float(row.get("current_voice_minutes")),
+            current_roaming_data_gb=as_float(row.get("current_roaming_data_gb")),
+            tenure_months=as_int(row.get("tenure_months")) or 0,
+            binding_end_date=as_date(row.get("binding_end_date")),
+            in_collection=as_flag(row.get("in_collection")),
+            unpaid_reminders=as_int(row.get("unpaid_reminders")) or 0,
+            late_payments_12m=as_int(row.get("late_payments_12m")) or 0,
+            invoice_fee_last_sek=_zero_if_nan(as_float(row.get("invoice_fee_last_sek"))),
+            data_gb_avg_3m=as_float(row.get("data_gb_avg_3m")),
+            data_gb_max_3m=as_float(row.get("data_gb_max_3m")),
+            roaming_data_gb_avg_3m=as_float(row.get("roaming_data_gb_avg_3m")),
+            roaming_data_gb_max_3m=as_float(row.get("roaming_data_gb_max_3m")),
+            features=row,
+        )
+
+    @property
+    def in_payment_trouble(self) -> bool:
+        """In collection or with reminders unpaid: only payment help is offered."""
+        return self.in_collection or self.unpaid_reminders > 0
+
+    def is_bound_on(self, day: dt.date) -> bool:
+        return self.binding_end_date is not None and self.binding_end_date > day
+
+
+def _zero_if_nan(value: float) -> float:
+    return 0.0 if math.isnan(value) else value
