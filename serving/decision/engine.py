@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from features.catalog import Catalog, Offer
@@ -156,7 +156,7 @@ class Decision:
                 "segment": self.consent.segment,
             },
             "churn_risk": self.churn_risk,
-            "candidates": [asdict(record) for record in self.candidates],
+            "candidates": [dict(vars(record)) for record in self.candidates],
         }
 
 

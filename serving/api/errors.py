@@ -1,0 +1,202 @@
+"""Every error as RFC 9457 problem+json: ``type``, ``title``, ``status``, ``detail``, ``errors``.
+
+Handlers never put a stack trace, an exception message from a library or the request body into a
+response; the detail is written here, for the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "urn:invoice-offers:problem:"
+
+logger = logging.getLogger("serving.api")
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem."""
+
+    type: str = Field(default="about:blank", description="A URI naming the kind of problem.")
+    title: str = Field(description="Short summary of the kind of problem.")
+    status: int = Field(description="The HTTP status code.")
+    detail: str = Field(description="What went wrong with this request, for the caller.")
+
+
+class FieldError(BaseModel):
+    """One invalid part of a request."""
+
+    loc: list[str | int] = Field(description="Where: body, query, path or header, then the field.")
+    msg: str
+    type: str
+
+
+class ValidationProblem(Problem):
+    """A request that does not match the schema; ``errors`` lists each invalid part."""
+
+    errors: list[FieldError]
+
+
+class ProblemError(Exception):
+    """Raise to answer with a problem; ``kind`` becomes the problem ``type``."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        kind: str | None = None,
+        headers: dict[str, str] | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.kind = kind
+        self.headers = headers
+        self.errors = errors
+
+
+# RFC 9110's names; Python's HTTPStatus has the older ones before 3.13.
+_TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
+
+
+def problem_title(status: int) -> str:
+    return _TITLES.get(status) or HTTPStatus(status).phrase
+
+
+def problem_type(kind: str | None) -> str:
+    return f"{PROBLEM_TYPE_BASE}{kind}" if kind else "about:blank"
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    kind: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A problem+json response, built without FastAPI's encoder (it is on hot error paths too)."""
+    problem: Problem
+    title = problem_title(status)
+    if errors is None:
+        problem = Problem(type=problem_type(kind), title=title, status=status, detail=detail)
+    else:
+        problem = ValidationProblem(
+            type=problem_type(kind),
+            title=title,
+            status=status,
+            detail=detail,
+            errors=[FieldError.model_validate(error) for error in errors],
+        )
+    return Response(
+        content=problem.model_dump_json(),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
+    # Only where, what and which rule: pydantic's `input` and `ctx` would echo the request back.
+    return [
+        {"loc": list(item.get("loc", ())), "msg": item.get("msg", ""), "type": item.get("type", "")}
+        for item in error.errors()
+    ]
+
+
+def _validation_detail(errors: list[dict[str, Any]]) -> str:
+    named = []
+    for item in errors[:5]:
+        where = ".".join(str(part) for part in item["loc"][1:]) or str(
+            item["loc"][0] if item["loc"] else "request"
+        )
+        named.append(f"{where}: {item['msg']}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(named) + more if named else "the request is not valid"
+
+
+async def _on_problem(_: Request, error: Exception) -> Response:
+    assert isinstance(error, ProblemError)
+    return problem_response(
+        error.status, error.detail, kind=error.kind, errors=error.errors, headers=error.headers
+    )
+
+
+async def _on_validation(_: Request, error: Exception) -> Response:
+    assert isinstance(error, RequestValidationError)
+    errors = _field_errors(error)
+    return problem_response(422, _validation_detail(errors), kind="validation", errors=errors)
+
+
+# Starlette's fixed phrases, said for a caller. HTTPExceptions come only from the framework and the
+# body limit (routes raise ProblemError), so their details are fixed texts, never internal data.
+_FRAMEWORK_DETAILS = {
+    "Not Found": "no such resource",
+    "Method Not Allowed": "method not allowed on this resource",
+}
+
+
+# FastAPI answers a body that is not UTF-8 with 400 but malformed JSON with 422; both are one
+# problem for the caller, a body that is not JSON, so both are 422 with the same error.
+_UNPARSABLE_BODY = "There was an error parsing the body"
+_NOT_JSON = {"loc": ["body"], "msg": "the body is not valid JSON", "type": "json_invalid"}
+
+
+async def _on_http(_: Request, error: Exception) -> Response:
+    assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 400 and error.detail == _UNPARSABLE_BODY:
+        return problem_response(
+            422, "body: the body is not valid JSON", kind="validation", errors=[_NOT_JSON]
+        )
+    detail = error.detail if isinstance(error.detail, str) and error.detail else ""
+    detail = _FRAMEWORK_DETAILS.get(detail, detail) or problem_title(error.status_code)
+    return problem_response(error.status_code, detail, headers=dict(error.headers or {}))
+
+
+async def _on_unexpected(request: Request, error: Exception) -> Response:
+    logger.error(
+        "unhandled error",
+        exc_info=error,
+        extra={"path": request.url.path, "error": type(error).__name__},
+    )
+    return problem_response(500, "the server could not answer this request", kind="internal")
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Answer every error, the framework's included, as problem+json."""
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+
+_RESPONSE_TEXT = {
+    401: "No API key, or a key that is not known.",
+    403: "The key's role may not call this route.",
+    404: "Not found.",
+    409: "Conflicts with what is stored.",
+    413: "The request body is larger than the limit.",
+    422: "The request is not valid; `errors` names each invalid part.",
+    503: "A dependency this answer needs is unavailable.",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the problems a route can answer (served as problem+json)."""
+    return {
+        status: {
+            "model": ValidationProblem if status == 422 else Problem,
+            "description": _RESPONSE_TEXT.get(status, HTTPStatus(status).phrase),
+        }
+        for status in statuses
+    }

@@ -1,0 +1,43 @@
+"""Administration: reload the champion models now (role admin)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter
+
+from serving.api.deps import AdminRole, ExperimentsDep, ModelDep
+from serving.api.errors import ProblemError, problem_responses
+from serving.api.schemas import ModelsPublic
+from serving.scoring_model import ModelLoadFailed, ModelMismatch, NoChampion
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+
+@router.post(
+    "/reload", response_model=ModelsPublic, responses=problem_responses(401, 403, 409, 503)
+)
+def reload_models(models: ModelDep, experiments: ExperimentsDep, _: AdminRole) -> ModelsPublic:
+    """Load the models carrying the `champion` alias now; a model with other inputs is refused."""
+    before = models.current
+    challengers = experiments.challenger_policies(dt.datetime.now(dt.UTC))
+    try:
+        after = models.reload(challengers)
+    except ModelMismatch as error:
+        raise ProblemError(
+            409, f"{error}; the serving model is kept", kind="model-inputs-mismatch"
+        ) from error
+    except NoChampion as error:
+        raise ProblemError(
+            409, f"{error}; the serving model is kept", kind="no-champion"
+        ) from error
+    except ModelLoadFailed as error:
+        raise ProblemError(
+            503, f"{error}; the serving model is kept", kind="registry-unavailable"
+        ) from error
+    return ModelsPublic(
+        model_version=after.model_version,
+        churn_model_version=after.churn_model_version,
+        changed=(after.model_version, after.churn_model_version)
+        != (before.model_version, before.churn_model_version),
+    )

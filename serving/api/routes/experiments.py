@@ -1,0 +1,123 @@
+"""Offer experiments: define them, list them, read their reports (role marketing)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path as FilePath
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from serving.api.deps import ExperimentsDep, MarketingRole, ModelDep
+from serving.api.errors import ProblemError, problem_responses
+from serving.api.schemas import (
+    ID_PATTERN,
+    ExperimentCreate,
+    ExperimentPublic,
+    ExperimentReport,
+    ExperimentsPublic,
+)
+from serving.decision.consent import MODEL_PREFIX
+from serving.experiments import ExperimentExists
+
+router = APIRouter(tags=["experiments"])
+
+ExperimentKey = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
+TEMPLATES = FilePath(__file__).resolve().parents[2] / "templates"
+
+
+@cache
+def _templates() -> Jinja2Templates:
+    return Jinja2Templates(directory=TEMPLATES)
+
+
+@contextmanager
+def _known(key: str) -> Iterator[None]:
+    """Turn the store's KeyError for an unknown experiment into a 404 problem."""
+    try:
+        yield
+    except KeyError as error:
+        raise ProblemError(
+            404, f"no experiment with key {key}", kind="unknown-experiment"
+        ) from error
+
+
+@router.get(
+    "/v1/experiments", response_model=ExperimentsPublic, responses=problem_responses(401, 403)
+)
+def list_experiments(experiments: ExperimentsDep, _: MarketingRole) -> ExperimentsPublic:
+    """All experiments, the first created first."""
+    listed = experiments.all()
+    return ExperimentsPublic(data=listed, count=len(listed))
+
+
+@router.post(
+    "/v1/experiments",
+    status_code=201,
+    response_model=ExperimentPublic,
+    responses=problem_responses(401, 403, 409, 413, 422),
+)
+def create_experiment(
+    experiment: ExperimentCreate,
+    experiments: ExperimentsDep,
+    models: ModelDep,
+    _: MarketingRole,
+) -> ExperimentPublic:
+    """Create an experiment; invoices dated within start–end are split over its variants."""
+    try:
+        created = experiments.create(experiment)
+    except ExperimentExists as error:
+        raise ProblemError(
+            409, f"an experiment with key {experiment.key} exists", kind="experiment-exists"
+        ) from error
+    challengers = [v.policy for v in experiment.variants if v.policy.startswith(MODEL_PREFIX)]
+    if challengers:
+        models.add_challengers(challengers)
+    return created
+
+
+@router.get(
+    "/v1/experiments/{key}",
+    response_model=ExperimentPublic,
+    responses=problem_responses(401, 403, 404, 422),
+)
+def get_experiment(
+    key: ExperimentKey, experiments: ExperimentsDep, _: MarketingRole
+) -> ExperimentPublic:
+    """One experiment."""
+    with _known(key):
+        return experiments.get(key)
+
+
+@router.get(
+    "/v1/experiments/{key}/report",
+    response_model=ExperimentReport,
+    responses=problem_responses(401, 403, 404, 422),
+)
+def experiment_report(
+    key: ExperimentKey, experiments: ExperimentsDep, _: MarketingRole
+) -> ExperimentReport:
+    """Per variant: customers, decisions, acceptance rate (95 % interval), difference to control."""
+    with _known(key):
+        return experiments.report(key)
+
+
+@router.get(
+    "/experiments/{key}",
+    response_class=HTMLResponse,
+    responses={
+        200: {"content": {"text/html": {}}, "description": "The report as a page."},
+        **problem_responses(401, 403, 404, 422),
+    },
+)
+def experiment_page(
+    key: ExperimentKey, request: Request, experiments: ExperimentsDep, _: MarketingRole
+) -> HTMLResponse:
+    """The report as a page for people; send the marketing key as `Authorization: Bearer <key>`."""
+    with _known(key):
+        report = experiments.report(key)
+    return _templates().TemplateResponse(request, "experiment.html", {"report": report})

@@ -1,0 +1,50 @@
+"""Operations: liveness, readiness and Prometheus metrics (no key needed)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from serving.api.errors import ProblemError, problem_responses
+from serving.api.schemas import Live, Ready
+from serving.metrics import METRICS_CONTENT_TYPE
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health/live", response_model=Live)
+async def live() -> Live:
+    """The process is up."""
+    return Live(status="live")
+
+
+@router.get("/health/ready", response_model=Ready, responses=problem_responses(503))
+def ready(request: Request) -> Ready:
+    """Ready once the feature store, the catalog and a model (or the rules) are loaded."""
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        raise ProblemError(503, "the service is starting", kind="not-ready")
+    if services.features is None and services.reopen_features is not None:
+        services.features = services.reopen_features()
+    if services.features is None:
+        raise ProblemError(503, "the feature store is not open", kind="not-ready")
+    if not services.log.ping():
+        raise ProblemError(503, "the decision log database does not answer", kind="not-ready")
+    models = services.models.current
+    return Ready(
+        status="ready",
+        model_version=models.model_version,
+        churn_model_version=models.churn_model_version,
+    )
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {METRICS_CONTENT_TYPE: {}}, "description": "Prometheus text."}},
+)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics: decisions by policy, degraded answers, step latency, events."""
+    services = getattr(request.app.state, "services", None)
+    body = services.metrics.render() if services is not None else b""
+    return Response(content=body, media_type=METRICS_CONTENT_TYPE)

@@ -1,0 +1,57 @@
+"""Usage summaries: what a customer used and paid for, for the invoice (role renderer)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from serving.api.deps import CatalogDep, FeaturesDep, RendererRole
+from serving.api.errors import ProblemError, problem_responses
+from serving.api.schemas import ID_PATTERN, Locale, UsageSummary
+from serving.decision.engine import summarise_usage
+from serving.decision.inputs import UnknownCustomerError
+from serving.feature_reader import FeatureStoreUnavailable
+
+router = APIRouter(prefix="/v1", tags=["usage"])
+
+
+@router.get(
+    "/customers/{customer_id}/usage-summary",
+    response_model=UsageSummary,
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
+def usage_summary(
+    customer_id: Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)],
+    source: FeaturesDep,
+    catalog: CatalogDep,
+    _: RendererRole,
+    invoice_date: Annotated[
+        dt.date | None, Query(description="The invoice's date; today (UTC) when left out.")
+    ] = None,
+    locale: Annotated[Locale, Query()] = "sv",
+) -> UsageSummary:
+    """The usage summary alone; `detailed` (trends, plan fit) only with usage_insights consent."""
+    try:
+        if source is None:
+            raise FeatureStoreUnavailable("not_open")
+        summary = summarise_usage(
+            customer_id,
+            source,
+            catalog,
+            invoice_date=invoice_date or dt.datetime.now(dt.UTC).date(),
+            locale=locale,
+        )
+    except UnknownCustomerError as error:
+        raise ProblemError(
+            404, f"customer {customer_id} is not known", kind="unknown-customer"
+        ) from error
+    except FeatureStoreUnavailable as error:
+        raise ProblemError(
+            503,
+            "the feature store is unavailable; try again shortly",
+            kind="feature-store-unavailable",
+            headers={"Retry-After": "1"},
+        ) from error
+    return UsageSummary.model_validate(summary)

@@ -1,0 +1,358 @@
+"""Request and response bodies of the HTTP API (CONTRACT §2), in families per resource."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from serving.decision.consent import MODEL_PREFIX, REQUESTABLE, Policy
+from serving.decision.inputs import Locale
+
+ID_PATTERN = r"^[A-Za-z0-9._-]+$"
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN, strict=True)
+]
+EventType = Literal["impression", "click", "accept", "decline"]
+# The policies an experiment may ask for: the engine's own names, or a registered ranker version.
+VARIANT_POLICY_PATTERN = rf"^({'|'.join(REQUESTABLE)}|{MODEL_PREFIX}[A-Za-z0-9._/-]{{1,64}})$"
+WEIGHT_TOLERANCE = 1e-9
+
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    # Timestamps are UTC (CONTRACT §1); one without a zone is read as UTC.
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+UtcDatetime = Annotated[dt.datetime, AfterValidator(_as_utc)]
+
+
+def _json_integer(value: Any) -> Any:
+    # JSON Schema's integer: 3 and 3.0, not "3" or true (lax mode would take those too).
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON integer")
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_json_integer)]
+
+
+# Offers -----------------------------------------------------------------------------------------
+
+
+class OffersRequest(BaseModel):
+    """One invoice to decide offers for."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "invoice_id": "INV-2026-11-0001234",
+                    "customer_id": "C0001234",
+                    "invoice_date": "2026-11-30",
+                    "locale": "sv",
+                    "max_offers": 3,
+                }
+            ]
+        },
+    )
+
+    invoice_id: Identifier
+    customer_id: Identifier
+    invoice_date: dt.date | None = Field(
+        default=None, description="The invoice's date; today (UTC) when left out."
+    )
+    locale: Locale = "sv"
+    max_offers: JsonInt = Field(default=3, ge=0, le=10)
+
+
+class ConsentPublic(BaseModel):
+    marketing: bool
+    profiling: bool
+    usage_insights: bool
+
+
+class ExperimentAssignment(BaseModel):
+    key: str
+    variant: str
+
+
+class ReasonPublic(BaseModel):
+    code: str = Field(description="Machine-readable reason, e.g. usage_above_allowance.")
+    text: str = Field(description="The reason in the customer's language.")
+
+
+class ContributionPublic(BaseModel):
+    feature: str
+    value: float | None
+    contribution: float
+
+
+class OfferPublic(BaseModel):
+    offer_id: str
+    rank: int = Field(ge=1)
+    kind: Literal["plan", "addon", "loyalty", "payment_help"]
+    title: str
+    monthly_fee_sek: float
+    acceptance_probability: float | None = Field(default=None, ge=0.0, le=1.0)
+    expected_value_sek: float | None = None
+    customer_saving_sek_per_month: float | None = None
+    personalised: bool
+    reasons: list[ReasonPublic]
+    contributions: list[ContributionPublic] = Field(
+        default_factory=list, description="Only when the customer granted profiling."
+    )
+
+
+class PeriodPublic(BaseModel):
+    start: dt.date = Field(description="First day of the newest usage month.")
+    end: dt.date = Field(description="Its last day.")
+
+
+class PlanPublic(BaseModel):
+    plan_id: str
+    title: str
+    monthly_fee_sek: float
+
+
+class UsageLinePublic(BaseModel):
+    measure: Literal["data", "voice", "sms", "roaming"]
+    used: float | None
+    included: float | None = Field(description="null = unlimited.")
+    unit: Literal["GB", "min", "sms"]
+
+
+class ExtraChargePublic(BaseModel):
+    kind: Literal["data_overage", "voice_overage", "roaming_overage", "invoice_fee", "reminder_fee"]
+    amount_sek: float
+    explanation: str = Field(description="Why it was charged, in the customer's language.")
+
+
+class TrendPointPublic(BaseModel):
+    month: dt.date | None
+    used: float | None
+
+
+class TrendPublic(BaseModel):
+    measure: Literal["data", "voice", "roaming", "overage"]
+    unit: Literal["GB", "min", "SEK"]
+    months: list[TrendPointPublic] = Field(description="Oldest first, the newest month last.")
+
+
+class PlanFitPublic(BaseModel):
+    plan_id: str = Field(description="The plan that would have cost least; today's when none.")
+    title: str
+    monthly_fee_sek: float
+    cost_sek_per_month: float
+    current_cost_sek_per_month: float
+    saving_sek_per_month: float
+    months: int
+    explanation: str
+
+
+class UsageSummary(BaseModel):
+    """What the customer used and paid for; shown whatever the marketing consent."""
+
+    period: PeriodPublic | None
+    plan: PlanPublic
+    binding_end_date: dt.date | None
+    usage: list[UsageLinePublic]
+    extra_charges: list[ExtraChargePublic]
+    extra_charges_total_sek: float
+    detail_level: Literal["basic", "detailed"] = Field(
+        description="detailed (trends and plan fit) only with usage_insights consent."
+    )
+    trends: list[TrendPublic] | None = Field(description="detailed only.")
+    plan_fit: PlanFitPublic | None = Field(description="detailed only.")
+
+
+class OffersResponse(BaseModel):
+    """The decision for one invoice; the same invoice_id always gets this same answer."""
+
+    decision_id: str
+    invoice_id: str
+    customer_id: str
+    policy: Policy
+    model_version: str | None
+    experiment: ExperimentAssignment | None
+    consent: ConsentPublic
+    offers: list[OfferPublic]
+    usage_summary: UsageSummary | None = Field(
+        description="As GET /v1/customers/{id}/usage-summary; null when features are unavailable."
+    )
+    degraded: str | None = Field(
+        description="null, or why the answer was made without a part: feature_store_unavailable, "
+        "model_unavailable, …"
+    )
+
+
+# Events -----------------------------------------------------------------------------------------
+
+
+class EventIn(BaseModel):
+    """Something the customer did with an offer on an invoice."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "EV-000001",
+                    "decision_id": "0b6f2c1e-5a3b-4c1d-9e8f-7a6b5c4d3e2f",
+                    "offer_id": "PLAN_30GB",
+                    "type": "accept",
+                    "occurred_at": "2026-12-02T09:30:00Z",
+                }
+            ]
+        },
+    )
+
+    event_id: Identifier
+    decision_id: Identifier
+    offer_id: Identifier
+    type: EventType
+    occurred_at: UtcDatetime
+
+
+class EventPublic(BaseModel):
+    event_id: str
+    decision_id: str
+    offer_id: str
+    type: EventType
+    occurred_at: dt.datetime
+    received_at: dt.datetime
+
+
+# Experiments ------------------------------------------------------------------------------------
+
+
+class VariantSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Identifier
+    weight: float = Field(gt=0.0, le=1.0, allow_inf_nan=False)
+    policy: str = Field(
+        pattern=VARIANT_POLICY_PATTERN,
+        description="model, rules, non_personalised, holdout, or model:<version> (a challenger).",
+    )
+
+
+class ExperimentCreate(BaseModel):
+    """An offer experiment: customers are split over the variants by weight while it runs."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "key": "ranker-vs-rules",
+                    "description": "Does the ranker beat the rules?",
+                    "variants": [
+                        {"name": "treatment", "weight": 0.45, "policy": "model"},
+                        {"name": "rules", "weight": 0.45, "policy": "rules"},
+                        {"name": "control", "weight": 0.10, "policy": "holdout"},
+                    ],
+                    "start": "2026-12-01T00:00:00Z",
+                    "end": "2027-02-28T23:59:59Z",
+                }
+            ]
+        },
+    )
+
+    key: Identifier
+    description: str = Field(default="", max_length=2000)
+    variants: list[VariantSpec] = Field(min_length=1, max_length=20)
+    start: UtcDatetime
+    end: UtcDatetime
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentCreate:
+        names = [variant.name for variant in self.variants]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"variant names must be unique; repeated: {', '.join(repeated)}")
+        total = math.fsum(variant.weight for variant in self.variants)
+        if abs(total - 1.0) > WEIGHT_TOLERANCE:
+            raise ValueError(f"variant weights must sum to 1, they sum to {total:.12g}")
+        if self.start >= self.end:
+            raise ValueError("start must be before end")
+        return self
+
+
+class ExperimentPublic(ExperimentCreate):
+    model_config = ConfigDict(extra="ignore")
+
+    created_at: dt.datetime
+
+
+class ExperimentsPublic(BaseModel):
+    data: list[ExperimentPublic]
+    count: int
+
+
+class Interval(BaseModel):
+    low: float
+    high: float
+
+
+class Difference(BaseModel):
+    against: str = Field(description="The control variant.")
+    value: float = Field(description="This variant's acceptance rate minus the control's.")
+    interval: Interval = Field(description="95 % interval (Newcombe, from Wilson intervals).")
+
+
+class VariantReport(BaseModel):
+    name: str
+    policy: str
+    weight: float
+    customers: int = Field(description="Distinct customers decided for.")
+    decisions: int = Field(description="Invoices decided.")
+    offers_shown: int
+    accepted: int = Field(description="Decisions where the customer accepted an offer.")
+    acceptance_rate: float | None = Field(description="accepted / decisions; null without any.")
+    acceptance_interval: Interval | None = Field(description="95 % Wilson interval.")
+    difference: Difference | None = Field(description="Against the control; null for it.")
+
+
+class ExperimentReport(BaseModel):
+    key: str
+    description: str
+    start: dt.datetime
+    end: dt.datetime
+    control: str
+    confidence: float
+    variants: list[VariantReport]
+
+
+# Operations -------------------------------------------------------------------------------------
+
+
+class Live(BaseModel):
+    status: Literal["live"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    model_version: str | None = Field(description="The ranker in use; null when rules decide.")
+    churn_model_version: str | None
+
+
+class ModelsPublic(BaseModel):
+    """The models serving now."""
+
+    model_version: str | None
+    churn_model_version: str | None
+    changed: bool = Field(description="Whether this reload changed a model.")

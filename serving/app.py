@@ -1,0 +1,387 @@
+"""The invoice offer API: ``create_app`` is the factory ``offers serve`` runs.
+
+Nothing happens at import. The lifespan opens the decision log, loads the catalog and the champion
+models, opens the Feast online store and warms them up; requests only look them up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from features.catalog import load_catalog
+from features.columns import (
+    CUSTOMER_BILLING,
+    CUSTOMER_CONSENT,
+    CUSTOMER_CONTRACT,
+    CUSTOMER_PROFILE,
+    CUSTOMER_USAGE,
+)
+from features.settings import Settings, get_settings
+from serving.api.deps import Services
+from serving.api.errors import PROBLEM_JSON, install_problem_handlers, problem_response
+from serving.api.routes import admin, events, experiments, health, offers, usage
+from serving.api.schemas import OffersResponse
+from serving.auth import ApiKeys
+from serving.decision.engine import decide
+from serving.decision.inputs import DecisionRequest, FeatureSource
+from serving.decision_log import DecisionLog
+from serving.experiments import Experiments
+from serving.feature_reader import open_feast_source
+from serving.metrics import ApiMetrics
+from serving.scoring_model import ModelHolder, ModelLoader
+
+logger = logging.getLogger("serving.app")
+
+DESCRIPTION = """\
+Decides, for every telecom invoice, which plan or add-on to offer, explains why in the customer's
+language, and summarises usage within the consent the customer gave.
+
+Send an API key as `Authorization: Bearer <key>`. Roles: `renderer` (offers, events, usage
+summaries), `marketing` (experiments and their reports, the page at `/experiments/{key}`),
+`admin` (everything, model reload). Health and metrics need no key. Every error is
+`application/problem+json` (RFC 9457).
+"""
+FEATURE_RETRY_SECONDS = 10.0
+
+
+# Logging ----------------------------------------------------------------------------------------
+
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+class JsonLinesFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the ``extra`` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name, value in vars(record).items():
+            if name not in _RECORD_FIELDS:
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """JSON lines on stderr for the ``serving`` loggers, once per process."""
+    serving = logging.getLogger("serving")
+    if any(isinstance(h.formatter, JsonLinesFormatter) for h in serving.handlers):
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLinesFormatter())
+    serving.addHandler(handler)
+    serving.setLevel(level)
+
+
+# Middleware -------------------------------------------------------------------------------------
+
+
+class BodyTooLarge(StarletteHTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request body is larger than {limit} bytes")
+
+
+class BodyLimitMiddleware:
+    """413 for a body over the limit: by its Content-Length up front, and by bytes as they arrive.
+
+    FastAPI passes an HTTPException raised while reading the body on to the problem handlers.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > limit:
+                    status = 413 if value.isdigit() else 400
+                    detail = BodyTooLarge(limit).detail if status == 413 else "bad Content-Length"
+                    await problem_response(status, detail)(scope, receive, send)
+                    return
+                break
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge as error:  # raised where no handler caught it (a route without a body)
+            if started:
+                raise
+            await problem_response(413, str(error.detail))(scope, receive, send)
+
+
+class ServerTimingMiddleware:
+    """``Server-Timing: app;dur=<ms>`` on every response, for clients and load generators."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                millis = (time.perf_counter() - started) * 1000.0
+                headers = list(message.get("headers", []))
+                headers.append((b"server-timing", f"app;dur={millis:.3f}".encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
+
+
+# Services ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Connectors:
+    """How the app reaches the feature store and the model registry; tests pass their own."""
+
+    open_features: Callable[[Settings], FeatureSource] = open_feast_source
+    model_loader: Callable[[Settings], ModelLoader] = ModelLoader.from_registry
+
+
+class FeatureOpener:
+    """Opens the feature store; after a failure, tries again at most every few seconds."""
+
+    def __init__(self, settings: Settings, open_features: Callable[[Settings], FeatureSource]):
+        self._settings = settings
+        self._open = open_features
+        self._lock = threading.Lock()
+        self._last_try = -FEATURE_RETRY_SECONDS
+
+    def __call__(self) -> FeatureSource | None:
+        now = time.monotonic()
+        if now - self._last_try < FEATURE_RETRY_SECONDS or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            self._last_try = now
+            return self._open(self._settings)
+        except Exception as error:
+            logger.error(
+                "feature store not opened: offers are answered degraded",
+                extra={"error": type(error).__name__},
+            )
+            return None
+        finally:
+            self._lock.release()
+
+
+class _WarmUpSource:
+    """A made-up adult customer with every consent and all-zero usage, for the warm-up decision."""
+
+    def __init__(self, plan_id: str, month: dt.date) -> None:
+        self._consent: dict[str, Any] = {name: 1 for name in CUSTOMER_CONSENT}
+        self._consent.update(birth_year=1980, segment="consumer")
+        self._account: dict[str, Any] = {
+            name: 0 for name in (*CUSTOMER_USAGE, *CUSTOMER_CONTRACT, *CUSTOMER_BILLING)
+        }
+        self._account.update(
+            current_plan_id=plan_id,
+            usage_month_m1=month.replace(day=1).isoformat(),
+            binding_end_date="",
+        )
+        self._profile: dict[str, Any] = dict.fromkeys(CUSTOMER_PROFILE, 0)
+
+    def read_consent(self, customer_id: str) -> dict[str, Any] | None:
+        return dict(self._consent)
+
+    def read_account(self, customer_id: str) -> dict[str, Any]:
+        return dict(self._account)
+
+    def read_profile(self, customer_id: str) -> dict[str, Any]:
+        return dict(self._profile)
+
+
+def warm_up(services: Services) -> None:
+    """Decide once for a made-up customer, unlogged, so the first invoice does not pay first use."""
+    services.log.warm_up()
+    if not services.catalog.plans:
+        return
+    today = dt.datetime.now(dt.UTC).date()
+    request = DecisionRequest("warm-up", "warm-up", today, "sv", 3)
+    source = _WarmUpSource(services.catalog.plans[0].offer_id, today)
+    try:
+        decision = decide(
+            request,
+            source,
+            services.catalog,
+            policy="model",
+            scorer=services.models.current.scorer,
+            recently_declined=frozenset(),
+        )
+        OffersResponse.model_validate(
+            {"decision_id": "warm-up", **decision.to_public_dict()}
+        ).model_dump_json()
+        decision.to_log_dict()
+    except Exception as error:  # a warm-up must never stop the service from starting
+        logger.warning("warm-up decision failed", extra={"error": type(error).__name__})
+
+
+def open_services(settings: Settings, connectors: Connectors) -> Services:
+    """Open everything the routes use; a store or model that is down leaves the app degraded."""
+    keys = ApiKeys(settings.api_key_roles())
+    if not len(keys):
+        logger.warning("OFFERS_API_KEYS is empty: every route that needs a key answers 401")
+    catalog = load_catalog(settings.catalog)
+    log = DecisionLog.from_settings(settings)
+    experiments_store = Experiments(log)
+    models = ModelHolder(connectors.model_loader(settings))
+    models.start(experiments_store.challenger_policies(dt.datetime.now(dt.UTC)))
+    reopen = FeatureOpener(settings, connectors.open_features)
+    services = Services(
+        settings=settings,
+        keys=keys,
+        catalog=catalog,
+        metrics=ApiMetrics(),
+        models=models,
+        log=log,
+        experiments=experiments_store,
+        features=reopen(),
+        reopen_features=reopen,
+    )
+    warm_up(services)
+    return services
+
+
+# The app ----------------------------------------------------------------------------------------
+
+
+async def _database_unavailable(request: Request, error: Exception) -> Response:
+    # Nothing is answered that is not stored: without the database, say so and when to retry.
+    logger.error(
+        "decision log database unavailable",
+        extra={"path": request.url.path, "error": type(error).__name__},
+    )
+    return problem_response(
+        503,
+        "the decision log database is unavailable; try again shortly",
+        kind="decision-log-unavailable",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:
+    # FastAPI documents every response under the route's media type (JSON, or HTML for the
+    # experiment page); errors are answered as problem+json.
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content") or {}
+                if status.isdigit() and int(status) >= 400 and len(content) == 1:
+                    (media,) = content.values()
+                    response["content"] = {PROBLEM_JSON: media}
+    return schema
+
+
+def create_app(
+    settings: Settings | None = None, *, connectors: Connectors | None = None
+) -> FastAPI:
+    """The API; its lifespan opens the stores and models (``connectors`` replaces how)."""
+    resolved = settings or get_settings()
+    connect = connectors or Connectors()
+    configure_logging()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        services = open_services(resolved, connect)
+        app.state.services = services
+        logger.info(
+            "ready" if services.features is not None else "started without the feature store",
+            extra={
+                "model_version": services.models.current.model_version,
+                "startup_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
+        try:
+            yield
+        finally:
+            app.state.services = None
+            services.close()
+
+    app = FastAPI(
+        title="invoice-offers",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        openapi_tags=[
+            {"name": "offers", "description": "One decision per invoice."},
+            {"name": "usage", "description": "What a customer used and paid for."},
+            {"name": "events", "description": "What customers did with the offers."},
+            {"name": "experiments", "description": "Offer experiments and their reports."},
+            {"name": "admin", "description": "Model reload."},
+            {"name": "operations", "description": "Health and metrics."},
+        ],
+    )
+    app.state.services = None
+    install_problem_handlers(app)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=resolved.max_request_bytes)
+    app.add_middleware(ServerTimingMiddleware)
+    for module in (offers, usage, events, experiments, admin, health):
+        app.include_router(module.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _problem_media_types(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                    tags=app.openapi_tags,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,119 @@
+"""The decision engine's feature source over the Feast online store, guarded by a timeout.
+
+Consent is read first and alone: the consent gate decides what else may be read. A customer the
+store has never seen reads back as all None and is reported as unknown. A read that fails or takes
+longer than ``OFFERS_FEATURE_TIMEOUT_MS`` raises :class:`FeatureStoreUnavailable`, which the API
+turns into a degraded answer instead of an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Protocol
+
+from features.columns import (
+    CUSTOMER_BILLING,
+    CUSTOMER_CONSENT,
+    CUSTOMER_CONTRACT,
+    CUSTOMER_KEY,
+    CUSTOMER_PROFILE,
+    CUSTOMER_USAGE,
+)
+from features.settings import Settings
+
+logger = logging.getLogger("serving.features")
+
+# Enough for the reads of the threads serving requests; a read stuck past its timeout keeps its
+# worker, so a hanging store exhausts this pool and further reads time out instead of piling up.
+READ_WORKERS = 8
+
+
+class FeatureStoreUnavailable(Exception):
+    """The online store failed or did not answer within the timeout."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class OnlineStore(Protocol):
+    def get_online_features(
+        self, features: list[str], entity_rows: list[dict[str, Any]]
+    ) -> Any: ...
+
+
+def _refs(view: str, names: Sequence[str]) -> list[str]:
+    return [f"{view}:{name}" for name in names]
+
+
+CONSENT_FEATURES = _refs("customer_consent", list(CUSTOMER_CONSENT))
+ACCOUNT_FEATURES = [
+    *_refs("customer_usage", list(CUSTOMER_USAGE)),
+    *_refs("customer_contract", list(CUSTOMER_CONTRACT)),
+    *_refs("customer_billing", list(CUSTOMER_BILLING)),
+]
+PROFILE_FEATURES = _refs("customer_profile", list(CUSTOMER_PROFILE))
+
+
+class FeastFeatureSource:
+    """Reads one customer's features from the online store, one feature group at a time."""
+
+    def __init__(self, store: OnlineStore, *, timeout_ms: float) -> None:
+        self._store = store
+        self._timeout = timeout_ms / 1000.0
+        self._pool = ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="features")
+
+    def read_consent(self, customer_id: str) -> dict[str, Any] | None:
+        """Consent features, or None for a customer the store has never seen."""
+        row = self._read(CONSENT_FEATURES, customer_id)
+        if all(value is None for value in row.values()):
+            return None
+        return row
+
+    def read_account(self, customer_id: str) -> dict[str, Any]:
+        """Usage, contract and billing features."""
+        return self._read(ACCOUNT_FEATURES, customer_id)
+
+    def read_profile(self, customer_id: str) -> dict[str, Any]:
+        """Profile features; read only with profiling consent."""
+        return self._read(PROFILE_FEATURES, customer_id)
+
+    def warm_up(self) -> None:
+        """Open the store's connections in every reader before the first request needs them."""
+        for future in [
+            self._pool.submit(self._fetch, CONSENT_FEATURES, "__warm_up__")
+            for _ in range(READ_WORKERS)
+        ]:
+            future.result(timeout=30.0)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _read(self, features: list[str], customer_id: str) -> dict[str, Any]:
+        future = self._pool.submit(self._fetch, features, customer_id)
+        try:
+            return future.result(timeout=self._timeout)
+        except FutureTimeout as error:
+            future.cancel()
+            raise FeatureStoreUnavailable("timeout") from error
+        except Exception as error:
+            logger.warning("online store read failed", extra={"error": type(error).__name__})
+            raise FeatureStoreUnavailable(type(error).__name__) from error
+
+    def _fetch(self, features: list[str], customer_id: str) -> dict[str, Any]:
+        response = self._store.get_online_features(
+            features=features, entity_rows=[{CUSTOMER_KEY: customer_id}]
+        ).to_dict()
+        return {name: values[0] for name, values in response.items() if name != CUSTOMER_KEY}
+
+
+def open_feast_source(settings: Settings) -> FeastFeatureSource:
+    """The Feast store of ``settings``, opened and warmed up."""
+    from features.store import open_store
+
+    source = FeastFeatureSource(open_store(settings), timeout_ms=settings.feature_timeout_ms)
+    source.warm_up()
+    return source

@@ -1,0 +1,84 @@
+"""The Feast-backed feature source: consent first, unknown customers, timeouts and failures."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from features.columns import CUSTOMER_BILLING, CUSTOMER_CONTRACT, CUSTOMER_USAGE
+from serving.feature_reader import (
+    ACCOUNT_FEATURES,
+    CONSENT_FEATURES,
+    PROFILE_FEATURES,
+    READ_WORKERS,
+    FeastFeatureSource,
+    FeatureStoreUnavailable,
+)
+from tests.factories_api import SlowStore
+from tests.factories_decision import account, consent, profile
+
+
+def _store(delay: float = 0.0) -> SlowStore:
+    return SlowStore({"C0001": {**consent(), **account(), **profile()}}, delay=delay)
+
+
+def test_consent_is_read_alone_and_first() -> None:
+    store = _store()
+    source = FeastFeatureSource(store, timeout_ms=1000)
+    row = source.read_consent("C0001")
+    assert row == consent()
+    assert store.asked == [CONSENT_FEATURES]
+    assert all(reference.startswith("customer_consent:") for reference in CONSENT_FEATURES)
+    source.close()
+
+
+def test_account_and_profile_read_their_views() -> None:
+    store = _store()
+    source = FeastFeatureSource(store, timeout_ms=1000)
+    assert set(source.read_account("C0001")) == {
+        *CUSTOMER_USAGE,
+        *CUSTOMER_CONTRACT,
+        *CUSTOMER_BILLING,
+    }
+    assert source.read_profile("C0001") == profile()
+    assert store.asked == [ACCOUNT_FEATURES, PROFILE_FEATURES]
+    source.close()
+
+
+def test_a_customer_the_store_never_saw_is_unknown() -> None:
+    source = FeastFeatureSource(_store(), timeout_ms=1000)
+    assert source.read_consent("C9999") is None
+    source.close()
+
+
+def test_a_slow_store_times_out_as_unavailable() -> None:
+    source = FeastFeatureSource(_store(delay=0.5), timeout_ms=20)
+    started = time.perf_counter()
+    with pytest.raises(FeatureStoreUnavailable) as unavailable:
+        source.read_consent("C0001")
+    assert unavailable.value.reason == "timeout"
+    assert time.perf_counter() - started < 0.25
+    source.close()
+
+
+def test_a_hanging_store_does_not_pile_up_reads() -> None:
+    source = FeastFeatureSource(_store(delay=0.6), timeout_ms=10)
+    for _ in range(READ_WORKERS + 4):
+        with pytest.raises(FeatureStoreUnavailable):
+            source.read_account("C0001")
+    started = time.perf_counter()
+    with pytest.raises(FeatureStoreUnavailable):
+        source.read_consent("C0001")
+    assert time.perf_counter() - started < 0.1  # still bounded by the timeout
+    source.close()
+
+
+def test_a_failing_store_is_unavailable_naming_the_error() -> None:
+    store = _store()
+    store.error = ConnectionError("redis gone")
+    source = FeastFeatureSource(store, timeout_ms=1000)
+    with pytest.raises(FeatureStoreUnavailable) as unavailable:
+        source.read_consent("C0001")
+    assert unavailable.value.reason == "ConnectionError"
+    source.close()

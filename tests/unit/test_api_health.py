@@ -1,0 +1,165 @@
+"""Health, readiness, metrics and the usage summary route."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from serving.api.schemas import UsageSummary
+from tests.factories_api import (
+    FakeFeatures,
+    FakeRegistry,
+    auth,
+    customers,
+    make_app,
+    offers_body,
+    running,
+)
+
+RENDERER = auth("renderer")
+
+
+def test_live_is_200(tmp_path: Path) -> None:
+    with running(make_app(tmp_path)) as client:
+        assert client.get("/health/live").json() == {"status": "live"}
+
+
+def test_ready_reports_the_models_once_everything_is_loaded(tmp_path: Path) -> None:
+    with running(make_app(tmp_path)) as client:
+        response = client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ready",
+        "model_version": "offer-ranker/1",
+        "churn_model_version": "churn-risk/1",
+    }
+
+
+def test_ready_with_rules_only_when_no_model_is_registered(tmp_path: Path) -> None:
+    with running(make_app(tmp_path, registry=FakeRegistry.empty())) as client:
+        response = client.get("/health/ready")
+    assert response.status_code == 200 and response.json()["model_version"] is None
+
+
+def test_not_ready_until_the_feature_store_opens(tmp_path: Path, monkeypatch: Any) -> None:
+    import serving.app
+
+    monkeypatch.setattr(serving.app, "FEATURE_RETRY_SECONDS", 0.0)
+    store = FakeFeatures()
+    attempts: list[int] = []
+
+    def open_features(settings: Any) -> FakeFeatures:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionError("registry not there yet")
+        return store
+
+    with running(make_app(tmp_path, open_features=open_features)) as client:
+        first = client.get("/health/ready")
+        assert first.status_code == 503
+        assert first.headers["content-type"] == "application/problem+json"
+        assert first.json()["detail"] == "the feature store is not open"
+        assert client.get("/health/ready").status_code == 200  # third attempt opens it
+        body = client.post("/v1/offers", json=offers_body(), headers=RENDERER).json()
+    assert body["degraded"] is None and body["policy"] == "model"
+
+
+def test_metrics_count_decisions_degraded_answers_and_step_times(tmp_path: Path) -> None:
+    features = FakeFeatures()
+    with running(make_app(tmp_path, features=features)) as client:
+        client.post("/v1/offers", json=offers_body(), headers=RENDERER)
+        client.post("/v1/offers", json=offers_body(), headers=RENDERER)  # a replay: not counted
+        features.fail = "timeout"
+        client.post("/v1/offers", json=offers_body(invoice_id="INV-2"), headers=RENDERER)
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'offers_decisions_total{policy="model"} 1.0' in text
+    assert 'offers_decisions_total{policy="fallback"} 1.0' in text
+    assert 'offers_degraded_answers_total{reason="feature_store_unavailable"} 1.0' in text
+    for step in ("lookup", "decide", "log", "total"):
+        assert f'offers_step_seconds_count{{step="{step}"}} 2.0' in text
+
+
+def test_every_response_carries_server_timing(tmp_path: Path) -> None:
+    with running(make_app(tmp_path)) as client:
+        timing = client.post("/v1/offers", json=offers_body(), headers=RENDERER).headers[
+            "server-timing"
+        ]
+    name, duration = timing.split(";")
+    assert name == "app" and float(duration.removeprefix("dur=")) > 0
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with running(make_app(tmp_path_factory.mktemp("usage"))) as client:
+        yield client
+
+
+def test_the_usage_summary_is_detailed_with_usage_insights(client: Any) -> None:
+    response = client.get(
+        "/v1/customers/C0001/usage-summary",
+        params={"invoice_date": "2026-11-30", "locale": "en"},
+        headers=RENDERER,
+    )
+    assert response.status_code == 200
+    summary = UsageSummary.model_validate(response.json())
+    assert summary.detail_level == "detailed" and summary.trends and summary.plan_fit
+    assert summary.plan.title == "Mobile 5 GB" and summary.plan.monthly_fee_sek == 179.0
+    data = next(line for line in summary.usage if line.measure == "data")
+    assert (data.used, data.included) == (9.0, 5.0)
+    overage = next(c for c in summary.extra_charges if c.kind == "data_overage")
+    assert overage.amount_sek == pytest.approx(4 * 29.0) and "29" in overage.explanation
+
+
+def test_the_usage_summary_is_basic_without_usage_insights_and_shown_without_marketing(
+    client: Any,
+) -> None:
+    basic = client.get("/v1/customers/C0003/usage-summary", headers=RENDERER).json()
+    assert basic["detail_level"] == "basic" and basic["trends"] is None
+    no_marketing = client.get("/v1/customers/C0004/usage-summary", headers=RENDERER)
+    assert no_marketing.status_code == 200
+
+
+def test_the_usage_summary_of_an_unknown_customer_is_404(client: Any) -> None:
+    response = client.get("/v1/customers/C9999/usage-summary", headers=RENDERER)
+    assert response.status_code == 404
+    assert response.json()["detail"] == "customer C9999 is not known"
+
+
+def test_the_usage_summary_without_the_store_is_503_with_retry_after(tmp_path: Path) -> None:
+    features = FakeFeatures()
+    features.fail = "timeout"
+    with running(make_app(tmp_path, features=features)) as client:
+        response = client.get("/v1/customers/C0001/usage-summary", headers=RENDERER)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["detail"] == "the feature store is unavailable; try again shortly"
+
+
+def test_the_summary_in_an_offer_answer_equals_the_usage_summary_route(client: Any) -> None:
+    offers = client.post(
+        "/v1/offers", json=offers_body(invoice_id="INV-US-1"), headers=RENDERER
+    ).json()
+    alone = client.get(
+        "/v1/customers/C0001/usage-summary",
+        params={"invoice_date": "2026-11-30"},
+        headers=RENDERER,
+    ).json()
+    assert offers["usage_summary"] == alone
+
+
+def test_a_dependency_can_be_swapped_for_a_test(tmp_path: Path) -> None:
+    from serving.api.deps import get_features
+
+    app = make_app(tmp_path)
+    only_c0002 = FakeFeatures({"C0002": customers()["C0002"]})
+    app.dependency_overrides[get_features] = lambda: only_c0002
+    with running(app) as client:
+        known = client.get("/v1/customers/C0002/usage-summary", headers=RENDERER)
+        gone = client.get("/v1/customers/C0001/usage-summary", headers=RENDERER)
+    assert (known.status_code, gone.status_code) == (200, 404)
+    assert only_c0002.reads > 0
