@@ -178,17 +178,30 @@ def invoice_run(
     invoice_date: Annotated[str, typer.Option(help="Billing date, YYYY-MM-DD.")],
     out: Annotated[Path, typer.Option(help="Parquet file of decisions to write.")],
     engine: Annotated[str, typer.Option(help="local or spark.")] = "local",
+    locale: Annotated[str, typer.Option(help="sv or en.")] = "sv",
+    max_offers: Annotated[int, typer.Option(min=0, max=10, help="Offers per invoice.")] = 3,
 ) -> None:
     """Decide offers for every customer billed on a date (same decisions as the API)."""
     from pipelines.invoice_run import run_invoice_run
 
     if engine not in {"local", "spark"}:
         raise _fail("--engine must be local or spark")
+    if locale not in {"sv", "en"}:
+        raise _fail("--locale must be sv or en")
     try:
         day = dt.date.fromisoformat(invoice_date)
     except ValueError as error:
         raise _fail(f"--invoice-date {invoice_date!r} is not an ISO date") from error
-    summary = run_invoice_run(invoice_date=day, out=out, engine=engine)
+    try:
+        summary = run_invoice_run(
+            invoice_date=day,
+            out=out,
+            engine=engine,
+            locale="en" if locale == "en" else "sv",
+            max_offers=max_offers,
+        )
+    except ValueError as error:
+        raise _fail(str(error)) from error
     console.print(summary)
 
 

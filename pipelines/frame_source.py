@@ -1,0 +1,216 @@
+"""The decision engine's feature source over feature frames, as of one moment.
+
+The batch invoice run decides from the feature tables themselves rather than the online store. For
+each customer and feature view it takes the newest row whose ``event_timestamp`` is at or before
+the moment (``<=``, as Feast's materialisation up to that moment does) and hands the values over
+as the online store would: Python numbers and strings, ``None`` where the value is missing (Feast
+stores a NaN as null). A customer without a row in a view reads back as all ``None``, like Feast.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from features.columns import (
+    CUSTOMER_BILLING,
+    CUSTOMER_CONSENT,
+    CUSTOMER_CONTRACT,
+    CUSTOMER_KEY,
+    CUSTOMER_PROFILE,
+    CUSTOMER_USAGE,
+    EVENT_TIMESTAMP,
+)
+
+CONSENT_VIEW = "customer_consent"
+ACCOUNT_VIEWS = ("customer_usage", "customer_contract", "customer_billing")
+PROFILE_VIEW = "customer_profile"
+# The customer views one decision may read, with their features in columns.py order.
+DECISION_VIEWS: dict[str, tuple[str, ...]] = {
+    CONSENT_VIEW: tuple(CUSTOMER_CONSENT),
+    "customer_usage": tuple(CUSTOMER_USAGE),
+    "customer_contract": tuple(CUSTOMER_CONTRACT),
+    "customer_billing": tuple(CUSTOMER_BILLING),
+    PROFILE_VIEW: tuple(CUSTOMER_PROFILE),
+}
+
+
+def start_of_day(day: dt.date) -> dt.datetime:
+    """00:00 UTC on ``day``: an invoice dated ``day`` sees what was known by then."""
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+
+
+def _utc_timestamps(values: pd.Series) -> pd.Series:
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC")
+    # A naive timestamp is UTC (CONTRACT §1).
+    return pd.to_datetime(values).dt.tz_localize("UTC")
+
+
+def latest_rows(
+    frame: pd.DataFrame,
+    as_of: dt.datetime,
+    features: Sequence[str],
+    ttl: dt.timedelta | None = None,
+) -> pd.DataFrame:
+    """The newest row per customer with ``event_timestamp <= as_of`` (and within ``ttl``).
+
+    A ``ttl`` of None or zero is unlimited, as in a Feast feature view. Returns ``customer_id``
+    and ``features``, one row per customer, in customer order. Of two rows at the same instant
+    the later one in the frame holds, as it would in the online store.
+    """
+    missing = [name for name in (CUSTOMER_KEY, EVENT_TIMESTAMP, *features) if name not in frame]
+    if missing:
+        raise KeyError(f"feature frame lacks columns {missing}")
+    stamps = _utc_timestamps(frame[EVENT_TIMESTAMP])
+    moment = pd.Timestamp(as_of)
+    moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+    keep = (stamps <= moment).to_numpy()
+    if ttl:
+        keep &= (stamps >= moment - pd.Timedelta(ttl)).to_numpy()
+    known = frame.loc[keep, [CUSTOMER_KEY, *features]].assign(_at=stamps[keep].to_numpy())
+    known = known.sort_values([CUSTOMER_KEY, "_at"], kind="stable")
+    newest = known.drop_duplicates(CUSTOMER_KEY, keep="last")
+    return newest.drop(columns="_at").reset_index(drop=True)
+
+
+def _python_values(values: pd.Series) -> list[Any]:
+    """Python scalars, ``None`` where missing: what Feast's ``to_dict()`` gives back."""
+    result = values.tolist()
+    for position in np.flatnonzero(values.isna().to_numpy()):
+        result[position] = None
+    return result
+
+
+@dataclass(frozen=True)
+class _ViewRows:
+    """One feature view's newest values, column by column, with each customer's position."""
+
+    features: tuple[str, ...]
+    columns: tuple[list[Any], ...]
+    positions: dict[str, int]
+
+    @classmethod
+    def from_latest(cls, latest: pd.DataFrame, features: Sequence[str]) -> _ViewRows:
+        customers = latest[CUSTOMER_KEY].tolist()
+        return cls(
+            features=tuple(features),
+            columns=tuple(_python_values(latest[name]) for name in features),
+            positions={customer: position for position, customer in enumerate(customers)},
+        )
+
+    def read(self, customer_id: str) -> dict[str, Any] | None:
+        position = self.positions.get(customer_id)
+        if position is None:
+            return None
+        return {
+            name: column[position] for name, column in zip(self.features, self.columns, strict=True)
+        }
+
+    def read_or_empty(self, customer_id: str) -> dict[str, Any]:
+        row = self.read(customer_id)
+        return row if row is not None else dict.fromkeys(self.features)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+class FrameFeatureSource:
+    """A ``FeatureSource`` over feature frames, point-in-time as of one moment."""
+
+    def __init__(self, views: Mapping[str, _ViewRows], as_of: dt.datetime) -> None:
+        missing = [name for name in DECISION_VIEWS if name not in views]
+        if missing:
+            raise KeyError(f"feature views missing: {', '.join(missing)}")
+        self._views = dict(views)
+        self.as_of = as_of
+
+    @classmethod
+    def from_frames(
+        cls,
+        frames: Mapping[str, pd.DataFrame],
+        as_of: dt.datetime,
+        ttl: Mapping[str, dt.timedelta | None] | None = None,
+    ) -> FrameFeatureSource:
+        """From one frame per customer feature view (``customer_id``, ``event_timestamp``, …)."""
+        views = {}
+        for view, features in DECISION_VIEWS.items():
+            latest = latest_rows(frames[view], as_of, features, (ttl or {}).get(view))
+            views[view] = _ViewRows.from_latest(latest, features)
+        return cls(views, as_of)
+
+    def customers(self) -> int:
+        """How many customers have consent features as of the moment."""
+        return len(self._views[CONSENT_VIEW])
+
+    def read_consent(self, customer_id: str) -> dict[str, Any] | None:
+        """Consent features; ``None`` for a customer not known as of the moment."""
+        row = self._views[CONSENT_VIEW].read(customer_id)
+        if row is None or all(value is None for value in row.values()):
+            return None
+        return row
+
+    def read_account(self, customer_id: str) -> dict[str, Any]:
+        """Usage, contract and billing features."""
+        row: dict[str, Any] = {}
+        for view in ACCOUNT_VIEWS:
+            row.update(self._views[view].read_or_empty(customer_id))
+        return row
+
+    def read_profile(self, customer_id: str) -> dict[str, Any]:
+        """Profile features."""
+        return self._views[PROFILE_VIEW].read_or_empty(customer_id)
+
+
+# --- reading the feature tables -------------------------------------------------------------------
+
+
+def read_view_frame(
+    path: Path,
+    features: Sequence[str],
+    as_of: dt.datetime,
+    customer_ids: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """One feature table's rows up to ``as_of``, for the given customers only (all when None).
+
+    The filter is pushed into the Parquet scan, so a day's (or a Spark partition's) customers are
+    read without loading the whole table.
+    """
+    dataset = ds.dataset(path, format="parquet")
+    timestamp_type = dataset.schema.field(EVENT_TIMESTAMP).type
+    moment = pd.Timestamp(as_of).tz_convert("UTC")
+    if getattr(timestamp_type, "tz", None) is None:
+        moment = moment.tz_localize(None)
+    condition = ds.field(EVENT_TIMESTAMP) <= pa.scalar(moment, type=timestamp_type)
+    if customer_ids is not None:
+        wanted = sorted(set(customer_ids))
+        key = ds.field(CUSTOMER_KEY)
+        condition &= key.isin(pa.array(wanted, type=pa.string()))
+        if wanted:
+            # The tables are sorted by customer: a range lets the scan skip whole row groups.
+            condition &= (key >= wanted[0]) & (key <= wanted[-1])
+    table = dataset.to_table(columns=[CUSTOMER_KEY, EVENT_TIMESTAMP, *features], filter=condition)
+    frame = table.to_pandas()
+    frame[EVENT_TIMESTAMP] = _utc_timestamps(frame[EVENT_TIMESTAMP])
+    return frame
+
+
+def read_decision_frames(
+    paths: Mapping[str, Path],
+    as_of: dt.datetime,
+    customer_ids: Iterable[str] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """The frames of every view a decision reads, from ``paths`` (view name → Parquet path)."""
+    wanted = None if customer_ids is None else sorted(set(customer_ids))
+    return {
+        view: read_view_frame(paths[view], features, as_of, wanted)
+        for view, features in DECISION_VIEWS.items()
+    }

@@ -1,0 +1,238 @@
+"""The invoice run's Spark engine, for billing dates with millions of customers.
+
+The day's invoices are spread over partitions by customer id range. Each partition reads the
+feature rows of its own customers from the Parquet feature tables (filtered in the scan), builds a
+:class:`~pipelines.frame_source.FrameFeatureSource` over them and decides every invoice with the
+same :func:`~pipelines.invoice_run.decide_invoices` the local engine uses, so both engines (and the
+API) give the same decisions. The champion boosters travel to the executors as LightGBM model
+strings in a broadcast, the catalog as its parsed object. The executors write their rows as
+Parquet parts; the driver streams the parts into the same single file the local engine writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightgbm as lgb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from features.catalog import Catalog
+from features.settings import Settings
+from pipelines.frame_source import FrameFeatureSource, read_decision_frames, start_of_day
+from pipelines.invoice_run import (
+    ORDER,
+    ROW_COLUMNS,
+    ChampionModels,
+    DecisionOptions,
+    WrittenDecisions,
+    decide_invoices,
+    write_decisions,
+)
+from training.calibration import Calibrator
+from training.registry import LoadedModel
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+logger = logging.getLogger(__name__)
+
+# Enough invoices per partition that reading its feature rows is worth a task.
+INVOICES_PER_PARTITION = 20_000
+RESULT_SCHEMA = (
+    "invoice_id string, customer_id string, decision_id string, policy string, "
+    "model_version string, offers string, usage_summary string, decision string"
+)
+INPUT_SCHEMA = "invoice_id string, customer_id string, declined array<string>"
+
+
+@dataclass(frozen=True)
+class ModelText:
+    """A loaded model as plain values that pickle small: LightGBM's own text format."""
+
+    model_string: str
+    version: str
+    feature_names: tuple[str, ...]
+    calibrator: Mapping[str, Any]
+
+    @classmethod
+    def from_loaded(cls, model: LoadedModel) -> ModelText:
+        return cls(
+            model_string=model.booster.model_to_string(),
+            version=model.version,
+            feature_names=tuple(model.feature_names),
+            calibrator=model.calibrator.to_dict(),
+        )
+
+    def load(self) -> LoadedModel:
+        return LoadedModel(
+            booster=lgb.Booster(model_str=self.model_string),
+            version=self.version,
+            feature_names=list(self.feature_names),
+            calibrator=Calibrator.from_dict(self.calibrator),
+        )
+
+
+@dataclass(frozen=True)
+class PartitionJob:
+    """Everything an executor needs to decide its partition's invoices."""
+
+    paths: Mapping[str, str]
+    catalog: Catalog
+    options: DecisionOptions
+    ranker: ModelText | None
+    churn: ModelText | None
+
+    @classmethod
+    def create(
+        cls,
+        paths: Mapping[str, Path],
+        catalog: Catalog,
+        options: DecisionOptions,
+        models: ChampionModels,
+    ) -> PartitionJob:
+        ranker = churn = None
+        if models.ranker is not None and models.churn is not None:
+            ranker, churn = (
+                ModelText.from_loaded(models.ranker),
+                ModelText.from_loaded(models.churn),
+            )
+        # Absolute paths: executors need not share the driver's working directory.
+        return cls(
+            paths={view: str(Path(path).resolve()) for view, path in paths.items()},
+            catalog=catalog,
+            options=options,
+            ranker=ranker,
+            churn=churn,
+        )
+
+    def models(self) -> ChampionModels:
+        if self.ranker is None or self.churn is None:
+            return ChampionModels()
+        return ChampionModels(ranker=self.ranker.load(), churn=self.churn.load())
+
+    def decide(self, invoices: pd.DataFrame) -> pd.DataFrame:
+        """One partition: its customers' feature rows, then the shared decision per invoice."""
+        if invoices.empty:
+            return pd.DataFrame(columns=ROW_COLUMNS)
+        as_of = start_of_day(self.options.invoice_date)
+        paths = {view: Path(path) for view, path in self.paths.items()}
+        frames = read_decision_frames(paths, as_of, invoices["customer_id"])
+        source = FrameFeatureSource.from_frames(frames, as_of)
+        declined = {
+            customer: frozenset(offers)
+            for customer, offers in zip(invoices["customer_id"], invoices["declined"], strict=True)
+            if offers is not None and len(offers)
+        }
+        rows = decide_invoices(
+            invoices,
+            source,
+            self.catalog,
+            self.options,
+            scorer=self.models().scorer(),
+            declined=declined,
+        )
+        return pd.DataFrame(list(rows), columns=ROW_COLUMNS)
+
+
+def spark_session(settings: Settings) -> SparkSession:
+    """A session on ``OFFERS_SPARK_MASTER`` whose Python workers run this interpreter."""
+    from pyspark.sql import SparkSession
+
+    # Without these the workers start the system Python, which lacks this environment's packages.
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    session = (
+        SparkSession.builder.master(settings.spark_master)
+        .appName("invoice-offers invoice run")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def _parts(folder: Path) -> Iterator[pa.Table]:
+    """The Parquet parts Spark wrote, in partition order (the order of their names)."""
+    for path in sorted(folder.glob("part-*.parquet")):
+        yield pq.read_table(path)
+
+
+def decide_with_spark(
+    invoices: pd.DataFrame,
+    paths: Mapping[str, Path],
+    catalog: Catalog,
+    options: DecisionOptions,
+    models: ChampionModels,
+    declined: Mapping[str, frozenset[str]],
+    settings: Settings,
+    *,
+    out: Path,
+    spark: SparkSession | None = None,
+) -> WrittenDecisions:
+    """Decide the day's invoices in Spark and write them to ``out`` as the local engine does.
+
+    Partitions are customer id ranges, each sorted by customer and invoice id, so the parts in
+    partition order are the local engine's order. The executors write them next to ``out``; the
+    driver streams them into the one file, never holding more than a part. A session passed in
+    is left running; one started here is stopped at the end.
+    """
+    from pyspark.sql import SparkSession
+
+    if invoices.empty:
+        return write_decisions([], options.invoice_date, out)
+    owned = spark is None and SparkSession.getActiveSession() is None
+    session = spark or spark_session(settings)
+    staging = Path(out).with_name(f".{Path(out).name}.{uuid.uuid4().hex}.parts")
+    try:
+        job = session.sparkContext.broadcast(PartitionJob.create(paths, catalog, options, models))
+        frame = pd.DataFrame(
+            {
+                "invoice_id": invoices["invoice_id"].astype(str),
+                "customer_id": invoices["customer_id"].astype(str),
+                "declined": [
+                    sorted(declined.get(customer, frozenset()))
+                    for customer in invoices["customer_id"]
+                ],
+            }
+        )
+        partitions = max(
+            session.sparkContext.defaultParallelism,
+            math.ceil(len(frame) / INVOICES_PER_PARTITION),
+        )
+
+        def decide_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+            # One feature read per partition, not per Arrow batch.
+            parts = list(batches)
+            if parts:
+                yield job.value.decide(pd.concat(parts, ignore_index=True))
+
+        (
+            session.createDataFrame(frame, schema=INPUT_SCHEMA)
+            .repartitionByRange(partitions, "customer_id")
+            .mapInPandas(decide_partition, schema=RESULT_SCHEMA)
+            .sortWithinPartitions(*ORDER)
+            .write.mode("overwrite")
+            .parquet(str(staging))
+        )
+        job.unpersist()
+        written = write_decisions(_parts(staging), options.invoice_date, out)
+        logger.info("spark decided %d invoices in %d partitions", written.decided, partitions)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if owned:
+            session.stop()
