@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -238,9 +239,10 @@ def bench(
     from benchmarks.runner import run_benchmarks
 
     try:
-        run_benchmarks(names or [], quick=quick)
+        results = run_benchmarks(names or [], quick=quick)
     except KeyError as error:
         raise _fail(str(error)) from error
+    Console().print_json(json.dumps(results, default=str))
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m pipelines.cli`

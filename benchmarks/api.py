@@ -1,0 +1,294 @@
+"""The invoice offer API under load, against the straightforward way of making the same decisions.
+
+1. Prepares a world once (simulate → retrain) in ``benchmarks/.work/api-<customers>/``.
+2. For each online store (SQLite, then Redis): starts ``offers serve`` in its own process and drives
+   it from a second process with an open-loop load generator at fixed rates; every request is a new
+   invoice, so every answer is a fresh decision with explanations, usage summary and a durable log
+   write. Reports client and server (``Server-Timing``) p50/p99/p99.9 and the saturation rate.
+3. In one process, the same decisions made two ways: the engine as served (three Feast reads,
+   numpy model inputs, ``pred_contrib`` for the shown offers only) and the straightforward path
+   (Feast SDK with the feature service and ``to_df``, MLflow pyfunc predict, ``pred_contrib`` on
+   every candidate).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from benchmarks.runner import write_result
+
+WORK_ROOT = Path("benchmarks/.work")
+API_KEY = "bench-renderer-key"
+REDIS_URL = os.environ.get("OFFERS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
+LOOP_RATES = (50, 100, 200, 300, 400, 600, 800)
+SERVER_P99_TARGET_MS = 5.0
+TARGET_RATE = 100
+
+
+def _env(work: Path, online_store: str = "sqlite", feast_dir: str = "feast") -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "OFFERS_DATA_DIR": str(work / "raw"),
+            "OFFERS_FEATURES_DIR": str(work / "features"),
+            "OFFERS_FEAST_DIR": str(work / feast_dir),
+            "OFFERS_ONLINE_STORE": online_store,
+            "OFFERS_DATABASE_URL": f"sqlite:///{work}/offers-{feast_dir}.db",
+            "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db",
+            "OFFERS_MLFLOW_ARTIFACT_ROOT": str(work / "artifacts"),
+            "OFFERS_API_KEYS": f"{API_KEY}:renderer",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _offers(args: list[str], env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env=env, check=True)
+
+
+def prepare_world(customers: int, months: int = 24) -> Path:
+    """Simulate and retrain once; later runs reuse the prepared folder."""
+    work = (WORK_ROOT / f"api-{customers}").resolve()
+    done = work / "prepared"
+    if done.exists():
+        return work
+    work.mkdir(parents=True, exist_ok=True)
+    env = _env(work)
+    _offers(["simulate", "--customers", str(customers), "--months", str(months)], env)
+    _offers(["retrain"], env)
+    done.write_text("ok\n", encoding="utf-8")
+    return work
+
+
+def prepare_redis(work: Path) -> dict[str, str]:
+    """The same features, applied and materialized into Redis under their own registry."""
+    env = _env(work, REDIS_URL, "feast-redis")
+    _offers(["features", "apply"], env)
+    _offers(["features", "materialize"], env)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(port: int, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=2):
+                return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+    raise TimeoutError(f"offers serve on port {port} was not ready within {timeout_s:.0f} s")
+
+
+def billed_customers(work: Path, limit: int = 5000) -> list[str]:
+    """Customers of the newest billing day: the ones an invoice run would ask for."""
+    import pandas as pd
+
+    invoices = pd.read_parquet(work / "raw" / "invoices.parquet", columns=["customer_id"])
+    customers = invoices["customer_id"].drop_duplicates()
+    return customers.sample(n=min(limit, len(customers)), random_state=7).tolist()
+
+
+def _load_worker(
+    port: int, customers: list[str], rate: float, duration_s: float, tag: str, out: Any
+) -> None:
+    from benchmarks.loadgen import run_open_loop
+
+    def body(index: int) -> dict[str, object]:
+        return {
+            "invoice_id": f"BENCH-{tag}-{index}",
+            "customer_id": customers[index % len(customers)],
+            "invoice_date": "2026-11-30",
+            "locale": "sv",
+            "max_offers": 3,
+        }
+
+    result = run_open_loop(
+        "127.0.0.1",
+        port,
+        "/v1/offers",
+        body,
+        {"Authorization": f"Bearer {API_KEY}"},
+        rate_per_s=rate,
+        duration_s=duration_s,
+    )
+    out.put(result.summary())
+
+
+def drive(port: int, customers: list[str], rates: tuple[int, ...], duration_s: float, tag: str):
+    """Each rate from a separate process; stops after the first rate the server cannot keep."""
+    context = multiprocessing.get_context("spawn")
+    steps: list[dict[str, Any]] = []
+    for rate in rates:
+        queue = context.Queue()
+        worker = context.Process(
+            target=_load_worker, args=(port, customers, rate, duration_s, f"{tag}-{rate}", queue)
+        )
+        worker.start()
+        summary = queue.get(timeout=duration_s + 120)
+        worker.join(timeout=30)
+        steps.append(summary)
+        kept_up = summary["achieved_rate_per_s"] >= 0.95 * rate and summary["errors"] == 0
+        if not kept_up or summary["client_p99_ms"] > 250:
+            break
+    saturation = max(
+        (
+            s["target_rate_per_s"]
+            for s in steps
+            if s["achieved_rate_per_s"] >= 0.95 * s["target_rate_per_s"]
+            and s["errors"] == 0
+            and s["client_p99_ms"] <= 250
+        ),
+        default=0,
+    )
+    return steps, saturation
+
+
+def serve_and_drive(env: dict[str, str], customers: list[str], quick: bool, tag: str):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_ready(port)
+        rates = LOOP_RATES[:4] if quick else LOOP_RATES
+        steps, saturation = drive(port, customers, rates, 5.0 if quick else 15.0, tag)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    at_target = next((s for s in steps if s["target_rate_per_s"] == TARGET_RATE), None)
+    return {
+        "steps": steps,
+        "saturation_rate_per_s": saturation,
+        "server_p99_ms_at_100_per_s": at_target["server_p99_ms"] if at_target else None,
+        "server_p99_target_ms": SERVER_P99_TARGET_MS,
+    }
+
+
+def in_process_comparison(env: dict[str, str], customers: list[str], decisions: int) -> dict:
+    """Decisions per second, one thread: the served engine against the straightforward path."""
+    import datetime as dt
+
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from features.catalog import load_catalog
+    from features.plan_fit import OFFER_KIND_CODES
+    from features.settings import Settings
+    from serving.decision.engine import decide
+    from serving.decision.inputs import DecisionRequest
+    from serving.feature_reader import open_feast_source
+    from serving.scoring_model import LightGBMScorer
+    from training.model_inputs import RANKER_FEATURES, add_derived_columns
+    from training.registry import load_champion
+
+    previous = dict(os.environ)
+    os.environ.update(env)
+    try:
+        settings = Settings()
+        catalog = load_catalog(settings.catalog)
+        source = open_feast_source(settings)
+        scorer = LightGBMScorer(
+            load_champion("offer-ranker", settings), load_champion("churn-risk", settings)
+        )
+        sample = customers[:decisions]
+        day = dt.date(2026, 11, 30)
+
+        started = time.perf_counter()
+        for index, customer in enumerate(sample):
+            request = DecisionRequest(f"CMP-{index}", customer, day, "sv", 3)
+            decide(
+                request,
+                source,
+                catalog,
+                policy="model",
+                scorer=scorer,
+                recently_declined=frozenset(),
+            )
+        served_seconds = time.perf_counter() - started
+
+        from features.store import open_store
+
+        store = open_store(settings)
+        service = store.get_feature_service("offer_ranker_v1")
+        pyfunc_ranker = mlflow.pyfunc.load_model("models:/offer-ranker@champion")
+        pyfunc_churn = mlflow.pyfunc.load_model("models:/churn-risk@champion")
+        booster = scorer._ranker.booster
+        offers = [o for o in catalog.offers if o.is_valid_on(day)]
+        consent_refs = [f"customer_consent:{n}" for n in ("consent_marketing", "segment")]
+        started = time.perf_counter()
+        for customer in sample:
+            store.get_online_features(
+                features=consent_refs, entity_rows=[{"customer_id": customer}]
+            ).to_df()
+            frame = store.get_online_features(
+                features=service,
+                entity_rows=[{"customer_id": customer, "offer_id": o.offer_id} for o in offers],
+                full_feature_names=False,
+            ).to_df()
+            frame["offer_kind_code"] = frame["offer_kind_code"].fillna(
+                pd.Series([OFFER_KIND_CODES[o.kind] for o in offers])
+            )
+            inputs = add_derived_columns(frame)
+            inputs["segment_is_business"] = 0.0
+            model_frame = inputs[RANKER_FEATURES].astype(float)
+            pyfunc_ranker.predict(model_frame)
+            booster.predict(model_frame.to_numpy(), pred_contrib=True)
+            pyfunc_churn.predict(model_frame.iloc[:1][scorer.churn.feature_names])
+        straightforward_seconds = time.perf_counter() - started
+    finally:
+        os.environ.clear()
+        os.environ.update(previous)
+    served_rate = len(sample) / served_seconds
+    straightforward_rate = len(sample) / straightforward_seconds
+    return {
+        "decisions": len(sample),
+        "served_engine_decisions_per_s": round(served_rate, 1),
+        "served_engine_ms_per_decision": round(1000 * served_seconds / len(sample), 3),
+        "straightforward_decisions_per_s": round(straightforward_rate, 1),
+        "straightforward_ms_per_decision": round(1000 * straightforward_seconds / len(sample), 3),
+        "speedup": round(served_rate / straightforward_rate, 2),
+        "straightforward_path": (
+            "Feast SDK get_online_features(feature service offer_ranker_v1 incl. on-demand plan "
+            "fit, every candidate).to_df(), MLflow pyfunc predict for ranker and churn, "
+            "pred_contrib on every candidate"
+        ),
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    customers_in_world = 20_000 if quick else 200_000
+    work = prepare_world(customers_in_world)
+    customers = billed_customers(work)
+    figures: dict[str, Any] = {"customers_in_world": customers_in_world, "quick": quick}
+    figures["in_process"] = in_process_comparison(_env(work), customers, 200 if quick else 1000)
+    figures["http_sqlite"] = serve_and_drive(_env(work), customers, quick, "sqlite")
+    redis_env = prepare_redis(work)
+    figures["http_redis"] = serve_and_drive(redis_env, customers, quick, "redis")
+    saturation = max(
+        figures["http_sqlite"]["saturation_rate_per_s"],
+        figures["http_redis"]["saturation_rate_per_s"],
+    )
+    figures["throughput_vs_straightforward"] = round(
+        saturation / figures["in_process"]["straightforward_decisions_per_s"], 2
+    )
+    write_result("api", figures)
+    return figures
