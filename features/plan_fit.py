@@ -89,111 +89,106 @@ PLAN_FIT_OUTPUTS = (
 OFFER_KIND_CODES = {"plan": 0, "addon": 1, "loyalty": 2, "payment_help": 3}
 
 
-def _add_allowance(current: pd.Series, extra: pd.Series) -> pd.Series:
-    # Unlimited plus anything stays unlimited (NaN); a missing add-on allowance adds nothing.
-    return current + extra.fillna(0.0)
+def _allowance(
+    frame: pd.DataFrame, measure: str, is_plan: np.ndarray, is_addon: np.ndarray
+) -> np.ndarray:
+    """The allowance on the offer: a plan's own, the current one plus an add-on's, else current.
+
+    NaN is unlimited throughout: unlimited plus anything stays unlimited, and an add-on with an
+    unlimited allowance makes the measure unlimited.
+    """
+    current = frame[f"current_{measure}"].astype(float).to_numpy()
+    offered = frame[f"offer_{measure}"].astype(float).to_numpy()
+    return np.where(is_plan, offered, np.where(is_addon, current + offered, current))
 
 
 def plan_fit(frame: pd.DataFrame, tariff: Tariff = TARIFF) -> pd.DataFrame:
     """Plan fit per row of (customer features, offer features); returns the output columns.
 
-    Costs are monthly means over the last three months of actual usage. A plan replaces the
-    current plan; an add-on adds its allowance and fee to the current plan; a loyalty offer keeps
-    the plan at the new-customer price; payment help does not change the usage cost.
+    Costs are monthly means over the last three months of actual usage; a month without usage
+    (a customer younger than three months) is left out of the mean rather than counted as zero.
+    A plan replaces the current plan; an add-on adds its allowance and fee to the current plan; a
+    loyalty offer keeps the plan at the new-customer price; payment help does not change the usage
+    cost. ``fit_data_allowance_used`` is the mean share of the data allowance used (0 when
+    unlimited).
     """
     kind = frame["offer_kind_code"].astype(float).to_numpy()
     is_plan = kind == OFFER_KIND_CODES["plan"]
     is_addon = kind == OFFER_KIND_CODES["addon"]
     is_loyalty = kind == OFFER_KIND_CODES["loyalty"]
 
-    current_fee = frame["current_monthly_fee_sek"].astype(float)
-    new_customer_fee = frame["current_new_customer_fee_sek"].astype(float).fillna(current_fee)
-    allowance_data = pd.Series(
-        np.where(
-            is_plan,
-            frame["offer_data_gb"].astype(float),
-            np.where(
-                is_addon,
-                _add_allowance(
-                    frame["current_data_gb"].astype(float), frame["offer_data_gb"].astype(float)
-                ),
-                frame["current_data_gb"].astype(float),
-            ),
-        ),
-        index=frame.index,
-    )
-    allowance_voice = pd.Series(
-        np.where(
-            is_plan,
-            frame["offer_voice_minutes"].astype(float),
-            np.where(
-                is_addon,
-                _add_allowance(
-                    frame["current_voice_minutes"].astype(float),
-                    frame["offer_voice_minutes"].astype(float),
-                ),
-                frame["current_voice_minutes"].astype(float),
-            ),
-        ),
-        index=frame.index,
-    )
-    allowance_roaming = pd.Series(
-        np.where(
-            is_plan,
-            frame["offer_roaming_data_gb"].astype(float).fillna(0.0),
-            np.where(
-                is_addon,
-                _add_allowance(
-                    frame["current_roaming_data_gb"].astype(float),
-                    frame["offer_roaming_data_gb"].astype(float),
-                ),
-                frame["current_roaming_data_gb"].astype(float),
-            ),
-        ),
-        index=frame.index,
-    )
+    current_fee = frame["current_monthly_fee_sek"].astype(float).to_numpy()
+    offer_monthly = frame["offer_monthly_fee_sek"].astype(float).to_numpy()
+    new_customer_fee = frame["current_new_customer_fee_sek"].astype(float).to_numpy()
     offer_fee = np.where(
         is_plan,
-        frame["offer_monthly_fee_sek"].astype(float),
+        offer_monthly,
         np.where(
             is_addon,
-            current_fee + frame["offer_monthly_fee_sek"].astype(float),
+            current_fee + offer_monthly,
             np.where(
                 is_loyalty,
-                np.minimum(current_fee, new_customer_fee),
+                np.fmin(
+                    current_fee, np.where(np.isnan(new_customer_fee), current_fee, new_customer_fee)
+                ),
                 current_fee,
             ),
         ),
     )
+    offer_allowance = {
+        measure: _allowance(frame, measure, is_plan, is_addon)
+        for measure in ("data_gb", "voice_minutes", "roaming_data_gb")
+    }
+    current_allowance = {
+        measure: frame[f"current_{measure}"].astype(float).to_numpy()
+        for measure in ("data_gb", "voice_minutes", "roaming_data_gb")
+    }
 
     offer_overage = np.zeros(len(frame))
     current_overage = np.zeros(len(frame))
     data_share = np.zeros(len(frame))
+    known_months = np.zeros(len(frame))
     for month in range(1, FIT_MONTHS + 1):
-        data = frame[f"data_gb_m{month}"].astype(float).fillna(0.0).to_numpy()
-        voice = frame[f"voice_minutes_m{month}"].astype(float).fillna(0.0).to_numpy()
-        roaming = frame[f"roaming_data_gb_m{month}"].astype(float).fillna(0.0).to_numpy()
-        offer_overage += monthly_overage_sek(
-            data, voice, roaming, allowance_data, allowance_voice, allowance_roaming, tariff
+        data_raw = frame[f"data_gb_m{month}"].astype(float).to_numpy()
+        known = ~np.isnan(data_raw)
+        data = np.where(known, data_raw, 0.0)
+        voice = np.nan_to_num(frame[f"voice_minutes_m{month}"].astype(float).to_numpy())
+        roaming = np.nan_to_num(frame[f"roaming_data_gb_m{month}"].astype(float).to_numpy())
+        offer_overage += np.where(
+            known,
+            monthly_overage_sek(
+                data,
+                voice,
+                roaming,
+                offer_allowance["data_gb"],
+                offer_allowance["voice_minutes"],
+                offer_allowance["roaming_data_gb"],
+                tariff,
+            ),
+            0.0,
         )
-        current_overage += monthly_overage_sek(
-            data,
-            voice,
-            roaming,
-            frame["current_data_gb"].astype(float),
-            frame["current_voice_minutes"].astype(float),
-            frame["current_roaming_data_gb"].astype(float),
-            tariff,
+        current_overage += np.where(
+            known,
+            monthly_overage_sek(
+                data,
+                voice,
+                roaming,
+                current_allowance["data_gb"],
+                current_allowance["voice_minutes"],
+                current_allowance["roaming_data_gb"],
+                tariff,
+            ),
+            0.0,
         )
-        allowance = allowance_data.to_numpy()
+        allowance = offer_allowance["data_gb"]
         with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(
-                np.isnan(allowance), 0.0, np.where(allowance > 0, data / allowance, 0.0)
-            )
-        data_share += share
-    offer_overage /= FIT_MONTHS
-    current_overage /= FIT_MONTHS
-    current_cost = current_fee.to_numpy() + current_overage
+            share = np.where(np.isnan(allowance) | ~(allowance > 0), 0.0, data / allowance)
+        data_share += np.where(known, share, 0.0)
+        known_months += known
+    months = np.maximum(known_months, 1.0)
+    offer_overage /= months
+    current_overage /= months
+    current_cost = current_fee + current_overage
     offer_cost = offer_fee + offer_overage
     return pd.DataFrame(
         {
@@ -202,7 +197,7 @@ def plan_fit(frame: pd.DataFrame, tariff: Tariff = TARIFF) -> pd.DataFrame:
             "fit_saving_sek_per_month": np.round(current_cost - offer_cost, 2),
             "fit_offer_overage_sek_per_month": np.round(offer_overage, 2),
             "fit_current_overage_sek_per_month": np.round(current_overage, 2),
-            "fit_data_allowance_used": np.round(data_share / FIT_MONTHS, 4),
+            "fit_data_allowance_used": np.round(data_share / months, 4),
         },
         index=frame.index,
     )

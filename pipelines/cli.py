@@ -89,9 +89,11 @@ def features_build(data: DataOption = None) -> None:
     from features.pipeline import build_features
 
     try:
-        build_features(data_dir=data)
+        paths = build_features(data_dir=data)
     except ValueError as error:
         raise _fail(str(error)) from error
+    folder = next(iter(paths.values())).parent if paths else "-"
+    console.print(f"{len(paths)} feature tables written to {folder}")
 
 
 @features_app.command("apply")
@@ -99,7 +101,7 @@ def features_apply() -> None:
     """Register entities, sources, feature views and services with Feast."""
     from features.store import apply_repository
 
-    apply_repository()
+    console.print("registered: " + ", ".join(apply_repository()))
 
 
 @features_app.command("materialize")
@@ -115,7 +117,8 @@ def features_materialize(
         end_time = dt.datetime.fromisoformat(end) if end else None
     except ValueError as error:
         raise _fail(f"--end {end!r} is not an ISO date or time") from error
-    materialize(end=end_time)
+    report = materialize(end=end_time)
+    console.print(report.describe())
 
 
 @app.command()

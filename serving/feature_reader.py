@@ -112,8 +112,11 @@ class FeastFeatureSource:
 
 def open_feast_source(settings: Settings) -> FeastFeatureSource:
     """The Feast store of ``settings``, opened and warmed up."""
+    from features.online import OnlineFeatures
     from features.store import open_store
 
-    source = FeastFeatureSource(open_store(settings), timeout_ms=settings.feature_timeout_ms)
+    source = FeastFeatureSource(
+        OnlineFeatures(open_store(settings)), timeout_ms=settings.feature_timeout_ms
+    )
     source.warm_up()
     return source

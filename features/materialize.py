@@ -1,0 +1,572 @@
+"""Materialization: the newest feature values per entity into the online store, in bulk.
+
+Feast's own ``materialize`` turns every value into a protobuf object one at a time and, on SQLite,
+runs one ``INSERT`` per value: about 60 s for 200,000 customers × 30 features here, and our
+customer views hold 82 features. This module writes the same thing the same way the online store
+reads it — Feast's serialised entity key, one serialised ``ValueProto`` per feature, the event
+time — but converts whole columns at once (a float column becomes its protobuf bytes with numpy)
+and sends them in large statements (SQLite) or one ``HSET`` per entity (Redis). Any other online
+store gets the converted rows through the provider's own ``online_write_batch``.
+
+Like Feast, each run covers ``[start, end)`` per feature view, with ``start`` the end of the
+previous run as recorded in the registry, and records the interval there again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sqlite3
+import struct
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from features.columns import EVENT_TIMESTAMP
+from features.settings import Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore, FeatureView
+
+logger = logging.getLogger(__name__)
+
+ENTITIES_PER_CHUNK = 20_000
+_DOUBLE_TAG = 0x29  # ValueProto field 5 (double_val), wire type 1 (64-bit)
+_STRING = 2  # feast ValueType.STRING, as written in serialised entity keys
+
+
+@dataclass(frozen=True)
+class ViewLoad:
+    """What one feature view's materialization did."""
+
+    view: str
+    start: dt.datetime | None
+    end: dt.datetime
+    rows_read: int
+    entities: int
+    features: int
+    seconds: float
+    left_for_later: int = 0
+
+    def describe(self) -> str:
+        since = self.start.isoformat() if self.start else "the beginning"
+        text = (
+            f"{self.view}: {self.entities:,} entities × {self.features} features "
+            f"({self.rows_read:,} rows from {since} to {self.end.isoformat()}) "
+            f"in {self.seconds:.1f} s"
+        )
+        if self.left_for_later:
+            text += f"; {self.left_for_later:,} rows dated after the end left for a later run"
+        return text
+
+
+@dataclass(frozen=True)
+class MaterializeReport:
+    online_store: str
+    engine: str
+    end: dt.datetime
+    views: tuple[ViewLoad, ...] = field(default_factory=tuple)
+    seconds: float = 0.0
+
+    def describe(self) -> str:
+        lines = [f"materialized into {self.online_store} ({self.engine}) in {self.seconds:.1f} s"]
+        lines += [f"  {load.describe()}" for load in self.views]
+        return "\n".join(lines)
+
+
+# --- reading the newest rows ------------------------------------------------------------------
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    """A naive time is read as UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+def _time_filter(
+    dataset: ds.Dataset, start: dt.datetime | None, end: dt.datetime | None, after: bool = False
+) -> pc.Expression:
+    column = ds.field(EVENT_TIMESTAMP)
+    kind = dataset.schema.field(EVENT_TIMESTAMP).type
+
+    def scalar(moment: dt.datetime) -> pa.Scalar:
+        stamp = pd.Timestamp(moment)
+        if getattr(kind, "tz", None) is None:
+            stamp = stamp.tz_convert("UTC").tz_localize(None)
+        return pa.scalar(stamp, type=kind)
+
+    if after:
+        assert end is not None
+        return column >= scalar(end)
+    condition = column < scalar(end) if end is not None else column.is_valid()
+    if start is not None:
+        condition = condition & (column >= scalar(start))
+    return condition
+
+
+def _newest_per_key(table: pa.Table, key: str) -> pa.Table:
+    """The row with the greatest event time for each key (the last one on ties)."""
+    if table.num_rows == 0:
+        return table
+    keys = table.column(key).combine_chunks()
+    times = table.column(EVENT_TIMESTAMP).combine_chunks()
+    if table.num_rows > 1:
+        before, after = keys.slice(0, table.num_rows - 1), keys.slice(1)
+        in_order = pc.or_(
+            pc.less(before, after),
+            pc.and_(
+                pc.equal(before, after),
+                pc.less_equal(times.slice(0, table.num_rows - 1), times.slice(1)),
+            ),
+        )
+        # Feature tables are written sorted by key and time; anything else is sorted here.
+        if not pc.all(in_order).as_py():
+            order = pc.sort_indices(table, [(key, "ascending"), (EVENT_TIMESTAMP, "ascending")])
+            table = table.take(order)
+            keys = table.column(key).combine_chunks()
+    changes = pc.not_equal(keys.slice(0, table.num_rows - 1), keys.slice(1))
+    return table.filter(pa.concat_arrays([changes, pa.array([True])]))
+
+
+def newest_rows(
+    path: Path, key: str, start: dt.datetime | None, end: dt.datetime
+) -> tuple[pd.DataFrame, int]:
+    """The newest row per entity dated in ``[start, end)``, and how many rows were in range."""
+    dataset = ds.dataset(path, format="parquet")
+    parts: list[pa.Table] = []
+    rows = 0
+    # Reduce batch by batch so only about one row per entity is ever held at once.
+    for batch in dataset.to_batches(filter=_time_filter(dataset, start, end), batch_size=1 << 18):
+        rows += batch.num_rows
+        if batch.num_rows:
+            parts.append(_newest_per_key(pa.Table.from_batches([batch]), key))
+    if not parts:
+        empty = dataset.schema.empty_table().to_pandas()
+        return empty, 0
+    newest = _newest_per_key(pa.concat_tables(parts), key)
+    return newest.to_pandas(split_blocks=True), rows
+
+
+def rows_after(path: Path, end: dt.datetime) -> int:
+    """Rows dated at or after ``end``: what a later run will pick up."""
+    dataset = ds.dataset(path, format="parquet")
+    return int(dataset.count_rows(filter=_time_filter(dataset, None, end, after=True)))
+
+
+# --- converting to the online layout ----------------------------------------------------------
+
+
+def entity_keys(join_key: str, values: Sequence[str]) -> list[bytes]:
+    """Feast's serialised entity keys (version 3) for one string join key."""
+    prefix = (
+        struct.pack("<II", 1, _STRING)
+        + struct.pack("<I", len(join_key.encode()))
+        + (join_key.encode())
+    )
+    result = []
+    for value in values:
+        encoded = str(value).encode("utf8")
+        result.append(prefix + struct.pack("<II", _STRING, len(encoded)) + encoded)
+    return result
+
+
+def encode_doubles(values: np.ndarray) -> list[bytes]:
+    """Serialised ``ValueProto(double_val=v)`` per value; NaN becomes the empty (null) value."""
+    numbers = np.ascontiguousarray(values, dtype="<f8")
+    buffer = np.empty((len(numbers), 9), dtype=np.uint8)
+    buffer[:, 0] = _DOUBLE_TAG
+    buffer[:, 1:] = numbers.view(np.uint8).reshape(-1, 8)
+    encoded: list[bytes] = buffer.view("V9").ravel().tolist()
+    for position in np.flatnonzero(np.isnan(numbers)):
+        encoded[position] = b""
+    return encoded
+
+
+def _encode_by_value(values: pd.Series, make: Callable[[Any], bytes]) -> list[bytes]:
+    """Serialise each distinct value once; missing values become the empty (null) value."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    table = np.array([make(value) for value in uniques] + [b""], dtype=object)
+    return list(table[codes])  # the sentinel -1 picks the trailing b""
+
+
+def encode_column(values: pd.Series, kind: str) -> list[bytes]:
+    """One feature column as serialised ValueProtos, the way Feast would write it."""
+    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
+    if kind == "Float64":
+        return encode_doubles(pd.to_numeric(values, errors="coerce").to_numpy(dtype=float))
+    if kind == "Int64":
+        return _encode_by_value(
+            values, lambda value: ValueProto(int64_val=int(value)).SerializeToString()
+        )
+    if kind == "String":
+        return _encode_by_value(
+            values, lambda value: ValueProto(string_val=str(value)).SerializeToString()
+        )
+    raise TypeError(f"no bulk encoding for feature type {kind}")
+
+
+@dataclass(frozen=True)
+class EncodedRows:
+    """The newest rows of one feature view, ready for an online store."""
+
+    view: FeatureView
+    join_key: str
+    ids: list[str]
+    keys: list[bytes]
+    names: list[str]
+    values: np.ndarray  # object [entities, features] of serialised ValueProto bytes
+    event_times: pd.Series  # UTC
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def encode_rows(view: FeatureView, frame: pd.DataFrame) -> EncodedRows:
+    """Convert a frame of newest rows to serialised keys and values, column by column."""
+    join_key = view.entity_columns[0].name
+    names = [feature.name for feature in view.features]
+    values = np.empty((len(frame), len(names)), dtype=object)
+    for column, feature in enumerate(view.features):
+        values[:, column] = encode_column(frame[feature.name], str(feature.dtype))
+    ids = frame[join_key].astype(str).tolist()
+    return EncodedRows(
+        view=view,
+        join_key=join_key,
+        ids=ids,
+        keys=entity_keys(join_key, ids),
+        names=names,
+        values=values,
+        event_times=pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True).reset_index(drop=True),
+    )
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+Advance = Callable[[int], None]
+
+
+class OnlineWriter(Protocol):
+    def write(self, rows: EncodedRows, progress: Advance) -> None: ...
+
+
+def _chunks(count: int) -> Iterator[slice]:
+    for start in range(0, count, ENTITIES_PER_CHUNK):
+        yield slice(start, min(start + ENTITIES_PER_CHUNK, count))
+
+
+class SqliteWriter:
+    """Feast's SQLite table per view: one row per (entity key, feature name).
+
+    One statement per entity writes all its features: the entity key and time are bound once and
+    the feature names are part of the statement, so each row costs one bound value.
+    """
+
+    def __init__(self, path: Path, project: str) -> None:
+        self.path = path
+        self.project = project
+
+    def write(self, rows: EncodedRows, progress: Advance) -> None:
+        from feast.infra.online_stores.helpers import compute_table_id
+
+        table = compute_table_id(self.project, rows.view, False).replace('"', '""')
+        # ?1 is the entity key, ?2 the event time, ?3… the features in order.
+        values = ",".join(
+            "(?1,'{}',?{},?2)".format(name.replace("'", "''"), position + 3)
+            for position, name in enumerate(rows.names)
+        )
+        statement = (
+            f'INSERT INTO "{table}" (entity_key, feature_name, value, event_ts) VALUES {values} '
+            "ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
+            "value_text = NULL, event_ts = excluded.event_ts, created_ts = NULL"
+        )
+        # Key order matches the primary key, so the B-tree grows at its end.
+        order = np.argsort(np.array(rows.keys, dtype=object), kind="stable")
+        keys = np.array(rows.keys, dtype=object)
+        stamps = _sqlite_event_times(rows.event_times)
+        connection = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for part in _chunks(len(rows)):
+                chosen = order[part]
+                block = np.empty((len(chosen), len(rows.names) + 2), dtype=object)
+                block[:, 0] = keys[chosen]
+                block[:, 1] = stamps[chosen]
+                block[:, 2:] = rows.values[chosen]
+                connection.executemany(statement, block.tolist())
+                progress(len(chosen))
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        finally:
+            connection.close()
+
+
+def _sqlite_event_times(times: pd.Series) -> np.ndarray:
+    """Event times as Feast's SQLite store writes them: ``int(naive_utc.timestamp())``.
+
+    Python reads a naive time as local time, so on a machine whose zone is not UTC the number
+    is shifted by the zone's offset, and Feast's reader shifts it back; match it exactly.
+    """
+    utc = pd.DatetimeIndex(pd.to_datetime(times, utc=True))
+    if time.timezone == 0 and time.altzone == 0:
+        return np.asarray(utc.asi8 // 1_000_000_000, dtype=object)
+    codes, uniques = pd.factorize(utc)
+    seconds = [int(moment.tz_localize(None).to_pydatetime().timestamp()) for moment in uniques]
+    return np.array(seconds, dtype=object)[codes]
+
+
+class RedisWriter:
+    """Feast's Redis layout: one hash per entity and project, a field per feature and a time."""
+
+    def __init__(self, url: str, project: str) -> None:
+        self.url = url
+        self.project = project
+
+    def write(self, rows: EncodedRows, progress: Advance) -> None:
+        import redis
+        from feast.infra.online_stores.helpers import _mmh3
+        from google.protobuf.timestamp_pb2 import Timestamp
+
+        fields = np.array([_mmh3(f"{rows.view.name}:{name}") for name in rows.names], dtype=object)
+        time_field = f"_ts:{rows.view.name}".encode()
+        codes, uniques = pd.factorize(rows.event_times)
+        stamps = np.array(
+            [_timestamp_bytes(Timestamp, moment) for moment in uniques], dtype=object
+        )[codes]
+        project = self.project.encode()
+        width = 2 * len(fields) + 2
+        client = redis.Redis.from_url(self.url)
+        try:
+            for part in _chunks(len(rows)):
+                block = np.empty((part.stop - part.start, width), dtype=object)
+                block[:, 0 : width - 2 : 2] = fields[None, :]
+                block[:, 1 : width - 2 : 2] = rows.values[part]
+                block[:, width - 2] = time_field
+                block[:, width - 1] = stamps[part]
+                with client.pipeline(transaction=False) as pipe:
+                    for key, arguments in zip(rows.keys[part], block.tolist(), strict=True):
+                        pipe.execute_command("HSET", key + project, *arguments)
+                    pipe.execute()
+                progress(part.stop - part.start)
+        finally:
+            client.close()
+
+
+def _timestamp_bytes(timestamp_type: Any, moment: pd.Timestamp) -> bytes:
+    nanos = int(pd.Timestamp(moment).value)
+    stamp = timestamp_type(seconds=nanos // 1_000_000_000, nanos=nanos % 1_000_000_000)
+    return bytes(stamp.SerializeToString())
+
+
+class ProviderWriter:
+    """Any other online store: the provider's ``online_write_batch`` with converted rows."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+
+    def write(self, rows: EncodedRows, progress: Advance) -> None:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+        from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
+        provider = self.store._get_provider()
+        for part in _chunks(len(rows)):
+            data: list[tuple[Any, dict[str, Any], dt.datetime, dt.datetime | None]] = []
+            for position in range(part.start, part.stop):
+                values = {}
+                for column, name in enumerate(rows.names):
+                    value = ValueProto()
+                    value.ParseFromString(rows.values[position, column])
+                    values[name] = value
+                key = EntityKeyProto(
+                    join_keys=[rows.join_key],
+                    entity_values=[ValueProto(string_val=rows.ids[position])],
+                )
+                data.append((key, values, rows.event_times[position].to_pydatetime(), None))
+            provider.online_write_batch(self.store.config, rows.view, data, progress=None)
+            progress(part.stop - part.start)
+
+
+def _writer(store: FeatureStore, settings: Settings) -> OnlineWriter:
+    config = store.config.online_store
+    if config.type == "sqlite":
+        path = Path(config.path)
+        if not path.is_absolute():
+            path = Path(store.config.repo_path or ".") / path
+        return SqliteWriter(path, store.project)
+    if config.type == "redis" and settings.online_store.startswith(("redis://", "rediss://")):
+        return RedisWriter(settings.online_store, store.project)
+    return ProviderWriter(store)
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def source_path(store: FeatureStore, view: FeatureView) -> Path:
+    """The Parquet feature table behind a view, resolved like Feast resolves it."""
+    source = view.batch_source
+    path = Path(getattr(source, "path", "") or "")
+    if not str(path):
+        raise ValueError(f"feature view {view.name} has no file path to read from")
+    if not path.is_absolute():
+        path = Path(store.config.repo_path or ".") / path
+    return path
+
+
+@contextmanager
+def _progress(show: bool) -> Iterator[Callable[[str, int], Advance]]:
+    """A rich progress bar on stderr, or nothing."""
+    if not show:
+        yield lambda description, total: lambda advance: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    ) as bar:
+
+        def task(description: str, total: int) -> Advance:
+            task_id = bar.add_task(description, total=max(total, 1))
+            if total == 0:
+                bar.update(task_id, completed=1)
+            return lambda advance: bar.advance(task_id, advance)
+
+        yield task
+
+
+def materialize_views(
+    store: FeatureStore,
+    settings: Settings,
+    *,
+    end: dt.datetime | None = None,
+    views: list[str] | None = None,
+    engine: Literal["bulk", "feast"] = "bulk",
+    show_progress: bool = True,
+) -> MaterializeReport:
+    """Materialize the named feature views (all when None) up to ``end`` (now when None)."""
+    started = time.perf_counter()
+    end = _utc(end) if end is not None else dt.datetime.now(dt.UTC)
+    chosen = [
+        view
+        for view in store.list_feature_views()
+        if view.online and (views is None or view.name in views)
+    ]
+    if views is not None:
+        unknown = sorted(set(views) - {view.name for view in chosen})
+        if unknown:
+            raise ValueError(f"unknown feature views {unknown}; run `offers features apply`")
+    if not chosen:
+        raise ValueError("no feature views are registered; run `offers features apply` first")
+    writer = _writer(store, settings)
+    loads: list[ViewLoad] = []
+    with _progress(show_progress) as task:
+        for view in chosen:
+            loads.append(_materialize_view(store, view, end, engine, writer, task))
+    report = MaterializeReport(
+        online_store=store.config.online_store.type,
+        engine=engine,
+        end=end,
+        views=tuple(loads),
+        seconds=time.perf_counter() - started,
+    )
+    logger.info("%s", report.describe())
+    later = sum(load.left_for_later for load in loads)
+    if later:
+        logger.warning(
+            "%d feature rows are dated at or after %s and were not loaded; they will be on the "
+            "next run after that time (or pass --end)",
+            later,
+            end.isoformat(),
+        )
+    return report
+
+
+def _materialize_view(
+    store: FeatureStore,
+    view: FeatureView,
+    end: dt.datetime,
+    engine: str,
+    writer: OnlineWriter,
+    task: Callable[[str, int], Advance],
+) -> ViewLoad:
+    view_started = time.perf_counter()
+    start = view.most_recent_end_time
+    start = _utc(start) if start is not None else None
+    path = source_path(store, view)
+    if not path.exists():
+        raise ValueError(f"{path}: feature table not found; run `offers features build` first")
+    left = rows_after(path, end)
+    if start is not None and start >= end:
+        task(view.name, 0)
+        return ViewLoad(view.name, start, end, 0, 0, len(view.features), 0.0, left)
+    if engine == "feast":
+        rows, entities = _feast_materialize(store, view, path, start, end, task)
+    else:
+        frame, rows = newest_rows(path, view.entity_columns[0].name, start, end)
+        encoded = encode_rows(view, frame)
+        advance = task(view.name, len(encoded))
+        if len(encoded):
+            writer.write(encoded, advance)
+        first = frame[EVENT_TIMESTAMP].min() if len(frame) else None
+        interval_start = start or (first.to_pydatetime() if first is not None else end)
+        store.registry.apply_materialization(view, store.project, interval_start, end, commit=True)
+        entities = len(encoded)
+    return ViewLoad(
+        view.name,
+        start,
+        end,
+        rows,
+        entities,
+        len(view.features),
+        time.perf_counter() - view_started,
+        left,
+    )
+
+
+def _feast_materialize(
+    store: FeatureStore,
+    view: FeatureView,
+    path: Path,
+    start: dt.datetime | None,
+    end: dt.datetime,
+    task: Callable[[str, int], Advance],
+) -> tuple[int, int]:
+    """Feast's own materialize over the same interval, for comparison."""
+    dataset = ds.dataset(path, format="parquet")
+    selected = dataset.to_table(
+        columns=[view.entity_columns[0].name, EVENT_TIMESTAMP],
+        filter=_time_filter(dataset, start, end),
+    )
+    if selected.num_rows == 0:
+        task(view.name, 0)
+        return 0, 0
+    entities = len(pc.unique(selected.column(0)))
+    advance = task(view.name, entities)
+    first = pd.Timestamp(pc.min(selected.column(EVENT_TIMESTAMP)).as_py()).to_pydatetime()
+    store.materialize(start_date=start or _utc(first), end_date=end, feature_views=[view.name])
+    advance(entities)
+    return selected.num_rows, entities
