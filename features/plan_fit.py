@@ -6,6 +6,7 @@ summary and the simulator's own billing, so a saving shown on an invoice is the 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,37 +90,38 @@ PLAN_FIT_OUTPUTS = (
 OFFER_KIND_CODES = {"plan": 0, "addon": 1, "loyalty": 2, "payment_help": 3}
 
 
+PLAN_FIT_INPUTS = (*USAGE_INPUTS, *CONTRACT_INPUTS, *OFFER_INPUTS)
+
+Columns = Mapping[str, np.ndarray]
+
+
 def _allowance(
-    frame: pd.DataFrame, measure: str, is_plan: np.ndarray, is_addon: np.ndarray
+    columns: Columns, measure: str, is_plan: np.ndarray, is_addon: np.ndarray
 ) -> np.ndarray:
     """The allowance on the offer: a plan's own, the current one plus an add-on's, else current.
 
     NaN is unlimited throughout: unlimited plus anything stays unlimited, and an add-on with an
     unlimited allowance makes the measure unlimited.
     """
-    current = frame[f"current_{measure}"].astype(float).to_numpy()
-    offered = frame[f"offer_{measure}"].astype(float).to_numpy()
+    current = columns[f"current_{measure}"]
+    offered = columns[f"offer_{measure}"]
     return np.where(is_plan, offered, np.where(is_addon, current + offered, current))
 
 
-def plan_fit(frame: pd.DataFrame, tariff: Tariff = TARIFF) -> pd.DataFrame:
-    """Plan fit per row of (customer features, offer features); returns the output columns.
+def plan_fit_arrays(columns: Columns, tariff: Tariff = TARIFF) -> dict[str, np.ndarray]:
+    """Plan fit on float arrays named by ``PLAN_FIT_INPUTS``; returns ``PLAN_FIT_OUTPUTS`` arrays.
 
-    Costs are monthly means over the last three months of actual usage; a month without usage
-    (a customer younger than three months) is left out of the mean rather than counted as zero.
-    A plan replaces the current plan; an add-on adds its allowance and fee to the current plan; a
-    loyalty offer keeps the plan at the new-customer price; payment help does not change the usage
-    cost. ``fit_data_allowance_used`` is the mean share of the data allowance used (0 when
-    unlimited).
+    The numpy core of :func:`plan_fit`, for the request path where building a DataFrame would
+    cost more than the arithmetic. Same numbers, same rules.
     """
-    kind = frame["offer_kind_code"].astype(float).to_numpy()
+    kind = columns["offer_kind_code"]
     is_plan = kind == OFFER_KIND_CODES["plan"]
     is_addon = kind == OFFER_KIND_CODES["addon"]
     is_loyalty = kind == OFFER_KIND_CODES["loyalty"]
 
-    current_fee = frame["current_monthly_fee_sek"].astype(float).to_numpy()
-    offer_monthly = frame["offer_monthly_fee_sek"].astype(float).to_numpy()
-    new_customer_fee = frame["current_new_customer_fee_sek"].astype(float).to_numpy()
+    current_fee = columns["current_monthly_fee_sek"]
+    offer_monthly = columns["offer_monthly_fee_sek"]
+    new_customer_fee = columns["current_new_customer_fee_sek"]
     offer_fee = np.where(
         is_plan,
         offer_monthly,
@@ -135,25 +137,21 @@ def plan_fit(frame: pd.DataFrame, tariff: Tariff = TARIFF) -> pd.DataFrame:
             ),
         ),
     )
-    offer_allowance = {
-        measure: _allowance(frame, measure, is_plan, is_addon)
-        for measure in ("data_gb", "voice_minutes", "roaming_data_gb")
-    }
-    current_allowance = {
-        measure: frame[f"current_{measure}"].astype(float).to_numpy()
-        for measure in ("data_gb", "voice_minutes", "roaming_data_gb")
-    }
+    measures = ("data_gb", "voice_minutes", "roaming_data_gb")
+    offer_allowance = {m: _allowance(columns, m, is_plan, is_addon) for m in measures}
+    current_allowance = {m: columns[f"current_{m}"] for m in measures}
 
-    offer_overage = np.zeros(len(frame))
-    current_overage = np.zeros(len(frame))
-    data_share = np.zeros(len(frame))
-    known_months = np.zeros(len(frame))
+    rows = len(kind)
+    offer_overage = np.zeros(rows)
+    current_overage = np.zeros(rows)
+    data_share = np.zeros(rows)
+    known_months = np.zeros(rows)
     for month in range(1, FIT_MONTHS + 1):
-        data_raw = frame[f"data_gb_m{month}"].astype(float).to_numpy()
+        data_raw = columns[f"data_gb_m{month}"]
         known = ~np.isnan(data_raw)
         data = np.where(known, data_raw, 0.0)
-        voice = np.nan_to_num(frame[f"voice_minutes_m{month}"].astype(float).to_numpy())
-        roaming = np.nan_to_num(frame[f"roaming_data_gb_m{month}"].astype(float).to_numpy())
+        voice = np.nan_to_num(columns[f"voice_minutes_m{month}"])
+        roaming = np.nan_to_num(columns[f"roaming_data_gb_m{month}"])
         offer_overage += np.where(
             known,
             monthly_overage_sek(
@@ -190,14 +188,28 @@ def plan_fit(frame: pd.DataFrame, tariff: Tariff = TARIFF) -> pd.DataFrame:
     current_overage /= months
     current_cost = current_fee + current_overage
     offer_cost = offer_fee + offer_overage
-    return pd.DataFrame(
-        {
-            "fit_current_cost_sek_per_month": np.round(current_cost, 2),
-            "fit_offer_cost_sek_per_month": np.round(offer_cost, 2),
-            "fit_saving_sek_per_month": np.round(current_cost - offer_cost, 2),
-            "fit_offer_overage_sek_per_month": np.round(offer_overage, 2),
-            "fit_current_overage_sek_per_month": np.round(current_overage, 2),
-            "fit_data_allowance_used": np.round(data_share / months, 4),
-        },
-        index=frame.index,
-    )
+    return {
+        "fit_current_cost_sek_per_month": np.round(current_cost, 2),
+        "fit_offer_cost_sek_per_month": np.round(offer_cost, 2),
+        "fit_saving_sek_per_month": np.round(current_cost - offer_cost, 2),
+        "fit_offer_overage_sek_per_month": np.round(offer_overage, 2),
+        "fit_current_overage_sek_per_month": np.round(current_overage, 2),
+        "fit_data_allowance_used": np.round(data_share / months, 4),
+    }
+
+
+def plan_fit(frame: pd.DataFrame, tariff: Tariff = TARIFF) -> pd.DataFrame:
+    """Plan fit per row of (customer features, offer features); returns the output columns.
+
+    Costs are monthly means over the last three months of actual usage; a month without usage
+    (a customer younger than three months) is left out of the mean rather than counted as zero.
+    A plan replaces the current plan; an add-on adds its allowance and fee to the current plan; a
+    loyalty offer keeps the plan at the new-customer price; payment help does not change the usage
+    cost. ``fit_data_allowance_used`` is the mean share of the data allowance used (0 when
+    unlimited).
+    """
+    columns = {
+        name: pd.to_numeric(frame[name], errors="coerce").astype(float).to_numpy()
+        for name in PLAN_FIT_INPUTS
+    }
+    return pd.DataFrame(plan_fit_arrays(columns, tariff), index=frame.index)

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from features.catalog import Offer
 from features.columns import OFFER_ATTRIBUTES
@@ -18,7 +17,7 @@ from features.plan_fit import (
     OFFER_KIND_CODES,
     PLAN_FIT_OUTPUTS,
     USAGE_INPUTS,
-    plan_fit,
+    plan_fit_arrays,
 )
 from serving.decision.guardrails import fair_price, new_customer_price
 from serving.decision.inputs import Account, as_float
@@ -140,8 +139,9 @@ def plan_fit_matrix(account: Account, offers: np.ndarray) -> np.ndarray:
     block = np.hstack(
         [np.broadcast_to(customer, (n, len(customer))), offers[:, _OFFER_INPUT_POSITIONS]]
     )
-    frame = pd.DataFrame(block, columns=[*_FIT_ACCOUNT_INPUTS, *OFFER_INPUTS])
-    return plan_fit(frame)[list(PLAN_FIT_OUTPUTS)].to_numpy(dtype=float)
+    names = (*_FIT_ACCOUNT_INPUTS, *OFFER_INPUTS)
+    fits = plan_fit_arrays({name: block[:, i] for i, name in enumerate(names)})
+    return np.column_stack([fits[name] for name in PLAN_FIT_OUTPUTS])
 
 
 @dataclass(frozen=True)
