@@ -1,0 +1,268 @@
+"""Every MLflow call of the project: experiments, runs, artifacts, registered models, aliases.
+
+MLflow is imported inside the functions: importing it costs about a second, and ``offers --help``
+or a serving process that loads the model file directly should not pay for it.
+
+Layout: the tracking URI comes from ``settings.mlflow_tracking_uri`` (a SQLite file in ``mlruns/``
+by default, or ``postgresql://…``), and every experiment keeps its artifacts under
+``settings.mlflow_artifact_root/<experiment>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+import pandas as pd
+
+from features.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+CHAMPION_ALIAS = "champion"
+MODEL_ARTIFACT = "model"
+MODEL_FILE = "model.lgb"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A registered model version with what promotion and serving need to know about it."""
+
+    name: str
+    version: str
+    run_id: str
+    tags: dict[str, str]
+    aliases: tuple[str, ...]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """``offer-ranker/3``: the form serving reports as ``model_version``."""
+        return f"{self.name}/{self.version}"
+
+
+def _settings(settings: Settings | None) -> Settings:
+    return settings or get_settings()
+
+
+def store_uri(settings: Settings) -> str:
+    """The tracking URI MLflow is given.
+
+    ``postgresql://`` names the psycopg2 driver explicitly: SQLAlchemy 2.1 would pick psycopg 3,
+    which is not a dependency of this project.
+    """
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg2://" + uri.split("://", 1)[1]
+    return uri
+
+
+def _prepare_store(settings: Settings) -> None:
+    uri = settings.mlflow_tracking_uri
+    if uri.startswith("sqlite:///"):
+        # sqlite:///relative/path or sqlite:////absolute/path; the folder must exist.
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def client(settings: Settings | None = None) -> MlflowClient:
+    """A client bound to the configured tracking and registry store."""
+    from mlflow import MlflowClient
+
+    resolved = _settings(settings)
+    _prepare_store(resolved)
+    uri = store_uri(resolved)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _artifact_location(settings: Settings, experiment: str) -> str:
+    root = str(settings.mlflow_artifact_root)
+    if "://" in root:
+        return f"{root.rstrip('/')}/{experiment}"
+    path = (Path(root) / experiment).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path.as_uri()
+
+
+def ensure_experiment(name: str, settings: Settings | None = None) -> str:
+    """The id of the experiment ``name``, created with its artifact location when new."""
+    resolved = _settings(settings)
+    mlflow_client = client(resolved)
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return str(experiment.experiment_id)
+    return str(
+        mlflow_client.create_experiment(name, artifact_location=_artifact_location(resolved, name))
+    )
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What one training run logs: the caller assembles it, this module writes it."""
+
+    experiment: str
+    model_name: str
+    run_name: str
+    params: Mapping[str, Any]
+    metrics: Mapping[str, float]
+    tags: Mapping[str, str]
+    text_artifacts: Mapping[str, str]
+    figures: Mapping[str, Any]  # artifact path -> matplotlib Figure
+    input_example: pd.DataFrame
+    output_example: Any
+    model_metadata: Mapping[str, Any]
+    version_tags: Mapping[str, str]
+
+
+def log_training_run(
+    record: RunRecord, booster: lgb.Booster, settings: Settings | None = None
+) -> VersionInfo:
+    """Log params, metrics, reports, plots and the model; register it as a new version."""
+    import lightgbm
+    import mlflow
+    import mlflow.lightgbm
+    from mlflow.models import infer_signature
+
+    resolved = _settings(settings)
+    experiment_id = ensure_experiment(record.experiment, resolved)
+    mlflow.set_tracking_uri(store_uri(resolved))
+    mlflow.set_registry_uri(store_uri(resolved))
+    signature = infer_signature(record.input_example, record.output_example)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=record.run_name) as run:
+        mlflow.set_tags(dict(record.tags))
+        mlflow.log_params({key: _param(value) for key, value in record.params.items()})
+        mlflow.log_metrics({key: float(value) for key, value in record.metrics.items()})
+        for path, text in record.text_artifacts.items():
+            mlflow.log_text(text, path)
+        for path, figure in record.figures.items():
+            mlflow.log_figure(figure, path)
+        info = mlflow.lightgbm.log_model(
+            booster,
+            name=MODEL_ARTIFACT,
+            signature=signature,
+            input_example=record.input_example,
+            registered_model_name=record.model_name,
+            pip_requirements=[f"lightgbm=={lightgbm.__version__}"],
+            metadata=json.loads(json.dumps(dict(record.model_metadata))),
+        )
+        run_id = run.info.run_id
+    version = str(info.registered_model_version)
+    mlflow_client = client(resolved)
+    for key, value in record.version_tags.items():
+        mlflow_client.set_model_version_tag(record.model_name, version, key, value)
+    mlflow_client.update_model_version(
+        record.model_name, version, description=record.tags.get("description", "")
+    )
+    log.info("logged %s version %s (run %s)", record.model_name, version, run_id)
+    return get_version(record.model_name, version, resolved)
+
+
+def _param(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:6000]
+
+
+def log_to_run(
+    run_id: str,
+    metrics: Mapping[str, float] | None = None,
+    text_artifacts: Mapping[str, str] | None = None,
+    settings: Settings | None = None,
+) -> None:
+    """Add metrics and text artifacts to a finished run (the oracle check comes after training)."""
+    mlflow_client = client(settings)
+    for key, value in (metrics or {}).items():
+        mlflow_client.log_metric(run_id, key, float(value))
+    for path, text in (text_artifacts or {}).items():
+        mlflow_client.log_text(run_id, text, path)
+
+
+def _version_info(mlflow_client: MlflowClient, version: Any) -> VersionInfo:
+    metrics: dict[str, float] = {}
+    if version.run_id:
+        metrics = dict(mlflow_client.get_run(version.run_id).data.metrics)
+    return VersionInfo(
+        name=version.name,
+        version=str(version.version),
+        run_id=version.run_id or "",
+        tags=dict(version.tags or {}),
+        aliases=tuple(version.aliases or ()),
+        metrics=metrics,
+    )
+
+
+def get_version(name: str, version: str, settings: Settings | None = None) -> VersionInfo:
+    mlflow_client = client(settings)
+    return _version_info(mlflow_client, mlflow_client.get_model_version(name, version))
+
+
+def champion(name: str, settings: Settings | None = None) -> VersionInfo | None:
+    """The version carrying the ``champion`` alias, or None (no such model or no champion)."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(settings)
+    try:
+        version = mlflow_client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except MlflowException:
+        return None
+    return _version_info(mlflow_client, version)
+
+
+def versions(name: str, settings: Settings | None = None) -> list[VersionInfo]:
+    """Every version of a registered model, newest first; empty when the model does not exist."""
+    mlflow_client = client(settings)
+    found = mlflow_client.search_model_versions(f"name = '{name}'")
+    ordered = sorted(found, key=lambda v: int(v.version), reverse=True)
+    return [_version_info(mlflow_client, version) for version in ordered]
+
+
+def latest_version(name: str, settings: Settings | None = None) -> VersionInfo | None:
+    """The newest version (the candidate for promotion), or None."""
+    mlflow_client = client(settings)
+    found = mlflow_client.search_model_versions(f"name = '{name}'")
+    if not found:
+        return None
+    newest = max(found, key=lambda v: int(v.version))
+    return _version_info(mlflow_client, newest)
+
+
+def set_champion(name: str, version: str, settings: Settings | None = None) -> None:
+    """Point the ``champion`` alias at ``version``."""
+    client(settings).set_registered_model_alias(name, CHAMPION_ALIAS, version)
+
+
+def model_directory(name: str, version: str, settings: Settings | None = None) -> Path:
+    """A local folder holding the version's model files (downloaded when the store is remote)."""
+    import mlflow.artifacts
+
+    mlflow_client = client(settings)
+    uri = mlflow_client.get_model_version_download_uri(name, version)
+    parsed = urlparse(uri)
+    if parsed.scheme in {"", "file"}:
+        local = Path(unquote(parsed.path))
+        if (local / MODEL_FILE).exists():
+            return local
+    target = Path(tempfile.mkdtemp(prefix=f"{name}-{version}-"))
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=uri,
+            dst_path=str(target),
+            tracking_uri=store_uri(_settings(settings)),
+        )
+    )
+
+
+def model_metadata(model_dir: Path) -> dict[str, Any]:
+    """The ``metadata`` block of a logged model's MLmodel file."""
+    import yaml
+
+    mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8"))
+    return dict(mlmodel.get("metadata") or {})

@@ -1,0 +1,497 @@
+"""``offers train``: build both training sets, fit, evaluate against baselines, log and register.
+
+This module only orchestrates: rows and features come from :mod:`training.data`, fitting from
+:mod:`training.model`, figures from :mod:`training.evaluate`, and every MLflow call goes through
+:mod:`training.tracking`. A model already trained on the same data with the same settings is not
+trained again (its registered version is reported instead), so a rerun changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.catalog import load_catalog
+from features.settings import Settings, get_settings
+from training import data, tracking
+from training.evaluate import (
+    MODEL,
+    POPULARITY,
+    RULES,
+    RULES_SCORE,
+    ChurnEvaluation,
+    PopularityBaseline,
+    RankerEvaluation,
+    RulesBaseline,
+    churn_markdown,
+    evaluate_churn,
+    evaluate_ranker,
+    off_policy_value,
+    ranker_markdown,
+    to_json,
+)
+from training.model import FitSet, FittedModel, fit_churn, fit_ranker
+from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES, model_matrix
+from training.registry import (
+    CHAMPION_METRIC_PREFIX,
+    CHURN_MODEL,
+    COMPARED_VERSION_TAG,
+    PRIMARY_METRIC,
+    RANKER_MODEL,
+    ModelInputsMismatch,
+    load_champion,
+)
+
+log = logging.getLogger(__name__)
+
+FINGERPRINT_TAG = "data_fingerprint"
+# Given candidate rows (customer features, offer_id, event_timestamp), which may be offered.
+CandidateFilter = Callable[[pd.DataFrame], np.ndarray]
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Knobs of a training run; part of the fingerprint that makes reruns idempotent."""
+
+    validation_months: int = 2
+    tune_months: int = 1
+    max_train_rows: int = 400_000
+    max_churn_train_rows: int = 400_000
+    max_off_policy_decisions: int = 20_000
+    seed: int = 7
+    join: str = "tables"  # "tables" (pandas point-in-time join) or "feast"
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class ModelResult:
+    """One model's outcome: its registered version and its validation figures."""
+
+    name: str
+    version: tracking.VersionInfo
+    metrics: dict[str, float]
+    report_markdown: str
+    reused: bool = False
+    evaluation: RankerEvaluation | ChurnEvaluation | None = None
+    fitted: FittedModel | None = None
+    validation_frame: pd.DataFrame | None = None
+    top_offers: pd.DataFrame | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        primary = PRIMARY_METRIC[self.name]
+        value = self.metrics.get(primary)
+        state = "unchanged data: kept" if self.reused else "registered"
+        figure = "n/a" if value is None else f"{value:.4f}"
+        return f"{self.name}: {state} version {self.version.version} ({primary} {figure})"
+
+
+@dataclass
+class TrainResult:
+    """Both models' results."""
+
+    ranker: ModelResult
+    churn: ModelResult
+
+    def describe(self) -> str:
+        return "\n".join([self.ranker.describe(), self.churn.describe()])
+
+
+def train_models(
+    data_dir: Path | None = None,
+    settings: Settings | None = None,
+    config: TrainingConfig | None = None,
+    candidate_filter: CandidateFilter | None = None,
+) -> TrainResult:
+    """Train, evaluate, log and register offer-ranker and churn-risk.
+
+    ``candidate_filter`` narrows the off-policy candidates to the offers a customer may get (the
+    decision engine's eligibility, which the training stage cannot import); without it every
+    catalog offer valid for the customer's segment and tenure is a candidate.
+    """
+    resolved = settings or get_settings()
+    folder = Path(data_dir or resolved.data_dir)
+    cfg = config or TrainingConfig()
+    # Same input tables, catalog, settings and model inputs: the same model, not trained again.
+    fingerprint = data.fingerprint(
+        [*(folder / name for name in _input_files(folder)), Path(resolved.catalog)],
+        extra=json.dumps(
+            {"config": cfg.as_dict(), "ranker": RANKER_FEATURES, "churn": CHURN_FEATURES},
+            sort_keys=True,
+        ),
+    )
+    ranker = train_ranker(folder, resolved, cfg, fingerprint, candidate_filter)
+    churn = train_churn(folder, resolved, cfg, fingerprint)
+    result = TrainResult(ranker=ranker, churn=churn)
+    log.info("%s", result.describe())
+    return result
+
+
+def _input_files(folder: Path) -> list[str]:
+    from features.contract import TABLES
+
+    return [table.file_name for table in TABLES if (folder / table.file_name).exists()]
+
+
+def _already_trained(name: str, fingerprint: str, settings: Settings) -> ModelResult | None:
+    for version in tracking.versions(name, settings):
+        if version.tags.get(FINGERPRINT_TAG) == fingerprint:
+            log.info(
+                "%s: version %s was trained on the same data; not training again",
+                name,
+                version.version,
+            )
+            return ModelResult(
+                name=name, version=version, metrics=version.metrics, report_markdown="", reused=True
+            )
+    return None
+
+
+def _fit_set(frame: pd.DataFrame, columns: list[str], group: str) -> FitSet:
+    return FitSet(
+        features=model_matrix(frame, columns, np.float32),
+        labels=frame[data.LABEL].to_numpy(dtype=float),
+        groups=frame[group].to_numpy(),
+        feature_names=list(columns),
+    )
+
+
+def _champion_on(
+    name: str, matrix: np.ndarray, settings: Settings
+) -> tuple[str, np.ndarray] | None:
+    """The current champion's probabilities on the new validation rows (like-for-like promotion)."""
+    try:
+        champion = load_champion(name, settings)
+    except (LookupError, ModelInputsMismatch) as error:
+        log.info("%s: no comparable champion (%s)", name, error)
+        return None
+    return champion.version.split("/")[-1], champion.predict_proba(matrix)
+
+
+def train_ranker(
+    folder: Path,
+    settings: Settings,
+    cfg: TrainingConfig,
+    fingerprint: str,
+    candidate_filter: CandidateFilter | None = None,
+) -> ModelResult:
+    """The acceptance model against the popularity and rules baselines."""
+    reused = _already_trained(RANKER_MODEL, fingerprint, settings)
+    if reused is not None:
+        return reused
+    timings: dict[str, float] = {}
+    with data.timed(timings, "ranker_rows"):
+        training_set = data.ranker_training_set(
+            folder,
+            settings,
+            cfg.validation_months,
+            cfg.tune_months,
+            cfg.join,
+            timings,
+            max_train_rows=cfg.max_train_rows,
+            seed=cfg.seed,
+        )
+    train_rows = training_set.period(data.TRAIN)
+    tune_rows = training_set.period(data.TUNE)
+    validation_rows = training_set.period(data.VALIDATION)
+    log.info("offer-ranker rows: %s", training_set.counts())
+
+    with data.timed(timings, "ranker_fit"):
+        train_set = _fit_set(train_rows, RANKER_FEATURES, "decision_id")
+        tune_set = _fit_set(tune_rows, RANKER_FEATURES, "decision_id")
+        fitted = fit_ranker(train_set, tune_set, seed=cfg.seed)
+        del train_set
+
+    with data.timed(timings, "ranker_evaluate"):
+        history = pd.concat([train_rows, tune_rows])
+        popularity = PopularityBaseline.fit(history["offer_id"], history[data.LABEL])
+        rules = RulesBaseline.fit(history[RULES_SCORE], history[data.LABEL])
+        validation_matrix = model_matrix(validation_rows, RANKER_FEATURES, np.float32)
+        probabilities = {
+            MODEL: fitted.predict_proba(validation_matrix),
+            POPULARITY: popularity.predict(validation_rows["offer_id"]),
+            RULES: rules.predict(validation_rows[RULES_SCORE]),
+        }
+        catalog = load_catalog(settings.catalog)
+        candidates = data.candidate_rows(
+            validation_rows, catalog, cfg.max_off_policy_decisions, cfg.seed
+        )
+        candidate_set = data.CANDIDATE_SET
+        if candidate_filter is not None:
+            candidates = candidates[candidate_filter(candidates)].reset_index(drop=True)
+            candidate_set = f"{candidate_set}, and eligible under the decision engine's rules"
+        candidates[MODEL] = fitted.predict_proba(
+            model_matrix(candidates, RANKER_FEATURES, np.float32)
+        )
+        candidates[POPULARITY] = popularity.predict(candidates["offer_id"])
+        candidates[RULES] = rules.score(candidates[RULES_SCORE])
+        scorers = {name: name for name in (MODEL, POPULARITY, RULES)}
+        off_policy = off_policy_value(validation_rows, candidates, scorers, candidate_set)
+        evaluation = evaluate_ranker(
+            validation_rows,
+            probabilities,
+            {RULES: rules.score(validation_rows[RULES_SCORE])},
+            off_policy,
+        )
+        top_offers = top_candidates(candidates, scorers)
+        champion = _champion_on(RANKER_MODEL, validation_matrix, settings)
+    metrics = evaluation.flat_metrics()
+    version_tags = {}
+    if champion is not None:
+        champion_version, champion_p = champion
+        champion_eval = evaluate_ranker(
+            validation_rows,
+            {MODEL: champion_p, POPULARITY: probabilities[POPULARITY], RULES: probabilities[RULES]},
+            {RULES: rules.score(validation_rows[RULES_SCORE])},
+        )
+        metrics[CHAMPION_METRIC_PREFIX + PRIMARY_METRIC[RANKER_MODEL]] = champion_eval.primary()
+        version_tags[COMPARED_VERSION_TAG] = champion_version
+    evaluation.extra.update(
+        model_size_tradeoff=fitted.tradeoff(),
+        calibration={"chosen": fitted.calibrator.kind, "candidates": fitted.calibration.scores},
+        training_rows=training_set.counts(),
+        timings_seconds={k: round(v, 2) for k, v in timings.items()},
+    )
+    context = {
+        "feature_service": training_set.feature_service,
+        **training_set.split.window(),
+        "objective": fitted.chosen.objective,
+        "trees": fitted.chosen.trees,
+        "num_leaves": fitted.chosen.budget.num_leaves,
+        "max_depth": fitted.chosen.budget.max_depth,
+        "calibrator": fitted.calibrator.kind,
+        "pred_contrib_ms_3_rows": round(fitted.chosen.explain_ms, 3),
+    }
+    markdown = ranker_markdown(evaluation, context)
+    metrics.update(
+        pred_contrib_ms_3_rows=fitted.chosen.explain_ms,
+        trees=float(fitted.chosen.trees),
+        train_rows=float(len(train_rows)),
+        validation_rows=float(len(validation_rows)),
+        **{f"seconds_{k}": v for k, v in timings.items()},
+    )
+    version = _log(
+        RANKER_MODEL,
+        training_set,
+        fitted,
+        evaluation,
+        markdown,
+        metrics,
+        version_tags,
+        validation_rows,
+        RANKER_FEATURES,
+        fingerprint,
+        settings,
+    )
+    return ModelResult(
+        name=RANKER_MODEL,
+        version=version,
+        metrics=metrics,
+        report_markdown=markdown,
+        evaluation=evaluation,
+        fitted=fitted,
+        validation_frame=validation_rows,
+        top_offers=top_offers,
+        timings=timings,
+    )
+
+
+def top_candidates(candidates: pd.DataFrame, scorers: dict[str, str]) -> pd.DataFrame:
+    """Each scorer's top candidate per decision (for the oracle check), one row per pair."""
+    parts = []
+    for name, column in scorers.items():
+        ordered = candidates.sort_values(["decision_id", column], ascending=[True, False])
+        top = ordered.drop_duplicates("decision_id")[
+            ["decision_id", "customer_id", "offer_id", data.EVENT_TIMESTAMP]
+        ]
+        parts.append(top.assign(scorer=name))
+    return pd.concat(parts, ignore_index=True)
+
+
+def train_churn(
+    folder: Path, settings: Settings, cfg: TrainingConfig, fingerprint: str
+) -> ModelResult:
+    """The churn-risk model: customer-months, label "leaves within three months"."""
+    reused = _already_trained(CHURN_MODEL, fingerprint, settings)
+    if reused is not None:
+        return reused
+    timings: dict[str, float] = {}
+    with data.timed(timings, "churn_rows"):
+        training_set = data.churn_training_set(
+            folder,
+            settings,
+            cfg.validation_months,
+            cfg.tune_months,
+            cfg.join,
+            timings,
+            max_train_rows=cfg.max_churn_train_rows,
+            seed=cfg.seed,
+        )
+    train_rows = training_set.period(data.TRAIN)
+    tune_rows = training_set.period(data.TUNE)
+    validation_rows = training_set.period(data.VALIDATION)
+    log.info("churn-risk rows: %s", training_set.counts())
+    with data.timed(timings, "churn_fit"):
+        fitted = fit_churn(
+            _fit_set(train_rows, CHURN_FEATURES, "customer_id"),
+            _fit_set(tune_rows, CHURN_FEATURES, "customer_id"),
+            seed=cfg.seed,
+        )
+    with data.timed(timings, "churn_evaluate"):
+        validation_matrix = model_matrix(validation_rows, CHURN_FEATURES, np.float32)
+        evaluation = evaluate_churn(validation_rows, fitted.predict_proba(validation_matrix))
+        champion = _champion_on(CHURN_MODEL, validation_matrix, settings)
+    metrics = evaluation.flat_metrics()
+    version_tags = {}
+    if champion is not None:
+        champion_version, champion_p = champion
+        champion_eval = evaluate_churn(validation_rows, champion_p)
+        metrics[CHAMPION_METRIC_PREFIX + PRIMARY_METRIC[CHURN_MODEL]] = champion_eval.primary()
+        version_tags[COMPARED_VERSION_TAG] = champion_version
+    evaluation.extra.update(
+        model_size_tradeoff=fitted.tradeoff(),
+        calibration={"chosen": fitted.calibrator.kind, "candidates": fitted.calibration.scores},
+        training_rows=training_set.counts(),
+        timings_seconds={k: round(v, 2) for k, v in timings.items()},
+    )
+    context = {
+        "feature_service": training_set.feature_service,
+        **training_set.split.window(),
+        "trees": fitted.chosen.trees,
+        "num_leaves": fitted.chosen.budget.num_leaves,
+        "max_depth": fitted.chosen.budget.max_depth,
+        "calibrator": fitted.calibrator.kind,
+    }
+    markdown = churn_markdown(evaluation, context)
+    metrics.update(
+        pred_contrib_ms_3_rows=fitted.chosen.explain_ms,
+        trees=float(fitted.chosen.trees),
+        train_rows=float(len(train_rows)),
+        validation_rows=float(len(validation_rows)),
+        **{f"seconds_{k}": v for k, v in timings.items()},
+    )
+    version = _log(
+        CHURN_MODEL,
+        training_set,
+        fitted,
+        evaluation,
+        markdown,
+        metrics,
+        version_tags,
+        validation_rows,
+        CHURN_FEATURES,
+        fingerprint,
+        settings,
+    )
+    return ModelResult(
+        name=CHURN_MODEL,
+        version=version,
+        metrics=metrics,
+        report_markdown=markdown,
+        evaluation=evaluation,
+        fitted=fitted,
+        validation_frame=validation_rows,
+        timings=timings,
+    )
+
+
+def _plots(
+    name: str, fitted: FittedModel, evaluation: RankerEvaluation | ChurnEvaluation
+) -> dict[str, Any]:
+    from training import plots
+
+    figures = {
+        "plots/feature_importance.png": plots.feature_importance(
+            fitted.booster, f"{name}: feature importance (gain)"
+        ),
+        "plots/calibration_curve.png": plots.calibration_curve(
+            {MODEL: evaluation.reliability}, f"{name}: reliability on the validation period"
+        ),
+        "plots/model_size_tradeoff.png": plots.size_tradeoff(
+            fitted.tradeoff(), fitted.primary_metric, f"{name}: quality against explanation cost"
+        ),
+    }
+    if isinstance(evaluation, RankerEvaluation):
+        per_slice = {
+            slice_name: {scorer: m["ndcg_at_3"] for scorer, m in entry["metrics"].items()}
+            for slice_name, entry in evaluation.per_slice.items()
+        }
+        per_slice["all"] = {scorer: m["ndcg_at_3"] for scorer, m in evaluation.overall.items()}
+        figures["plots/metrics_per_slice.png"] = plots.metrics_per_slice(
+            per_slice, "NDCG@3", f"{name}: NDCG@3 per slice"
+        )
+    else:
+        per_slice = {s: {MODEL: e["auc"]} for s, e in evaluation.per_slice.items()}
+        per_slice["all"] = {MODEL: evaluation.overall["auc"]}
+        figures["plots/metrics_per_slice.png"] = plots.metrics_per_slice(
+            per_slice, "AUC", f"{name}: AUC per slice"
+        )
+    return figures
+
+
+def _log(
+    name: str,
+    training_set: data.TrainingSet,
+    fitted: FittedModel,
+    evaluation: RankerEvaluation | ChurnEvaluation,
+    markdown: str,
+    metrics: dict[str, float],
+    version_tags: dict[str, str],
+    validation_rows: pd.DataFrame,
+    columns: list[str],
+    fingerprint: str,
+    settings: Settings,
+) -> tracking.VersionInfo:
+    example = pd.DataFrame(model_matrix(validation_rows.head(3), columns), columns=columns)
+    window = training_set.split.window()
+    tags = {
+        "feature_service": training_set.feature_service,
+        **window,
+        FINGERPRINT_TAG: fingerprint,
+        "objective": fitted.chosen.objective,
+        "calibrator": fitted.calibrator.kind,
+        "description": (
+            f"{name} trained on {window['train_window']}, "
+            f"validated on {window['validation_window']}"
+        ),
+    }
+    record = tracking.RunRecord(
+        experiment=name,
+        model_name=name,
+        run_name=f"{name} {time.strftime('%Y-%m-%d %H:%M')}",
+        params={
+            **fitted.params,
+            "feature_service": training_set.feature_service,
+            "features": len(columns),
+        },
+        metrics={k: v for k, v in metrics.items() if v is not None and np.isfinite(v)},
+        tags=tags,
+        text_artifacts={
+            "evaluation/report.md": markdown,
+            "evaluation/report.json": to_json(evaluation.as_dict()),
+            "evaluation/model_size_tradeoff.json": to_json({"candidates": fitted.tradeoff()}),
+        },
+        figures=_plots(name, fitted, evaluation),
+        input_example=example,
+        output_example=fitted.predict_proba(example.to_numpy()),
+        model_metadata={
+            "calibrator": fitted.calibrator.to_dict(),
+            "feature_service": training_set.feature_service,
+            "objective": fitted.chosen.objective,
+            "served_probability": (
+                "training.calibration.calibrate(booster.predict(X, raw_score=True), calibrator)"
+            ),
+        },
+        version_tags={**tags, **version_tags},
+    )
+    return tracking.log_training_run(record, fitted.booster, settings)
