@@ -124,12 +124,23 @@ def features_materialize(
 @app.command()
 def train(data: DataOption = None) -> None:
     """Train both models, evaluate against baselines, log to MLflow and register versions."""
+    from features.catalog import CatalogError, load_catalog
+    from features.contract import OFFER_EVENTS
+    from features.settings import get_settings
+    from features.tables import read_table
+    from pipelines.evaluation_oracle import eligibility_filter
     from training.train import train_models
 
+    settings = get_settings()
+    folder = data or settings.data_dir
     try:
-        train_models(data_dir=data)
-    except ValueError as error:
+        catalog = load_catalog(settings.catalog)
+        # Off-policy value is estimated over the offers the decision engine would allow.
+        candidates = eligibility_filter(catalog, read_table(folder, OFFER_EVENTS))
+        result = train_models(data_dir=folder, candidate_filter=candidates)
+    except (CatalogError, ValueError) as error:
         raise _fail(str(error)) from error
+    console.print(result.describe())
 
 
 @app.command()
@@ -141,7 +152,10 @@ def promote(
     """Move the `champion` alias to the newest version when it beats the champion."""
     from training.registry import promote_models
 
-    decisions = promote_models(only=model)
+    try:
+        decisions = promote_models(only=model)
+    except ValueError as error:
+        raise _fail(str(error)) from error
     for decision in decisions:
         console.print(decision.describe())
 
@@ -152,9 +166,10 @@ def retrain(data: DataOption = None) -> None:
     from pipelines.retrain import PipelineStepError, run_retrain
 
     try:
-        run_retrain(data_dir=data)
+        result = run_retrain(data_dir=data)
     except PipelineStepError as error:
         raise _fail(str(error)) from error
+    console.print(result.describe())
 
 
 @app.command()
