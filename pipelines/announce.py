@@ -28,19 +28,41 @@ def ensure_api_keys(env_file: Path = ENV_FILE) -> str:
     return renderer
 
 
+def example_customer(data_dir: Path) -> str:
+    """An adult customer whose latest consents allow personalised offers, for the example call."""
+    import pandas as pd
+
+    try:
+        consents = pd.read_parquet(data_dir / "consents.parquet")
+        customers = pd.read_parquet(data_dir / "customers.parquet")
+    except (OSError, ValueError):
+        return "C0000001"
+    latest = consents.sort_values("updated_at").groupby(["customer_id", "purpose"]).tail(1)
+    granted = latest[latest["granted"]].groupby("customer_id")["purpose"].agg(set)
+    adults = set(customers.loc[customers["birth_year"] <= 1990, "customer_id"])
+    for customer_id, purposes in granted.items():
+        if {"marketing", "profiling", "usage_insights"} <= purposes and customer_id in adults:
+            return str(customer_id)
+    return str(customers["customer_id"].iloc[0]) if len(customers) else "C0000001"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
+    from features.settings import Settings
+
     key = ensure_api_keys()
+    customer = example_customer(Settings().data_dir)
     base = f"http://{args.host}:{args.port}"
     sys.stdout.write(
         "\nThe API is starting on "
         f"{base} (keys in .env, OFFERS_API_KEYS). Ask for the offers of an invoice:\n\n"
         f"  curl -s -X POST {base}/v1/offers \\\n"
         f"    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
-        '    -d \'{"invoice_id": "INV-2026-11-0000001", "customer_id": "C0000001", '
+        '    -d \'{"invoice_id": "INV-2026-11-EXAMPLE", '
+        f'"customer_id": "{customer}", '
         '"invoice_date": "2026-11-30", "locale": "sv", "max_offers": 3}\'\n\n'
         f"  docs: {base}/docs   health: {base}/health/ready\n\n"
     )

@@ -1,0 +1,47 @@
+"""`make run` prints a working key and an example customer who may get personalised offers."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipelines.announce import ensure_api_keys, example_customer
+
+
+def test_local_keys_are_written_once_and_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OFFERS_API_KEYS", raising=False)
+    (tmp_path / ".env").write_text("OFFERS_SEED=3\n", encoding="utf-8")
+    key = ensure_api_keys(tmp_path / ".env")
+    text = (tmp_path / ".env").read_text(encoding="utf-8")
+    assert "OFFERS_SEED=3" in text
+    assert f"{key}:renderer" in text and ":marketing" in text and ":admin" in text
+    assert ensure_api_keys(tmp_path / ".env") == key
+
+
+def test_the_example_customer_is_an_adult_with_every_consent(tmp_path: Path) -> None:
+    at = pd.Timestamp("2026-01-01", tz="UTC")
+    later = at + pd.Timedelta(days=30)
+    rows = [
+        # C1 is a minor with every consent; C2 withdrew profiling later; C3 qualifies.
+        *[("C1", p, True, at) for p in ("marketing", "profiling", "usage_insights")],
+        *[("C2", p, True, at) for p in ("marketing", "profiling", "usage_insights")],
+        ("C2", "profiling", False, later),
+        *[("C3", p, True, at) for p in ("marketing", "profiling", "usage_insights")],
+    ]
+    pd.DataFrame(rows, columns=["customer_id", "purpose", "granted", "updated_at"]).to_parquet(
+        tmp_path / "consents.parquet"
+    )
+    pd.DataFrame(
+        {
+            "customer_id": ["C1", "C2", "C3"],
+            "birth_year": [2012, 1970, 1980],
+            "signup_date": [dt.date(2020, 1, 1)] * 3,
+        }
+    ).to_parquet(tmp_path / "customers.parquet")
+    assert example_customer(tmp_path) == "C3"
