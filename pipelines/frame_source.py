@@ -29,6 +29,8 @@ from features.columns import (
     CUSTOMER_USAGE,
     EVENT_TIMESTAMP,
 )
+from serving.decision.consent import allowed_policy
+from serving.decision.inputs import ConsentState
 
 CONSENT_VIEW = "customer_consent"
 ACCOUNT_VIEWS = ("customer_usage", "customer_contract", "customer_billing")
@@ -203,14 +205,48 @@ def read_view_frame(
     return frame
 
 
+def may_read_profile(consent_row: Mapping[str, Any], invoice_date: dt.date) -> bool:
+    """The engine's gate for profile features: the model policy survives the consent gate.
+
+    That is marketing consent without an objection, profiling consent, and an adult.
+    """
+    consent = ConsentState.from_features(consent_row, invoice_date)
+    return allowed_policy("model", consent) == "model"
+
+
+def profiled_customers(consent: pd.DataFrame, as_of: dt.datetime) -> list[str]:
+    """Customers whose newest consent as of ``as_of`` allows profile features to be read."""
+    features = DECISION_VIEWS[CONSENT_VIEW]
+    rows = _ViewRows.from_latest(latest_rows(consent, as_of, features), features)
+    # The decision's date: the batch run's moment is 00:00 UTC on the invoice date.
+    moment = pd.Timestamp(as_of)
+    moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+    invoice_date = moment.date()
+    return sorted(
+        customer
+        for customer in rows.positions
+        if (row := rows.read(customer)) is not None and may_read_profile(row, invoice_date)
+    )
+
+
 def read_decision_frames(
     paths: Mapping[str, Path],
     as_of: dt.datetime,
     customer_ids: Iterable[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """The frames of every view a decision reads, from ``paths`` (view name → Parquet path)."""
+    """The frames of every view a decision reads, from ``paths`` (view name → Parquet path).
+
+    Consent is read first: profile rows are loaded only for customers whose consent as of
+    ``as_of`` (the start of the invoice date) lets a decision read them, so the profile of a
+    customer without profiling consent, with an objection or under 18 never leaves the table.
+    """
     wanted = None if customer_ids is None else sorted(set(customer_ids))
-    return {
-        view: read_view_frame(paths[view], features, as_of, wanted)
-        for view, features in DECISION_VIEWS.items()
-    }
+    consent = read_view_frame(paths[CONSENT_VIEW], DECISION_VIEWS[CONSENT_VIEW], as_of, wanted)
+    frames = {CONSENT_VIEW: consent}
+    profiled = profiled_customers(consent, as_of)
+    for view, features in DECISION_VIEWS.items():
+        if view == CONSENT_VIEW:
+            continue
+        customers = profiled if view == PROFILE_VIEW else wanted
+        frames[view] = read_view_frame(paths[view], features, as_of, customers)
+    return frames

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -36,7 +37,22 @@ def _as_utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC)
 
 
-UtcDatetime = Annotated[dt.datetime, AfterValidator(_as_utc)]
+_ISO_DATE_START = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _iso_text(value: Any) -> Any:
+    # Lax parsing takes a number (JSON 0, or "0" in a query string) as seconds since 1970; a date
+    # or time must be written out: an ISO 8601 string starting YYYY-MM-DD. Values already parsed
+    # (a stored experiment read back) pass through.
+    if isinstance(value, dt.date):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE_START.match(value):
+        raise ValueError("must be an ISO 8601 date or date-time string (YYYY-MM-DD…)")
+    return value
+
+
+IsoDate = Annotated[dt.date, BeforeValidator(_iso_text)]
+UtcDatetime = Annotated[dt.datetime, BeforeValidator(_iso_text), AfterValidator(_as_utc)]
 
 
 def _json_integer(value: Any) -> Any:
@@ -72,8 +88,8 @@ class OffersRequest(BaseModel):
 
     invoice_id: Identifier
     customer_id: Identifier
-    invoice_date: dt.date | None = Field(
-        default=None, description="The invoice's date; today (UTC) when left out."
+    invoice_date: IsoDate | None = Field(
+        default=None, description="The invoice's date (YYYY-MM-DD); today (UTC) when left out."
     )
     locale: Locale = "sv"
     max_offers: JsonInt = Field(default=3, ge=0, le=10)

@@ -277,8 +277,13 @@ def _personalised(
         )
         try:
             work.scores = score(scorer, rows)
-        except Exception:
-            log.exception("scoring failed for invoice %s; deciding by rules", request.invoice_id)
+        except Exception as error:
+            # The error type only: a model's message may quote the feature values it was given.
+            log.error(
+                "scoring failed for invoice %s (%s); deciding by rules",
+                request.invoice_id,
+                type(error).__name__,
+            )
             work.policy, work.degraded = "rules", MODEL_ERROR
 
     scores = work.scores
@@ -387,9 +392,12 @@ def decide(
     """Decide the offers for one invoice.
 
     ``policy`` is what the caller wants (``model``, ``rules``, ``non_personalised``, ``holdout``,
-    ``model:<version>`` with the matching scorer); consent can only lower it, and a model request
-    without a scorer is decided by rules (``degraded`` as passed). Raises
-    :class:`UnknownCustomerError` when the feature store has never seen the customer.
+    ``model:<version>`` with the matching scorer); consent can only lower it. A model request
+    without a scorer is decided by rules: reported as ``rules`` when there is no model yet
+    (``degraded`` None), as ``fallback`` when ``degraded`` says why the model is missing. A model
+    that fails while scoring is likewise decided by rules, reported as ``fallback`` with
+    ``degraded`` ``model_error``. Raises :class:`UnknownCustomerError` when the feature store has
+    never seen the customer.
     """
     consent_row = source.read_consent(request.customer_id)
     if consent_row is None:
@@ -409,7 +417,19 @@ def decide(
     if work.scores is not None and scorer is not None and work.picks:
         # Explanations cost most of a decision's time: only for the offers shown.
         rows = work.scores.rows[[pick.candidate.row for pick in work.picks]]
-        contributions = top_contributions(scorer, rows)
+        try:
+            contributions = top_contributions(scorer, rows)
+        except Exception as error:
+            # The model did score and choose these offers, so the policy stays ``model`` (unlike
+            # a scoring failure, where the rules choose and the answer is ``fallback``); only the
+            # explanations are missing, which ``degraded`` says. Reasons then come from the
+            # plan-fit facts alone. The error type only: a message may quote feature values.
+            log.error(
+                "explaining offers failed for invoice %s (%s); shown without contributions",
+                request.invoice_id,
+                type(error).__name__,
+            )
+            work.degraded = work.degraded or MODEL_ERROR
     offers = _worded(work.picks, contributions, account, consent, request, personalised)
     for offer in offers:
         work.update(offer.offer_id, rank=offer.rank)
@@ -424,13 +444,19 @@ def decide(
         plan_fits=work.fits or None,
     )
     scored = work.scores is not None and scorer is not None
+    policy_used: Policy = work.policy
+    if allowed == "model" and work.policy == "rules" and (degraded or work.degraded):
+        # A model was asked for and allowed, but it was down or failed: the rules chose the
+        # offers (kept), and the policy says a part was down (CONTRACT §2). With no model yet
+        # (nothing degraded) the rules are the policy.
+        policy_used = "fallback"
     return Decision(
         invoice_id=request.invoice_id,
         customer_id=request.customer_id,
         invoice_date=request.invoice_date,
         locale=request.locale,
         requested_policy=policy,
-        policy=work.policy,
+        policy=policy_used,
         model_version=scorer.model_version if scored and scorer is not None else None,
         experiment=experiment,
         consent=consent,

@@ -5,12 +5,14 @@ kept in the decision log so a reviewer sees why an offer was not shown.
 
 Loyalty fairness, the rule chosen: an offer with a lower new-customer price is always *shown at*
 that price (``fair_price``), never blocked; ``above_new_customer_price`` checks the shown price.
-Customer benefit: an upgrade (a plan dearer than today's, or an add-on that adds data or roaming
-allowance) is shown only when the customer's own usage justifies it: the offer removes overage
-they paid in the last three months, or an allowance the offer raises was nearly used (at least
-80 % in a recent month). A plan that is not an upgrade is not shown when it would have cost more
-than today for the usage they had. Without profiling, usage may not choose offers, so no upgrade
-can be justified and none is shown.
+Customer benefit: an upgrade (a plan dearer than today's, or any add-on the customer would pay
+for) is shown only when the customer's own usage justifies it: the offer removes overage they paid
+in the last three months, or an allowance the offer raises was nearly used (at least 80 % in a
+recent month). An add-on that raises no allowance (an extra SIM, a streaming bundle) can therefore
+never be justified by usage, whatever it scores: it would be shown only because it earns more. A
+plan that is not an upgrade is not shown when it would have cost more than today for the usage
+they had. Without profiling, usage may not choose offers, so no upgrade can be justified and none
+is shown.
 """
 
 from __future__ import annotations
@@ -57,10 +59,12 @@ def adds_roaming(offer: Offer) -> bool:
 
 
 def is_upgrade(offer: Offer, account: Account) -> bool:
-    """A dearer plan than today's, or an add-on that raises a usage allowance."""
+    """A dearer plan than today's, or a paid add-on (every add-on costs on top of the plan)."""
     if offer.kind == "plan":
         return fair_price(offer) > account.current_monthly_fee_sek
-    return adds_data(offer) or adds_roaming(offer)
+    if offer.kind == "addon":
+        return fair_price(offer) > 0
+    return False
 
 
 def _nearly_used(max_used: float, allowance: float) -> bool:

@@ -93,6 +93,10 @@ def test_an_offer_not_in_the_decision_is_422(client: Any, decision: dict[str, An
     [
         ({"type": "purchase"}, "type"),
         ({"occurred_at": "soon"}, "occurred_at"),
+        # A number is not a time, though lax parsing would read it as seconds since 1970.
+        ({"occurred_at": 0}, "occurred_at"),
+        ({"occurred_at": 1764668400.5}, "occurred_at"),
+        ({"occurred_at": "1764668400"}, "occurred_at"),
         ({"event_id": ""}, "event_id"),
         ({"source": "app"}, "source"),
     ],

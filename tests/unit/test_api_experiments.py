@@ -90,6 +90,9 @@ def test_the_same_key_again_is_409(client: Any) -> None:
         ({"variants": [{"name": "a", "weight": 1.0, "policy": "model:"}]}, "policy"),
         ({"variants": []}, "variants"),
         ({"start": "2027-03-01T00:00:00Z"}, "start must be before end"),
+        # A number is not a time, though lax parsing would read it as seconds since 1970.
+        ({"start": 0}, "ISO 8601"),
+        ({"end": 1900000000}, "ISO 8601"),
         ({"key": "with space"}, "key"),
         ({"owner": "me"}, "owner"),
     ],
@@ -149,6 +152,13 @@ def test_wilson_interval_matches_hand_computation() -> None:
     # All successes: the lower bound is n / (n + z²) = 10 / 13.8415.
     assert wilson_interval(10, 10) == pytest.approx((0.722467, 1.0), abs=1e-6)
     assert wilson_interval(0, 0) is None
+
+
+@pytest.mark.parametrize("trials", [1, 3, 8, 10, 37, 100, 1_000, 123_457])
+def test_wilson_bounds_are_exactly_0_and_1_at_the_extremes(trials: int) -> None:
+    # Not 1.39e-17: a report shows the bound as printed.
+    assert (wilson_interval(0, trials) or (None, None))[0] == 0.0
+    assert (wilson_interval(trials, trials) or (None, None))[1] == 1.0
 
 
 def test_difference_interval_is_newcombes() -> None:

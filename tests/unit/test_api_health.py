@@ -163,3 +163,37 @@ def test_a_dependency_can_be_swapped_for_a_test(tmp_path: Path) -> None:
         gone = client.get("/v1/customers/C0001/usage-summary", headers=RENDERER)
     assert (known.status_code, gone.status_code) == (200, 404)
     assert only_c0002.reads > 0
+
+
+def test_a_feature_store_that_comes_back_is_reopened_by_a_usage_summary_request(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    import serving.app
+
+    monkeypatch.setattr(serving.app, "FEATURE_RETRY_SECONDS", 0.0)
+    store = FakeFeatures()
+    attempts: list[int] = []
+
+    def open_features(settings: Any) -> FakeFeatures:
+        attempts.append(1)
+        if len(attempts) < 3:  # down at start and on the first request
+            raise ConnectionError("store not there yet")
+        return store
+
+    app = make_app(tmp_path, open_features=open_features)
+    with running(app) as client:
+        down = client.get("/v1/customers/C0001/usage-summary", headers=RENDERER)
+        back = client.get("/v1/customers/C0001/usage-summary", headers=RENDERER)
+        assert app.state.services.features is store
+    assert (down.status_code, back.status_code) == (503, 200)
+    assert back.json()["plan"]["plan_id"] == "PLAN_5GB"
+
+
+@pytest.mark.parametrize("value", ["0", "1764460800", "20261130", "30/11/2026"])
+def test_the_usage_summarys_invoice_date_must_be_an_iso_date(client: Any, value: str) -> None:
+    response = client.get(
+        "/v1/customers/C0001/usage-summary", params={"invoice_date": value}, headers=RENDERER
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [error["loc"] for error in response.json()["errors"]] == [["query", "invoice_date"]]

@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.routing import APIRoute
 
+from serving.api.routes import offers as offers_route
 from serving.api.schemas import OffersResponse
 from serving.app import JsonLinesFormatter
 from serving.experiments import assign_variant
@@ -24,6 +26,7 @@ from tests.factories_api import (
     auth,
     make_app,
     offers_body,
+    ranker,
     running,
 )
 
@@ -100,6 +103,10 @@ def test_no_marketing_consent_gets_no_offers_but_a_usage_summary(client: Any) ->
         ({"max_offers": True}, "max_offers"),
         ({"max_offers": 2.5}, "max_offers"),
         ({"invoice_date": "30/11/2026"}, "invoice_date"),
+        # A number is not a date, though lax parsing would read it as seconds since 1970.
+        ({"invoice_date": 0}, "invoice_date"),
+        ({"invoice_date": 1764460800}, "invoice_date"),
+        ({"invoice_date": "0"}, "invoice_date"),
         ({"channel": "print"}, "channel"),
     ],
 )
@@ -254,12 +261,124 @@ def test_without_a_champion_the_rules_decide(tmp_path: Path) -> None:
     )
 
 
-def test_a_model_that_failed_to_load_gives_rules_marked_degraded(tmp_path: Path) -> None:
+def test_a_model_that_failed_to_load_gives_a_fallback_decided_by_rules(tmp_path: Path) -> None:
     registry = FakeRegistry()
     registry.champions["offer-ranker"] = ModelLoadFailed("registry down")
     with running(make_app(tmp_path, registry=registry)) as client:
         body = client.post("/v1/offers", json=offers_body(), headers=RENDERER).json()
-    assert (body["policy"], body["degraded"]) == ("rules", "model_unavailable")
+    with running(make_app(tmp_path / "none", registry=FakeRegistry.empty())) as client:
+        rules = client.post("/v1/offers", json=offers_body(), headers=RENDERER).json()
+    assert (body["policy"], body["model_version"], body["degraded"]) == (
+        "fallback",
+        None,
+        "model_unavailable",
+    )
+    # The rules still choose the offers: the same ones as without any model.
+    assert body["offers"] and body["offers"] == rules["offers"]
+
+
+def _challenger_experiment(policy: str) -> dict[str, Any]:
+    return {
+        "key": "challenger",
+        "variants": [{"name": "challenger", "weight": 1.0, "policy": policy}],
+        "start": "2026-11-01T00:00:00Z",
+        "end": "2026-12-31T00:00:00Z",
+    }
+
+
+def test_a_challenger_loaded_on_another_worker_is_loaded_on_first_use(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    registry.versions[("offer-ranker", "5")] = ranker("5")
+    app = make_app(tmp_path, registry=registry)
+    with running(app) as client:
+        created = client.post(
+            "/v1/experiments", json=_challenger_experiment("model:5"), headers=auth("marketing")
+        )
+        assert created.status_code == 201
+        # This worker did not create the experiment: it has no challenger loaded.
+        holder = app.state.services.models
+        holder.current = replace(holder.current, challengers={})
+        body = client.post("/v1/offers", json=offers_body(), headers=RENDERER).json()
+    assert (body["policy"], body["model_version"], body["degraded"]) == (
+        "model",
+        "offer-ranker/5",
+        None,
+    )
+
+
+def test_a_missing_challenger_is_asked_for_at_most_every_few_seconds(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    registry = FakeRegistry()
+    with running(make_app(tmp_path, registry=registry)) as client:
+        client.post(
+            "/v1/experiments", json=_challenger_experiment("model:9"), headers=auth("marketing")
+        )
+        loads = registry.loads
+        answers = [
+            client.post(
+                "/v1/offers", json=offers_body(invoice_id=f"INV-{n}"), headers=RENDERER
+            ).json()
+            for n in range(3)
+        ]
+        assert registry.loads == loads + 1  # one try for three invoices
+        assert all(
+            (a["policy"], a["model_version"], a["degraded"])
+            == ("model", "offer-ranker/1", "challenger_unavailable")
+            for a in answers
+        )
+        registry.versions[("offer-ranker", "9")] = ranker("9")
+        monkeypatch.setattr(offers_route, "CHALLENGER_RETRY_SECONDS", 0.0)
+        later = client.post(
+            "/v1/offers", json=offers_body(invoice_id="INV-LATER"), headers=RENDERER
+        ).json()
+    assert (later["model_version"], later["degraded"]) == ("offer-ranker/9", None)
+
+
+def test_a_challenger_load_that_raises_still_answers_with_the_champion(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    app = make_app(tmp_path)
+    with running(app) as client:
+        client.post(
+            "/v1/experiments", json=_challenger_experiment("model:9"), headers=auth("marketing")
+        )
+
+        def broken(policies: Any) -> Any:
+            raise RuntimeError("lightgbm could not allocate")
+
+        monkeypatch.setattr(app.state.services.models, "add_challengers", broken)
+        response = client.post("/v1/offers", json=offers_body(), headers=RENDERER)
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["model_version"], body["degraded"]) == ("offer-ranker/1", "challenger_unavailable")
+
+
+def test_a_feature_store_that_comes_back_is_reopened_by_an_offers_request(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    import serving.app
+
+    monkeypatch.setattr(serving.app, "FEATURE_RETRY_SECONDS", 0.0)
+    store = FakeFeatures()
+    attempts: list[int] = []
+
+    def open_features(settings: Any) -> FakeFeatures:
+        attempts.append(1)
+        if len(attempts) < 3:  # down at start and on the first request
+            raise ConnectionError("store not there yet")
+        return store
+
+    app = make_app(tmp_path, open_features=open_features)
+    with running(app) as client:
+        down = client.post("/v1/offers", json=offers_body(), headers=RENDERER).json()
+        back = client.post(
+            "/v1/offers", json=offers_body(invoice_id="INV-BACK"), headers=RENDERER
+        ).json()
+        assert app.state.services.features is store
+    assert (down["policy"], down["degraded"]) == ("fallback", "feature_store_unavailable")
+    assert (back["policy"], back["degraded"]) == ("model", None)
+    assert len(attempts) == 3
 
 
 def test_a_declined_offer_is_not_shown_again_for_the_next_invoices(client: Any) -> None:

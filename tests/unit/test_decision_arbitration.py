@@ -36,11 +36,11 @@ EXPECTED = {
     "ADDON_DATA_10GB": 0.4 * (-37 * 12 + 531),  # 34.8
     "PLAN_30GB": 0.1 * (-16 * 12 + 531),  # 33.9
     "PLAN_UNLIMITED": 0.01 * 104 * 12,  # 12.48, an upgrade: no retention value
-    "ADDON_STREAMING": 0.01 * 99 * 12,  # 11.88
     "PLAN_60GB": 0.01 * 74 * 12,  # 8.88
-    "ADDON_EXTRA_SIM": 0.01 * 39 * 12,  # 4.68
     "PLAN_15GB": 0.3 * (-76 * 12 + 531),  # -114.3
 }
+# Paid add-ons that raise no allowance the customer nearly used: blocked, never valued.
+UNJUSTIFIED = ("ADDON_EU_ROAMING", "ADDON_STREAMING", "ADDON_EXTRA_SIM")
 
 
 def _decide(max_offers: int) -> tuple[list[str], dict[str, float | None]]:
@@ -62,7 +62,8 @@ def test_expected_values_match_the_hand_computed_ones() -> None:
     _, values = _decide(10)
     for offer_id, expected in EXPECTED.items():
         assert values[offer_id] == pytest.approx(expected, abs=0.01), offer_id
-    assert values["ADDON_EU_ROAMING"] is None  # blocked by a guardrail, never valued
+    for offer_id in UNJUSTIFIED:
+        assert values[offer_id] is None, offer_id  # blocked by a guardrail, never valued
 
 
 def test_ranked_by_expected_value_with_one_plan_at_most() -> None:
@@ -75,12 +76,10 @@ def test_ranked_by_expected_value_with_one_plan_at_most() -> None:
         "PAY_EINVOICE",
         "ADDON_DATA_10GB",
         "PLAN_30GB",
-        "ADDON_STREAMING",
-        "ADDON_EXTRA_SIM",
     ]
 
 
-@pytest.mark.parametrize(("max_offers", "count"), [(0, 0), (1, 1), (3, 3), (10, 7)])
+@pytest.mark.parametrize(("max_offers", "count"), [(0, 0), (1, 1), (3, 3), (10, 5)])
 def test_max_offers_cuts_the_ranking(max_offers: int, count: int) -> None:
     shown, _ = _decide(max_offers)
     assert len(shown) == count

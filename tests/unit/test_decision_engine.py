@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -118,21 +119,58 @@ def test_unknown_customer_reads_nothing_else() -> None:
     assert source.calls == ["consent"]
 
 
-@pytest.mark.parametrize("degraded", [None, "model_unavailable"])
-def test_model_request_without_a_scorer_is_decided_by_rules(degraded: str | None) -> None:
+@pytest.mark.parametrize(
+    ("requested", "degraded", "policy"),
+    [
+        # No model registered yet: the rules are the policy, nothing is degraded.
+        ("model", None, "rules"),
+        ("model:9", None, "rules"),
+        # A model that should be there is not: the rules choose, the answer says a part was down.
+        ("model", "model_unavailable", "fallback"),
+        ("model:9", "model_unavailable", "fallback"),
+    ],
+)
+def test_model_request_without_a_scorer_is_decided_by_rules(
+    requested: str, degraded: str | None, policy: str
+) -> None:
     decision = decide(
         request(),
         FakeFeatureSource(account_row=heavy_user()),
         CATALOG,
-        policy="model",
+        policy=requested,
         scorer=None,
         recently_declined=frozenset(),
         degraded=degraded,
     )
-    assert decision.policy == "rules"
+    assert decision.policy == policy
     assert decision.degraded == degraded
     assert decision.model_version is None
+    rules = decide(
+        request(),
+        FakeFeatureSource(account_row=heavy_user()),
+        CATALOG,
+        policy="rules",
+        scorer=None,
+        recently_declined=frozenset(),
+    )
+    # The offers are the rules' own, whatever the policy is called.
+    assert decision.offers == rules.offers
     assert decision.offers[0].offer_id == "PLAN_15GB"
+    assert all(o.acceptance_probability is None for o in decision.offers)
+
+
+def test_consent_lowering_is_not_a_fallback() -> None:
+    # Without profiling consent the model could not have been used anyway.
+    decision = decide(
+        request(),
+        FakeFeatureSource(consent_row=consent(profiling=False), account_row=heavy_user()),
+        CATALOG,
+        policy="model",
+        scorer=None,
+        recently_declined=frozenset(),
+        degraded="model_unavailable",
+    )
+    assert decision.policy == "non_personalised"
 
 
 def test_challenger_policy_reports_the_challenger_version() -> None:
@@ -180,25 +218,62 @@ def test_rules_or_non_personalised_on_request_even_with_full_consent() -> None:
         assert all(o.contributions == () for o in decision.offers)
 
 
-def test_a_failing_model_falls_back_to_rules() -> None:
+def test_a_failing_model_falls_back_to_rules(caplog: pytest.LogCaptureFixture) -> None:
     class Broken(FakeScorer):
         def acceptance(self, rows: np.ndarray) -> np.ndarray:
-            raise RuntimeError("model expects 90 features")
+            raise RuntimeError("model expects 90 features, got data_gb_avg_3m=9.0")
 
-    decision = decide(
-        request(),
-        FakeFeatureSource(account_row=heavy_user()),
-        CATALOG,
-        policy="model",
-        scorer=Broken(CATALOG, {}),
-        recently_declined=frozenset(),
-    )
+    with caplog.at_level(logging.ERROR, logger="serving.decision"):
+        decision = decide(
+            request(),
+            FakeFeatureSource(account_row=heavy_user()),
+            CATALOG,
+            policy="model",
+            scorer=Broken(CATALOG, {}),
+            recently_declined=frozenset(),
+        )
     assert (decision.policy, decision.degraded, decision.model_version) == (
-        "rules",
+        "fallback",
         "model_error",
         None,
     )
     assert decision.offers[0].offer_id == "PLAN_15GB"
+    assert all(o.acceptance_probability is None for o in decision.offers)
+    assert "INV-2026-11-0001" in caplog.text and "RuntimeError" in caplog.text
+    assert "9.0" not in caplog.text  # the model's message may quote the customer's features
+
+
+def test_failing_explanations_keep_the_models_offers_without_contributions(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Unexplained(FakeScorer):
+        def contributions(self, rows: np.ndarray) -> np.ndarray:
+            raise ValueError(f"cannot explain row {rows[0].tolist()}")
+
+    source = FakeFeatureSource(account_row=heavy_user(invoice_fee_last_sek=29.0))
+    acceptance = {"PLAN_30GB": 0.6, "ADDON_DATA_10GB": 0.3}
+    with caplog.at_level(logging.ERROR, logger="serving.decision"):
+        decision = decide(
+            request(),
+            source,
+            CATALOG,
+            policy="model",
+            scorer=Unexplained(CATALOG, acceptance),
+            recently_declined=frozenset(),
+        )
+    explained = _model_decision()
+    # The model scored and chose: same offers and scores, only the contributions are missing.
+    assert (decision.policy, decision.degraded, decision.model_version) == (
+        "model",
+        "model_error",
+        "offer-ranker/7",
+    )
+    assert [o.offer_id for o in decision.offers] == [o.offer_id for o in explained.offers]
+    assert [o.acceptance_probability for o in decision.offers] == [
+        o.acceptance_probability for o in explained.offers
+    ]
+    assert all(o.contributions == () and o.reasons for o in decision.offers)
+    assert "ValueError" in caplog.text and "cannot explain" not in caplog.text
 
 
 def test_max_offers_zero_explains_nothing() -> None:

@@ -21,16 +21,22 @@ from tests.factories_decision import (
     consent,
     heavy_user,
     make_catalog,
+    offer,
     request,
 )
 
 CATALOG = make_catalog()
 OFFERS = CATALOG.by_id()
-UPGRADES = ("PLAN_30GB", "PLAN_60GB", "PLAN_UNLIMITED", "ADDON_DATA_10GB", "ADDON_EU_ROAMING")
+PAID_ADDONS = ("ADDON_DATA_10GB", "ADDON_EU_ROAMING", "ADDON_STREAMING", "ADDON_EXTRA_SIM")
+UPGRADES = ("PLAN_30GB", "PLAN_60GB", "PLAN_UNLIMITED", *PAID_ADDONS)
 
 
 def _model_decision(
-    account_row: dict[str, Any], acceptance: dict[str, float], policy: str = "model", **kw: Any
+    account_row: dict[str, Any],
+    acceptance: dict[str, float],
+    policy: str = "model",
+    default: float = 0.01,
+    **kw: Any,
 ) -> Decision:
     source = FakeFeatureSource(consent_row=consent(**kw), account_row=account_row)
     return decide(
@@ -38,7 +44,7 @@ def _model_decision(
         source,
         CATALOG,
         policy=policy,
-        scorer=FakeScorer(CATALOG, acceptance, default=0.01),
+        scorer=FakeScorer(CATALOG, acceptance, default=default),
         recently_declined=frozenset(),
     )
 
@@ -52,6 +58,26 @@ def test_an_unjustified_upgrade_is_never_shown_whatever_its_score() -> None:
     for offer_id in UPGRADES:
         assert blocked[offer_id].blocked_by == "upgrade_not_justified"
         assert blocked[offer_id].acceptance_probability == 0.99  # scored, logged, still blocked
+
+
+@pytest.mark.parametrize("policy", ["model", "rules"])
+def test_a_paid_addon_is_never_shown_to_a_customer_well_within_the_allowance(policy: str) -> None:
+    # A scorer that likes everything: only the guardrails stand between the customer and an
+    # add-on they do not need (about 8 GB of 15 GB, no roaming, no overage).
+    decision = _model_decision(account(), {}, policy=policy, default=1.0)
+    shown = {o.offer_id for o in decision.offers}
+    assert decision.offers and not shown & set(PAID_ADDONS)
+    blocked = {r.offer_id: r.blocked_by for r in decision.candidates}
+    assert all(blocked[offer_id] == "upgrade_not_justified" for offer_id in PAID_ADDONS)
+
+
+def test_overage_justifies_only_the_addon_that_removes_it() -> None:
+    # Data overage is paid, but a streaming bundle or an extra SIM does nothing about it.
+    decision = _model_decision(heavy_user(), {}, default=1.0)
+    blocked = {r.offer_id: r.blocked_by for r in decision.candidates}
+    assert blocked["ADDON_DATA_10GB"] is None
+    for offer_id in ("ADDON_STREAMING", "ADDON_EXTRA_SIM", "ADDON_EU_ROAMING"):
+        assert blocked[offer_id] == "upgrade_not_justified", offer_id
 
 
 def test_the_same_upgrade_is_shown_when_usage_justifies_it() -> None:
@@ -120,20 +146,30 @@ def test_customer_benefit_predicate() -> None:
     upgrade = OFFERS["PLAN_30GB"]
     assert is_upgrade(upgrade, customer)
     assert not is_upgrade(OFFERS["PLAN_5GB"], customer)
-    assert not is_upgrade(OFFERS["ADDON_EXTRA_SIM"], customer)
+    # Every add-on the customer would pay for is an upgrade, whatever allowance it adds.
+    for offer_id in PAID_ADDONS:
+        assert is_upgrade(OFFERS[offer_id], customer), offer_id
+    assert not is_upgrade(offer("ADDON_FREE", "addon", monthly_fee_sek=0.0), customer)
+    assert not is_upgrade(OFFERS["LOYALTY_NEW_PRICE"], customer)
+    assert not is_upgrade(OFFERS["PAY_AUTOGIRO"], customer)
     benefit = {"offer_overage_sek": 0.0, "saving_sek": -30.0}
     assert customer_benefit(upgrade, customer, current_overage_sek=0.0, **benefit) == (
         "upgrade_not_justified"
     )
     # Overage the offer removes justifies it.
     assert customer_benefit(upgrade, customer, current_overage_sek=40.0, **benefit) is None
-    # Without plan fit (no profiling) no upgrade can be justified.
-    assert (
-        customer_benefit(
-            upgrade, customer, offer_overage_sek=None, current_overage_sek=None, saving_sek=None
+    # Without plan fit (no profiling) no upgrade can be justified, a paid add-on included.
+    for unprofiled in (upgrade, OFFERS["ADDON_STREAMING"]):
+        assert (
+            customer_benefit(
+                unprofiled,
+                customer,
+                offer_overage_sek=None,
+                current_overage_sek=None,
+                saving_sek=None,
+            )
+            == "upgrade_without_profiling"
         )
-        == "upgrade_without_profiling"
-    )
 
 
 def test_non_personalised_never_shows_an_upgrade() -> None:

@@ -209,3 +209,60 @@ def test_reading_no_customers_gives_empty_frames(tmp_path: Path) -> None:
     source = FrameFeatureSource.from_frames(frames, AS_OF)
     assert source.customers() == 0
     assert source.read_consent("C1") is None
+
+
+def _consent_frames() -> dict[str, pd.DataFrame]:
+    """Five customers with profile rows; only P1's consent lets a decision read them."""
+    granted = {
+        "consent_marketing": 1,
+        "consent_profiling": 1,
+        "objected_marketing": 0,
+        "birth_year": 1980,
+    }
+    customers = {
+        "P1": granted,
+        "P2": {**granted, "consent_profiling": 0},
+        "P3": {**granted, "objected_marketing": 1},
+        "P4": {**granted, "consent_marketing": 0},
+        "P5": {**granted, "birth_year": 2008},  # possibly 17 on the invoice date
+        # Granted profiling only after the invoice date's start: not yet.
+        "P6": {**granted, "consent_profiling": 0},
+    }
+    consent_rows = [(c, "2026-01-01", values) for c, values in customers.items()]
+    consent_rows.append(("P6", "2026-11-28 08:00", granted))
+    frames = _frames()
+    frames["customer_consent"] = _view(CUSTOMER_CONSENT, consent_rows)
+    frames["customer_profile"] = _view(
+        CUSTOMER_PROFILE, [(c, "2026-11-01", {"offers_declined_6m": 1}) for c in customers]
+    )
+    return frames
+
+
+@pytest.mark.parametrize("wanted", [None, ["P1", "P2", "P3", "P4", "P5", "P6"]])
+def test_profile_rows_of_a_customer_who_may_not_be_profiled_are_never_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wanted: list[str] | None
+) -> None:
+    import pipelines.frame_source as frame_source
+
+    paths = {}
+    for view, frame in _consent_frames().items():
+        paths[view] = tmp_path / f"{view}.parquet"
+        frame.to_parquet(paths[view], index=False)
+    scanned: dict[str, list[str]] = {}
+    read = frame_source.read_view_frame
+
+    def spy(path: Path, features: Any, as_of: dt.datetime, customer_ids: Any = None) -> Any:
+        frame = read(path, features, as_of, customer_ids)
+        scanned[path.stem] = sorted(frame["customer_id"].unique())
+        return frame
+
+    monkeypatch.setattr(frame_source, "read_view_frame", spy)
+    frames = frame_source.read_decision_frames(paths, AS_OF, wanted)
+    # Consent is read first, and the profile scan itself only asks for P1.
+    assert next(iter(scanned)) == "customer_consent"
+    assert scanned["customer_profile"] == ["P1"]
+    assert frames["customer_profile"]["customer_id"].unique().tolist() == ["P1"]
+    assert scanned["customer_consent"] == ["P1", "P2", "P3", "P4", "P5", "P6"]
+    source = FrameFeatureSource.from_frames(frames, AS_OF)
+    assert source.read_profile("P1")["offers_declined_6m"] == 1
+    assert all(value is None for value in source.read_profile("P2").values())

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 import uuid
+import weakref
 
 from fastapi import APIRouter
 from fastapi.responses import Response
@@ -15,17 +17,30 @@ from serving.api.errors import ProblemError, problem_responses
 from serving.api.schemas import OffersRequest, OffersResponse
 from serving.decision.consent import MODEL_PREFIX
 from serving.decision.engine import Decision, decide, fallback_decision
-from serving.decision.inputs import DecisionRequest, ExperimentAssignment, UnknownCustomerError
+from serving.decision.inputs import (
+    DecisionRequest,
+    ExperimentAssignment,
+    FeatureSource,
+    UnknownCustomerError,
+)
 from serving.decision_log import DecisionRecord, LoggedOffer, StoredDecision
 from serving.experiments import assign_variant
 from serving.feature_reader import FeatureStoreUnavailable
-from serving.scoring_model import LightGBMScorer, ServingModels
+from serving.scoring_model import LightGBMScorer, ModelHolder, ServingModels
 
 router = APIRouter(prefix="/v1", tags=["offers"])
 logger = logging.getLogger("serving.api")
 
 FEATURE_STORE_UNAVAILABLE = "feature_store_unavailable"
 CHALLENGER_UNAVAILABLE = "challenger_unavailable"
+# A challenger another worker loaded (its experiment was created there) is loaded here on first
+# use; after a failed load the registry is asked again at most this often per policy.
+CHALLENGER_RETRY_SECONDS = 10.0
+
+_challenger_tries: weakref.WeakKeyDictionary[ModelHolder, dict[str, float]] = (
+    weakref.WeakKeyDictionary()
+)
+_challenger_tries_lock = threading.Lock()
 
 
 def _json(body: str) -> Response:
@@ -42,6 +57,47 @@ def _replay(stored: StoredDecision, request: OffersRequest) -> Response:
     return _json(stored.response_json)
 
 
+def _may_try_challenger(holder: ModelHolder, policy: str) -> bool:
+    """True at most once per ``CHALLENGER_RETRY_SECONDS`` for one policy of one model holder."""
+    now = time.monotonic()
+    with _challenger_tries_lock:
+        tries = _challenger_tries.setdefault(holder, {})
+        last = tries.get(policy)
+        if last is not None and now - last < CHALLENGER_RETRY_SECONDS:
+            return False
+        tries[policy] = now
+        return True
+
+
+def _serving_models(holder: ModelHolder, policy: str) -> ServingModels:
+    """The serving models, with the policy's challenger loaded here if it can be."""
+    models = holder.current
+    if (
+        policy.startswith(MODEL_PREFIX)
+        and models.scorer is not None
+        and models.challenger(policy) is None
+        and _may_try_challenger(holder, policy)
+    ):
+        # The experiment may have been created on another worker, which loaded its challenger
+        # there only. A load that fails is logged; the champion then answers, marked degraded.
+        try:
+            models = holder.add_challengers([policy])
+        except Exception as error:  # a challenger must never turn an invoice into a 5xx
+            logger.error(
+                "challenger not loaded", extra={"policy": policy, "error": type(error).__name__}
+            )
+    return models
+
+
+def current_features(services: Services) -> FeatureSource | None:
+    """The open feature store; a closed one is reopened here (rate-limited by the opener)."""
+    if services.features is None and services.reopen_features is not None:
+        opened = services.reopen_features()
+        if opened is not None:
+            services.features = opened
+    return services.features
+
+
 def _scorer(policy: str, models: ServingModels) -> tuple[LightGBMScorer | None, str | None]:
     """The scorer for a requested policy, and why the answer is degraded when it is missing."""
     if policy.startswith(MODEL_PREFIX):
@@ -51,6 +107,8 @@ def _scorer(policy: str, models: ServingModels) -> tuple[LightGBMScorer | None, 
         # The arm's model is not loaded: the champion answers, and the log says so.
         return models.scorer, CHALLENGER_UNAVAILABLE if models.scorer else models.unavailable
     if policy == "model" and models.scorer is None:
+        # No champion yet (None): the rules are the policy. A champion that failed to load
+        # (model_unavailable): the rules choose, and the engine reports the policy as fallback.
         return None, models.unavailable
     return models.scorer, None
 
@@ -63,7 +121,7 @@ def _decide(services: Services, body: OffersRequest, day: dt.date) -> Decision:
         variant = assign_variant(experiment.key, body.customer_id, experiment.variants)
         assignment = ExperimentAssignment(key=experiment.key, variant=variant.name)
         policy = variant.policy
-    scorer, degraded = _scorer(policy, services.models.current)
+    scorer, degraded = _scorer(policy, _serving_models(services.models, policy))
     request = DecisionRequest(
         invoice_id=body.invoice_id,
         customer_id=body.customer_id,
@@ -71,7 +129,7 @@ def _decide(services: Services, body: OffersRequest, day: dt.date) -> Decision:
         locale=body.locale,
         max_offers=body.max_offers,
     )
-    source = services.features
+    source = current_features(services)
     try:
         if source is None:
             raise FeatureStoreUnavailable("not_open")

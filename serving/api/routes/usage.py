@@ -7,9 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from serving.api.deps import CatalogDep, FeaturesDep, RendererRole
+from serving.api.deps import CatalogDep, FeaturesDep, RendererRole, ServicesDep
 from serving.api.errors import ProblemError, problem_responses
-from serving.api.schemas import ID_PATTERN, Locale, UsageSummary
+from serving.api.routes.offers import current_features
+from serving.api.schemas import ID_PATTERN, IsoDate, Locale, UsageSummary
 from serving.decision.engine import summarise_usage
 from serving.decision.inputs import UnknownCustomerError
 from serving.feature_reader import FeatureStoreUnavailable
@@ -25,14 +26,19 @@ router = APIRouter(prefix="/v1", tags=["usage"])
 def usage_summary(
     customer_id: Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)],
     source: FeaturesDep,
+    services: ServicesDep,
     catalog: CatalogDep,
     _: RendererRole,
     invoice_date: Annotated[
-        dt.date | None, Query(description="The invoice's date; today (UTC) when left out.")
+        IsoDate | None,
+        Query(description="The invoice's date (YYYY-MM-DD); today (UTC) when left out."),
     ] = None,
     locale: Annotated[Locale, Query()] = "sv",
 ) -> UsageSummary:
     """The usage summary alone; `detailed` (trends, plan fit) only with usage_insights consent."""
+    if source is None:
+        # A store that was down at start (or since) is reopened by the first request after it.
+        source = current_features(services)
     try:
         if source is None:
             raise FeatureStoreUnavailable("not_open")
