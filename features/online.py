@@ -210,6 +210,28 @@ class OnlineFeatures:
                 reader = self._readers.setdefault(key, OnlineReader(self.store, refs))
         return reader
 
+    def bound_reads(self, timeout_seconds: float) -> bool:
+        """Make the store itself give up on a read after ``timeout_seconds``.
+
+        True when reads are bounded without a watchdog thread: Redis through socket timeouts on
+        the client Feast uses, SQLite because a read-only WAL read of a local file never waits
+        on a writer. False for other stores, whose callers must bound reads themselves.
+        """
+        config = self.store.config.online_store
+        if config.type == "sqlite":
+            return True
+        if config.type == "redis":
+            online: Any = self.store._get_provider().online_store
+            client = online._get_client(config)
+            pool = getattr(client, "connection_pool", None)
+            if pool is None:  # a cluster client: keep the caller's watchdog
+                return False
+            pool.connection_kwargs["socket_timeout"] = timeout_seconds
+            pool.connection_kwargs["socket_connect_timeout"] = timeout_seconds
+            pool.disconnect()  # connections made before now keep no timeout: drop them
+            return True
+        return False
+
     def get_online_features(self, features: Any, entity_rows: list[dict[str, Any]]) -> Any:
         if not isinstance(features, list) or any(":" not in ref for ref in features):
             return self.store.get_online_features(features=features, entity_rows=entity_rows)

@@ -61,9 +61,15 @@ PROFILE_FEATURES = _refs("customer_profile", list(CUSTOMER_PROFILE))
 class FeastFeatureSource:
     """Reads one customer's features from the online store, one feature group at a time."""
 
-    def __init__(self, store: OnlineStore, *, timeout_ms: float) -> None:
+    def __init__(
+        self, store: OnlineStore, *, timeout_ms: float, store_bounds_reads: bool = False
+    ) -> None:
+        """``store_bounds_reads``: the store gives up on its own after the timeout, so reads run
+        in the request's thread; otherwise a watchdog pool bounds them (a thread hop per read
+        costs about 0.1 ms at p50 and tens of ms at p99 on two busy cores)."""
         self._store = store
         self._timeout = timeout_ms / 1000.0
+        self._direct = store_bounds_reads
         self._pool = ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="features")
 
     def read_consent(self, customer_id: str) -> dict[str, Any] | None:
@@ -83,6 +89,9 @@ class FeastFeatureSource:
 
     def warm_up(self) -> None:
         """Open the store's connections in every reader before the first request needs them."""
+        if self._direct:
+            self._fetch(CONSENT_FEATURES, "__warm_up__")
+            return
         for future in [
             self._pool.submit(self._fetch, CONSENT_FEATURES, "__warm_up__")
             for _ in range(READ_WORKERS)
@@ -93,6 +102,13 @@ class FeastFeatureSource:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _read(self, features: list[str], customer_id: str) -> dict[str, Any]:
+        if self._direct:
+            try:
+                return self._fetch(features, customer_id)
+            except Exception as error:
+                reason = "timeout" if "timeout" in type(error).__name__.lower() else None
+                logger.warning("online store read failed", extra={"error": type(error).__name__})
+                raise FeatureStoreUnavailable(reason or type(error).__name__) from error
         future = self._pool.submit(self._fetch, features, customer_id)
         try:
             return future.result(timeout=self._timeout)
@@ -115,8 +131,10 @@ def open_feast_source(settings: Settings) -> FeastFeatureSource:
     from features.online import OnlineFeatures
     from features.store import open_store
 
+    online = OnlineFeatures(open_store(settings))
+    bounded = online.bound_reads(settings.feature_timeout_ms / 1000.0)
     source = FeastFeatureSource(
-        OnlineFeatures(open_store(settings)), timeout_ms=settings.feature_timeout_ms
+        online, timeout_ms=settings.feature_timeout_ms, store_bounds_reads=bounded
     )
     source.warm_up()
     return source

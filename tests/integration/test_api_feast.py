@@ -122,7 +122,14 @@ def test_the_feast_source_reads_redis(tmp_path: Path, redis_url: str) -> None:
     settings = _settings(tmp_path, online_store=redis_url)
     _build_store(settings, project)
     store = open_store(settings, project)
-    opened = FeastFeatureSource(store, timeout_ms=settings.feature_timeout_ms)
+    from features.online import OnlineFeatures
+
+    online = OnlineFeatures(store)
+    # Redis bounds its own reads: the socket timeout is set on the client Feast uses.
+    assert online.bound_reads(0.05) is True
+    client = store._get_provider().online_store._get_client(store.config.online_store)
+    assert client.connection_pool.connection_kwargs["socket_timeout"] == 0.05
+    opened = FeastFeatureSource(online, timeout_ms=50, store_bounds_reads=True)
     try:
         read = opened.read_consent("C0003")
         assert read is not None and read["consent_profiling"] == 0

@@ -82,3 +82,35 @@ def test_a_failing_store_is_unavailable_naming_the_error() -> None:
         source.read_consent("C0001")
     assert unavailable.value.reason == "ConnectionError"
     source.close()
+
+
+class _TimingOutStore:
+    """A store whose client gives up on its own, as Redis does with a socket timeout."""
+
+    def get_online_features(self, features: list[str], entity_rows: list[dict[str, str]]) -> None:
+        raise TimeoutError("Timeout reading from socket")
+
+
+def test_a_store_that_bounds_its_own_reads_is_read_in_the_callers_thread() -> None:
+    import threading
+
+    seen: list[str] = []
+
+    class _Recording(SlowStore):
+        def get_online_features(self, features, entity_rows):  # type: ignore[no-untyped-def]
+            seen.append(threading.current_thread().name)
+            return super().get_online_features(features, entity_rows)
+
+    store = _Recording({"C0001": {**consent(), **account(), **profile()}}, delay=0.0)
+    source = FeastFeatureSource(store, timeout_ms=1000, store_bounds_reads=True)
+    assert source.read_consent("C0001") == consent()
+    assert seen == [threading.current_thread().name]
+    source.close()
+
+
+def test_the_stores_own_timeout_is_reported_as_a_timeout() -> None:
+    source = FeastFeatureSource(_TimingOutStore(), timeout_ms=10, store_bounds_reads=True)
+    with pytest.raises(FeatureStoreUnavailable) as unavailable:
+        source.read_consent("C0001")
+    assert unavailable.value.reason == "timeout"
+    source.close()
