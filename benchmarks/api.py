@@ -160,6 +160,9 @@ def drive(port: int, customers: list[str], rates: tuple[int, ...], duration_s: f
 
 
 def serve_and_drive(env: dict[str, str], customers: list[str], quick: bool, tag: str):
+    # Invoice ids unique to this run: an id already in the decision log would be a replay, not a
+    # decision, and replays are far cheaper.
+    tag = f"{tag}-{time.time_ns()}"
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port)],
