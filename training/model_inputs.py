@@ -43,15 +43,21 @@ RANKER_FEATURES: list[str] = [*CUSTOMER_FEATURES, *OFFER_FEATURES]
 CHURN_FEATURES: list[str] = list(CUSTOMER_FEATURES)
 
 
+def new_customer_discount_sek(fee: np.ndarray, new_customer_fee: np.ndarray) -> np.ndarray:
+    """How much less a new customer pays for the offer today; 0 when there is no such price."""
+    return np.clip(fee - np.where(np.isnan(new_customer_fee), fee, new_customer_fee), 0.0, None)
+
+
 def add_derived_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """Columns computed from features rather than stored: encodings and price gaps."""
     derived = frame.copy()
     if "segment" in derived:
         derived["segment_is_business"] = (derived["segment"] == "business").astype(float)
     if "offer_monthly_fee_sek" in derived:
-        new_price = derived["offer_new_customer_fee_sek"].astype(float)
-        fee = derived["offer_monthly_fee_sek"].astype(float)
-        derived["offer_new_customer_discount_sek"] = (fee - new_price.fillna(fee)).clip(lower=0.0)
+        derived["offer_new_customer_discount_sek"] = new_customer_discount_sek(
+            derived["offer_monthly_fee_sek"].astype(float).to_numpy(),
+            derived["offer_new_customer_fee_sek"].astype(float).to_numpy(),
+        )
     return derived
 
 

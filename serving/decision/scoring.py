@@ -26,7 +26,12 @@ from features.columns import (
 )
 from features.plan_fit import PLAN_FIT_OUTPUTS
 from serving.decision.inputs import Scorer, as_float
-from training.model_inputs import CHURN_FEATURES, CUSTOMER_FEATURES, RANKER_FEATURES
+from training.model_inputs import (
+    CHURN_FEATURES,
+    CUSTOMER_FEATURES,
+    RANKER_FEATURES,
+    new_customer_discount_sek,
+)
 
 TOP_CONTRIBUTIONS = 5
 
@@ -86,7 +91,7 @@ def ranker_rows(
     rows[:, RANKER_FEATURES.index("segment_is_business")] = float(segment == "business")
     fee = offers[:, list(OFFER_ATTRIBUTES).index("offer_monthly_fee_sek")]
     new_price = offers[:, list(OFFER_ATTRIBUTES).index("offer_new_customer_fee_sek")]
-    discount = np.clip(fee - np.where(np.isnan(new_price), fee, new_price), 0.0, None)
+    discount = new_customer_discount_sek(fee, new_price)
     rows[:, RANKER_FEATURES.index("offer_new_customer_discount_sek")] = discount
     return rows
 
