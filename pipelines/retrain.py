@@ -112,18 +112,17 @@ def _validate(ctx: RetrainContext) -> str:
     catalog = load_catalog(ctx.settings.catalog)
     ctx.values["catalog"] = catalog
     report = require_valid(ctx.data_dir, catalog)
-    return _first_line(report.describe()) if hasattr(report, "describe") else "tables are valid"
+    return _first_line(report.describe())
 
 
 def _build_features(ctx: RetrainContext) -> str:
-    # build_features() would check the tables again; the validate step has just done so.
-    from features.pipeline import write_feature_tables
-    from features.tables import read_tables
-    from features.transforms import build_feature_tables
+    import pyarrow.parquet as pq
 
-    frames = build_feature_tables(read_tables(ctx.data_dir), ctx.values["catalog"])
-    written = write_feature_tables(frames, Path(ctx.settings.features_dir))
-    rows = sum(len(frame) for frame in frames.values())
+    from features.pipeline import build_features
+
+    # The validate step has just checked these tables.
+    written = build_features(ctx.data_dir, ctx.settings, check=False)
+    rows = sum(pq.ParquetFile(path).metadata.num_rows for path in written.values())
     return f"{len(written)} feature tables, {rows:,} rows, in {ctx.settings.features_dir}"
 
 
@@ -132,8 +131,7 @@ def _materialize(ctx: RetrainContext) -> str:
 
     applied = apply_repository(ctx.settings)
     report = materialize(settings=ctx.settings, show_progress=False)
-    summary = report.describe() if hasattr(report, "describe") else str(report)
-    return f"{len(applied)} objects applied; {_first_line(summary)}"
+    return f"{len(applied)} objects applied; {_first_line(report.describe())}"
 
 
 def _train(ctx: RetrainContext) -> str:

@@ -321,3 +321,29 @@ def test_calendar_months() -> None:
     assert months_between(days, later).tolist() == [0, 0, 0]
     assert months_until(days, later).tolist() == [1, 1, 0]
     assert months_between(days, later + 1).tolist() == [1, 1, 0]
+
+
+def test_building_in_customer_slices_gives_the_tables_of_one_pass(
+    world: dict[str, pd.DataFrame],
+    built: dict[str, pd.DataFrame],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from features.pipeline import build_features
+    from features.settings import Settings
+
+    root = tmp_path_factory.mktemp("sliced")
+    raw = f.write_tables(world, root / "raw")
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        data_dir=raw,
+        catalog=f.CATALOG_PATH,
+        features_dir=root / "features",
+    )
+    paths = build_features(settings=settings, customers_per_slice=1, check=False)
+    for view, path in paths.items():
+        sliced = pd.read_parquet(path)
+        key = OFFER_KEY if view == "offer_attributes" else CUSTOMER_KEY
+        order = [key, EVENT_TIMESTAMP]
+        expected = built[view].sort_values(order).reset_index(drop=True)
+        got = sliced[expected.columns].sort_values(order).reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, expected, check_dtype=False, check_exact=False)
