@@ -268,9 +268,7 @@ def _compact(value: Any) -> str:
 def decision_row(decision: Decision) -> dict[str, Any]:
     """One output row, its JSON exactly as the API's response body (without ``decision_id``)."""
     decision_id = decision_id_for(decision.invoice_id)
-    response = OffersResponse.model_validate(
-        {"decision_id": decision_id, **decision.to_public_dict()}
-    )
+    response = OffersResponse.for_decision(decision, decision_id)
     body = response.model_dump_json(exclude={"decision_id"})
     public = json.loads(body)
     summary = public["usage_summary"]

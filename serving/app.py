@@ -259,9 +259,7 @@ def warm_up(services: Services) -> None:
             scorer=services.models.current.scorer,
             recently_declined=frozenset(),
         )
-        OffersResponse.model_validate(
-            {"decision_id": "warm-up", **decision.to_public_dict()}
-        ).model_dump_json()
+        OffersResponse.for_decision(decision, "warm-up").model_dump_json()
         decision.to_log_dict()
     except Exception as error:  # a warm-up must never stop the service from starting
         logger.warning("warm-up decision failed", extra={"error": type(error).__name__})

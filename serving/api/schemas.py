@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -19,6 +19,9 @@ from pydantic import (
 
 from serving.decision.consent import MODEL_PREFIX, REQUESTABLE, Policy
 from serving.decision.inputs import Locale
+
+if TYPE_CHECKING:
+    from serving.decision.engine import Decision
 
 ID_PATTERN = r"^[A-Za-z0-9._-]+$"
 Identifier = Annotated[
@@ -213,6 +216,11 @@ class OffersResponse(BaseModel):
         description="null, or why the answer was made without a part: feature_store_unavailable, "
         "model_unavailable, …"
     )
+
+    @classmethod
+    def for_decision(cls, decision: Decision, decision_id: str) -> OffersResponse:
+        """The response body of an engine decision; validation turns dates and NaN into JSON."""
+        return cls.model_validate({"decision_id": decision_id, **decision.to_public_dict()})
 
 
 # Events -----------------------------------------------------------------------------------------

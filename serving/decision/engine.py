@@ -116,39 +116,20 @@ class Decision:
 
     def to_public_dict(self) -> dict[str, Any]:
         """The CONTRACT §2 response body without ``decision_id`` (the API assigns it)."""
-        return {
-            "invoice_id": self.invoice_id,
-            "customer_id": self.customer_id,
-            "policy": self.policy,
-            "model_version": self.model_version,
-            "experiment": None
-            if self.experiment is None
-            else {"key": self.experiment.key, "variant": self.experiment.variant},
-            "consent": {
-                "marketing": self.consent.marketing,
-                "profiling": self.consent.profiling,
-                "usage_insights": self.consent.usage_insights,
-            },
-            "offers": [offer.to_public_dict() for offer in self.offers],
-            "usage_summary": self.usage_summary,
-            "degraded": self.degraded,
-        }
+        return self._body([offer.to_public_dict() for offer in self.offers])
 
     def to_log_dict(self) -> dict[str, Any]:
         """The response plus propensities, every candidate's scores and blocks, and consent used."""
-        public = self.to_public_dict()
-        public["offers"] = [
+        offers = [
             {**offer.to_public_dict(), "propensity": offer.propensity} for offer in self.offers
         ]
         return {
-            **public,
+            **self._body(offers),
             "invoice_date": self.invoice_date.isoformat(),
             "locale": self.locale,
             "requested_policy": self.requested_policy,
             "consent_used": {
-                "marketing": self.consent.marketing,
-                "profiling": self.consent.profiling,
-                "usage_insights": self.consent.usage_insights,
+                **self._public_consent(),
                 "objected": self.consent.objected,
                 # Whether the customer counted as an adult, not the age itself: the log keeps
                 # no more personal data than the decision needed.
@@ -157,6 +138,28 @@ class Decision:
             },
             "churn_risk": self.churn_risk,
             "candidates": [dict(vars(record)) for record in self.candidates],
+        }
+
+    def _public_consent(self) -> dict[str, bool]:
+        return {
+            "marketing": self.consent.marketing,
+            "profiling": self.consent.profiling,
+            "usage_insights": self.consent.usage_insights,
+        }
+
+    def _body(self, offers: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "invoice_id": self.invoice_id,
+            "customer_id": self.customer_id,
+            "policy": self.policy,
+            "model_version": self.model_version,
+            "experiment": None
+            if self.experiment is None
+            else {"key": self.experiment.key, "variant": self.experiment.variant},
+            "consent": self._public_consent(),
+            "offers": offers,
+            "usage_summary": self.usage_summary,
+            "degraded": self.degraded,
         }
 
 

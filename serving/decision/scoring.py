@@ -69,6 +69,22 @@ def _layout() -> tuple[tuple[str, ...], list[int], list[int], list[int]]:
 
 
 @cache
+def _segment_position() -> int:
+    return RANKER_FEATURES.index("segment_is_business")
+
+
+@cache
+def _discount_positions() -> tuple[int, int, int]:
+    """Offer fee and new-customer fee in the offer block; the discount in the matrix."""
+    offer_columns = list(OFFER_ATTRIBUTES)
+    return (
+        offer_columns.index("offer_monthly_fee_sek"),
+        offer_columns.index("offer_new_customer_fee_sek"),
+        RANKER_FEATURES.index("offer_new_customer_discount_sek"),
+    )
+
+
+@cache
 def _churn_positions() -> list[int]:
     # The churn model reads customer columns only, and every row holds the same customer, so its
     # row is the first ranker row restricted to those columns.
@@ -88,11 +104,9 @@ def ranker_rows(
     rows[:, at_offer] = offers
     rows[:, at_fit] = fits
     # The derived columns of training.model_inputs.add_derived_columns.
-    rows[:, RANKER_FEATURES.index("segment_is_business")] = float(segment == "business")
-    fee = offers[:, list(OFFER_ATTRIBUTES).index("offer_monthly_fee_sek")]
-    new_price = offers[:, list(OFFER_ATTRIBUTES).index("offer_new_customer_fee_sek")]
-    discount = new_customer_discount_sek(fee, new_price)
-    rows[:, RANKER_FEATURES.index("offer_new_customer_discount_sek")] = discount
+    rows[:, _segment_position()] = float(segment == "business")
+    fee_at, new_price_at, discount_at = _discount_positions()
+    rows[:, discount_at] = new_customer_discount_sek(offers[:, fee_at], offers[:, new_price_at])
     return rows
 
 

@@ -220,9 +220,7 @@ def decide_offers(body: OffersRequest, services: ServicesDep, _: RendererRole) -
         ) from error
     decided = time.perf_counter()
     decision_id = str(uuid.uuid4())
-    response_json = OffersResponse.model_validate(
-        {"decision_id": decision_id, **decision.to_public_dict()}
-    ).model_dump_json()
+    response_json = OffersResponse.for_decision(decision, decision_id).model_dump_json()
     stored, created = services.log.record(_record(decision, decision_id, response_json))
     if not created:  # another request for this invoice committed first: answer with its decision
         return _replay(stored, body)
