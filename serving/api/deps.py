@@ -39,6 +39,17 @@ class Services:
     features: FeatureSource | None = None
     reopen_features: Callable[[], FeatureSource | None] | None = None
 
+    def current_features(self) -> FeatureSource | None:
+        """The open feature store; a closed one is reopened here (rate-limited by the opener).
+
+        Called from the thread-pool routes, never from an async dependency: opening blocks.
+        """
+        if self.features is None and self.reopen_features is not None:
+            opened = self.reopen_features()
+            if opened is not None:
+                self.features = opened
+        return self.features
+
     def close(self) -> None:
         close = getattr(self.features, "close", None)
         if close is not None:

@@ -24,9 +24,7 @@ def ready(request: Request) -> Ready:
     services = getattr(request.app.state, "services", None)
     if services is None:
         raise ProblemError(503, "the service is starting", kind="not-ready")
-    if services.features is None and services.reopen_features is not None:
-        services.features = services.reopen_features()
-    if services.features is None:
+    if services.current_features() is None:
         raise ProblemError(503, "the feature store is not open", kind="not-ready")
     if not services.log.ping():
         raise ProblemError(503, "the decision log database does not answer", kind="not-ready")

@@ -20,7 +20,6 @@ from serving.decision.engine import Decision, decide, fallback_decision
 from serving.decision.inputs import (
     DecisionRequest,
     ExperimentAssignment,
-    FeatureSource,
     UnknownCustomerError,
 )
 from serving.decision_log import DecisionRecord, LoggedOffer, StoredDecision
@@ -89,15 +88,6 @@ def _serving_models(holder: ModelHolder, policy: str) -> ServingModels:
     return models
 
 
-def current_features(services: Services) -> FeatureSource | None:
-    """The open feature store; a closed one is reopened here (rate-limited by the opener)."""
-    if services.features is None and services.reopen_features is not None:
-        opened = services.reopen_features()
-        if opened is not None:
-            services.features = opened
-    return services.features
-
-
 def _scorer(policy: str, models: ServingModels) -> tuple[LightGBMScorer | None, str | None]:
     """The scorer for a requested policy, and why the answer is degraded when it is missing."""
     if policy.startswith(MODEL_PREFIX):
@@ -129,7 +119,7 @@ def _decide(services: Services, body: OffersRequest, day: dt.date) -> Decision:
         locale=body.locale,
         max_offers=body.max_offers,
     )
-    source = current_features(services)
+    source = services.current_features()
     try:
         if source is None:
             raise FeatureStoreUnavailable("not_open")

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path, Query
 
 from serving.api.deps import CatalogDep, FeaturesDep, RendererRole, ServicesDep
 from serving.api.errors import ProblemError, problem_responses
-from serving.api.routes.offers import current_features
 from serving.api.schemas import ID_PATTERN, IsoDate, Locale, UsageSummary
 from serving.decision.engine import summarise_usage
 from serving.decision.inputs import UnknownCustomerError
@@ -38,7 +37,7 @@ def usage_summary(
     """The usage summary alone; `detailed` (trends, plan fit) only with usage_insights consent."""
     if source is None:
         # A store that was down at start (or since) is reopened by the first request after it.
-        source = current_features(services)
+        source = services.current_features()
     try:
         if source is None:
             raise FeatureStoreUnavailable("not_open")
