@@ -38,7 +38,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     from pipelines.simulation.world import simulate
 
     root = tmp_path_factory.mktemp("e2e")
-    settings = Settings(
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,  # a developer's .env must not reach the tests
         data_dir=root / "raw",
         catalog=CATALOG,
         features_dir=root / "features",

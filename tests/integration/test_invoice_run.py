@@ -57,7 +57,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     from pipelines.simulation.world import simulate
 
     base = tmp_path_factory.mktemp("invoice-run")
-    settings = Settings(
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,  # a developer's .env must not reach the tests
         data_dir=base / "raw",
         catalog=REPOSITORY / "catalog" / "offers.yaml",
         features_dir=base / "features",

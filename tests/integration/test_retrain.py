@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
 
+import pandas as pd
 import pytest
 
 from features.catalog import load_catalog
@@ -33,7 +34,8 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     from pipelines.simulation.world import simulate
 
     root = tmp_path_factory.mktemp("retrain")
-    settings = Settings(
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,  # a developer's .env must not reach the tests
         data_dir=root / "raw",
         catalog=CATALOG,
         features_dir=root / "features",
@@ -65,7 +67,11 @@ def test_every_step_runs_in_order_and_promotes_the_first_versions(
     assert champion_version(RANKER_MODEL, settings) == "offer-ranker/1"
     assert champion_version(CHURN_MODEL, settings) == "churn-risk/1"
     assert "oracle expected acceptance" in first_run.steps[STEPS.index("evaluate")].detail
-    assert (Path(settings.features_dir) / "customer_usage.parquet").exists()
+    usage = pd.read_parquet(Path(settings.features_dir) / "customer_usage.parquet")
+    raw_usage = pd.read_parquet(Path(settings.data_dir) / "usage_monthly.parquet")
+    # One snapshot per customer and month of usage: nobody with usage is left out.
+    assert len(usage) == len(raw_usage)
+    assert set(usage["customer_id"]) == set(raw_usage["customer_id"])
     assert load_champion(RANKER_MODEL, settings).version == "offer-ranker/1"
     assert "total" in first_run.describe()
 
@@ -123,8 +129,11 @@ def postgres_settings(postgres_url: str, tmp_path: Path) -> Iterator[Settings]:
     admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
     admin(f"CREATE DATABASE {database}")
     url = urlunparse(server._replace(path=f"/{database}"))
-    yield Settings(
-        mlflow_tracking_uri=url, mlflow_artifact_root=tmp_path / "artifacts", promote_margin=0.01
+    yield Settings(  # type: ignore[call-arg]
+        _env_file=None,  # a developer's .env must not reach the tests
+        mlflow_tracking_uri=url,
+        mlflow_artifact_root=tmp_path / "artifacts",
+        promote_margin=0.01,
     )  # type: ignore[misc]
     admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 

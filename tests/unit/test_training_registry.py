@@ -71,7 +71,8 @@ def test_a_version_without_its_metric_is_not_promoted() -> None:
 
 @pytest.fixture()
 def settings(tmp_path: Path) -> Settings:
-    return Settings(
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,  # a developer's .env must not reach the tests
         data_dir=tmp_path / "raw",
         mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db",
         mlflow_artifact_root=tmp_path / "mlruns" / "artifacts",

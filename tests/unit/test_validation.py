@@ -256,6 +256,7 @@ def test_require_valid_gives_the_same_report_and_writes_nothing(tmp_path: Path) 
     report = require_valid(folder, CATALOG)
 
     assert isinstance(report, ValidationReport)
+    assert report.row_counts == validate_tables(folder, CATALOG).row_counts
     assert report.row_counts["customers"] == 3
     assert sorted((path.name, path.stat().st_mtime_ns) for path in folder.iterdir()) == before
 
