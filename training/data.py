@@ -465,9 +465,9 @@ def read_feature_tables(settings: Settings, views: Sequence[str]) -> dict[str, A
 
 def add_plan_fit(frame: pd.DataFrame) -> pd.DataFrame:
     """The plan-fit columns (the on-demand view's outputs) from the joined features."""
-    from features.plan_fit import CONTRACT_INPUTS, OFFER_INPUTS, USAGE_INPUTS, plan_fit
+    from features.plan_fit import PLAN_FIT_INPUTS, plan_fit
 
-    inputs = frame[[*USAGE_INPUTS, *CONTRACT_INPUTS, *OFFER_INPUTS]].astype(float)
+    inputs = frame[list(PLAN_FIT_INPUTS)].astype(float)
     fit = plan_fit(inputs)
     for name in fit.columns:
         frame[name] = fit[name].to_numpy(dtype=np.float32)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.calibration import fit_platt
+from training.calibration import Calibrator, fit_platt
 from training.metrics import (
     effective_sample_size,
     expected_calibration_error,
@@ -47,7 +47,6 @@ RULES_SCORE = "fit_saving_sek_per_month"
 MODEL = "model"
 POPULARITY = "popularity"
 RULES = "rules"
-SCORERS = (MODEL, POPULARITY, RULES)
 MIN_SLICE_ROWS = 50
 
 # Slices of customers the report must show separately. Each maps a feature frame to a mask.
@@ -99,23 +98,20 @@ class PopularityBaseline:
 class RulesBaseline:
     """Best plan fit first: the saving on the customer's own usage, Platt-scaled to probability."""
 
-    a: float
-    b: float
+    platt: Calibrator
     scale: float
 
     @classmethod
     def fit(cls, savings: pd.Series, labels: pd.Series | np.ndarray) -> RulesBaseline:
         values = savings.fillna(0.0).to_numpy(dtype=float)
         scale = float(np.std(values)) or 1.0
-        platt = fit_platt(values / scale, np.asarray(labels, dtype=float))
-        return cls(a=platt.a, b=platt.b, scale=scale)
+        return cls(platt=fit_platt(values / scale, np.asarray(labels, dtype=float)), scale=scale)
 
     def score(self, savings: pd.Series) -> np.ndarray:
         return savings.fillna(0.0).to_numpy(dtype=float)
 
     def predict(self, savings: pd.Series) -> np.ndarray:
-        raw = self.a * self.score(savings) / self.scale + self.b
-        return np.clip(1.0 / (1.0 + np.exp(-np.clip(raw, -40, 40))), 1e-4, 1 - 1e-4)
+        return self.platt.apply(self.score(savings) / self.scale)
 
 
 def ranking_metrics(
