@@ -27,7 +27,6 @@ import os
 import random
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,13 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from benchmarks.runner import write_result
+from benchmarks.runner import (
+    WORLD_MONTHS,
+    WORLD_SEED,
+    run_child,
+    simulate_command,
+    write_result,
+)
 from features.columns import CUSTOMER_KEY, EVENT_TIMESTAMP, FEATURE_VIEWS
 from features.settings import Settings
 
@@ -51,9 +56,8 @@ log = logging.getLogger(__name__)
 REPOSITORY = Path(__file__).resolve().parents[1]
 FULL_CUSTOMERS = 200_000
 QUICK_CUSTOMERS = 20_000
-MONTHS = 24
-SEED = 7
-END_MONTH = "2026-11"
+MONTHS = WORLD_MONTHS
+SEED = WORLD_SEED
 FEAST_SAMPLE_CUSTOMERS = 20_000
 QUICK_FEAST_SAMPLE_CUSTOMERS = 5_000
 READS = 2_000
@@ -68,49 +72,12 @@ RANKER_CUSTOMER_VIEWS = (
 )
 
 
-def _child(command: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of a command run as a child process."""
-    started = time.perf_counter()
-    child = subprocess.Popen(
-        command,
-        cwd=REPOSITORY,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    code = os.waitstatus_to_exitcode(status)
-    errors = child.stderr.read().decode(errors="replace") if child.stderr else ""
-    if code != 0:
-        raise RuntimeError(f"{' '.join(command[2:])} failed ({code}): {errors[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
-
-
 def _world(customers: int, work: Path) -> Path:
     given = os.environ.get("OFFERS_BENCH_WORLD")
     if given:
         return Path(given)
     out = work / "raw"
-    _child(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.cli",
-            "simulate",
-            "--customers",
-            str(customers),
-            "--months",
-            str(MONTHS),
-            "--seed",
-            str(SEED),
-            "--end-month",
-            END_MONTH,
-            "--out",
-            str(out),
-        ],
-        {},
-    )
+    run_child(simulate_command(customers, out))
     return out
 
 
@@ -268,7 +235,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     try:
         raw = _world(customers, work)
         features_dir = work / "features"
-        build_seconds, build_mib = _child(
+        build_seconds, build_mib = run_child(
             [sys.executable, "-m", "pipelines.cli", "features", "build", "--data", str(raw)],
             {"OFFERS_FEATURES_DIR": str(features_dir), "OFFERS_DATA_DIR": str(raw)},
         )

@@ -5,12 +5,21 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path("benchmarks/results")
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+# The default world every benchmark simulates.
+WORLD_MONTHS = 24
+WORLD_SEED = 7
+WORLD_END_MONTH = "2026-11"
 
 # name -> module in benchmarks/ with `run(quick: bool) -> dict`
 BENCHMARKS: dict[str, str] = {
@@ -37,9 +46,46 @@ def write_result(name: str, figures: dict[str, Any], results_dir: Path = RESULTS
     return path
 
 
-def _cpu_count() -> int:
-    import os
+def simulate_command(customers: int, out: Path) -> list[str]:
+    """`offers simulate` of the default world with ``customers``, into ``out``."""
+    return [
+        sys.executable,
+        "-m",
+        "pipelines.cli",
+        "simulate",
+        "--customers",
+        str(customers),
+        "--months",
+        str(WORLD_MONTHS),
+        "--seed",
+        str(WORLD_SEED),
+        "--end-month",
+        WORLD_END_MONTH,
+        "--out",
+        str(out),
+    ]
 
+
+def run_child(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of ``command`` run as a child process from the repository."""
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        command,
+        cwd=REPOSITORY,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    errors = child.stderr.read().decode(errors="replace") if child.stderr else ""
+    if code != 0:
+        raise RuntimeError(f"{' '.join(command[2:])} failed ({code}): {errors[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +19,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from benchmarks.runner import write_result
+from benchmarks.runner import (
+    WORLD_END_MONTH,
+    WORLD_MONTHS,
+    WORLD_SEED,
+    run_child,
+    simulate_command,
+    write_result,
+)
 from features.catalog import Offer, load_catalog
 from features.contract import SURVEY_RESPONSES, TABLES
 from features.plan_fit import monthly_overage_sek
@@ -32,9 +36,9 @@ log = logging.getLogger(__name__)
 REPOSITORY = Path(__file__).resolve().parents[1]
 FULL_CUSTOMERS = 200_000
 QUICK_CUSTOMERS = 20_000
-MONTHS = 24
-SEED = 7
-END_MONTH = "2026-11"
+MONTHS = WORLD_MONTHS
+SEED = WORLD_SEED
+END_MONTH = WORLD_END_MONTH
 BUDGET_SECONDS = 120.0
 BUDGET_MIB = 4 * 1024
 LOOP_SAMPLE_CUSTOMERS = 300
@@ -42,33 +46,7 @@ LOOP_SAMPLE_CUSTOMERS = 300
 
 def _simulate_in_child(customers: int, out: Path) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of `offers simulate` run as a child process."""
-    command = [
-        sys.executable,
-        "-m",
-        "pipelines.cli",
-        "simulate",
-        "--customers",
-        str(customers),
-        "--months",
-        str(MONTHS),
-        "--seed",
-        str(SEED),
-        "--end-month",
-        END_MONTH,
-        "--out",
-        str(out),
-    ]
-    started = time.perf_counter()
-    child = subprocess.Popen(
-        command, cwd=REPOSITORY, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _, status, usage = os.wait4(child.pid, 0)
-    seconds = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    errors = child.stderr.read().decode(errors="replace") if child.stderr else ""
-    if child.returncode != 0:
-        raise RuntimeError(f"offers simulate failed ({child.returncode}): {errors[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+    return run_child(simulate_command(customers, out))
 
 
 def _row_counts(out: Path) -> dict[str, int]:
