@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 FIT_MONTHS = 3
+MONTHS = range(1, FIT_MONTHS + 1)
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ TARIFF = Tariff()
 def overage_sek(
     used: np.ndarray | pd.Series | float,
     allowance: np.ndarray | pd.Series | float,
-    price_per_unit: float,
+    price_per_unit: np.ndarray | float,
 ) -> np.ndarray:
     """Charge for usage above an allowance; a NaN allowance means unlimited (no charge)."""
     used_arr = np.asarray(used, dtype=float)
@@ -141,51 +142,52 @@ def plan_fit_arrays(columns: Columns, tariff: Tariff = TARIFF) -> dict[str, np.n
     offer_allowance = {m: _allowance(columns, m, is_plan, is_addon) for m in measures}
     current_allowance = {m: columns[f"current_{m}"] for m in measures}
 
-    rows = len(kind)
-    offer_overage = np.zeros(rows)
-    current_overage = np.zeros(rows)
-    data_share = np.zeros(rows)
-    known_months = np.zeros(rows)
-    for month in range(1, FIT_MONTHS + 1):
-        data_raw = columns[f"data_gb_m{month}"]
-        known = ~np.isnan(data_raw)
-        data = np.where(known, data_raw, 0.0)
-        voice = np.nan_to_num(columns[f"voice_minutes_m{month}"])
-        roaming = np.nan_to_num(columns[f"roaming_data_gb_m{month}"])
-        offer_overage += np.where(
-            known,
-            monthly_overage_sek(
-                data,
-                voice,
-                roaming,
-                offer_allowance["data_gb"],
-                offer_allowance["voice_minutes"],
-                offer_allowance["roaming_data_gb"],
-                tariff,
-            ),
-            0.0,
+    # The three months at once: arrays of months × rows, each month worked out on its own and
+    # then added up in order, newest first, as a bill would be.
+    def month_block(measure: str) -> np.ndarray:
+        return np.stack(
+            [np.asarray(columns[f"{measure}_m{month}"], dtype=float) for month in MONTHS]
         )
-        current_overage += np.where(
-            known,
-            monthly_overage_sek(
-                data,
-                voice,
-                roaming,
-                current_allowance["data_gb"],
-                current_allowance["voice_minutes"],
-                current_allowance["roaming_data_gb"],
-                tariff,
-            ),
-            0.0,
-        )
-        allowance = offer_allowance["data_gb"]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(np.isnan(allowance) | ~(allowance > 0), 0.0, data / allowance)
-        data_share += np.where(known, share, 0.0)
-        known_months += known
+
+    data_raw = month_block("data_gb")
+    known = ~np.isnan(data_raw)
+    data = np.where(known, data_raw, 0.0)
+    voice = np.nan_to_num(month_block("voice_minutes"))
+    roaming = np.nan_to_num(month_block("roaming_data_gb"))
+    offer_overage = np.where(
+        known,
+        monthly_overage_sek(
+            data,
+            voice,
+            roaming,
+            offer_allowance["data_gb"],
+            offer_allowance["voice_minutes"],
+            offer_allowance["roaming_data_gb"],
+            tariff,
+        ),
+        0.0,
+    ).sum(axis=0)
+    current_overage = np.where(
+        known,
+        monthly_overage_sek(
+            data,
+            voice,
+            roaming,
+            current_allowance["data_gb"],
+            current_allowance["voice_minutes"],
+            current_allowance["roaming_data_gb"],
+            tariff,
+        ),
+        0.0,
+    ).sum(axis=0)
+    allowance = offer_allowance["data_gb"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(np.isnan(allowance) | ~(allowance > 0), 0.0, data / allowance)
+    data_share = np.where(known, share, 0.0).sum(axis=0)
+    known_months = known.sum(axis=0).astype(float)
     months = np.maximum(known_months, 1.0)
-    offer_overage /= months
-    current_overage /= months
+    offer_overage = offer_overage / months
+    current_overage = current_overage / months
     current_cost = current_fee + current_overage
     offer_cost = offer_fee + offer_overage
     return {

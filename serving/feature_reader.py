@@ -72,6 +72,11 @@ class FeastFeatureSource:
         self._direct = store_bounds_reads
         self._pool = ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="features")
 
+    @property
+    def bounds_reads(self) -> bool:
+        """True when a read gives up by itself within the timeout, in the caller's thread."""
+        return self._direct
+
     def read_consent(self, customer_id: str) -> dict[str, Any] | None:
         """Consent features, or None for a customer the store has never seen."""
         row = self._read(CONSENT_FEATURES, customer_id)

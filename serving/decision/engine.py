@@ -119,12 +119,16 @@ class Decision:
         return self._body([offer.to_public_dict() for offer in self.offers])
 
     def to_log_dict(self) -> dict[str, Any]:
-        """The response plus propensities, every candidate's scores and blocks, and consent used."""
+        """The response plus propensities and :meth:`log_details`."""
         offers = [
             {**offer.to_public_dict(), "propensity": offer.propensity} for offer in self.offers
         ]
+        return {**self._body(offers), **self.log_details()}
+
+    def log_details(self) -> dict[str, Any]:
+        """What the decision was made from beyond the response: every candidate's scores and
+        blocks, the churn risk and the consent used."""
         return {
-            **self._body(offers),
             "invoice_date": self.invoice_date.isoformat(),
             "locale": self.locale,
             "requested_policy": self.requested_policy,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -330,3 +331,50 @@ def test_offers_events_export_appends_to_the_data_folder(
     assert exported[["invoice_id", "offer_id", "outcome"]].to_dict("records") == [
         {"invoice_id": "INV-CLI", "offer_id": "PLAN_30GB", "outcome": "accepted"}
     ]
+
+
+def test_rows_written_on_the_request_path_read_back_as_sqlalchemy_writes_them(
+    log: DecisionLog,
+) -> None:
+    written = record("INV-1")
+    log.record(written)
+    decisions = log.tables.decisions
+    with log.engine.connect() as connection:
+        row = connection.execute(sa.select(decisions)).one()._mapping
+        offers = connection.execute(sa.select(log.tables.decision_offers).order_by("rank")).all()
+    assert row["created_at"] == written.created_at and row["created_at"].tzinfo == dt.UTC
+    assert row["invoice_date"] == written.invoice_date
+    assert row["consent"] == {"marketing": True, "profiling": True}
+    assert row["log"] == {"churn_risk": 0.12}
+    assert row["response"] == written.response_json
+    assert [(o.offer_id, o.rank, o.propensity, o.score) for o in offers] == [
+        ("PLAN_30GB", 1, 1.0, 10.0),
+        ("ADDON_DATA_10GB", 2, 1.0, 20.0),
+    ]
+
+
+def test_a_sqlite_log_checkpoints_in_the_background_not_in_commits(tmp_path: Path) -> None:
+    path = tmp_path / "offers.db"
+    log = DecisionLog(f"sqlite:///{path}")
+    with log.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 0
+    for number in range(40):
+        log.record(record(f"INV-{number}"))
+    wal = path.with_name("offers.db-wal")
+    assert wal.stat().st_size > 0
+    checkpointer = log.checkpointer
+    assert checkpointer is not None
+    # Within a few background rounds every committed page is copied into the database file.
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        last = checkpointer.last
+        if last is not None and last[0] == 0 and last[1] > 0 and last[1] == last[2]:
+            break
+        time.sleep(0.1)
+    assert last is not None and last[1] == last[2] > 0
+    log.close()
+    # Closing empties the WAL; the decisions are all in the database file.
+    assert not wal.exists() or wal.stat().st_size == 0
+    reopened = DecisionLog(f"sqlite:///{path}")
+    assert all(reopened.find(f"INV-{number}") is not None for number in range(40))
+    reopened.close()

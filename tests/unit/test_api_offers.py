@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
@@ -199,7 +200,9 @@ def test_the_decision_is_stored_before_it_is_answered(client: Any) -> None:
     assert {c["offer_id"] for c in row["log"]["candidates"]} >= {
         o["offer_id"] for o in body["offers"]
     }
-    assert "churn_risk" in row["log"] and "usage_summary" not in row["log"]
+    assert "churn_risk" in row["log"]
+    # ...and nothing that the stored answer or the offers' rows already hold.
+    assert not {"offers", "usage_summary", "consent_used", "policy"} & set(row["log"])
 
 
 def test_no_answer_without_a_stored_decision(client: Any, monkeypatch: Any) -> None:
@@ -443,9 +446,52 @@ def test_routes_that_compute_run_in_the_thread_pool() -> None:
         if isinstance(route, APIRoute)
     ]
     asynchronous = {route.path for route in routes if inspect.iscoroutinefunction(route.endpoint)}
-    assert "/v1/offers" in {route.path for route in routes}
-    # Only the liveness probe, which does nothing, may run on the event loop.
-    assert asynchronous == {"/health/live"}
+    # The liveness probe does nothing; POST /v1/offers chooses per request (the tests below).
+    assert asynchronous == {"/health/live", "/v1/offers"}
+
+
+class LoopWatchingFeatures(FakeFeatures):
+    """Records, per consent read, whether it ran on the event loop's thread."""
+
+    def __init__(self, bounds_reads: bool) -> None:
+        super().__init__()
+        self.bounds_reads = bounds_reads
+        self.on_loop: list[bool] = []
+
+    def read_consent(self, customer_id: str) -> dict[str, Any] | None:
+        try:
+            asyncio.get_running_loop()
+            self.on_loop.append(True)
+        except RuntimeError:
+            self.on_loop.append(False)
+        return super().read_consent(customer_id)
+
+
+@pytest.mark.parametrize("bounds_reads", [True, False])
+def test_a_decision_runs_on_the_loop_only_when_nothing_on_its_path_can_wait(
+    tmp_path: Path, bounds_reads: bool
+) -> None:
+    features = LoopWatchingFeatures(bounds_reads)
+    with running(make_app(tmp_path, features=features)) as client:
+        answer = client.post("/v1/offers", json=offers_body(), headers=RENDERER)
+    assert answer.status_code == 200 and answer.json()["policy"] == "model"
+    # A store that bounds its own reads and a SQLite log: on the loop; else the thread pool.
+    assert features.on_loop == [bounds_reads]
+
+
+def test_an_arm_whose_challenger_is_not_loaded_is_decided_in_the_thread_pool(
+    tmp_path: Path,
+) -> None:
+    features = LoopWatchingFeatures(bounds_reads=True)
+    with running(make_app(tmp_path, features=features)) as client:
+        services = client.app.state.services
+        champion = offers_route._Arm("model", None)
+        challenger = offers_route._Arm("model:offer-ranker/2", None)
+        assert offers_route._answers_without_waiting(services, champion)
+        # Loading a challenger from the registry can take seconds: never on the loop.
+        assert not offers_route._answers_without_waiting(services, challenger)
+        services.features = None  # a store to reopen: likewise
+        assert not offers_route._answers_without_waiting(services, champion)
 
 
 def test_a_decision_is_logged_as_one_json_line_without_personal_data(
