@@ -24,6 +24,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchmarks.runner import write_result
 
 WORK_ROOT = Path("benchmarks/.work")
@@ -32,6 +34,8 @@ REDIS_URL = os.environ.get("OFFERS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
 LOOP_RATES = (50, 100, 200, 300, 400, 600, 800)
 SERVER_P99_TARGET_MS = 5.0
 TARGET_RATE = 100
+TARGET_REPEATS = 3
+WARM_UP_SECONDS = 5.0
 
 
 def _env(work: Path, online_store: str = "sqlite", feast_dir: str = "feast") -> dict[str, str]:
@@ -130,32 +134,47 @@ def _load_worker(
     out.put(result.summary())
 
 
-def drive(port: int, customers: list[str], rates: tuple[int, ...], duration_s: float, tag: str):
-    """Each rate from a separate process; stops after the first rate the server cannot keep."""
+def _run_rate(port: int, customers: list[str], rate: float, duration_s: float, tag: str):
     context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    worker = context.Process(
+        target=_load_worker, args=(port, customers, rate, duration_s, tag, queue)
+    )
+    worker.start()
+    summary: dict[str, Any] = queue.get(timeout=duration_s + 120)
+    worker.join(timeout=30)
+    return summary
+
+
+def _kept_up(step: dict[str, Any]) -> bool:
+    return (
+        step["achieved_rate_per_s"] >= 0.95 * step["target_rate_per_s"]
+        and step["errors"] == 0
+        and step["client_p99_ms"] <= 250
+    )
+
+
+def drive(port: int, customers: list[str], rates: tuple[int, ...], duration_s: float, tag: str):
+    """Each rate from a separate process; stops after the first rate the server cannot keep.
+
+    A few seconds at a low rate first, not recorded, so that the first step does not pay for
+    cold caches. The target rate runs ``TARGET_REPEATS`` times: this machine is shared and one
+    run's p99 moves by a millisecond from one run to the next.
+    """
+    _run_rate(port, customers, 50, WARM_UP_SECONDS, f"{tag}-warm-up")
     steps: list[dict[str, Any]] = []
     for rate in rates:
-        queue = context.Queue()
-        worker = context.Process(
-            target=_load_worker, args=(port, customers, rate, duration_s, f"{tag}-{rate}", queue)
-        )
-        worker.start()
-        summary = queue.get(timeout=duration_s + 120)
-        worker.join(timeout=30)
-        steps.append(summary)
-        kept_up = summary["achieved_rate_per_s"] >= 0.95 * rate and summary["errors"] == 0
-        if not kept_up or summary["client_p99_ms"] > 250:
+        repeats = TARGET_REPEATS if rate == TARGET_RATE else 1
+        runs = [
+            _run_rate(port, customers, rate, duration_s, f"{tag}-{rate}-{repeat}")
+            for repeat in range(repeats)
+        ]
+        steps.extend(runs)
+        if not all(_kept_up(run) for run in runs):
             break
-    saturation = max(
-        (
-            s["target_rate_per_s"]
-            for s in steps
-            if s["achieved_rate_per_s"] >= 0.95 * s["target_rate_per_s"]
-            and s["errors"] == 0
-            and s["client_p99_ms"] <= 250
-        ),
-        default=0,
-    )
+    rates_kept = {s["target_rate_per_s"] for s in steps if _kept_up(s)}
+    rates_missed = {s["target_rate_per_s"] for s in steps if not _kept_up(s)}
+    saturation = max(rates_kept - rates_missed, default=0)
     return steps, saturation
 
 
@@ -177,11 +196,12 @@ def serve_and_drive(env: dict[str, str], customers: list[str], quick: bool, tag:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    at_target = next((s for s in steps if s["target_rate_per_s"] == TARGET_RATE), None)
+    at_target = [s["server_p99_ms"] for s in steps if s["target_rate_per_s"] == TARGET_RATE]
     return {
         "steps": steps,
         "saturation_rate_per_s": saturation,
-        "server_p99_ms_at_100_per_s": at_target["server_p99_ms"] if at_target else None,
+        "server_p99_ms_at_100_per_s": float(np.median(at_target)) if at_target else None,
+        "server_p99_ms_at_100_per_s_runs": at_target,
         "server_p99_target_ms": SERVER_P99_TARGET_MS,
     }
 

@@ -481,6 +481,9 @@ class DecisionLog:
         connection = self.engine.raw_connection()
         try:
             yield connection.driver_connection
+        except sqlite3.OperationalError as error:
+            # As SQLAlchemy reports it on every other path: the API answers 503 to these.
+            raise sa.exc.OperationalError(None, None, error) from error
         finally:
             connection.close()
 

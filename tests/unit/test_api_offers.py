@@ -232,6 +232,17 @@ def test_an_unreachable_database_is_503_with_retry_after(client: Any, monkeypatc
     assert "db host" not in response.text
 
 
+def test_a_sqlite_log_that_fails_on_the_request_path_is_503(client: Any) -> None:
+    log = client.app.state.services.log
+    with log.engine.begin() as connection:  # a log whose file lost its decisions table
+        connection.exec_driver_sql("DROP TABLE decision_offers")
+        connection.exec_driver_sql("DROP TABLE decisions")
+    response = client.post("/v1/offers", json=offers_body(), headers=RENDERER)
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "no such table" not in response.text
+
+
 def test_a_failing_feature_store_gives_a_degraded_fallback_not_an_error(
     client: Any, features: FakeFeatures
 ) -> None:
