@@ -9,7 +9,8 @@ turns into a degraded answer instead of an error.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol
@@ -29,6 +30,7 @@ logger = logging.getLogger("serving.features")
 # Enough for the reads of the threads serving requests; a read stuck past its timeout keeps its
 # worker, so a hanging store exhausts this pool and further reads time out instead of piling up.
 READ_WORKERS = 8
+FAILURE_MEMORY_SECONDS = 10.0
 
 
 class FeatureStoreUnavailable(Exception):
@@ -62,7 +64,12 @@ class FeastFeatureSource:
     """Reads one customer's features from the online store, one feature group at a time."""
 
     def __init__(
-        self, store: OnlineStore, *, timeout_ms: float, store_bounds_reads: bool = False
+        self,
+        store: OnlineStore,
+        *,
+        timeout_ms: float,
+        store_bounds_reads: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``store_bounds_reads``: the store gives up on its own after the timeout, so reads run
         in the request's thread; otherwise a watchdog pool bounds them (a thread hop per read
@@ -71,11 +78,23 @@ class FeastFeatureSource:
         self._timeout = timeout_ms / 1000.0
         self._direct = store_bounds_reads
         self._pool = ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="features")
+        self._clock = clock
+        self._failed_at: float | None = None
 
     @property
     def bounds_reads(self) -> bool:
         """True when a read gives up by itself within the timeout, in the caller's thread."""
         return self._direct
+
+    @property
+    def recently_failed(self) -> bool:
+        """True for ``FAILURE_MEMORY_SECONDS`` after a read failed or timed out.
+
+        A store that hangs makes every read wait its full timeout; the API then decides in the
+        thread pool, where those waits overlap, instead of one after another on the event loop.
+        """
+        failed_at = self._failed_at
+        return failed_at is not None and self._clock() - failed_at < FAILURE_MEMORY_SECONDS
 
     def read_consent(self, customer_id: str) -> dict[str, Any] | None:
         """Consent features, or None for a customer the store has never seen."""
@@ -107,6 +126,13 @@ class FeastFeatureSource:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _read(self, features: list[str], customer_id: str) -> dict[str, Any]:
+        try:
+            return self._bounded_read(features, customer_id)
+        except FeatureStoreUnavailable:
+            self._failed_at = self._clock()
+            raise
+
+    def _bounded_read(self, features: list[str], customer_id: str) -> dict[str, Any]:
         if self._direct:
             try:
                 return self._fetch(features, customer_id)

@@ -10,6 +10,7 @@ from features.columns import CUSTOMER_BILLING, CUSTOMER_CONTRACT, CUSTOMER_USAGE
 from serving.feature_reader import (
     ACCOUNT_FEATURES,
     CONSENT_FEATURES,
+    FAILURE_MEMORY_SECONDS,
     PROFILE_FEATURES,
     READ_WORKERS,
     FeastFeatureSource,
@@ -113,4 +114,20 @@ def test_the_stores_own_timeout_is_reported_as_a_timeout() -> None:
     with pytest.raises(FeatureStoreUnavailable) as unavailable:
         source.read_consent("C0001")
     assert unavailable.value.reason == "timeout"
+    source.close()
+
+
+def test_a_failed_read_is_remembered_for_a_while() -> None:
+    now = [100.0]
+    source = FeastFeatureSource(
+        _TimingOutStore(), timeout_ms=10, store_bounds_reads=True, clock=lambda: now[0]
+    )
+    assert not source.recently_failed
+    with pytest.raises(FeatureStoreUnavailable):
+        source.read_consent("C0001")
+    assert source.recently_failed
+    now[0] += FAILURE_MEMORY_SECONDS - 0.5
+    assert source.recently_failed
+    now[0] += 1.0
+    assert not source.recently_failed
     source.close()

@@ -467,6 +467,7 @@ class LoopWatchingFeatures(FakeFeatures):
     def __init__(self, bounds_reads: bool) -> None:
         super().__init__()
         self.bounds_reads = bounds_reads
+        self.recently_failed = False
         self.on_loop: list[bool] = []
 
     def read_consent(self, customer_id: str) -> dict[str, Any] | None:
@@ -478,16 +479,21 @@ class LoopWatchingFeatures(FakeFeatures):
         return super().read_consent(customer_id)
 
 
-@pytest.mark.parametrize("bounds_reads", [True, False])
+@pytest.mark.parametrize(
+    ("bounds_reads", "recently_failed", "on_loop"),
+    [(True, False, True), (False, False, False), (True, True, False)],
+)
 def test_a_decision_runs_on_the_loop_only_when_nothing_on_its_path_can_wait(
-    tmp_path: Path, bounds_reads: bool
+    tmp_path: Path, bounds_reads: bool, recently_failed: bool, on_loop: bool
 ) -> None:
     features = LoopWatchingFeatures(bounds_reads)
+    features.recently_failed = recently_failed
     with running(make_app(tmp_path, features=features)) as client:
         answer = client.post("/v1/offers", json=offers_body(), headers=RENDERER)
     assert answer.status_code == 200 and answer.json()["policy"] == "model"
-    # A store that bounds its own reads and a SQLite log: on the loop; else the thread pool.
-    assert features.on_loop == [bounds_reads]
+    # A store that bounds its own reads and answers, and a SQLite log: on the loop; a store that
+    # needs a watchdog or has just failed: the thread pool.
+    assert features.on_loop == [on_loop]
 
 
 def test_an_arm_whose_challenger_is_not_loaded_is_decided_in_the_thread_pool(

@@ -128,11 +128,13 @@ def _answers_without_waiting(services: Services, arm: _Arm) -> bool:
     a request (more at the tail on two cores), about a fifth of a whole decision. A local SQLite
     decision log, a feature store that bounds its own reads (SQLite, or Redis with socket timeouts)
     and loaded models qualify. A PostgreSQL log, a store that needs a watchdog, a store to reopen
-    or a challenger to load send the request to the thread pool, so that a slow database or
-    registry never stalls the loop and its health probes.
+    or that failed in the last seconds, or a challenger to load send the request to the thread
+    pool, so that a slow database, store or registry never stalls the loop and its probes.
     """
     features = services.features
     if features is None or not getattr(features, "bounds_reads", False):
+        return False
+    if getattr(features, "recently_failed", False):  # a hanging store: let the waits overlap
         return False
     if not services.log.is_local:
         return False
