@@ -171,6 +171,10 @@ class FrameFeatureSource:
         """Profile features."""
         return self._views[PROFILE_VIEW].read_or_empty(customer_id)
 
+    def read_account_and_profile(self, customer_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Account and profile features; the engine asks only with profiling consent."""
+        return self.read_account(customer_id), self.read_profile(customer_id)
+
 
 # --- reading the feature tables -------------------------------------------------------------------
 

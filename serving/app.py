@@ -238,8 +238,8 @@ class _WarmUpSource:
     def read_account(self, customer_id: str) -> dict[str, Any]:
         return dict(self._account)
 
-    def read_profile(self, customer_id: str) -> dict[str, Any]:
-        return dict(self._profile)
+    def read_account_and_profile(self, customer_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        return dict(self._account), dict(self._profile)
 
 
 def warm_up(services: Services) -> None:

@@ -58,6 +58,9 @@ ACCOUNT_FEATURES = [
     *_refs("customer_billing", list(CUSTOMER_BILLING)),
 ]
 PROFILE_FEATURES = _refs("customer_profile", list(CUSTOMER_PROFILE))
+ACCOUNT_AND_PROFILE_FEATURES = [*ACCOUNT_FEATURES, *PROFILE_FEATURES]
+ACCOUNT_NAMES = [ref.partition(":")[2] for ref in ACCOUNT_FEATURES]
+PROFILE_NAMES = list(CUSTOMER_PROFILE)
 
 
 class FeastFeatureSource:
@@ -110,6 +113,13 @@ class FeastFeatureSource:
     def read_profile(self, customer_id: str) -> dict[str, Any]:
         """Profile features; read only with profiling consent."""
         return self._read(PROFILE_FEATURES, customer_id)
+
+    def read_account_and_profile(self, customer_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Account and profile features in one read of the store; only with profiling consent."""
+        row = self._read(ACCOUNT_AND_PROFILE_FEATURES, customer_id)
+        return {name: row[name] for name in ACCOUNT_NAMES}, {
+            name: row[name] for name in PROFILE_NAMES
+        }
 
     def warm_up(self) -> None:
         """Open the store's connections in every reader before the first request needs them."""

@@ -95,6 +95,9 @@ class FakeFeatures:
     def read_profile(self, customer_id: str) -> Row:
         return self._row(customer_id, 2) or {}
 
+    def read_account_and_profile(self, customer_id: str) -> tuple[Row, Row]:
+        return self.read_account(customer_id), self.read_profile(customer_id)
+
 
 def _train(names: list[str], seed: int, signal: int) -> lgb.Booster:
     rng = np.random.default_rng(seed)

@@ -346,6 +346,9 @@ class FakeFeatureSource:
         self.calls.append("account")
         return dict(self.account_row)
 
+    def read_account_and_profile(self, customer_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self.read_account(customer_id), self.read_profile(customer_id)
+
     def read_profile(self, customer_id: str) -> dict[str, Any]:
         self.calls.append("profile")
         row = self.consent_row

@@ -243,7 +243,7 @@ def _passes_guardrails(candidate: Candidate, account: Account, work: _Work, **va
 
 def _personalised(
     request: DecisionRequest,
-    source: FeatureSource,
+    profile: dict[str, Any] | None,
     catalog: Catalog,
     account: Account,
     consent: ConsentState,
@@ -277,8 +277,9 @@ def _personalised(
     ]
 
     if work.policy == "model" and scorer is not None and candidates:
-        # The only profile read: the consent gate allows "model" to adults with profiling consent.
-        features = {**account.features, **source.read_profile(request.customer_id)}
+        # The profile was read only because the consent gate allowed "model" (adults with
+        # profiling consent).
+        features = {**account.features, **(profile or {})}
         rows = ranker_rows(
             features, consent.segment, attributes[: len(eligible)], fit_rows[: len(eligible)]
         )
@@ -412,11 +413,18 @@ def decide(
     consent = ConsentState.from_features(consent_row, request.invoice_date)
     allowed = allowed_policy(policy, consent)
     work = _Work(policy="rules" if allowed == "model" and scorer is None else allowed)
-    account = Account.from_features(source.read_account(request.customer_id))
+    profile: dict[str, Any] | None = None
+    if work.policy == "model":
+        # Only here may the profile be read; with the account in one read, one store round trip
+        # fewer for the decisions that cost most.
+        account_row, profile = source.read_account_and_profile(request.customer_id)
+    else:
+        account_row = source.read_account(request.customer_id)
+    account = Account.from_features(account_row)
 
     personalised = work.policy in ("model", "rules")
     if personalised:
-        _personalised(request, source, catalog, account, consent, scorer, recently_declined, work)
+        _personalised(request, profile, catalog, account, consent, scorer, recently_declined, work)
     elif work.policy == "non_personalised":
         _non_personalised(request, catalog, account, consent, recently_declined, work)
 

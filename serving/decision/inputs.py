@@ -100,8 +100,9 @@ class FeatureSource(Protocol):
         """``CUSTOMER_USAGE`` + ``CUSTOMER_CONTRACT`` + ``CUSTOMER_BILLING`` values."""
         ...
 
-    def read_profile(self, customer_id: str) -> dict[str, Any]:
-        """``CUSTOMER_PROFILE`` values; only ever called with profiling consent."""
+    def read_account_and_profile(self, customer_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """What ``read_account`` reads and the ``CUSTOMER_PROFILE`` values, in one read where the
+        store allows; only ever called once the consent gate allowed profiling."""
         ...
 
 

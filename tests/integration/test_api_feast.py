@@ -84,6 +84,8 @@ def test_the_feast_source_reads_what_was_materialized(source: FeastFeatureSource
     row = source.read_account("C0001")
     assert row["current_plan_id"] == "PLAN_5GB" and row["data_gb_m1"] == pytest.approx(9.0)
     assert source.read_profile("C0001")["offers_shown_6m"] == profile["offers_shown_6m"]
+    # One statement over the four views reads what the two reads do.
+    assert source.read_account_and_profile("C0001") == (row, source.read_profile("C0001"))
 
 
 def test_a_customer_feast_never_saw_is_unknown(source: FeastFeatureSource) -> None:
@@ -134,6 +136,10 @@ def test_the_feast_source_reads_redis(tmp_path: Path, redis_url: str) -> None:
         read = opened.read_consent("C0003")
         assert read is not None and read["consent_profiling"] == 0
         assert opened.read_consent("C-NEVER-SEEN") is None
+        # Account and profile of one customer in one HMGET, as the two reads give them.
+        together = opened.read_account_and_profile("C0001")
+        assert together == (opened.read_account("C0001"), opened.read_profile("C0001"))
+        assert together[0]["current_plan_id"] == "PLAN_5GB"
     finally:
         opened.close()
         store.teardown()

@@ -47,6 +47,16 @@ def test_account_and_profile_read_their_views() -> None:
     source.close()
 
 
+def test_account_and_profile_together_are_one_read_with_the_same_values() -> None:
+    store = _store()
+    source = FeastFeatureSource(store, timeout_ms=1000)
+    account_row, profile_row = source.read_account_and_profile("C0001")
+    assert store.asked == [[*ACCOUNT_FEATURES, *PROFILE_FEATURES]]
+    assert account_row == source.read_account("C0001")
+    assert profile_row == profile()
+    source.close()
+
+
 def test_a_customer_the_store_never_saw_is_unknown() -> None:
     source = FeastFeatureSource(_store(), timeout_ms=1000)
     assert source.read_consent("C9999") is None
