@@ -29,21 +29,66 @@ _DOUBLE = struct.Struct("<d")
 MMAP_BYTES = 1 << 34  # address space only; the operating system's page cache holds the pages
 
 
+_value_proto: Any = None
+
+
 def _decode_any(raw: bytes | None) -> Any:
+    global _value_proto
     if not raw:
         return None
-    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+    if _value_proto is None:  # imported on first use: importing Feast's protos is slow
+        from feast.protos.feast.types.Value_pb2 import Value
 
-    value = ValueProto.FromString(raw)
+        _value_proto = Value
+    value = _value_proto.FromString(raw)
     kind = value.WhichOneof("val")
     return None if kind is None else getattr(value, kind)
 
 
 def _decode_double(raw: bytes | None) -> Any:
-    # A double ValueProto is its tag (0x29) and eight little-endian bytes.
+    # A double ValueProto is its tag (field 5, fixed 64 bits: 0x29) and eight little-endian bytes.
     if raw and len(raw) == 9 and raw[0] == 0x29:
         return _DOUBLE.unpack_from(raw, 1)[0]
     return _decode_any(raw)
+
+
+def _varint(raw: bytes, at: int) -> tuple[int, int]:
+    """The unsigned varint starting at ``at`` and the position after it."""
+    result = shift = 0
+    while True:
+        byte = raw[at]
+        at += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, at
+        shift += 7
+
+
+def _decode_int64(raw: bytes | None) -> Any:
+    # An int64 ValueProto is its tag (field 4, varint: 0x20) and the value as a varint, negative
+    # numbers in two's complement over ten bytes. Anything else goes through protobuf.
+    if raw and raw[0] == 0x20 and raw[-1] < 0x80:
+        value, end = _varint(raw, 1)
+        if end == len(raw):
+            return value - (1 << 64) if value >= 1 << 63 else value
+    return _decode_any(raw)
+
+
+def _decode_string(raw: bytes | None) -> Any:
+    # A string ValueProto is its tag (field 2, length-delimited: 0x12), the length, the UTF-8.
+    if raw and raw[0] == 0x12:
+        length, start = _varint(raw, 1) if len(raw) > 1 else (-1, 0)
+        if start + length == len(raw):
+            return raw[start:].decode("utf-8")
+    return _decode_any(raw)
+
+
+# Feast value types decoded without protobuf; the others (and anything unexpected) go through it.
+_DECODERS: dict[str, Callable[[bytes | None], Any]] = {
+    "Float64": _decode_double,
+    "Int64": _decode_int64,
+    "String": _decode_string,
+}
 
 
 @dataclass(frozen=True)
@@ -81,8 +126,7 @@ class OnlineReader:
                     table=compute_table_id(store.project, definition, False),
                     features=tuple(features),
                     decoders=tuple(
-                        _decode_double if dtypes[feature] == "Float64" else _decode_any
-                        for feature in features
+                        _DECODERS.get(dtypes[feature], _decode_any) for feature in features
                     ),
                 )
             )
