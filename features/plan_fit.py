@@ -154,32 +154,21 @@ def plan_fit_arrays(columns: Columns, tariff: Tariff = TARIFF) -> dict[str, np.n
     data = np.where(known, data_raw, 0.0)
     voice = np.nan_to_num(month_block("voice_minutes"))
     roaming = np.nan_to_num(month_block("roaming_data_gb"))
-    offer_overage = np.where(
+    # The offer's allowances and today's, stacked: one pass prices both, as 2 × months × rows.
+    both = {m: np.stack([offer_allowance[m], current_allowance[m]])[:, None, :] for m in measures}
+    offer_overage, current_overage = np.where(
         known,
         monthly_overage_sek(
             data,
             voice,
             roaming,
-            offer_allowance["data_gb"],
-            offer_allowance["voice_minutes"],
-            offer_allowance["roaming_data_gb"],
+            both["data_gb"],
+            both["voice_minutes"],
+            both["roaming_data_gb"],
             tariff,
         ),
         0.0,
-    ).sum(axis=0)
-    current_overage = np.where(
-        known,
-        monthly_overage_sek(
-            data,
-            voice,
-            roaming,
-            current_allowance["data_gb"],
-            current_allowance["voice_minutes"],
-            current_allowance["roaming_data_gb"],
-            tariff,
-        ),
-        0.0,
-    ).sum(axis=0)
+    ).sum(axis=1)
     allowance = offer_allowance["data_gb"]
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(np.isnan(allowance) | ~(allowance > 0), 0.0, data / allowance)
