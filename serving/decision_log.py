@@ -211,7 +211,9 @@ class SqliteStatements:
     insert_offers: SqliteStatement
 
 
-def build_sqlite_statements(tables: LogTables, statements: Statements, dialect: Any):
+def build_sqlite_statements(
+    tables: LogTables, statements: Statements, dialect: Any
+) -> SqliteStatements:
     """The request path's statements for a SQLite log: the same as ``statements``, compiled."""
     return SqliteStatements(
         find=SqliteStatement(statements.find, dialect),
