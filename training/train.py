@@ -178,6 +178,128 @@ def _champion_on(
     return champion.version.split("/")[-1], champion.predict_proba(matrix)
 
 
+@dataclass(frozen=True)
+class _Periods:
+    """A training set and its three periods, split by time."""
+
+    training_set: data.TrainingSet
+    train: pd.DataFrame
+    tune: pd.DataFrame
+    validation: pd.DataFrame
+
+
+def _periods(
+    name: str,
+    build: Callable[..., data.TrainingSet],
+    max_train_rows: int | None,
+    folder: Path,
+    settings: Settings,
+    cfg: TrainingConfig,
+    timings: dict[str, float],
+    step: str,
+) -> _Periods:
+    with data.timed(timings, f"{step}_rows"):
+        training_set = build(
+            folder,
+            settings,
+            cfg.validation_months,
+            cfg.tune_months,
+            cfg.join,
+            timings,
+            max_train_rows=max_train_rows,
+            seed=cfg.seed,
+        )
+    log.info("%s rows: %s", name, training_set.counts())
+    return _Periods(
+        training_set,
+        training_set.period(data.TRAIN),
+        training_set.period(data.TUNE),
+        training_set.period(data.VALIDATION),
+    )
+
+
+def _against_champion(
+    name: str,
+    champion: tuple[str, np.ndarray] | None,
+    evaluate: Callable[[np.ndarray], RankerEvaluation | ChurnEvaluation],
+    metrics: dict[str, float],
+) -> dict[str, str]:
+    """The champion's primary metric on the same rows into ``metrics``; the version tags."""
+    if champion is None:
+        return {}
+    champion_version, champion_p = champion
+    metrics[CHAMPION_METRIC_PREFIX + PRIMARY_METRIC[name]] = evaluate(champion_p).primary()
+    return {COMPARED_VERSION_TAG: champion_version}
+
+
+def _register(
+    name: str,
+    features: list[str],
+    periods: _Periods,
+    fitted: FittedModel,
+    evaluation: RankerEvaluation | ChurnEvaluation,
+    markdown_of: Callable[[Any, dict[str, Any]], str],
+    context: dict[str, Any],
+    metrics: dict[str, float],
+    version_tags: dict[str, str],
+    timings: dict[str, float],
+    fingerprint: str,
+    settings: Settings,
+    top_offers: pd.DataFrame | None = None,
+) -> ModelResult:
+    """Report, figures and registration, the same for both models."""
+    training_set = periods.training_set
+    evaluation.extra.update(
+        model_size_tradeoff=fitted.tradeoff(),
+        calibration={"chosen": fitted.calibrator.kind, "candidates": fitted.calibration.scores},
+        training_rows=training_set.counts(),
+        timings_seconds={k: round(v, 2) for k, v in timings.items()},
+    )
+    markdown = markdown_of(
+        evaluation,
+        {
+            "feature_service": training_set.feature_service,
+            **training_set.split.window(),
+            **context,
+            "trees": fitted.chosen.trees,
+            "num_leaves": fitted.chosen.budget.num_leaves,
+            "max_depth": fitted.chosen.budget.max_depth,
+            "calibrator": fitted.calibrator.kind,
+        },
+    )
+    metrics.update(
+        pred_contrib_ms_3_rows=fitted.chosen.explain_ms,
+        trees=float(fitted.chosen.trees),
+        train_rows=float(len(periods.train)),
+        validation_rows=float(len(periods.validation)),
+        **{f"seconds_{k}": v for k, v in timings.items()},
+    )
+    version = _log(
+        name,
+        training_set,
+        fitted,
+        evaluation,
+        markdown,
+        metrics,
+        version_tags,
+        periods.validation,
+        features,
+        fingerprint,
+        settings,
+    )
+    return ModelResult(
+        name=name,
+        version=version,
+        metrics=metrics,
+        report_markdown=markdown,
+        evaluation=evaluation,
+        fitted=fitted,
+        validation_frame=periods.validation,
+        top_offers=top_offers,
+        timings=timings,
+    )
+
+
 def train_ranker(
     folder: Path,
     settings: Settings,
@@ -190,21 +312,17 @@ def train_ranker(
     if reused is not None:
         return reused
     timings: dict[str, float] = {}
-    with data.timed(timings, "ranker_rows"):
-        training_set = data.ranker_training_set(
-            folder,
-            settings,
-            cfg.validation_months,
-            cfg.tune_months,
-            cfg.join,
-            timings,
-            max_train_rows=cfg.max_train_rows,
-            seed=cfg.seed,
-        )
-    train_rows = training_set.period(data.TRAIN)
-    tune_rows = training_set.period(data.TUNE)
-    validation_rows = training_set.period(data.VALIDATION)
-    log.info("offer-ranker rows: %s", training_set.counts())
+    periods = _periods(
+        RANKER_MODEL,
+        data.ranker_training_set,
+        cfg.max_train_rows,
+        folder,
+        settings,
+        cfg,
+        timings,
+        "ranker",
+    )
+    train_rows, tune_rows, validation_rows = periods.train, periods.tune, periods.validation
 
     with data.timed(timings, "ranker_fit"):
         train_set = _fit_set(train_rows, RANKER_FEATURES, "decision_id")
@@ -246,63 +364,33 @@ def train_ranker(
         top_offers = top_candidates(candidates, scorers)
         champion = _champion_on(RANKER_MODEL, validation_matrix, settings)
     metrics = evaluation.flat_metrics()
-    version_tags = {}
-    if champion is not None:
-        champion_version, champion_p = champion
-        champion_eval = evaluate_ranker(
+    version_tags = _against_champion(
+        RANKER_MODEL,
+        champion,
+        lambda champion_p: evaluate_ranker(
             validation_rows,
             {MODEL: champion_p, POPULARITY: probabilities[POPULARITY], RULES: probabilities[RULES]},
             {RULES: rules.score(validation_rows[RULES_SCORE])},
-        )
-        metrics[CHAMPION_METRIC_PREFIX + PRIMARY_METRIC[RANKER_MODEL]] = champion_eval.primary()
-        version_tags[COMPARED_VERSION_TAG] = champion_version
-    evaluation.extra.update(
-        model_size_tradeoff=fitted.tradeoff(),
-        calibration={"chosen": fitted.calibrator.kind, "candidates": fitted.calibration.scores},
-        training_rows=training_set.counts(),
-        timings_seconds={k: round(v, 2) for k, v in timings.items()},
+        ),
+        metrics,
     )
-    context = {
-        "feature_service": training_set.feature_service,
-        **training_set.split.window(),
-        "objective": fitted.chosen.objective,
-        "trees": fitted.chosen.trees,
-        "num_leaves": fitted.chosen.budget.num_leaves,
-        "max_depth": fitted.chosen.budget.max_depth,
-        "calibrator": fitted.calibrator.kind,
-        "pred_contrib_ms_3_rows": round(fitted.chosen.explain_ms, 3),
-    }
-    markdown = ranker_markdown(evaluation, context)
-    metrics.update(
-        pred_contrib_ms_3_rows=fitted.chosen.explain_ms,
-        trees=float(fitted.chosen.trees),
-        train_rows=float(len(train_rows)),
-        validation_rows=float(len(validation_rows)),
-        **{f"seconds_{k}": v for k, v in timings.items()},
-    )
-    version = _log(
+    return _register(
         RANKER_MODEL,
-        training_set,
+        RANKER_FEATURES,
+        periods,
         fitted,
         evaluation,
-        markdown,
+        ranker_markdown,
+        {
+            "objective": fitted.chosen.objective,
+            "pred_contrib_ms_3_rows": round(fitted.chosen.explain_ms, 3),
+        },
         metrics,
         version_tags,
-        validation_rows,
-        RANKER_FEATURES,
+        timings,
         fingerprint,
         settings,
-    )
-    return ModelResult(
-        name=RANKER_MODEL,
-        version=version,
-        metrics=metrics,
-        report_markdown=markdown,
-        evaluation=evaluation,
-        fitted=fitted,
-        validation_frame=validation_rows,
         top_offers=top_offers,
-        timings=timings,
     )
 
 
@@ -326,21 +414,17 @@ def train_churn(
     if reused is not None:
         return reused
     timings: dict[str, float] = {}
-    with data.timed(timings, "churn_rows"):
-        training_set = data.churn_training_set(
-            folder,
-            settings,
-            cfg.validation_months,
-            cfg.tune_months,
-            cfg.join,
-            timings,
-            max_train_rows=cfg.max_churn_train_rows,
-            seed=cfg.seed,
-        )
-    train_rows = training_set.period(data.TRAIN)
-    tune_rows = training_set.period(data.TUNE)
-    validation_rows = training_set.period(data.VALIDATION)
-    log.info("churn-risk rows: %s", training_set.counts())
+    periods = _periods(
+        CHURN_MODEL,
+        data.churn_training_set,
+        cfg.max_churn_train_rows,
+        folder,
+        settings,
+        cfg,
+        timings,
+        "churn",
+    )
+    train_rows, tune_rows, validation_rows = periods.train, periods.tune, periods.validation
     with data.timed(timings, "churn_fit"):
         fitted = fit_churn(
             _fit_set(train_rows, CHURN_FEATURES, "customer_id"),
@@ -352,56 +436,25 @@ def train_churn(
         evaluation = evaluate_churn(validation_rows, fitted.predict_proba(validation_matrix))
         champion = _champion_on(CHURN_MODEL, validation_matrix, settings)
     metrics = evaluation.flat_metrics()
-    version_tags = {}
-    if champion is not None:
-        champion_version, champion_p = champion
-        champion_eval = evaluate_churn(validation_rows, champion_p)
-        metrics[CHAMPION_METRIC_PREFIX + PRIMARY_METRIC[CHURN_MODEL]] = champion_eval.primary()
-        version_tags[COMPARED_VERSION_TAG] = champion_version
-    evaluation.extra.update(
-        model_size_tradeoff=fitted.tradeoff(),
-        calibration={"chosen": fitted.calibrator.kind, "candidates": fitted.calibration.scores},
-        training_rows=training_set.counts(),
-        timings_seconds={k: round(v, 2) for k, v in timings.items()},
-    )
-    context = {
-        "feature_service": training_set.feature_service,
-        **training_set.split.window(),
-        "trees": fitted.chosen.trees,
-        "num_leaves": fitted.chosen.budget.num_leaves,
-        "max_depth": fitted.chosen.budget.max_depth,
-        "calibrator": fitted.calibrator.kind,
-    }
-    markdown = churn_markdown(evaluation, context)
-    metrics.update(
-        pred_contrib_ms_3_rows=fitted.chosen.explain_ms,
-        trees=float(fitted.chosen.trees),
-        train_rows=float(len(train_rows)),
-        validation_rows=float(len(validation_rows)),
-        **{f"seconds_{k}": v for k, v in timings.items()},
-    )
-    version = _log(
+    version_tags = _against_champion(
         CHURN_MODEL,
-        training_set,
+        champion,
+        lambda champion_p: evaluate_churn(validation_rows, champion_p),
+        metrics,
+    )
+    return _register(
+        CHURN_MODEL,
+        CHURN_FEATURES,
+        periods,
         fitted,
         evaluation,
-        markdown,
+        churn_markdown,
+        {},
         metrics,
         version_tags,
-        validation_rows,
-        CHURN_FEATURES,
+        timings,
         fingerprint,
         settings,
-    )
-    return ModelResult(
-        name=CHURN_MODEL,
-        version=version,
-        metrics=metrics,
-        report_markdown=markdown,
-        evaluation=evaluation,
-        fitted=fitted,
-        validation_frame=validation_rows,
-        timings=timings,
     )
 
 

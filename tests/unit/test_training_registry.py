@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from tests.factories_training import log_version
 from training import tracking
 from training.model_inputs import RANKER_FEATURES
 from training.registry import (
+    CHAMPION_METRIC_PREFIX,
     CHURN_MODEL,
     COMPARED_VERSION_TAG,
     RANKER_MODEL,
@@ -123,3 +125,29 @@ def test_a_champion_with_other_inputs_is_refused(settings: Settings) -> None:
 def test_unknown_model_names_are_refused(settings: Settings) -> None:
     with pytest.raises(ValueError, match="unknown model"):
         promote_models("nope", settings)
+
+
+def test_a_candidate_records_the_champions_figure_on_its_own_validation_rows() -> None:
+    from training.train import _against_champion
+
+    class Figures:
+        def __init__(self, value: float) -> None:
+            self.value = value
+
+        def primary(self) -> float:
+            return self.value
+
+    seen: list[np.ndarray] = []
+
+    def evaluate(probabilities: np.ndarray) -> Any:
+        seen.append(probabilities)
+        return Figures(float(probabilities.mean()))
+
+    metrics = {"val_auc": 0.7}
+    # No comparable champion: nothing recorded, no tag.
+    assert _against_champion(CHURN_MODEL, None, evaluate, metrics) == {}
+    assert metrics == {"val_auc": 0.7} and not seen
+    tags = _against_champion(CHURN_MODEL, ("3", np.array([0.2, 0.4])), evaluate, metrics)
+    # The champion's primary metric on the same rows, under the name promotion reads.
+    assert tags == {COMPARED_VERSION_TAG: "3"}
+    assert metrics == {"val_auc": 0.7, CHAMPION_METRIC_PREFIX + "val_auc": pytest.approx(0.3)}
