@@ -23,11 +23,11 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -484,22 +484,18 @@ class DecisionLog:
         try:
             yield connection.driver_connection
         except sqlite3.OperationalError as error:
-            # As SQLAlchemy reports it on every other path: the API answers 503 to these.
+            # As SQLAlchemy reports them on every other path: the API answers 503 to these, and
+            # an invoice already decided is an IntegrityError.
             raise sa.exc.OperationalError(None, None, error) from error
+        except sqlite3.IntegrityError as error:
+            raise IntegrityError(None, None, error) from error
         finally:
             connection.close()
 
     def find(self, invoice_id: str) -> StoredDecision | None:
         """The decision already made for an invoice, if any."""
-        parameters = {"invoice_id": invoice_id}
-        if self._sqlite is not None:
-            statement = self._sqlite.find
-            with self._sqlite_connection() as sqlite:
-                row = sqlite.execute(statement.sql, statement.parameters(parameters)).fetchone()
-        else:
-            with self.engine.connect() as connection:
-                row = connection.execute(self.statements.find, parameters).first()
-        return None if row is None else StoredDecision(row[0], row[1], row[2])
+        rows = self._select("find", {"invoice_id": invoice_id})
+        return None if not rows else StoredDecision(rows[0][0], rows[0][1], rows[0][2])
 
     def record(self, record: DecisionRecord) -> tuple[StoredDecision, bool]:
         """Store a decision durably; when the invoice already has one, return that one instead.
@@ -533,14 +529,8 @@ class DecisionLog:
             for offer in record.offers
         ]
         try:
-            if self._sqlite is not None:
-                self._insert_sqlite(row, offers)
-            else:
-                with self.engine.begin() as connection:
-                    connection.execute(self.statements.insert_decision, row)
-                    if offers:
-                        connection.execute(self.statements.insert_offers, offers)
-        except (IntegrityError, sqlite3.IntegrityError):
+            self._insert(row, offers)
+        except IntegrityError:
             stored = self.find(record.invoice_id)
             if stored is None:  # not an invoice clash after all
                 raise
@@ -551,19 +541,29 @@ class DecisionLog:
         """Offers the customer declined in their last ``invoices`` decisions (the frequency cap)."""
         if invoices <= 0:
             return frozenset()
-        parameters = {"customer_id": customer_id, "invoices": invoices}
-        if self._sqlite is not None:
-            statement = self._sqlite.recent_declines
-            with self._sqlite_connection() as sqlite:
-                rows = sqlite.execute(statement.sql, statement.parameters(parameters)).fetchall()
-            return frozenset(row[0] for row in rows)
-        with self.engine.connect() as connection:
-            return frozenset(
-                connection.execute(self.statements.recent_declines, parameters).scalars()
-            )
+        rows = self._select("recent_declines", {"customer_id": customer_id, "invoices": invoices})
+        return frozenset(row[0] for row in rows)
 
-    def _insert_sqlite(self, row: dict[str, Any], offers: list[dict[str, Any]]) -> None:
-        assert self._sqlite is not None
+    # The request path's statements: straight on sqlite3 for a SQLite log, else through SQLAlchemy.
+
+    def _select(
+        self, name: Literal["find", "recent_declines"], parameters: dict[str, Any]
+    ) -> Sequence[Any]:
+        if self._sqlite is not None:
+            statement: SqliteStatement = getattr(self._sqlite, name)
+            with self._sqlite_connection() as sqlite:
+                return sqlite.execute(statement.sql, statement.parameters(parameters)).fetchall()
+        with self.engine.connect() as connection:
+            return connection.execute(getattr(self.statements, name), parameters).all()
+
+    def _insert(self, row: dict[str, Any], offers: list[dict[str, Any]]) -> None:
+        """The decision and its offers in one transaction."""
+        if self._sqlite is None:
+            with self.engine.begin() as connection:
+                connection.execute(self.statements.insert_decision, row)
+                if offers:
+                    connection.execute(self.statements.insert_offers, offers)
+            return
         decision, offer = self._sqlite.insert_decision, self._sqlite.insert_offers
         with self._sqlite_connection() as sqlite:
             try:

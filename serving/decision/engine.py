@@ -119,29 +119,31 @@ class Decision:
         return self._body([offer.to_public_dict() for offer in self.offers])
 
     def to_log_dict(self) -> dict[str, Any]:
-        """The response plus propensities and :meth:`log_details`."""
+        """The response plus propensities, :meth:`log_details` and :meth:`consent_used`."""
         offers = [
             {**offer.to_public_dict(), "propensity": offer.propensity} for offer in self.offers
         ]
-        return {**self._body(offers), **self.log_details()}
+        return {**self._body(offers), **self.log_details(), "consent_used": self.consent_used()}
 
     def log_details(self) -> dict[str, Any]:
-        """What the decision was made from beyond the response: every candidate's scores and
-        blocks, the churn risk and the consent used."""
+        """What the decision was made from beyond the response and the consent: every
+        candidate's scores and blocks and the churn risk."""
         return {
             "invoice_date": self.invoice_date.isoformat(),
             "locale": self.locale,
             "requested_policy": self.requested_policy,
-            "consent_used": {
-                **self._public_consent(),
-                "objected": self.consent.objected,
-                # Whether the customer counted as an adult, not the age itself: the log keeps
-                # no more personal data than the decision needed.
-                "adult": self.consent.is_adult,
-                "segment": self.consent.segment,
-            },
             "churn_risk": self.churn_risk,
             "candidates": [dict(vars(record)) for record in self.candidates],
+        }
+
+    def consent_used(self) -> dict[str, Any]:
+        return {
+            **self._public_consent(),
+            "objected": self.consent.objected,
+            # Whether the customer counted as an adult, not the age itself: the log keeps no more
+            # personal data than the decision needed.
+            "adult": self.consent.is_adult,
+            "segment": self.consent.segment,
         }
 
     def _public_consent(self) -> dict[str, bool]:

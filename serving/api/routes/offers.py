@@ -126,17 +126,16 @@ def _answers_without_waiting(services: Services, arm: _Arm) -> bool:
 
     Then the decision runs on the event loop: a thread-pool hop costs a fraction of a millisecond
     a request (more at the tail on two cores), about a fifth of a whole decision. A local SQLite
-    decision log, a feature store that bounds its own reads (SQLite, or Redis with socket timeouts)
-    and loaded models qualify. A PostgreSQL log, a store that needs a watchdog, a store to reopen
-    or that failed in the last seconds, or a challenger to load send the request to the thread
-    pool, so that a slow database, store or registry never stalls the loop and its probes.
+    decision log (the caller checks it before choosing the arm), a feature store that bounds its
+    own reads (SQLite, or Redis with socket timeouts) and loaded models qualify. A PostgreSQL log,
+    a store that needs a watchdog, a store to reopen or that failed in the last seconds, or a
+    challenger to load send the request to the thread pool, so that a slow database, store or
+    registry never stalls the loop and its probes.
     """
     features = services.features
     if features is None or not getattr(features, "bounds_reads", False):
         return False
     if getattr(features, "recently_failed", False):  # a hanging store: let the waits overlap
-        return False
-    if not services.log.is_local:
         return False
     if arm.policy.startswith(MODEL_PREFIX):
         models = services.models.current
@@ -183,8 +182,6 @@ def _decide(services: Services, body: OffersRequest, day: dt.date, arm: _Arm) ->
 def _record(decision: Decision, decision_id: str, response_json: str) -> DecisionRecord:
     # The response is stored as sent and the offers' propensities in their own rows; the log
     # column keeps only what neither holds.
-    details = decision.log_details()
-    consent = details.pop("consent_used")
     return DecisionRecord(
         decision_id=decision_id,
         invoice_id=decision.invoice_id,
@@ -196,9 +193,9 @@ def _record(decision: Decision, decision_id: str, response_json: str) -> Decisio
         experiment_key=decision.experiment.key if decision.experiment else None,
         experiment_variant=decision.experiment.variant if decision.experiment else None,
         degraded=decision.degraded,
-        consent=consent,
+        consent=decision.consent_used(),
         response_json=response_json,
-        log=details,
+        log=decision.log_details(),
         offers=tuple(
             LoggedOffer(
                 offer_id=offer.offer_id,
