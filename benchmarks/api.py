@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.runner import write_result
+from benchmarks.runner import world_customers, write_result
 
 WORK_ROOT = Path("benchmarks/.work")
 API_KEY = "bench-renderer-key"
@@ -313,7 +313,7 @@ def in_process_comparison(env: dict[str, str], customers: list[str], decisions: 
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    customers_in_world = 20_000 if quick else 200_000
+    customers_in_world = world_customers(quick)
     work = prepare_world(customers_in_world)
     customers = billed_customers(work)
     figures: dict[str, Any] = {"customers_in_world": customers_in_world, "quick": quick}

@@ -46,6 +46,7 @@ from benchmarks.runner import (
     WORLD_SEED,
     run_child,
     simulate_command,
+    world_customers,
     write_result,
 )
 from features.columns import CUSTOMER_KEY, EVENT_TIMESTAMP, FEATURE_VIEWS
@@ -53,11 +54,6 @@ from features.settings import Settings
 
 log = logging.getLogger(__name__)
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-FULL_CUSTOMERS = 200_000
-QUICK_CUSTOMERS = 20_000
-MONTHS = WORLD_MONTHS
-SEED = WORLD_SEED
 FEAST_SAMPLE_CUSTOMERS = 20_000
 QUICK_FEAST_SAMPLE_CUSTOMERS = 5_000
 READS = 2_000
@@ -171,7 +167,7 @@ def _materialize(settings: Settings, project: str, end: dt.datetime, engine: str
 
 
 def _latencies(read: Callable[[str], Any], ids: list[str]) -> dict[str, float]:
-    chooser = random.Random(SEED)
+    chooser = random.Random(WORLD_SEED)
     for _ in range(WARM_UP_READS):
         read(chooser.choice(ids))
     timings = np.empty(READS)
@@ -218,14 +214,14 @@ def _online_reads(settings: Settings, project: str, ids: list[str]) -> dict[str,
 
 def run(quick: bool = False) -> dict[str, Any]:
     """Build, materialize and read; write the figures to benchmarks/results/features.json."""
-    customers = QUICK_CUSTOMERS if quick else FULL_CUSTOMERS
+    customers = world_customers(quick)
     sample = QUICK_FEAST_SAMPLE_CUSTOMERS if quick else FEAST_SAMPLE_CUSTOMERS
     work = Path(tempfile.mkdtemp(prefix="features-bench-", dir=os.environ.get("OFFERS_BENCH_DIR")))
     run_id = uuid.uuid4().hex[:8]
     redis_url = _redis_url()
     projects: list[str] = []
     figures: dict[str, Any] = {
-        "world": {"customers": customers, "months": MONTHS, "seed": SEED},
+        "world": {"customers": customers, "months": WORLD_MONTHS, "seed": WORLD_SEED},
         "load_average_before": [round(value, 2) for value in os.getloadavg()],
         "targets": {
             "online_read_p99_ms": TARGET_P99_MS,

@@ -16,12 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.runner import write_result
+from benchmarks.runner import (
+    QUICK_WORLD_CUSTOMERS,
+    WORLD_CUSTOMERS,
+    WORLD_MONTHS,
+    WORLD_SEED,
+    write_result,
+)
 
 log = logging.getLogger(__name__)
 
-FULL = {"customers": 200_000, "months": 24, "seed": 7}
-QUICK = {"customers": 20_000, "months": 15, "seed": 7}
+FULL = {"customers": WORLD_CUSTOMERS, "months": WORLD_MONTHS, "seed": WORLD_SEED}
+QUICK = {"customers": QUICK_WORLD_CUSTOMERS, "months": 15, "seed": WORLD_SEED}
 TARGET_SECONDS = 600.0
 
 

@@ -17,6 +17,8 @@ RESULTS_DIR = Path("benchmarks/results")
 REPOSITORY = Path(__file__).resolve().parents[1]
 
 # The default world every benchmark simulates.
+WORLD_CUSTOMERS = 200_000
+QUICK_WORLD_CUSTOMERS = 20_000
 WORLD_MONTHS = 24
 WORLD_SEED = 7
 WORLD_END_MONTH = "2026-11"
@@ -30,6 +32,11 @@ BENCHMARKS: dict[str, str] = {
 }
 
 log = logging.getLogger(__name__)
+
+
+def world_customers(quick: bool) -> int:
+    """Customers in the benchmarks' world: the default world, or a smaller one for a quick check."""
+    return QUICK_WORLD_CUSTOMERS if quick else WORLD_CUSTOMERS
 
 
 def write_result(name: str, figures: dict[str, Any], results_dir: Path = RESULTS_DIR) -> Path:

@@ -20,11 +20,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from benchmarks.runner import (
+    REPOSITORY,
     WORLD_END_MONTH,
     WORLD_MONTHS,
     WORLD_SEED,
     run_child,
     simulate_command,
+    world_customers,
     write_result,
 )
 from features.catalog import Offer, load_catalog
@@ -33,11 +35,6 @@ from features.plan_fit import monthly_overage_sek
 
 log = logging.getLogger(__name__)
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-FULL_CUSTOMERS = 200_000
-QUICK_CUSTOMERS = 20_000
-MONTHS = WORLD_MONTHS
-SEED = WORLD_SEED
 END_MONTH = WORLD_END_MONTH
 BUDGET_SECONDS = 120.0
 BUDGET_MIB = 4 * 1024
@@ -123,8 +120,8 @@ def _per_customer_loop(customers: int) -> float:
     catalog = load_catalog(REPOSITORY / "catalog" / "offers.yaml")
     day = dt.date.fromisoformat(END_MONTH + "-01")
     plans = [plan for plan in catalog.plans if plan.is_valid_on(day)]
-    months = pd.date_range(end=pd.Timestamp(day), periods=MONTHS, freq="MS")
-    rng = np.random.default_rng(SEED)
+    months = pd.date_range(end=pd.Timestamp(day), periods=WORLD_MONTHS, freq="MS")
+    rng = np.random.default_rng(WORLD_SEED)
     started = time.perf_counter()
     usage, invoices = [], []
     for _ in range(customers):
@@ -138,7 +135,7 @@ def _per_customer_loop(customers: int) -> float:
 
 def run(quick: bool = False) -> dict[str, Any]:
     """Time `offers simulate` and the per-customer loop; write benchmarks/results/simulate.json."""
-    customers = QUICK_CUSTOMERS if quick else FULL_CUSTOMERS
+    customers = world_customers(quick)
     with tempfile.TemporaryDirectory(prefix="offers-bench-simulate-") as folder:
         out = Path(folder) / "raw"
         seconds, peak_mib = _simulate_in_child(customers, out)
@@ -147,12 +144,12 @@ def run(quick: bool = False) -> dict[str, Any]:
     loop_extrapolated = loop_seconds / LOOP_SAMPLE_CUSTOMERS * customers
     figures: dict[str, Any] = {
         "command": (
-            f"offers simulate --customers {customers} --months {MONTHS} --seed {SEED} "
+            f"offers simulate --customers {customers} --months {WORLD_MONTHS} --seed {WORLD_SEED} "
             f"--end-month {END_MONTH} --out <temporary folder>"
         ),
         "quick": quick,
         "customers": customers,
-        "months": MONTHS,
+        "months": WORLD_MONTHS,
         "wall_seconds": round(seconds, 2),
         "peak_rss_mib": round(peak_mib, 1),
         "budget": {"wall_seconds": BUDGET_SECONDS, "peak_rss_mib": BUDGET_MIB},
@@ -171,7 +168,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     log.info(
         "simulate %s customers × %s months: %.1f s, peak %.0f MiB (loop would take %.0f s); %s",
         customers,
-        MONTHS,
+        WORLD_MONTHS,
         seconds,
         peak_mib,
         loop_extrapolated,

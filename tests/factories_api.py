@@ -291,3 +291,17 @@ def log_decision(
     if accepted:
         log.record_event(EventRecord(f"A-{decision_id}", decision_id, "PLAN_1", "accept", now, now))
     return decision_id
+
+
+def opens_on_third_try(store: Any) -> tuple[Callable[[Settings], Any], list[int]]:
+    """A feature-store opener that fails at start and on the first request, then opens ``store``;
+    and the list of its attempts."""
+    attempts: list[int] = []
+
+    def open_features(settings: Settings) -> Any:
+        attempts.append(1)
+        if len(attempts) < 3:  # down at start and on the first request
+            raise ConnectionError("store not there yet")
+        return store
+
+    return open_features, attempts

@@ -522,6 +522,30 @@ def _sample_training_period(
     return rows[keep].reset_index(drop=True)
 
 
+def _training_set(
+    name: str,
+    rows: pd.DataFrame,
+    split: TimeSplit,
+    group: str,
+    service: str,
+    settings: Settings,
+    method: str,
+    timings: dict[str, float],
+    step: str,
+    max_train_rows: int | None,
+    seed: int,
+) -> TrainingSet:
+    """Label rows split by time (purged rows dropped, the training period sampled by ``group``),
+    joined with their features as of each row's timestamp."""
+    with timed(timings, f"{step}_labels"):
+        rows[PERIOD] = split.assign(rows[EVENT_TIMESTAMP]).to_numpy()
+        rows = rows[rows[PERIOD] != PURGED].reset_index(drop=True)
+        rows = _sample_training_period(rows, group, max_train_rows, seed)
+    with timed(timings, f"{step}_join"):
+        frame = join_features(rows, service, settings, method)
+    return TrainingSet(name, frame, split, service, group, timings)
+
+
 def ranker_training_set(
     data_dir: Path,
     settings: Settings | None = None,
@@ -546,12 +570,19 @@ def ranker_training_set(
             validation_months=validation_months,
             tune_months=tune_months,
         )
-        rows[PERIOD] = split.assign(rows[EVENT_TIMESTAMP]).to_numpy()
-        rows = rows[rows[PERIOD] != PURGED].reset_index(drop=True)
-        rows = _sample_training_period(rows, "decision_id", max_train_rows, seed)
-    with timed(timings, "ranker_join"):
-        frame = join_features(rows, RANKER_SERVICE, resolved, method)
-    return TrainingSet("offer-ranker", frame, split, RANKER_SERVICE, "decision_id", timings)
+    return _training_set(
+        "offer-ranker",
+        rows,
+        split,
+        "decision_id",
+        RANKER_SERVICE,
+        resolved,
+        method,
+        timings,
+        "ranker",
+        max_train_rows,
+        seed,
+    )
 
 
 def churn_training_set(
@@ -579,12 +610,19 @@ def churn_training_set(
             tune_months=tune_months,
             last_month=newest,
         )
-        rows[PERIOD] = split.assign(rows[EVENT_TIMESTAMP]).to_numpy()
-        rows = rows[rows[PERIOD] != PURGED].reset_index(drop=True)
-        rows = _sample_training_period(rows, "customer_id", max_train_rows, seed)
-    with timed(timings, "churn_join"):
-        frame = join_features(rows, CHURN_SERVICE, resolved, method)
-    return TrainingSet("churn-risk", frame, split, CHURN_SERVICE, "customer_id", timings)
+    return _training_set(
+        "churn-risk",
+        rows,
+        split,
+        "customer_id",
+        CHURN_SERVICE,
+        resolved,
+        method,
+        timings,
+        "churn",
+        max_train_rows,
+        seed,
+    )
 
 
 OFFER_LEVEL_COLUMNS = frozenset(

@@ -427,14 +427,20 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def ranker_markdown(evaluation: RankerEvaluation, context: Mapping[str, Any]) -> str:
-    """The acceptance model's report for people, as Markdown."""
-    lines = ["# offer-ranker: evaluation on the validation period", ""]
+def _report_head(model: str, context: Mapping[str, Any]) -> list[str]:
+    """A report's title and its context as a list (what was trained on, and how)."""
+    lines = [f"# {model}: evaluation on the validation period", ""]
     lines += [
         f"- {key}: {_fmt(value)}"
         for key, value in context.items()
         if not isinstance(value, (list, dict))
     ]
+    return lines
+
+
+def ranker_markdown(evaluation: RankerEvaluation, context: Mapping[str, Any]) -> str:
+    """The acceptance model's report for people, as Markdown."""
+    lines = _report_head("offer-ranker", context)
     lines += [
         f"- validation rows: {evaluation.rows}, decisions: {evaluation.decisions} "
         f"({evaluation.decisions_with_acceptance} with an acceptance)",
@@ -491,12 +497,7 @@ def ranker_markdown(evaluation: RankerEvaluation, context: Mapping[str, Any]) ->
 
 def churn_markdown(evaluation: ChurnEvaluation, context: Mapping[str, Any]) -> str:
     """The churn model's report for people, as Markdown."""
-    lines = ["# churn-risk: evaluation on the validation period", ""]
-    lines += [
-        f"- {key}: {_fmt(value)}"
-        for key, value in context.items()
-        if not isinstance(value, (list, dict))
-    ]
+    lines = _report_head("churn-risk", context)
     lines += [
         f"- validation customer-months: {evaluation.rows}, churn within 3 months: "
         f"{evaluation.churn_rate:.4f}",

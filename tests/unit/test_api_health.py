@@ -15,6 +15,7 @@ from tests.factories_api import (
     customers,
     make_app,
     offers_body,
+    opens_on_third_try,
     running,
 )
 
@@ -47,15 +48,7 @@ def test_not_ready_until_the_feature_store_opens(tmp_path: Path, monkeypatch: An
     import serving.app
 
     monkeypatch.setattr(serving.app, "FEATURE_RETRY_SECONDS", 0.0)
-    store = FakeFeatures()
-    attempts: list[int] = []
-
-    def open_features(settings: Any) -> FakeFeatures:
-        attempts.append(1)
-        if len(attempts) < 3:
-            raise ConnectionError("registry not there yet")
-        return store
-
+    open_features, _ = opens_on_third_try(FakeFeatures())
     with running(make_app(tmp_path, open_features=open_features)) as client:
         first = client.get("/health/ready")
         assert first.status_code == 503
@@ -172,14 +165,7 @@ def test_a_feature_store_that_comes_back_is_reopened_by_a_usage_summary_request(
 
     monkeypatch.setattr(serving.app, "FEATURE_RETRY_SECONDS", 0.0)
     store = FakeFeatures()
-    attempts: list[int] = []
-
-    def open_features(settings: Any) -> FakeFeatures:
-        attempts.append(1)
-        if len(attempts) < 3:  # down at start and on the first request
-            raise ConnectionError("store not there yet")
-        return store
-
+    open_features, _ = opens_on_third_try(store)
     app = make_app(tmp_path, open_features=open_features)
     with running(app) as client:
         down = client.get("/v1/customers/C0001/usage-summary", headers=RENDERER)

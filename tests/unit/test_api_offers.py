@@ -27,6 +27,7 @@ from tests.factories_api import (
     auth,
     make_app,
     offers_body,
+    opens_on_third_try,
     ranker,
     running,
 )
@@ -375,14 +376,7 @@ def test_a_feature_store_that_comes_back_is_reopened_by_an_offers_request(
 
     monkeypatch.setattr(serving.app, "FEATURE_RETRY_SECONDS", 0.0)
     store = FakeFeatures()
-    attempts: list[int] = []
-
-    def open_features(settings: Any) -> FakeFeatures:
-        attempts.append(1)
-        if len(attempts) < 3:  # down at start and on the first request
-            raise ConnectionError("store not there yet")
-        return store
-
+    open_features, attempts = opens_on_third_try(store)
     app = make_app(tmp_path, open_features=open_features)
     with running(app) as client:
         down = client.post("/v1/offers", json=offers_body(), headers=RENDERER).json()
