@@ -21,7 +21,7 @@ COPY features ./features
 COPY training ./training
 COPY serving ./serving
 COPY pipelines ./pipelines
-COPY benchmarks ./benchmarks
+COPY core ./core
 # A regular (not editable) install: the code lives in the venv, so /src is not needed at run time.
 RUN pip install --upgrade pip setuptools wheel \
     && pip install .

@@ -46,7 +46,7 @@ test: install lint
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy features training serving pipelines benchmarks
+	$(BIN)/mypy core features training serving pipelines benchmarks
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -228,9 +228,9 @@ def in_process_comparison(env: dict[str, str], customers: list[str], decisions: 
     import mlflow.pyfunc
     import pandas as pd
 
-    from features.catalog import load_catalog
-    from features.plan_fit import OFFER_KIND_CODES
-    from features.settings import Settings
+    from core.catalog import load_catalog
+    from core.plan_fit import OFFER_KIND_CODES
+    from core.settings import Settings
     from serving.decision.engine import decide
     from serving.decision.inputs import DecisionRequest
     from serving.feature_reader import open_feast_source

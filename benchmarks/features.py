@@ -49,8 +49,9 @@ from benchmarks.runner import (
     world_customers,
     write_result,
 )
-from features.columns import CUSTOMER_KEY, EVENT_TIMESTAMP, FEATURE_VIEWS
-from features.settings import Settings
+from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
+from core.settings import Settings
+from features.views import FEATURE_VIEWS
 
 log = logging.getLogger(__name__)
 

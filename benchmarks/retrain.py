@@ -32,7 +32,7 @@ TARGET_SECONDS = 600.0
 
 
 def _settings(root: Path, catalog: Path) -> Any:
-    from features.settings import Settings
+    from core.settings import Settings
 
     return Settings(
         data_dir=root / "raw",
@@ -58,7 +58,7 @@ def _steps(result: Any) -> dict[str, dict[str, Any]]:
 
 def measure(root: Path, world: dict[str, int], catalog: Path) -> dict[str, Any]:
     """Simulate ``world`` into ``root``, run the retrain twice, and return the figures."""
-    from features.catalog import load_catalog
+    from core.catalog import load_catalog
     from pipelines.retrain import run_retrain
     from pipelines.simulation.world import simulate
 

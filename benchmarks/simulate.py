@@ -29,9 +29,9 @@ from benchmarks.runner import (
     world_customers,
     write_result,
 )
-from features.catalog import Offer, load_catalog
-from features.contract import SURVEY_RESPONSES, TABLES
-from features.plan_fit import monthly_overage_sek
+from core.catalog import Offer, load_catalog
+from core.contract import SURVEY_RESPONSES, TABLES
+from core.plan_fit import monthly_overage_sek
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from features.columns import EVENT_TIMESTAMP
-from features.settings import Settings
+from core.columns import EVENT_TIMESTAMP
+from core.settings import Settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView

@@ -10,7 +10,6 @@ into place at the end, so a failed build leaves the previous tables as they were
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,13 +19,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.catalog import load_catalog
-from features.columns import CUSTOMER_KEY, EVENT_TIMESTAMP, FEATURE_VIEWS, OFFER_KEY, FeatureType
-from features.data_sources import table_path
-from features.settings import Settings, get_settings
-from features.tables import read_tables
+from core.catalog import load_catalog
+from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP, OFFER_KEY
+from core.files import replacing
+from core.settings import Settings, get_settings
+from core.tables import read_tables
+from core.validation import require_valid
 from features.transforms import FEATURE_TABLES, data_end, data_start
-from features.validation import require_valid
+from features.views import FEATURE_VIEWS, FeatureType, table_path
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +50,6 @@ def arrow_schema(view: str) -> pa.Schema:
     )
 
 
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
-
-
 def _write(view: str, frames: Iterator[pd.DataFrame], path: Path) -> int:
     """Write the frames, in order, as one Parquet file; returns the number of rows."""
     schema = arrow_schema(view)
@@ -74,11 +70,8 @@ def write_feature_tables(frames: Mapping[str, pd.DataFrame], features_dir: Path)
     written: dict[str, Path] = {}
     for view, frame in frames.items():
         path = table_path(view, features_dir)
-        try:
-            _write(view, iter([frame]), _partial(path))
-            os.replace(_partial(path), path)
-        finally:
-            _partial(path).unlink(missing_ok=True)
+        with replacing(path) as (temporary,):
+            _write(view, iter([frame]), temporary)
         written[view] = path
     return written
 
@@ -136,16 +129,12 @@ def build_features(
     paths = {view: table_path(view, target) for view in FEATURE_TABLES}
     rows: dict[str, int] = {}
     seconds: dict[str, float] = {}
-    try:
-        for view in FEATURE_TABLES:
+    # All tables or none: a failure in the last view leaves every old table in place.
+    with replacing(*paths.values()) as temporaries:
+        for view, temporary in zip(FEATURE_TABLES, temporaries, strict=True):
             view_started = time.perf_counter()
-            rows[view] = _write(view, frames(view), _partial(paths[view]))
+            rows[view] = _write(view, frames(view), temporary)
             seconds[view] = time.perf_counter() - view_started
-        for path in paths.values():
-            os.replace(_partial(path), path)
-    finally:
-        for path in paths.values():
-            _partial(path).unlink(missing_ok=True)
     logger.info(
         "feature tables in %s: %s (checked in %.1f s, read in %.1f s, built in %.1f s)",
         target,

@@ -12,9 +12,9 @@ import logging
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlparse
 
-from features.settings import Settings, get_settings
+from core.database import redis_connection_string, sqlalchemy_url
+from core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
@@ -26,33 +26,8 @@ logger = logging.getLogger(__name__)
 PROJECT = "invoice_offers"
 # Registry state is cached in memory and refreshed at most this often, never checked per request.
 REGISTRY_CACHE_TTL_SECONDS = 60
-REPO_PATH = Path(__file__).resolve().parent
+REPO_PATH = Path(__file__).resolve().parent / "repo"
 SQLITE_PAGE_SIZE = 16_384
-
-
-def redis_connection_string(url: str) -> str:
-    """A ``redis://[user:password@]host:port/db`` URL as Feast's ``host:port,db=N,…`` form."""
-    parsed = urlparse(url)
-    parts = [f"{parsed.hostname or '127.0.0.1'}:{parsed.port or 6379}"]
-    database = parsed.path.strip("/")
-    if database:
-        parts.append(f"db={int(database)}")
-    if parsed.username:
-        parts.append(f"username={unquote(parsed.username)}")
-    if parsed.password:
-        parts.append(f"password={unquote(parsed.password)}")
-    if parsed.scheme == "rediss":
-        parts.append("ssl=true")
-    return ",".join(parts)
-
-
-def sqlalchemy_url(url: str) -> str:
-    """A ``postgresql://`` URL with the psycopg2 driver this project installs."""
-    if url.startswith("postgresql://"):
-        return "postgresql+psycopg2://" + url[len("postgresql://") :]
-    if url.startswith("postgres://"):
-        return "postgresql+psycopg2://" + url[len("postgres://") :]
-    return url
 
 
 def repo_config(settings: Settings, project: str = PROJECT) -> RepoConfig:

@@ -3,7 +3,7 @@
 For each entity row (``customer_id``, ``offer_id`` when the service needs offers, and
 ``event_timestamp``) every feature holds the newest value dated at or before that time and within
 the view's ttl, never a later one; none when there is no such value. The plan-fit columns are
-computed by the on-demand view's own transformation (``features.plan_fit.plan_fit``), the function
+computed by the on-demand view's own transformation (``core.plan_fit.plan_fit``), the function
 serving calls.
 
 Feast is asked one feature view at a time, for the distinct (key, time) pairs of that view, and
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from features.columns import EVENT_TIMESTAMP
-from features.settings import Settings
+from core.columns import EVENT_TIMESTAMP
+from core.settings import Settings
 from features.store import PROJECT, open_store
 
 if TYPE_CHECKING:

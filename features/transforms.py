@@ -17,7 +17,7 @@ known, so a point-in-time join never sees a value before it was true:
 - offers: one row per catalog entry at 00:00 UTC on its ``valid_from``.
 
 Every frame has the key column, ``event_timestamp`` (UTC) and exactly the features of
-:mod:`features.columns`, in that order and with those types.
+:mod:`features.views`, in that order and with those types.
 """
 
 from __future__ import annotations
@@ -28,20 +28,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.catalog import Catalog
-from features.columns import (
+from core.calendar import (
+    add_months,
+    month_index,
+    month_start,
+    months_between,
+    months_until,
+)
+from core.catalog import Catalog
+from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP, OFFER_KEY
+from core.plan_fit import OFFER_KIND_CODES
+from features.views import (
     CUSTOMER_BILLING,
     CUSTOMER_CONSENT,
     CUSTOMER_CONTRACT,
-    CUSTOMER_KEY,
     CUSTOMER_PROFILE,
     CUSTOMER_USAGE,
-    EVENT_TIMESTAMP,
     OFFER_ATTRIBUTES,
-    OFFER_KEY,
     FeatureType,
 )
-from features.plan_fit import OFFER_KIND_CODES
 
 # The operator's dunning: a first reminder 10 days after the due date, a second after 24, and
 # collection after 45. The invoices table records how many reminders an invoice got in the end;
@@ -52,7 +57,6 @@ DAYS_PER_MONTH = 365.25 / 12
 USAGE_WINDOW_MONTHS = 6
 
 _USAGE_MEASURES = ("data_gb", "voice_minutes", "roaming_data_gb")
-_DAY = np.timedelta64(1, "D")
 
 
 # --- calendar -------------------------------------------------------------------------------------
@@ -72,41 +76,6 @@ def _instants(values: pd.Series | np.ndarray) -> np.ndarray:
     if isinstance(series.dtype, pd.DatetimeTZDtype):
         series = series.dt.tz_convert("UTC").dt.tz_localize(None)
     return pd.to_datetime(series).to_numpy(dtype="datetime64[ns]")
-
-
-def _month_number(days: np.ndarray) -> np.ndarray:
-    """Months since 1970-01."""
-    return days.astype("datetime64[M]").astype(np.int64)
-
-
-def _month_start(numbers: np.ndarray) -> np.ndarray:
-    return np.asarray(numbers, dtype=np.int64).astype("datetime64[M]").astype("datetime64[D]")
-
-
-def _day_of_month(days: np.ndarray) -> np.ndarray:
-    return (days - days.astype("datetime64[M]").astype("datetime64[D]")).astype(np.int64) + 1
-
-
-def add_months(days: np.ndarray, months: int) -> np.ndarray:
-    """The same day ``months`` later (or earlier), clipped to the month's last day."""
-    target = days.astype("datetime64[M]") + months
-    offset = (days - days.astype("datetime64[M]").astype("datetime64[D]")).astype("timedelta64[D]")
-    last = (target + 1).astype("datetime64[D]") - _DAY
-    return np.minimum(target.astype("datetime64[D]") + offset, last)
-
-
-def months_between(start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """Whole months from ``start`` to ``end`` (tenure); 0 when ``end`` is before ``start``."""
-    months = _month_number(end) - _month_number(start)
-    months -= _day_of_month(end) < _day_of_month(start)
-    return np.maximum(months, 0)
-
-
-def months_until(start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    """Months from ``start`` to ``end`` rounded up (a part month counts); 0 when not after."""
-    months = _month_number(end) - _month_number(start)
-    months += _day_of_month(end) > _day_of_month(start)
-    return np.maximum(months, 0)
 
 
 def _utc(values: np.ndarray) -> pd.Series:
@@ -162,12 +131,12 @@ def _monthly_grid(
     codes: np.ndarray, first: np.ndarray, last: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each customer at ``first`` and at the first day of every later month up to ``last``."""
-    first_month = _month_number(first) + 1
-    count = np.maximum(_month_number(last) - first_month + 1, 0)
+    first_month = month_index(first) + 1
+    count = np.maximum(month_index(last) - first_month + 1, 0)
     count = np.where(np.isnat(first) | np.isnat(last), 0, count)
     repeated = np.repeat(np.arange(len(codes)), count)
     offsets = np.arange(len(repeated)) - np.repeat(np.cumsum(count) - count, count)
-    starts = _month_start(first_month[repeated] + offsets)
+    starts = month_start(first_month[repeated] + offsets)
     keep = ~np.isnat(first)
     grid_codes = np.concatenate([codes[keep], codes[repeated]])
     grid_days = np.concatenate([first[keep], starts])
@@ -294,7 +263,7 @@ def data_start(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp | None:
     if not candidates:
         return None
     oldest = min(candidates)
-    return pd.Timestamp(_month_start(_month_number(np.array([oldest])))[0], tz="UTC")
+    return pd.Timestamp(month_start(month_index(np.array([oldest])))[0], tz="UTC")
 
 
 def _day(moment: pd.Timestamp | None) -> np.datetime64 | None:
@@ -324,7 +293,7 @@ def data_end(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp:
         if not candidates:
             raise ValueError("no dated rows in the input tables: nothing to build features from")
         newest = max(candidates)
-    return pd.Timestamp(_month_start(_month_number(np.array([newest])) + 1)[0], tz="UTC")
+    return pd.Timestamp(month_start(month_index(np.array([newest])) + 1)[0], tz="UTC")
 
 
 def usage_features(usage: pd.DataFrame) -> pd.DataFrame:
@@ -332,7 +301,7 @@ def usage_features(usage: pd.DataFrame) -> pd.DataFrame:
     if usage.empty:
         return _empty(CUSTOMER_KEY, CUSTOMER_USAGE)
     codes, customers = pd.factorize(usage[CUSTOMER_KEY], sort=True)
-    month = _month_number(_days(usage["month"]))
+    month = month_index(_days(usage["month"]))
     # Rows in (customer, month) order: the output comes out sorted as the feature table wants.
     order = np.lexsort((month, codes))
     codes, month = codes[order], month[order]
@@ -351,7 +320,7 @@ def usage_features(usage: pd.DataFrame) -> pd.DataFrame:
 
     out: dict[str, object] = {
         CUSTOMER_KEY: customers.to_numpy()[codes],
-        EVENT_TIMESTAMP: _utc(_month_start(month + 1)),
+        EVENT_TIMESTAMP: _utc(month_start(month + 1)),
     }
     histories = {
         name: history(name) for name in (*_USAGE_MEASURES, "sms", "roaming_days", "overage_sek")
@@ -362,7 +331,7 @@ def usage_features(usage: pd.DataFrame) -> pd.DataFrame:
     out["sms_m1"] = histories["sms"][:, 0]
     out["roaming_days_m1"] = histories["roaming_days"][:, 0]
     month_codes, months = pd.factorize(month)
-    out["usage_month_m1"] = np.datetime_as_string(_month_start(months), unit="D").astype(object)[
+    out["usage_month_m1"] = np.datetime_as_string(month_start(months), unit="D").astype(object)[
         month_codes
     ]
     for name in (*_USAGE_MEASURES, "sms"):

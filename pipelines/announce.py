@@ -12,7 +12,7 @@ ENV_FILE = Path(".env")
 
 def ensure_api_keys(env_file: Path = ENV_FILE) -> str:
     """Return a renderer key, writing fresh local keys to ``.env`` when none is configured."""
-    from features.settings import Settings
+    from core.settings import Settings
 
     roles = Settings().api_key_roles()
     for key, role in roles.items():
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
-    from features.settings import Settings
+    from core.settings import Settings
 
     key = ensure_api_keys()
     customer = example_customer(Settings().data_dir)

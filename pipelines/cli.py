@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -49,8 +48,8 @@ def simulate(
     end_month: Annotated[str, typer.Option(help="Last simulated month, YYYY-MM.")] = "2026-11",
 ) -> None:
     """Write a simulated operator's tables (CONTRACT §1) and its survey answers."""
-    from features.catalog import CatalogError, load_catalog
-    from features.settings import get_settings
+    from core.catalog import CatalogError, load_catalog
+    from core.settings import get_settings
     from pipelines.simulation.world import simulate as run_simulation
 
     settings = get_settings()
@@ -69,9 +68,9 @@ def simulate(
 @app.command()
 def validate(data: DataOption = None) -> None:
     """Check the input tables and the catalog against CONTRACT §1."""
-    from features.catalog import CatalogError, load_catalog
-    from features.settings import get_settings
-    from features.validation import ContractError, validate_tables
+    from core.catalog import CatalogError, load_catalog
+    from core.settings import get_settings
+    from core.validation import ContractError, validate_tables
 
     settings = get_settings()
     folder = data or settings.data_dir
@@ -124,10 +123,10 @@ def features_materialize(
 @app.command()
 def train(data: DataOption = None) -> None:
     """Train both models, evaluate against baselines, log to MLflow and register versions."""
-    from features.catalog import CatalogError, load_catalog
-    from features.contract import OFFER_EVENTS
-    from features.settings import get_settings
-    from features.tables import read_table
+    from core.catalog import CatalogError, load_catalog
+    from core.contract import OFFER_EVENTS
+    from core.settings import get_settings
+    from core.tables import read_table
     from pipelines.evaluation_oracle import eligibility_filter
     from training.train import train_models
 
@@ -253,14 +252,18 @@ def bench(
     ] = None,
     quick: Annotated[bool, typer.Option(help="A smaller world, for a fast check.")] = False,
 ) -> None:
-    """Run the benchmarks and write their figures to benchmarks/results/."""
-    from benchmarks.runner import run_benchmarks
+    """Run the benchmarks and write their figures to benchmarks/results/ (from the repository)."""
+    import subprocess
 
-    try:
-        results = run_benchmarks(names or [], quick=quick)
-    except KeyError as error:
-        raise _fail(str(error)) from error
-    Console().print_json(json.dumps(results, default=str))
+    if not Path("benchmarks", "__main__.py").is_file():
+        raise _fail(
+            "the benchmarks are not installed here: run `offers bench` from the repository's "
+            "root, where benchmarks/ is"
+        )
+    command = [sys.executable, "-m", "benchmarks", *(names or [])]
+    if quick:
+        command.append("--quick")
+    raise typer.Exit(subprocess.run(command, check=False).returncode)
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m pipelines.cli`

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.catalog import Catalog
+from core.catalog import Catalog
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from features.columns import (
+from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
+from features.views import (
     CUSTOMER_BILLING,
     CUSTOMER_CONSENT,
     CUSTOMER_CONTRACT,
-    CUSTOMER_KEY,
     CUSTOMER_PROFILE,
     CUSTOMER_USAGE,
-    EVENT_TIMESTAMP,
 )
 from serving.decision.consent import allowed_policy
 from serving.decision.inputs import ConsentState

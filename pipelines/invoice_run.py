@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import time
 import uuid
 from collections import Counter
@@ -36,11 +35,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from features.catalog import Catalog, load_catalog
-from features.contract import INVOICES, OFFER_EVENTS
-from features.settings import Settings, get_settings
-from features.tables import read_table
-from features.validation import require_valid
+from core.catalog import Catalog, load_catalog
+from core.contract import INVOICES, OFFER_EVENTS
+from core.files import replacing
+from core.settings import Settings, get_settings
+from core.tables import read_table
+from core.validation import require_valid
 from pipelines.frame_source import (
     DECISION_VIEWS,
     FrameFeatureSource,
@@ -380,20 +380,13 @@ def write_decisions(
 
     Parts come ordered by customer and invoice id; memory holds one part at a time.
     """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
     written = WrittenDecisions()
-    try:
-        with pq.ParquetWriter(temporary, OUTPUT_SCHEMA) as writer:
-            for rows in parts:
-                part = decision_table(rows, day)
-                if part.num_rows:
-                    writer.write_table(part)
-                    written.add(part)
-        os.replace(temporary, out)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with replacing(Path(out)) as (temporary,), pq.ParquetWriter(temporary, OUTPUT_SCHEMA) as writer:
+        for rows in parts:
+            part = decision_table(rows, day)
+            if part.num_rows:
+                writer.write_table(part)
+                written.add(part)
     return written
 
 

@@ -27,8 +27,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.catalog import Catalog
-from features.settings import Settings
+from core.catalog import Catalog
+from core.settings import Settings
 from pipelines.frame_source import FrameFeatureSource, read_decision_frames, start_of_day
 from pipelines.invoice_run import (
     ORDER,

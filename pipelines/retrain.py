@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from features.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,8 @@ class _PeakMemory:
 
 
 def _validate(ctx: RetrainContext) -> str:
-    from features.catalog import load_catalog
-    from features.validation import require_valid
+    from core.catalog import load_catalog
+    from core.validation import require_valid
 
     catalog = load_catalog(ctx.settings.catalog)
     ctx.values["catalog"] = catalog
@@ -135,8 +135,8 @@ def _materialize(ctx: RetrainContext) -> str:
 
 
 def _train(ctx: RetrainContext) -> str:
-    from features.contract import OFFER_EVENTS
-    from features.tables import read_table
+    from core.contract import OFFER_EVENTS
+    from core.tables import read_table
     from pipelines.evaluation_oracle import eligibility_filter
     from training.train import train_models
 

@@ -23,15 +23,15 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from features.catalog import load_catalog
-from features.columns import (
+from core.catalog import load_catalog
+from core.settings import Settings, get_settings
+from features.views import (
     CUSTOMER_BILLING,
     CUSTOMER_CONSENT,
     CUSTOMER_CONTRACT,
     CUSTOMER_PROFILE,
     CUSTOMER_USAGE,
 )
-from features.settings import Settings, get_settings
 from serving.api.deps import Services
 from serving.api.errors import PROBLEM_JSON, install_problem_handlers, problem_response
 from serving.api.routes import admin, events, experiments, health, offers, usage

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -38,6 +37,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from core.database import is_sqlite_file
+from core.files import replacing
 from features.contract import OFFER_EVENTS
 from features.settings import Settings, get_settings
 from features.store import sqlalchemy_url
@@ -296,11 +297,6 @@ SQLITE_SYNCHRONOUS = ("FULL", "EXTRA", "NORMAL")
 CHECKPOINT_INTERVAL_SECONDS = 0.5
 
 
-def _is_sqlite_file(url: str) -> bool:
-    parsed = sa.engine.make_url(url)
-    return parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
-
-
 class WalCheckpointer:
     """Copies the WAL into the database file from its own thread, twice a second.
 
@@ -401,7 +397,7 @@ class DecisionLog:
         self.tables = build_tables(schema)
         self.statements = build_statements(self.tables)
         self._create_tables()
-        self.checkpointer = WalCheckpointer(self.engine) if _is_sqlite_file(url) else None
+        self.checkpointer = WalCheckpointer(self.engine) if is_sqlite_file(url) else None
         self._sqlite = (
             build_sqlite_statements(self.tables, self.statements, self.engine.dialect)
             if self.engine.dialect.name == "sqlite" and schema is None
@@ -707,18 +703,8 @@ def _merge_offer_events(path: Path, fresh: pa.Table) -> pa.Table:
 
 
 def _write_atomically(table: pa.Table, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with replacing(out, durable=True) as (temporary,):
         pq.write_table(table, temporary)
-        descriptor = os.open(temporary, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, out)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def export_offer_events(out: Path | None = None) -> int:

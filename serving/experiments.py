@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from features.settings import get_settings
+from core.settings import get_settings
 from serving.api.schemas import (
     Difference,
     ExperimentCreate,

@@ -15,15 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol
 
-from features.columns import (
+from core.columns import CUSTOMER_KEY
+from core.settings import Settings
+from features.views import (
     CUSTOMER_BILLING,
     CUSTOMER_CONSENT,
     CUSTOMER_CONTRACT,
-    CUSTOMER_KEY,
     CUSTOMER_PROFILE,
     CUSTOMER_USAGE,
 )
-from features.settings import Settings
 
 logger = logging.getLogger("serving.features")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from features.settings import Settings
+from core.settings import Settings
 from serving.decision.consent import MODEL_PREFIX
 from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES
 from training.registry import (

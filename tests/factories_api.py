@@ -16,7 +16,7 @@ import numpy as np
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from features.settings import Settings
+from core.settings import Settings
 from serving.app import Connectors, create_app
 from serving.decision_log import DecisionLog, DecisionRecord, EventRecord, LoggedOffer
 from serving.feature_reader import FeatureStoreUnavailable

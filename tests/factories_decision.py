@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from features.catalog import Catalog, LocalisedText, Offer
-from features.columns import CUSTOMER_BILLING, CUSTOMER_CONTRACT, CUSTOMER_USAGE
+from core.catalog import Catalog, LocalisedText, Offer
+from features.views import CUSTOMER_BILLING, CUSTOMER_CONTRACT, CUSTOMER_USAGE
 from serving.decision.candidates import offer_attributes
 from serving.decision.inputs import DecisionRequest
 from training.model_inputs import RANKER_FEATURES

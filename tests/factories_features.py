@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.catalog import Catalog, load_catalog
-from features.contract import TABLES_BY_NAME
+from core.catalog import Catalog, load_catalog
+from core.contract import TABLES_BY_NAME
 
 CATALOG_PATH = Path(__file__).resolve().parents[1] / "catalog" / "offers.yaml"
 
@@ -23,7 +23,7 @@ def catalog() -> Catalog:
 
 
 def _frame(table: str, rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Rows as a frame with the dtypes ``features.tables.read_table`` hands back."""
+    """Rows as a frame with the dtypes ``core.tables.read_table`` hands back."""
     schema = TABLES_BY_NAME[table]
     records = list(rows)
     frame = pd.DataFrame(records, columns=schema.column_names)
@@ -175,7 +175,7 @@ def tables(
     consents: Iterable[Mapping[str, Any]] = (),
     offer_events: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, pd.DataFrame]:
-    """The six input tables as frames, like ``features.tables.read_tables`` returns them."""
+    """The six input tables as frames, like ``core.tables.read_tables`` returns them."""
     return {
         "customers": _frame("customers", customers),
         "contracts": _frame("contracts", contracts),

@@ -25,13 +25,21 @@ from typing import Any, Final, Literal
 import numpy as np
 import pandas as pd
 
-from features.contract import CONTRACTS, CUSTOMERS, OFFER_EVENTS, USAGE_MONTHLY
-from features.settings import Settings, get_settings
+from core.columns import EVENT_TIMESTAMP
+from core.contract import CONTRACTS, CUSTOMERS, OFFER_EVENTS, USAGE_MONTHLY
+from core.settings import Settings, get_settings
+from features.views import (
+    CHURN_SERVICE,
+    RANKER_SERVICE,
+    SERVICE_VIEWS,
+    table_path,
+    view_key,
+    view_ttl,
+)
 
 log = logging.getLogger(__name__)
 
 LABEL = "label"
-EVENT_TIMESTAMP = "event_timestamp"
 PERIOD = "period"
 Period = Literal["train", "tune", "validation", "purged"]
 TRAIN: Final = "train"
@@ -39,8 +47,6 @@ TUNE: Final = "tune"
 VALIDATION: Final = "validation"
 PURGED: Final = "purged"
 
-RANKER_SERVICE = "offer_ranker_v1"
-CHURN_SERVICE = "churn_v1"
 CHURN_HORIZON_MONTHS = 3
 # An offer's outcome counts when it comes within this many days of the invoice (customers answer
 # within ten days in the simulated world); a later answer is not an acceptance of this offer.
@@ -242,7 +248,7 @@ class TrainingSet:
 
 
 def _read(data_dir: Path, table: Any, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    from features.tables import read_table
+    from core.tables import read_table
 
     frame = read_table(data_dir, table)
     return frame if columns is None else frame[list(columns)]
@@ -282,48 +288,18 @@ def timed(timings: dict[str, float], name: str) -> Any:
 
 # ----------------------------------------------------------------------------- features
 
-# Which views each feature service reads (features/feature_services.py holds the Feast objects;
-# the pandas join below needs only the names). The consent view is read beside both services for
-# the segment and the consent-group slices.
-SERVICE_VIEWS: dict[str, tuple[str, ...]] = {
-    RANKER_SERVICE: (
-        "customer_usage",
-        "customer_contract",
-        "customer_billing",
-        "customer_profile",
-        "offer_attributes",
-    ),
-    CHURN_SERVICE: ("customer_usage", "customer_contract", "customer_billing", "customer_profile"),
-}
-VIEW_TTLS: dict[str, pd.Timedelta | None] = {
-    "customer_usage": pd.Timedelta(days=400),
-    "customer_contract": pd.Timedelta(days=400),
-    "customer_billing": pd.Timedelta(days=400),
-    "customer_profile": pd.Timedelta(days=400),
-    "customer_consent": None,
-    "offer_attributes": None,
-}
 _KEEP_STRINGS = frozenset({"segment", "current_plan_id", "binding_end_date"})
 
 
 def feature_table_path(settings: Settings, view: str) -> Path:
     """Where ``features build`` writes a view's table (Parquet, one file or a folder of parts)."""
-    return Path(settings.features_dir) / f"{view}.parquet"
-
-
-def _view_key(view: str) -> str:
-    from features.columns import CUSTOMER_KEY, OFFER_KEY
-
-    return OFFER_KEY if view == "offer_attributes" else CUSTOMER_KEY
+    return table_path(view, settings.features_dir)
 
 
 def _view_ttl(view: str) -> pd.Timedelta | None:
-    """The view's Feast TTL (None = unlimited), so the pandas join drops what Feast drops.
-
-    Mirrors ``features.feature_views`` (importing Feast here would cost seconds); a test checks
-    that the two agree.
-    """
-    return VIEW_TTLS.get(view)
+    """The view's TTL (None = unlimited), so the pandas join drops what Feast drops."""
+    ttl = view_ttl(view)
+    return None if ttl is None else pd.Timedelta(ttl)
 
 
 def _utc_instants(times: pd.Series) -> np.ndarray:
@@ -399,7 +375,7 @@ def point_in_time_join(
             else pa.Table.from_pandas(loaded, preserve_index=False)
         )
         del loaded
-        key = _view_key(view)
+        key = view_key(view)
         keys = pa.array(result[key].astype(str).to_numpy(dtype=object), type=pa.string())
         value_set = pc.unique(keys)
         left_codes = pc.fill_null(pc.index_in(keys, value_set=value_set), -1).to_numpy()
@@ -440,7 +416,7 @@ def read_feature_table(settings: Settings, view: str) -> Any:
     path = feature_table_path(settings, view)
     if not path.exists():
         raise FileNotFoundError(f"feature table {path} not found; run `offers features build`")
-    key = _view_key(view)
+    key = view_key(view)
     columns = [
         field.name
         for field in pq.read_schema(path)
@@ -465,7 +441,7 @@ def read_feature_tables(settings: Settings, views: Sequence[str]) -> dict[str, A
 
 def add_plan_fit(frame: pd.DataFrame) -> pd.DataFrame:
     """The plan-fit columns (the on-demand view's outputs) from the joined features."""
-    from features.plan_fit import PLAN_FIT_INPUTS, plan_fit
+    from core.plan_fit import PLAN_FIT_INPUTS, plan_fit
 
     inputs = frame[list(PLAN_FIT_INPUTS)].astype(float)
     fit = plan_fit(inputs)
@@ -644,9 +620,9 @@ def candidate_rows(
     the on-demand view does. The set is described by :data:`CANDIDATE_SET`; the finer eligibility
     rules of the decision engine are not applied here.
     """
-    from features.columns import OFFER_ATTRIBUTES
-    from features.plan_fit import PLAN_FIT_OUTPUTS
+    from core.plan_fit import PLAN_FIT_OUTPUTS
     from features.transforms import offer_features
+    from features.views import OFFER_ATTRIBUTES
 
     offer_level = OFFER_LEVEL_COLUMNS | set(OFFER_ATTRIBUTES) | set(PLAN_FIT_OUTPUTS)
     decisions = shown.drop_duplicates("decision_id")

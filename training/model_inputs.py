@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from features.columns import (
+from features.views import (
     CUSTOMER_BILLING,
     CUSTOMER_CONTRACT,
     CUSTOMER_PROFILE,

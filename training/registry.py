@@ -16,7 +16,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from features.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 from training import tracking
 from training.calibration import Calibrator
 from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES

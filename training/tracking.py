@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
-from features.settings import Settings, get_settings
+from core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     import lightgbm as lgb

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.catalog import load_catalog
-from features.settings import Settings, get_settings
+from core.catalog import load_catalog
+from core.settings import Settings, get_settings
 from training import data, tracking
 from training.evaluate import (
     MODEL,
@@ -138,7 +138,7 @@ def train_models(
 
 
 def _input_files(folder: Path) -> list[str]:
-    from features.contract import TABLES
+    from core.contract import TABLES
 
     return [table.file_name for table in TABLES if (folder / table.file_name).exists()]
 

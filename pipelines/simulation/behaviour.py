@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
-from features.contract import Column, Table
+from core.contract import Column, Table
 from pipelines.simulation.observables import OfferContext
 from pipelines.simulation.offers import ADDON, LOYALTY, PAYMENT_HELP, PLAN, OfferArrays
 
@@ -168,7 +168,7 @@ def draw_outcomes(
     digital_engagement: np.ndarray,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Outcome per ``[decision, rank]`` (an index into features.contract.OUTCOMES).
+    """Outcome per ``[decision, rank]`` (an index into core.contract.OUTCOMES).
 
     The customer reads from the top and accepts at most one offer; an offer not accepted is
     clicked, declined or ignored.

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.simulation.timeline import OPEN_END, as_days
+from core.calendar import as_days
+from pipelines.simulation.timeline import OPEN_END
 
 INVOICE_FEE_SEK = 29.0
 REMINDER_FEE_SEK = 60.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.contract import CONSENT_PURPOSES
+from core.contract import CONSENT_PURPOSES
 from pipelines.simulation.behaviour import Traits
 
 MARKETING = CONSENT_PURPOSES.index("marketing")

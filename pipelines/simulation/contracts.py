@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.plan_fit import TARIFF, monthly_overage_sek, overage_sek
+from core.calendar import DAY, add_months
+from core.plan_fit import TARIFF, monthly_overage_sek, overage_sek
 from pipelines.simulation.offers import OfferArrays
-from pipelines.simulation.timeline import DAY, add_months
 
 NOT_A_DATE = np.datetime64("NaT", "D")
 # How much people misjudge their needs when they pick a plan (SEK of taste on top of price).

@@ -12,9 +12,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
-from features.plan_fit import FIT_MONTHS, plan_fit
+from core.calendar import age_in_year, months_between
+from core.plan_fit import FIT_MONTHS, plan_fit
 from pipelines.simulation.offers import ADDON, LOYALTY, PLAN, OfferArrays
-from pipelines.simulation.timeline import age_in_year, months_between
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def _newest(history: np.ndarray) -> np.ndarray:
 def offer_context(
     state: CustomerState, customer: np.ndarray, offer: np.ndarray, offers: OfferArrays
 ) -> OfferContext:
-    """Plan fit (features.plan_fit) and the billing, tenure and pricing facts for each pair."""
+    """Plan fit (core.plan_fit) and the billing, tenure and pricing facts for each pair."""
     plan = state.plan[customer]
     frame = pd.DataFrame(
         {

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.catalog import Catalog, Offer
-from features.plan_fit import OFFER_KIND_CODES
+from core.catalog import Catalog, Offer
+from core.plan_fit import OFFER_KIND_CODES
 from pipelines.simulation.timeline import OPEN_END
 
 PLAN = OFFER_KIND_CODES["plan"]

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.catalog import Catalog
-from features.contract import CONTRACTS, CUSTOMERS, INVOICES, USAGE_MONTHLY
-from features.plan_fit import FIT_MONTHS
-from features.tables import read_table
+from core.calendar import month_index
+from core.catalog import Catalog
+from core.contract import CONTRACTS, CUSTOMERS, INVOICES, USAGE_MONTHLY
+from core.plan_fit import FIT_MONTHS
+from core.tables import read_table
 from pipelines.simulation.behaviour import CUSTOMER_TRAITS, Traits, acceptance_probability
 from pipelines.simulation.observables import CustomerState, offer_context
 from pipelines.simulation.offers import OfferArrays
-from pipelines.simulation.timeline import month_index
 
 PAIR_COLUMNS = ("customer_id", "offer_id", "as_of")
 

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.calendar import year_of
 from pipelines.simulation.behaviour import Traits, draw_traits
-from pipelines.simulation.timeline import Timeline, year_of
+from pipelines.simulation.timeline import Timeline
 
 # Swedish regions (län), weighted by population in millions.
 REGIONS: tuple[tuple[str, float], ...] = (

@@ -30,8 +30,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
-from features.catalog import Catalog
-from features.contract import (
+from core.calendar import DAY, age_in_year, months_between, year_of
+from core.catalog import Catalog
+from core.contract import (
     CONSENT_PURPOSES,
     CONSENTS,
     CONTRACTS,
@@ -44,7 +45,7 @@ from features.contract import (
     TABLES,
     USAGE_MONTHLY,
 )
-from features.plan_fit import FIT_MONTHS, monthly_overage_sek
+from core.plan_fit import FIT_MONTHS, monthly_overage_sek
 from pipelines.simulation import behaviour, policy
 from pipelines.simulation.billing import INVOICE_FEE_SEK, PaymentLedger
 from pipelines.simulation.consents import MARKETING, PROFILING, ConsentLog
@@ -58,7 +59,7 @@ from pipelines.simulation.observables import CustomerState, offer_context
 from pipelines.simulation.offers import LOYALTY, PLAN, OfferArrays
 from pipelines.simulation.population import DECISION_EVERY_MONTHS, REGIONS, draw_population
 from pipelines.simulation.survey import ADULT_AGE, SURVEY_SHARE, Respondents, answer_survey
-from pipelines.simulation.timeline import DAY, Timeline, age_in_year, months_between, year_of
+from pipelines.simulation.timeline import Timeline
 from pipelines.simulation.usage import UsageProfile
 from pipelines.simulation.writer import OutputFolder
 

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from features.contract import Table
+from core.contract import Table
 
 logger = logging.getLogger(__name__)
 

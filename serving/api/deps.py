@@ -14,8 +14,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from features.catalog import Catalog
-from features.settings import Settings
+from core.catalog import Catalog
+from core.settings import Settings
 from serving.api.errors import ProblemError
 from serving.auth import ApiKeys, Role, may_call
 from serving.decision.inputs import FeatureSource

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.catalog import Offer
-from features.columns import OFFER_ATTRIBUTES
-from features.plan_fit import (
+from core.catalog import Offer
+from core.plan_fit import (
     CONTRACT_INPUTS,
     OFFER_INPUTS,
     OFFER_KIND_CODES,
@@ -19,6 +18,7 @@ from features.plan_fit import (
     USAGE_INPUTS,
     plan_fit_arrays,
 )
+from features.views import OFFER_ATTRIBUTES
 from serving.decision.guardrails import fair_price, new_customer_price
 from serving.decision.inputs import Account, as_float
 
@@ -47,7 +47,7 @@ def _nan_if_none(value: float | None) -> float:
 
 
 def offer_attributes(offer: Offer) -> dict[str, float]:
-    """The offer as ``features.columns.OFFER_ATTRIBUTES``, in that order (NaN = unlimited)."""
+    """The offer as ``features.views.OFFER_ATTRIBUTES``, in that order (NaN = unlimited)."""
     return {
         "offer_kind_code": float(OFFER_KIND_CODES[offer.kind]),
         "offer_monthly_fee_sek": offer.monthly_fee_sek,
@@ -109,7 +109,7 @@ def eligibility(
 
 @dataclass(frozen=True)
 class PlanFit:
-    """One row of ``features.plan_fit.plan_fit``: monthly means over the last three months."""
+    """One row of ``core.plan_fit.plan_fit``: monthly means over the last three months."""
 
     current_cost_sek: float
     offer_cost_sek: float

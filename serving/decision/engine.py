@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from features.catalog import Catalog, Offer
+from core.catalog import Catalog, Offer
 from serving.decision.arbitration import Valued, by_expected_value, cut, expected_value
 from serving.decision.candidates import (
     Candidate,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from features.catalog import Offer
+from core.catalog import Offer
 from serving.decision.inputs import Account
 
 NEARLY_USED_SHARE = 0.8

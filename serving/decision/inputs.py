@@ -64,7 +64,7 @@ class ConsentState:
 
     @classmethod
     def from_features(cls, row: Mapping[str, Any], invoice_date: dt.date) -> ConsentState:
-        """Build from ``features.columns.CUSTOMER_CONSENT`` values read for one customer."""
+        """Build from ``features.views.CUSTOMER_CONSENT`` values read for one customer."""
         birth_year = as_int(row.get("birth_year"))
         segment = row.get("segment")
         return cls(
@@ -93,7 +93,7 @@ class FeatureSource(Protocol):
     """The I/O edge: the API reads Feast, the batch invoice run reads frames."""
 
     def read_consent(self, customer_id: str) -> dict[str, Any] | None:
-        """``features.columns.CUSTOMER_CONSENT`` values; ``None`` for an unknown customer."""
+        """``features.views.CUSTOMER_CONSENT`` values; ``None`` for an unknown customer."""
         ...
 
     def read_account(self, customer_id: str) -> dict[str, Any]:

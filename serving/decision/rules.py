@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from features.catalog import Catalog, Offer
+from core.catalog import Catalog, Offer
 from serving.decision.candidates import Candidate, is_debt_help
 from serving.decision.guardrails import is_upgrade
 from serving.decision.inputs import Account

@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from features.columns import (
+from core.plan_fit import PLAN_FIT_OUTPUTS
+from features.views import (
     CUSTOMER_BILLING,
     CUSTOMER_CONTRACT,
     CUSTOMER_PROFILE,
     CUSTOMER_USAGE,
     OFFER_ATTRIBUTES,
 )
-from features.plan_fit import PLAN_FIT_OUTPUTS
 from serving.decision.inputs import Scorer, as_float
 from training.model_inputs import (
     CHURN_FEATURES,

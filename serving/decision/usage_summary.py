@@ -4,7 +4,7 @@ It is the customer's own data, shown whatever the marketing consent. ``basic``: 
 plan, the binding end date, usage against what the plan includes and each extra charge explained.
 ``detailed`` (``usage_insights`` consent) adds six months of trends and the plan-fit insight: the
 plan that would have cost least for the usage they had. Overage amounts come from
-``features.plan_fit``, the same functions that bill and that the models see.
+``core.plan_fit``, the same functions that bill and that the models see.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Literal, TypedDict
 
 import numpy as np
 
-from features.catalog import Catalog, Offer
-from features.plan_fit import FIT_MONTHS, TARIFF, Tariff, overage_sek
+from core.catalog import Catalog, Offer
+from core.plan_fit import FIT_MONTHS, TARIFF, Tariff, overage_sek
 from serving.decision.candidates import PlanFit, customer_saving, offer_matrix, plan_fit_matrix
 from serving.decision.guardrails import fair_price
 from serving.decision.inputs import Account, Locale, as_date, as_float

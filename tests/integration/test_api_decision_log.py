@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from features.contract import OFFER_EVENTS, OUTCOMES
-from features.tables import read_table, schema_problems
+from core.contract import OFFER_EVENTS, OUTCOMES
+from core.tables import read_table, schema_problems
 from serving.decision_log import (
     DecisionLog,
     DecisionRecord,
@@ -309,7 +309,7 @@ def test_offers_events_export_appends_to_the_data_folder(
 ) -> None:
     from typer.testing import CliRunner
 
-    from features.settings import get_settings
+    from core.settings import get_settings
     from pipelines.cli import app as cli
 
     url = f"sqlite:///{tmp_path / 'offers.db'}"

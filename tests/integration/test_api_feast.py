@@ -11,9 +11,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from features.columns import CUSTOMER_KEY, EVENT_TIMESTAMP, FEATURE_VIEWS
-from features.settings import Settings
+from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
+from core.settings import Settings
 from features.store import PROJECT
+from features.views import FEATURE_VIEWS
 from serving.app import Connectors, create_app
 from serving.feature_reader import FeastFeatureSource, open_feast_source
 from tests.factories_api import FakeRegistry, api_settings, auth, customers, offers_body, running

@@ -15,8 +15,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from features.catalog import load_catalog
-from features.settings import Settings
+from core.catalog import load_catalog
+from core.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -20,12 +20,13 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from features.columns import CUSTOMER_KEY, EVENT_TIMESTAMP, FEATURE_VIEWS, OFFER_KEY
+from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP, OFFER_KEY
+from core.settings import Settings
 from features.materialize import MaterializeReport
 from features.pipeline import build_features
-from features.settings import Settings
 from features.store import apply_repository, materialize, open_store, repo_config
 from features.training_frame import historical_features, point_in_time_join
+from features.views import FEATURE_VIEWS
 from tests.factories_features import CATALOG_PATH, small_world, write_tables
 
 pytestmark = pytest.mark.integration
@@ -392,11 +393,15 @@ def test_historical_features_names_a_missing_key(repo: Repo) -> None:
 
 @pytest.mark.slow
 def test_feast_cli_apply_inside_the_repository_folder(repo: Repo, tmp_path: Path) -> None:
-    """`feast apply` run inside features/ imports the definitions once and nothing else."""
-    folder = tmp_path / "features"
-    shutil.copytree(REPO / "features", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    """`feast apply` run inside features/repo/ imports the definitions once and nothing else."""
+    folder = tmp_path / "features" / "repo"
+    shutil.copytree(
+        REPO / "features" / "repo", folder, ignore=shutil.ignore_patterns("__pycache__")
+    )
     (folder / "feature_store.yaml").write_text(
-        (folder / "feature_store.yaml").read_text().replace("../data/feast/", f"{tmp_path}/feast/")
+        (folder / "feature_store.yaml")
+        .read_text()
+        .replace("../../data/feast/", f"{tmp_path}/feast/")
     )
     shutil.copytree(repo.settings.features_dir, tmp_path / "data" / "features")
     feast = Path(sys.executable).with_name("feast")

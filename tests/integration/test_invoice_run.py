@@ -20,11 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.catalog import Catalog, load_catalog
-from features.contract import INVOICES, OFFER_EVENTS
-from features.settings import Settings
-from features.tables import read_table
-from features.validation import ContractError
+from core.catalog import Catalog, load_catalog
+from core.contract import INVOICES, OFFER_EVENTS
+from core.settings import Settings
+from core.tables import read_table
+from core.validation import ContractError
 from pipelines.frame_source import DECISION_VIEWS, start_of_day
 from pipelines.invoice_run import (
     ChampionModels,
@@ -426,7 +426,7 @@ def test_a_champion_with_other_inputs_is_refused_before_anything_is_written(
 
 
 def test_feature_paths_are_the_feast_sources(world: Settings) -> None:
-    from features.data_sources import table_path
+    from features.views import table_path
 
     for view, path in feature_paths(world.features_dir).items():
         assert path == table_path(view, world.features_dir)

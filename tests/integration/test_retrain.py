@@ -10,8 +10,8 @@ from urllib.parse import urlparse, urlunparse
 import pandas as pd
 import pytest
 
-from features.catalog import load_catalog
-from features.settings import Settings
+from core.catalog import load_catalog
+from core.settings import Settings
 from pipelines import retrain
 from pipelines.retrain import STEPS, PipelineStepError, run_retrain
 from tests.factories_training import log_version

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.catalog import load_catalog
+from core.catalog import load_catalog
 from pipelines.simulation.world import simulate
 
 pytestmark = pytest.mark.integration

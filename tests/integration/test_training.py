@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.catalog import load_catalog
-from features.contract import OFFER_EVENTS
-from features.settings import Settings
-from features.tables import read_table
+from core.catalog import load_catalog
+from core.contract import OFFER_EVENTS
+from core.settings import Settings
+from core.tables import read_table
 from training import data, tracking
 from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES
 from training.train import TrainResult, train_models
@@ -163,13 +163,13 @@ def test_the_oracle_prefers_the_model_to_the_logging_policy(
 
 def test_feast_and_the_pandas_join_give_the_same_rows(world: Settings) -> None:
     """Both point-in-time joins on the same entity rows; the pandas one is what training uses."""
-    from features.feature_views import FEATURE_VIEWS
+    from features.repository import definitions
     from features.store import apply_repository
 
-    for view in FEATURE_VIEWS:
+    for view in definitions().feature_views:
         unlimited = view.ttl is None or view.ttl.total_seconds() == 0
         expected = None if unlimited or view.ttl is None else pd.Timedelta(view.ttl)
-        assert data.VIEW_TTLS[view.name] == expected, view.name
+        assert data._view_ttl(view.name) == expected, view.name
 
     apply_repository(world)
     rows = data.load_ranker_rows(world.data_dir)

@@ -266,7 +266,7 @@ def test_running_experiments_are_cached_and_refreshed(tmp_path: Any) -> None:
 
 
 def test_print_report_prints_a_table(tmp_path: Any, monkeypatch: Any, capsys: Any) -> None:
-    from features.settings import get_settings
+    from core.settings import get_settings
     from serving.experiments import print_report
 
     url = f"sqlite:///{tmp_path / 'log.db'}"

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from features.columns import CUSTOMER_BILLING, CUSTOMER_CONTRACT, CUSTOMER_USAGE
+from features.views import CUSTOMER_BILLING, CUSTOMER_CONTRACT, CUSTOMER_USAGE
 from serving.feature_reader import (
     ACCOUNT_FEATURES,
     CONSENT_FEATURES,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from features.catalog import CatalogError, load_catalog
+from core.catalog import CatalogError, load_catalog
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 SHIPPED = REPOSITORY / "catalog" / "offers.yaml"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from features.catalog import Catalog
-from features.columns import OFFER_ATTRIBUTES
+from core.catalog import Catalog
+from features.views import OFFER_ATTRIBUTES
 from serving.decision.candidates import eligibility, offer_attributes
 from serving.decision.engine import Decision, decide
 from serving.decision.inputs import Account

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.columns import OFFER_ATTRIBUTES
-from features.plan_fit import PLAN_FIT_OUTPUTS
+from core.plan_fit import PLAN_FIT_OUTPUTS
+from features.views import OFFER_ATTRIBUTES
 from serving.decision.candidates import offer_matrix, plan_fit_matrix
 from serving.decision.engine import decide
 from serving.decision.inputs import Account

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from features.plan_fit import TARIFF, monthly_overage_sek, overage_sek
+from core.plan_fit import TARIFF, monthly_overage_sek, overage_sek
 from serving.decision.engine import decide, summarise_usage
 from serving.decision.inputs import Account, Locale, UnknownCustomerError
 from serving.decision.usage_summary import DetailLevel, build_usage_summary
@@ -84,7 +84,7 @@ def test_extra_charges_are_explained_with_plan_fit_amounts() -> None:
         "invoice_fee",
         "reminder_fee",
     ]
-    # The amounts are features.plan_fit's, to the öre.
+    # The amounts are core.plan_fit's, to the öre.
     assert charges["data_overage"]["amount_sek"] == float(overage_sek(4.1, 1.0, 29.0)) == 89.9
     assert charges["voice_overage"]["amount_sek"] == float(overage_sek(342.0, 300.0, 0.59)) == 24.78
     assert charges["roaming_overage"]["amount_sek"] == float(overage_sek(2.5, 1.0, 39.0)) == 58.5

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from features.columns import (
+from features.views import (
     CUSTOMER_BILLING,
     CUSTOMER_CONSENT,
     CUSTOMER_CONTRACT,

@@ -17,13 +17,13 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import python_values_to_proto_values
 from feast.value_type import ValueType
 
+from core.database import redis_connection_string, sqlalchemy_url
 from features.materialize import (
     encode_column,
     encode_doubles,
     entity_keys,
     newest_rows,
 )
-from features.store import redis_connection_string, sqlalchemy_url
 
 
 def feast_bytes(values: Sequence[object], value_type: ValueType) -> list[bytes]:

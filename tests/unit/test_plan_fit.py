@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.plan_fit import OFFER_KIND_CODES, PLAN_FIT_OUTPUTS, monthly_overage_sek, plan_fit
+from core.plan_fit import OFFER_KIND_CODES, PLAN_FIT_OUTPUTS, monthly_overage_sek, plan_fit
 
 NAN = math.nan
 PLAN_5GB = {"fee": 179.0, "new": 149.0, "data": 5.0, "voice": NAN, "roaming": 3.0}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from features.settings import Settings
+from core.settings import Settings
 from pipelines.cli import app
 
 COMMANDS = [

@@ -10,10 +10,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from features.catalog import Catalog, load_catalog
-from features.contract import SURVEY_RESPONSES, TABLES
-from features.plan_fit import monthly_overage_sek
-from features.validation import validate_tables
+from core.catalog import Catalog, load_catalog
+from core.contract import SURVEY_RESPONSES, TABLES
+from core.plan_fit import monthly_overage_sek
+from core.validation import validate_tables
 from pipelines.simulation import world as world_module
 from pipelines.simulation.oracle import expected_acceptance
 from pipelines.simulation.world import SimulationSummary, simulate

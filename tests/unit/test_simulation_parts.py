@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from features.catalog import load_catalog
+from core.calendar import add_months, age_in_year, months_between
+from core.catalog import load_catalog
 from pipelines.simulation import policy
 from pipelines.simulation.behaviour import Traits, acceptance_probability
 from pipelines.simulation.billing import INVOICE_FEE_SEK, REMINDER_FEE_SEK, PaymentLedger
 from pipelines.simulation.observables import OfferContext
 from pipelines.simulation.offers import OfferArrays
 from pipelines.simulation.survey import SATISFACTION_SHARES, _satisfaction
-from pipelines.simulation.timeline import Timeline, add_months, age_in_year, months_between
+from pipelines.simulation.timeline import Timeline
 
 CATALOG = Path(__file__).resolve().parents[2] / "catalog" / "offers.yaml"
 

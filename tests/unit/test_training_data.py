@@ -191,7 +191,7 @@ def test_sampling_keeps_whole_decisions() -> None:
 def test_candidates_are_the_catalog_offers_a_customer_could_be_shown() -> None:
     from pathlib import Path
 
-    from features.catalog import load_catalog
+    from core.catalog import load_catalog
     from training.data import candidate_rows
     from training.model_inputs import CUSTOMER_FEATURES
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from features.settings import Settings
+from core.settings import Settings
 from tests.factories_training import log_version
 from training import tracking
 from training.model_inputs import RANKER_FEATURES

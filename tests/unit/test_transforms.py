@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.columns import CUSTOMER_KEY, EVENT_TIMESTAMP, FEATURE_VIEWS, OFFER_KEY
+from core.calendar import months_between, months_until
+from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP, OFFER_KEY
 from features.transforms import (
     billing_features,
     build_feature_tables,
@@ -16,12 +17,11 @@ from features.transforms import (
     contract_features,
     data_end,
     data_start,
-    months_between,
-    months_until,
     offer_features,
     profile_features,
     usage_features,
 )
+from features.views import FEATURE_VIEWS
 from tests import factories_features as f
 
 DTYPES = {"float": "float64", "int": "int64", "str": "object"}
@@ -328,8 +328,8 @@ def test_building_in_customer_slices_gives_the_tables_of_one_pass(
     built: dict[str, pd.DataFrame],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
+    from core.settings import Settings
     from features.pipeline import build_features
-    from features.settings import Settings
 
     root = tmp_path_factory.mktemp("sliced")
     raw = f.write_tables(world, root / "raw")

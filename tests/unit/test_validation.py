@@ -14,8 +14,8 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from features.catalog import Catalog, Offer
-from features.contract import (
+from core.catalog import Catalog, Offer
+from core.contract import (
     CONSENTS,
     CONTRACTS,
     CUSTOMERS,
@@ -26,8 +26,8 @@ from features.contract import (
     USAGE_MONTHLY,
     Table,
 )
-from features.tables import ContractError, Problem, read_table, read_tables
-from features.validation import ValidationReport, require_valid, validate_tables
+from core.tables import ContractError, Problem, read_table, read_tables
+from core.validation import ValidationReport, require_valid, validate_tables
 
 Frames = dict[str, pd.DataFrame]
 
@@ -686,7 +686,7 @@ def test_at_most_five_example_rows(tmp_path: Path) -> None:
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The ``offers`` app with a catalog in tmp_path and a console wide enough not to wrap."""
-    from features.settings import get_settings
+    from core.settings import get_settings
     from pipelines import cli as cli_module
 
     catalog = tmp_path / "offers.yaml"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from feast import Entity, ValueType
 
-from features.columns import CUSTOMER_KEY, OFFER_KEY
-
-OWNER = "features@invoice-offers.example"
+from core.columns import CUSTOMER_KEY, OFFER_KEY
+from features.views import OWNER, TEAM
 
 customer = Entity(
     name="customer",
@@ -14,7 +13,7 @@ customer = Entity(
     value_type=ValueType.STRING,
     description="A subscriber of the operator, as in the customers table (customer_id).",
     owner=OWNER,
-    tags={"team": "invoice-offers", "personal_data": "true"},
+    tags={"team": TEAM, "personal_data": "true"},
 )
 
 offer = Entity(
@@ -23,5 +22,5 @@ offer = Entity(
     value_type=ValueType.STRING,
     description="A catalog entry (offer_id): a plan, add-on, loyalty price or payment help.",
     owner=OWNER,
-    tags={"team": "invoice-offers", "personal_data": "false"},
+    tags={"team": TEAM, "personal_data": "false"},
 )

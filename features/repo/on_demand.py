@@ -1,6 +1,6 @@
 """Plan fit on demand: what a customer would have paid on a candidate offer for their own usage.
 
-The transformation is ``features.plan_fit.plan_fit`` itself, the function serving and the usage
+The transformation is ``core.plan_fit.plan_fit`` itself, the function serving and the usage
 summary call on the values they read, so training and serving see the same numbers.
 """
 
@@ -11,29 +11,21 @@ import inspect
 from feast import Field, OnDemandFeatureView
 from feast.transformation.pandas_transformation import PandasTransformation
 from feast.types import Float64
+from feature_views import (
+    customer_contract_fv,
+    customer_usage_fv,
+    offer_attributes_fv,
+)
 
-from features.plan_fit import (
+from core.plan_fit import (
     CONTRACT_INPUTS,
     OFFER_INPUTS,
     PLAN_FIT_OUTPUTS,
     USAGE_INPUTS,
     plan_fit,
 )
+from features.views import OWNER, PLAN_FIT_VIEW, TEAM
 
-if __package__:
-    from features.feature_views import (
-        customer_contract_fv,
-        customer_usage_fv,
-        offer_attributes_fv,
-    )
-else:  # `feast apply` inside features/ imports each file as a top-level module
-    from feature_views import (  # type: ignore[no-redef]
-        customer_contract_fv,
-        customer_usage_fv,
-        offer_attributes_fv,
-    )
-
-OWNER = "features@invoice-offers.example"
 DESCRIPTION = (
     "For a customer and a candidate offer: the monthly cost on the current plan and on the offer "
     "for the usage of the last three months (fee plus overage), the saving, the overage on each, "
@@ -41,7 +33,7 @@ DESCRIPTION = (
 )
 
 plan_fit_odfv = OnDemandFeatureView(
-    name="plan_fit",
+    name=PLAN_FIT_VIEW,
     sources=[
         customer_usage_fv[list(USAGE_INPUTS)],
         customer_contract_fv[list(CONTRACT_INPUTS)],
@@ -56,5 +48,5 @@ plan_fit_odfv = OnDemandFeatureView(
     mode="pandas",
     description=DESCRIPTION,
     owner=OWNER,
-    tags={"team": "invoice-offers", "personal_data": "true", "consent": "profiling"},
+    tags={"team": TEAM, "personal_data": "true", "consent": "profiling"},
 )

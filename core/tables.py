@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from features.contract import TABLES, Column, ColumnKind, Table
+from core.contract import TABLES, Column, ColumnKind, Table
 
 MAX_EXAMPLES = 5
 UTC_ZONES = frozenset({"UTC", "Etc/UTC", "Z", "+00:00", "GMT", "Etc/GMT", "Universal", "Zulu"})
@@ -331,7 +331,7 @@ def read_table(data_dir: Path, table: Table) -> pd.DataFrame:
 
     Raises :class:`ContractError` when the file is missing, unreadable, lacks a column, holds a
     column of the wrong type or a null where the contract allows none. Row-level rules (keys,
-    enumerations, ids) are checked by :func:`features.validation.validate_tables`.
+    enumerations, ids) are checked by :func:`core.validation.validate_tables`.
     """
     problems = schema_problems(data_dir, table)
     if problems:

@@ -1,8 +1,8 @@
 """Feast data sources: the Parquet feature tables written by ``offers features build``.
 
-Paths here are relative to this folder (the Feast repository) and fit the default layout, which is
-what ``feast`` run inside ``features/`` sees. ``features.repository`` builds the same sources with
-the paths and offline store chosen by ``Settings``.
+Paths here are relative to this folder and fit the default layout, which is what ``feast`` run
+inside ``features/repo/`` sees. ``features.repository`` builds the same sources with the paths
+and offline store chosen by ``Settings``.
 """
 
 from __future__ import annotations
@@ -13,25 +13,11 @@ from feast import FileSource
 from feast.data_format import ParquetFormat
 from feast.data_source import DataSource
 
-from features.columns import EVENT_TIMESTAMP
+from core.columns import EVENT_TIMESTAMP
+from features.views import OWNER, TEAM, VIEWS, table_path
 
-OWNER = "features@invoice-offers.example"
 # The default Settings.features_dir (data/features) seen from this folder.
-DEFAULT_FEATURES_DIR = Path("..") / "data" / "features"
-
-_DESCRIPTIONS = {
-    "customer_usage": "Monthly usage per customer, known from the next month's first day.",
-    "customer_contract": "The contract in force per customer at each month start and change.",
-    "customer_billing": "Billing and payment behaviour per customer at each invoice date.",
-    "customer_profile": "Age, region, survey answer and offer history per customer and month.",
-    "customer_consent": "Consent state per customer at signup and at every consent change.",
-    "offer_attributes": "Catalog attributes per offer from its valid_from.",
-}
-
-
-def table_path(view: str, features_dir: Path = DEFAULT_FEATURES_DIR) -> Path:
-    """The Parquet feature table of a feature view."""
-    return Path(features_dir) / f"{view}.parquet"
+DEFAULT_FEATURES_DIR = Path("..") / ".." / "data" / "features"
 
 
 def feature_table_source(
@@ -41,9 +27,9 @@ def feature_table_source(
     common = {
         "name": f"{view}_source",
         "timestamp_field": EVENT_TIMESTAMP,
-        "description": _DESCRIPTIONS[view],
+        "description": VIEWS[view].source_description,
         "owner": OWNER,
-        "tags": {"team": "invoice-offers", "built_by": "offers features build"},
+        "tags": {"team": TEAM, "built_by": "offers features build"},
     }
     path = str(table_path(view, features_dir))
     if offline_store == "spark":

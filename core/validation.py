@@ -1,6 +1,6 @@
 """Checking the input tables against CONTRACT §1 before anything is trained or written.
 
-:func:`validate_tables` reads every table through :mod:`features.tables` (which already refuses a
+:func:`validate_tables` reads every table through :mod:`core.tables` (which already refuses a
 missing or unreadable file, a missing column, a wrong type and a null where none is allowed) and
 then checks the rows: unique keys, enumerations, known customers, plans and offers, dates in order,
 no overlapping contracts, no negative usage or money, ranks from 1, propensities in (0, 1].
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.catalog import Catalog
-from features.contract import (
+from core.catalog import Catalog
+from core.contract import (
     CONSENT_PURPOSES,
     CONSENTS,
     CONTRACTS,
@@ -38,7 +38,7 @@ from features.contract import (
     USAGE_MONTHLY,
     Table,
 )
-from features.tables import ContractError, Problem, read_table, row_examples, table_path
+from core.tables import ContractError, Problem, read_table, row_examples, table_path
 
 __all__ = ["ContractError", "Problem", "ValidationReport", "require_valid", "validate_tables"]
 
