@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.database import is_sqlite_file
 from core.settings import Settings
-from serving.decision_log.engine import create_log_engine
+from serving.decision_log.database import create_log_engine
 from serving.decision_log.records import DecisionRecord, EventRecord, StoredDecision
 from serving.decision_log.schema import build_tables
 from serving.decision_log.sqlite import (

@@ -25,6 +25,7 @@ class Statements:
 
 
 def build_statements(tables: LogTables) -> Statements:
+    """The look-ups and inserts of the request path on ``tables``."""
     decisions, offers, events = tables.decisions, tables.decision_offers, tables.events
     latest = (
         sa.select(decisions.c.decision_id)

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from core.contract import OFFER_EVENTS, OUTCOMES
 from core.tables import read_table, schema_problems
 from serving.decision_log import DecisionLog, DecisionRecord, EventRecord, LoggedOffer
-from serving.decision_log.engine import create_log_engine
+from serving.decision_log.database import create_log_engine
 from serving.decision_log.export import merge_into_offer_events
 from tests.factories_api import auth, make_app, offers_body, running
 
