@@ -228,7 +228,7 @@ def events_export(
     out: Annotated[Path | None, typer.Option(help="offer_events Parquet to write.")] = None,
 ) -> None:
     """Append logged decisions and their events to offer_events for the next retraining."""
-    from serving.decision_log import export_offer_events
+    from serving.decision_log.export import export_offer_events
 
     written = export_offer_events(out=out)
     console.print(f"{written} offer events exported")

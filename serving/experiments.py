@@ -16,21 +16,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-
 from core.settings import get_settings
-from serving.api.schemas import (
-    Difference,
-    ExperimentCreate,
-    ExperimentPublic,
-    ExperimentReport,
-    Interval,
-    VariantReport,
-    VariantSpec,
-)
 from serving.decision.consent import MODEL_PREFIX
 from serving.decision_log import DecisionLog
+from serving.decision_log.experiments import (
+    all_experiments,
+    find_experiment,
+    insert_experiment,
+    variant_counts,
+)
+from serving.decision_log.records import Experiment, ExperimentSpec, Variant, VariantCounts
 
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 CONFIDENCE = 0.95
@@ -72,7 +67,7 @@ def difference_interval(
     return difference, low, high
 
 
-def assign_variant(key: str, customer_id: str, variants: Sequence[VariantSpec]) -> VariantSpec:
+def assign_variant(key: str, customer_id: str, variants: Sequence[Variant]) -> Variant:
     """The customer's variant: a uniform number from hashing (key, customer), over the weights."""
     digest = hashlib.sha256(f"{key}\x1f{customer_id}".encode()).digest()
     position = int.from_bytes(digest[:8], "big") / 2.0**64
@@ -84,27 +79,62 @@ def assign_variant(key: str, customer_id: str, variants: Sequence[VariantSpec]) 
     return variants[-1]  # weights sum to 1 within rounding
 
 
-def control_variant(variants: Sequence[VariantSpec]) -> VariantSpec:
+def control_variant(variants: Sequence[Variant]) -> Variant:
     """The holdout variant, or the first."""
     return next((variant for variant in variants if variant.policy == "holdout"), variants[0])
 
 
-def covers(experiment: ExperimentCreate, day: dt.date) -> bool:
+def covers(experiment: ExperimentSpec, day: dt.date) -> bool:
+    """Whether invoices dated ``day`` fall within the experiment."""
     moment = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
     return experiment.start <= moment <= experiment.end
 
 
 @dataclass(frozen=True)
-class VariantCounts:
+class RateInterval:
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class RateDifference:
+    """A variant's acceptance rate minus the control's, with its 95 % interval (Newcombe)."""
+
+    against: str
+    value: float
+    interval: RateInterval
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """One variant's row of the report: what was decided and how often an offer was accepted."""
+
+    name: str
+    policy: str
+    weight: float
     customers: int
     decisions: int
     offers_shown: int
     accepted: int
+    acceptance_rate: float | None
+    acceptance_interval: RateInterval | None
+    difference: RateDifference | None
 
 
-def build_report(
-    experiment: ExperimentCreate, counts: dict[str, VariantCounts]
-) -> ExperimentReport:
+@dataclass(frozen=True)
+class ExperimentResults:
+    """An experiment's report: per variant, acceptance and its difference to the control."""
+
+    key: str
+    description: str
+    start: dt.datetime
+    end: dt.datetime
+    control: str
+    confidence: float
+    variants: tuple[VariantResult, ...]
+
+
+def build_report(experiment: ExperimentSpec, counts: dict[str, VariantCounts]) -> ExperimentResults:
     """The report from counts per variant (pure: the numbers a reader can recompute by hand)."""
     control = control_variant(experiment.variants)
     empty = VariantCounts(0, 0, 0, 0)
@@ -119,13 +149,13 @@ def build_report(
                 mine.accepted, mine.decisions, control_counts.accepted, control_counts.decisions
             )
             if compared is not None:
-                difference = Difference(
+                difference = RateDifference(
                     against=control.name,
                     value=compared[0],
-                    interval=Interval(low=compared[1], high=compared[2]),
+                    interval=RateInterval(low=compared[1], high=compared[2]),
                 )
         rows.append(
-            VariantReport(
+            VariantResult(
                 name=variant.name,
                 policy=variant.policy,
                 weight=variant.weight,
@@ -134,20 +164,20 @@ def build_report(
                 offers_shown=mine.offers_shown,
                 accepted=mine.accepted,
                 acceptance_rate=mine.accepted / mine.decisions if mine.decisions else None,
-                acceptance_interval=Interval(low=interval[0], high=interval[1])
+                acceptance_interval=RateInterval(low=interval[0], high=interval[1])
                 if interval
                 else None,
                 difference=difference,
             )
         )
-    return ExperimentReport(
+    return ExperimentResults(
         key=experiment.key,
         description=experiment.description,
         start=experiment.start,
         end=experiment.end,
         control=control.name,
         confidence=CONFIDENCE,
-        variants=rows,
+        variants=tuple(rows),
     )
 
 
@@ -162,49 +192,39 @@ class Experiments:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._log = log
-        self._table = log.tables.experiments
         self._refresh_seconds = refresh_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._cached: tuple[ExperimentPublic, ...] = ()
+        self._cached: tuple[Experiment, ...] = ()
         self._cached_at = -math.inf
 
-    def create(self, spec: ExperimentCreate) -> ExperimentPublic:
+    def create(self, spec: ExperimentSpec) -> Experiment:
         """Store a new experiment; raise :class:`ExperimentExists` for a key already taken."""
-        experiment = ExperimentPublic(**spec.model_dump(), created_at=dt.datetime.now(dt.UTC))
-        try:
-            with self._log.engine.begin() as connection:
-                connection.execute(
-                    self._table.insert(),
-                    {
-                        "key": experiment.key,
-                        "description": experiment.description,
-                        "variants": [variant.model_dump() for variant in experiment.variants],
-                        "starts_at": experiment.start,
-                        "ends_at": experiment.end,
-                        "created_at": experiment.created_at,
-                    },
-                )
-        except IntegrityError as error:
-            raise ExperimentExists(spec.key) from error
+        experiment = Experiment(
+            key=spec.key,
+            description=spec.description,
+            variants=spec.variants,
+            start=spec.start,
+            end=spec.end,
+            created_at=dt.datetime.now(dt.UTC),
+        )
+        if not insert_experiment(self._log, experiment):
+            raise ExperimentExists(spec.key)
         self._cached_at = -math.inf  # this process sees its own experiment at once
         return experiment
 
-    def all(self) -> list[ExperimentPublic]:
+    def all(self) -> list[Experiment]:
         """All experiments, the first created first."""
-        query = sa.select(self._table).order_by(self._table.c.created_at, self._table.c.key)
-        with self._log.engine.connect() as connection:
-            return [self._from_row(row._mapping) for row in connection.execute(query)]
+        return all_experiments(self._log)
 
-    def get(self, key: str) -> ExperimentPublic:
+    def get(self, key: str) -> Experiment:
         """One experiment; KeyError when there is none with that key."""
-        with self._log.engine.connect() as connection:
-            row = connection.execute(sa.select(self._table).where(self._table.c.key == key)).first()
-        if row is None:
+        experiment = find_experiment(self._log, key)
+        if experiment is None:
             raise KeyError(key)
-        return self._from_row(row._mapping)
+        return experiment
 
-    def running_on(self, day: dt.date) -> ExperimentPublic | None:
+    def running_on(self, day: dt.date) -> Experiment | None:
         """The experiment assigning invoices dated ``day``, from a cache refreshed every few s."""
         now = self._clock()
         if now - self._cached_at > self._refresh_seconds:
@@ -228,52 +248,11 @@ class Experiments:
 
     def counts(self, key: str) -> dict[str, VariantCounts]:
         """Customers, decisions, offers shown and decisions with an accepted offer, per variant."""
-        tables = self._log.tables
-        decisions, offers, events = tables.decisions, tables.decision_offers, tables.events
-        shown = (
-            sa.select(offers.c.decision_id, sa.func.count().label("shown"))
-            .group_by(offers.c.decision_id)
-            .subquery()
-        )
-        accepted = (
-            sa.select(events.c.decision_id).where(events.c.type == "accept").distinct().subquery()
-        )
-        query = (
-            sa.select(
-                decisions.c.experiment_variant,
-                sa.func.count(sa.distinct(decisions.c.customer_id)),
-                sa.func.count(),
-                sa.func.coalesce(sa.func.sum(shown.c.shown), 0),
-                sa.func.count(accepted.c.decision_id),
-            )
-            .select_from(
-                decisions.outerjoin(
-                    shown, shown.c.decision_id == decisions.c.decision_id
-                ).outerjoin(accepted, accepted.c.decision_id == decisions.c.decision_id)
-            )
-            .where(decisions.c.experiment_key == key)
-            .group_by(decisions.c.experiment_variant)
-        )
-        with self._log.engine.connect() as connection:
-            return {
-                row[0]: VariantCounts(int(row[1]), int(row[2]), int(row[3]), int(row[4]))
-                for row in connection.execute(query)
-            }
+        return variant_counts(self._log, key)
 
-    def report(self, key: str) -> ExperimentReport:
+    def report(self, key: str) -> ExperimentResults:
         """The report of an experiment; KeyError when there is none with that key."""
         return build_report(self.get(key), self.counts(key))
-
-    @staticmethod
-    def _from_row(row: sa.RowMapping) -> ExperimentPublic:
-        return ExperimentPublic(
-            key=row["key"],
-            description=row["description"],
-            variants=row["variants"],
-            start=row["starts_at"],
-            end=row["ends_at"],
-            created_at=row["created_at"],
-        )
 
 
 def _percent(value: float | None) -> str:

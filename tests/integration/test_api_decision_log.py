@@ -18,13 +18,9 @@ import sqlalchemy as sa
 
 from core.contract import OFFER_EVENTS, OUTCOMES
 from core.tables import read_table, schema_problems
-from serving.decision_log import (
-    DecisionLog,
-    DecisionRecord,
-    EventRecord,
-    LoggedOffer,
-    create_log_engine,
-)
+from serving.decision_log import DecisionLog, DecisionRecord, EventRecord, LoggedOffer
+from serving.decision_log.database import create_log_engine
+from serving.decision_log.export import merge_into_offer_events
 from tests.factories_api import auth, make_app, offers_body, running
 
 pytestmark = pytest.mark.integration
@@ -228,7 +224,7 @@ def test_export_appends_outcomes_in_the_contract_schema(log: DecisionLog, tmp_pa
     _write_existing(out, [earlier, stale])
     log.record_event(event(second, "LOYALTY_NEW_PRICE", "decline", 7))
 
-    assert log.export_offer_events(out) == 5
+    assert merge_into_offer_events(log, out) == 5
     assert schema_problems(out.parent, OFFER_EVENTS) == []
     frame = read_table(out.parent, OFFER_EVENTS)  # raises on a null where none is allowed
     assert len(frame) == 6  # the earlier row kept, the stale one replaced
@@ -251,7 +247,7 @@ def test_export_appends_outcomes_in_the_contract_schema(log: DecisionLog, tmp_pa
         {"rank": 3, "policy": "model", "propensity": 1.0}
     ]
 
-    assert log.export_offer_events(out) == 5  # again: nothing doubled
+    assert merge_into_offer_events(log, out) == 5  # again: nothing doubled
     assert pq.read_table(out).num_rows == 6
 
 
@@ -260,7 +256,7 @@ def test_a_failed_export_leaves_the_file_as_it_was(
 ) -> None:
     log.record(record("INV-1"))
     out = tmp_path / "offer_events.parquet"
-    log.export_offer_events(out)
+    merge_into_offer_events(log, out)
     before = out.read_bytes()
 
     def broken(*args: Any, **kwargs: Any) -> None:
@@ -269,7 +265,7 @@ def test_a_failed_export_leaves_the_file_as_it_was(
     log.record(record("INV-2"))
     monkeypatch.setattr(pq, "write_table", broken)
     with pytest.raises(OSError, match="disk full"):
-        log.export_offer_events(out)
+        merge_into_offer_events(log, out)
     assert out.read_bytes() == before
     assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")] == []
 

@@ -8,11 +8,17 @@ from typing import Any
 
 import pytest
 
-from serving.api.schemas import ExperimentCreate, VariantSpec
+from serving.api.schemas import ExperimentCreate
 from serving.decision_log import DecisionLog
+from serving.decision_log.experiments import insert_experiment, variant_counts
+from serving.decision_log.records import Experiment, ExperimentSpec, Variant, VariantCounts
 from serving.experiments import (
+    ExperimentExists,
     Experiments,
+    RateDifference,
+    RateInterval,
     assign_variant,
+    build_report,
     covers,
     difference_interval,
     wilson_interval,
@@ -36,6 +42,21 @@ def experiment(**overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+def spec() -> ExperimentSpec:
+    """The experiment of ``experiment()`` as the experiments' logic takes it."""
+    return ExperimentSpec(
+        key="ranker-vs-rules",
+        description="Does the ranker beat the rules?",
+        variants=(
+            Variant("treatment", 0.45, "model"),
+            Variant("rules", 0.45, "rules"),
+            Variant("control", 0.10, "holdout"),
+        ),
+        start=dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+        end=dt.datetime(2027, 2, 28, 23, 59, 59, tzinfo=dt.UTC),
+    )
 
 
 @pytest.fixture
@@ -117,14 +138,14 @@ def test_weights_may_miss_one_by_rounding_only() -> None:
 
 
 def test_a_challenger_policy_names_a_version() -> None:
-    spec = ExperimentCreate.model_validate(
+    body = ExperimentCreate.model_validate(
         experiment(variants=[{"name": "new", "weight": 1.0, "policy": "model:4"}])
     )
-    assert spec.variants[0].policy == "model:4"
+    assert body.variants[0].policy == "model:4"
 
 
 def test_assignment_is_stable_and_follows_the_weights() -> None:
-    variants = ExperimentCreate.model_validate(experiment()).variants
+    variants = spec().variants
     assigned = [
         assign_variant("ranker-vs-rules", f"C{i:06d}", variants).name for i in range(20_000)
     ]
@@ -137,11 +158,11 @@ def test_assignment_is_stable_and_follows_the_weights() -> None:
 
 
 def test_an_invoice_date_is_covered_from_start_to_end() -> None:
-    spec = ExperimentCreate.model_validate(experiment())
-    assert not covers(spec, dt.date(2026, 11, 30))
-    assert covers(spec, dt.date(2026, 12, 1))
-    assert covers(spec, dt.date(2027, 2, 28))
-    assert not covers(spec, dt.date(2027, 3, 1))
+    defined = spec()
+    assert not covers(defined, dt.date(2026, 11, 30))
+    assert covers(defined, dt.date(2026, 12, 1))
+    assert covers(defined, dt.date(2027, 2, 28))
+    assert not covers(defined, dt.date(2027, 3, 1))
 
 
 def test_wilson_interval_matches_hand_computation() -> None:
@@ -233,10 +254,7 @@ def test_without_decisions_the_report_has_no_rates(client: Any) -> None:
 def test_the_control_is_the_first_variant_without_a_holdout() -> None:
     from serving.experiments import control_variant
 
-    variants = [
-        VariantSpec(name="a", weight=0.5, policy="model"),
-        VariantSpec(name="b", weight=0.5, policy="rules"),
-    ]
+    variants = [Variant("a", 0.5, "model"), Variant("b", 0.5, "rules")]
     assert control_variant(variants).name == "a"
 
 
@@ -250,6 +268,67 @@ def test_an_unknown_experiment_is_404(client: Any, path: str) -> None:
     assert response.json()["detail"] == "no experiment with key nope"
 
 
+def test_the_report_is_computed_from_the_counts_alone() -> None:
+    counts = {
+        "treatment": VariantCounts(customers=15, decisions=20, offers_shown=40, accepted=6),
+        "control": VariantCounts(customers=8, decisions=8, offers_shown=0, accepted=0),
+    }
+    report = build_report(spec(), counts)
+    assert (report.key, report.control, report.confidence) == ("ranker-vs-rules", "control", 0.95)
+    treatment, rules, control = report.variants
+    assert (treatment.name, treatment.policy, treatment.weight) == ("treatment", "model", 0.45)
+    assert (treatment.customers, treatment.decisions, treatment.offers_shown) == (15, 20, 40)
+    assert treatment.acceptance_rate == pytest.approx(0.3)
+    interval = treatment.acceptance_interval
+    assert interval is not None
+    assert (interval.low, interval.high) == pytest.approx((0.145477, 0.518973), abs=1e-6)
+    difference = treatment.difference
+    assert isinstance(difference, RateDifference) and difference.against == "control"
+    assert difference.value == pytest.approx(0.3)
+    assert isinstance(difference.interval, RateInterval)
+    assert (difference.interval.low, difference.interval.high) == pytest.approx(
+        (-0.059329, 0.518973), abs=1e-6
+    )
+    # Nothing logged for rules: no rate, no interval, nothing to compare.
+    assert (rules.decisions, rules.acceptance_rate, rules.acceptance_interval) == (0, None, None)
+    assert rules.difference is None
+    assert (control.acceptance_rate, control.difference) == (0.0, None)
+
+
+def test_an_experiment_is_stored_and_read_back_as_created(tmp_path: Any) -> None:
+    log = DecisionLog(f"sqlite:///{tmp_path / 'log.db'}")
+    store = Experiments(log)
+    created = store.create(spec())
+    assert isinstance(created, Experiment) and created.created_at.tzinfo == dt.UTC
+    assert (created.key, created.variants, created.start) == (
+        "ranker-vs-rules",
+        spec().variants,
+        dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+    )
+    assert store.get("ranker-vs-rules") == created
+    assert store.all() == [created]
+    with pytest.raises(ExperimentExists):
+        store.create(spec())
+    assert not insert_experiment(log, created)  # the key is taken: nothing stored
+    with pytest.raises(KeyError):
+        store.get("nope")
+    log.close()
+
+
+def test_variant_counts_come_from_the_logged_decisions_and_events(tmp_path: Any) -> None:
+    log = DecisionLog(f"sqlite:///{tmp_path / 'log.db'}")
+    for number in range(3):
+        log_decision(log, "treatment", "C1" if number < 2 else "C2", accepted=number == 0)
+    log_decision(log, "control", "C3", accepted=False, offers=0)
+    log_decision(log, "treatment", "C4", accepted=True, experiment="another")
+    assert variant_counts(log, "ranker-vs-rules") == {
+        "treatment": VariantCounts(customers=2, decisions=3, offers_shown=6, accepted=1),
+        "control": VariantCounts(customers=1, decisions=1, offers_shown=0, accepted=0),
+    }
+    assert variant_counts(log, "nope") == {}
+    log.close()
+
+
 def test_running_experiments_are_cached_and_refreshed(tmp_path: Any) -> None:
     log = DecisionLog(f"sqlite:///{tmp_path / 'log.db'}")
     now = [0.0]
@@ -257,7 +336,7 @@ def test_running_experiments_are_cached_and_refreshed(tmp_path: Any) -> None:
     day = dt.date(2026, 12, 10)
     assert store.running_on(day) is None
     # Another replica creates it: not seen until the cache is refreshed.
-    Experiments(log).create(ExperimentCreate.model_validate(experiment()))
+    Experiments(log).create(spec())
     assert store.running_on(day) is None
     now[0] = 6.0
     running_now = store.running_on(day)
@@ -271,7 +350,7 @@ def test_print_report_prints_a_table(tmp_path: Any, monkeypatch: Any, capsys: An
 
     url = f"sqlite:///{tmp_path / 'log.db'}"
     log = DecisionLog(url)
-    Experiments(log).create(ExperimentCreate.model_validate(experiment()))
+    Experiments(log).create(spec())
     log_decision(log, "treatment", "C1", accepted=True)
     log.close()
     monkeypatch.setenv("OFFERS_DATABASE_URL", url)

@@ -22,7 +22,8 @@ from serving.api.schemas import (
     ExperimentsPublic,
 )
 from serving.decision.consent import MODEL_PREFIX
-from serving.experiments import ExperimentExists
+from serving.decision_log.records import Experiment, ExperimentSpec, Variant
+from serving.experiments import ExperimentExists, Experiments
 
 router = APIRouter(tags=["experiments"])
 
@@ -33,6 +34,20 @@ TEMPLATES = FilePath(__file__).resolve().parents[2] / "templates"
 @cache
 def _templates() -> Jinja2Templates:
     return Jinja2Templates(directory=TEMPLATES)
+
+
+def _spec(body: ExperimentCreate) -> ExperimentSpec:
+    return ExperimentSpec(
+        key=body.key,
+        description=body.description,
+        variants=tuple(Variant(v.name, v.weight, v.policy) for v in body.variants),
+        start=body.start,
+        end=body.end,
+    )
+
+
+def _public(experiment: Experiment) -> ExperimentPublic:
+    return ExperimentPublic.model_validate(experiment, from_attributes=True)
 
 
 @contextmanager
@@ -46,12 +61,19 @@ def _known(key: str) -> Iterator[None]:
         ) from error
 
 
+def _report(experiments: Experiments, key: str) -> ExperimentReport:
+    """The experiment's report as answered; a 404 problem when there is no such experiment."""
+    with _known(key):
+        results = experiments.report(key)
+    return ExperimentReport.model_validate(results, from_attributes=True)
+
+
 @router.get(
     "/v1/experiments", response_model=ExperimentsPublic, responses=problem_responses(401, 403)
 )
 def list_experiments(experiments: ExperimentsDep, _: MarketingRole) -> ExperimentsPublic:
     """All experiments, the first created first."""
-    listed = experiments.all()
+    listed = [_public(experiment) for experiment in experiments.all()]
     return ExperimentsPublic(data=listed, count=len(listed))
 
 
@@ -69,7 +91,7 @@ def create_experiment(
 ) -> ExperimentPublic:
     """Create an experiment; invoices dated within start–end are split over its variants."""
     try:
-        created = experiments.create(experiment)
+        created = experiments.create(_spec(experiment))
     except ExperimentExists as error:
         raise ProblemError(
             409, f"an experiment with key {experiment.key} exists", kind="experiment-exists"
@@ -77,7 +99,7 @@ def create_experiment(
     challengers = [v.policy for v in experiment.variants if v.policy.startswith(MODEL_PREFIX)]
     if challengers:
         models.add_challengers(challengers)
-    return created
+    return _public(created)
 
 
 @router.get(
@@ -90,7 +112,7 @@ def get_experiment(
 ) -> ExperimentPublic:
     """One experiment."""
     with _known(key):
-        return experiments.get(key)
+        return _public(experiments.get(key))
 
 
 @router.get(
@@ -102,8 +124,7 @@ def experiment_report(
     key: ExperimentKey, experiments: ExperimentsDep, _: MarketingRole
 ) -> ExperimentReport:
     """Per variant: customers, decisions, acceptance rate (95 % interval), difference to control."""
-    with _known(key):
-        return experiments.report(key)
+    return _report(experiments, key)
 
 
 @router.get(
@@ -118,6 +139,5 @@ def experiment_page(
     key: ExperimentKey, request: Request, experiments: ExperimentsDep, _: MarketingRole
 ) -> HTMLResponse:
     """The report as a page for people; send the marketing key as `Authorization: Bearer <key>`."""
-    with _known(key):
-        report = experiments.report(key)
+    report = _report(experiments, key)
     return _templates().TemplateResponse(request, "experiment.html", {"report": report})

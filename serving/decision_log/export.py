@@ -1,0 +1,131 @@
+"""The logged offers and their outcomes as offer_events, the table the next retraining reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from core.contract import OFFER_EVENTS
+from core.files import replacing
+from core.settings import get_settings
+from serving.decision_log.repository import DecisionLog
+
+# The strongest event decides an offer's outcome in offer_events; no event or only an impression:
+# ignored.
+_OUTCOME_BY_EVENT = {"accept": "accepted", "decline": "declined", "click": "clicked"}
+_EVENT_STRENGTH = {"impression": 0, "click": 1, "decline": 2, "accept": 3}
+
+
+def offer_events(log: DecisionLog) -> pa.Table:
+    """Every logged offer with its outcome, in the offer_events contract schema."""
+    tables = log.tables
+    decisions, offers, events = tables.decisions, tables.decision_offers, tables.events
+    shown = sa.select(
+        decisions.c.decision_id,
+        decisions.c.invoice_id,
+        decisions.c.customer_id,
+        offers.c.offer_id,
+        decisions.c.created_at,
+        offers.c.rank,
+        decisions.c.policy,
+        offers.c.propensity,
+    ).select_from(decisions.join(offers, offers.c.decision_id == decisions.c.decision_id))
+    happened = sa.select(
+        events.c.decision_id, events.c.offer_id, events.c.type, events.c.occurred_at
+    )
+    with log.engine.connect() as connection:
+        shown_rows = connection.execute(shown).all()
+        event_rows = connection.execute(happened).all()
+    strongest: dict[tuple[str, str], tuple[int, dt.datetime, str]] = {}
+    for decision_id, offer_id, kind, occurred_at in event_rows:
+        strength = _EVENT_STRENGTH.get(kind, 0)
+        key = (decision_id, offer_id)
+        best = strongest.get(key)
+        # The strongest event wins; between equals, the first time it happened.
+        if best is None or (strength, -occurred_at.timestamp()) > (
+            best[0],
+            -best[1].timestamp(),
+        ):
+            strongest[key] = (strength, occurred_at, kind)
+    columns: dict[str, list[Any]] = {name: [] for name in OFFER_EVENTS.column_names}
+    for (
+        decision_id,
+        invoice_id,
+        customer_id,
+        offer_id,
+        created_at,
+        rank,
+        policy,
+        p,
+    ) in shown_rows:
+        best = strongest.get((decision_id, offer_id))
+        outcome = _OUTCOME_BY_EVENT.get(best[2], "ignored") if best else "ignored"
+        columns["decision_id"].append(decision_id)
+        columns["invoice_id"].append(invoice_id)
+        columns["customer_id"].append(customer_id)
+        columns["offer_id"].append(offer_id)
+        columns["shown_at"].append(created_at)
+        columns["rank"].append(rank)
+        columns["policy"].append(policy)
+        columns["propensity"].append(p)
+        columns["outcome"].append(outcome)
+        columns["outcome_at"].append(best[1] if best and outcome != "ignored" else None)
+    return pa.Table.from_pydict(columns, schema=OFFER_EVENTS.arrow_schema())
+
+
+def merge_into_offer_events(log: DecisionLog, out: Path) -> int:
+    """Merge the logged offers into the offer_events file at ``out``; return the rows exported.
+
+    Rows already in the file stay, except those the log has again (same decision_id and
+    offer_id), which take the log's newer outcome. The file is replaced in one rename, so a
+    failure leaves the old file as it was.
+    """
+    fresh = offer_events(log)
+    merged = _merged_with_file(out, fresh) if out.exists() else fresh
+    _write_atomically(merged, out)
+    return fresh.num_rows
+
+
+def _row_keys(table: pa.Table) -> pa.Array:
+    return pc.binary_join_element_wise(
+        table["decision_id"].cast(pa.string()), table["offer_id"].cast(pa.string()), "\x1f"
+    )
+
+
+def _merged_with_file(path: Path, fresh: pa.Table) -> pa.Table:
+    existing = pq.read_table(path)
+    missing = [name for name in OFFER_EVENTS.column_names if name not in existing.column_names]
+    if missing:
+        raise ValueError(f"{path}: offer_events lacks the columns {', '.join(missing)}")
+    contract = OFFER_EVENTS.arrow_schema()
+    # Keep the contract's types, and any extra columns a user added, as they were.
+    for field in contract:
+        index = existing.schema.get_field_index(field.name)
+        existing = existing.set_column(index, field, existing[field.name].cast(field.type))
+    kept = existing.filter(pc.invert(pc.is_in(_row_keys(existing), value_set=_row_keys(fresh))))
+    merged = pa.concat_tables([kept, fresh], promote_options="default")
+    ordered = [*OFFER_EVENTS.column_names]
+    ordered += [name for name in merged.column_names if name not in ordered]
+    return merged.select(ordered)
+
+
+def _write_atomically(table: pa.Table, out: Path) -> None:
+    with replacing(out, durable=True) as (temporary,):
+        pq.write_table(table, temporary)
+
+
+def export_offer_events(out: Path | None = None) -> int:
+    """Append the logged decisions and their outcomes to offer_events (``offers events export``)."""
+    settings = get_settings()
+    target = out or settings.data_dir / OFFER_EVENTS.file_name
+    log = DecisionLog.from_settings(settings)
+    try:
+        return merge_into_offer_events(log, target)
+    finally:
+        log.close()

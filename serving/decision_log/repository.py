@@ -1,0 +1,235 @@
+"""The decision log: every decision, its offers and the events that come back, one database.
+
+The request path's look-ups and writes (the decision already made for an invoice, the frequency
+cap's recent declines, the decision with its offers) run straight on sqlite3 for a SQLite log and
+through SQLAlchemy otherwise; the rest always through SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from core.database import is_sqlite_file
+from core.settings import Settings
+from serving.decision_log.database import create_log_engine
+from serving.decision_log.records import DecisionRecord, EventRecord, StoredDecision
+from serving.decision_log.schema import build_tables
+from serving.decision_log.sqlite import (
+    SqliteStatement,
+    WalCheckpointer,
+    build_sqlite_statements,
+    sqlite_connection,
+)
+from serving.decision_log.statements import build_statements
+
+
+class DecisionLog:
+    """Decisions, their offers, events and experiments in one database."""
+
+    def __init__(self, url: str, *, schema: str | None = None) -> None:
+        self.url = url
+        self.engine = create_log_engine(url)
+        self.tables = build_tables(schema)
+        self.statements = build_statements(self.tables)
+        self._create_tables()
+        self.checkpointer = WalCheckpointer(self.engine) if is_sqlite_file(url) else None
+        self._sqlite = (
+            build_sqlite_statements(self.tables, self.statements, self.engine.dialect)
+            if self.engine.dialect.name == "sqlite" and schema is None
+            else None
+        )
+
+    def _create_tables(self, attempts: int = 3) -> None:
+        # Several API workers start at once: two may both find a table missing and one CREATE
+        # then fails. Looking again finds the table the other one made.
+        for attempt in range(attempts):
+            try:
+                self.tables.metadata.create_all(self.engine)
+                return
+            except sa.exc.DBAPIError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+
+    @property
+    def is_local(self) -> bool:
+        """True for a SQLite file or memory database: no other machine to wait on."""
+        return self.engine.dialect.name == "sqlite"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DecisionLog:
+        return cls(settings.database_url)
+
+    def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
+            self.checkpointer = None
+        self.engine.dispose()
+
+    def ping(self) -> bool:
+        """True when the database answers."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError:
+            return False
+        return True
+
+    def warm_up(self) -> None:
+        """Run each statement of the request path once (writes rolled back), compiling them."""
+        self.find("warm-up")
+        self.recent_declines("warm-up", 1)
+        self.offers_of("warm-up")
+        self.find_event("warm-up")
+        now = dt.datetime.now(dt.UTC)
+        with self.engine.connect() as connection:
+            transaction = connection.begin()
+            try:
+                connection.execute(
+                    self.statements.insert_decision,
+                    {
+                        "decision_id": "warm-up",
+                        "invoice_id": "warm-up",
+                        "customer_id": "warm-up",
+                        "invoice_date": now.date(),
+                        "created_at": now,
+                        "policy": "none",
+                        "consent": {},
+                        "response": "{}",
+                        "log": {},
+                    },
+                )
+                connection.execute(
+                    self.statements.insert_offers,
+                    [{"decision_id": "warm-up", "offer_id": "warm-up", "rank": 1}],
+                )
+            finally:
+                transaction.rollback()
+
+    # Decisions ------------------------------------------------------------------------------
+
+    def find(self, invoice_id: str) -> StoredDecision | None:
+        """The decision already made for an invoice, if any."""
+        rows = self._select("find", {"invoice_id": invoice_id})
+        return None if not rows else StoredDecision(rows[0][0], rows[0][1], rows[0][2])
+
+    def record(self, record: DecisionRecord) -> tuple[StoredDecision, bool]:
+        """Store a decision durably; when the invoice already has one, return that one instead.
+
+        The UNIQUE invoice_id decides a race between two requests for the same invoice: the second
+        insert fails and both answer with the decision that was committed first.
+        """
+        row = {
+            "decision_id": record.decision_id,
+            "invoice_id": record.invoice_id,
+            "customer_id": record.customer_id,
+            "invoice_date": record.invoice_date,
+            "created_at": record.created_at,
+            "policy": record.policy,
+            "model_version": record.model_version,
+            "experiment_key": record.experiment_key,
+            "experiment_variant": record.experiment_variant,
+            "degraded": record.degraded,
+            "consent": dict(record.consent),
+            "response": record.response_json,
+            "log": dict(record.log),
+        }
+        offers = [
+            {
+                "decision_id": record.decision_id,
+                "offer_id": offer.offer_id,
+                "rank": offer.rank,
+                "propensity": offer.propensity,
+                "score": offer.score,
+            }
+            for offer in record.offers
+        ]
+        try:
+            self._insert(row, offers)
+        except IntegrityError:
+            stored = self.find(record.invoice_id)
+            if stored is None:  # not an invoice clash after all
+                raise
+            return stored, False
+        return StoredDecision(record.decision_id, record.customer_id, record.response_json), True
+
+    def recent_declines(self, customer_id: str, invoices: int) -> frozenset[str]:
+        """Offers the customer declined in their last ``invoices`` decisions (the frequency cap)."""
+        if invoices <= 0:
+            return frozenset()
+        rows = self._select("recent_declines", {"customer_id": customer_id, "invoices": invoices})
+        return frozenset(row[0] for row in rows)
+
+    # The request path's statements: straight on sqlite3 for a SQLite log, else through SQLAlchemy.
+
+    def _select(
+        self, name: Literal["find", "recent_declines"], parameters: dict[str, Any]
+    ) -> Sequence[Any]:
+        if self._sqlite is not None:
+            statement: SqliteStatement = getattr(self._sqlite, name)
+            with sqlite_connection(self.engine) as sqlite:
+                return sqlite.execute(statement.sql, statement.parameters(parameters)).fetchall()
+        with self.engine.connect() as connection:
+            return connection.execute(getattr(self.statements, name), parameters).all()
+
+    def _insert(self, row: dict[str, Any], offers: list[dict[str, Any]]) -> None:
+        """The decision and its offers in one transaction."""
+        if self._sqlite is None:
+            with self.engine.begin() as connection:
+                connection.execute(self.statements.insert_decision, row)
+                if offers:
+                    connection.execute(self.statements.insert_offers, offers)
+            return
+        decision, offer = self._sqlite.insert_decision, self._sqlite.insert_offers
+        with sqlite_connection(self.engine) as sqlite:
+            try:
+                sqlite.execute(decision.sql, decision.parameters(row))  # opens the transaction
+                if offers:
+                    sqlite.executemany(offer.sql, [offer.parameters(o) for o in offers])
+                sqlite.commit()
+            except BaseException:
+                sqlite.rollback()
+                raise
+
+    def offers_of(self, decision_id: str) -> frozenset[str] | None:
+        """The offers shown in a decision; None when there is no such decision."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(self.statements.offers_of, {"decision_id": decision_id}).all()
+        if not rows:
+            return None
+        return frozenset(row[1] for row in rows if row[1] is not None)
+
+    # Events ---------------------------------------------------------------------------------
+
+    def find_event(self, event_id: str) -> EventRecord | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(self.statements.find_event, {"event_id": event_id}).first()
+        return None if row is None else EventRecord(**row._mapping)
+
+    def record_event(self, event: EventRecord) -> tuple[EventRecord, bool]:
+        """Store an event durably; the same event_id again stores nothing and returns the first."""
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    self.statements.insert_event,
+                    {
+                        "event_id": event.event_id,
+                        "decision_id": event.decision_id,
+                        "offer_id": event.offer_id,
+                        "type": event.type,
+                        "occurred_at": event.occurred_at,
+                        "received_at": event.received_at,
+                    },
+                )
+        except IntegrityError:
+            stored = self.find_event(event.event_id)
+            if stored is None:
+                raise
+            return stored, False
+        return event, True

@@ -1,0 +1,93 @@
+"""The decision log's tables: decisions, the offers each showed, the events back, experiments."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+
+class UtcDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """Timestamps stored as naive UTC (SQLite has no time zones) and read back as aware UTC."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps in the decision log must carry a time zone")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+@dataclass(frozen=True)
+class LogTables:
+    metadata: sa.MetaData
+    decisions: sa.Table
+    decision_offers: sa.Table
+    events: sa.Table
+    experiments: sa.Table
+
+
+def build_tables(schema: str | None = None) -> LogTables:
+    """The log's tables, optionally in a PostgreSQL schema."""
+    metadata = sa.MetaData(schema=schema)
+    decisions = sa.Table(
+        "decisions",
+        metadata,
+        sa.Column("decision_id", sa.String(36), primary_key=True),
+        sa.Column("invoice_id", sa.String(64), nullable=False, unique=True),
+        sa.Column("customer_id", sa.String(64), nullable=False),
+        sa.Column("invoice_date", sa.Date, nullable=False),
+        sa.Column("created_at", UtcDateTime, nullable=False),
+        sa.Column("policy", sa.String(32), nullable=False),
+        sa.Column("model_version", sa.String(128)),
+        sa.Column("experiment_key", sa.String(64)),
+        sa.Column("experiment_variant", sa.String(64)),
+        sa.Column("degraded", sa.String(64)),
+        sa.Column("consent", sa.JSON, nullable=False),
+        # The exact JSON answered, so that asking again returns the same bytes.
+        sa.Column("response", sa.Text, nullable=False),
+        sa.Column("log", sa.JSON, nullable=False),
+        sa.Index("ix_decisions_customer", "customer_id", "invoice_date", "created_at"),
+        sa.Index("ix_decisions_experiment", "experiment_key", "experiment_variant"),
+    )
+    decision_offers = sa.Table(
+        "decision_offers",
+        metadata,
+        sa.Column("decision_id", sa.String(36), primary_key=True),
+        sa.Column("offer_id", sa.String(64), primary_key=True),
+        sa.Column("rank", sa.Integer, nullable=False),
+        sa.Column("propensity", sa.Float),
+        sa.Column("score", sa.Float),
+    )
+    events = sa.Table(
+        "events",
+        metadata,
+        sa.Column("event_id", sa.String(64), primary_key=True),
+        sa.Column("decision_id", sa.String(36), nullable=False),
+        sa.Column("offer_id", sa.String(64), nullable=False),
+        sa.Column("type", sa.String(16), nullable=False),
+        sa.Column("occurred_at", UtcDateTime, nullable=False),
+        sa.Column("received_at", UtcDateTime, nullable=False),
+        sa.Index("ix_events_decision", "decision_id", "offer_id"),
+    )
+    experiments = sa.Table(
+        "experiments",
+        metadata,
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("description", sa.Text, nullable=False),
+        sa.Column("variants", sa.JSON, nullable=False),
+        sa.Column("starts_at", UtcDateTime, nullable=False),
+        sa.Column("ends_at", UtcDateTime, nullable=False),
+        sa.Column("created_at", UtcDateTime, nullable=False),
+    )
+    return LogTables(metadata, decisions, decision_offers, events, experiments)
