@@ -89,7 +89,8 @@ class ContractError(ValueError):
         return (ContractError, (self.problems,))
 
 
-def table_path(data_dir: Path, table: Table) -> Path:
+def input_table_path(data_dir: Path, table: Table) -> Path:
+    """The Parquet file (or folder of parts) of an input table under ``data_dir``."""
     return Path(data_dir) / table.file_name
 
 
@@ -141,7 +142,7 @@ def _open(path: Path) -> ds.Dataset:
 
 def schema_problems(data_dir: Path, table: Table) -> list[Problem]:
     """Problems seen without reading rows: no file, not Parquet, missing or mistyped columns."""
-    path = table_path(data_dir, table)
+    path = input_table_path(data_dir, table)
     if not path.exists():
         return [Problem(path, None, f"file not found; the {table.name} table is required")]
     try:
@@ -336,7 +337,7 @@ def read_table(data_dir: Path, table: Table) -> pd.DataFrame:
     problems = schema_problems(data_dir, table)
     if problems:
         raise ContractError(problems)
-    path = table_path(data_dir, table)
+    path = input_table_path(data_dir, table)
     try:
         arrow_table = _open(path).to_table(columns=table.column_names)
     except (pa.ArrowException, OSError) as error:

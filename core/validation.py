@@ -38,7 +38,7 @@ from core.contract import (
     USAGE_MONTHLY,
     Table,
 )
-from core.tables import ContractError, Problem, read_table, row_examples, table_path
+from core.tables import ContractError, Problem, input_table_path, read_table, row_examples
 
 __all__ = ["ContractError", "Problem", "ValidationReport", "require_valid", "validate_tables"]
 
@@ -272,7 +272,7 @@ def validate_tables(data_dir: Path, catalog: Catalog) -> ValidationReport:
             problems.extend(error.problems)
             continue
         row_counts[table.name] = len(frame)
-        checks = _RowChecks(frame, table, table_path(data_dir, table))
+        checks = _RowChecks(frame, table, input_table_path(data_dir, table))
         checks.unique_key()
         _ROW_CHECKS[table.name](checks, catalog, customer_ids)
         problems.extend(checks.problems)

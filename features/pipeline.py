@@ -26,7 +26,7 @@ from core.settings import Settings, get_settings
 from core.tables import read_tables
 from core.validation import require_valid
 from features.transforms import FEATURE_TABLES, data_end, data_start
-from features.views import FEATURE_VIEWS, FeatureType, table_path
+from features.views import FEATURE_VIEWS, FeatureType, feature_table_path
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def write_feature_tables(frames: Mapping[str, pd.DataFrame], features_dir: Path)
     features_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for view, frame in frames.items():
-        path = table_path(view, features_dir)
+        path = feature_table_path(view, features_dir)
         with replacing(path) as (temporary,):
             _write(view, iter([frame]), temporary)
         written[view] = path
@@ -126,7 +126,7 @@ def build_features(
             yield build(part, catalog, start, end)
 
     target.mkdir(parents=True, exist_ok=True)
-    paths = {view: table_path(view, target) for view in FEATURE_TABLES}
+    paths = {view: feature_table_path(view, target) for view in FEATURE_TABLES}
     rows: dict[str, int] = {}
     seconds: dict[str, float] = {}
     # All tables or none: a failure in the last view leaves every old table in place.

@@ -52,10 +52,10 @@ def historical_features(
         for projection in service.feature_view_projections
         for feature in projection.features
     ]
-    return point_in_time_join(store, entity_df, refs, what=feature_service)
+    return historical_features_by_ref(store, entity_df, refs, what=feature_service)
 
 
-def point_in_time_join(
+def historical_features_by_ref(
     store: FeatureStore, entity_df: pd.DataFrame, refs: Sequence[str], what: str = "the features"
 ) -> pd.DataFrame:
     """Like :func:`historical_features`, for feature references ``view:feature``."""

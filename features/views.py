@@ -216,7 +216,7 @@ SERVICE_VIEWS: dict[str, tuple[str, ...]] = {
 SERVICES_WITH_PLAN_FIT: frozenset[str] = frozenset({RANKER_SERVICE})
 
 
-def table_path(view: str, features_dir: Path | str) -> Path:
+def feature_table_path(view: str, features_dir: Path | str) -> Path:
     """The Parquet feature table of a view under ``features_dir`` (a file or a folder of parts)."""
     return Path(features_dir) / f"{view}.parquet"
 

@@ -1,6 +1,6 @@
 """``offers train``: build both training sets, fit, evaluate against baselines, log and register.
 
-This module only orchestrates: rows and features come from :mod:`training.data`, fitting from
+This module only orchestrates: training sets come from :mod:`training.data`, fitting from
 :mod:`training.model`, figures from :mod:`training.evaluate`, and every MLflow call goes through
 :mod:`training.tracking`. A model already trained on the same data with the same settings is not
 trained again (its registered version is reported instead), so a rerun changes nothing.
@@ -20,8 +20,10 @@ import numpy as np
 import pandas as pd
 
 from core.catalog import load_catalog
+from core.columns import EVENT_TIMESTAMP
 from core.settings import Settings, get_settings
 from training import data, tracking
+from training.candidates import CANDIDATE_SET, candidate_rows
 from training.evaluate import (
     MODEL,
     POPULARITY,
@@ -38,6 +40,7 @@ from training.evaluate import (
     ranker_markdown,
     to_json,
 )
+from training.labels import LABEL
 from training.model import FitSet, FittedModel, fit_churn, fit_ranker
 from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES, model_matrix
 from training.registry import (
@@ -49,6 +52,7 @@ from training.registry import (
     ModelInputsMismatch,
     load_champion,
 )
+from training.splits import TRAIN, TUNE, VALIDATION
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +164,7 @@ def _already_trained(name: str, fingerprint: str, settings: Settings) -> ModelRe
 def _fit_set(frame: pd.DataFrame, columns: list[str], group: str) -> FitSet:
     return FitSet(
         features=model_matrix(frame, columns, np.float32),
-        labels=frame[data.LABEL].to_numpy(dtype=float),
+        labels=frame[LABEL].to_numpy(dtype=float),
         groups=frame[group].to_numpy(),
         feature_names=list(columns),
     )
@@ -212,9 +216,9 @@ def _periods(
     log.info("%s rows: %s", name, training_set.counts())
     return _Periods(
         training_set,
-        training_set.period(data.TRAIN),
-        training_set.period(data.TUNE),
-        training_set.period(data.VALIDATION),
+        training_set.period(TRAIN),
+        training_set.period(TUNE),
+        training_set.period(VALIDATION),
     )
 
 
@@ -332,8 +336,8 @@ def train_ranker(
 
     with data.timed(timings, "ranker_evaluate"):
         history = pd.concat([train_rows, tune_rows])
-        popularity = PopularityBaseline.fit(history["offer_id"], history[data.LABEL])
-        rules = RulesBaseline.fit(history[RULES_SCORE], history[data.LABEL])
+        popularity = PopularityBaseline.fit(history["offer_id"], history[LABEL])
+        rules = RulesBaseline.fit(history[RULES_SCORE], history[LABEL])
         validation_matrix = model_matrix(validation_rows, RANKER_FEATURES, np.float32)
         probabilities = {
             MODEL: fitted.predict_proba(validation_matrix),
@@ -341,10 +345,10 @@ def train_ranker(
             RULES: rules.predict(validation_rows[RULES_SCORE]),
         }
         catalog = load_catalog(settings.catalog)
-        candidates = data.candidate_rows(
+        candidates = candidate_rows(
             validation_rows, catalog, cfg.max_off_policy_decisions, cfg.seed
         )
-        candidate_set = data.CANDIDATE_SET
+        candidate_set = CANDIDATE_SET
         if candidate_filter is not None:
             candidates = candidates[candidate_filter(candidates)].reset_index(drop=True)
             candidate_set = f"{candidate_set}, and eligible under the decision engine's rules"
@@ -400,7 +404,7 @@ def top_candidates(candidates: pd.DataFrame, scorers: dict[str, str]) -> pd.Data
     for name, column in scorers.items():
         ordered = candidates.sort_values(["decision_id", column], ascending=[True, False])
         top = ordered.drop_duplicates("decision_id")[
-            ["decision_id", "customer_id", "offer_id", data.EVENT_TIMESTAMP]
+            ["decision_id", "customer_id", "offer_id", EVENT_TIMESTAMP]
         ]
         parts.append(top.assign(scorer=name))
     return pd.concat(parts, ignore_index=True)

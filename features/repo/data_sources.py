@@ -14,7 +14,7 @@ from feast.data_format import ParquetFormat
 from feast.data_source import DataSource
 
 from core.columns import EVENT_TIMESTAMP
-from features.views import OWNER, TEAM, VIEWS, table_path
+from features.views import OWNER, TEAM, VIEWS, feature_table_path
 
 # The default Settings.features_dir (data/features) seen from this folder.
 DEFAULT_FEATURES_DIR = Path("..") / ".." / "data" / "features"
@@ -31,7 +31,7 @@ def feature_table_source(
         "owner": OWNER,
         "tags": {"team": TEAM, "built_by": "offers features build"},
     }
-    path = str(table_path(view, features_dir))
+    path = str(feature_table_path(view, features_dir))
     if offline_store == "spark":
         from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
             SparkSource,

@@ -36,8 +36,14 @@ from serving.decision.inputs import (
 )
 from serving.decision.reasons import Reason, offer_reasons
 from serving.decision.rules import non_personalised_offers, rules_order
-from serving.decision.scoring import Contribution, Scores, ranker_rows, score, top_contributions
-from serving.decision.usage_summary import UsageSummary, build_usage_summary, insight_plans
+from serving.decision.scoring import (
+    Contribution,
+    Scores,
+    candidate_ranker_matrix,
+    score,
+    top_contributions,
+)
+from serving.decision.usage_summary import UsageSummaryDict, build_usage_summary, insight_plans
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +115,7 @@ class Decision:
     experiment: ExperimentAssignment | None
     consent: ConsentState
     offers: tuple[OfferDecision, ...]
-    usage_summary: UsageSummary | None
+    usage_summary: UsageSummaryDict | None
     degraded: str | None
     candidates: tuple[CandidateRecord, ...] = ()
     churn_risk: float | None = None
@@ -282,7 +288,7 @@ def _personalised(
         # The profile was read only because the consent gate allowed "model" (adults with
         # profiling consent).
         features = {**account.features, **(profile or {})}
-        rows = ranker_rows(
+        rows = candidate_ranker_matrix(
             features, consent.segment, attributes[: len(eligible)], fit_rows[: len(eligible)]
         )
         try:
@@ -496,7 +502,7 @@ def summarise_usage(
     *,
     invoice_date: dt.date,
     locale: Locale,
-) -> UsageSummary:
+) -> UsageSummaryDict:
     """GET /v1/customers/{id}/usage-summary: consent (for the detail level) and account only."""
     consent_row = source.read_consent(customer_id)
     if consent_row is None:

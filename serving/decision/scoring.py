@@ -91,7 +91,7 @@ def _churn_positions() -> list[int]:
     return [RANKER_FEATURES.index(name) for name in CHURN_FEATURES]
 
 
-def ranker_rows(
+def candidate_ranker_matrix(
     features: Mapping[str, Any], segment: str, offers: np.ndarray, fits: np.ndarray
 ) -> np.ndarray:
     """The ranker matrix, one row per candidate: customer features (account and profile),

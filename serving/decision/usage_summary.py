@@ -79,7 +79,9 @@ class PlanFitInsight(TypedDict):
     explanation: str
 
 
-class UsageSummary(TypedDict):
+class UsageSummaryDict(TypedDict):
+    """The summary as plain JSON-ready data; the HTTP API publishes it as its ``UsageSummary``."""
+
     period: Period | None
     plan: PlanInfo
     binding_end_date: str | None
@@ -339,7 +341,7 @@ def build_usage_summary(
     segment: str,
     invoice_date: dt.date,
     plan_fits: Mapping[str, PlanFit] | None = None,
-) -> UsageSummary:
+) -> UsageSummaryDict:
     """The usage summary. ``plan_fits`` may carry plan fit already computed by offer id."""
     plan = catalog.by_id().get(account.current_plan_id)
     current: PlanInfo = {
@@ -349,7 +351,7 @@ def build_usage_summary(
     }
     first = as_date(account.features.get("usage_month_m1"))
     charges = extra_charges(account, locale)
-    summary: UsageSummary = {
+    summary: UsageSummaryDict = {
         "period": _period(first),
         "plan": current,
         "binding_end_date": None

@@ -25,7 +25,7 @@ from core.settings import Settings
 from features.materialize import MaterializeReport
 from features.pipeline import build_features
 from features.store import apply_repository, materialize, open_store, repo_config
-from features.training_frame import historical_features, point_in_time_join
+from features.training_frame import historical_features, historical_features_by_ref
 from features.views import FEATURE_VIEWS
 from tests.factories_features import CATALOG_PATH, small_world, write_tables
 
@@ -193,7 +193,7 @@ def test_no_value_dated_after_an_entity_row_reaches_it(repo: Repo) -> None:
         columns=[CUSTOMER_KEY, EVENT_TIMESTAMP],
     )
     refs = [f"{view}:{name}" for view in CUSTOMER_VIEWS for name in FEATURE_VIEWS[view]]
-    frame = point_in_time_join(open_store(repo.settings), entities, refs)
+    frame = historical_features_by_ref(open_store(repo.settings), entities, refs)
     assert len(frame) == len(entities)
     frame = frame.set_index([CUSTOMER_KEY, EVENT_TIMESTAMP])
     checked = 0
@@ -219,7 +219,7 @@ def test_an_objection_holds_from_the_second_it_was_recorded(repo: Repo) -> None:
             ],
         }
     )
-    frame = point_in_time_join(
+    frame = historical_features_by_ref(
         open_store(repo.settings),
         entities,
         ["customer_consent:consent_marketing", "customer_consent:objected_marketing"],

@@ -426,10 +426,10 @@ def test_a_champion_with_other_inputs_is_refused_before_anything_is_written(
 
 
 def test_feature_paths_are_the_feast_sources(world: Settings) -> None:
-    from features.views import table_path
+    from features.views import feature_table_path
 
     for view, path in feature_paths(world.features_dir).items():
-        assert path == table_path(view, world.features_dir)
+        assert path == feature_table_path(view, world.features_dir)
 
 
 # --- the frequency cap from offer_events ----------------------------------------------------------

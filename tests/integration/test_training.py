@@ -11,11 +11,16 @@ import pandas as pd
 import pytest
 
 from core.catalog import load_catalog
+from core.columns import EVENT_TIMESTAMP
 from core.contract import OFFER_EVENTS
 from core.settings import Settings
 from core.tables import read_table
+from features.views import RANKER_SERVICE
 from training import data, tracking
+from training.labels import RANKER_LABEL_DAYS, load_ranker_rows
 from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES
+from training.point_in_time import join_features, join_ttl
+from training.splits import PERIOD, TRAIN, TUNE, VALIDATION
 from training.train import TrainResult, train_models
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -130,15 +135,15 @@ def test_training_again_on_the_same_data_changes_nothing(
 def test_no_row_after_the_split_reaches_training(world: Settings) -> None:
     ranker = data.ranker_training_set(world.data_dir, world)
     split = ranker.split
-    fitted_on = ranker.frame[ranker.frame[data.PERIOD].isin([data.TRAIN, data.TUNE])]
-    known = fitted_on[data.EVENT_TIMESTAMP] + pd.Timedelta(days=data.RANKER_LABEL_DAYS)
+    fitted_on = ranker.frame[ranker.frame[PERIOD].isin([TRAIN, TUNE])]
+    known = fitted_on[EVENT_TIMESTAMP] + pd.Timedelta(days=RANKER_LABEL_DAYS)
     assert (known <= split.validation_start).all()
-    validation = ranker.period(data.VALIDATION)
-    assert (validation[data.EVENT_TIMESTAMP] >= split.validation_start).all()
+    validation = ranker.period(VALIDATION)
+    assert (validation[EVENT_TIMESTAMP] >= split.validation_start).all()
     assert not set(validation["decision_id"]) & set(fitted_on["decision_id"])
     churn = data.churn_training_set(world.data_dir, world)
-    fitted_months = churn.frame[churn.frame[data.PERIOD].isin([data.TRAIN, data.TUNE])]
-    horizon_end = fitted_months[data.EVENT_TIMESTAMP] + pd.DateOffset(months=3)
+    fitted_months = churn.frame[churn.frame[PERIOD].isin([TRAIN, TUNE])]
+    horizon_end = fitted_months[EVENT_TIMESTAMP] + pd.DateOffset(months=3)
     assert (horizon_end <= churn.split.validation_start).all()
 
 
@@ -169,15 +174,15 @@ def test_feast_and_the_pandas_join_give_the_same_rows(world: Settings) -> None:
     for view in definitions().feature_views:
         unlimited = view.ttl is None or view.ttl.total_seconds() == 0
         expected = None if unlimited or view.ttl is None else pd.Timedelta(view.ttl)
-        assert data._view_ttl(view.name) == expected, view.name
+        assert join_ttl(view.name) == expected, view.name
 
     apply_repository(world)
-    rows = data.load_ranker_rows(world.data_dir)
+    rows = load_ranker_rows(world.data_dir)
     sample = rows.sample(300, random_state=1).sort_values(["decision_id", "rank"])
-    entities = sample[["decision_id", "customer_id", "offer_id", data.EVENT_TIMESTAMP]]
+    entities = sample[["decision_id", "customer_id", "offer_id", EVENT_TIMESTAMP]]
     entities = entities.reset_index(drop=True)
-    by_pandas = data.join_features(entities, data.RANKER_SERVICE, world, method="tables")
-    by_feast = data.join_features(entities, data.RANKER_SERVICE, world, method="feast")
+    by_pandas = join_features(entities, RANKER_SERVICE, world, method="tables")
+    by_feast = join_features(entities, RANKER_SERVICE, world, method="feast")
     inputs = [name for name in RANKER_FEATURES if name in by_pandas and name in by_feast]
     # Only the two derived columns are added later; every stored input comes from both joins.
     assert set(RANKER_FEATURES) - set(inputs) == {

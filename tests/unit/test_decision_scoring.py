@@ -14,7 +14,7 @@ from features.views import OFFER_ATTRIBUTES
 from serving.decision.candidates import offer_matrix, plan_fit_matrix
 from serving.decision.engine import decide
 from serving.decision.inputs import Account
-from serving.decision.scoring import ranker_rows, top_contributions
+from serving.decision.scoring import candidate_ranker_matrix, top_contributions
 from tests.factories_decision import (
     FakeFeatureSource,
     FakeScorer,
@@ -51,7 +51,7 @@ def _training_frame(
 def test_ranker_rows_equal_training_ranker_matrix(features: dict[str, Any], segment: str) -> None:
     offers = offer_matrix(CATALOG.offers)
     fits = plan_fit_matrix(Account.from_features(features), offers)
-    served = ranker_rows(features, segment, offers, fits)
+    served = candidate_ranker_matrix(features, segment, offers, fits)
     trained = ranker_matrix(_training_frame(features, segment, offers, fits))
     np.testing.assert_array_equal(served, trained)
     # The churn row is the customer part of any ranker row.

@@ -1,0 +1,55 @@
+"""Trends and windowed statistics over each customer's months or invoices."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class SlopeSums:
+    """Running sums for a least-squares slope, one per snapshot."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.n, self.x, self.y, self.xx, self.xy = (np.zeros(shape) for _ in range(5))
+
+    def add(self, where: tuple[slice, ...], x: np.ndarray, y: np.ndarray, mask: np.ndarray) -> None:
+        x, y = np.where(mask, x, 0.0), np.where(mask, y, 0.0)
+        self.n[where] += mask
+        self.x[where] += x
+        self.y[where] += y
+        self.xx[where] += x * x
+        self.xy[where] += x * y
+
+    def slope(self, at: tuple[np.ndarray, ...] | tuple[slice, ...] = (slice(None),)) -> np.ndarray:
+        """The slope; NaN with fewer than two points or no spread in x."""
+        n, sx, sy = self.n[at], self.x[at], self.y[at]
+        denominator = n * self.xx[at] - sx * sx
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = (n * self.xy[at] - sx * sy) / denominator
+        return np.where((n >= 2) & (denominator > 1e-9), slope, np.nan)
+
+
+def least_squares_slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least-squares slope per row over the points where both are known; NaN below two points."""
+    sums = SlopeSums((x.shape[0],))
+    for column in range(x.shape[1]):
+        known = ~(np.isnan(x[:, column]) | np.isnan(y[:, column]))
+        sums.add((slice(None),), x[:, column], y[:, column], known)
+    return sums.slope()
+
+
+def window_stats(history: np.ndarray, windows: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Mean and max over the first ``w`` columns (months) of each row, for each window ``w``.
+
+    Only known values count; NaN when none in the window is known.
+    """
+    known = ~np.isnan(history)
+    count = known.cumsum(axis=1)
+    total = np.where(known, history, 0.0).cumsum(axis=1)
+    largest = np.fmax.accumulate(history, axis=1)
+    stats = {}
+    for window in windows:
+        n = count[:, window - 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            stats[f"avg_{window}m"] = np.where(n > 0, total[:, window - 1] / n, np.nan)
+        stats[f"max_{window}m"] = largest[:, window - 1]
+    return stats
