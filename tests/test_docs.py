@@ -15,8 +15,8 @@ from serving.app import create_app
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 DOCS = REPOSITORY / "docs"
-DATA_CONTRACT = DOCS / "data-contract.md"
-HTTP_API = DOCS / "http-api.md"
+TABLES_DOCUMENT = DOCS / "data-contract.md"
+API_DOCUMENT = DOCS / "http-api.md"
 NOT_SERVED_HEADING = "## Not served yet"
 
 TABLE_HEADING = re.compile(r"^### `(\w+)`$", re.MULTILINE)
@@ -24,8 +24,8 @@ KEY_LINE = re.compile(r"^.*\bKey: (.+)\.$", re.MULTILINE)
 COLUMN_ROW = re.compile(r"^\| `(\w+)` \| (\w+) \| (yes|no) \|", re.MULTILINE)
 ROUTE_HEADING = re.compile(r"^#{2,4} `([A-Z]+) (/\S*)`$", re.MULTILINE)
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
-# Built in parts so that this file does not match itself.
-FOREIGN_CITATION = re.compile("CONTRACT" + r"(\.md|\s*§)|" + "DESIGN" + r"\.md")
+# The brackets keep this line from matching itself, or a search for the names.
+FOREIGN_CITATION = re.compile(r"CONTRAC[T](\.md|\s*§)|DESIG[N]\.md")
 CITING_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".cfg", ".html", ".txt"}
 CITING_NAMES = {"Makefile", "Dockerfile"}
 SKIPPED_FOLDERS = {"data", "mlruns", "node_modules", "__pycache__", "docs"}
@@ -41,7 +41,7 @@ def _sections(text: str, heading: re.Pattern[str]) -> dict[str, str]:
 
 
 def _documented_tables() -> dict[str, str]:
-    text = DATA_CONTRACT.read_text(encoding="utf-8")
+    text = TABLES_DOCUMENT.read_text(encoding="utf-8")
     tables = text.split("## The tables", 1)[1].split("\n## ", 1)[0]
     return _sections(tables, TABLE_HEADING)
 
@@ -86,7 +86,7 @@ def _served_routes(tmp_path: Path) -> set[str]:
 
 
 def _served_part_of_api_document() -> str:
-    text = HTTP_API.read_text(encoding="utf-8")
+    text = API_DOCUMENT.read_text(encoding="utf-8")
     assert NOT_SERVED_HEADING in text
     return text.split(NOT_SERVED_HEADING, 1)[0]
 
