@@ -1,4 +1,4 @@
-"""The offer catalog (CONTRACT §1): a YAML file with one key, ``offers``."""
+"""The offer catalog (docs/data-contract.md, the catalog): a YAML file with one key, ``offers``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The input tables of CONTRACT §1: names, columns, types and keys, defined once.
+"""The input tables of docs/data-contract.md: names, columns, types and keys, defined once.
 
 Every stage that reads the raw tables takes the column names from here.
 """

@@ -1,4 +1,4 @@
-"""Reading the input tables of CONTRACT §1, the one way every stage reads them.
+"""Reading the input tables of docs/data-contract.md, the one way every stage reads them.
 
 Each table is one Parquet file ``<data_dir>/<table>.parquet`` (a folder of Parquet parts under that
 name, as Spark writes it, is read too). Only the contract's columns are read; extra columns are
@@ -73,7 +73,7 @@ class Problem:
 
 
 class ContractError(ValueError):
-    """Input tables break CONTRACT §1. The message names the file, the column and rows at fault."""
+    """Input tables break docs/data-contract.md; the message names the file, column and rows."""
 
     def __init__(self, problems: Sequence[Problem]) -> None:
         self.problems = tuple(problems)
@@ -81,7 +81,8 @@ class ContractError(ValueError):
             message = self.problems[0].describe()
         else:
             lines = "\n".join(f"- {problem.describe()}" for problem in self.problems)
-            message = f"the input tables break CONTRACT §1 in {len(self.problems)} places:\n{lines}"
+            count = len(self.problems)
+            message = f"the input tables break docs/data-contract.md in {count} places:\n{lines}"
         super().__init__(message)
 
     def __reduce__(self) -> tuple[type[ContractError], tuple[tuple[Problem, ...]]]:
@@ -349,5 +350,5 @@ def read_table(data_dir: Path, table: Table) -> pd.DataFrame:
 
 
 def read_tables(data_dir: Path) -> dict[str, pd.DataFrame]:
-    """Every table of CONTRACT §1 by name; validate first with ``validation.require_valid``."""
+    """Every input table by name; validate first with ``validation.require_valid``."""
     return {table.name: read_table(data_dir, table) for table in TABLES}

@@ -1,4 +1,4 @@
-"""Checking the input tables against CONTRACT §1 before anything is trained or written.
+"""Checking the input tables against docs/data-contract.md before anything is trained or written.
 
 :func:`validate_tables` reads every table through :mod:`core.tables` (which already refuses a
 missing or unreadable file, a missing column, a wrong type and a null where none is allowed) and
@@ -59,7 +59,7 @@ class ValidationReport:
     def describe(self) -> str:
         counts = ", ".join(f"{name} {rows:,}" for name, rows in self.row_counts.items())
         return (
-            f"{self.data_dir}: {len(self.row_counts)} tables match CONTRACT §1 "
+            f"{self.data_dir}: {len(self.row_counts)} tables match docs/data-contract.md "
             f"(rows: {counts}; checked in {self.seconds:.1f} s)"
         )
 
@@ -252,7 +252,7 @@ _ROW_CHECKS: dict[str, _RowCheck] = {
 
 
 def validate_tables(data_dir: Path, catalog: Catalog) -> ValidationReport:
-    """Check every table of CONTRACT §1 in ``data_dir``; raise :class:`ContractError` on any fault.
+    """Check every input table in ``data_dir``; raise :class:`ContractError` on any fault.
 
     Nothing is written. Tables are read one at a time (customers first, for the id checks) so the
     largest ones are never in memory together.

@@ -47,7 +47,7 @@ def simulate(
     ] = None,
     end_month: Annotated[str, typer.Option(help="Last simulated month, YYYY-MM.")] = "2026-11",
 ) -> None:
-    """Write a simulated operator's tables (CONTRACT §1) and its survey answers."""
+    """Write a simulated operator's tables (docs/data-contract.md) and its survey answers."""
     from core.catalog import CatalogError, load_catalog
     from core.settings import get_settings
     from pipelines.simulation.world import simulate as run_simulation
@@ -67,7 +67,7 @@ def simulate(
 
 @app.command()
 def validate(data: DataOption = None) -> None:
-    """Check the input tables and the catalog against CONTRACT §1."""
+    """Check the input tables and the catalog against docs/data-contract.md."""
     from core.catalog import CatalogError, load_catalog
     from core.settings import get_settings
     from core.validation import ContractError, validate_tables

@@ -52,7 +52,7 @@ def start_of_day(day: dt.date) -> dt.datetime:
 def _utc_timestamps(values: pd.Series) -> pd.Series:
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC")
-    # A naive timestamp is UTC (CONTRACT §1).
+    # A naive timestamp is UTC (docs/data-contract.md, types).
     return pd.to_datetime(values).dt.tz_localize("UTC")
 
 

@@ -2,7 +2,8 @@
 
 ``offers invoice-run --invoice-date D --out FILE [--engine local|spark]``:
 
-1. the input tables are checked against CONTRACT §1 (nothing is written when they break it);
+1. the input tables are checked against docs/data-contract.md (nothing is written when they
+   break it);
 2. the invoices dated D are read from ``invoices``, and each customer's recently declined offers
    from ``offer_events`` (the frequency cap: declines in their last
    ``OFFERS_DECLINE_CAP_INVOICES`` decisions shown before D);

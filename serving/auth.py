@@ -1,4 +1,4 @@
-"""API keys and roles (CONTRACT §2): ``OFFERS_API_KEYS`` is a comma list of ``key:role``.
+"""API keys and roles (docs/http-api.md): ``OFFERS_API_KEYS`` is a comma list of ``key:role``.
 
 renderer: offers, events, usage summaries. marketing: experiments and their reports.
 admin: everything, model reload included. Health and metrics need no key.

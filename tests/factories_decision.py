@@ -44,7 +44,7 @@ def _plan(offer_id: str, sv: str, en: str, fee: float, data: float | None, **kw:
 
 
 def make_catalog(*extra: Offer) -> Catalog:
-    """The simulated operator's catalog as CONTRACT §1 describes it (fixed here, not read)."""
+    """The simulated operator's catalog as docs/data-contract.md describes it (fixed, not read)."""
     offers = [
         _plan(
             "PLAN_1GB",

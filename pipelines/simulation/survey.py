@@ -1,4 +1,4 @@
-"""The simulated survey: a sample of adult customers answering the questions of DESIGN.md.
+"""The simulated survey: adult customers answering the survey of docs/architecture.md.
 
 Each answer is a latent attitude built from the same traits that drive the hidden behaviour
 (digital engagement, price and fee sensitivity, fairness, openness, the felt gap between price

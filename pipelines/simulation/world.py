@@ -1,4 +1,4 @@
-"""The simulated operator, month by month: ``simulate`` writes the tables of CONTRACT §1.
+"""The simulated operator, month by month: ``simulate`` writes the tables of docs/data-contract.md.
 
 Each month, in this order: consents change; customers billed this month get their invoice for
 last month's usage and, every third invoice and with marketing consent, a decision of the

@@ -1,4 +1,4 @@
-"""Request and response bodies of the HTTP API (CONTRACT §2), in families per resource."""
+"""Request and response bodies of the HTTP API (docs/http-api.md), in families per resource."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ WEIGHT_TOLERANCE = 1e-9
 
 
 def _as_utc(value: dt.datetime) -> dt.datetime:
-    # Timestamps are UTC (CONTRACT §1); one without a zone is read as UTC.
+    # Timestamps are UTC (docs/http-api.md, basics); one without a zone is read as UTC.
     if value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC)
     return value.astimezone(dt.UTC)

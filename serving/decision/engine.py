@@ -121,7 +121,7 @@ class Decision:
     churn_risk: float | None = None
 
     def to_public_dict(self) -> dict[str, Any]:
-        """The CONTRACT §2 response body without ``decision_id`` (the API assigns it)."""
+        """The POST /v1/offers body (docs/http-api.md) without ``decision_id``, set by the API."""
         return self._body([offer.to_public_dict() for offer in self.offers])
 
     def to_log_dict(self) -> dict[str, Any]:
@@ -470,8 +470,8 @@ def decide(
     policy_used: Policy = work.policy
     if allowed == "model" and work.policy == "rules" and (degraded or work.degraded):
         # A model was asked for and allowed, but it was down or failed: the rules chose the
-        # offers (kept), and the policy says a part was down (CONTRACT §2). With no model yet
-        # (nothing degraded) the rules are the policy.
+        # offers (kept), and the policy says a part was down (docs/http-api.md, degraded
+        # answers). With no model yet (nothing degraded) the rules are the policy.
         policy_used = "fallback"
     return Decision(
         invoice_id=request.invoice_id,

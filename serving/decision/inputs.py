@@ -140,7 +140,7 @@ def as_int(value: Any) -> int | None:
 
 
 def as_flag(value: Any) -> bool:
-    """A 0/1 feature; missing means not granted (CONTRACT §1: no row = not granted)."""
+    """A 0/1 feature; missing means not granted (docs/data-contract.md, table `consents`)."""
     number = as_float(value)
     return not math.isnan(number) and number != 0
 

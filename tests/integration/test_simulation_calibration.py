@@ -1,9 +1,9 @@
-"""The simulated population reproduces the survey of DESIGN.md ("Data you can trust").
+"""The simulated population reproduces the survey table of docs/architecture.md.
 
 Every figure is computed from the written survey_responses joined with customers only (age from
 birth_year, tenure from signup_date, the satisfaction column), on a world of 50,000 customers,
 and must lie within 3 percentage points of the survey's figure. Source: Novus survey for
-Billogram, as quoted in DESIGN.md's survey table (the line numbers refer to that file).
+Billogram, as quoted in the survey table of docs/architecture.md ("The simulated world").
 """
 
 from __future__ import annotations
@@ -49,24 +49,24 @@ def _aged_18_to_29(r: pd.DataFrame) -> pd.Series:
 
 
 _SWITCHING = (
-    "DESIGN.md:73 | think of switching when the invoice comes, by satisfaction: very "
+    "survey table | think of switching when the invoice comes, by satisfaction: very "
     "satisfied → very dissatisfied | 4 %, 21 %, 35 %, 67 %, 73 % |"
 )
 _EVALUATES = (
-    "DESIGN.md:75 | evaluate the operator when the invoice comes, all / aged 18–29 | 45 % / 80 % |"
+    "survey table | evaluate the operator when the invoice comes, all / aged 18–29 | 45 % / 80 % |"
 )
 FIGURES = (
     Figure(
         "invoice_only_contact",
         "invoice_only_contact",
         67,
-        "DESIGN.md:71 | invoice is the only contact with the operator | 67 % |",
+        "survey table | invoice is the only contact with the operator | 67 % |",
     ),
     Figure(
         "visits_web_monthly",
         "visits_web_monthly",
         18,
-        "DESIGN.md:72 | visit the operator's web or app monthly or more | 18 % |",
+        "survey table | visit the operator's web or app monthly or more | 18 % |",
     ),
     Figure(
         "switching_very_satisfied",
@@ -93,13 +93,13 @@ FIGURES = (
         "switching_all",
         "thinks_of_switching_at_invoice",
         20,
-        "DESIGN.md:74 | think of switching, all / customers of up to 2 years | 20 % / 25 % |",
+        "survey table | think of switching, all / customers of up to 2 years | 20 % / 25 % |",
     ),
     Figure(
         "switching_up_to_two_years",
         "thinks_of_switching_at_invoice",
         25,
-        "DESIGN.md:74 | think of switching, all / customers of up to 2 years | 20 % / 25 % |",
+        "survey table | think of switching, all / customers of up to 2 years | 20 % / 25 % |",
         _up_to_two_years,
     ),
     Figure(
@@ -119,32 +119,32 @@ FIGURES = (
         "amount_often_too_high",
         "amount_often_too_high",
         32,
-        "DESIGN.md:76 | find the invoice amount often too high for the service | 32 % |",
+        "survey table | find the invoice amount often too high for the service | 32 % |",
     ),
     Figure(
         "open_to_better_fitting_offer",
         "open_to_better_fitting_offer",
         60,
-        "DESIGN.md:77 | open to an offer for a contract that fits their usage better, on the "
+        "survey table | open to an offer for a contract that fits their usage better, on the "
         "invoice | 60 % |",
     ),
     Figure(
         "wants_usage_info_on_invoice",
         "wants_usage_info_on_invoice",
         71,
-        "DESIGN.md:78 | want usage, binding period and similar on the invoice | 71 % |",
+        "survey table | want usage, binding period and similar on the invoice | 71 % |",
     ),
     Figure(
         "fees_could_make_switch",
         "fees_could_make_switch",
         44,
-        "DESIGN.md:79 | invoice fees could make them switch | 44 % |",
+        "survey table | invoice fees could make them switch | 44 % |",
     ),
     Figure(
         "worse_when_new_customers_get_better_deals",
         "worse_when_new_customers_get_better_deals",
         52,
-        "DESIGN.md:80 | think worse of the operator when new customers get better deals | 52 % |",
+        "survey table | think worse of the operator when new customers get better deals | 52 % |",
     ),
 )
 
@@ -182,7 +182,7 @@ def test_the_survey_is_large_and_adult(respondents: pd.DataFrame) -> None:
 
 @pytest.mark.parametrize("figure", FIGURES, ids=[f"{f.name}={f.percent:g}%" for f in FIGURES])
 def test_survey_figure_within_three_points(respondents: pd.DataFrame, figure: Figure) -> None:
-    """Each figure of DESIGN.md's survey table, from the tables alone, within 3 points."""
+    """Each figure of the survey table, from the tables alone, within 3 points."""
     rows = respondents if figure.who is None else respondents[figure.who(respondents)]
     assert len(rows) >= 300, f"too few respondents for {figure.name}: {len(rows)}"
     achieved = 100.0 * rows[figure.question].mean()

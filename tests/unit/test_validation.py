@@ -1,4 +1,4 @@
-"""Input tables against CONTRACT §1: a valid world passes; each kind of bad file is refused."""
+"""Input tables against docs/data-contract.md: a valid world passes; each bad file is refused."""
 
 from __future__ import annotations
 
@@ -245,7 +245,7 @@ def test_a_valid_world_passes_with_its_row_counts(tmp_path: Path) -> None:
         "consents": 6,
         "offer_events": 3,
     }
-    assert "6 tables match CONTRACT §1" in report.describe()
+    assert "6 tables match docs/data-contract.md" in report.describe()
     assert "usage_monthly 6" in report.describe()
 
 
@@ -705,7 +705,7 @@ def test_offers_validate_accepts_valid_data(cli, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["validate", "--data", str(folder)])
 
     assert result.exit_code == 0, result.output
-    assert "6 tables match CONTRACT §1" in result.output
+    assert "6 tables match docs/data-contract.md" in result.output
 
 
 def test_offers_validate_refuses_bad_data_with_the_message(cli, tmp_path: Path) -> None:
