@@ -333,7 +333,8 @@ def test_a_missing_challenger_is_asked_for_at_most_every_few_seconds(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
     registry = FakeRegistry()
-    with running(make_app(tmp_path, registry=registry)) as client:
+    app = make_app(tmp_path, registry=registry)
+    with running(app) as client:
         client.post(
             "/v1/experiments", json=_challenger_experiment("model:9"), headers=auth("marketing")
         )
@@ -351,7 +352,7 @@ def test_a_missing_challenger_is_asked_for_at_most_every_few_seconds(
             for a in answers
         )
         registry.versions[("offer-ranker", "9")] = ranker("9")
-        retries = client.app.state.services.offers.challenger_retries
+        retries = app.state.services.offers.challenger_retries
         monkeypatch.setattr(retries, "interval_seconds", 0.0)
         later = client.post(
             "/v1/offers", json=offers_body(invoice_id="INV-LATER"), headers=RENDERER
