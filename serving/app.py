@@ -300,7 +300,7 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
             models=models,
             log=log,
             experiments=experiments_store,
-            features=feature_store,
+            feature_store=feature_store,
             metrics=metrics,
             render=offers_answer_json,
             decline_cap_invoices=settings.decline_cap_invoices,

@@ -92,7 +92,7 @@ class OffersService:
         models: ModelHolder,
         log: DecisionLog,
         experiments: Experiments,
-        features: OpenFeatureStore,
+        feature_store: OpenFeatureStore,
         metrics: ApiMetrics,
         render: RenderAnswer,
         decline_cap_invoices: int,
@@ -102,7 +102,7 @@ class OffersService:
         self.models = models
         self.log = log
         self.experiments = experiments
-        self.features = features
+        self.feature_store = feature_store
         self.metrics = metrics
         self.challenger_retries = challenger_retries or ChallengerRetries()
         self._render = render
@@ -129,7 +129,7 @@ class OffersService:
         store that needs a watchdog, a store to reopen or that failed in the last seconds, or a
         challenger to load do not, so that a slow store or registry never stalls the loop.
         """
-        features = self.features.source
+        features = self.feature_store.source
         if features is None or not features.bounds_reads:
             return False
         if features.recently_failed:  # a hanging store: let the waits overlap in threads
@@ -190,7 +190,7 @@ class OffersService:
     def _decide(self, request: DecisionRequest, arm: Arm) -> Decision:
         policy, assignment = arm.policy, arm.assignment
         scorer, degraded = _scorer(policy, self._serving_models(policy))
-        source = self.features.current()
+        source = self.feature_store.current()
         try:
             if source is None:
                 raise FeatureStoreUnavailable("not_open")

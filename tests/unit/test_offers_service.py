@@ -68,7 +68,7 @@ def service(
         models=models or started(),
         log=log,
         experiments=Experiments(log),
-        features=store or OpenFeatureStore(FakeFeatures() if features is None else features),
+        feature_store=store or OpenFeatureStore(FakeFeatures() if features is None else features),
         metrics=ApiMetrics(),
         render=render,
         decline_cap_invoices=3,
