@@ -37,12 +37,13 @@ from serving.api.errors import PROBLEM_JSON, install_problem_handlers, problem_r
 from serving.api.routes import admin, events, experiments, health, offers, usage
 from serving.api.schemas import OffersResponse
 from serving.auth import ApiKeys
-from serving.decision.engine import decide
-from serving.decision.inputs import DecisionRequest, FeatureSource
+from serving.decision.engine import Decision, decide
+from serving.decision.inputs import DecisionRequest
 from serving.decision_log import DecisionLog
 from serving.experiments import Experiments
-from serving.feature_reader import open_feast_source
+from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore, open_feast_source
 from serving.metrics import ApiMetrics
+from serving.offers import OffersService
 from serving.scoring_model import ModelHolder, ModelLoader
 
 logger = logging.getLogger("serving.app")
@@ -186,20 +187,22 @@ class ServerTimingMiddleware:
 class Connectors:
     """How the app reaches the feature store and the model registry; tests pass their own."""
 
-    open_features: Callable[[Settings], FeatureSource] = open_feast_source
+    open_features: Callable[[Settings], OnlineFeatureSource] = open_feast_source
     model_loader: Callable[[Settings], ModelLoader] = ModelLoader.from_registry
 
 
 class FeatureOpener:
     """Opens the feature store; after a failure, tries again at most every few seconds."""
 
-    def __init__(self, settings: Settings, open_features: Callable[[Settings], FeatureSource]):
+    def __init__(
+        self, settings: Settings, open_features: Callable[[Settings], OnlineFeatureSource]
+    ) -> None:
         self._settings = settings
         self._open = open_features
         self._lock = threading.Lock()
         self._last_try = -FEATURE_RETRY_SECONDS
 
-    def __call__(self) -> FeatureSource | None:
+    def __call__(self) -> OnlineFeatureSource | None:
         now = time.monotonic()
         if now - self._last_try < FEATURE_RETRY_SECONDS or not self._lock.acquire(blocking=False):
             return None
@@ -214,6 +217,11 @@ class FeatureOpener:
             return None
         finally:
             self._lock.release()
+
+
+def offers_answer_json(decision: Decision, decision_id: str) -> str:
+    """The POST /v1/offers body of a decision, as the decision log stores it."""
+    return OffersResponse.for_decision(decision, decision_id).model_dump_json()
 
 
 class _WarmUpSource:
@@ -259,7 +267,7 @@ def warm_up(services: Services) -> None:
             scorer=services.models.current.scorer,
             recently_declined=frozenset(),
         )
-        OffersResponse.for_decision(decision, "warm-up").model_dump_json()
+        offers_answer_json(decision, "warm-up")
         decision.to_log_dict()
     except Exception as error:  # a warm-up must never stop the service from starting
         logger.warning("warm-up decision failed", extra={"error": type(error).__name__})
@@ -276,16 +284,27 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
     models = ModelHolder(connectors.model_loader(settings))
     models.start(experiments_store.challenger_policies(dt.datetime.now(dt.UTC)))
     reopen = FeatureOpener(settings, connectors.open_features)
+    feature_store = OpenFeatureStore(reopen(), reopen)
+    metrics = ApiMetrics()
     services = Services(
         settings=settings,
         keys=keys,
         catalog=catalog,
-        metrics=ApiMetrics(),
+        metrics=metrics,
         models=models,
         log=log,
         experiments=experiments_store,
-        features=reopen(),
-        reopen_features=reopen,
+        feature_store=feature_store,
+        offers=OffersService(
+            catalog=catalog,
+            models=models,
+            log=log,
+            experiments=experiments_store,
+            feature_store=feature_store,
+            metrics=metrics,
+            render=offers_answer_json,
+            decline_cap_invoices=settings.decline_cap_invoices,
+        ),
     )
     warm_up(services)
     return services

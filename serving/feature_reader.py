@@ -3,7 +3,8 @@
 Consent is read first and alone: the consent gate decides what else may be read. A customer the
 store has never seen reads back as all None and is reported as unknown. A read that fails or takes
 longer than ``OFFERS_FEATURE_TIMEOUT_MS`` raises :class:`FeatureStoreUnavailable`, which the API
-turns into a degraded answer instead of an error.
+turns into a degraded answer instead of an error. :class:`OnlineFeatureSource` names what the API
+asks of an open store, and :class:`OpenFeatureStore` holds the one it has open.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from features.views import (
     CUSTOMER_PROFILE,
     CUSTOMER_USAGE,
 )
+from serving.decision.inputs import FeatureSource
 
 logger = logging.getLogger("serving.features")
 
@@ -45,6 +47,51 @@ class OnlineStore(Protocol):
     def get_online_features(
         self, features: list[str], entity_rows: list[dict[str, Any]]
     ) -> Any: ...
+
+
+class OnlineFeatureSource(FeatureSource, Protocol):
+    """A feature source over an online store, as the API holds it open between requests."""
+
+    @property
+    def bounds_reads(self) -> bool:
+        """True when a read gives up by itself within the timeout, in the caller's thread."""
+        ...
+
+    @property
+    def recently_failed(self) -> bool:
+        """True for a few seconds after a read failed or timed out."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's connections and threads."""
+        ...
+
+
+class OpenFeatureStore:
+    """The API's open feature source: None while the store is down, reopened when asked for.
+
+    ``reopen`` rate-limits itself and answers None while the store stays down.
+    """
+
+    def __init__(
+        self,
+        source: OnlineFeatureSource | None = None,
+        reopen: Callable[[], OnlineFeatureSource | None] | None = None,
+    ) -> None:
+        self.source = source
+        self._reopen = reopen
+
+    def current(self) -> OnlineFeatureSource | None:
+        """The open source; a closed store is reopened here, which blocks: never on the loop."""
+        if self.source is None and self._reopen is not None:
+            opened = self._reopen()
+            if opened is not None:
+                self.source = opened
+        return self.source
+
+    def close(self) -> None:
+        if self.source is not None:
+            self.source.close()
 
 
 def _refs(view: str, names: Sequence[str]) -> list[str]:

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from core.settings import Settings
 from serving.app import Connectors, create_app
 from serving.decision_log import DecisionLog, DecisionRecord, EventRecord, LoggedOffer
-from serving.feature_reader import FeatureStoreUnavailable
+from serving.feature_reader import FeatureStoreUnavailable, OnlineFeatureSource
 from serving.scoring_model import ModelLoader
 from tests.factories_decision import account, consent, heavy_user, profile
 from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES
@@ -72,12 +72,17 @@ def customers() -> dict[str, tuple[Row, Row, Row]]:
 
 
 class FakeFeatures:
-    """An online store of a few customers; ``reads`` counts reads, ``fail`` makes them fail."""
+    """An online feature source of a few customers; ``reads`` counts reads, ``fail`` makes them
+    fail. Like a store behind a watchdog, it does not bound its own reads: the API decides in the
+    thread pool."""
 
     def __init__(self, rows: Mapping[str, tuple[Row, Row, Row]] | None = None) -> None:
         self.rows = dict(customers() if rows is None else rows)
         self.reads = 0
         self.fail: str | None = None
+        self.bounds_reads = False
+        self.recently_failed = False
+        self.closed = False
 
     def _row(self, customer_id: str, part: int) -> Row | None:
         self.reads += 1
@@ -97,6 +102,9 @@ class FakeFeatures:
 
     def read_account_and_profile(self, customer_id: str) -> tuple[Row, Row]:
         return self.read_account(customer_id), self.read_profile(customer_id)
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def _train(names: list[str], seed: int, signal: int) -> lgb.Booster:
@@ -175,9 +183,9 @@ class FakeRegistry:
 
 
 def connectors(
-    features: Any | None = None,
+    features: OnlineFeatureSource | None = None,
     registry: FakeRegistry | None = None,
-    open_features: Callable[[Settings], Any] | None = None,
+    open_features: Callable[[Settings], OnlineFeatureSource] | None = None,
 ) -> Connectors:
     """Connectors to fakes: ``features`` (default a FakeFeatures), ``registry`` (tiny models)."""
     source = FakeFeatures() if features is None else features
@@ -191,9 +199,9 @@ def connectors(
 def make_app(
     tmp_path: Path,
     *,
-    features: Any | None = None,
+    features: OnlineFeatureSource | None = None,
     registry: FakeRegistry | None = None,
-    open_features: Callable[[Settings], Any] | None = None,
+    open_features: Callable[[Settings], OnlineFeatureSource] | None = None,
     **settings: Any,
 ) -> FastAPI:
     return create_app(

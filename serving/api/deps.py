@@ -21,13 +21,15 @@ from serving.auth import ApiKeys, Role, may_call
 from serving.decision.inputs import FeatureSource
 from serving.decision_log import DecisionLog
 from serving.experiments import Experiments
+from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore
 from serving.metrics import ApiMetrics
+from serving.offers import OffersService
 from serving.scoring_model import ModelHolder
 
 
 @dataclass
 class Services:
-    """What the routes use, opened in the lifespan. ``features`` is None while the store is down."""
+    """What the routes use, opened in the lifespan."""
 
     settings: Settings
     keys: ApiKeys
@@ -36,24 +38,23 @@ class Services:
     models: ModelHolder
     log: DecisionLog
     experiments: Experiments
-    features: FeatureSource | None = None
-    reopen_features: Callable[[], FeatureSource | None] | None = None
+    feature_store: OpenFeatureStore
+    offers: OffersService
 
-    def current_features(self) -> FeatureSource | None:
-        """The open feature store; a closed one is reopened here (rate-limited by the opener).
+    @property
+    def features(self) -> OnlineFeatureSource | None:
+        """The open feature source; None while the store is down."""
+        return self.feature_store.source
+
+    def current_features(self) -> OnlineFeatureSource | None:
+        """The open feature source; a closed store is reopened here (rate-limited by the opener).
 
         Called from the thread-pool routes, never from an async dependency: opening blocks.
         """
-        if self.features is None and self.reopen_features is not None:
-            opened = self.reopen_features()
-            if opened is not None:
-                self.features = opened
-        return self.features
+        return self.feature_store.current()
 
     def close(self) -> None:
-        close = getattr(self.features, "close", None)
-        if close is not None:
-            close()
+        self.feature_store.close()
         self.log.close()
 
 
@@ -91,12 +92,17 @@ async def get_metrics(services: ServicesDep) -> ApiMetrics:
     return services.metrics
 
 
+async def get_offers(services: ServicesDep) -> OffersService:
+    return services.offers
+
+
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 FeaturesDep = Annotated[FeatureSource | None, Depends(get_features)]
 ModelDep = Annotated[ModelHolder, Depends(get_models)]
 DecisionLogDep = Annotated[DecisionLog, Depends(get_decision_log)]
 ExperimentsDep = Annotated[Experiments, Depends(get_experiments)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+OffersDep = Annotated[OffersService, Depends(get_offers)]
 
 bearer = HTTPBearer(
     auto_error=False,

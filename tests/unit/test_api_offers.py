@@ -16,10 +16,10 @@ import pytest
 import sqlalchemy as sa
 from fastapi.routing import APIRoute
 
-from serving.api.routes import offers as offers_route
 from serving.api.schemas import OffersResponse
 from serving.app import JsonLinesFormatter
 from serving.experiments import assign_variant
+from serving.offers import Arm
 from serving.scoring_model import ModelLoadFailed
 from tests.factories_api import (
     FakeFeatures,
@@ -257,6 +257,14 @@ def test_a_failing_feature_store_gives_a_degraded_fallback_not_an_error(
     assert client.app.state.services.log.find(body["invoice_id"]) is not None
 
 
+def test_the_feature_store_is_closed_when_the_app_stops(tmp_path: Path) -> None:
+    features = FakeFeatures()
+    with running(make_app(tmp_path, features=features)) as client:
+        assert client.post("/v1/offers", json=offers_body(), headers=RENDERER).status_code == 200
+        assert not features.closed
+    assert features.closed
+
+
 def test_a_feature_store_that_never_opened_gives_degraded_answers(tmp_path: Path) -> None:
     def cannot_open(settings: Any) -> Any:
         raise ConnectionError("no store")
@@ -325,7 +333,8 @@ def test_a_missing_challenger_is_asked_for_at_most_every_few_seconds(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
     registry = FakeRegistry()
-    with running(make_app(tmp_path, registry=registry)) as client:
+    app = make_app(tmp_path, registry=registry)
+    with running(app) as client:
         client.post(
             "/v1/experiments", json=_challenger_experiment("model:9"), headers=auth("marketing")
         )
@@ -343,7 +352,8 @@ def test_a_missing_challenger_is_asked_for_at_most_every_few_seconds(
             for a in answers
         )
         registry.versions[("offer-ranker", "9")] = ranker("9")
-        monkeypatch.setattr(offers_route, "CHALLENGER_RETRY_SECONDS", 0.0)
+        retries = app.state.services.offers.challenger_retries
+        monkeypatch.setattr(retries, "interval_seconds", 0.0)
         later = client.post(
             "/v1/offers", json=offers_body(invoice_id="INV-LATER"), headers=RENDERER
         ).json()
@@ -496,13 +506,13 @@ def test_an_arm_whose_challenger_is_not_loaded_is_decided_in_the_thread_pool(
     features = LoopWatchingFeatures(bounds_reads=True)
     with running(make_app(tmp_path, features=features)) as client:
         services = client.app.state.services
-        champion = offers_route._Arm("model", None)
-        challenger = offers_route._Arm("model:offer-ranker/2", None)
-        assert offers_route._answers_without_waiting(services, champion)
+        champion = Arm("model", None)
+        challenger = Arm("model:offer-ranker/2", None)
+        assert services.offers.answers_without_waiting(champion)
         # Loading a challenger from the registry can take seconds: never on the loop.
-        assert not offers_route._answers_without_waiting(services, challenger)
-        services.features = None  # a store to reopen: likewise
-        assert not offers_route._answers_without_waiting(services, champion)
+        assert not services.offers.answers_without_waiting(challenger)
+        services.feature_store.source = None  # a store to reopen: likewise
+        assert not services.offers.answers_without_waiting(champion)
 
 
 def test_a_decision_is_logged_as_one_json_line_without_personal_data(
