@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from core.catalog import load_catalog
-from serving.api.schemas import ExperimentCreate
 from serving.decision.engine import Decision
 from serving.decision.inputs import DecisionRequest, ExperimentAssignment, UnknownCustomerError
 from serving.decision_log import DecisionLog, DecisionRecord
+from serving.decision_log.records import ExperimentSpec, Variant
 from serving.experiments import Experiments, assign_variant
 from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore
 from serving.metrics import ApiMetrics
@@ -211,16 +211,12 @@ def test_a_store_that_is_not_open_is_reopened_for_a_later_invoice(log: DecisionL
 def test_the_arm_is_the_running_experiments_variant(log: DecisionLog) -> None:
     offers = service(log)
     assert offers.arm("C0001", DAY) == CHAMPION
-    spec = ExperimentCreate.model_validate(
-        {
-            "key": "ranker-vs-rules",
-            "variants": [
-                {"name": "treatment", "weight": 0.5, "policy": "model"},
-                {"name": "control", "weight": 0.5, "policy": "holdout"},
-            ],
-            "start": "2026-11-01T00:00:00Z",
-            "end": "2026-12-31T23:59:59Z",
-        }
+    spec = ExperimentSpec(
+        key="ranker-vs-rules",
+        description="",
+        variants=(Variant("treatment", 0.5, "model"), Variant("control", 0.5, "holdout")),
+        start=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+        end=dt.datetime(2026, 12, 31, 23, 59, 59, tzinfo=dt.UTC),
     )
     offers.experiments.create(spec)
     for customer in ("C0001", "C0002", "C0003"):
