@@ -50,6 +50,32 @@ class Settings(BaseSettings):
     decline_cap_invoices: int = Field(
         default=3, ge=0, description="A declined offer is not shown again for this many invoices."
     )
+    # The arbitration's objective (serving/decision/arbitration.py): acceptance × (weight_revenue
+    # × revenue change + weight_retention × retention value + weight_customer × customer saving)
+    # over horizon_months.
+    weight_revenue: float = Field(default=1.0, ge=0.0, description="Weight of revenue change.")
+    weight_retention: float = Field(
+        default=1.0, ge=0.0, description="Weight of the revenue kept by lower churn risk."
+    )
+    weight_customer: float = Field(
+        default=0.5, ge=0.0, description="Weight of what the customer saves."
+    )
+    horizon_months: int = Field(default=12, ge=1, le=60, description="The objective's horizon.")
+    churn_reduction: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="Share of churn risk an accepted saving removes."
+    )
+    min_acceptance: float = Field(
+        default=0.02, ge=0.0, le=1.0, description="No offer below this acceptance probability."
+    )
+    min_value_sek: float = Field(
+        default=1.0, ge=0.0, description="No offer below this acceptance × value (SEK)."
+    )
+    upgrade_usage_share: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="An upgrade needs a recent month using this share of an allowance it raises.",
+    )
     feature_timeout_ms: float = Field(default=50.0, gt=0)
     max_request_bytes: int = 16 * 1024
     seed: int = 7

@@ -46,6 +46,13 @@ def simulate(
         Path | None, typer.Option(help="Output folder (default OFFERS_DATA_DIR).")
     ] = None,
     end_month: Annotated[str, typer.Option(help="Last simulated month, YYYY-MM.")] = "2026-11",
+    behaviour: Annotated[
+        str,
+        typer.Option(
+            help="What drives acceptance: price (saving and plan fit), habit (inertia) or "
+            "needs (roaming, payment trouble, life stage); coefficients vary with the seed."
+        ),
+    ] = "price",
 ) -> None:
     """Write a simulated operator's tables (docs/data-contract.md) and its survey answers."""
     from core.catalog import CatalogError, load_catalog
@@ -59,9 +66,18 @@ def simulate(
     except (CatalogError, ValueError) as error:
         raise _fail(str(error)) from error
     target = out or settings.data_dir
-    summary = run_simulation(
-        customers=customers, months=months, seed=seed, out=target, catalog=catalog, end_month=last
-    )
+    try:
+        summary = run_simulation(
+            customers=customers,
+            months=months,
+            seed=seed,
+            out=target,
+            catalog=catalog,
+            end_month=last,
+            behaviour=behaviour,
+        )
+    except ValueError as error:
+        raise _fail(str(error)) from error
     console.print(summary.describe())
 
 

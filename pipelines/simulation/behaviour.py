@@ -9,7 +9,10 @@ the value received, accumulated month by month.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,8 +24,126 @@ from pipelines.simulation.offers import ADDON, LOYALTY, PAYMENT_HELP, PLAN, Offe
 # Acceptance at rank 2 and 3 is lower: fewer readers get that far down the invoice.
 POSITION_FACTOR = (1.0, 0.7, 0.5)
 MAX_ACCEPTANCE = 0.9
-_BASE_LOGIT = {PLAN: -3.1, ADDON: -3.5, LOYALTY: -3.0, PAYMENT_HELP: -3.0}
-_BASE_LOGIT_BY_KIND = np.array([_BASE_LOGIT[code] for code in sorted(_BASE_LOGIT)])
+BEHAVIOUR_FILE = "behaviour.json"
+# How much each coefficient varies with the seed inside a profile: a factor exp(N(0, σ)) on the
+# weights and an added N(0, σ) on the base logits.
+SEED_SPREAD = 0.2
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """What drives acceptance in a simulated world: the coefficients of the hidden logit.
+
+    Profiles (``PROFILES``) differ in what matters most: ``price`` (saving on one's own usage,
+    overage, fees, new-customer prices), ``habit`` (inertia: tenure, satisfaction and openness
+    decide, money barely moves anyone, loyalty prices and familiar add-ons win) and ``needs``
+    (specific needs: roaming for travellers, payment help for those with reminder fees, streaming
+    and extra SIMs by life stage). :func:`behaviour_for` varies a profile's coefficients with the
+    seed, so no engine is tuned to one world's economics.
+    """
+
+    profile: str
+    base_plan: float = -3.1
+    base_addon: float = -3.5
+    base_loyalty: float = -3.0
+    base_payment: float = -3.0
+    openness: float = 0.45
+    satisfaction: float = 0.25
+    saving: float = 0.022
+    overage_relief: float = 0.6
+    fees_on_plans: float = 0.004
+    fairness_penalty: float = 1.2
+    loyalty_pull: float = 1.4
+    loyalty_without_gap: float = -1.5
+    new_customer_penalty: float = 0.5
+    long_tenure_penalty: float = 0.35
+    loyalty_long_tenure: float = 0.6
+    young: float = 0.35
+    old: float = 0.35
+    digital_addon: float = 0.5
+    binding: float = 0.8
+    payment_fees: float = 0.03
+    payment_base: float = -0.6
+    taste: float = 1.0
+    roaming_need: float = 0.0
+    habit: float = 0.0
+
+    def base_logits(self) -> np.ndarray:
+        """The base logit per offer kind code (PLAN, ADDON, LOYALTY, PAYMENT_HELP order)."""
+        by_kind = {
+            PLAN: self.base_plan,
+            ADDON: self.base_addon,
+            LOYALTY: self.base_loyalty,
+            PAYMENT_HELP: self.base_payment,
+        }
+        return np.array([by_kind[code] for code in sorted(by_kind)])
+
+    def write(self, folder: Path) -> None:
+        (Path(folder) / BEHAVIOUR_FILE).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, folder: Path) -> Behaviour:
+        """The behaviour written beside the ground truth; the default profile for older worlds."""
+        path = Path(folder) / BEHAVIOUR_FILE
+        if not path.exists():
+            return PROFILES["price"]
+        return cls(**json.loads(path.read_text()))
+
+
+PROFILES: dict[str, Behaviour] = {
+    "price": Behaviour("price"),
+    "habit": Behaviour(
+        "habit",
+        base_plan=-3.6,
+        base_addon=-3.2,
+        base_loyalty=-2.6,
+        openness=0.9,
+        satisfaction=0.6,
+        saving=0.005,
+        overage_relief=0.2,
+        fees_on_plans=0.001,
+        fairness_penalty=0.3,
+        loyalty_pull=0.4,
+        loyalty_without_gap=-0.3,
+        new_customer_penalty=1.0,
+        long_tenure_penalty=0.0,
+        loyalty_long_tenure=1.2,
+        digital_addon=1.2,
+        payment_fees=0.01,
+        habit=0.08,
+    ),
+    "needs": Behaviour(
+        "needs",
+        base_plan=-3.4,
+        base_addon=-3.8,
+        saving=0.01,
+        overage_relief=1.0,
+        fairness_penalty=0.6,
+        payment_fees=0.06,
+        payment_base=-1.2,
+        taste=2.0,
+        roaming_need=6.0,
+    ),
+}
+
+
+def behaviour_for(profile: str, seed: int) -> Behaviour:
+    """The profile's coefficients varied with the seed (the same seed, the same world)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown behaviour profile {profile!r}; known: {sorted(PROFILES)}")
+    template = PROFILES[profile]
+    rng = np.random.default_rng([seed, 20_261_204])
+    varied: dict[str, Any] = {}
+    for item in fields(Behaviour):
+        if item.name == "profile":
+            continue
+        value = getattr(template, item.name)
+        if item.name.startswith("base_"):
+            varied[item.name] = round(value + rng.normal(0.0, SEED_SPREAD), 4)
+        else:
+            varied[item.name] = round(value * float(np.exp(rng.normal(0.0, SEED_SPREAD))), 5)
+    return replace(template, **varied)
+
 
 # How fast the felt gap between price and value moves (share of the new month's gap).
 VALUE_GAP_WEIGHT = 0.25
@@ -116,11 +237,14 @@ def _offer_taste(
     return taste
 
 
-def acceptance_probability(ctx: OfferContext, traits: Traits, offers: OfferArrays) -> np.ndarray:
+def acceptance_probability(
+    ctx: OfferContext, traits: Traits, offers: OfferArrays, behaviour: Behaviour = PROFILES["price"]
+) -> np.ndarray:
     """Probability that the customer accepts the offer when it is shown first.
 
     ``traits`` are the pairs' customers' traits (aligned with ``ctx``).
     """
+    b = behaviour
     kind = offers.kind[ctx.offer]
     is_plan = kind == PLAN
     is_addon = kind == ADDON
@@ -138,27 +262,50 @@ def acceptance_probability(ctx: OfferContext, traits: Traits, offers: OfferArray
     age = ctx.age
     tenure = ctx.tenure_months
 
-    logit = _BASE_LOGIT_BY_KIND[kind] + 0.45 * traits.openness + 0.25 * traits.satisfaction
+    logit = (
+        b.base_logits()[kind] + b.openness * traits.openness + b.satisfaction * traits.satisfaction
+    )
     # Money: what the customer saves on their own usage, weighed by how much money matters to them.
-    logit += np.where(changes_usage_cost, 0.022 * price_weight * saving, 0.0)
+    logit += np.where(changes_usage_cost, b.saving * price_weight * saving, 0.0)
     # A recurring extra charge hurts beyond its amount; an offer that ends it is welcome.
-    logit += np.where((is_plan | is_addon) & relieves_overage, 0.6 * ctx.months_over_allowance, 0.0)
-    logit += np.where(is_plan | is_loyalty, 0.004 * ctx.fees_3m_sek, 0.0)
+    logit += np.where(
+        (is_plan | is_addon) & relieves_overage, b.overage_relief * ctx.months_over_allowance, 0.0
+    )
+    logit += np.where(is_plan | is_loyalty, b.fees_on_plans * ctx.fees_3m_sek, 0.0)
     # Fairness: a price new customers get cheaper puts people off; a loyalty price draws them in.
     logit -= np.where(
-        (is_plan | is_addon) & new_customers_pay_less, 1.2 * traits.fairness_sensitivity, 0.0
+        (is_plan | is_addon) & new_customers_pay_less,
+        b.fairness_penalty * traits.fairness_sensitivity,
+        0.0,
     )
-    loyalty_pull = np.where(new_customers_pay_less, 0.2 + 1.4 * traits.fairness_sensitivity, -1.5)
+    loyalty_pull = np.where(
+        new_customers_pay_less,
+        0.2 + b.loyalty_pull * traits.fairness_sensitivity,
+        b.loyalty_without_gap,
+    )
     logit += np.where(is_loyalty, loyalty_pull, 0.0)
-    logit += np.where(is_plan | is_addon, -0.5 * (tenure < 6) - 0.35 * (tenure >= 120), 0.0)
-    logit += np.where(is_loyalty, 0.6 * (tenure >= 60), 0.0)
-    logit += np.where(is_plan | adds_allowance, 0.35 * (age < 30) - 0.35 * (age >= 65), 0.0)
-    logit += np.where(is_addon & ~adds_allowance, 0.5 * (traits.digital_engagement - 0.5), 0.0)
-    logit -= np.where(is_plan & ctx.in_binding, 0.8, 0.0)
     logit += np.where(
-        is_payment, 0.03 * ctx.fees_3m_sek * (0.5 + traits.fee_sensitivity) - 0.6, 0.0
+        is_plan | is_addon,
+        -b.new_customer_penalty * (tenure < 6) - b.long_tenure_penalty * (tenure >= 120),
+        0.0,
     )
-    logit += _offer_taste(offers.offer_ids, ctx.offer, ctx, traits)
+    logit += np.where(is_loyalty, b.loyalty_long_tenure * (tenure >= 60), 0.0)
+    logit += np.where(is_plan | adds_allowance, b.young * (age < 30) - b.old * (age >= 65), 0.0)
+    logit += np.where(
+        is_addon & ~adds_allowance, b.digital_addon * (traits.digital_engagement - 0.5), 0.0
+    )
+    logit -= np.where(is_plan & ctx.in_binding, b.binding, 0.0)
+    logit += np.where(
+        is_payment,
+        b.payment_fees * ctx.fees_3m_sek * (0.5 + traits.fee_sensitivity) + b.payment_base,
+        0.0,
+    )
+    logit += b.taste * _offer_taste(offers.offer_ids, ctx.offer, ctx, traits)
+    # Needs: travellers want data abroad, whatever it costs.
+    adds_roaming = is_addon & (np.nan_to_num(offers.roaming_data_gb[ctx.offer], nan=1.0) > 0)
+    logit += np.where(adds_roaming, b.roaming_need * (traits.travel - 0.12), 0.0)
+    # Habit: the longer a customer stays, the more they take what is offered to them.
+    logit += b.habit * np.minimum(tenure, 120) / 12.0 * traits.loyalty
     return MAX_ACCEPTANCE * _sigmoid(logit)
 
 

@@ -18,7 +18,12 @@ from core.catalog import Catalog
 from core.contract import CONTRACTS, CUSTOMERS, INVOICES, USAGE_MONTHLY
 from core.plan_fit import FIT_MONTHS
 from core.tables import read_table
-from pipelines.simulation.behaviour import CUSTOMER_TRAITS, Traits, acceptance_probability
+from pipelines.simulation.behaviour import (
+    CUSTOMER_TRAITS,
+    Behaviour,
+    Traits,
+    acceptance_probability,
+)
 from pipelines.simulation.observables import CustomerState, offer_context
 from pipelines.simulation.offers import OfferArrays
 
@@ -153,4 +158,4 @@ def expected_acceptance(
         traits_frame.set_index("customer_id").loc[pairs["customer_id"].to_numpy()]
     )
     ctx = offer_context(state, row, offer, offers)
-    return acceptance_probability(ctx, traits, offers)
+    return acceptance_probability(ctx, traits, offers, Behaviour.read(Path(ground_truth_dir)))

@@ -47,6 +47,7 @@ from core.contract import (
 )
 from core.plan_fit import FIT_MONTHS, monthly_overage_sek
 from pipelines.simulation import behaviour, policy
+from pipelines.simulation.behaviour import Behaviour, behaviour_for
 from pipelines.simulation.billing import INVOICE_FEE_SEK, PaymentLedger
 from pipelines.simulation.consents import MARKETING, PROFILING, ConsentLog
 from pipelines.simulation.contracts import (
@@ -108,8 +109,14 @@ def simulate(
     out: Path,
     catalog: Catalog,
     end_month: dt.date,
+    behaviour: str = "price",
 ) -> SimulationSummary:
-    """Simulate ``customers`` over ``months`` months ending with ``end_month`` into ``out``."""
+    """Simulate ``customers`` over ``months`` months ending with ``end_month`` into ``out``.
+
+    ``behaviour`` names the profile of what drives acceptance (``behaviour.PROFILES``); its
+    coefficients vary with the seed and are written to ``_ground_truth/behaviour.json``.
+    """
+    hidden = behaviour_for(behaviour, seed)
     if customers < 1:
         raise ValueError("customers must be at least 1")
     if months < 1:
@@ -123,8 +130,12 @@ def simulate(
             Timeline.ending(end_month, months),
             customers,
             folder,
+            hidden,
         )
         world.run()
+        ground_truth = folder.staging / GROUND_TRUTH_FOLDER
+        ground_truth.mkdir(exist_ok=True)
+        hidden.write(ground_truth)
         folder.write_text(
             CATALOG_FILE,
             yaml.safe_dump(catalog.model_dump(mode="json"), sort_keys=False, allow_unicode=True),
@@ -168,8 +179,10 @@ class _World:
         timeline: Timeline,
         customers: int,
         folder: OutputFolder,
+        hidden: Behaviour,
     ) -> None:
         self.rng = rng
+        self.hidden = hidden
         self.offers = offers
         self.timeline = timeline
         self.folder = folder
@@ -408,7 +421,7 @@ class _World:
         acceptance = np.zeros(chosen.shape)
         flat = pairs[shown]
         acceptance[shown] = behaviour.acceptance_probability(
-            ctx.take(flat), self.traits.take(who[ctx.customer[flat]]), offers
+            ctx.take(flat), self.traits.take(who[ctx.customer[flat]]), offers, self.hidden
         )
         outcome = behaviour.draw_outcomes(
             acceptance, shown, self.traits.digital_engagement[who], rng

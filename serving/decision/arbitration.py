@@ -1,62 +1,167 @@
-"""Value arbitration: expected value of each offer, ranking, and the cut to what an invoice shows.
+"""Arbitration by one stated objective, ranking, and the cut to what an invoice shows.
 
-Expected value over ``HORIZON_MONTHS``:
-``p_accept × monthly revenue change × horizon`` plus, for offers that leave the customer better
-off (a plan-fit saving, a loyalty price, payment help), the retention value
-``p_accept × churn_risk × CHURN_REDUCTION × current monthly revenue × horizon``.
-The monthly revenue change is what the customer would pay on the offer minus what they pay now,
-the negative of their saving: a dearer plan's fee step net of the overage it removes, an add-on's
-fee net of the overage it removes, the price cut of a loyalty offer, the invoice fee avoided.
+Each candidate that passed eligibility and the guardrails is scored as
+
+    acceptance × value,   value = w_revenue × revenue change
+                                  + w_retention × retention value
+                                  + w_customer × customer saving
+
+over ``horizon_months``. The revenue change is what the customer would pay a month on the offer
+minus what they pay now (the negative of their saving, from plan fit at the price shown); the
+retention value is ``churn_risk × churn_reduction × what the customer pays now`` for offers that
+leave the customer better off; the customer saving is the plan-fit saving.
+
+Offers that cost the operator revenue (a cheaper plan that fits, a loyalty price, a fee-free way to
+pay, payment help) are shown only for a stated customer benefit (:func:`benefit_reason`), and the
+revenue they give up is not held against them: they are valued at ``w_customer × saving +
+w_retention × retention``, so among them the order follows benefit × acceptance. An offer whose
+value is not positive is never shown, so the product is never larger because the customer is less
+likely to take the offer: with everything else equal, a higher acceptance never lowers a rank.
+
+``max_offers`` is a maximum, not a quota: below ``min_acceptance``, or below ``min_value_sek`` of
+acceptance × value, an offer is not shown (an invoice line nobody takes costs the customer's
+attention).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from serving.decision.candidates import Candidate
+from serving.decision.guardrails import NEARLY_USED_SHARE
+from serving.decision.inputs import Account
 
-HORIZON_MONTHS = 12
-# Share of the churn risk an accepted money-saving offer takes away.
-CHURN_REDUCTION = 0.3
+if TYPE_CHECKING:
+    from core.settings import Settings
 
 T = TypeVar("T")
+
+# Benefit reasons: why an offer that lowers the operator's revenue is on the invoice.
+PLAN_FIT_SAVING = "plan_fit_saving"
+LOYALTY_PRICE = "loyalty_price"
+PAYMENT_HELP = "payment_help"
+
+# Blocks recorded in the decision log for candidates the objective does not show.
+NO_VALUE = "no_value"
+BELOW_ACCEPTANCE_FLOOR = "below_acceptance_floor"
+BELOW_VALUE_FLOOR = "below_value_floor"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The weights, horizon and floors of the objective (``OFFERS_*`` settings).
+
+    Defaults: a krona of revenue and a krona of retained revenue count alike; a krona the customer
+    saves counts half (``weight_customer`` 0.5), so an upgrade is worth half its fee step and a
+    saving offer half its saving, plus retention. An accepted saving offer removes 30 % of the
+    churn risk. Below 2 % acceptance, or 1 SEK of expected value over the year, an offer is left
+    off the invoice. An upgrade needs a recent month with 80 % of an allowance it raises used.
+    """
+
+    weight_revenue: float = 1.0
+    weight_retention: float = 1.0
+    weight_customer: float = 0.5
+    horizon_months: int = 12
+    churn_reduction: float = 0.3
+    min_acceptance: float = 0.02
+    min_value_sek: float = 1.0
+    upgrade_usage_share: float = NEARLY_USED_SHARE
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Objective:
+        return cls(
+            weight_revenue=settings.weight_revenue,
+            weight_retention=settings.weight_retention,
+            weight_customer=settings.weight_customer,
+            horizon_months=settings.horizon_months,
+            churn_reduction=settings.churn_reduction,
+            min_acceptance=settings.min_acceptance,
+            min_value_sek=settings.min_value_sek,
+            upgrade_usage_share=settings.upgrade_usage_share,
+        )
+
+
+DEFAULT_OBJECTIVE = Objective()
 
 
 @dataclass(frozen=True)
 class Valued:
-    """A candidate with its acceptance probability and expected value."""
+    """A candidate with its acceptance probability and the objective's score (SEK)."""
 
     candidate: Candidate
     acceptance: float
     expected_value_sek: float
 
 
-def leaves_customer_better_off(candidate: Candidate) -> bool:
+@dataclass(frozen=True)
+class OfferValue:
+    """The objective's terms for one candidate over the horizon, in SEK, before acceptance."""
+
+    revenue_change_sek: float
+    retention_sek: float
+    customer_saving_sek: float
+    benefit_reason: str | None
+    value_sek: float
+
+
+def benefit_reason(candidate: Candidate, account: Account) -> str | None:
+    """The stated customer benefit of an offer, or ``None``: a plan-fit saving (a cheaper plan
+    that fits, an add-on cheaper than the overage it removes, a fee-free way to pay), the loyalty
+    fairness price, or payment help for a customer with unpaid reminders or in collection."""
+    if (candidate.saving_sek or 0.0) > 0:
+        return PLAN_FIT_SAVING
     kind = candidate.offer.kind
-    return kind in ("loyalty", "payment_help") or (candidate.saving_sek or 0.0) > 0
+    if kind == "loyalty":
+        return LOYALTY_PRICE
+    if kind == "payment_help" and account.in_payment_trouble:
+        return PAYMENT_HELP
+    return None
 
 
-def expected_value(
+def offer_value(
     candidate: Candidate,
-    acceptance: float,
+    account: Account,
     churn_risk: float,
     current_revenue_sek: float,
-    *,
-    horizon_months: int = HORIZON_MONTHS,
-    churn_reduction: float = CHURN_REDUCTION,
-) -> float:
-    """Expected value in SEK over the horizon (see the module text)."""
-    revenue_change = -(candidate.saving_sek or 0.0)
-    value = acceptance * revenue_change * horizon_months
-    if leaves_customer_better_off(candidate):
-        value += acceptance * churn_risk * churn_reduction * current_revenue_sek * horizon_months
-    return round(value, 2)
+    objective: Objective = DEFAULT_OBJECTIVE,
+) -> OfferValue:
+    """The objective's value of one offer before acceptance (see the module text)."""
+    horizon = objective.horizon_months
+    saving = (candidate.saving_sek or 0.0) * horizon
+    revenue_change = -saving
+    reason = benefit_reason(candidate, account)
+    retention = (
+        churn_risk * objective.churn_reduction * current_revenue_sek * horizon
+        if reason is not None
+        else 0.0
+    )
+    value = objective.weight_retention * retention + objective.weight_customer * saving
+    if reason is None:
+        value += objective.weight_revenue * revenue_change
+    return OfferValue(
+        revenue_change_sek=round(revenue_change, 2),
+        retention_sek=round(retention, 2),
+        customer_saving_sek=round(saving, 2),
+        benefit_reason=reason,
+        value_sek=value,
+    )
+
+
+def floor_block(acceptance: float, value_sek: float, objective: Objective) -> str | None:
+    """Why an offer with this acceptance and value is not worth an invoice line, or ``None``."""
+    if value_sek <= 0:
+        return NO_VALUE
+    if acceptance < objective.min_acceptance:
+        return BELOW_ACCEPTANCE_FLOOR
+    if acceptance * value_sek < objective.min_value_sek:
+        return BELOW_VALUE_FLOOR
+    return None
 
 
 def by_expected_value(valued: Sequence[Valued]) -> list[Valued]:
-    """Highest expected value first; the offer id breaks ties so equal inputs rank equally."""
+    """Highest acceptance × value first; the offer id breaks ties so equal inputs rank equally."""
     return sorted(
         valued, key=lambda item: (-item.expected_value_sek, item.candidate.offer.offer_id)
     )

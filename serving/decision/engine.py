@@ -12,7 +12,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.catalog import Catalog, Offer
-from serving.decision.arbitration import Valued, by_expected_value, cut, expected_value
+from serving.decision.arbitration import (
+    DEFAULT_OBJECTIVE,
+    Objective,
+    Valued,
+    by_expected_value,
+    cut,
+    floor_block,
+    offer_value,
+)
 from serving.decision.candidates import (
     Candidate,
     PlanFit,
@@ -227,7 +235,13 @@ def _eligible(
     return eligible
 
 
-def _passes_guardrails(candidate: Candidate, account: Account, work: _Work, **values: Any) -> bool:
+def _passes_guardrails(
+    candidate: Candidate,
+    account: Account,
+    work: _Work,
+    objective: Objective,
+    **values: Any,
+) -> bool:
     """Apply the guardrails and record the candidate with the block, if any."""
     fit = candidate.fit
     blocked = above_new_customer_price(candidate.offer, account, candidate.price_sek) or (
@@ -237,6 +251,7 @@ def _passes_guardrails(candidate: Candidate, account: Account, work: _Work, **va
             offer_overage_sek=None if fit is None else fit.offer_overage_sek,
             current_overage_sek=None if fit is None else fit.current_overage_sek,
             saving_sek=candidate.saving_sek,
+            nearly_used_share=objective.upgrade_usage_share,
         )
     )
     work.record(
@@ -258,6 +273,7 @@ def _personalised(
     scorer: Scorer | None,
     recently_declined: frozenset[str],
     work: _Work,
+    objective: Objective,
 ) -> None:
     """Model or rules: candidates, plan fit, scores, guardrails, then arbitration or rules."""
     eligible = _eligible(catalog.offers, account, consent, request, recently_declined, work)
@@ -304,7 +320,7 @@ def _personalised(
 
     scores = work.scores
     if scores is None:
-        shown = [c for c in candidates if _passes_guardrails(c, account, work)]
+        shown = [c for c in candidates if _passes_guardrails(c, account, work, objective)]
         ordered = rules_order(shown, account)
         work.picks = [_Pick(c) for c in cut(ordered, request.max_offers, _kind)]
         return
@@ -314,10 +330,18 @@ def _personalised(
     valued = []
     for candidate in candidates:
         p = float(scores.acceptance[candidate.row])
-        if _passes_guardrails(candidate, account, work, acceptance_probability=round(p, 4)):
-            value = expected_value(candidate, p, scores.churn_risk, current_revenue)
-            work.update(candidate.offer.offer_id, expected_value_sek=value)
-            valued.append(Valued(candidate, p, value))
+        if not _passes_guardrails(
+            candidate, account, work, objective, acceptance_probability=round(p, 4)
+        ):
+            continue
+        terms = offer_value(candidate, account, scores.churn_risk, current_revenue, objective)
+        value = round(p * terms.value_sek, 2)
+        work.update(candidate.offer.offer_id, expected_value_sek=value)
+        blocked = floor_block(p, terms.value_sek, objective)
+        if blocked is not None:
+            work.update(candidate.offer.offer_id, blocked_by=blocked)
+            continue
+        valued.append(Valued(candidate, p, value))
     ranked = cut(by_expected_value(valued), request.max_offers, lambda v: _kind(v.candidate))
     work.picks = [_Pick(v.candidate, round(v.acceptance, 4), v.expected_value_sek) for v in ranked]
 
@@ -333,6 +357,7 @@ def _non_personalised(
     consent: ConsentState,
     recently_declined: frozenset[str],
     work: _Work,
+    objective: Objective,
 ) -> None:
     """The segment's fixed list, filtered by contract and billing facts and the guardrails."""
     listed = non_personalised_offers(catalog, consent.segment)
@@ -349,6 +374,7 @@ def _non_personalised(
             ),
             account,
             work,
+            objective,
         )
     ]
     work.picks = [_Pick(c) for c in cut(shown, request.max_offers, _kind)]
@@ -404,8 +430,12 @@ def decide(
     recently_declined: frozenset[str],
     experiment: ExperimentAssignment | None = None,
     degraded: str | None = None,
+    objective: Objective = DEFAULT_OBJECTIVE,
 ) -> Decision:
     """Decide the offers for one invoice.
+
+    ``objective`` holds the arbitration's weights, horizon and floors and the upgrade threshold
+    (``Objective.from_settings``).
 
     ``policy`` is what the caller wants (``model``, ``rules``, ``non_personalised``, ``holdout``,
     ``model:<version>`` with the matching scorer); consent can only lower it. A model request
@@ -432,9 +462,11 @@ def decide(
 
     personalised = work.policy in ("model", "rules")
     if personalised:
-        _personalised(request, profile, catalog, account, consent, scorer, recently_declined, work)
+        _personalised(
+            request, profile, catalog, account, consent, scorer, recently_declined, work, objective
+        )
     elif work.policy == "non_personalised":
-        _non_personalised(request, catalog, account, consent, recently_declined, work)
+        _non_personalised(request, catalog, account, consent, recently_declined, work, objective)
 
     contributions: list[list[Contribution]] = [[] for _ in work.picks]
     if work.scores is not None and scorer is not None and work.picks:

@@ -67,11 +67,11 @@ def is_upgrade(offer: Offer, account: Account) -> bool:
     return False
 
 
-def _nearly_used(max_used: float, allowance: float) -> bool:
+def _nearly_used(max_used: float, allowance: float, share: float) -> bool:
     # NaN allowance is unlimited: it can never be nearly used.
     if math.isnan(allowance) or math.isnan(max_used):
         return False
-    return max_used >= NEARLY_USED_SHARE * allowance
+    return max_used >= share * allowance
 
 
 def _more(offered: float | None, current: float) -> bool:
@@ -81,12 +81,12 @@ def _more(offered: float | None, current: float) -> bool:
     return offered is None or offered > current
 
 
-def data_nearly_used(account: Account) -> bool:
-    return _nearly_used(account.data_gb_max_3m, account.current_data_gb)
+def data_nearly_used(account: Account, share: float = NEARLY_USED_SHARE) -> bool:
+    return _nearly_used(account.data_gb_max_3m, account.current_data_gb, share)
 
 
-def roaming_nearly_used(account: Account) -> bool:
-    return _nearly_used(account.roaming_data_gb_max_3m, account.current_roaming_data_gb)
+def roaming_nearly_used(account: Account, share: float = NEARLY_USED_SHARE) -> bool:
+    return _nearly_used(account.roaming_data_gb_max_3m, account.current_roaming_data_gb, share)
 
 
 def raises_data(offer: Offer, account: Account) -> bool:
@@ -104,13 +104,18 @@ def raises_roaming(offer: Offer, account: Account) -> bool:
 
 
 def usage_justifies(
-    offer: Offer, account: Account, offer_overage_sek: float, current_overage_sek: float
+    offer: Offer,
+    account: Account,
+    offer_overage_sek: float,
+    current_overage_sek: float,
+    nearly_used_share: float = NEARLY_USED_SHARE,
 ) -> bool:
-    """The customer's own usage calls for this upgrade."""
+    """The customer's own usage calls for this upgrade: it removes overage they paid, or raises
+    an allowance of which a recent month used at least ``nearly_used_share``."""
     return (
         offer_overage_sek < current_overage_sek
-        or (raises_data(offer, account) and data_nearly_used(account))
-        or (raises_roaming(offer, account) and roaming_nearly_used(account))
+        or (raises_data(offer, account) and data_nearly_used(account, nearly_used_share))
+        or (raises_roaming(offer, account) and roaming_nearly_used(account, nearly_used_share))
     )
 
 
@@ -121,6 +126,7 @@ def customer_benefit(
     offer_overage_sek: float | None,
     current_overage_sek: float | None,
     saving_sek: float | None,
+    nearly_used_share: float = NEARLY_USED_SHARE,
 ) -> str | None:
     """Block upgrades usage does not justify, and plans that would cost more for the same usage.
 
@@ -131,7 +137,9 @@ def customer_benefit(
     if offer_overage_sek is None or current_overage_sek is None:
         return UPGRADE_WITHOUT_PROFILING if upgrade else None
     if upgrade:
-        if not usage_justifies(offer, account, offer_overage_sek, current_overage_sek):
+        if not usage_justifies(
+            offer, account, offer_overage_sek, current_overage_sek, nearly_used_share
+        ):
             return UPGRADE_NOT_JUSTIFIED
         return None
     if offer.kind == "plan" and saving_sek is not None and saving_sek < 0:

@@ -293,11 +293,9 @@ def test_max_offers_zero_explains_nothing() -> None:
 
 def test_titles_follow_the_locale() -> None:
     english, swedish = _model_decision(locale="en"), _model_decision(locale="sv")
-    assert english.offers[0].offer_id == swedish.offers[0].offer_id == "PLAN_UNLIMITED"
-    assert (english.offers[0].title, swedish.offers[0].title) == (
-        "Mobile Unlimited",
-        "Mobil Obegränsad",
-    )
+    # The likeliest saving leads: 30 GB at 60 % acceptance saves the heavy user 16 kr a month.
+    assert english.offers[0].offer_id == swedish.offers[0].offer_id == "PLAN_30GB"
+    assert (english.offers[0].title, swedish.offers[0].title) == ("Mobile 30 GB", "Mobil 30 GB")
 
 
 def test_fallback_decision_when_features_are_down() -> None:

@@ -90,7 +90,7 @@ def test_the_same_upgrade_is_shown_when_usage_justifies_it() -> None:
 def test_an_allowance_nearly_used_justifies_more_of_it() -> None:
     # 12.5 GB of 15 GB in a recent month is over 80 %, without any overage yet.
     nearly = account(data_gb_m1=12.5, data_gb_max_3m=12.5, data_gb_avg_3m=11.0)
-    decision = _model_decision(nearly, {"PLAN_30GB": 0.9})
+    decision = _model_decision(nearly, {"PLAN_30GB": 0.9, "ADDON_DATA_10GB": 0.3})
     assert decision.offers[0].offer_id == "PLAN_30GB"
     blocked = {r.offer_id: r.blocked_by for r in decision.candidates}
     assert blocked["ADDON_DATA_10GB"] is None

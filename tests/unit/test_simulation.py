@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,42 @@ def test_same_seed_gives_identical_tables(tmp_path: Path, catalog: Catalog) -> N
     for name, frame in runs["a"].items():
         pd.testing.assert_frame_equal(frame, runs["b"][name], check_exact=True)
     assert not runs["a"]["usage_monthly.parquet"].equals(runs["c"]["usage_monthly.parquet"])
+
+
+def test_another_behaviour_answers_other_offers_on_the_same_population(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    accepted = {}
+    for profile in ("price", "needs"):
+        out = tmp_path / profile
+        simulate(
+            customers=2_000,
+            months=6,
+            seed=21,
+            out=out,
+            catalog=catalog,
+            end_month=END_MONTH,
+            behaviour=profile,
+        )
+        written = json.loads((out / "_ground_truth" / "behaviour.json").read_text())
+        assert written["profile"] == profile
+        customers = pd.read_parquet(out / "customers.parquet")
+        events = pd.read_parquet(out / "offer_events.parquet")
+        accepted[profile] = events[events["outcome"] == "accepted"]["offer_id"].value_counts()
+        accepted[profile + "/customers"] = customers["customer_id"]
+    # The same seed draws the same people; what they accept differs with the behaviour.
+    assert accepted["price/customers"].equals(accepted["needs/customers"])
+    assert not accepted["price"].equals(accepted["needs"])
+    with pytest.raises(ValueError, match="unknown behaviour profile"):
+        simulate(
+            customers=10,
+            months=3,
+            seed=1,
+            out=tmp_path / "x",
+            catalog=catalog,
+            end_month=END_MONTH,
+            behaviour="thrift",
+        )
 
 
 def test_files_have_exactly_the_contract_schema(world: tuple[Path, SimulationSummary]) -> None:

@@ -12,7 +12,13 @@ import pytest
 from core.calendar import add_months, age_in_year, months_between
 from core.catalog import load_catalog
 from pipelines.simulation import policy
-from pipelines.simulation.behaviour import Traits, acceptance_probability
+from pipelines.simulation.behaviour import (
+    PROFILES,
+    Behaviour,
+    Traits,
+    acceptance_probability,
+    behaviour_for,
+)
 from pipelines.simulation.billing import INVOICE_FEE_SEK, REMINDER_FEE_SEK, PaymentLedger
 from pipelines.simulation.observables import OfferContext
 from pipelines.simulation.offers import OfferArrays
@@ -205,6 +211,50 @@ def test_payment_help_appeals_to_those_paying_fees(offers: OfferArrays) -> None:
         return float(acceptance_probability(ctx, traits, offers)[0])
 
     assert p(fees_3m_sek=3 * INVOICE_FEE_SEK + REMINDER_FEE_SEK) > 3 * p(fees_3m_sek=0.0)
+
+
+def test_behaviour_profiles_vary_with_the_seed_and_stay_the_same_for_one_seed() -> None:
+    assert behaviour_for("price", 7) == behaviour_for("price", 7)
+    assert behaviour_for("price", 7) != behaviour_for("price", 8)
+    varied = behaviour_for("habit", 3)
+    assert varied.profile == "habit"
+    assert varied.saving != PROFILES["habit"].saving
+    # Within a few spreads of the profile, so a seed never turns one profile into another.
+    assert 0.3 < varied.saving / PROFILES["habit"].saving < 3.0
+    with pytest.raises(ValueError, match=r"unknown behaviour profile 'thrift'.*habit"):
+        behaviour_for("thrift", 1)
+
+
+def test_behaviour_is_written_beside_the_ground_truth(tmp_path: Path) -> None:
+    written = behaviour_for("needs", 11)
+    written.write(tmp_path)
+    assert Behaviour.read(tmp_path) == written
+    assert Behaviour.read(tmp_path / "older-world") == PROFILES["price"]
+
+
+def test_profiles_differ_in_what_drives_acceptance(offers: OfferArrays) -> None:
+    traits = _traits(1)
+
+    def p(profile: str, offer_id: str, traveller: float = 0.1, **values: float) -> float:
+        ctx = _context(offers, 1, **values).take(np.array([offers.index(offer_id)]))
+        who = replace(traits, travel=np.full(1, traveller))
+        return float(acceptance_probability(ctx, who, offers, PROFILES[profile])[0])
+
+    # Price: a saving of 60 kr multiplies acceptance; habit barely notices it.
+    assert p("price", "PLAN_15GB", saving_sek=60.0) > 3 * p("price", "PLAN_15GB")
+    assert p("habit", "PLAN_15GB", saving_sek=60.0) < 1.5 * p("habit", "PLAN_15GB")
+    # Needs: a traveller takes roaming data far more readily than in a world driven by price.
+    travel_ratio = {
+        profile: p(profile, "ADDON_EU_ROAMING", traveller=0.6)
+        / p(profile, "ADDON_EU_ROAMING", traveller=0.05)
+        for profile in ("price", "needs")
+    }
+    assert travel_ratio["price"] == pytest.approx(1.0)
+    assert travel_ratio["needs"] > 5.0
+    # Habit: a loyalty price draws a long-standing customer in even without a price gap.
+    assert p("habit", "LOYALTY_NEW_PRICE", tenure_months=84) > 2 * p(
+        "price", "LOYALTY_NEW_PRICE", tenure_months=84
+    )
 
 
 # -- billing ---------------------------------------------------------------------------------
