@@ -37,6 +37,7 @@ from serving.api.errors import PROBLEM_JSON, install_problem_handlers, problem_r
 from serving.api.routes import admin, events, experiments, health, offers, usage
 from serving.api.schemas import OffersResponse
 from serving.auth import ApiKeys
+from serving.decision.arbitration import Objective
 from serving.decision.engine import Decision, decide
 from serving.decision.inputs import DecisionRequest
 from serving.decision_log import DecisionLog
@@ -304,6 +305,7 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
             metrics=metrics,
             render=offers_answer_json,
             decline_cap_invoices=settings.decline_cap_invoices,
+            objective=Objective.from_settings(settings),
         ),
     )
     warm_up(services)

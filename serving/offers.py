@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.catalog import Catalog
+from serving.decision.arbitration import DEFAULT_OBJECTIVE, Objective
 from serving.decision.consent import MODEL_PREFIX
 from serving.decision.engine import Decision, decide, fallback_decision
 from serving.decision.inputs import DecisionRequest, ExperimentAssignment
@@ -96,6 +97,7 @@ class OffersService:
         metrics: ApiMetrics,
         render: RenderAnswer,
         decline_cap_invoices: int,
+        objective: Objective = DEFAULT_OBJECTIVE,
         challenger_retries: ChallengerRetries | None = None,
     ) -> None:
         self.catalog = catalog
@@ -107,6 +109,7 @@ class OffersService:
         self.challenger_retries = challenger_retries or ChallengerRetries()
         self._render = render
         self._decline_cap = decline_cap_invoices
+        self.objective = objective
         # A SQLite file or memory database: choosing an arm or replaying never waits on another
         # machine. The log's database does not change while the service runs.
         self.log_is_local = log.is_local
@@ -204,6 +207,7 @@ class OffersService:
                 recently_declined=declined,
                 experiment=assignment,
                 degraded=degraded,
+                objective=self.objective,
             )
         except FeatureStoreUnavailable:
             return fallback_decision(

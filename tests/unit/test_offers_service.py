@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from core.catalog import load_catalog
+from serving.decision.arbitration import DEFAULT_OBJECTIVE, Objective
 from serving.decision.engine import Decision
 from serving.decision.inputs import DecisionRequest, ExperimentAssignment, UnknownCustomerError
 from serving.decision_log import DecisionLog, DecisionRecord
@@ -62,6 +63,7 @@ def service(
     models: ModelHolder | None = None,
     features: OnlineFeatureSource | None = None,
     store: OpenFeatureStore | None = None,
+    objective: Objective = DEFAULT_OBJECTIVE,
 ) -> OffersService:
     return OffersService(
         catalog=load_catalog(CATALOG),
@@ -72,6 +74,7 @@ def service(
         metrics=ApiMetrics(),
         render=render,
         decline_cap_invoices=3,
+        objective=objective,
     )
 
 
@@ -94,6 +97,14 @@ def test_a_new_invoice_is_decided_recorded_and_answered_as_rendered(log: Decisio
     assert (stored.decision_id, stored.customer_id) == (body["decision_id"], "C0001")
     assert stored.response_json == answer
     assert decisions_counted(offers, "model") == 1.0
+
+
+def test_the_service_decides_by_the_objective_it_was_given(log: DecisionLog) -> None:
+    assert json.loads(service(log).answer(invoice()))["offers"]
+    # Nothing is likely enough at a floor of 99 % acceptance: the invoice shows no offer.
+    picky = service(log, objective=Objective(min_acceptance=0.99))
+    body = json.loads(picky.answer(invoice(2)))
+    assert (body["policy"], body["offers"]) == ("model", [])
 
 
 def test_a_stored_decision_is_replayed_without_deciding_again(log: DecisionLog) -> None:
