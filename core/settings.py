@@ -76,6 +76,12 @@ class Settings(BaseSettings):
         le=1.0,
         description="An upgrade needs a recent month using this share of an allowance it raises.",
     )
+    exploration_share: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=0.5,
+        description="Share of model decisions that show a randomised order (true propensities).",
+    )
     feature_timeout_ms: float = Field(default=50.0, gt=0)
     max_request_bytes: int = 16 * 1024
     seed: int = 7

@@ -68,6 +68,8 @@ class Objective:
     min_acceptance: float = 0.02
     min_value_sek: float = 1.0
     upgrade_usage_share: float = NEARLY_USED_SHARE
+    # Share of model decisions that explore (exploration.py); the API's default is in settings.
+    exploration_share: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Objective:
@@ -80,6 +82,7 @@ class Objective:
             min_acceptance=settings.min_acceptance,
             min_value_sek=settings.min_value_sek,
             upgrade_usage_share=settings.upgrade_usage_share,
+            exploration_share=settings.exploration_share,
         )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from core.catalog import Catalog, Offer
 from serving.decision.arbitration import (
     DEFAULT_OBJECTIVE,
+    NO_VALUE,
     Objective,
     Valued,
     by_expected_value,
@@ -31,6 +32,7 @@ from serving.decision.candidates import (
     shown_price,
 )
 from serving.decision.consent import Policy, allowed_policy, detail_level
+from serving.decision.exploration import choose_slate, explores
 from serving.decision.guardrails import above_new_customer_price, customer_benefit
 from serving.decision.inputs import (
     Account,
@@ -127,6 +129,7 @@ class Decision:
     degraded: str | None
     candidates: tuple[CandidateRecord, ...] = ()
     churn_risk: float | None = None
+    explored: bool = False
 
     def to_public_dict(self) -> dict[str, Any]:
         """The POST /v1/offers body (docs/http-api.md) without ``decision_id``, set by the API."""
@@ -147,6 +150,7 @@ class Decision:
             "locale": self.locale,
             "requested_policy": self.requested_policy,
             "churn_risk": self.churn_risk,
+            "explored": self.explored,
             "candidates": [dict(vars(record)) for record in self.candidates],
         }
 
@@ -190,6 +194,7 @@ class _Pick:
     candidate: Candidate
     acceptance: float | None = None
     expected_value_sek: float | None = None
+    propensity: float = 1.0
 
 
 @dataclass
@@ -202,6 +207,7 @@ class _Work:
     scores: Scores | None = None
     degraded: str | None = None
     picks: list[_Pick] = field(default_factory=list)
+    explored: bool = False
 
     def record(self, offer: Offer, blocked_by: str | None, **values: Any) -> None:
         self.records[offer.offer_id] = CandidateRecord(
@@ -340,10 +346,30 @@ def _personalised(
         blocked = floor_block(p, terms.value_sek, objective)
         if blocked is not None:
             work.update(candidate.offer.offer_id, blocked_by=blocked)
-            continue
-        valued.append(Valued(candidate, p, value))
-    ranked = cut(by_expected_value(valued), request.max_offers, lambda v: _kind(v.candidate))
-    work.picks = [_Pick(v.candidate, round(v.acceptance, 4), v.expected_value_sek) for v in ranked]
+        if blocked is None or (blocked != NO_VALUE and value > 0):
+            # Below a floor: shown only when the decision explores (see exploration.py).
+            valued.append(Valued(candidate, p, value))
+    pool = by_expected_value(valued)
+    share = objective.exploration_share
+    work.explored = explores(request.invoice_id, share)
+    slate = choose_slate(
+        [v.expected_value_sek for v in pool],
+        [_kind(v.candidate) for v in pool],
+        request.max_offers,
+        greedy_allowed=[work.records[v.candidate.offer.offer_id].blocked_by is None for v in pool],
+        explore=work.explored,
+        share=share,
+        invoice_id=request.invoice_id,
+    )
+    work.picks = []
+    for index, propensity in zip(slate.items, slate.propensities, strict=True):
+        chosen = pool[index]
+        work.update(chosen.candidate.offer.offer_id, blocked_by=None)
+        work.picks.append(
+            _Pick(
+                chosen.candidate, round(chosen.acceptance, 4), chosen.expected_value_sek, propensity
+            )
+        )
 
 
 def _kind(candidate: Candidate) -> str:
@@ -415,6 +441,7 @@ def _worded(
                 personalised=personalised,
                 reasons=tuple(reasons),
                 contributions=tuple(contributed),
+                propensity=pick.propensity,
             )
         )
     return tuple(offers)
@@ -524,6 +551,7 @@ def decide(
             if offer.offer_id in work.records
         ),
         churn_risk=None if work.scores is None else round(work.scores.churn_risk, 4),
+        explored=work.explored,
     )
 
 

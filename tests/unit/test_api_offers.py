@@ -194,9 +194,13 @@ def test_the_decision_is_stored_before_it_is_answered(client: Any) -> None:
         ).all()
     assert (row["policy"], row["model_version"]) == ("model", "offer-ranker/1")
     assert row["consent"]["profiling"] is True and row["consent"]["adult"] is True
-    assert [tuple(r) for r in shown] == [
-        (offer["offer_id"], offer["rank"], 1.0) for offer in body["offers"]
+    assert [(r.offer_id, r.rank) for r in shown] == [
+        (offer["offer_id"], offer["rank"]) for offer in body["offers"]
     ]
+    # A greedy decision while 5 % of decisions explore: each shown offer's propensity is the
+    # greedy 95 % plus its chance in the random draw, which the log keeps exactly.
+    assert row["log"]["explored"] is False
+    assert all(0.95 < r.propensity <= 1.0 for r in shown)
     # The log keeps what the answer does not: every candidate considered and the churn risk.
     assert {c["offer_id"] for c in row["log"]["candidates"]} >= {
         o["offer_id"] for o in body["offers"]
