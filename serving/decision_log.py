@@ -37,11 +37,10 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from core.database import is_sqlite_file
+from core.contract import OFFER_EVENTS
+from core.database import is_sqlite_file, sqlalchemy_url
 from core.files import replacing
-from features.contract import OFFER_EVENTS
-from features.settings import Settings, get_settings
-from features.store import sqlalchemy_url
+from core.settings import Settings, get_settings
 
 logger = logging.getLogger("serving.decision_log")
 
