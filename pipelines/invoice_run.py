@@ -47,9 +47,9 @@ from pipelines.frame_source import (
     read_decision_frames,
     start_of_day,
 )
-from serving.api.schemas import OffersResponse
 from serving.decision.engine import Decision, decide
 from serving.decision.inputs import DecisionRequest, FeatureSource, Locale, UnknownCustomerError
+from serving.offers_response import OffersResponse
 from serving.scoring_model import LightGBMScorer, ModelMismatch
 from training.registry import CHURN_MODEL, RANKER_MODEL, LoadedModel, load_champion
 

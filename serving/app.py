@@ -35,7 +35,6 @@ from features.views import (
 from serving.api.deps import Services
 from serving.api.errors import PROBLEM_JSON, install_problem_handlers, problem_response
 from serving.api.routes import admin, events, experiments, health, offers, usage
-from serving.api.schemas import OffersResponse
 from serving.auth import ApiKeys
 from serving.decision.engine import decide
 from serving.decision.inputs import DecisionRequest, FeatureSource
@@ -43,6 +42,7 @@ from serving.decision_log import DecisionLog
 from serving.experiments import Experiments
 from serving.feature_reader import open_feast_source
 from serving.metrics import ApiMetrics
+from serving.offers_response import OffersResponse
 from serving.scoring_model import ModelHolder, ModelLoader
 
 logger = logging.getLogger("serving.app")

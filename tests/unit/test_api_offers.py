@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from fastapi.routing import APIRoute
 
 from serving.api.routes import offers as offers_route
-from serving.api.schemas import OffersResponse
 from serving.app import JsonLinesFormatter
 from serving.experiments import assign_variant
+from serving.offers_response import OffersResponse
 from serving.scoring_model import ModelLoadFailed
 from tests.factories_api import (
     FakeFeatures,

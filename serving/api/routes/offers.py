@@ -16,7 +16,7 @@ from fastapi.responses import Response
 
 from serving.api.deps import RendererRole, Services, ServicesDep
 from serving.api.errors import ProblemError, problem_responses
-from serving.api.schemas import OffersRequest, OffersResponse
+from serving.api.schemas import OffersRequest
 from serving.decision.consent import MODEL_PREFIX
 from serving.decision.engine import Decision, decide, fallback_decision
 from serving.decision.inputs import (
@@ -27,6 +27,7 @@ from serving.decision.inputs import (
 from serving.decision_log import DecisionRecord, LoggedOffer, StoredDecision
 from serving.experiments import assign_variant
 from serving.feature_reader import FeatureStoreUnavailable
+from serving.offers_response import OffersResponse
 from serving.scoring_model import LightGBMScorer, ModelHolder, ServingModels
 
 router = APIRouter(prefix="/v1", tags=["offers"])
