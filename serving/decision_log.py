@@ -41,6 +41,7 @@ from core.contract import OFFER_EVENTS
 from core.database import is_sqlite_file, sqlalchemy_url
 from core.files import replacing
 from core.settings import Settings, get_settings
+from serving.decision.decline_cap import Decline, DeclineCap
 
 logger = logging.getLogger("serving.decision_log")
 
@@ -150,20 +151,22 @@ class Statements:
 
 def build_statements(tables: LogTables) -> Statements:
     decisions, offers, events = tables.decisions, tables.decision_offers, tables.events
+    # The customer's latest decisions, one per invoice, and the offers declined in them.
     latest = (
-        sa.select(decisions.c.decision_id)
+        sa.select(decisions.c.decision_id, decisions.c.invoice_date, decisions.c.created_at)
         .where(decisions.c.customer_id == sa.bindparam("customer_id"))
         .order_by(decisions.c.invoice_date.desc(), decisions.c.created_at.desc())
         .limit(sa.bindparam("invoices", type_=sa.Integer))
-        .scalar_subquery()
+        .subquery("latest")
     )
+    declined = sa.and_(events.c.decision_id == latest.c.decision_id, events.c.type == "decline")
     return Statements(
         find=sa.select(
             decisions.c.decision_id, decisions.c.customer_id, decisions.c.response
         ).where(decisions.c.invoice_id == sa.bindparam("invoice_id")),
-        recent_declines=sa.select(events.c.offer_id)
-        .where(events.c.type == "decline", events.c.decision_id.in_(latest))
-        .distinct(),
+        recent_declines=sa.select(latest.c.decision_id, events.c.offer_id)
+        .select_from(latest.outerjoin(events, declined))
+        .order_by(latest.c.invoice_date.desc(), latest.c.created_at.desc()),
         offers_of=sa.select(decisions.c.decision_id, offers.c.offer_id)
         .select_from(decisions.outerjoin(offers, offers.c.decision_id == decisions.c.decision_id))
         .where(decisions.c.decision_id == sa.bindparam("decision_id")),
@@ -533,11 +536,18 @@ class DecisionLog:
         return StoredDecision(record.decision_id, record.customer_id, record.response_json), True
 
     def recent_declines(self, customer_id: str, invoices: int) -> frozenset[str]:
-        """Offers the customer declined in their last ``invoices`` decisions (the frequency cap)."""
-        if invoices <= 0:
+        """The offers the decline cap of ``invoices`` invoices blocks for the customer now.
+
+        The log reads the customer's latest decisions (as many as the cap's window) and their
+        declines; :class:`~serving.decision.decline_cap.DeclineCap` decides.
+        """
+        cap = DeclineCap(invoices)
+        if cap.window == 0:
             return frozenset()
-        rows = self._select("recent_declines", {"customer_id": customer_id, "invoices": invoices})
-        return frozenset(row[0] for row in rows)
+        rows = self._select("recent_declines", {"customer_id": customer_id, "invoices": cap.window})
+        latest = list(dict.fromkeys(decision_id for decision_id, _ in rows))
+        declines = [Decline(offer_id, decision_id) for decision_id, offer_id in rows if offer_id]
+        return cap.capped(declines, latest)
 
     # The request path's statements: straight on sqlite3 for a SQLite log, else through SQLAlchemy.
 
