@@ -1,7 +1,8 @@
 """Evaluation that needs more than the training stage may see.
 
-- :func:`eligibility_filter`: the decision engine's eligibility rules as a candidate filter for the
-  off-policy estimate, so each policy chooses among the offers a customer may actually get.
+- :func:`eligibility_filter`: the decision engine's eligibility rules and decline cap as a
+  candidate filter for the off-policy estimate, so each policy chooses among the offers a customer
+  may actually get.
 - :func:`oracle_check`: on a simulated world, the hidden acceptance probability (computed by the
   simulator from its ground truth) of each policy's top offer per validation decision, and of the
   logging policy's first-ranked offer. Training never reads the ground truth; this runs after it.
@@ -20,50 +21,62 @@ import numpy as np
 import pandas as pd
 
 from core.catalog import Catalog
+from core.columns import EVENT_TIMESTAMP
+from core.settings import get_settings
+from pipelines.declined_offers import MOMENT, blocked_offers
+from serving.decision.decline_cap import DeclineCap
 
 log = logging.getLogger(__name__)
 
 GROUND_TRUTH_FOLDER = "_ground_truth"
 LOGGING_POLICY = "logging_policy"
-# A declined offer is not offered again for this many days (three monthly invoices).
-DECLINE_BLOCK_DAYS = 92
 
 
-def _recent_declines(offer_events: pd.DataFrame, candidates: pd.DataFrame, days: int) -> np.ndarray:
-    """Per candidate row: did this customer decline this offer in the ``days`` before?"""
-    declined = offer_events.loc[
-        offer_events["outcome"] == "declined", ["customer_id", "offer_id", "shown_at"]
-    ]
-    if declined.empty:
+def capped_candidates(
+    offer_events: pd.DataFrame, candidates: pd.DataFrame, cap: DeclineCap
+) -> np.ndarray:
+    """Per candidate row: does the decline cap block this offer in this decision?
+
+    Each decision is seen at the moment it was shown, as the engine would have seen it.
+    """
+    decisions = candidates.drop_duplicates("decision_id")
+    moments = decisions[["customer_id", EVENT_TIMESTAMP]].rename(columns={EVENT_TIMESTAMP: "as_of"})
+    blocked = blocked_offers(offer_events, moments, cap)
+    if blocked.empty:
         return np.zeros(len(candidates), dtype=bool)
-    rows = candidates[["customer_id", "offer_id", "event_timestamp"]].reset_index(drop=True)
-    rows["_row"] = np.arange(len(rows))
-    merged = rows.merge(declined, on=["customer_id", "offer_id"], how="inner")
-    recent = (merged["shown_at"] < merged["event_timestamp"]) & (
-        merged["shown_at"] >= merged["event_timestamp"] - pd.Timedelta(days=days)
+    pairs = pd.DataFrame(
+        {
+            "decision_id": decisions["decision_id"].to_numpy()[blocked[MOMENT].to_numpy()],
+            "offer_id": blocked["offer_id"].to_numpy(),
+        }
     )
-    blocked = np.zeros(len(rows), dtype=bool)
-    blocked[merged.loc[recent, "_row"].to_numpy()] = True
-    return blocked
+    rows = candidates[["decision_id", "offer_id"]].merge(
+        pairs, how="left", indicator=True, validate="many_to_one"
+    )
+    return (rows["_merge"] == "both").to_numpy()
 
 
 def eligibility_filter(
     catalog: Catalog,
     offer_events: pd.DataFrame | None = None,
-    decline_days: int = DECLINE_BLOCK_DAYS,
+    decline_cap_invoices: int | None = None,
 ) -> Any:
     """A candidate filter applying ``serving.decision.candidates.eligibility`` row by row.
 
-    ``offer_events`` (optional) supplies the recent declines the engine also honours.
+    ``offer_events`` (optional) supplies the declines the engine's decline cap honours, over
+    ``decline_cap_invoices`` invoices (default: ``OFFERS_DECLINE_CAP_INVOICES``).
     """
     from serving.decision.candidates import eligibility
     from serving.decision.inputs import Account
 
     offers = catalog.by_id()
+    if decline_cap_invoices is None:
+        decline_cap_invoices = get_settings().decline_cap_invoices
+    cap = DeclineCap(decline_cap_invoices)
 
     def allowed(candidates: pd.DataFrame) -> np.ndarray:
         declined = (
-            _recent_declines(offer_events, candidates, decline_days)
+            capped_candidates(offer_events, candidates, cap)
             if offer_events is not None
             else np.zeros(len(candidates), dtype=bool)
         )

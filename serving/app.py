@@ -35,7 +35,6 @@ from features.views import (
 from serving.api.deps import Services
 from serving.api.errors import PROBLEM_JSON, install_problem_handlers, problem_response
 from serving.api.routes import admin, events, experiments, health, offers, usage
-from serving.api.schemas import OffersResponse
 from serving.auth import ApiKeys
 from serving.decision.arbitration import Objective
 from serving.decision.engine import Decision, decide
@@ -45,6 +44,7 @@ from serving.experiments import Experiments
 from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore, open_feast_source
 from serving.metrics import ApiMetrics
 from serving.offers import OffersService
+from serving.offers_response import OffersResponse
 from serving.scoring_model import ModelHolder, ModelLoader
 
 logger = logging.getLogger("serving.app")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -17,11 +17,8 @@ from pydantic import (
     model_validator,
 )
 
-from serving.decision.consent import MODEL_PREFIX, REQUESTABLE, Policy
+from serving.decision.consent import MODEL_PREFIX, REQUESTABLE
 from serving.decision.inputs import Locale
-
-if TYPE_CHECKING:
-    from serving.decision.engine import Decision
 
 ID_PATTERN = r"^[A-Za-z0-9._-]+$"
 Identifier = Annotated[
@@ -96,131 +93,6 @@ class OffersRequest(BaseModel):
     )
     locale: Locale = "sv"
     max_offers: JsonInt = Field(default=3, ge=0, le=10)
-
-
-class ConsentPublic(BaseModel):
-    marketing: bool
-    profiling: bool
-    usage_insights: bool
-
-
-class ExperimentAssignment(BaseModel):
-    key: str
-    variant: str
-
-
-class ReasonPublic(BaseModel):
-    code: str = Field(description="Machine-readable reason, e.g. usage_above_allowance.")
-    text: str = Field(description="The reason in the customer's language.")
-
-
-class ContributionPublic(BaseModel):
-    feature: str
-    value: float | None
-    contribution: float
-
-
-class OfferPublic(BaseModel):
-    offer_id: str
-    rank: int = Field(ge=1)
-    kind: Literal["plan", "addon", "loyalty", "payment_help"]
-    title: str
-    monthly_fee_sek: float
-    acceptance_probability: float | None = Field(default=None, ge=0.0, le=1.0)
-    expected_value_sek: float | None = None
-    customer_saving_sek_per_month: float | None = None
-    personalised: bool
-    reasons: list[ReasonPublic]
-    contributions: list[ContributionPublic] = Field(
-        default_factory=list, description="Only when the customer granted profiling."
-    )
-
-
-class PeriodPublic(BaseModel):
-    start: dt.date = Field(description="First day of the newest usage month.")
-    end: dt.date = Field(description="Its last day.")
-
-
-class PlanPublic(BaseModel):
-    plan_id: str
-    title: str
-    monthly_fee_sek: float
-
-
-class UsageLinePublic(BaseModel):
-    measure: Literal["data", "voice", "sms", "roaming"]
-    used: float | None
-    included: float | None = Field(description="null = unlimited.")
-    unit: Literal["GB", "min", "sms"]
-
-
-class ExtraChargePublic(BaseModel):
-    kind: Literal["data_overage", "voice_overage", "roaming_overage", "invoice_fee", "reminder_fee"]
-    amount_sek: float
-    explanation: str = Field(description="Why it was charged, in the customer's language.")
-
-
-class TrendPointPublic(BaseModel):
-    month: dt.date | None
-    used: float | None
-
-
-class TrendPublic(BaseModel):
-    measure: Literal["data", "voice", "roaming", "overage"]
-    unit: Literal["GB", "min", "SEK"]
-    months: list[TrendPointPublic] = Field(description="Oldest first, the newest month last.")
-
-
-class PlanFitPublic(BaseModel):
-    plan_id: str = Field(description="The plan that would have cost least; today's when none.")
-    title: str
-    monthly_fee_sek: float
-    cost_sek_per_month: float
-    current_cost_sek_per_month: float
-    saving_sek_per_month: float
-    months: int
-    explanation: str
-
-
-class UsageSummary(BaseModel):
-    """What the customer used and paid for; shown whatever the marketing consent."""
-
-    period: PeriodPublic | None
-    plan: PlanPublic
-    binding_end_date: dt.date | None
-    usage: list[UsageLinePublic]
-    extra_charges: list[ExtraChargePublic]
-    extra_charges_total_sek: float
-    detail_level: Literal["basic", "detailed"] = Field(
-        description="detailed (trends and plan fit) only with usage_insights consent."
-    )
-    trends: list[TrendPublic] | None = Field(description="detailed only.")
-    plan_fit: PlanFitPublic | None = Field(description="detailed only.")
-
-
-class OffersResponse(BaseModel):
-    """The decision for one invoice; the same invoice_id always gets this same answer."""
-
-    decision_id: str
-    invoice_id: str
-    customer_id: str
-    policy: Policy
-    model_version: str | None
-    experiment: ExperimentAssignment | None
-    consent: ConsentPublic
-    offers: list[OfferPublic]
-    usage_summary: UsageSummary | None = Field(
-        description="As GET /v1/customers/{id}/usage-summary; null when features are unavailable."
-    )
-    degraded: str | None = Field(
-        description="null, or why the answer was made without a part: feature_store_unavailable, "
-        "model_unavailable, …"
-    )
-
-    @classmethod
-    def for_decision(cls, decision: Decision, decision_id: str) -> OffersResponse:
-        """The response body of an engine decision; validation turns dates and NaN into JSON."""
-        return cls.model_validate({"decision_id": decision_id, **decision.to_public_dict()})
 
 
 # Events -----------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.database import is_sqlite_file
 from core.settings import Settings
+from serving.decision.decline_cap import Decline, DeclineCap
 from serving.decision_log.database import create_log_engine
 from serving.decision_log.records import DecisionRecord, EventRecord, StoredDecision
 from serving.decision_log.schema import build_tables
@@ -160,11 +161,18 @@ class DecisionLog:
         return StoredDecision(record.decision_id, record.customer_id, record.response_json), True
 
     def recent_declines(self, customer_id: str, invoices: int) -> frozenset[str]:
-        """Offers the customer declined in their last ``invoices`` decisions (the frequency cap)."""
-        if invoices <= 0:
+        """The offers the decline cap of ``invoices`` invoices blocks for the customer now.
+
+        The log reads the customer's latest decisions (as many as the cap's window) and their
+        declines; :class:`~serving.decision.decline_cap.DeclineCap` decides.
+        """
+        cap = DeclineCap(invoices)
+        if cap.window == 0:
             return frozenset()
-        rows = self._select("recent_declines", {"customer_id": customer_id, "invoices": invoices})
-        return frozenset(row[0] for row in rows)
+        rows = self._select("recent_declines", {"customer_id": customer_id, "invoices": cap.window})
+        latest = list(dict.fromkeys(decision_id for decision_id, _ in rows))
+        declines = [Decline(offer_id, decision_id) for decision_id, offer_id in rows if offer_id]
+        return cap.capped(declines, latest)
 
     # The request path's statements: straight on sqlite3 for a SQLite log, else through SQLAlchemy.
 

@@ -27,20 +27,22 @@ class Statements:
 def build_statements(tables: LogTables) -> Statements:
     """The look-ups and inserts of the request path on ``tables``."""
     decisions, offers, events = tables.decisions, tables.decision_offers, tables.events
+    # The customer's latest decisions, one per invoice, and the offers declined in them.
     latest = (
-        sa.select(decisions.c.decision_id)
+        sa.select(decisions.c.decision_id, decisions.c.invoice_date, decisions.c.created_at)
         .where(decisions.c.customer_id == sa.bindparam("customer_id"))
         .order_by(decisions.c.invoice_date.desc(), decisions.c.created_at.desc())
         .limit(sa.bindparam("invoices", type_=sa.Integer))
-        .scalar_subquery()
+        .subquery("latest")
     )
+    declined = sa.and_(events.c.decision_id == latest.c.decision_id, events.c.type == "decline")
     return Statements(
         find=sa.select(
             decisions.c.decision_id, decisions.c.customer_id, decisions.c.response
         ).where(decisions.c.invoice_id == sa.bindparam("invoice_id")),
-        recent_declines=sa.select(events.c.offer_id)
-        .where(events.c.type == "decline", events.c.decision_id.in_(latest))
-        .distinct(),
+        recent_declines=sa.select(latest.c.decision_id, events.c.offer_id)
+        .select_from(latest.outerjoin(events, declined))
+        .order_by(latest.c.invoice_date.desc(), latest.c.created_at.desc()),
         offers_of=sa.select(decisions.c.decision_id, offers.c.offer_id)
         .select_from(decisions.outerjoin(offers, offers.c.decision_id == decisions.c.decision_id))
         .where(decisions.c.decision_id == sa.bindparam("decision_id")),

@@ -11,6 +11,8 @@ import datetime as dt
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -302,7 +304,7 @@ def test_without_a_champion_rules_decide(
     def no_champion(name: str, settings: Settings) -> None:
         raise LookupError(f"{name} has no champion version")
 
-    monkeypatch.setattr("pipelines.invoice_run.load_champion", no_champion)
+    monkeypatch.setattr("pipelines.invoice_run.run.load_champion", no_champion)
     out = tmp_path / "rules.parquet"
     summary = run_invoice_run(INVOICE_DATE, out, settings=world, max_offers=1, locale="en")
     rows = pd.read_parquet(out)
@@ -423,6 +425,16 @@ def test_a_champion_with_other_inputs_is_refused_before_anything_is_written(
     with pytest.raises(ValueError, match="offer-ranker/5"):
         run_invoice_run(INVOICE_DATE, out, settings=world, models=foreign)
     assert not out.exists()
+
+
+def test_pyspark_is_imported_only_when_the_spark_engine_decides() -> None:
+    code = (
+        "import sys, pipelines.invoice_run; print(sorted(m for m in sys.modules if 'pyspark' in m))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == "[]"
 
 
 def test_feature_paths_are_the_feast_sources(world: Settings) -> None:

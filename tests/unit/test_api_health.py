@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from serving.api.schemas import UsageSummary
+from serving.offers_response import UsageSummary
 from tests.factories_api import (
     FakeFeatures,
     FakeRegistry,

@@ -16,10 +16,10 @@ import pytest
 import sqlalchemy as sa
 from fastapi.routing import APIRoute
 
-from serving.api.schemas import OffersResponse
 from serving.app import JsonLinesFormatter
 from serving.experiments import assign_variant
 from serving.offers import Arm
+from serving.offers_response import OffersResponse
 from serving.scoring_model import ModelLoadFailed
 from tests.factories_api import (
     FakeFeatures,

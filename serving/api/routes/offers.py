@@ -10,9 +10,10 @@ from fastapi.responses import Response
 
 from serving.api.deps import OffersDep, RendererRole
 from serving.api.errors import ProblemError, problem_responses
-from serving.api.schemas import OffersRequest, OffersResponse
+from serving.api.schemas import OffersRequest
 from serving.decision.inputs import DecisionRequest, UnknownCustomerError
 from serving.offers import Arm, InvoiceCustomerConflict, OffersService
+from serving.offers_response import OffersResponse
 
 router = APIRouter(prefix="/v1", tags=["offers"])
 

@@ -2,10 +2,10 @@
 
 The day's invoices are spread over partitions by customer id range. Each partition reads the
 feature rows of its own customers from the Parquet feature tables (filtered in the scan), builds a
-:class:`~pipelines.frame_source.FrameFeatureSource` over them and decides every invoice with the
-same :func:`~pipelines.invoice_run.decide_invoices` the local engine uses, so both engines (and the
-API) give the same decisions. The champion boosters travel to the executors as LightGBM model
-strings in a broadcast, the catalog as its parsed object. The executors write their rows as
+:class:`~pipelines.frame_source.FrameFeatureSource` over them and decides every invoice with
+:func:`~pipelines.invoice_run.core.decide_invoices`, as the local engine does, so both engines
+(and the API) give the same decisions. The champion boosters travel to the executors as LightGBM
+model strings in a broadcast, the catalog as its parsed object. The executors write their rows as
 Parquet parts; the driver streams the parts into the same single file the local engine writes.
 """
 
@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from core.catalog import Catalog
 from core.settings import Settings
 from pipelines.frame_source import FrameFeatureSource, read_decision_frames, start_of_day
-from pipelines.invoice_run import (
+from pipelines.invoice_run.core import (
     ORDER,
     ROW_COLUMNS,
     ChampionModels,

@@ -1,0 +1,45 @@
+"""The batch invoice run: offers for every invoice of one billing date, decided as the API decides.
+
+``offers invoice-run --invoice-date D --out FILE [--engine local|spark]``:
+
+1. the input tables are checked against docs/data-contract.md (nothing is written when they
+   break it);
+2. the invoices dated D are read from ``invoices``, and from ``offer_events`` the offers each
+   customer's recent declines block (the engine's decline cap, ``OFFERS_DECLINE_CAP_INVOICES``
+   invoices, over the decisions shown before D);
+3. the champion models are loaded once (none registered: rules decide);
+4. every invoice is decided by :func:`serving.decision.engine.decide`, the API's own decision,
+   over the feature tables as of 00:00 UTC on D (what an online store materialised up to that
+   moment holds), locally (:mod:`.local`) or in Spark partitions (:mod:`.spark`);
+5. one row per decided invoice is written to a Parquet file, by customer and invoice id,
+   atomically (a temporary file, then renamed).
+
+Experiments are not applied: a batch decision is the champion's (or the rules'). The decision id
+is derived from the invoice id, so a rerun gives the same ids.
+"""
+
+from pipelines.invoice_run.core import (
+    ChampionModels,
+    DecisionOptions,
+    InvoiceRunError,
+    decide_invoices,
+    decision_id_for,
+    decision_row,
+    feature_paths,
+    recent_declines,
+)
+from pipelines.invoice_run.run import InvoiceRunSummary, load_champions, run_invoice_run
+
+__all__ = [
+    "ChampionModels",
+    "DecisionOptions",
+    "InvoiceRunError",
+    "InvoiceRunSummary",
+    "decide_invoices",
+    "decision_id_for",
+    "decision_row",
+    "feature_paths",
+    "load_champions",
+    "recent_declines",
+    "run_invoice_run",
+]

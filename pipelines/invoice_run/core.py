@@ -1,0 +1,271 @@
+"""What the invoice run's engines share: the day's invoices, the decision inputs, the output rows.
+
+Both engines decide each invoice with :func:`decide_invoices` (the API's own
+:func:`serving.decision.engine.decide`) and write through :func:`write_decisions`, so a local run,
+a Spark run and the API give the same decisions, byte for byte.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from core.catalog import Catalog
+from core.contract import INVOICES
+from core.files import replacing
+from core.tables import read_table
+from pipelines.declined_offers import MOMENT, blocked_offers
+from pipelines.frame_source import DECISION_VIEWS
+from serving.decision.arbitration import DEFAULT_OBJECTIVE, Objective
+from serving.decision.decline_cap import DeclineCap
+from serving.decision.engine import Decision, decide
+from serving.decision.inputs import DecisionRequest, FeatureSource, Locale, UnknownCustomerError
+from serving.offers_response import OffersResponse
+from serving.scoring_model import LightGBMScorer
+from training.registry import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+# Decision ids of batch decisions: uuid5 of the invoice id in this namespace.
+DECISION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "invoice-offers/invoice-run")
+
+OUTPUT_SCHEMA = pa.schema(
+    [
+        pa.field("invoice_id", pa.string(), nullable=False),
+        pa.field("customer_id", pa.string(), nullable=False),
+        pa.field("invoice_date", pa.date32(), nullable=False),
+        pa.field("decision_id", pa.string(), nullable=False),
+        pa.field("policy", pa.string(), nullable=False),
+        pa.field("model_version", pa.string()),
+        pa.field("offers", pa.string(), nullable=False),
+        pa.field("usage_summary", pa.string()),
+        pa.field("decision", pa.string(), nullable=False),
+    ]
+)
+# What a decision step yields per invoice, before the run's date is added.
+ROW_COLUMNS = [name for name in OUTPUT_SCHEMA.names if name != "invoice_date"]
+# The order of the output's rows.
+ORDER = ["customer_id", "invoice_id"]
+
+
+class InvoiceRunError(ValueError):
+    """The run cannot start: no feature tables, or a champion this code cannot serve."""
+
+
+@dataclass(frozen=True)
+class DecisionOptions:
+    """What every decision of one run shares."""
+
+    invoice_date: dt.date
+    locale: Locale = "sv"
+    max_offers: int = 3
+    # The API's objective (weights, floors, exploration), so both decide alike.
+    objective: Objective = DEFAULT_OBJECTIVE
+
+    def __post_init__(self) -> None:
+        if self.locale not in ("sv", "en"):
+            raise ValueError("locale must be sv or en")
+        if not 0 <= self.max_offers <= 10:
+            raise ValueError("max_offers must be 0–10")
+
+
+@dataclass(frozen=True)
+class ChampionModels:
+    """The champion ranker and churn models a run decides with; both None: rules decide."""
+
+    ranker: LoadedModel | None = None
+    churn: LoadedModel | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.ranker is not None and self.churn is not None
+
+    @property
+    def policy(self) -> str:
+        return "model" if self.available else "rules"
+
+    @property
+    def model_version(self) -> str | None:
+        return self.ranker.version if self.ranker is not None and self.available else None
+
+    def scorer(self) -> LightGBMScorer | None:
+        """The API's scorer class over these models (it refuses models with other inputs)."""
+        if self.ranker is None or self.churn is None:
+            return None
+        return LightGBMScorer(self.ranker, self.churn)
+
+
+# --- inputs ---------------------------------------------------------------------------------------
+
+
+def invoices_of_day(data_dir: Path, day: dt.date) -> pd.DataFrame:
+    """``invoice_id`` and ``customer_id`` of the invoices dated ``day``, by invoice id."""
+    invoices = read_table(data_dir, INVOICES)
+    dated = invoices.loc[
+        invoices["invoice_date"] == pd.Timestamp(day), ["invoice_id", "customer_id"]
+    ]
+    return dated.sort_values("invoice_id", kind="stable").reset_index(drop=True)
+
+
+def recent_declines(
+    events: pd.DataFrame,
+    before: dt.datetime,
+    invoices: int,
+    customer_ids: Iterable[str] | None = None,
+) -> dict[str, frozenset[str]]:
+    """Per customer, the offers the decline cap of ``invoices`` invoices blocks at ``before``.
+
+    The customer's invoices are their decisions in ``offer_events`` shown before ``before``; a
+    decline counts once it was recorded by then (or has no time). Customers without a blocked
+    offer are left out.
+    """
+    chosen = events["customer_id"] if customer_ids is None else customer_ids
+    customers = list(dict.fromkeys(str(customer) for customer in chosen))
+    moments = pd.DataFrame({"customer_id": customers, "as_of": pd.Timestamp(before)})
+    blocked = blocked_offers(events, moments, DeclineCap(invoices))
+    declined: dict[str, set[str]] = {}
+    for moment, offer_id in zip(
+        blocked[MOMENT].tolist(), blocked["offer_id"].tolist(), strict=True
+    ):
+        declined.setdefault(customers[moment], set()).add(offer_id)
+    return {customer: frozenset(offers) for customer, offers in declined.items()}
+
+
+def feature_paths(features_dir: Path) -> dict[str, Path]:
+    """The Parquet feature table of each customer view a decision reads."""
+    return {view: Path(features_dir) / f"{view}.parquet" for view in DECISION_VIEWS}
+
+
+def check_features(paths: Mapping[str, Path]) -> None:
+    """Raise :class:`InvoiceRunError` naming the feature tables that do not exist."""
+    missing = [str(path) for path in paths.values() if not path.exists()]
+    if missing:
+        raise InvoiceRunError(
+            f"feature tables not found: {', '.join(missing)}; run `offers features build` first"
+        )
+
+
+# --- deciding -------------------------------------------------------------------------------------
+
+
+def decision_id_for(invoice_id: str) -> str:
+    """The same invoice always gets the same decision id."""
+    return str(uuid.uuid5(DECISION_NAMESPACE, invoice_id))
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def decision_row(decision: Decision) -> dict[str, Any]:
+    """One output row, its JSON exactly as the API's response body (without ``decision_id``)."""
+    decision_id = decision_id_for(decision.invoice_id)
+    response = OffersResponse.for_decision(decision, decision_id)
+    body = response.model_dump_json(exclude={"decision_id"})
+    public = json.loads(body)
+    summary = public["usage_summary"]
+    return {
+        "invoice_id": decision.invoice_id,
+        "customer_id": decision.customer_id,
+        "decision_id": decision_id,
+        "policy": decision.policy,
+        "model_version": decision.model_version,
+        "offers": _compact(public["offers"]),
+        "usage_summary": None if summary is None else _compact(summary),
+        "decision": body,
+    }
+
+
+def decide_invoices(
+    invoices: pd.DataFrame,
+    source: FeatureSource,
+    catalog: Catalog,
+    options: DecisionOptions,
+    *,
+    scorer: LightGBMScorer | None,
+    declined: Mapping[str, frozenset[str]],
+) -> Iterator[dict[str, Any]]:
+    """Decide each invoice (``invoice_id``, ``customer_id``) as the API would; yield output rows.
+
+    An invoice whose customer the features do not know is skipped (the API answers 404).
+    """
+    policy = "model" if scorer is not None else "rules"
+    for invoice_id, customer_id in zip(
+        invoices["invoice_id"], invoices["customer_id"], strict=True
+    ):
+        request = DecisionRequest(
+            invoice_id=invoice_id,
+            customer_id=customer_id,
+            invoice_date=options.invoice_date,
+            locale=options.locale,
+            max_offers=options.max_offers,
+        )
+        try:
+            decision = decide(
+                request,
+                source,
+                catalog,
+                policy=policy,
+                scorer=scorer,
+                recently_declined=declined.get(customer_id, frozenset()),
+                objective=options.objective,
+            )
+        except UnknownCustomerError:
+            logger.warning("invoice %s: customer %s not in the features", invoice_id, customer_id)
+            continue
+        yield decision_row(decision)
+
+
+# --- output ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class WrittenDecisions:
+    """What was written: decisions, their policies and the offers shown."""
+
+    decided: int = 0
+    policies: Counter[str] = field(default_factory=Counter)
+    offers_shown: int = 0
+
+    def add(self, part: pa.Table) -> None:
+        self.decided += part.num_rows
+        self.policies.update(part.column("policy").to_pylist())
+        self.offers_shown += sum(
+            len(json.loads(offers)) for offers in part.column("offers").to_pylist()
+        )
+
+
+def decision_table(rows: pd.DataFrame | pa.Table, day: dt.date) -> pa.Table:
+    """Rows of :data:`ROW_COLUMNS` with the run's date, in the output's column order and types."""
+    part = rows if isinstance(rows, pa.Table) else pa.Table.from_pandas(rows, preserve_index=False)
+    columns = {name: part.column(name).cast(OUTPUT_SCHEMA.field(name).type) for name in ROW_COLUMNS}
+    columns["invoice_date"] = pa.array([day] * part.num_rows, pa.date32())
+    return pa.table([columns[name] for name in OUTPUT_SCHEMA.names], schema=OUTPUT_SCHEMA)
+
+
+def write_decisions(
+    parts: Iterable[pd.DataFrame | pa.Table], day: dt.date, out: Path
+) -> WrittenDecisions:
+    """Write the decisions, part after part, to a temporary file that then replaces ``out``.
+
+    Parts come ordered by customer and invoice id; memory holds one part at a time.
+    """
+    written = WrittenDecisions()
+    with replacing(Path(out)) as (temporary,), pq.ParquetWriter(temporary, OUTPUT_SCHEMA) as writer:
+        for rows in parts:
+            part = decision_table(rows, day)
+            if part.num_rows:
+                writer.write_table(part)
+                written.add(part)
+    return written

@@ -1,0 +1,211 @@
+"""One invoice run: check the inputs, load the champions, decide with an engine, summarise."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from core.catalog import load_catalog
+from core.contract import OFFER_EVENTS
+from core.settings import Settings, get_settings
+from core.tables import read_table
+from core.validation import require_valid
+from pipelines.frame_source import start_of_day
+from pipelines.invoice_run.core import (
+    ChampionModels,
+    DecisionOptions,
+    InvoiceRunError,
+    check_features,
+    feature_paths,
+    invoices_of_day,
+    recent_declines,
+    write_decisions,
+)
+from pipelines.invoice_run.local import decide_locally
+from pipelines.invoice_run.spark import decide_with_spark
+from serving.decision.arbitration import Objective
+from serving.decision.inputs import Locale
+from serving.scoring_model import ModelMismatch
+from training.registry import CHURN_MODEL, RANKER_MODEL, load_champion
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+logger = logging.getLogger(__name__)
+
+ENGINES = ("local", "spark")
+
+
+def load_champions(settings: Settings) -> ChampionModels:
+    """Both champions from the registry; no champion yet: rules decide.
+
+    A champion that exists but cannot be loaded stops the run rather than silently deciding
+    millions of invoices by rules.
+    """
+    try:
+        ranker = load_champion(RANKER_MODEL, settings)
+        churn = load_champion(CHURN_MODEL, settings)
+    except LookupError as error:
+        logger.info("no champion model (%s): rules decide", error)
+        return ChampionModels()
+    return ChampionModels(ranker=ranker, churn=churn)
+
+
+@dataclass(frozen=True)
+class InvoiceRunSummary:
+    """What one invoice run did; ``str()`` is the line the command prints."""
+
+    invoice_date: dt.date
+    out: Path
+    engine: str
+    invoices: int
+    decided: int
+    policies: Mapping[str, int]
+    offers_shown: int
+    model_version: str | None
+    seconds: float
+    decide_seconds: float  # deciding and writing
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def unknown_customers(self) -> int:
+        """Invoices whose customer the features have never seen (the API answers 404)."""
+        return self.invoices - self.decided
+
+    @property
+    def decisions_per_second(self) -> float:
+        """Decisions per second of the deciding step (feature reads included, Spark start too)."""
+        return self.decided / self.decide_seconds if self.decide_seconds > 0 else 0.0
+
+    def __str__(self) -> str:
+        policies = ", ".join(f"{name} {count:,}" for name, count in sorted(self.policies.items()))
+        model = self.model_version or "none (rules decide)"
+        lines = [
+            f"invoice run {self.invoice_date.isoformat()} ({self.engine}): {self.decided:,} of "
+            f"{self.invoices:,} invoices decided in {self.seconds:.1f} s -> {self.out}",
+            f"  deciding took {self.decide_seconds:.1f} s "
+            f"({self.decisions_per_second:,.0f} decisions/s)",
+            f"  policies: {policies or 'none'}; offers shown: {self.offers_shown:,}",
+            f"  model: {model}; experiments are not applied in invoice runs",
+        ]
+        if self.unknown_customers:
+            skipped = self.unknown_customers
+            lines.append(
+                f"  {skipped:,} invoice{'' if skipped == 1 else 's'} skipped: "
+                "customer not in the features"
+            )
+        lines.extend(f"  warning: {warning}" for warning in self.warnings)
+        return "\n".join(lines)
+
+    def __rich__(self) -> Text:
+        # The command prints with rich, which would otherwise show the dataclass's repr.
+        from rich.text import Text
+
+        return Text(str(self))
+
+
+def _warnings(paths: Mapping[str, Path], as_of: dt.datetime) -> tuple[str, ...]:
+    """Feature tables older than the invoice date: decisions would miss that day's billing."""
+    billing = pq.read_metadata(paths["customer_billing"])
+    if billing.num_rows == 0:
+        return ("the billing feature table is empty",)
+    newest = pq.read_table(paths["customer_billing"], columns=["event_timestamp"])
+    latest = pd.Timestamp(pc.max(newest.column(0)).as_py())
+    latest = latest.tz_localize("UTC") if latest.tzinfo is None else latest.tz_convert("UTC")
+    if latest < pd.Timestamp(as_of):
+        return (
+            f"the newest billing features are from {latest.date().isoformat()}, before the "
+            "invoice date; rebuild the features (`offers features build`) for this run",
+        )
+    return ()
+
+
+def run_invoice_run(
+    invoice_date: dt.date,
+    out: Path,
+    engine: str = "local",
+    *,
+    locale: Locale = "sv",
+    max_offers: int = 3,
+    settings: Settings | None = None,
+    data_dir: Path | None = None,
+    features_dir: Path | None = None,
+    models: ChampionModels | None = None,
+) -> InvoiceRunSummary:
+    """Decide the offers of every invoice dated ``invoice_date`` and write them to ``out``.
+
+    ``models`` defaults to the registry's champions. Raises ``ContractError`` (invalid input
+    tables), ``CatalogError`` or :class:`InvoiceRunError` (no feature tables), all
+    ``ValueError``, before anything is written.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be local or spark, not {engine!r}")
+    started = time.perf_counter()
+    resolved = settings or get_settings()
+    data = Path(data_dir or resolved.data_dir)
+    catalog = load_catalog(resolved.catalog)
+    require_valid(data, catalog)
+    paths = feature_paths(Path(features_dir or resolved.features_dir))
+    check_features(paths)
+    options = DecisionOptions(
+        invoice_date=invoice_date,
+        locale=locale,
+        max_offers=max_offers,
+        objective=Objective.from_settings(resolved),
+    )
+    as_of = start_of_day(invoice_date)
+
+    invoices = invoices_of_day(data, invoice_date)
+    events = read_table(data, OFFER_EVENTS)
+    declined = recent_declines(
+        events, as_of, resolved.decline_cap_invoices, invoices["customer_id"]
+    )
+    del events
+    champions = models if models is not None else load_champions(resolved)
+    try:
+        champions.scorer()  # refuses, before any decision, models whose inputs differ from ours
+    except ModelMismatch as error:
+        raise InvoiceRunError(str(error)) from error
+    logger.info(
+        "invoice run %s: %d invoices, policy %s, engine %s",
+        invoice_date,
+        len(invoices),
+        champions.policy,
+        engine,
+    )
+
+    deciding = time.perf_counter()
+    if engine == "spark":
+        written = decide_with_spark(
+            invoices, paths, catalog, options, champions, declined, resolved, out=out
+        )
+    else:
+        rows = decide_locally(invoices, paths, catalog, options, champions, declined)
+        written = write_decisions([rows], invoice_date, out)
+    decided = time.perf_counter()
+    summary = InvoiceRunSummary(
+        invoice_date=invoice_date,
+        out=Path(out),
+        engine=engine,
+        invoices=len(invoices),
+        decided=written.decided,
+        policies=dict(written.policies),
+        offers_shown=written.offers_shown,
+        model_version=champions.model_version,
+        seconds=time.perf_counter() - started,
+        decide_seconds=decided - deciding,
+        warnings=_warnings(paths, as_of) if len(invoices) else (),
+    )
+    for warning in summary.warnings:
+        logger.warning("invoice run %s: %s", invoice_date, warning)
+    logger.info("%s", summary)
+    return summary
