@@ -1,5 +1,5 @@
 """The body of an offers decision (docs/http-api.md): what POST /v1/offers answers and what the
-batch invoice run writes for each invoice, so that both give the same bytes for the same decision."""
+batch invoice run writes for each invoice, so that both give the same bytes for one decision."""
 
 from __future__ import annotations
 
