@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -237,6 +238,32 @@ def invoice_run(
     except ValueError as error:
         raise _fail(str(error)) from error
     console.print(summary)
+
+
+@app.command()
+def evaluate(
+    month: Annotated[
+        str | None, typer.Option(help="Month of logged decisions, YYYY-MM (default: the newest).")
+    ] = None,
+    sample: Annotated[int, typer.Option(min=1, help="Logged decisions to replay at most.")] = 3_000,
+    out: Annotated[Path | None, typer.Option(help="Write the report as JSON here too.")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling and bootstrap seed.")] = 0,
+) -> None:
+    """Replay a month's logged decisions with the served engine and baselines; report each."""
+    from pipelines.policy_evaluation import evaluate_served_policies
+
+    try:
+        first = None if month is None else dt.date.fromisoformat(month + "-01")
+    except ValueError as error:
+        raise _fail(f"--month {month!r} is not YYYY-MM") from error
+    try:
+        report = evaluate_served_policies(month=first, sample=sample, seed=seed)
+    except (ValueError, FileNotFoundError) as error:
+        raise _fail(str(error)) from error
+    console.print(escape(report.markdown()))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n")
 
 
 @events_app.command("export")

@@ -19,13 +19,8 @@ import sqlalchemy as sa
 from pipelines.evaluation_oracle import capped_candidates
 from pipelines.invoice_run import recent_declines
 from serving.decision.decline_cap import Decline, DeclineCap
-from serving.decision_log import (
-    DecisionLog,
-    DecisionRecord,
-    EventRecord,
-    LoggedOffer,
-    create_log_engine,
-)
+from serving.decision_log import DecisionLog, DecisionRecord, EventRecord, LoggedOffer
+from serving.decision_log.database import create_log_engine
 
 pytestmark = pytest.mark.integration
 

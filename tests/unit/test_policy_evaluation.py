@@ -1,0 +1,73 @@
+"""The served-policy report's figures on hand-built replays."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from pipelines.policy_evaluation import PolicyEvaluation, Replayed, _figures
+
+DAY = dt.date(2026, 11, 20)
+
+
+def _replay(decision: str, logged: str, accepted: bool, shown: dict[str, list[str]]) -> Replayed:
+    return Replayed(
+        decision_id=decision,
+        customer_id=f"C-{decision}",
+        day=DAY,
+        logged_offer=logged,
+        propensity=0.5,
+        accepted=accepted,
+        passed=["A", "B", "C"],
+        model_acceptance={"A": 0.3, "B": 0.2, "C": 0.1},
+        saving_sek={"A": 10.0, "B": -20.0, "C": 0.0},
+        shown=shown,
+    )
+
+
+# Hidden acceptance: in d1 A is best (0.4; B 0.1, C 0.1), in d2 B is (0.3; A 0.0, C 0.0).
+HIDDEN = {
+    ("d1", "A"): 0.4,
+    ("d1", "B"): 0.1,
+    ("d1", "C"): 0.1,
+    ("d2", "A"): 0.0,
+    ("d2", "B"): 0.3,
+    ("d2", "C"): 0.0,
+}
+REPLAYS = [
+    _replay("d1", "A", True, {"best": ["A", "B"], "none": [], "worst": ["C"]}),
+    _replay("d2", "A", False, {"best": ["B"], "none": [], "worst": ["A"]}),
+]
+
+
+def test_the_best_policy_captures_all_the_lift_and_no_offer_loses_it() -> None:
+    best = _figures(REPLAYS, "best", HIDDEN, 12, resamples=20)
+    # random eligible: d1 (0.4 + 0.1 + 0.1) / 3 = 0.2, d2 0.1; best 0.4 and 0.3
+    assert best["random_eligible_acceptance"] == pytest.approx(0.15)
+    assert best["best_eligible_acceptance"] == pytest.approx(0.35)
+    assert best["first_offer_acceptance"] == pytest.approx(0.35)
+    assert best["lift_captured"] == pytest.approx(1.0)
+    # The shown set in d1: 1 − (1 − 0.4)(1 − 0.7 × 0.1) = 0.442; d2 0.3
+    assert best["shown_set_acceptance"] == pytest.approx((0.442 + 0.3) / 2)
+    # Revenue and saving of the first offer over 12 months: d1 A saves 10 a month at 0.4.
+    assert best["customer_saving_sek"] == pytest.approx((0.4 * 10 * 12 + 0.3 * -20 * 12) / 2)
+    assert best["revenue_change_sek"] == pytest.approx(-best["customer_saving_sek"])
+    assert best["with_offer"] == 1.0
+    none = _figures(REPLAYS, "none", HIDDEN, 12, resamples=20)
+    assert none["with_offer"] == 0.0
+    assert none["lift_captured"] == pytest.approx((0.0 - 0.3) / 0.4)
+    worst = _figures(REPLAYS, "worst", HIDDEN, 12, resamples=20)
+    assert worst["lift_captured"] == pytest.approx((0.1 + 0.0 - 0.3) / 0.4)
+
+
+def test_off_policy_value_follows_the_logged_outcomes() -> None:
+    best = _figures(REPLAYS, "best", None, 12, resamples=20)
+    # The policy agrees with the logged offer in d1 (accepted, propensity 0.5): IPS = 2 / 2.
+    assert best["off_policy"]["ips"]["value"] == pytest.approx(1.0)
+    assert best["off_policy"]["snips"]["value"] == pytest.approx(1.0)
+    # DR: direct model values 0.3 (A in d1) and 0.2 (B in d2), plus 2 × (1 − 0.3) in d1.
+    assert best["off_policy"]["dr"]["value"] == pytest.approx((0.3 + 1.4 + 0.2) / 2)
+    assert "first_offer_acceptance" not in best  # no hidden truth outside a simulated world
+    report = PolicyEvaluation("2026-11", 2, {"best": best}, 12)
+    assert "| best | 100.0% |" in report.markdown()
