@@ -42,6 +42,7 @@ from pipelines.invoice_run.run import load_champions
 from serving.decision.arbitration import (
     BELOW_ACCEPTANCE_FLOOR,
     BELOW_VALUE_FLOOR,
+    NO_VALUE,
     Objective,
 )
 from serving.decision.engine import Decision, decide
@@ -53,8 +54,9 @@ log = logging.getLogger(__name__)
 POLICIES = ("model", "rules", "popularity", "random")
 # Acceptance falls further down the invoice (the simulator's reading order, for the shown set).
 POSITION_FACTOR = (1.0, 0.7, 0.5)
-# Candidates the engine lets through for an invoice: not blocked, or held back only by a floor.
-_PASSED = (None, BELOW_ACCEPTANCE_FLOOR, BELOW_VALUE_FLOOR)
+# The offers eligible for an invoice: through eligibility and the guardrails, whatever the
+# objective then made of them, so that "best" and "random eligible" do not move with its weights.
+_PASSED = (None, NO_VALUE, BELOW_ACCEPTANCE_FLOOR, BELOW_VALUE_FLOOR)
 
 
 @dataclass
