@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "features": "benchmarks.features",
     "retrain": "benchmarks.retrain",
     "api": "benchmarks.api",
+    "quality": "benchmarks.quality",
 }
 
 log = logging.getLogger(__name__)

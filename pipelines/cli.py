@@ -291,7 +291,8 @@ def experiments_report(key: str) -> None:
 @app.command()
 def bench(
     names: Annotated[
-        list[str] | None, typer.Argument(help="simulate, features, retrain, api (default: all).")
+        list[str] | None,
+        typer.Argument(help="simulate, features, retrain, api, quality (default: all)."),
     ] = None,
     quick: Annotated[bool, typer.Option(help="A smaller world, for a fast check.")] = False,
 ) -> None:
