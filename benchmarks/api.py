@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.runner import world_customers, write_result
+from core.columns import CUSTOMER_KEY
 
 WORK_ROOT = Path("benchmarks/.work")
 API_KEY = "bench-renderer-key"
@@ -104,8 +105,8 @@ def billed_customers(work: Path, limit: int = 5000) -> list[str]:
     """Customers of the newest billing day: the ones an invoice run would ask for."""
     import pandas as pd
 
-    invoices = pd.read_parquet(work / "raw" / "invoices.parquet", columns=["customer_id"])
-    customers = invoices["customer_id"].drop_duplicates()
+    invoices = pd.read_parquet(work / "raw" / "invoices.parquet", columns=[CUSTOMER_KEY])
+    customers = invoices[CUSTOMER_KEY].drop_duplicates()
     return customers.sample(n=min(limit, len(customers)), random_state=7).tolist()
 
 
@@ -117,7 +118,7 @@ def _load_worker(
     def body(index: int) -> dict[str, object]:
         return {
             "invoice_id": f"BENCH-{tag}-{index}",
-            "customer_id": customers[index % len(customers)],
+            CUSTOMER_KEY: customers[index % len(customers)],
             "invoice_date": "2026-11-30",
             "locale": "sv",
             "max_offers": 3,
@@ -275,11 +276,11 @@ def in_process_comparison(env: dict[str, str], customers: list[str], decisions: 
         started = time.perf_counter()
         for customer in sample:
             store.get_online_features(
-                features=consent_refs, entity_rows=[{"customer_id": customer}]
+                features=consent_refs, entity_rows=[{CUSTOMER_KEY: customer}]
             ).to_df()
             frame = store.get_online_features(
                 features=service,
-                entity_rows=[{"customer_id": customer, "offer_id": o.offer_id} for o in offers],
+                entity_rows=[{CUSTOMER_KEY: customer, "offer_id": o.offer_id} for o in offers],
                 full_feature_names=False,
             ).to_df()
             frame["offer_kind_code"] = frame["offer_kind_code"].fillna(

@@ -10,6 +10,8 @@ from typing import Literal
 
 import pyarrow as pa
 
+from core.columns import CUSTOMER_KEY
+
 ColumnKind = Literal["str", "int", "float", "date", "timestamp", "bool"]
 
 ARROW_TYPES: dict[ColumnKind, pa.DataType] = {
@@ -51,9 +53,9 @@ class Table:
 
 CUSTOMERS = Table(
     "customers",
-    ("customer_id",),
+    (CUSTOMER_KEY,),
     (
-        Column("customer_id", "str"),
+        Column(CUSTOMER_KEY, "str"),
         Column("birth_year", "int"),
         Column("signup_date", "date"),
         Column("region", "str"),
@@ -63,9 +65,9 @@ CUSTOMERS = Table(
 )
 CONTRACTS = Table(
     "contracts",
-    ("customer_id", "valid_from"),
+    (CUSTOMER_KEY, "valid_from"),
     (
-        Column("customer_id", "str"),
+        Column(CUSTOMER_KEY, "str"),
         Column("plan_id", "str"),
         Column("valid_from", "date"),
         Column("valid_to", "date", nullable=True),
@@ -75,9 +77,9 @@ CONTRACTS = Table(
 )
 USAGE_MONTHLY = Table(
     "usage_monthly",
-    ("customer_id", "month"),
+    (CUSTOMER_KEY, "month"),
     (
-        Column("customer_id", "str"),
+        Column(CUSTOMER_KEY, "str"),
         Column("month", "date"),
         Column("data_gb", "float"),
         Column("voice_minutes", "float"),
@@ -92,7 +94,7 @@ INVOICES = Table(
     ("invoice_id",),
     (
         Column("invoice_id", "str"),
-        Column("customer_id", "str"),
+        Column(CUSTOMER_KEY, "str"),
         Column("invoice_date", "date"),
         Column("due_date", "date"),
         Column("amount_sek", "float"),
@@ -105,9 +107,9 @@ INVOICES = Table(
 )
 CONSENTS = Table(
     "consents",
-    ("customer_id", "purpose", "updated_at"),
+    (CUSTOMER_KEY, "purpose", "updated_at"),
     (
-        Column("customer_id", "str"),
+        Column(CUSTOMER_KEY, "str"),
         Column("purpose", "str"),
         Column("granted", "bool"),
         Column("updated_at", "timestamp"),
@@ -119,7 +121,7 @@ OFFER_EVENTS = Table(
     (
         Column("decision_id", "str"),
         Column("invoice_id", "str"),
-        Column("customer_id", "str"),
+        Column(CUSTOMER_KEY, "str"),
         Column("offer_id", "str"),
         Column("shown_at", "timestamp"),
         Column("rank", "int"),
@@ -152,9 +154,9 @@ SURVEY_QUESTIONS = (
 )
 SURVEY_RESPONSES = Table(
     "survey_responses",
-    ("customer_id",),
+    (CUSTOMER_KEY,),
     (
-        Column("customer_id", "str"),
+        Column(CUSTOMER_KEY, "str"),
         Column("surveyed_at", "timestamp"),
         *(Column(question, "bool") for question in SURVEY_QUESTIONS),
     ),

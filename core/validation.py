@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from core.catalog import Catalog
+from core.columns import CUSTOMER_KEY
 from core.contract import (
     CONSENT_PURPOSES,
     CONSENTS,
@@ -129,8 +130,8 @@ class _RowChecks:
         if customer_ids is None:
             return  # customers could not be read; that is reported, and every row would be flagged
         self.flag(
-            "customer_id",
-            ~self.frame["customer_id"].isin(customer_ids),
+            CUSTOMER_KEY,
+            ~self.frame[CUSTOMER_KEY].isin(customer_ids),
             "with a customer_id that is not in customers",
         )
 
@@ -151,8 +152,8 @@ def _listing(ids: Iterable[str]) -> str:
 
 def _overlapping_contracts(frame: pd.DataFrame) -> np.ndarray:
     """Both rows of every pair of consecutive contracts of a customer whose periods overlap."""
-    ordered = frame.sort_values(["customer_id", "valid_from"], kind="stable")
-    customers = ordered["customer_id"].to_numpy()
+    ordered = frame.sort_values([CUSTOMER_KEY, "valid_from"], kind="stable")
+    customers = ordered[CUSTOMER_KEY].to_numpy()
     starts = ordered["valid_from"].to_numpy()
     ends = ordered["valid_to"].to_numpy()
     same_customer = customers[1:] == customers[:-1]
@@ -277,7 +278,7 @@ def validate_tables(data_dir: Path, catalog: Catalog) -> ValidationReport:
         _ROW_CHECKS[table.name](checks, catalog, customer_ids)
         problems.extend(checks.problems)
         if table is CUSTOMERS:
-            customer_ids = pd.Index(frame["customer_id"].unique())
+            customer_ids = pd.Index(frame[CUSTOMER_KEY].unique())
         del frame, checks
     if problems:
         raise ContractError(problems)

@@ -7,6 +7,8 @@ import secrets
 import sys
 from pathlib import Path
 
+from core.columns import CUSTOMER_KEY
+
 ENV_FILE = Path(".env")
 
 
@@ -37,13 +39,13 @@ def example_customer(data_dir: Path) -> str:
         customers = pd.read_parquet(data_dir / "customers.parquet")
     except (OSError, ValueError):
         return "C0000001"
-    latest = consents.sort_values("updated_at").groupby(["customer_id", "purpose"]).tail(1)
-    granted = latest[latest["granted"]].groupby("customer_id")["purpose"].agg(set)
-    adults = set(customers.loc[customers["birth_year"] <= 1990, "customer_id"])
+    latest = consents.sort_values("updated_at").groupby([CUSTOMER_KEY, "purpose"]).tail(1)
+    granted = latest[latest["granted"]].groupby(CUSTOMER_KEY)["purpose"].agg(set)
+    adults = set(customers.loc[customers["birth_year"] <= 1990, CUSTOMER_KEY])
     for customer_id, purposes in granted.items():
         if {"marketing", "profiling", "usage_insights"} <= purposes and customer_id in adults:
             return str(customer_id)
-    return str(customers["customer_id"].iloc[0]) if len(customers) else "C0000001"
+    return str(customers[CUSTOMER_KEY].iloc[0]) if len(customers) else "C0000001"
 
 
 def main(argv: list[str] | None = None) -> int:

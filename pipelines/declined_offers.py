@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from core.columns import CUSTOMER_KEY
 from serving.decision.decline_cap import DeclineCap
 
 DECLINED = "declined"
@@ -26,10 +27,10 @@ def _blocked_frame() -> pd.DataFrame:
 def _numbered_decisions(events: pd.DataFrame) -> pd.DataFrame:
     """Each customer's decisions oldest first, numbered from 1, with the time they were shown."""
     decisions = (
-        events.groupby(["customer_id", "decision_id"], sort=False)["shown_at"].max().reset_index()
+        events.groupby([CUSTOMER_KEY, "decision_id"], sort=False)["shown_at"].max().reset_index()
     )
-    decisions = decisions.sort_values(["customer_id", "shown_at", "decision_id"], kind="stable")
-    decisions["number"] = decisions.groupby("customer_id", sort=False).cumcount() + 1
+    decisions = decisions.sort_values([CUSTOMER_KEY, "shown_at", "decision_id"], kind="stable")
+    decisions["number"] = decisions.groupby(CUSTOMER_KEY, sort=False).cumcount() + 1
     return decisions
 
 
@@ -37,7 +38,7 @@ def _decisions_before(moments: pd.DataFrame, decisions: pd.DataFrame) -> pd.Seri
     """Per moment, how many of its customer's decisions were shown before it."""
     # Decisions shown at the same time count together: the highest number of each time.
     latest = (
-        decisions.groupby(["customer_id", "shown_at"], sort=False)["number"]
+        decisions.groupby([CUSTOMER_KEY, "shown_at"], sort=False)["number"]
         .max()
         .reset_index()
         .sort_values("shown_at", kind="stable")
@@ -48,7 +49,7 @@ def _decisions_before(moments: pd.DataFrame, decisions: pd.DataFrame) -> pd.Seri
         latest,
         left_on="as_of",
         right_on="shown_at",
-        by="customer_id",
+        by=CUSTOMER_KEY,
         allow_exact_matches=False,
         direction="backward",
     )
@@ -66,19 +67,19 @@ def blocked_offers(events: pd.DataFrame, moments: pd.DataFrame, cap: DeclineCap)
     points = pd.DataFrame(
         {
             MOMENT: np.arange(len(moments), dtype="int64"),
-            "customer_id": moments["customer_id"].reset_index(drop=True),
+            CUSTOMER_KEY: moments[CUSTOMER_KEY].reset_index(drop=True),
             "as_of": pd.to_datetime(moments["as_of"], utc=True).reset_index(drop=True),
         }
     )
-    frame = events[events["customer_id"].isin(set(points["customer_id"]))]
+    frame = events[events[CUSTOMER_KEY].isin(set(points[CUSTOMER_KEY]))]
     if frame.empty:
         return _blocked_frame()
     decisions = _numbered_decisions(frame)
     points["before"] = _decisions_before(points, decisions).to_numpy()
     declines = frame.loc[
-        frame["outcome"] == DECLINED, ["customer_id", "decision_id", "offer_id", "outcome_at"]
-    ].merge(decisions[["customer_id", "decision_id", "number"]], on=["customer_id", "decision_id"])
-    pairs = points.merge(declines, on="customer_id")
+        frame["outcome"] == DECLINED, [CUSTOMER_KEY, "decision_id", "offer_id", "outcome_at"]
+    ].merge(decisions[[CUSTOMER_KEY, "decision_id", "number"]], on=[CUSTOMER_KEY, "decision_id"])
+    pairs = points.merge(declines, on=CUSTOMER_KEY)
     invoices_ago = (pairs["before"] - pairs["number"] + 1).to_numpy()
     known = (pairs["outcome_at"].isna() | (pairs["outcome_at"] <= pairs["as_of"])).to_numpy()
     blocked = pairs.loc[cap.blocks(invoices_ago) & known, [MOMENT, "offer_id"]]

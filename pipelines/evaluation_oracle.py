@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from core.catalog import Catalog
-from core.columns import EVENT_TIMESTAMP
+from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
 from core.settings import get_settings
 from pipelines.declined_offers import MOMENT, blocked_offers
 from serving.decision.decline_cap import DeclineCap
@@ -162,8 +162,8 @@ def oracle_check(
     first = first.drop_duplicates("decision_id").assign(scorer=LOGGING_POLICY)
     pairs = pd.concat(
         [
-            top_offers[["decision_id", "customer_id", "offer_id", "event_timestamp", "scorer"]],
-            first[["decision_id", "customer_id", "offer_id", "event_timestamp", "scorer"]],
+            top_offers[["decision_id", CUSTOMER_KEY, "offer_id", "event_timestamp", "scorer"]],
+            first[["decision_id", CUSTOMER_KEY, "offer_id", "event_timestamp", "scorer"]],
         ],
         ignore_index=True,
     )

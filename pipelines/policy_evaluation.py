@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from core.catalog import Catalog, load_catalog
+from core.columns import CUSTOMER_KEY
 from core.contract import OFFER_EVENTS
 from core.settings import Settings, get_settings
 from core.tables import read_table
@@ -125,14 +126,14 @@ def replay(
     for key, group in firsts.groupby("day", sort=True):
         day = dt.date.fromisoformat(str(key))
         as_of = start_of_day(day)
-        frames = read_decision_frames(paths, as_of, group["customer_id"])
+        frames = read_decision_frames(paths, as_of, group[CUSTOMER_KEY])
         source = FrameFeatureSource.from_frames(frames, as_of)
         declined = recent_declines(
-            earlier, as_of, settings.decline_cap_invoices, group["customer_id"]
+            earlier, as_of, settings.decline_cap_invoices, group[CUSTOMER_KEY]
         )
         for decision_id, customer_id, logged_offer, propensity, outcome in zip(
             group["decision_id"].astype(str),
-            group["customer_id"].astype(str),
+            group[CUSTOMER_KEY].astype(str),
             group["offer_id"].astype(str),
             group["propensity"].astype(float),
             group["outcome"].astype(str),
@@ -204,7 +205,7 @@ def _hidden_acceptance(
         [
             {
                 "decision_id": r.decision_id,
-                "customer_id": r.customer_id,
+                CUSTOMER_KEY: r.customer_id,
                 "offer_id": o,
                 "as_of": r.day,
             }

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.columns import EVENT_TIMESTAMP
+from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
 from core.settings import Settings, get_settings
 from features.views import CHURN_SERVICE, RANKER_SERVICE
 from training.labels import (
@@ -200,7 +200,7 @@ def churn_training_set(
         "churn-risk",
         rows,
         split,
-        "customer_id",
+        CUSTOMER_KEY,
         CHURN_SERVICE,
         resolved,
         method,

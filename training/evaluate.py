@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.columns import CUSTOMER_KEY
 from training.calibration import Calibrator, fit_platt
 from training.metrics import (
     effective_sample_size,
@@ -38,7 +39,7 @@ from training.metrics import (
 
 DECISION = "decision_id"
 OFFER = "offer_id"
-CUSTOMER = "customer_id"
+CUSTOMER = CUSTOMER_KEY
 LABEL = "label"
 PROPENSITY = "propensity"
 RANK = "rank"

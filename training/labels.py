@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.columns import EVENT_TIMESTAMP
+from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
 from core.contract import CONTRACTS, CUSTOMERS, OFFER_EVENTS, USAGE_MONTHLY, Table
 
 LABEL = "label"
@@ -27,7 +27,7 @@ RANKER_LABEL_DAYS = 14
 def ranker_rows(offer_events: pd.DataFrame, label_days: int = RANKER_LABEL_DAYS) -> pd.DataFrame:
     """One row per shown offer: entity keys, time, label (accepted) and the logging facts."""
     frame = offer_events[
-        ["decision_id", "customer_id", "offer_id", "shown_at", "rank", "policy", "propensity"]
+        ["decision_id", CUSTOMER_KEY, "offer_id", "shown_at", "rank", "policy", "propensity"]
     ].copy()
     outcome_at = offer_events["outcome_at"]
     in_time = outcome_at.isna() | (
@@ -47,8 +47,8 @@ def customer_exits(contracts: pd.DataFrame) -> pd.Series:
     A customer has left when none of their contracts is open (``valid_to`` null) and no contract
     starts after the last one ends.
     """
-    grouped = contracts.groupby("customer_id")
-    has_open = contracts["valid_to"].isna().groupby(contracts["customer_id"]).any()
+    grouped = contracts.groupby(CUSTOMER_KEY)
+    has_open = contracts["valid_to"].isna().groupby(contracts[CUSTOMER_KEY]).any()
     last_end = grouped["valid_to"].max()
     last_start = grouped["valid_from"].max()
     left = ~has_open & (last_end >= last_start)
@@ -66,30 +66,30 @@ def churn_rows(
     ``months`` are month starts (UTC). The caller keeps only months whose horizon ends inside the
     data; this function labels every row it is given.
     """
-    starts = contracts.groupby("customer_id")["valid_from"].min()
+    starts = contracts.groupby(CUSTOMER_KEY)["valid_from"].min()
     exits = customer_exits(contracts)
-    base = pd.DataFrame({"customer_id": customers["customer_id"].to_numpy()})
-    base["first_day"] = base["customer_id"].map(starts)
-    base["exit_day"] = base["customer_id"].map(exits)
+    base = pd.DataFrame({CUSTOMER_KEY: customers[CUSTOMER_KEY].to_numpy()})
+    base["first_day"] = base[CUSTOMER_KEY].map(starts)
+    base["exit_day"] = base[CUSTOMER_KEY].map(exits)
     base = base[base["first_day"].notna()]
     parts = []
     for month in months:
         day = month.tz_convert("UTC").tz_localize(None)
         horizon_end = day + pd.DateOffset(months=horizon_months)
         active = (base["first_day"] <= day) & (base["exit_day"].isna() | (base["exit_day"] >= day))
-        rows = base.loc[active, ["customer_id", "exit_day"]]
+        rows = base.loc[active, [CUSTOMER_KEY, "exit_day"]]
         label = rows["exit_day"].notna() & (rows["exit_day"] < horizon_end)
         parts.append(
             pd.DataFrame(
                 {
-                    "customer_id": rows["customer_id"].to_numpy(),
+                    CUSTOMER_KEY: rows[CUSTOMER_KEY].to_numpy(),
                     EVENT_TIMESTAMP: month,
                     LABEL: label.to_numpy(dtype=np.int8),
                 }
             )
         )
     if not parts:
-        return pd.DataFrame(columns=["customer_id", EVENT_TIMESTAMP, LABEL])
+        return pd.DataFrame(columns=[CUSTOMER_KEY, EVENT_TIMESTAMP, LABEL])
     return pd.concat(parts, ignore_index=True)
 
 
@@ -107,8 +107,8 @@ def load_ranker_rows(data_dir: Path) -> pd.DataFrame:
 
 def load_churn_rows(data_dir: Path) -> tuple[pd.DataFrame, pd.Timestamp]:
     """Customer-month rows whose three-month label lies inside the data, and the newest month."""
-    customers = _read(data_dir, CUSTOMERS, ["customer_id"])
-    contracts = _read(data_dir, CONTRACTS, ["customer_id", "valid_from", "valid_to"])
+    customers = _read(data_dir, CUSTOMERS, [CUSTOMER_KEY])
+    contracts = _read(data_dir, CONTRACTS, [CUSTOMER_KEY, "valid_from", "valid_to"])
     usage = _read(data_dir, USAGE_MONTHLY, ["month"])
     first = pd.Timestamp(usage["month"].min()).tz_localize("UTC")
     end = pd.Timestamp(usage["month"].max()).tz_localize("UTC") + pd.DateOffset(months=1)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from core.catalog import load_catalog
-from core.columns import EVENT_TIMESTAMP
+from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
 from core.settings import Settings, get_settings
 from training import data, tracking
 from training.candidates import CANDIDATE_SET, candidate_rows
@@ -404,7 +404,7 @@ def top_candidates(candidates: pd.DataFrame, scorers: dict[str, str]) -> pd.Data
     for name, column in scorers.items():
         ordered = candidates.sort_values(["decision_id", column], ascending=[True, False])
         top = ordered.drop_duplicates("decision_id")[
-            ["decision_id", "customer_id", "offer_id", EVENT_TIMESTAMP]
+            ["decision_id", CUSTOMER_KEY, "offer_id", EVENT_TIMESTAMP]
         ]
         parts.append(top.assign(scorer=name))
     return pd.concat(parts, ignore_index=True)
@@ -431,8 +431,8 @@ def train_churn(
     train_rows, tune_rows, validation_rows = periods.train, periods.tune, periods.validation
     with data.timed(timings, "churn_fit"):
         fitted = fit_churn(
-            _fit_set(train_rows, CHURN_FEATURES, "customer_id"),
-            _fit_set(tune_rows, CHURN_FEATURES, "customer_id"),
+            _fit_set(train_rows, CHURN_FEATURES, CUSTOMER_KEY),
+            _fit_set(tune_rows, CHURN_FEATURES, CUSTOMER_KEY),
             seed=cfg.seed,
         )
     with data.timed(timings, "churn_evaluate"):

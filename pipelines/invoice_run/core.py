@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.catalog import Catalog
+from core.columns import CUSTOMER_KEY
 from core.contract import INVOICES
 from core.files import replacing
 from core.tables import read_table
@@ -43,7 +44,7 @@ DECISION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "invoice-offers/invoice-run"
 OUTPUT_SCHEMA = pa.schema(
     [
         pa.field("invoice_id", pa.string(), nullable=False),
-        pa.field("customer_id", pa.string(), nullable=False),
+        pa.field(CUSTOMER_KEY, pa.string(), nullable=False),
         pa.field("invoice_date", pa.date32(), nullable=False),
         pa.field("decision_id", pa.string(), nullable=False),
         pa.field("policy", pa.string(), nullable=False),
@@ -56,7 +57,7 @@ OUTPUT_SCHEMA = pa.schema(
 # What a decision step yields per invoice, before the run's date is added.
 ROW_COLUMNS = [name for name in OUTPUT_SCHEMA.names if name != "invoice_date"]
 # The order of the output's rows.
-ORDER = ["customer_id", "invoice_id"]
+ORDER = [CUSTOMER_KEY, "invoice_id"]
 
 
 class InvoiceRunError(ValueError):
@@ -113,7 +114,7 @@ def invoices_of_day(data_dir: Path, day: dt.date) -> pd.DataFrame:
     """``invoice_id`` and ``customer_id`` of the invoices dated ``day``, by invoice id."""
     invoices = read_table(data_dir, INVOICES)
     dated = invoices.loc[
-        invoices["invoice_date"] == pd.Timestamp(day), ["invoice_id", "customer_id"]
+        invoices["invoice_date"] == pd.Timestamp(day), ["invoice_id", CUSTOMER_KEY]
     ]
     return dated.sort_values("invoice_id", kind="stable").reset_index(drop=True)
 
@@ -130,7 +131,7 @@ def recent_declines(
     decline counts once it was recorded by then (or has no time). Customers without a blocked
     offer are left out.
     """
-    chosen = events["customer_id"] if customer_ids is None else customer_ids
+    chosen = events[CUSTOMER_KEY] if customer_ids is None else customer_ids
     customers = list(dict.fromkeys(str(customer) for customer in chosen))
     moments = pd.DataFrame({"customer_id": customers, "as_of": pd.Timestamp(before)})
     blocked = blocked_offers(events, moments, DeclineCap(invoices))
@@ -177,7 +178,7 @@ def decision_row(decision: Decision) -> dict[str, Any]:
     summary = public["usage_summary"]
     return {
         "invoice_id": decision.invoice_id,
-        "customer_id": decision.customer_id,
+        CUSTOMER_KEY: decision.customer_id,
         "decision_id": decision_id,
         "policy": decision.policy,
         "model_version": decision.model_version,
@@ -201,9 +202,7 @@ def decide_invoices(
     An invoice whose customer the features do not know is skipped (the API answers 404).
     """
     policy = "model" if scorer is not None else "rules"
-    for invoice_id, customer_id in zip(
-        invoices["invoice_id"], invoices["customer_id"], strict=True
-    ):
+    for invoice_id, customer_id in zip(invoices["invoice_id"], invoices[CUSTOMER_KEY], strict=True):
         request = DecisionRequest(
             invoice_id=invoice_id,
             customer_id=customer_id,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.catalog import Catalog
+from core.columns import CUSTOMER_KEY
 from pipelines.frame_source import FrameFeatureSource, read_decision_frames, start_of_day
 from pipelines.invoice_run.core import (
     ORDER,
@@ -28,7 +29,7 @@ def decide_locally(
 ) -> pd.DataFrame:
     """Decide the day's invoices in this process; the output rows by customer and invoice id."""
     as_of = start_of_day(options.invoice_date)
-    frames = read_decision_frames(paths, as_of, invoices["customer_id"])
+    frames = read_decision_frames(paths, as_of, invoices[CUSTOMER_KEY])
     source = FrameFeatureSource.from_frames(frames, as_of)
     scorer = models.scorer()
     rows = list(

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.catalog import load_catalog
+from core.columns import CUSTOMER_KEY
 from core.contract import OFFER_EVENTS
 from core.settings import Settings, get_settings
 from core.tables import read_table
@@ -166,9 +167,7 @@ def run_invoice_run(
 
     invoices = invoices_of_day(data, invoice_date)
     events = read_table(data, OFFER_EVENTS)
-    declined = recent_declines(
-        events, as_of, resolved.decline_cap_invoices, invoices["customer_id"]
-    )
+    declined = recent_declines(events, as_of, resolved.decline_cap_invoices, invoices[CUSTOMER_KEY])
     del events
     champions = models if models is not None else load_champions(resolved)
     try:

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.catalog import Catalog
+from core.columns import CUSTOMER_KEY
 from core.settings import Settings
 from pipelines.frame_source import FrameFeatureSource, read_decision_frames, start_of_day
 from pipelines.invoice_run.core import (
@@ -127,11 +128,11 @@ class PartitionJob:
             return pd.DataFrame(columns=ROW_COLUMNS)
         as_of = start_of_day(self.options.invoice_date)
         paths = {view: Path(path) for view, path in self.paths.items()}
-        frames = read_decision_frames(paths, as_of, invoices["customer_id"])
+        frames = read_decision_frames(paths, as_of, invoices[CUSTOMER_KEY])
         source = FrameFeatureSource.from_frames(frames, as_of)
         declined = {
             customer: frozenset(offers)
-            for customer, offers in zip(invoices["customer_id"], invoices["declined"], strict=True)
+            for customer, offers in zip(invoices[CUSTOMER_KEY], invoices["declined"], strict=True)
             if offers is not None and len(offers)
         }
         rows = decide_invoices(
@@ -202,10 +203,10 @@ def decide_with_spark(
         frame = pd.DataFrame(
             {
                 "invoice_id": invoices["invoice_id"].astype(str),
-                "customer_id": invoices["customer_id"].astype(str),
+                CUSTOMER_KEY: invoices[CUSTOMER_KEY].astype(str),
                 "declined": [
                     sorted(declined.get(customer, frozenset()))
-                    for customer in invoices["customer_id"]
+                    for customer in invoices[CUSTOMER_KEY]
                 ],
             }
         )
@@ -222,7 +223,7 @@ def decide_with_spark(
 
         (
             session.createDataFrame(frame, schema=INPUT_SCHEMA)
-            .repartitionByRange(partitions, "customer_id")
+            .repartitionByRange(partitions, CUSTOMER_KEY)
             .mapInPandas(decide_partition, schema=RESULT_SCHEMA)
             .sortWithinPartitions(*ORDER)
             .write.mode("overwrite")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.columns import CUSTOMER_KEY
 from core.contract import Column, Table
 from pipelines.simulation.observables import OfferContext
 from pipelines.simulation.offers import ADDON, LOYALTY, PAYMENT_HELP, PLAN, OfferArrays
@@ -181,8 +182,8 @@ class Traits:
 
 CUSTOMER_TRAITS = Table(
     "customer_traits",
-    ("customer_id",),
-    (Column("customer_id", "str"), *(Column(f.name, "float") for f in fields(Traits))),
+    (CUSTOMER_KEY,),
+    (Column(CUSTOMER_KEY, "str"), *(Column(f.name, "float") for f in fields(Traits))),
 )
 # The acceptance probability (before the rank's discount) behind every logged offer.
 OFFER_PROBABILITIES = Table(

@@ -15,6 +15,7 @@ import pandas as pd
 
 from core.calendar import month_index
 from core.catalog import Catalog
+from core.columns import CUSTOMER_KEY
 from core.contract import CONTRACTS, CUSTOMERS, INVOICES, USAGE_MONTHLY
 from core.plan_fit import FIT_MONTHS
 from core.tables import read_table
@@ -49,7 +50,7 @@ def _history(
 ) -> dict[str, np.ndarray]:
     """``[FIT_MONTHS, n]`` per column: the months before each ``months`` entry, newest first."""
     keyed = frame.assign(_month=month_index(_as_dates(frame[month_column])))
-    summed = keyed.groupby(["customer_id", "_month"])[list(columns)].sum(min_count=1)
+    summed = keyed.groupby([CUSTOMER_KEY, "_month"])[list(columns)].sum(min_count=1)
     result = {column: np.full((FIT_MONTHS, len(customers)), np.nan) for column in columns}
     for back in range(1, FIT_MONTHS + 1):
         key = pd.MultiIndex.from_arrays([customers, months - back])
@@ -63,7 +64,7 @@ def customer_states(
     data_dir: Path, customer_ids: np.ndarray, as_of: np.ndarray, offers: OfferArrays
 ) -> CustomerState:
     """Each customer's situation at ``as_of`` (dates), read from the tables in ``data_dir``."""
-    customers = read_table(data_dir, CUSTOMERS).set_index("customer_id")
+    customers = read_table(data_dir, CUSTOMERS).set_index(CUSTOMER_KEY)
     unknown = ~pd.Index(customer_ids).isin(customers.index)
     if unknown.any():
         raise ValueError(
@@ -75,7 +76,7 @@ def customer_states(
     contracts["valid_from"] = _as_dates(contracts["valid_from"]).astype("datetime64[ns]")
     asked = pd.DataFrame(
         {
-            "customer_id": customer_ids,
+            CUSTOMER_KEY: customer_ids,
             "as_of": as_of.astype("datetime64[ns]"),
             "_row": np.arange(len(customer_ids)),
         }
@@ -85,7 +86,7 @@ def customer_states(
         contracts.sort_values("valid_from"),
         left_on="as_of",
         right_on="valid_from",
-        by="customer_id",
+        by=CUSTOMER_KEY,
     ).sort_values("_row")
     missing = current["plan_id"].isna()
     if missing.any():
@@ -148,14 +149,14 @@ def expected_acceptance(
     row = pd.MultiIndex.from_frame(unique).get_indexer(pd.MultiIndex.from_frame(keys))
     state = customer_states(
         Path(data_dir),
-        unique["customer_id"].to_numpy(dtype=object),
+        unique[CUSTOMER_KEY].to_numpy(dtype=object),
         unique["as_of"].to_numpy().astype("datetime64[D]"),
         offers,
     )
 
     traits_frame = pd.read_parquet(Path(ground_truth_dir) / CUSTOMER_TRAITS.file_name)
     traits = Traits.from_frame(
-        traits_frame.set_index("customer_id").loc[pairs["customer_id"].to_numpy()]
+        traits_frame.set_index(CUSTOMER_KEY).loc[pairs[CUSTOMER_KEY].to_numpy()]
     )
     ctx = offer_context(state, row, offer, offers)
     return acceptance_probability(ctx, traits, offers, Behaviour.read(Path(ground_truth_dir)))

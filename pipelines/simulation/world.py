@@ -32,6 +32,7 @@ import yaml
 
 from core.calendar import DAY, age_in_year, months_between, year_of
 from core.catalog import Catalog
+from core.columns import CUSTOMER_KEY
 from core.contract import (
     CONSENT_PURPOSES,
     CONSENTS,
@@ -327,7 +328,7 @@ class _World:
         self.folder.write(
             USAGE_MONTHLY,
             {
-                "customer_id": self.customer_ids.take(pa.array(active)),
+                CUSTOMER_KEY: self.customer_ids.take(pa.array(active)),
                 "month": np.full(len(active), start),
                 "data_gb": used.data_gb,
                 "voice_minutes": used.voice_minutes,
@@ -363,7 +364,7 @@ class _World:
             INVOICES,
             {
                 "invoice_id": self._invoice_ids(t, billed),
-                "customer_id": self.customer_ids.take(pa.array(billed)),
+                CUSTOMER_KEY: self.customer_ids.take(pa.array(billed)),
                 "invoice_date": batch.invoice_date,
                 "due_date": batch.due_date,
                 "amount_sek": batch.amount_sek,
@@ -445,7 +446,7 @@ class _World:
             {
                 "decision_id": row_decisions,
                 "invoice_id": self._invoice_ids(t, customers),
-                "customer_id": self.customer_ids.take(pa.array(customers)),
+                CUSTOMER_KEY: self.customer_ids.take(pa.array(customers)),
                 "offer_id": offer_ids,
                 "shown_at": shown_at[rows],
                 "rank": ranks + 1,
@@ -591,7 +592,7 @@ class _World:
         self._write_consents()
         self.folder.write(
             behaviour.CUSTOMER_TRAITS,
-            {"customer_id": self.customer_ids, **self.traits.columns()},
+            {CUSTOMER_KEY: self.customer_ids, **self.traits.columns()},
             folder=GROUND_TRUTH_FOLDER,
         )
 
@@ -638,7 +639,7 @@ class _World:
         self.folder.write(
             SURVEY_RESPONSES,
             {
-                "customer_id": self.customer_ids.take(pa.array(who[order])),
+                CUSTOMER_KEY: self.customer_ids.take(pa.array(who[order])),
                 "surveyed_at": surveyed_at[order],
                 **{q: answers.answers[q][order] for q in SURVEY_QUESTIONS},
             },
@@ -654,7 +655,7 @@ class _World:
         self.folder.write(
             CUSTOMERS,
             {
-                "customer_id": self.customer_ids,
+                CUSTOMER_KEY: self.customer_ids,
                 "birth_year": people.birth_year,
                 "signup_date": people.signup_date,
                 "region": regions.take(pa.array(people.region)),
@@ -668,7 +669,7 @@ class _World:
         self.folder.write(
             CONTRACTS,
             {
-                "customer_id": self.customer_ids.take(pa.array(rows["customer"])),
+                CUSTOMER_KEY: self.customer_ids.take(pa.array(rows["customer"])),
                 "plan_id": pa.array(self.offers.offer_ids).take(pa.array(rows["plan"])),
                 "valid_from": rows["valid_from"],
                 "valid_to": rows["valid_to"],
@@ -682,7 +683,7 @@ class _World:
         self.folder.write(
             CONSENTS,
             {
-                "customer_id": self.customer_ids.take(pa.array(rows["customer"])),
+                CUSTOMER_KEY: self.customer_ids.take(pa.array(rows["customer"])),
                 "purpose": pa.array(CONSENT_PURPOSES).take(pa.array(rows["purpose"])),
                 "granted": rows["granted"],
                 "updated_at": rows["updated_at"],

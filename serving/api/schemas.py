@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from core.columns import CUSTOMER_KEY
 from serving.decision.consent import MODEL_PREFIX, REQUESTABLE
 from serving.decision.inputs import Locale
 
@@ -77,7 +78,7 @@ class OffersRequest(BaseModel):
             "examples": [
                 {
                     "invoice_id": "INV-2026-11-0001234",
-                    "customer_id": "C0001234",
+                    CUSTOMER_KEY: "C0001234",
                     "invoice_date": "2026-11-30",
                     "locale": "sv",
                     "max_offers": 3,

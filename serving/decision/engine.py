@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from core.catalog import Catalog, Offer
+from core.columns import CUSTOMER_KEY
 from serving.decision.arbitration import (
     DEFAULT_OBJECTIVE,
     NO_VALUE,
@@ -174,7 +175,7 @@ class Decision:
     def _body(self, offers: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "invoice_id": self.invoice_id,
-            "customer_id": self.customer_id,
+            CUSTOMER_KEY: self.customer_id,
             "policy": self.policy,
             "model_version": self.model_version,
             "experiment": None

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from core.columns import CUSTOMER_KEY
 from core.contract import OFFER_EVENTS
 from core.files import replacing
 from core.settings import get_settings
@@ -68,7 +69,7 @@ def offer_events(log: DecisionLog) -> pa.Table:
         outcome = _OUTCOME_BY_EVENT.get(best[2], "ignored") if best else "ignored"
         columns["decision_id"].append(decision_id)
         columns["invoice_id"].append(invoice_id)
-        columns["customer_id"].append(customer_id)
+        columns[CUSTOMER_KEY].append(customer_id)
         columns["offer_id"].append(offer_id)
         columns["shown_at"].append(created_at)
         columns["rank"].append(rank)

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from core.columns import CUSTOMER_KEY
 from core.database import is_sqlite_file
 from core.settings import Settings
 from serving.decision.decline_cap import Decline, DeclineCap
@@ -97,7 +98,7 @@ class DecisionLog:
                     {
                         "decision_id": "warm-up",
                         "invoice_id": "warm-up",
-                        "customer_id": "warm-up",
+                        CUSTOMER_KEY: "warm-up",
                         "invoice_date": now.date(),
                         "created_at": now,
                         "policy": "none",
@@ -129,7 +130,7 @@ class DecisionLog:
         row = {
             "decision_id": record.decision_id,
             "invoice_id": record.invoice_id,
-            "customer_id": record.customer_id,
+            CUSTOMER_KEY: record.customer_id,
             "invoice_date": record.invoice_date,
             "created_at": record.created_at,
             "policy": record.policy,
@@ -169,7 +170,7 @@ class DecisionLog:
         cap = DeclineCap(invoices)
         if cap.window == 0:
             return frozenset()
-        rows = self._select("recent_declines", {"customer_id": customer_id, "invoices": cap.window})
+        rows = self._select("recent_declines", {CUSTOMER_KEY: customer_id, "invoices": cap.window})
         latest = list(dict.fromkeys(decision_id for decision_id, _ in rows))
         declines = [Decline(offer_id, decision_id) for decision_id, offer_id in rows if offer_id]
         return cap.capped(declines, latest)

@@ -8,6 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from core.columns import CUSTOMER_KEY
+
 
 class UtcDateTime(sa.types.TypeDecorator[dt.datetime]):
     """Timestamps stored as naive UTC (SQLite has no time zones) and read back as aware UTC."""
@@ -45,7 +47,7 @@ def build_tables(schema: str | None = None) -> LogTables:
         metadata,
         sa.Column("decision_id", sa.String(36), primary_key=True),
         sa.Column("invoice_id", sa.String(64), nullable=False, unique=True),
-        sa.Column("customer_id", sa.String(64), nullable=False),
+        sa.Column(CUSTOMER_KEY, sa.String(64), nullable=False),
         sa.Column("invoice_date", sa.Date, nullable=False),
         sa.Column("created_at", UtcDateTime, nullable=False),
         sa.Column("policy", sa.String(32), nullable=False),
@@ -57,7 +59,7 @@ def build_tables(schema: str | None = None) -> LogTables:
         # The exact JSON answered, so that asking again returns the same bytes.
         sa.Column("response", sa.Text, nullable=False),
         sa.Column("log", sa.JSON, nullable=False),
-        sa.Index("ix_decisions_customer", "customer_id", "invoice_date", "created_at"),
+        sa.Index("ix_decisions_customer", CUSTOMER_KEY, "invoice_date", "created_at"),
         sa.Index("ix_decisions_experiment", "experiment_key", "experiment_variant"),
     )
     decision_offers = sa.Table(

@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from core.columns import CUSTOMER_KEY
 from serving.decision_log.schema import LogTables
 
 
@@ -30,7 +31,7 @@ def build_statements(tables: LogTables) -> Statements:
     # The customer's latest decisions, one per invoice, and the offers declined in them.
     latest = (
         sa.select(decisions.c.decision_id, decisions.c.invoice_date, decisions.c.created_at)
-        .where(decisions.c.customer_id == sa.bindparam("customer_id"))
+        .where(decisions.c.customer_id == sa.bindparam(CUSTOMER_KEY))
         .order_by(decisions.c.invoice_date.desc(), decisions.c.created_at.desc())
         .limit(sa.bindparam("invoices", type_=sa.Integer))
         .subquery("latest")
