@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.runner import QUICK_WORLD_CUSTOMERS, write_result
+from benchmarks.runner import QUICK_WORLD_CUSTOMERS, world_settings, write_result
 
 log = logging.getLogger(__name__)
 
@@ -27,20 +27,6 @@ CUSTOMERS = 40_000
 MONTHS = 15
 TARGET_LIFT = 0.70
 SAMPLE = 3_000
-
-
-def _settings(root: Path, catalog: Path) -> Any:
-    from core.settings import Settings
-
-    return Settings(
-        data_dir=root / "raw",
-        catalog=catalog,
-        features_dir=root / "features",
-        feast_dir=root / "feast",
-        database_url=f"sqlite:///{root}/offers.db",
-        mlflow_tracking_uri=f"sqlite:///{root}/mlruns/mlflow.db",
-        mlflow_artifact_root=root / "mlruns" / "artifacts",
-    )
 
 
 def measure_profile(root: Path, profile: str, seed: int, customers: int) -> dict[str, Any]:
@@ -52,7 +38,7 @@ def measure_profile(root: Path, profile: str, seed: int, customers: int) -> dict
     from pipelines.simulation.world import simulate
 
     catalog = Path(get_settings().catalog).resolve()
-    settings = _settings(root, catalog)
+    settings = world_settings(root, catalog)
     started = time.perf_counter()
     simulate(
         customers=customers,

@@ -21,6 +21,7 @@ from benchmarks.runner import (
     WORLD_CUSTOMERS,
     WORLD_MONTHS,
     WORLD_SEED,
+    world_settings,
     write_result,
 )
 
@@ -29,19 +30,6 @@ log = logging.getLogger(__name__)
 FULL = {"customers": WORLD_CUSTOMERS, "months": WORLD_MONTHS, "seed": WORLD_SEED}
 QUICK = {"customers": QUICK_WORLD_CUSTOMERS, "months": 15, "seed": WORLD_SEED}
 TARGET_SECONDS = 600.0
-
-
-def _settings(root: Path, catalog: Path) -> Any:
-    from core.settings import Settings
-
-    return Settings(
-        data_dir=root / "raw",
-        catalog=catalog,
-        features_dir=root / "features",
-        feast_dir=root / "feast",
-        mlflow_tracking_uri=f"sqlite:///{root}/mlruns/mlflow.db",
-        mlflow_artifact_root=root / "mlruns" / "artifacts",
-    )
 
 
 def _steps(result: Any) -> dict[str, dict[str, Any]]:
@@ -62,7 +50,7 @@ def measure(root: Path, world: dict[str, int], catalog: Path) -> dict[str, Any]:
     from pipelines.retrain import run_retrain
     from pipelines.simulation.world import simulate
 
-    settings = _settings(root, catalog)
+    settings = world_settings(root, catalog)
     started = time.perf_counter()
     simulate(
         customers=world["customers"],

@@ -40,6 +40,21 @@ def world_customers(quick: bool) -> int:
     return QUICK_WORLD_CUSTOMERS if quick else WORLD_CUSTOMERS
 
 
+def world_settings(root: Path, catalog: Path) -> Any:
+    """Settings whose every store lives under ``root``: a benchmark's own scratch world."""
+    from core.settings import Settings
+
+    return Settings(
+        data_dir=root / "raw",
+        catalog=catalog,
+        features_dir=root / "features",
+        feast_dir=root / "feast",
+        database_url=f"sqlite:///{root}/offers.db",
+        mlflow_tracking_uri=f"sqlite:///{root}/mlruns/mlflow.db",
+        mlflow_artifact_root=root / "mlruns" / "artifacts",
+    )
+
+
 def write_result(name: str, figures: dict[str, Any], results_dir: Path = RESULTS_DIR) -> Path:
     """Write one benchmark's figures with when and where they were measured."""
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -276,6 +276,17 @@ class RankerEvaluation:
         return figures
 
 
+def slice_masks(frame: pd.DataFrame) -> Iterator[tuple[str, np.ndarray]]:
+    """Each slice of ``SLICES`` the frame has the columns for, with enough rows to report."""
+    for slice_name, rule in SLICES.items():
+        try:
+            mask = rule(frame).fillna(False).to_numpy(dtype=bool)
+        except KeyError:
+            continue
+        if mask.sum() >= MIN_SLICE_ROWS:
+            yield slice_name, mask
+
+
 def evaluate_ranker(
     frame: pd.DataFrame,
     probabilities: Mapping[str, np.ndarray],
@@ -325,13 +336,7 @@ def evaluate_ranker(
         )
 
     per_slice: dict[str, dict[str, Any]] = {}
-    for slice_name, rule in SLICES.items():
-        try:
-            mask = rule(frame).fillna(False).to_numpy(dtype=bool)
-        except KeyError:
-            continue
-        if mask.sum() < MIN_SLICE_ROWS:
-            continue
+    for slice_name, mask in slice_masks(frame):
         per_slice[slice_name] = {
             "rows": int(mask.sum()),
             "decisions": int(pd.Series(groups[mask]).nunique()),
@@ -399,13 +404,7 @@ def evaluate_churn(frame: pd.DataFrame, probabilities: np.ndarray) -> ChurnEvalu
     labels = frame[LABEL].to_numpy(dtype=float)
     p = np.asarray(probabilities, dtype=float)
     per_slice: dict[str, dict[str, Any]] = {}
-    for slice_name, rule in SLICES.items():
-        try:
-            mask = rule(frame).fillna(False).to_numpy(dtype=bool)
-        except KeyError:
-            continue
-        if mask.sum() < MIN_SLICE_ROWS:
-            continue
+    for slice_name, mask in slice_masks(frame):
         per_slice[slice_name] = {
             "rows": int(mask.sum()),
             "churn_rate": float(labels[mask].mean()),
