@@ -17,11 +17,11 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY features ./features
 COPY training ./training
 COPY serving ./serving
 COPY pipelines ./pipelines
-COPY core ./core
 # A regular (not editable) install: the code lives in the venv, so /src is not needed at run time.
 RUN pip install --upgrade pip setuptools wheel \
     && pip install .
