@@ -1,8 +1,7 @@
-"""Simulate, retrain, serve with uvicorn on a free port, and ask for offers over real HTTP."""
+"""Serve the simulated world with uvicorn on a free port, and ask for offers over real HTTP."""
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import socket
 import subprocess
@@ -15,8 +14,8 @@ import httpx
 import pandas as pd
 import pytest
 
-from core.catalog import load_catalog
 from core.settings import Settings
+from tests.simulated_world import SimulatedWorld
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,31 +32,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    from pipelines.retrain import run_retrain
-    from pipelines.simulation.world import simulate
-
-    root = tmp_path_factory.mktemp("e2e")
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,  # a developer's .env must not reach the tests
-        data_dir=root / "raw",
-        catalog=CATALOG,
-        features_dir=root / "features",
-        feast_dir=root / "feast",
-        database_url=f"sqlite:///{root}/offers.db",
-        mlflow_tracking_uri=f"sqlite:///{root}/mlruns/mlflow.db",
-        mlflow_artifact_root=root / "mlruns" / "artifacts",
-    )
-    simulate(
-        customers=2500,
-        months=12,
-        seed=11,
-        out=settings.data_dir,
-        catalog=load_catalog(CATALOG),
-        end_month=dt.date(2026, 10, 1),
-    )
-    run_retrain(settings=settings, show_progress=False)
-    return settings
+def world(simulated_world: SimulatedWorld, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The shared simulated world, with a decision log of this module's own."""
+    log = tmp_path_factory.mktemp("e2e") / "offers.db"
+    return simulated_world.settings.model_copy(update={"database_url": f"sqlite:///{log}"})
 
 
 @pytest.fixture(scope="module")

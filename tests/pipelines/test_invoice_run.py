@@ -1,6 +1,6 @@
-"""The batch invoice run on a small simulated world: the API's decisions, written once per invoice.
+"""The batch invoice run on the simulated world: the API's decisions, written once per invoice.
 
-One world (1,500 customers × 8 months) and its feature tables are built per module. The run is
+The session's simulated world (tests/simulated_world.py) and its feature tables are read. The run is
 compared with the API's own decision path over a Feast online store materialised up to the same
 moment, and the Spark engine with the local one.
 """
@@ -38,48 +38,26 @@ from pipelines.invoice_run import (
 from serving.decision.engine import decide
 from serving.decision.inputs import DecisionRequest
 from tests.factories.api import churn, ranker
+from tests.simulated_world import SimulatedWorld
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-CUSTOMERS = 1_500
-MONTHS = 8
-END_MONTH = dt.date(2026, 11, 1)
 # The world bills on the 1st, 10th and 20th; the 20 November run has a full feature history.
 INVOICE_DATE = dt.date(2026, 11, 20)
 CUSTOMER_VIEWS = list(DECISION_VIEWS)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A simulated world and its feature tables, with every store under one temporary folder."""
-    from features.pipeline import build_features
-    from pipelines.simulation.world import simulate
-
-    base = tmp_path_factory.mktemp("invoice-run")
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,  # a developer's .env must not reach the tests
-        data_dir=base / "raw",
-        catalog=REPOSITORY / "catalog" / "offers.yaml",
-        features_dir=base / "features",
-        feast_dir=base / "feast",
-        mlflow_tracking_uri=f"sqlite:///{base / 'mlflow.db'}",
-        mlflow_artifact_root=base / "artifacts",
-        database_url=f"sqlite:///{base / 'offers.db'}",
-        feature_timeout_ms=10_000.0,
-        spark_master="local[2]",
+def world(simulated_world: SimulatedWorld, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The shared simulated world and its feature tables, with a Feast store of this module's own
+    (materialised only up to the run's moment)."""
+    return simulated_world.settings.model_copy(
+        update={
+            "feast_dir": tmp_path_factory.mktemp("invoice-run") / "feast",
+            "feature_timeout_ms": 10_000.0,
+            "spark_master": "local[2]",
+        }
     )
-    catalog = load_catalog(settings.catalog)
-    simulate(
-        customers=CUSTOMERS,
-        months=MONTHS,
-        seed=11,
-        out=settings.data_dir,
-        catalog=catalog,
-        end_month=END_MONTH,
-    )
-    build_features(settings.data_dir, settings)
-    return settings
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse, urlunparse
@@ -10,11 +9,11 @@ from urllib.parse import urlparse, urlunparse
 import pandas as pd
 import pytest
 
-from core.catalog import load_catalog
 from core.settings import Settings
 from pipelines import retrain
 from pipelines.retrain import STEPS, PipelineStepError, run_retrain
 from tests.factories.training import log_version
+from tests.simulated_world import SimulatedWorld
 from training.registry import (
     CHURN_MODEL,
     RANKER_MODEL,
@@ -26,37 +25,17 @@ from training.train import TrainingConfig
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CATALOG = Path(__file__).parents[2] / "catalog" / "offers.yaml"
+
+@pytest.fixture(scope="module")
+def settings(simulated_world: SimulatedWorld, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A copy of the shared world: these tests retrain and register versions in it."""
+    return simulated_world.copy(tmp_path_factory.mktemp("retrain"))
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    from pipelines.simulation.world import simulate
-
-    root = tmp_path_factory.mktemp("retrain")
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,  # a developer's .env must not reach the tests
-        data_dir=root / "raw",
-        catalog=CATALOG,
-        features_dir=root / "features",
-        feast_dir=root / "feast",
-        mlflow_tracking_uri=f"sqlite:///{root}/mlruns/mlflow.db",
-        mlflow_artifact_root=root / "mlruns" / "artifacts",
-    )
-    simulate(
-        customers=2500,
-        months=15,
-        seed=5,
-        out=settings.data_dir,
-        catalog=load_catalog(CATALOG),
-        end_month=dt.date(2026, 11, 1),
-    )
-    return settings
-
-
-@pytest.fixture(scope="module")
-def first_run(settings: Settings) -> retrain.RetrainResult:
-    return run_retrain(settings=settings, show_progress=False)
+def first_run(simulated_world: SimulatedWorld) -> retrain.RetrainResult:
+    """The retrain that built the shared world (and so the copy) from its tables."""
+    return simulated_world.retrain
 
 
 def test_every_step_runs_in_order_and_promotes_the_first_versions(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +16,9 @@ from core.validation import validate_tables
 from pipelines.simulation import world as world_module
 from pipelines.simulation.oracle import expected_acceptance
 from pipelines.simulation.world import SimulationSummary, simulate
+from tests.simulated_world import CUSTOMERS, END_MONTH, SimulatedTables
 
 CATALOG = Path(__file__).resolve().parents[2] / "catalog" / "offers.yaml"
-END_MONTH = dt.date(2026, 11, 1)
-MONTHS = 8
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +27,9 @@ def catalog() -> Catalog:
 
 
 @pytest.fixture(scope="module")
-def world(
-    tmp_path_factory: pytest.TempPathFactory, catalog: Catalog
-) -> tuple[Path, SimulationSummary]:
-    out = tmp_path_factory.mktemp("world") / "raw"
-    summary = simulate(
-        customers=3_000, months=MONTHS, seed=5, out=out, catalog=catalog, end_month=END_MONTH
-    )
-    return out, summary
+def world(simulated_tables: SimulatedTables) -> tuple[Path, SimulationSummary]:
+    """The tables of the session's simulated world, and what the simulator reported."""
+    return simulated_tables.settings.data_dir, simulated_tables.simulation
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +107,7 @@ def test_summary_counts_the_rows_written(
     lines = summary.describe().splitlines()
     for name, rows in summary.row_counts.items():
         assert f"{name}: {rows:,} rows" in lines
-    assert summary.row_counts["customers"] == 3_000
+    assert summary.row_counts["customers"] == CUSTOMERS
 
 
 def test_customers_look_like_a_swedish_operator(tables: dict[str, pd.DataFrame]) -> None:
@@ -426,7 +419,7 @@ def test_ground_truth_stays_apart_and_the_catalog_is_kept(
 ) -> None:
     out, _ = world
     traits = pd.read_parquet(out / "_ground_truth" / "customer_traits.parquet")
-    assert len(traits) == 3_000 and traits["customer_id"].is_unique
+    assert len(traits) == CUSTOMERS and traits["customer_id"].is_unique
     assert {"price_sensitivity", "satisfaction", "fairness_sensitivity"} <= set(traits.columns)
     assert load_catalog(out / "offers.yaml") == catalog
 

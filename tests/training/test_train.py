@@ -1,8 +1,7 @@
-"""Training end to end on a small simulated world: features, Feast, LightGBM, MLflow."""
+"""Training end to end on the shared simulated world: features, Feast, LightGBM, MLflow."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
@@ -11,9 +10,8 @@ import pandas as pd
 import pytest
 
 from core.catalog import load_catalog
-from core.contract import OFFER_EVENTS
 from core.settings import Settings
-from core.tables import read_table
+from tests.simulated_world import SimulatedWorld
 from training import data, tracking
 from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES
 from training.train import TrainResult, train_models
@@ -21,47 +19,18 @@ from training.train import TrainResult, train_models
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CATALOG = Path(__file__).parents[2] / "catalog" / "offers.yaml"
-CUSTOMERS = 4000
-MONTHS = 15
-SEED = 11
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A small simulated world with its feature tables built, and an empty MLflow store."""
-    from features.pipeline import build_features
-    from pipelines.simulation.world import simulate
-
-    root = tmp_path_factory.mktemp("training-world")
-    settings = Settings(  # type: ignore[call-arg]
-        _env_file=None,  # a developer's .env must not reach the tests
-        data_dir=root / "raw",
-        catalog=CATALOG,
-        features_dir=root / "features",
-        feast_dir=root / "feast",
-        mlflow_tracking_uri=f"sqlite:///{root}/mlruns/mlflow.db",
-        mlflow_artifact_root=root / "mlruns" / "artifacts",
-    )
-    simulate(
-        customers=CUSTOMERS,
-        months=MONTHS,
-        seed=SEED,
-        out=settings.data_dir,
-        catalog=load_catalog(CATALOG),
-        end_month=dt.date(2026, 11, 1),
-    )
-    build_features(settings=settings)
-    return settings
+def world(simulated_world: SimulatedWorld) -> Settings:
+    """The shared simulated world: tables, feature tables and the MLflow store it trained into."""
+    return simulated_world.settings
 
 
 @pytest.fixture(scope="module")
-def trained(world: Settings) -> TrainResult:
-    from pipelines.evaluation_oracle import eligibility_filter
-
-    events = read_table(world.data_dir, OFFER_EVENTS)
-    return train_models(
-        settings=world, candidate_filter=eligibility_filter(load_catalog(CATALOG), events)
-    )
+def trained(simulated_world: SimulatedWorld) -> TrainResult:
+    """The world's first training, with the eligibility filter the retrain gives it."""
+    return simulated_world.trained
 
 
 def test_the_model_beats_both_baselines_on_ndcg_at_3(trained: TrainResult) -> None:
