@@ -1,4 +1,10 @@
-"""Shared fixtures: service URLs that skip with a reason (fail under OFFERS_REQUIRE_SERVICES=1)."""
+"""Fixtures of every area: service URLs that skip with a reason (fail under
+OFFERS_REQUIRE_SERVICES=1), and the simulated world the integration tests share.
+
+Tests sit by area (api, core, decision, features, pipelines, training); the ones that need real
+Feast, MLflow, SQLite, Redis or PostgreSQL are marked ``integration``, so ``-m "not integration"``
+runs the others alone.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import socket
 from urllib.parse import urlparse
 
 import pytest
+
+pytest_plugins = ["tests.simulated_world"]
 
 REDIS_URL = os.environ.get("OFFERS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_URL = os.environ.get(

@@ -526,7 +526,9 @@ def decide(
         invoice_date=request.invoice_date,
         plan_fits=work.fits or None,
     )
-    scored = work.scores is not None and scorer is not None
+    # The model's version whenever the model policy decided, also when no offer was eligible and
+    # nothing needed scoring: the answer names what would have ranked.
+    scored = work.policy == "model" and scorer is not None
     policy_used: Policy = work.policy
     if allowed == "model" and work.policy == "rules" and (degraded or work.degraded):
         # A model was asked for and allowed, but it was down or failed: the rules chose the

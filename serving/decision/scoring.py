@@ -4,7 +4,7 @@ The matrix holds what training's frame holds (customer features, segment, offer 
 plan fit) in ``training.model_inputs.RANKER_FEATURES`` order, with the same derived columns, so a
 served score sees exactly the inputs training saw. It is assembled in numpy rather than through
 ``ranker_matrix``'s per-column frame pass, which costs about 3 ms for twelve rows on the request
-path; tests/unit/test_decision_scoring.py holds the two equal.
+path; tests/decision/test_scoring.py holds the two equal.
 """
 
 from __future__ import annotations

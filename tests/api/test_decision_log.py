@@ -1,0 +1,376 @@
+"""The decision log on SQLite and on PostgreSQL: idempotency, the race, frequency cap, export."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+
+from core.contract import OFFER_EVENTS, OUTCOMES
+from core.tables import read_table, schema_problems
+from serving.decision_log import DecisionLog, DecisionRecord, EventRecord, LoggedOffer
+from serving.decision_log.database import create_log_engine
+from serving.decision_log.export import merge_into_offer_events
+from tests.factories.api import auth, make_app, offers_body, running
+
+pytestmark = pytest.mark.integration
+
+T0 = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def pg_schema(postgres_url: str) -> Iterator[str]:
+    """A schema of its own in the test database, dropped afterwards."""
+    schema = f"test_api_{uuid.uuid4().hex[:10]}"
+    engine = create_log_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield schema
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DecisionLog]:
+    if request.param == "sqlite":
+        opened = DecisionLog(f"sqlite:///{tmp_path / 'offers.db'}")
+    else:
+        url = request.getfixturevalue("postgres_url")
+        opened = DecisionLog(url, schema=request.getfixturevalue("pg_schema"))
+    yield opened
+    opened.close()
+
+
+def record(
+    invoice_id: str,
+    customer_id: str = "C1",
+    offers: tuple[str, ...] = ("PLAN_30GB", "ADDON_DATA_10GB"),
+    *,
+    day: int = 30,
+    decision_id: str | None = None,
+) -> DecisionRecord:
+    decision = decision_id or str(uuid.uuid4())
+    created = T0.replace(day=day)
+    return DecisionRecord(
+        decision_id=decision,
+        invoice_id=invoice_id,
+        customer_id=customer_id,
+        invoice_date=created.date(),
+        created_at=created,
+        policy="model",
+        model_version="offer-ranker/1",
+        experiment_key=None,
+        experiment_variant=None,
+        degraded=None,
+        consent={"marketing": True, "profiling": True},
+        response_json=f'{{"decision_id": "{decision}"}}',
+        log={"churn_risk": 0.12},
+        offers=tuple(
+            LoggedOffer(offer, rank, 1.0, 10.0 * rank) for rank, offer in enumerate(offers, 1)
+        ),
+    )
+
+
+def event(decision: DecisionRecord, offer: str, kind: str, minutes: int = 0) -> EventRecord:
+    at = decision.created_at + dt.timedelta(minutes=minutes)
+    return EventRecord(f"E-{uuid.uuid4().hex}", decision.decision_id, offer, kind, at, at)
+
+
+@pytest.mark.parametrize(("query", "mode"), [("", 2), ("?synchronous=NORMAL", 1)])
+def test_sqlite_commits_are_fsynced_unless_the_url_says_otherwise(
+    tmp_path: Path, query: str, mode: int
+) -> None:
+    log = DecisionLog(f"sqlite:///{tmp_path / 'offers.db'}{query}")
+    with log.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar_one() == mode
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+    log.close()
+    with pytest.raises(ValueError, match="synchronous=OFF"):
+        DecisionLog(f"sqlite:///{tmp_path / 'other.db'}?synchronous=off")
+
+
+def test_a_decision_is_stored_and_found(log: DecisionLog) -> None:
+    first = record("INV-1")
+    stored, created = log.record(first)
+    assert created and stored.decision_id == first.decision_id
+    found = log.find("INV-1")
+    assert found == stored
+    assert log.find("INV-2") is None
+    assert log.offers_of(first.decision_id) == {"PLAN_30GB", "ADDON_DATA_10GB"}
+    assert log.offers_of("nope") is None
+
+
+def test_a_second_decision_for_an_invoice_returns_the_first(log: DecisionLog) -> None:
+    first, second = record("INV-1"), record("INV-1", offers=("PLAN_5GB",))
+    log.record(first)
+    stored, created = log.record(second)
+    assert not created and stored.decision_id == first.decision_id
+    assert log.offers_of(first.decision_id) == {"PLAN_30GB", "ADDON_DATA_10GB"}
+    assert log.offers_of(second.decision_id) is None
+
+
+def test_racing_writers_for_one_invoice_leave_one_decision(log: DecisionLog) -> None:
+    barrier = threading.Barrier(6)
+    results: list[str] = []
+
+    def write() -> None:
+        barrier.wait()
+        stored, _ = log.record(record("INV-RACE"))
+        results.append(stored.decision_id)
+
+    threads = [threading.Thread(target=write) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 6 and len(set(results)) == 1
+    with log.engine.connect() as connection:
+        rows = connection.execute(sa.select(sa.func.count()).select_from(log.tables.decisions))
+        assert rows.scalar_one() == 1
+
+
+def test_a_holdout_decision_has_no_offers(log: DecisionLog) -> None:
+    holdout = record("INV-H", offers=())
+    log.record(holdout)
+    assert log.offers_of(holdout.decision_id) == frozenset()
+
+
+def test_declines_count_only_in_the_customers_last_invoices(log: DecisionLog) -> None:
+    decisions = [
+        record(f"INV-{day}", day=day, offers=("PLAN_30GB", f"ADDON_{day}")) for day in (1, 2, 3, 4)
+    ]
+    for decision in decisions:
+        log.record(decision)
+    log.record_event(event(decisions[0], "ADDON_1", "decline"))  # four invoices ago
+    log.record_event(event(decisions[2], "ADDON_3", "decline"))
+    log.record_event(event(decisions[3], "PLAN_30GB", "decline"))
+    log.record_event(event(decisions[3], "ADDON_4", "click"))  # not a decline
+    other = record("INV-OTHER", customer_id="C2", offers=("ADDON_9",))
+    log.record(other)
+    log.record_event(event(other, "ADDON_9", "decline"))  # another customer
+    assert log.recent_declines("C1", 3) == {"ADDON_3", "PLAN_30GB"}
+    assert log.recent_declines("C1", 4) == {"ADDON_1", "ADDON_3", "PLAN_30GB"}
+    assert log.recent_declines("C1", 1) == {"PLAN_30GB"}
+    assert log.recent_declines("C1", 0) == frozenset()
+    assert log.recent_declines("C3", 3) == frozenset()
+
+
+def test_an_event_is_stored_once(log: DecisionLog) -> None:
+    decision = record("INV-1")
+    log.record(decision)
+    first = event(decision, "PLAN_30GB", "accept")
+    stored, created = log.record_event(first)
+    assert created and stored == first
+    again, created_again = log.record_event(
+        EventRecord(first.event_id, decision.decision_id, "PLAN_30GB", "decline", T0, T0)
+    )
+    assert not created_again and again.type == "accept"
+    found = log.find_event(first.event_id)
+    assert found is not None and found.occurred_at == first.occurred_at
+    assert found.occurred_at.tzinfo is not None
+
+
+def _write_existing(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=OFFER_EVENTS.arrow_schema()), path)
+
+
+def test_export_appends_outcomes_in_the_contract_schema(log: DecisionLog, tmp_path: Path) -> None:
+    first = record("INV-1", offers=("PLAN_30GB", "ADDON_DATA_10GB", "PAY_AUTOGIRO", "PLAN_5GB"))
+    second = record("INV-2", customer_id="C2", offers=("LOYALTY_NEW_PRICE",), day=29)
+    for decision in (first, second):
+        log.record(decision)
+    log.record_event(event(first, "PLAN_30GB", "impression", 1))
+    log.record_event(event(first, "PLAN_30GB", "click", 2))
+    log.record_event(event(first, "PLAN_30GB", "accept", 3))
+    log.record_event(event(first, "PLAN_30GB", "accept", 9))  # the first accept counts
+    log.record_event(event(first, "ADDON_DATA_10GB", "click", 4))
+    log.record_event(event(first, "PAY_AUTOGIRO", "decline", 5))
+    log.record_event(event(first, "PLAN_5GB", "impression", 6))
+
+    out = tmp_path / "raw" / "offer_events.parquet"
+    earlier = {
+        "decision_id": "SIM-0001",
+        "invoice_id": "SIM-INV-1",
+        "customer_id": "C7",
+        "offer_id": "PLAN_15GB",
+        "shown_at": T0 - dt.timedelta(days=60),
+        "rank": 1,
+        "policy": "rules",
+        "propensity": None,
+        "outcome": "accepted",
+        "outcome_at": T0 - dt.timedelta(days=59),
+    }
+    stale = {
+        **earlier,
+        "decision_id": second.decision_id,
+        "invoice_id": "INV-2",
+        "offer_id": "LOYALTY_NEW_PRICE",
+        "outcome": "clicked",
+    }
+    _write_existing(out, [earlier, stale])
+    log.record_event(event(second, "LOYALTY_NEW_PRICE", "decline", 7))
+
+    assert merge_into_offer_events(log, out) == 5
+    assert schema_problems(out.parent, OFFER_EVENTS) == []
+    frame = read_table(out.parent, OFFER_EVENTS)  # raises on a null where none is allowed
+    assert len(frame) == 6  # the earlier row kept, the stale one replaced
+    outcomes: dict[tuple[str, str], tuple[str, Any]] = {
+        (str(row.decision_id), str(row.offer_id)): (str(row.outcome), row.outcome_at)
+        for row in frame.itertuples()
+    }
+    assert set(frame["outcome"]) <= set(OUTCOMES)
+    assert outcomes[(first.decision_id, "PLAN_30GB")] == ("accepted", T0 + dt.timedelta(minutes=3))
+    assert outcomes[(first.decision_id, "ADDON_DATA_10GB")][0] == "clicked"
+    assert outcomes[(first.decision_id, "PAY_AUTOGIRO")][0] == "declined"
+    ignored, ignored_at = outcomes[(first.decision_id, "PLAN_5GB")]
+    assert ignored == "ignored" and pd.isna(ignored_at)
+    assert outcomes[(second.decision_id, "LOYALTY_NEW_PRICE")][0] == "declined"
+    assert outcomes[("SIM-0001", "PLAN_15GB")][0] == "accepted"
+    shown = frame[
+        (frame["decision_id"] == first.decision_id) & (frame["offer_id"] == "PAY_AUTOGIRO")
+    ]
+    assert shown[["rank", "policy", "propensity"]].to_dict("records") == [
+        {"rank": 3, "policy": "model", "propensity": 1.0}
+    ]
+
+    assert merge_into_offer_events(log, out) == 5  # again: nothing doubled
+    assert pq.read_table(out).num_rows == 6
+
+
+def test_a_failed_export_leaves_the_file_as_it_was(
+    log: DecisionLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log.record(record("INV-1"))
+    out = tmp_path / "offer_events.parquet"
+    merge_into_offer_events(log, out)
+    before = out.read_bytes()
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise OSError("disk full")
+
+    log.record(record("INV-2"))
+    monkeypatch.setattr(pq, "write_table", broken)
+    with pytest.raises(OSError, match="disk full"):
+        merge_into_offer_events(log, out)
+    assert out.read_bytes() == before
+    assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")] == []
+
+
+def test_the_api_logs_to_postgresql_by_configuration(
+    tmp_path: Path, postgres_url: str, pg_schema: str
+) -> None:
+    # The schema through the connection's search_path: configuration alone, as OFFERS_DATABASE_URL.
+    url = f"{postgres_url}?options=-csearch_path%3D{pg_schema}"
+    renderer = auth("renderer")
+    with running(make_app(tmp_path, database_url=url)) as client:
+        first = client.post("/v1/offers", json=offers_body(), headers=renderer)
+        again = client.post("/v1/offers", json=offers_body(max_offers=1), headers=renderer)
+        decision = first.json()
+        accepted = client.post(
+            "/v1/events",
+            json={
+                "event_id": "EV-PG-1",
+                "decision_id": decision["decision_id"],
+                "offer_id": decision["offers"][0]["offer_id"],
+                "type": "accept",
+                "occurred_at": "2026-12-01T10:00:00Z",
+            },
+            headers=renderer,
+        )
+    assert first.status_code == 200 and again.content == first.content
+    assert accepted.status_code == 202
+    engine = create_log_engine(postgres_url)
+    with engine.connect() as connection:
+        count = connection.execute(sa.text(f'SELECT count(*) FROM "{pg_schema}".decisions'))
+        assert count.scalar_one() == 1
+    engine.dispose()
+
+
+def test_offers_events_export_appends_to_the_data_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from core.settings import get_settings
+    from pipelines.cli import app as cli
+
+    url = f"sqlite:///{tmp_path / 'offers.db'}"
+    log = DecisionLog(url)
+    decision = record("INV-CLI", offers=("PLAN_30GB",))
+    log.record(decision)
+    log.record_event(event(decision, "PLAN_30GB", "accept"))
+    log.close()
+    monkeypatch.setenv("OFFERS_DATABASE_URL", url)
+    monkeypatch.setenv("OFFERS_DATA_DIR", str(tmp_path / "raw"))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["events", "export"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "1 offer events exported" in result.output
+    exported = read_table(tmp_path / "raw", OFFER_EVENTS)
+    assert exported[["invoice_id", "offer_id", "outcome"]].to_dict("records") == [
+        {"invoice_id": "INV-CLI", "offer_id": "PLAN_30GB", "outcome": "accepted"}
+    ]
+
+
+def test_rows_written_on_the_request_path_read_back_as_sqlalchemy_writes_them(
+    log: DecisionLog,
+) -> None:
+    written = record("INV-1")
+    log.record(written)
+    decisions = log.tables.decisions
+    with log.engine.connect() as connection:
+        row = connection.execute(sa.select(decisions)).one()._mapping
+        offers = connection.execute(sa.select(log.tables.decision_offers).order_by("rank")).all()
+    assert row["created_at"] == written.created_at and row["created_at"].tzinfo == dt.UTC
+    assert row["invoice_date"] == written.invoice_date
+    assert row["consent"] == {"marketing": True, "profiling": True}
+    assert row["log"] == {"churn_risk": 0.12}
+    assert row["response"] == written.response_json
+    assert [(o.offer_id, o.rank, o.propensity, o.score) for o in offers] == [
+        ("PLAN_30GB", 1, 1.0, 10.0),
+        ("ADDON_DATA_10GB", 2, 1.0, 20.0),
+    ]
+
+
+def test_a_sqlite_log_checkpoints_in_the_background_not_in_commits(tmp_path: Path) -> None:
+    path = tmp_path / "offers.db"
+    log = DecisionLog(f"sqlite:///{path}")
+    with log.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one() == 0
+    for number in range(40):
+        log.record(record(f"INV-{number}"))
+    wal = path.with_name("offers.db-wal")
+    assert wal.stat().st_size > 0
+    checkpointer = log.checkpointer
+    assert checkpointer is not None
+    # Within a few background rounds every committed page is copied into the database file.
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        last = checkpointer.last
+        if last is not None and last[0] == 0 and last[1] > 0 and last[1] == last[2]:
+            break
+        time.sleep(0.1)
+    assert last is not None and last[1] == last[2] > 0
+    log.close()
+    # Closing empties the WAL; the decisions are all in the database file.
+    assert not wal.exists() or wal.stat().st_size == 0
+    reopened = DecisionLog(f"sqlite:///{path}")
+    assert all(reopened.find(f"INV-{number}") is not None for number in range(40))
+    reopened.close()

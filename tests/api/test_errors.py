@@ -1,0 +1,141 @@
+"""Every error is problem+json with the right status and a detail that names the problem."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+
+from tests.factories.api import auth, make_app, offers_body
+
+RENDERER = auth("renderer")
+
+
+@pytest.fixture
+def app(app: FastAPI) -> FastAPI:
+    """The app with a route that fails unexpectedly."""
+
+    @app.get("/v1/broken", include_in_schema=False)
+    def broken() -> None:
+        raise RuntimeError("secret internal state at /srv/offers.db")
+
+    return app
+
+
+def _problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    problem: dict[str, Any] = response.json()
+    assert problem["status"] == status
+    assert {"type", "title", "status", "detail"} <= set(problem)
+    assert "Traceback" not in response.text
+    return problem
+
+
+def test_a_body_over_the_limit_is_413_by_its_content_length(client: Any) -> None:
+    body = json.dumps(offers_body(padding="x" * 17_000))
+    response = client.post(
+        "/v1/offers",
+        content=body,
+        headers={**RENDERER, "Content-Type": "application/json"},
+    )
+    problem = _problem(response, 413)
+    assert problem["title"] == "Content Too Large"
+    assert problem["detail"] == "the request body is larger than 16384 bytes"
+
+
+def test_a_streamed_body_over_the_limit_is_413_as_the_bytes_arrive(client: Any) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"invoice_id": "INV-1", "customer_id": "C0001", "padding": "'
+        for _ in range(40):
+            yield b"x" * 1024
+        yield b'"}'
+
+    response = client.post(
+        "/v1/offers", content=chunks(), headers={**RENDERER, "Content-Type": "application/json"}
+    )
+    assert "content-length" not in response.request.headers  # sent chunked
+    assert _problem(response, 413)["detail"] == "the request body is larger than 16384 bytes"
+
+
+def test_a_body_just_under_the_limit_is_read(client: Any) -> None:
+    body = json.dumps(offers_body(padding="x" * 15_000))
+    response = client.post(
+        "/v1/offers", content=body, headers={**RENDERER, "Content-Type": "application/json"}
+    )
+    # Read and validated (the extra field is refused), not cut off.
+    assert _problem(response, 422)["errors"][0]["loc"] == ["body", "padding"]
+
+
+def test_malformed_json_is_422(client: Any) -> None:
+    response = client.post(
+        "/v1/offers",
+        content=b'{"invoice_id": ',
+        headers={**RENDERER, "Content-Type": "application/json"},
+    )
+    problem = _problem(response, 422)
+    assert problem["errors"] and "JSON" in problem["detail"]
+
+
+def test_a_body_that_is_not_utf8_is_422_like_malformed_json(client: Any) -> None:
+    response = client.post(
+        "/v1/offers", content=b"\xff\xfe{", headers={**RENDERER, "Content-Type": "application/json"}
+    )
+    problem = _problem(response, 422)
+    assert problem["errors"] == [
+        {"loc": ["body"], "msg": "the body is not valid JSON", "type": "json_invalid"}
+    ]
+
+
+def test_an_unknown_path_is_404(client: Any) -> None:
+    assert _problem(client.get("/v1/nothing-here"), 404)["detail"] == "no such resource"
+
+
+def test_a_wrong_method_is_405_with_allow(client: Any) -> None:
+    response = client.delete("/v1/offers", headers=RENDERER)
+    assert _problem(response, 405)["detail"] == "method not allowed on this resource"
+    assert response.headers["allow"] == "POST"
+
+
+def test_an_unexpected_error_is_500_without_internal_text(client: Any) -> None:
+    problem = _problem(client.get("/v1/broken"), 500)
+    assert problem["detail"] == "the server could not answer this request"
+    assert "secret" not in json.dumps(problem) and "/srv" not in json.dumps(problem)
+
+
+def test_bad_path_and_query_parameters_are_422(client: Any) -> None:
+    response = client.get(
+        "/v1/customers/C0001/usage-summary",
+        params={"invoice_date": "yesterday", "locale": "fi"},
+        headers=RENDERER,
+    )
+    problem = _problem(response, 422)
+    assert {tuple(error["loc"]) for error in problem["errors"]} == {
+        ("query", "invoice_date"),
+        ("query", "locale"),
+    }
+    assert "invoice_date" in problem["detail"] and "locale" in problem["detail"]
+
+
+def test_the_schema_documents_errors_as_problem_json(client: Any) -> None:
+    schema = client.get("/openapi.json").json()
+    responses = schema["paths"]["/v1/offers"]["post"]["responses"]
+    assert set(responses) >= {"200", "401", "403", "404", "409", "413", "422"}
+    assert list(responses["422"]["content"]) == ["application/problem+json"]
+    assert responses["422"]["content"]["application/problem+json"]["schema"]["$ref"].endswith(
+        "/ValidationProblem"
+    )
+    assert list(responses["200"]["content"]) == ["application/json"]
+
+
+def test_a_request_during_start_up_is_503(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    app = make_app(tmp_path)
+    client = TestClient(app, raise_server_exceptions=False)  # lifespan not run
+    problem = _problem(client.post("/v1/offers", json=offers_body(), headers=RENDERER), 503)
+    assert problem["detail"] == "the service is starting or stopping"

@@ -1,0 +1,114 @@
+"""POST /v1/events: stored once, repeats answered 200, unknown decisions and offers refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.factories.api import auth, offers_body
+
+RENDERER = auth("renderer")
+
+
+@pytest.fixture
+def decision(client: Any) -> dict[str, Any]:
+    body: dict[str, Any] = client.post("/v1/offers", json=offers_body(), headers=RENDERER).json()
+    assert body["offers"]
+    return body
+
+
+def _event(decision: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    event = {
+        "event_id": "EV-0001",
+        "decision_id": decision["decision_id"],
+        "offer_id": decision["offers"][0]["offer_id"],
+        "type": "accept",
+        "occurred_at": "2026-12-02T09:30:00+01:00",
+    }
+    event.update(overrides)
+    return event
+
+
+def _stored_events(client: Any) -> int:
+    log = client.app.state.services.log
+    with log.engine.connect() as connection:
+        return int(
+            connection.execute(
+                sa.select(sa.func.count()).select_from(log.tables.events)
+            ).scalar_one()
+        )
+
+
+def test_an_event_is_stored_and_answered_202(client: Any, decision: dict[str, Any]) -> None:
+    response = client.post("/v1/events", json=_event(decision), headers=RENDERER)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["event_id"] == "EV-0001" and body["type"] == "accept"
+    assert body["occurred_at"] == "2026-12-02T08:30:00Z"  # kept in UTC
+    stored = client.app.state.services.log.find_event("EV-0001")
+    assert stored is not None and stored.offer_id == decision["offers"][0]["offer_id"]
+
+
+def test_the_same_event_again_is_200_and_stored_once(client: Any, decision: dict[str, Any]) -> None:
+    first = client.post("/v1/events", json=_event(decision), headers=RENDERER)
+    again = client.post("/v1/events", json=_event(decision, type="decline"), headers=RENDERER)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json() == first.json()  # the first one stands
+    assert _stored_events(client) == 1
+
+
+def test_an_unknown_decision_is_422(client: Any, decision: dict[str, Any]) -> None:
+    response = client.post(
+        "/v1/events", json=_event(decision, decision_id="no-such-decision"), headers=RENDERER
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["detail"] == "no decision no-such-decision is logged"
+    assert problem["errors"][0]["loc"] == ["body", "decision_id"]
+    assert _stored_events(client) == 0
+
+
+def test_an_offer_not_in_the_decision_is_422(client: Any, decision: dict[str, Any]) -> None:
+    shown = {offer["offer_id"] for offer in decision["offers"]}
+    other = next(o for o in ("PLAN_1GB", "PAY_AUTOGIRO", "ADDON_EXTRA_SIM") if o not in shown)
+    response = client.post("/v1/events", json=_event(decision, offer_id=other), headers=RENDERER)
+    assert response.status_code == 422
+    assert response.json()["detail"] == (
+        f"offer {other} was not shown in decision {decision['decision_id']}"
+    )
+    assert response.json()["errors"][0]["loc"] == ["body", "offer_id"]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"type": "purchase"}, "type"),
+        ({"occurred_at": "soon"}, "occurred_at"),
+        # A number is not a time, though lax parsing would read it as seconds since 1970.
+        ({"occurred_at": 0}, "occurred_at"),
+        ({"occurred_at": 1764668400.5}, "occurred_at"),
+        ({"occurred_at": "1764668400"}, "occurred_at"),
+        ({"event_id": ""}, "event_id"),
+        ({"source": "app"}, "source"),
+    ],
+)
+def test_invalid_events_are_422(
+    client: Any, decision: dict[str, Any], change: dict[str, Any], field: str
+) -> None:
+    response = client.post("/v1/events", json=_event(decision, **change), headers=RENDERER)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["loc"][-1] == field
+
+
+def test_stored_events_are_counted_by_type(client: Any, decision: dict[str, Any]) -> None:
+    client.post("/v1/events", json=_event(decision, type="impression"), headers=RENDERER)
+    client.post("/v1/events", json=_event(decision, type="impression"), headers=RENDERER)
+    client.post(
+        "/v1/events", json=_event(decision, event_id="EV-2", type="click"), headers=RENDERER
+    )
+    text = client.get("/metrics").text
+    assert 'offers_events_total{type="impression"} 1.0' in text
+    assert 'offers_events_total{type="click"} 1.0' in text

@@ -1,0 +1,146 @@
+"""The API over a real Feast store (SQLite online store, and Redis): reads, unknown customers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
+from core.settings import Settings
+from features.store import PROJECT
+from features.views import FEATURE_VIEWS
+from serving.app import Connectors, create_app
+from serving.feature_reader import FeastFeatureSource, open_feast_source
+from tests.factories.api import FakeRegistry, api_settings, auth, customers, offers_body, running
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CUSTOMER_VIEWS = [view for view in FEATURE_VIEWS if view != "offer_attributes"]
+SNAPSHOT = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+
+
+def _feature_frames() -> dict[str, pd.DataFrame]:
+    frames = {}
+    rows = customers()
+    for view in CUSTOMER_VIEWS:
+        records = []
+        for customer_id, (consent, account, profile) in rows.items():
+            values = {**consent, **account, **profile}
+            records.append(
+                {
+                    CUSTOMER_KEY: customer_id,
+                    EVENT_TIMESTAMP: SNAPSHOT,
+                    **{name: values.get(name) for name in FEATURE_VIEWS[view]},
+                }
+            )
+        frames[view] = pd.DataFrame.from_records(records)
+    return frames
+
+
+def _build_store(settings: Settings, project: str = PROJECT) -> None:
+    from features.pipeline import write_feature_tables
+    from features.store import apply_repository, materialize
+
+    write_feature_tables(_feature_frames(), Path(settings.features_dir))
+    apply_repository(settings, project)
+    materialize(
+        dt.datetime(2026, 11, 30, tzinfo=dt.UTC),
+        settings,
+        views=CUSTOMER_VIEWS,
+        project=project,
+        show_progress=False,
+    )
+
+
+def _settings(base: Path, **overrides: Any) -> Settings:
+    return api_settings(base, features_dir=base / "features", feast_dir=base / "feast", **overrides)
+
+
+@pytest.fixture(scope="module")
+def sqlite_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    settings = _settings(tmp_path_factory.mktemp("feast"))
+    _build_store(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def source(sqlite_settings: Settings) -> Iterator[FeastFeatureSource]:
+    opened = open_feast_source(sqlite_settings)
+    yield opened
+    opened.close()
+
+
+def test_the_feast_source_reads_what_was_materialized(source: FeastFeatureSource) -> None:
+    consent, _, profile = customers()["C0001"]
+    read = source.read_consent("C0001")
+    assert read is not None
+    assert read["consent_marketing"] == 1 and read["segment"] == "consumer"
+    assert read["birth_year"] == consent["birth_year"]
+    row = source.read_account("C0001")
+    assert row["current_plan_id"] == "PLAN_5GB" and row["data_gb_m1"] == pytest.approx(9.0)
+    assert source.read_profile("C0001")["offers_shown_6m"] == profile["offers_shown_6m"]
+    # One statement over the four views reads what the two reads do.
+    assert source.read_account_and_profile("C0001") == (row, source.read_profile("C0001"))
+
+
+def test_a_customer_feast_never_saw_is_unknown(source: FeastFeatureSource) -> None:
+    assert source.read_consent("C-NEVER-SEEN") is None
+
+
+def test_the_api_decides_from_the_feast_store(sqlite_settings: Settings) -> None:
+    app = create_app(
+        sqlite_settings,
+        connectors=Connectors(model_loader=lambda settings: FakeRegistry().loader()),
+    )
+    renderer = auth("renderer")
+    with running(app) as client:
+        assert client.get("/health/ready").status_code == 200
+        decided = client.post("/v1/offers", json=offers_body(), headers=renderer)
+        unknown = client.post(
+            "/v1/offers",
+            json=offers_body(invoice_id="INV-U", customer_id="C9999"),
+            headers=renderer,
+        )
+        summary = client.get("/v1/customers/C0003/usage-summary", headers=renderer)
+    assert decided.status_code == 200
+    body = decided.json()
+    assert (body["policy"], body["degraded"]) == ("model", None)
+    assert body["offers"] and body["usage_summary"]["plan"]["plan_id"] == "PLAN_5GB"
+    assert unknown.status_code == 404
+    assert summary.status_code == 200 and summary.json()["detail_level"] == "basic"
+
+
+@pytest.mark.redis
+def test_the_feast_source_reads_redis(tmp_path: Path, redis_url: str) -> None:
+    from features.store import open_store
+
+    # A project of its own: Redis keys carry the project, so other tests' customers stay apart.
+    project = f"api_test_{uuid.uuid4().hex[:8]}"
+    settings = _settings(tmp_path, online_store=redis_url)
+    _build_store(settings, project)
+    store = open_store(settings, project)
+    from features.online import OnlineFeatures
+
+    online = OnlineFeatures(store)
+    # Redis bounds its own reads: the socket timeout is set on the client Feast uses.
+    assert online.bound_reads(0.05) is True
+    client = store._get_provider().online_store._get_client(store.config.online_store)
+    assert client.connection_pool.connection_kwargs["socket_timeout"] == 0.05
+    opened = FeastFeatureSource(online, timeout_ms=50, store_bounds_reads=True)
+    try:
+        read = opened.read_consent("C0003")
+        assert read is not None and read["consent_profiling"] == 0
+        assert opened.read_consent("C-NEVER-SEEN") is None
+        # Account and profile of one customer in one HMGET, as the two reads give them.
+        together = opened.read_account_and_profile("C0001")
+        assert together == (opened.read_account("C0001"), opened.read_profile("C0001"))
+        assert together[0]["current_plan_id"] == "PLAN_5GB"
+    finally:
+        opened.close()
+        store.teardown()

@@ -1,0 +1,296 @@
+"""OffersService without HTTP: replay, the arm, challenger retries, fallbacks, the log record."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.catalog import load_catalog
+from serving.decision.arbitration import DEFAULT_OBJECTIVE, Objective
+from serving.decision.engine import Decision
+from serving.decision.inputs import DecisionRequest, ExperimentAssignment, UnknownCustomerError
+from serving.decision_log import DecisionLog, DecisionRecord
+from serving.decision_log.records import ExperimentSpec, Variant
+from serving.experiments import Experiments, assign_variant
+from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore
+from serving.metrics import ApiMetrics
+from serving.offers import CHAMPION, Arm, ChallengerRetries, InvoiceCustomerConflict, OffersService
+from serving.scoring_model import ModelHolder, ModelLoadFailed
+from tests.factories.api import CATALOG, FakeFeatures, FakeRegistry, ranker
+
+DAY = dt.date(2026, 11, 30)
+
+
+def invoice(number: int = 1, customer: str = "C0001", **overrides: Any) -> DecisionRequest:
+    return replace(DecisionRequest(f"INV-{number}", customer, DAY, "sv", 3), **overrides)
+
+
+def render(decision: Decision, decision_id: str) -> str:
+    """A plain answer: the service leaves the answer's shape to its caller."""
+    return json.dumps(
+        {
+            "decision_id": decision_id,
+            "policy": decision.policy,
+            "model_version": decision.model_version,
+            "degraded": decision.degraded,
+            "offers": [offer.offer_id for offer in decision.offers],
+        }
+    )
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[DecisionLog]:
+    opened = DecisionLog(f"sqlite:///{tmp_path / 'offers.db'}")
+    yield opened
+    opened.close()
+
+
+def started(registry: FakeRegistry | None = None) -> ModelHolder:
+    holder = ModelHolder((registry or FakeRegistry()).loader())
+    holder.start()
+    return holder
+
+
+def service(
+    log: DecisionLog,
+    *,
+    models: ModelHolder | None = None,
+    features: OnlineFeatureSource | None = None,
+    store: OpenFeatureStore | None = None,
+    objective: Objective = DEFAULT_OBJECTIVE,
+) -> OffersService:
+    return OffersService(
+        catalog=load_catalog(CATALOG),
+        models=models or started(),
+        log=log,
+        experiments=Experiments(log),
+        feature_store=store or OpenFeatureStore(FakeFeatures() if features is None else features),
+        metrics=ApiMetrics(),
+        render=render,
+        decline_cap_invoices=3,
+        objective=objective,
+    )
+
+
+def decisions_counted(offers: OffersService, policy: str) -> float | None:
+    return offers.metrics.registry.get_sample_value("offers_decisions_total", {"policy": policy})
+
+
+def test_a_new_invoice_is_decided_recorded_and_answered_as_rendered(log: DecisionLog) -> None:
+    offers = service(log)
+    answer = offers.answer(invoice())
+    body = json.loads(answer)
+    assert (body["policy"], body["model_version"], body["degraded"]) == (
+        "model",
+        "offer-ranker/1",
+        None,
+    )
+    assert body["offers"]
+    stored = log.find("INV-1")
+    assert stored is not None
+    assert (stored.decision_id, stored.customer_id) == (body["decision_id"], "C0001")
+    assert stored.response_json == answer
+    assert decisions_counted(offers, "model") == 1.0
+
+
+def test_the_service_decides_by_the_objective_it_was_given(log: DecisionLog) -> None:
+    assert json.loads(service(log).answer(invoice()))["offers"]
+    # Nothing is likely enough at a floor of 99 % acceptance: the invoice shows no offer.
+    picky = service(log, objective=Objective(min_acceptance=0.99))
+    body = json.loads(picky.answer(invoice(2)))
+    assert (body["policy"], body["offers"]) == ("model", [])
+
+
+def test_a_stored_decision_is_replayed_without_deciding_again(log: DecisionLog) -> None:
+    features = FakeFeatures()
+    offers = service(log, features=features)
+    first = offers.answer(invoice())
+    reads = features.reads
+    again = offers.answer(invoice(locale="en", max_offers=1))
+    assert again == first
+    assert features.reads == reads
+    assert decisions_counted(offers, "model") == 1.0  # a replay is not a decision
+
+
+def test_a_decision_another_worker_stored_is_the_answer(log: DecisionLog) -> None:
+    features = FakeFeatures()
+    log.record(
+        DecisionRecord(
+            decision_id="D-1",
+            invoice_id="INV-1",
+            customer_id="C0001",
+            invoice_date=DAY,
+            created_at=dt.datetime(2026, 11, 30, tzinfo=dt.UTC),
+            policy="rules",
+            model_version=None,
+            experiment_key=None,
+            experiment_variant=None,
+            degraded=None,
+            consent={"marketing": True},
+            response_json='{"decision_id": "D-1"}',
+            log={},
+            offers=(),
+        )
+    )
+    assert service(log, features=features).answer(invoice()) == '{"decision_id": "D-1"}'
+    assert features.reads == 0
+
+
+def test_an_invoice_decided_for_another_customer_is_a_conflict(log: DecisionLog) -> None:
+    offers = service(log)
+    offers.answer(invoice())
+    with pytest.raises(InvoiceCustomerConflict) as raised:
+        offers.answer(invoice(customer="C0002"))
+    assert raised.value.invoice_id == "INV-1"
+    assert str(raised.value) == "invoice INV-1 was already decided for another customer"
+
+
+def test_an_unknown_customer_raises_and_nothing_is_recorded(log: DecisionLog) -> None:
+    with pytest.raises(UnknownCustomerError):
+        service(log).answer(invoice(customer="C9999"))
+    assert log.find("INV-1") is None
+
+
+def test_a_scorer_that_fails_gives_a_fallback_decided_by_rules(
+    log: DecisionLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = started()
+    offers = service(log, models=models)
+
+    def broken(rows: Any) -> Any:
+        raise RuntimeError("lightgbm could not allocate")
+
+    monkeypatch.setattr(models.current.scorer, "acceptance", broken)
+    body = json.loads(offers.answer(invoice()))
+    assert (body["policy"], body["model_version"], body["degraded"]) == (
+        "fallback",
+        None,
+        "model_error",
+    )
+    assert body["offers"]  # the rules still chose
+    assert log.find("INV-1") is not None
+    degraded = offers.metrics.registry.get_sample_value(
+        "offers_degraded_answers_total", {"reason": "model_error"}
+    )
+    assert degraded == 1.0
+
+
+def test_a_champion_that_failed_to_load_gives_a_fallback_decided_by_rules(
+    log: DecisionLog,
+) -> None:
+    registry = FakeRegistry()
+    registry.champions["offer-ranker"] = ModelLoadFailed("registry down")
+    body = json.loads(service(log, models=started(registry)).answer(invoice()))
+    assert (body["policy"], body["model_version"], body["degraded"]) == (
+        "fallback",
+        None,
+        "model_unavailable",
+    )
+    assert body["offers"]
+
+
+def test_a_failing_feature_store_gives_a_degraded_fallback(log: DecisionLog) -> None:
+    features = FakeFeatures()
+    features.fail = "timeout"
+    body = json.loads(service(log, features=features).answer(invoice()))
+    assert (body["policy"], body["degraded"], body["offers"]) == (
+        "fallback",
+        "feature_store_unavailable",
+        [],
+    )
+    assert log.find("INV-1") is not None
+
+
+def test_a_store_that_is_not_open_is_reopened_for_a_later_invoice(log: DecisionLog) -> None:
+    opened: list[FakeFeatures] = []
+    store = OpenFeatureStore(None, lambda: opened[0] if opened else None)
+    offers = service(log, store=store)
+    down = json.loads(offers.answer(invoice(1)))
+    opened.append(FakeFeatures())
+    back = json.loads(offers.answer(invoice(2)))
+    assert (down["policy"], down["degraded"]) == ("fallback", "feature_store_unavailable")
+    assert (back["policy"], back["degraded"]) == ("model", None)
+    assert store.source is opened[0]
+
+
+def test_the_arm_is_the_running_experiments_variant(log: DecisionLog) -> None:
+    offers = service(log)
+    assert offers.arm("C0001", DAY) == CHAMPION
+    spec = ExperimentSpec(
+        key="ranker-vs-rules",
+        description="",
+        variants=(Variant("treatment", 0.5, "model"), Variant("control", 0.5, "holdout")),
+        start=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+        end=dt.datetime(2026, 12, 31, 23, 59, 59, tzinfo=dt.UTC),
+    )
+    offers.experiments.create(spec)
+    for customer in ("C0001", "C0002", "C0003"):
+        variant = assign_variant("ranker-vs-rules", customer, spec.variants)
+        assert offers.arm(customer, DAY) == Arm(
+            variant.policy, ExperimentAssignment("ranker-vs-rules", variant.name)
+        )
+    assert offers.arm("C0001", dt.date(2026, 10, 31)) == CHAMPION
+
+
+def test_challenger_retries_live_on_each_service(log: DecisionLog) -> None:
+    registry = FakeRegistry()  # version 9 is not in the registry
+    models = started(registry)
+    first, second = service(log, models=models), service(log, models=models)
+    challenger = Arm("model:9", None)
+    loads = registry.loads
+    answers = [first.answer(invoice(1), challenger), first.answer(invoice(2), challenger)]
+    assert registry.loads == loads + 1  # one try for two invoices
+    answers.append(second.answer(invoice(3), challenger))
+    assert registry.loads == loads + 2  # the other service keeps its own tries
+    assert all(
+        (body["model_version"], body["degraded"]) == ("offer-ranker/1", "challenger_unavailable")
+        for body in map(json.loads, answers)
+    )
+    registry.versions[("offer-ranker", "9")] = ranker("9")
+    first.challenger_retries.interval_seconds = 0.0
+    later = json.loads(first.answer(invoice(4), challenger))
+    assert (later["model_version"], later["degraded"]) == ("offer-ranker/9", None)
+
+
+def test_challenger_retries_allow_one_try_per_policy_per_interval() -> None:
+    now = [100.0]
+    retries = ChallengerRetries(interval_seconds=10.0, clock=lambda: now[0])
+    assert retries.may_try("model:9")
+    assert not retries.may_try("model:9")
+    assert retries.may_try("model:8")  # each policy on its own
+    now[0] = 109.9
+    assert not retries.may_try("model:9")
+    now[0] = 110.0
+    assert retries.may_try("model:9")
+    assert not retries.may_try("model:9")
+
+
+class BoundedFeatures(FakeFeatures):
+    def __init__(self, *, bounds_reads: bool, recently_failed: bool) -> None:
+        super().__init__()
+        self.bounds_reads = bounds_reads
+        self.recently_failed = recently_failed
+
+
+@pytest.mark.parametrize(
+    ("bounds_reads", "recently_failed", "policy", "without_waiting"),
+    [
+        (True, False, "model", True),
+        (True, False, "rules", True),
+        (False, False, "model", False),
+        (True, True, "model", False),
+        (True, False, "model:9", False),  # a challenger to load
+    ],
+)
+def test_an_arm_answers_without_waiting_only_when_nothing_on_its_path_can_wait(
+    log: DecisionLog, bounds_reads: bool, recently_failed: bool, policy: str, without_waiting: bool
+) -> None:
+    features = BoundedFeatures(bounds_reads=bounds_reads, recently_failed=recently_failed)
+    offers = service(log, features=features)
+    assert offers.answers_without_waiting(Arm(policy, None)) is without_waiting

@@ -1,0 +1,114 @@
+"""GET /v1/customers/{customer_id}/usage-summary: detail by consent, unknown customers, outages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from serving.offers_response import UsageSummary
+from tests.factories.api import (
+    FakeFeatures,
+    auth,
+    customers,
+    make_app,
+    offers_body,
+    opens_on_third_try,
+    running,
+)
+
+RENDERER = auth("renderer")
+
+
+def test_the_usage_summary_is_detailed_with_usage_insights(client: Any) -> None:
+    response = client.get(
+        "/v1/customers/C0001/usage-summary",
+        params={"invoice_date": "2026-11-30", "locale": "en"},
+        headers=RENDERER,
+    )
+    assert response.status_code == 200
+    summary = UsageSummary.model_validate(response.json())
+    assert summary.detail_level == "detailed" and summary.trends and summary.plan_fit
+    assert summary.plan.title == "Mobile 5 GB" and summary.plan.monthly_fee_sek == 179.0
+    data = next(line for line in summary.usage if line.measure == "data")
+    assert (data.used, data.included) == (9.0, 5.0)
+    overage = next(c for c in summary.extra_charges if c.kind == "data_overage")
+    assert overage.amount_sek == pytest.approx(4 * 29.0) and "29" in overage.explanation
+
+
+def test_the_usage_summary_is_basic_without_usage_insights_and_shown_without_marketing(
+    client: Any,
+) -> None:
+    basic = client.get("/v1/customers/C0003/usage-summary", headers=RENDERER).json()
+    assert basic["detail_level"] == "basic" and basic["trends"] is None
+    no_marketing = client.get("/v1/customers/C0004/usage-summary", headers=RENDERER)
+    assert no_marketing.status_code == 200
+
+
+def test_the_usage_summary_of_an_unknown_customer_is_404(client: Any) -> None:
+    response = client.get("/v1/customers/C9999/usage-summary", headers=RENDERER)
+    assert response.status_code == 404
+    assert response.json()["detail"] == "customer C9999 is not known"
+
+
+def test_the_usage_summary_without_the_store_is_503_with_retry_after(tmp_path: Path) -> None:
+    features = FakeFeatures()
+    features.fail = "timeout"
+    with running(make_app(tmp_path, features=features)) as client:
+        response = client.get("/v1/customers/C0001/usage-summary", headers=RENDERER)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["detail"] == "the feature store is unavailable; try again shortly"
+
+
+def test_the_summary_in_an_offer_answer_equals_the_usage_summary_route(client: Any) -> None:
+    offers = client.post(
+        "/v1/offers", json=offers_body(invoice_id="INV-US-1"), headers=RENDERER
+    ).json()
+    alone = client.get(
+        "/v1/customers/C0001/usage-summary",
+        params={"invoice_date": "2026-11-30"},
+        headers=RENDERER,
+    ).json()
+    assert offers["usage_summary"] == alone
+
+
+def test_a_dependency_can_be_swapped_for_a_test(tmp_path: Path) -> None:
+    from serving.api.deps import get_features
+
+    app = make_app(tmp_path)
+    only_c0002 = FakeFeatures({"C0002": customers()["C0002"]})
+    app.dependency_overrides[get_features] = lambda: only_c0002
+    with running(app) as client:
+        known = client.get("/v1/customers/C0002/usage-summary", headers=RENDERER)
+        gone = client.get("/v1/customers/C0001/usage-summary", headers=RENDERER)
+    assert (known.status_code, gone.status_code) == (200, 404)
+    assert only_c0002.reads > 0
+
+
+def test_a_feature_store_that_comes_back_is_reopened_by_a_usage_summary_request(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    import serving.app
+
+    monkeypatch.setattr(serving.app, "FEATURE_RETRY_SECONDS", 0.0)
+    store = FakeFeatures()
+    open_features, _ = opens_on_third_try(store)
+    app = make_app(tmp_path, open_features=open_features)
+    with running(app) as client:
+        down = client.get("/v1/customers/C0001/usage-summary", headers=RENDERER)
+        back = client.get("/v1/customers/C0001/usage-summary", headers=RENDERER)
+        assert app.state.services.features is store
+    assert (down.status_code, back.status_code) == (503, 200)
+    assert back.json()["plan"]["plan_id"] == "PLAN_5GB"
+
+
+@pytest.mark.parametrize("value", ["0", "1764460800", "20261130", "30/11/2026"])
+def test_the_usage_summarys_invoice_date_must_be_an_iso_date(client: Any, value: str) -> None:
+    response = client.get(
+        "/v1/customers/C0001/usage-summary", params={"invoice_date": value}, headers=RENDERER
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert [error["loc"] for error in response.json()["errors"]] == [["query", "invoice_date"]]

@@ -1,0 +1,40 @@
+"""Settings read from OFFERS_* variables, with defaults that need no server."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.settings import Settings
+
+
+def test_settings_defaults_need_no_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("OFFERS_ONLINE_STORE", "OFFERS_DATABASE_URL", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.online_store == "sqlite"
+    assert settings.database_url.startswith("sqlite:///")
+    assert settings.mlflow_tracking_uri == "sqlite:///mlruns/mlflow.db"
+    assert str(settings.data_dir) == "data/raw"
+
+
+def test_settings_read_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OFFERS_ONLINE_STORE", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("OFFERS_API_KEYS", "k1:renderer,k2:admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://x@h/db")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.online_store == "redis://127.0.0.1:6379/0"
+    assert settings.api_key_roles() == {"k1": "renderer", "k2": "admin"}
+    assert settings.mlflow_tracking_uri == "postgresql://x@h/db"
+
+
+def test_unknown_online_store_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OFFERS_ONLINE_STORE", "memcached://x")
+    with pytest.raises(ValueError, match="OFFERS_ONLINE_STORE"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("entry", ["justakey", "k:superuser", ":renderer"])
+def test_malformed_api_key_entry_is_an_error(entry: str) -> None:
+    settings = Settings(_env_file=None, api_keys=entry)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="key:role"):
+        settings.api_key_roles()

@@ -1,0 +1,333 @@
+"""Arbitration by the stated objective, the floors, the cut to max_offers, and the rules order."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.settings import Settings
+from serving.decision.arbitration import (
+    BELOW_ACCEPTANCE_FLOOR,
+    BELOW_VALUE_FLOOR,
+    DEFAULT_OBJECTIVE,
+    LOYALTY_PRICE,
+    NO_VALUE,
+    PAYMENT_HELP,
+    PLAN_FIT_SAVING,
+    Objective,
+    cut,
+    floor_block,
+    offer_value,
+)
+from serving.decision.candidates import Candidate
+from serving.decision.engine import decide
+from serving.decision.inputs import Account
+from tests.factories.decision import (
+    FakeFeatureSource,
+    FakeScorer,
+    account,
+    heavy_user,
+    make_catalog,
+    offer,
+    request,
+)
+
+CATALOG = make_catalog()
+# The heavy user: Mobil 5 GB at 179 kr + 116 kr overage a month (295 kr); a 29 kr invoice fee.
+ACCEPTANCE = {
+    "PLAN_15GB": 0.30,  # saves 76 kr
+    "PLAN_30GB": 0.10,  # saves 16 kr
+    "ADDON_DATA_10GB": 0.40,  # saves 37 kr
+    "LOYALTY_NEW_PRICE": 0.50,  # saves 30 kr
+    "PAY_EINVOICE": 0.20,  # saves the 29 kr fee
+    "PAY_AUTOGIRO": 0.20,  # the same attributes as PAY_EINVOICE, so the same score
+    "PAY_INSTALMENT": 0.20,
+}
+# Hand-computed with the defaults (weights 1, 1, 0.5; horizon 12; churn risk 0.5, reduction
+# 0.3): retention is 0.5 × 0.3 × 295 × 12 = 531 kr for offers with a customer benefit, which are
+# valued at 0.5 × saving × 12 + 531; an upgrade with no benefit at (1 − 0.5) × extra fee × 12.
+EXPECTED = {
+    "LOYALTY_NEW_PRICE": 0.5 * (0.5 * 30 * 12 + 531),  # 355.5
+    "ADDON_DATA_10GB": 0.4 * (0.5 * 37 * 12 + 531),  # 301.2
+    "PLAN_15GB": 0.3 * (0.5 * 76 * 12 + 531),  # 296.1
+    "PAY_EINVOICE": 0.2 * (0.5 * 29 * 12 + 531),  # 141.0
+    "PAY_AUTOGIRO": 0.2 * (0.5 * 29 * 12 + 531),  # 141.0
+    "PLAN_30GB": 0.1 * (0.5 * 16 * 12 + 531),  # 62.7
+    "PLAN_UNLIMITED": 0.01 * 0.5 * 104 * 12,  # 6.24, below the 2 % acceptance floor
+    "PLAN_60GB": 0.01 * 0.5 * 74 * 12,  # 4.44, below the 2 % acceptance floor
+}
+# Paid add-ons that raise no allowance the customer nearly used: blocked, never valued.
+UNJUSTIFIED = ("ADDON_EU_ROAMING", "ADDON_STREAMING", "ADDON_EXTRA_SIM")
+
+
+def _decide(
+    max_offers: int,
+    acceptance: dict[str, float] = ACCEPTANCE,
+    objective: Objective = DEFAULT_OBJECTIVE,
+    **account_values: float,
+) -> tuple[list[str], dict[str, float | None], dict[str, str | None]]:
+    source = FakeFeatureSource(account_row=heavy_user(invoice_fee_last_sek=29.0, **account_values))
+    decision = decide(
+        request(max_offers=max_offers),
+        source,
+        CATALOG,
+        policy="model",
+        scorer=FakeScorer(CATALOG, acceptance, churn=0.5, default=0.01),
+        recently_declined=frozenset(),
+        objective=objective,
+    )
+    values = {r.offer_id: r.expected_value_sek for r in decision.candidates}
+    blocks = {r.offer_id: r.blocked_by for r in decision.candidates}
+    return [o.offer_id for o in decision.offers], values, blocks
+
+
+def test_values_match_the_hand_computed_ones() -> None:
+    _, values, blocks = _decide(10)
+    for offer_id, expected in EXPECTED.items():
+        assert values[offer_id] == pytest.approx(expected, abs=0.01), offer_id
+    for offer_id in UNJUSTIFIED:
+        assert values[offer_id] is None, offer_id  # blocked by a guardrail, never valued
+    assert blocks["PLAN_UNLIMITED"] == blocks["PLAN_60GB"] == BELOW_ACCEPTANCE_FLOOR
+
+
+def test_ranked_by_acceptance_times_value_with_one_plan_at_most() -> None:
+    shown, _, _ = _decide(10)
+    # The likeliest saving comes first, not the least likely; PLAN_30GB gives way to PLAN_15GB
+    # (one plan at most); equal values rank by offer id.
+    assert shown == [
+        "LOYALTY_NEW_PRICE",
+        "ADDON_DATA_10GB",
+        "PLAN_15GB",
+        "PAY_AUTOGIRO",
+        "PAY_EINVOICE",
+    ]
+
+
+@pytest.mark.parametrize(("max_offers", "count"), [(0, 0), (1, 1), (3, 3), (10, 5)])
+def test_max_offers_cuts_the_ranking(max_offers: int, count: int) -> None:
+    shown, _, _ = _decide(max_offers)
+    assert len(shown) == count
+    full, _, _ = _decide(10)
+    assert shown == full[:count]
+
+
+def _candidate(offer_id: str, saving: float, kind: str = "plan") -> Candidate:
+    return Candidate(offer=offer(offer_id, kind), price_sek=100.0, fit=None, saving_sek=saving)
+
+
+GOOD_STANDING = Account.from_features(account())
+IN_TROUBLE = Account.from_features(account(unpaid_reminders=1))
+
+
+def test_the_objective_formula() -> None:
+    # A saving of 20 kr a month: 0.5 × 240 + 0.4 × 0.3 × 300 × 12 = 120 + 432; the revenue it
+    # gives up is not held against it.
+    saving = offer_value(_candidate("PLAN_X", 20.0), GOOD_STANDING, 0.4, 300.0)
+    assert saving.benefit_reason == PLAN_FIT_SAVING
+    assert (saving.revenue_change_sek, saving.retention_sek, saving.customer_saving_sek) == (
+        -240.0,
+        432.0,
+        240.0,
+    )
+    assert saving.value_sek == pytest.approx(552.0)
+    # An upsell of 50 kr keeps nobody: 1 × 600 − 0.5 × 600, whatever the churn risk.
+    upsell = offer_value(_candidate("ADD_X", -50.0, "addon"), GOOD_STANDING, 0.4, 300.0)
+    assert upsell.benefit_reason is None and upsell.retention_sek == 0.0
+    assert upsell.value_sek == pytest.approx(300.0)
+    # The weights and horizon come from settings.
+    objective = Objective.from_settings(
+        Settings(  # type: ignore[call-arg]
+            _env_file=None, weight_revenue=2.0, weight_customer=0.0, horizon_months=24
+        )
+    )
+    assert offer_value(
+        _candidate("ADD_X", -50.0, "addon"), GOOD_STANDING, 0.4, 300.0, objective
+    ).value_sek == pytest.approx(2.0 * 50 * 24)
+
+
+def test_offers_that_cost_revenue_need_a_stated_benefit() -> None:
+    loyalty = offer_value(_candidate("LOYAL", 0.0, "loyalty"), GOOD_STANDING, 0.2, 300.0)
+    assert loyalty.benefit_reason == LOYALTY_PRICE and loyalty.value_sek > 0
+    help_in_trouble = offer_value(_candidate("HELP", 0.0, "payment_help"), IN_TROUBLE, 0.2, 300.0)
+    assert help_in_trouble.benefit_reason == PAYMENT_HELP and help_in_trouble.value_sek > 0
+    # Payment help for a customer in good standing that saves nothing has no benefit to state.
+    idle = offer_value(_candidate("HELP", 0.0, "payment_help"), GOOD_STANDING, 0.2, 300.0)
+    assert idle.benefit_reason is None and idle.value_sek == 0.0
+    assert floor_block(0.9, idle.value_sek, DEFAULT_OBJECTIVE) == NO_VALUE
+
+
+def test_floors_at_their_edges() -> None:
+    objective = replace(DEFAULT_OBJECTIVE, min_acceptance=0.02, min_value_sek=5.0)
+    assert floor_block(0.02, 1000.0, objective) is None
+    assert floor_block(0.0199, 1000.0, objective) == BELOW_ACCEPTANCE_FLOOR
+    assert floor_block(0.05, 100.0, objective) is None  # 5.0 exactly
+    assert floor_block(0.05, 99.0, objective) == BELOW_VALUE_FLOOR
+    assert floor_block(0.5, 0.0, objective) == NO_VALUE
+    assert floor_block(0.5, -10.0, objective) == NO_VALUE
+
+
+def test_nothing_worth_showing_leaves_the_invoice_without_offers() -> None:
+    unlikely = dict.fromkeys(ACCEPTANCE, 0.005)
+    shown, values, blocks = _decide(3, unlikely)
+    assert shown == []
+    assert values["PLAN_15GB"] is not None
+    assert blocks["PLAN_15GB"] == BELOW_ACCEPTANCE_FLOOR
+
+
+def test_an_unlikely_upsell_does_not_fill_the_invoice() -> None:
+    # 3.2 GB of 5 GB used in every month, no overage: more data is not worth an invoice line at
+    # 0.8 % acceptance, whatever it would earn.
+    light = {
+        "data_gb_m1": 4.0,
+        "data_gb_m2": 3.2,
+        "data_gb_m3": 3.2,
+        "data_gb_avg_3m": 3.2,
+        "data_gb_max_3m": 4.0,  # exactly 80 % of 5 GB: the upgrade is justified by usage
+        "overage_sek_m1": 0.0,
+        "overage_sek_m2": 0.0,
+        "overage_sek_m3": 0.0,
+        "overage_sek_avg_3m": 0.0,
+    }
+    shown, _, blocks = _decide(3, {"ADDON_DATA_10GB": 0.008}, **light)
+    assert "ADDON_DATA_10GB" not in shown
+    assert blocks["ADDON_DATA_10GB"] == BELOW_ACCEPTANCE_FLOOR
+    shown, _, blocks = _decide(3, {"ADDON_DATA_10GB": 0.3}, **light)
+    assert shown[0] == "ADDON_DATA_10GB"
+
+
+@pytest.mark.parametrize(
+    ("max_used_gb", "share", "justified"),
+    [(4.0, 0.8, True), (3.99, 0.8, False), (4.0, 0.81, False), (4.5, 0.9, True)],
+)
+def test_the_upgrade_threshold_at_its_edge(
+    max_used_gb: float, share: float, justified: bool
+) -> None:
+    # The newest month is the busiest; no month goes over the 5 GB, so no overage to remove.
+    usage = {
+        "data_gb_m1": max_used_gb,
+        "data_gb_m2": 3.2,
+        "data_gb_m3": 3.2,
+        "data_gb_max_3m": max_used_gb,
+        "overage_sek_m1": 0.0,
+        "overage_sek_m2": 0.0,
+        "overage_sek_m3": 0.0,
+        "overage_sek_avg_3m": 0.0,
+    }
+    objective = replace(DEFAULT_OBJECTIVE, upgrade_usage_share=share)
+    _, _, blocks = _decide(3, {"ADDON_DATA_10GB": 0.3}, objective, **usage)
+    assert (blocks["ADDON_DATA_10GB"] != "upgrade_not_justified") is justified
+
+
+# Offers whose attributes differ, so the fake scorer can give each its own acceptance.
+VARIED = ("PLAN_15GB", "PLAN_30GB", "PLAN_60GB", "ADDON_DATA_10GB", "LOYALTY_NEW_PRICE")
+PROBABILITIES = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    acceptance=st.tuples(*(PROBABILITIES for _ in VARIED)),
+    which=st.sampled_from(VARIED),
+    raise_by=st.floats(min_value=0.0, max_value=1.0, allow_nan=False),
+    weights=st.tuples(st.floats(0.0, 3.0), st.floats(0.0, 3.0), st.floats(0.0, 3.0)),
+)
+def test_raising_acceptance_never_lowers_a_rank(
+    acceptance: tuple[float, ...],
+    which: str,
+    raise_by: float,
+    weights: tuple[float, float, float],
+) -> None:
+    """Through the whole engine: guardrails, objective, floors and the cut."""
+    objective = replace(
+        DEFAULT_OBJECTIVE,
+        weight_revenue=weights[0],
+        weight_retention=weights[1],
+        weight_customer=weights[2],
+    )
+    before = dict(zip(VARIED, acceptance, strict=True))
+    after = {**before, which: min(1.0, before[which] + raise_by)}
+    shown_before, _, _ = _decide(10, before, objective)
+    shown_after, _, _ = _decide(10, after, objective)
+    if which in shown_before:
+        assert which in shown_after
+        assert shown_after.index(which) <= shown_before.index(which)
+
+
+def test_cut_keeps_one_plan_and_stops_at_max() -> None:
+    ranked = ["plan", "addon", "plan", "loyalty", "payment_help"]
+    assert cut(ranked, 10, str) == ["plan", "addon", "loyalty", "payment_help"]
+    assert cut(ranked, 2, str) == ["plan", "addon"]
+    assert cut(ranked, 0, str) == []
+
+
+def test_rules_policy_puts_the_best_plan_fit_first() -> None:
+    source = FakeFeatureSource(account_row=heavy_user(invoice_fee_last_sek=29.0))
+    decision = decide(
+        request(max_offers=10),
+        source,
+        CATALOG,
+        policy="rules",
+        scorer=None,
+        recently_declined=frozenset(),
+    )
+    assert decision.policy == "rules"
+    # Savings 76, 37, 30, 29, 29 kr (ties by offer id); plain upsells are left to the model.
+    assert [o.offer_id for o in decision.offers] == [
+        "PLAN_15GB",
+        "ADDON_DATA_10GB",
+        "LOYALTY_NEW_PRICE",
+        "PAY_AUTOGIRO",
+        "PAY_EINVOICE",
+    ]
+    assert [o.customer_saving_sek_per_month for o in decision.offers] == [
+        76.0,
+        37.0,
+        30.0,
+        29.0,
+        29.0,
+    ]
+    assert all(
+        o.acceptance_probability is None and o.expected_value_sek is None for o in decision.offers
+    )
+    assert [o["propensity"] for o in decision.to_log_dict()["offers"]] == [1.0] * 5
+
+
+def test_rules_policy_offers_a_justified_upgrade_when_nothing_saves() -> None:
+    # 14 GB of 15 GB used, no overage: no plan saves money, a bigger one is justified.
+    busy = heavy_user(
+        current_plan_id="PLAN_15GB",
+        current_monthly_fee_sek=219.0,
+        current_new_customer_fee_sek=219.0,
+        current_data_gb=15.0,
+        current_roaming_data_gb=6.0,
+        data_gb_m1=14.0,
+        data_gb_m2=13.5,
+        data_gb_m3=14.0,
+        data_gb_avg_3m=13.8,
+        data_gb_max_3m=14.0,
+    )
+    decision = decide(
+        request(max_offers=3),
+        FakeFeatureSource(account_row=busy),
+        CATALOG,
+        policy="rules",
+        scorer=None,
+        recently_declined=frozenset(),
+    )
+    # The smaller extra cost first: the plan (279 − 219 = 60 kr more), then the add-on (79 kr).
+    assert [o.offer_id for o in decision.offers] == ["PLAN_30GB", "ADDON_DATA_10GB"]
+
+
+def test_instalments_come_first_for_a_customer_in_collection() -> None:
+    source = FakeFeatureSource(account_row=heavy_user(in_collection=1, invoice_fee_last_sek=29.0))
+    decision = decide(
+        request(), source, CATALOG, policy="rules", scorer=None, recently_declined=frozenset()
+    )
+    assert [o.offer_id for o in decision.offers] == [
+        "PAY_INSTALMENT",
+        "PAY_AUTOGIRO",
+        "PAY_EINVOICE",
+    ]
+    assert [r.code for r in decision.offers[0].reasons] == ["payment_support"]

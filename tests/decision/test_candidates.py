@@ -1,0 +1,191 @@
+"""Candidates and eligibility: dates, segments, tenure, binding, payment trouble, decline cap."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import pytest
+
+from core.catalog import Catalog
+from features.views import OFFER_ATTRIBUTES
+from serving.decision.candidates import eligibility, offer_attributes
+from serving.decision.engine import Decision, decide
+from serving.decision.inputs import Account
+from tests.factories.decision import (
+    INVOICE_DATE,
+    FakeFeatureSource,
+    FakeScorer,
+    account,
+    consent,
+    heavy_user,
+    make_catalog,
+    offer,
+    request,
+)
+
+CATALOG = make_catalog()
+OFFERS = CATALOG.by_id()
+
+
+def _decide(
+    account_row: dict[str, Any],
+    *,
+    policy: str = "rules",
+    catalog: Catalog = CATALOG,
+    declined: frozenset[str] = frozenset(),
+    max_offers: int = 10,
+    **consent_values: Any,
+) -> Decision:
+    source = FakeFeatureSource(consent_row=consent(**consent_values), account_row=account_row)
+    scorer = FakeScorer(catalog, {}, default=0.5)
+    return decide(
+        request(max_offers=max_offers),
+        source,
+        catalog,
+        policy=policy,
+        scorer=scorer,
+        recently_declined=declined,
+    )
+
+
+def _blocked(decision: Decision) -> dict[str, str | None]:
+    return {record.offer_id: record.blocked_by for record in decision.candidates}
+
+
+def _shown(decision: Decision) -> list[str]:
+    return [o.offer_id for o in decision.offers]
+
+
+@pytest.mark.parametrize("policy", ["model", "rules"])
+@pytest.mark.parametrize(
+    "trouble", [{"in_collection": 1}, {"unpaid_reminders": 2}], ids=["collection", "reminders"]
+)
+def test_payment_trouble_gets_only_payment_help(policy: str, trouble: dict[str, int]) -> None:
+    decision = _decide(heavy_user(invoice_fee_last_sek=29.0, **trouble), policy=policy)
+    assert decision.offers
+    assert {o.kind for o in decision.offers} == {"payment_help"}
+    assert set(_shown(decision)) == {"PAY_INSTALMENT", "PAY_EINVOICE", "PAY_AUTOGIRO"}
+    blocked = _blocked(decision)
+    assert blocked["PLAN_15GB"] == "payment_help_only"
+    assert blocked["LOYALTY_NEW_PRICE"] == "payment_help_only"
+
+
+def test_fee_help_only_for_customers_who_paid_an_invoice_fee() -> None:
+    in_trouble = _decide(heavy_user(in_collection=1, invoice_fee_last_sek=0.0))
+    assert _shown(in_trouble) == ["PAY_INSTALMENT"]
+    assert _blocked(in_trouble)["PAY_EINVOICE"] == "no_invoice_fee"
+
+
+def test_instalments_only_for_customers_with_a_debt() -> None:
+    decision = _decide(heavy_user(invoice_fee_last_sek=29.0))
+    assert _blocked(decision)["PAY_INSTALMENT"] == "no_debt"
+    assert "PAY_EINVOICE" in _shown(decision)
+
+
+def test_recently_declined_offers_are_not_shown_again() -> None:
+    first = _decide(heavy_user())
+    assert _shown(first)[0] == "PLAN_15GB"
+    again = _decide(heavy_user(), declined=frozenset({"PLAN_15GB"}))
+    assert "PLAN_15GB" not in _shown(again)
+    assert _blocked(again)["PLAN_15GB"] == "declined_recently"
+    # The next-best plan takes its place, after offers that save more (37 and 30 kr against 16).
+    assert _shown(again) == ["ADDON_DATA_10GB", "LOYALTY_NEW_PRICE", "PLAN_30GB"]
+
+
+def test_validity_dates_are_inclusive() -> None:
+    ends_today = offer("PLAN_LAST_DAY", monthly_fee_sek=150.0, data_gb=20, valid_to=INVOICE_DATE)
+    starts_tomorrow = offer(
+        "PLAN_NEXT", monthly_fee_sek=140.0, data_gb=20, valid_from=INVOICE_DATE + dt.timedelta(1)
+    )
+    catalog = make_catalog(ends_today, starts_tomorrow)
+    decision = _decide(heavy_user(), catalog=catalog)
+    blocked = _blocked(decision)
+    assert blocked["PLAN_LAST_DAY"] is None
+    assert blocked["PLAN_NEXT"] == "not_valid_on_date"
+    assert blocked["PLAN_10GB_LEGACY"] == "not_valid_on_date"
+    assert _shown(decision)[0] == "PLAN_LAST_DAY"  # 150 kr for 20 GB saves the most
+
+
+def test_offers_for_another_segment_are_never_shown() -> None:
+    decision = _decide(account(), policy="model", segment="business")
+    blocked = _blocked(decision)
+    assert blocked["ADDON_STREAMING"] == "not_for_segment"
+    assert blocked["PLAN_1GB"] == "not_for_segment"
+    assert not {"ADDON_STREAMING", "PLAN_1GB"} & set(_shown(decision))
+
+
+def test_tenure_rules() -> None:
+    decision = _decide(account(tenure_months=3), policy="model")
+    blocked = _blocked(decision)
+    assert blocked["ADDON_EXTRA_SIM"] == "tenure_too_short"  # six months
+    assert blocked["LOYALTY_NEW_PRICE"] == "tenure_too_short"  # twelve months
+    assert _blocked(_decide(account(tenure_months=12), policy="model"))["LOYALTY_NEW_PRICE"] is None
+
+
+def test_no_cheaper_plan_while_bound_but_upgrades_and_add_ons_are_fine() -> None:
+    bound = heavy_user(
+        current_plan_id="PLAN_30GB",
+        current_monthly_fee_sek=299.0,
+        current_new_customer_fee_sek=279.0,
+        current_data_gb=30.0,
+        current_roaming_data_gb=10.0,
+        data_gb_m1=28.0,
+        data_gb_m2=29.0,
+        data_gb_m3=27.0,
+        data_gb_avg_3m=28.0,
+        data_gb_max_3m=29.0,
+        binding_end_date="2027-03-31",
+    )
+    decision = _decide(bound, policy="model")
+    blocked = _blocked(decision)
+    assert blocked["PLAN_15GB"] == "downgrade_while_bound"
+    assert blocked["PLAN_5GB"] == "downgrade_while_bound"
+    assert blocked["PLAN_60GB"] is None  # an upgrade their usage justifies
+    assert blocked["ADDON_DATA_10GB"] is None
+    assert blocked["LOYALTY_NEW_PRICE"] is None
+    # Binding over: the cheaper plan may be offered again.
+    free = _decide({**bound, "binding_end_date": "2026-11-01"}, policy="model")
+    assert _blocked(free)["PLAN_15GB"] != "downgrade_while_bound"
+
+
+def test_good_standing_required_where_the_catalog_says_so() -> None:
+    decision = _decide(heavy_user(late_payments_12m=1))
+    blocked = _blocked(decision)
+    assert blocked["PLAN_15GB"] == "not_in_good_standing"
+    assert blocked["ADDON_DATA_10GB"] == "not_in_good_standing"
+    assert blocked["PLAN_5GB"] == "current_plan"
+    # Loyalty does not require good standing.
+    assert _shown(decision)[0] == "LOYALTY_NEW_PRICE"
+
+
+@pytest.mark.parametrize("new_price", [249.0, math.nan, 259.0])
+def test_loyalty_only_when_new_customers_pay_less(new_price: float) -> None:
+    decision = _decide(account(current_new_customer_fee_sek=new_price), policy="model")
+    assert _blocked(decision)["LOYALTY_NEW_PRICE"] == "no_loyalty_gap"
+
+
+def test_eligibility_is_a_pure_predicate() -> None:
+    customer = Account.from_features(account())
+    args: dict[str, Any] = {
+        "segment": "consumer",
+        "invoice_date": INVOICE_DATE,
+        "recently_declined": frozenset(),
+    }
+    assert eligibility(OFFERS["PLAN_15GB"], customer, **args) == "current_plan"
+    assert eligibility(OFFERS["PLAN_30GB"], customer, **args) is None
+    assert eligibility(OFFERS["PLAN_10GB_LEGACY"], customer, **args) == "not_valid_on_date"
+
+
+def test_offer_attributes_follow_the_feature_view() -> None:
+    attributes = offer_attributes(OFFERS["PLAN_UNLIMITED"])
+    assert list(attributes) == list(OFFER_ATTRIBUTES)
+    assert attributes["offer_kind_code"] == 0.0
+    assert math.isnan(attributes["offer_data_gb"])  # unlimited
+    assert math.isnan(attributes["offer_voice_minutes"])
+    assert attributes["offer_new_customer_fee_sek"] == 399.0
+    assert attributes["offer_binding_months"] == 24.0
+    addon = offer_attributes(OFFERS["ADDON_DATA_10GB"])
+    assert addon["offer_kind_code"] == 1.0
+    assert math.isnan(addon["offer_new_customer_fee_sek"])  # same price as for new customers

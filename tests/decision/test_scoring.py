@@ -1,0 +1,111 @@
+"""The served model matrix equals training's ranker_matrix; contributions for shown offers only."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.plan_fit import PLAN_FIT_OUTPUTS
+from features.views import OFFER_ATTRIBUTES
+from serving.decision.candidates import offer_matrix, plan_fit_matrix
+from serving.decision.engine import decide
+from serving.decision.inputs import Account
+from serving.decision.scoring import candidate_ranker_matrix, top_contributions
+from tests.factories.decision import (
+    FakeFeatureSource,
+    FakeScorer,
+    account,
+    heavy_user,
+    make_catalog,
+    profile,
+    request,
+)
+from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES, churn_matrix, ranker_matrix
+
+CATALOG = make_catalog()
+
+
+def _training_frame(
+    features: dict[str, Any], segment: str, offers: np.ndarray, fits: np.ndarray
+) -> pd.DataFrame:
+    """The frame training builds: customer features, segment, offer attributes, plan fit."""
+    frame = pd.DataFrame([features] * len(offers))
+    frame["segment"] = segment
+    frame[list(OFFER_ATTRIBUTES)] = offers
+    frame[list(PLAN_FIT_OUTPUTS)] = fits
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("features", "segment"),
+    [
+        ({**account(), **profile()}, "consumer"),
+        ({**heavy_user(invoice_fee_last_sek=29.0), **profile(satisfaction=None)}, "business"),
+        ({**account(current_data_gb=math.nan, data_gb_trend_6m=None), **profile()}, "consumer"),
+    ],
+)
+def test_ranker_rows_equal_training_ranker_matrix(features: dict[str, Any], segment: str) -> None:
+    offers = offer_matrix(CATALOG.offers)
+    fits = plan_fit_matrix(Account.from_features(features), offers)
+    served = candidate_ranker_matrix(features, segment, offers, fits)
+    trained = ranker_matrix(_training_frame(features, segment, offers, fits))
+    np.testing.assert_array_equal(served, trained)
+    # The churn row is the customer part of any ranker row.
+    churn_row = served[0, [RANKER_FEATURES.index(name) for name in CHURN_FEATURES]]
+    expected = churn_matrix(_training_frame(features, segment, offers, fits))[0]
+    np.testing.assert_array_equal(churn_row, expected)
+
+
+def test_top_contributions_by_absolute_value() -> None:
+    class Fixed:
+        model_version = "m"
+
+        def acceptance(self, rows: np.ndarray) -> np.ndarray:
+            return np.zeros(len(rows))
+
+        def churn_risk(self, row: np.ndarray) -> float:
+            return 0.0
+
+        def contributions(self, rows: np.ndarray) -> np.ndarray:
+            values = np.zeros((len(rows), len(RANKER_FEATURES) + 1))
+            values[:, RANKER_FEATURES.index("data_gb_avg_3m")] = 0.41
+            values[:, RANKER_FEATURES.index("fit_saving_sek_per_month")] = -0.9
+            values[:, RANKER_FEATURES.index("tenure_months")] = 0.05
+            values[:, -1] = 5.0  # the bias is never a feature
+            return values
+
+    rows = np.full((2, len(RANKER_FEATURES)), 2.0)
+    rows[0, RANKER_FEATURES.index("data_gb_avg_3m")] = 14.2
+    rows[0, RANKER_FEATURES.index("tenure_months")] = math.nan
+    result = top_contributions(Fixed(), rows, top=2)
+    assert [(c.feature, c.value, c.contribution) for c in result[0]] == [
+        ("fit_saving_sek_per_month", 2.0, -0.9),
+        ("data_gb_avg_3m", 14.2, 0.41),
+    ]
+    full = top_contributions(Fixed(), rows)
+    assert full[0][2].feature == "tenure_months" and full[0][2].value is None
+    assert len(full[0]) == 3  # zero contributions are left out
+
+
+def test_contributions_are_computed_for_shown_offers_only() -> None:
+    scorer = FakeScorer(CATALOG, {"PLAN_30GB": 0.6})
+    source = FakeFeatureSource(account_row=heavy_user(invoice_fee_last_sek=29.0))
+    decision = decide(
+        request(max_offers=2),
+        source,
+        CATALOG,
+        policy="model",
+        scorer=scorer,
+        recently_declined=frozenset(),
+    )
+    assert ("acceptance", 12) in scorer.calls  # every eligible candidate scored
+    assert ("contributions", 2) in scorer.calls  # two shown, two explained
+    assert [len(o.contributions) for o in decision.offers] == [5, 5]
+    top = decision.offers[0].contributions
+    assert [abs(c.contribution) for c in top] == sorted(
+        (abs(c.contribution) for c in top), reverse=True
+    )

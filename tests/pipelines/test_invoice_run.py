@@ -1,0 +1,474 @@
+"""The batch invoice run on the simulated world: the API's decisions, written once per invoice.
+
+The session's simulated world (tests/simulated_world.py) and its feature tables are read. The run is
+compared with the API's own decision path over a Feast online store materialised up to the same
+moment, and the Spark engine with the local one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from core.catalog import Catalog, load_catalog
+from core.contract import INVOICES, OFFER_EVENTS
+from core.settings import Settings
+from core.tables import read_table
+from core.validation import ContractError
+from pipelines.frame_source import DECISION_VIEWS, start_of_day
+from pipelines.invoice_run import (
+    ChampionModels,
+    InvoiceRunSummary,
+    decision_id_for,
+    decision_row,
+    feature_paths,
+    recent_declines,
+    run_invoice_run,
+)
+from serving.decision.engine import decide
+from serving.decision.inputs import DecisionRequest
+from tests.factories.api import churn, ranker
+from tests.simulated_world import SimulatedWorld
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# The world bills on the 1st, 10th and 20th; the 20 November run has a full feature history.
+REPOSITORY = Path(__file__).resolve().parents[2]
+INVOICE_DATE = dt.date(2026, 11, 20)
+CUSTOMER_VIEWS = list(DECISION_VIEWS)
+
+
+@pytest.fixture(scope="module")
+def world(simulated_world: SimulatedWorld, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The shared simulated world and its feature tables, with a Feast store of this module's own
+    (materialised only up to the run's moment)."""
+    return simulated_world.settings.model_copy(
+        update={
+            "feast_dir": tmp_path_factory.mktemp("invoice-run") / "feast",
+            "feature_timeout_ms": 10_000.0,
+            "spark_master": "local[2]",
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def catalog(world: Settings) -> Catalog:
+    return load_catalog(world.catalog)
+
+
+@pytest.fixture(scope="module")
+def models() -> ChampionModels:
+    """Small boosters over the served inputs: the API's scorer, explanations included."""
+    return ChampionModels(ranker=ranker("4"), churn=churn("2"))
+
+
+@pytest.fixture(scope="module")
+def local_run(
+    world: Settings, models: ChampionModels, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[InvoiceRunSummary, pd.DataFrame]:
+    out = tmp_path_factory.mktemp("local") / "decisions.parquet"
+    summary = run_invoice_run(INVOICE_DATE, out, "local", settings=world, models=models)
+    return summary, pd.read_parquet(out)
+
+
+def _records(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{str(name): value for name, value in row.items()} for row in rows.to_dict("records")]
+
+
+def _invoices_of_day(world: Settings) -> pd.DataFrame:
+    invoices = read_table(world.data_dir, INVOICES)
+    return invoices[invoices["invoice_date"] == pd.Timestamp(INVOICE_DATE)]
+
+
+def _declines(world: Settings) -> dict[str, frozenset[str]]:
+    events = read_table(world.data_dir, OFFER_EVENTS)
+    return recent_declines(events, start_of_day(INVOICE_DATE), world.decline_cap_invoices)
+
+
+# --- the local run --------------------------------------------------------------------------------
+
+
+def test_one_row_per_invoice_billed_that_day(
+    world: Settings, local_run: tuple[InvoiceRunSummary, pd.DataFrame]
+) -> None:
+    summary, rows = local_run
+    billed = _invoices_of_day(world)
+    assert len(billed) > 300
+    assert sorted(rows["invoice_id"]) == sorted(billed["invoice_id"])
+    assert rows["invoice_id"].is_unique
+    keys = list(zip(rows["customer_id"], rows["invoice_id"], strict=True))
+    assert keys == sorted(keys)
+    by_invoice = billed.set_index("invoice_id")["customer_id"]
+    assert (rows["customer_id"].to_numpy() == by_invoice[rows["invoice_id"]].to_numpy()).all()
+    assert set(rows["invoice_date"]) == {INVOICE_DATE}
+    assert (summary.invoices, summary.decided, summary.unknown_customers) == (len(billed),) * 2 + (
+        0,
+    )
+    assert summary.policies == rows["policy"].value_counts().to_dict()
+    assert summary.model_version == "offer-ranker/4"
+    assert summary.warnings == ()
+    assert "experiments are not applied" in str(summary)
+    assert f"{len(rows):,} of {len(billed):,} invoices decided" in str(summary)
+
+
+def test_decision_ids_are_derived_from_the_invoice(
+    local_run: tuple[InvoiceRunSummary, pd.DataFrame],
+) -> None:
+    _, rows = local_run
+    assert rows["decision_id"].tolist() == [decision_id_for(i) for i in rows["invoice_id"]]
+    assert rows["decision_id"].is_unique
+    assert decision_id_for("INV-1") == decision_id_for("INV-1") != decision_id_for("INV-2")
+
+
+def test_offers_keep_to_the_contract(
+    catalog: Catalog, local_run: tuple[InvoiceRunSummary, pd.DataFrame]
+) -> None:
+    _, rows = local_run
+    offers_by_id = catalog.by_id()
+    policies = set(rows["policy"])
+    assert {"model", "none"} <= policies
+    for row in _records(rows):
+        decision = json.loads(row["decision"])
+        offers = json.loads(row["offers"])
+        assert decision["offers"] == offers
+        assert decision["policy"] == row["policy"]
+        assert decision["invoice_id"] == row["invoice_id"]
+        assert "decision_id" not in decision
+        assert decision["experiment"] is None
+        assert json.loads(row["usage_summary"]) == decision["usage_summary"]
+        assert len(offers) <= 3
+        assert [offer["rank"] for offer in offers] == list(range(1, len(offers) + 1))
+        assert len({offer["offer_id"] for offer in offers}) == len(offers)
+        for offer in offers:
+            entry = offers_by_id[offer["offer_id"]]
+            assert entry.is_valid_on(INVOICE_DATE)
+            assert offer["kind"] == entry.kind
+            assert offer["title"] == entry.title.sv
+            assert offer["reasons"], offer
+            # Loyalty fairness: never above what a new customer pays for it today.
+            if entry.kind == "plan":
+                assert offer["monthly_fee_sek"] <= entry.price_for_new_customers + 1e-9
+        if row["policy"] in ("none", "holdout"):
+            assert offers == []
+        if not decision["consent"]["profiling"]:
+            assert all(not offer["contributions"] for offer in offers)
+        if row["policy"] == "model" and offers:
+            assert row["model_version"] == "offer-ranker/4"
+            assert all(offer["acceptance_probability"] is not None for offer in offers)
+        if row["policy"] != "model":
+            assert row["model_version"] is None
+
+
+def test_recently_declined_offers_are_not_shown_again(
+    world: Settings, local_run: tuple[InvoiceRunSummary, pd.DataFrame]
+) -> None:
+    _, rows = local_run
+    declines = _declines(world)
+    checked = 0
+    for row in _records(rows):
+        declined = declines.get(row["customer_id"], frozenset())
+        if declined:
+            checked += 1
+            assert not declined & {offer["offer_id"] for offer in json.loads(row["offers"])}
+    assert checked > 0
+
+
+# --- the same decisions as the API ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def online_source(world: Settings) -> Iterator[Any]:
+    """The API's Feast source over a SQLite online store materialised up to the run's moment."""
+    from features.store import apply_repository, materialize
+    from serving.feature_reader import open_feast_source
+
+    apply_repository(world)
+    # Materialisation covers [start, end); one microsecond past 00:00 includes the rows dated
+    # exactly then (the invoice's own billing facts), as the batch run's `<=` does.
+    end = start_of_day(INVOICE_DATE) + dt.timedelta(microseconds=1)
+    materialize(end, world, views=CUSTOMER_VIEWS, show_progress=False)
+    source = open_feast_source(world)
+    yield source
+    source.close()
+
+
+def _handful(rows: pd.DataFrame, declines: dict[str, frozenset[str]]) -> pd.DataFrame:
+    """A few invoices of every policy, and some whose customer declined an offer lately."""
+    picked = [group.head(4) for _, group in rows.groupby("policy")]
+    picked.append(rows[rows["customer_id"].isin(declines)].head(4))
+    return pd.concat(picked).drop_duplicates("invoice_id")
+
+
+def test_the_api_decision_path_gives_the_same_decisions(
+    world: Settings,
+    catalog: Catalog,
+    models: ChampionModels,
+    online_source: Any,
+    local_run: tuple[InvoiceRunSummary, pd.DataFrame],
+) -> None:
+    _, rows = local_run
+    declines = _declines(world)
+    scorer = models.scorer()
+    sample = _handful(rows, declines)
+    assert len(sample) >= 8
+    assert sample["offers"].map(lambda text: len(json.loads(text))).sum() > 0
+    for row in _records(sample):
+        request = DecisionRequest(
+            invoice_id=row["invoice_id"],
+            customer_id=row["customer_id"],
+            invoice_date=INVOICE_DATE,
+            locale="sv",
+            max_offers=3,
+        )
+        api = decide(
+            request,
+            online_source,
+            catalog,
+            policy="model",
+            scorer=scorer,
+            recently_declined=declines.get(row["customer_id"], frozenset()),
+        )
+        batch_offers = json.loads(row["offers"])
+        api_offers = [offer.to_public_dict() for offer in api.offers]
+        assert [(o["offer_id"], o["rank"], o["reasons"]) for o in api_offers] == [
+            (o["offer_id"], o["rank"], o["reasons"]) for o in batch_offers
+        ], row["invoice_id"]
+        # And the whole answer, usage summary included, byte for byte.
+        assert decision_row(api)["decision"] == row["decision"], row["invoice_id"]
+
+
+# --- engines, inputs, output ----------------------------------------------------------------------
+
+
+def _java_available() -> bool:
+    return bool(os.environ.get("JAVA_HOME")) or shutil.which("java") is not None
+
+
+@pytest.mark.spark
+def test_the_spark_engine_writes_the_same_rows(
+    world: Settings,
+    models: ChampionModels,
+    local_run: tuple[InvoiceRunSummary, pd.DataFrame],
+    tmp_path: Path,
+) -> None:
+    if not _java_available():
+        message = "Spark needs Java: no `java` on PATH and JAVA_HOME is not set"
+        if os.environ.get("OFFERS_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{message}, and OFFERS_REQUIRE_SERVICES=1 says it must run")
+        pytest.skip(message)
+    pytest.importorskip("pyspark")
+    out = tmp_path / "spark.parquet"
+    summary = run_invoice_run(INVOICE_DATE, out, "spark", settings=world, models=models)
+    _, local = local_run
+    spark = pd.read_parquet(out)
+    assert summary.engine == "spark" and summary.decided == len(local)
+    pd.testing.assert_frame_equal(spark, local)
+
+
+def test_without_a_champion_rules_decide(
+    world: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_champion(name: str, settings: Settings) -> None:
+        raise LookupError(f"{name} has no champion version")
+
+    monkeypatch.setattr("pipelines.invoice_run.run.load_champion", no_champion)
+    out = tmp_path / "rules.parquet"
+    summary = run_invoice_run(INVOICE_DATE, out, settings=world, max_offers=1, locale="en")
+    rows = pd.read_parquet(out)
+    assert summary.model_version is None
+    assert "model" not in set(rows["policy"])
+    assert "rules" in set(rows["policy"])
+    assert rows["model_version"].isna().all()
+    offers = rows["offers"].map(json.loads)
+    assert offers.map(len).max() == 1
+    assert "none (rules decide)" in str(summary)
+
+
+def test_a_day_without_invoices_writes_an_empty_file(world: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "empty.parquet"
+    summary = run_invoice_run(dt.date(2026, 11, 21), out, settings=world, models=ChampionModels())
+    assert summary.invoices == summary.decided == 0
+    assert pq.read_table(out).num_rows == 0
+
+
+def test_invalid_input_tables_write_nothing(world: Settings, tmp_path: Path) -> None:
+    broken = tmp_path / "raw"
+    shutil.copytree(world.data_dir, broken)
+    invoices = pq.read_table(broken / "invoices.parquet").drop_columns(["due_date"])
+    pq.write_table(invoices, broken / "invoices.parquet")
+    out = tmp_path / "decisions.parquet"
+    with pytest.raises(ContractError, match=r"invoices\.parquet.*due_date"):
+        run_invoice_run(INVOICE_DATE, out, settings=world, data_dir=broken, models=ChampionModels())
+    assert not out.exists()
+    assert list(tmp_path.glob(".decisions.parquet*")) == []
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    table = pq.read_table(path)
+    pq.write_table(
+        pa.concat_tables([table, pa.Table.from_pylist([row], schema=table.schema)]), path
+    )
+
+
+def test_an_invoice_of_a_customer_the_features_never_saw_is_skipped(
+    world: Settings, tmp_path: Path
+) -> None:
+    raw = tmp_path / "raw"
+    shutil.copytree(world.data_dir, raw)
+    _append(
+        raw / "customers.parquet",
+        {
+            "customer_id": "C-NEW",
+            "birth_year": 1990,
+            "signup_date": INVOICE_DATE,
+            "region": "Uppsala",
+            "segment": "consumer",
+            "satisfaction": None,
+        },
+    )
+    _append(
+        raw / "invoices.parquet",
+        {
+            "invoice_id": "INV-NEW-1",
+            "customer_id": "C-NEW",
+            "invoice_date": INVOICE_DATE,
+            "due_date": INVOICE_DATE + dt.timedelta(days=30),
+            "amount_sek": 99.0,
+            "invoice_fee_sek": 0.0,
+            "reminder_fee_sek": 0.0,
+            "paid_date": None,
+            "reminders": 0,
+            "sent_to_collection": False,
+        },
+    )
+    out = tmp_path / "decisions.parquet"
+    # The features were built before this customer existed, as the online store would be.
+    summary = run_invoice_run(
+        INVOICE_DATE, out, settings=world, data_dir=raw, models=ChampionModels()
+    )
+    rows = pd.read_parquet(out)
+    assert summary.invoices == len(_invoices_of_day(world)) + 1
+    assert summary.decided == len(rows) == summary.invoices - 1
+    assert "INV-NEW-1" not in set(rows["invoice_id"])
+    assert "1 invoice skipped: customer not in the features" in str(summary)
+
+
+def test_features_older_than_the_invoice_date_are_warned_about(
+    world: Settings, tmp_path: Path
+) -> None:
+    features = tmp_path / "features"
+    shutil.copytree(world.features_dir, features)
+    billing = pq.read_table(features / "customer_billing.parquet").to_pandas()
+    older = billing[billing["event_timestamp"] < pd.Timestamp(INVOICE_DATE, tz="UTC")]
+    older.to_parquet(features / "customer_billing.parquet", index=False)
+    out = tmp_path / "decisions.parquet"
+    summary = run_invoice_run(
+        INVOICE_DATE, out, settings=world, features_dir=features, models=ChampionModels()
+    )
+    assert summary.decided == summary.invoices > 0
+    assert len(summary.warnings) == 1
+    assert "before the invoice date" in summary.warnings[0]
+    assert "offers features build" in str(summary)
+
+
+def test_missing_feature_tables_are_named(world: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "decisions.parquet"
+    with pytest.raises(ValueError, match="offers features build"):
+        run_invoice_run(
+            INVOICE_DATE,
+            out,
+            settings=world,
+            features_dir=tmp_path / "none",
+            models=ChampionModels(),
+        )
+    assert not out.exists()
+
+
+def test_a_champion_with_other_inputs_is_refused_before_anything_is_written(
+    world: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "decisions.parquet"
+    foreign = ChampionModels(ranker=ranker("5", names=["a", "b", "c"]), churn=churn("2"))
+    with pytest.raises(ValueError, match="offer-ranker/5"):
+        run_invoice_run(INVOICE_DATE, out, settings=world, models=foreign)
+    assert not out.exists()
+
+
+def test_pyspark_is_imported_only_when_the_spark_engine_decides() -> None:
+    code = (
+        "import sys, pipelines.invoice_run; print(sorted(m for m in sys.modules if 'pyspark' in m))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPOSITORY, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == "[]"
+
+
+def test_feature_paths_are_the_feast_sources(world: Settings) -> None:
+    from features.views import feature_table_path
+
+    for view, path in feature_paths(world.features_dir).items():
+        assert path == feature_table_path(view, world.features_dir)
+
+
+# --- the frequency cap from offer_events ----------------------------------------------------------
+
+
+def _events(rows: list[tuple[str, str, str, str, str, str | None]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "decision_id": decision,
+                "customer_id": customer,
+                "offer_id": offer,
+                "shown_at": pd.Timestamp(shown, tz="UTC"),
+                "outcome": outcome,
+                "outcome_at": pd.Timestamp(at, tz="UTC") if at else pd.NaT,
+            }
+            for decision, customer, offer, shown, outcome, at in rows
+        ]
+    )
+
+
+def test_declines_of_the_last_decisions_before_the_date_count() -> None:
+    events = _events(
+        [
+            ("D1", "C1", "PLAN_30GB", "2026-06-01 06:00", "declined", "2026-06-03"),
+            ("D2", "C1", "PLAN_60GB", "2026-08-01 06:00", "declined", "2026-08-02"),
+            ("D2", "C1", "ADDON_DATA_10GB", "2026-08-01 06:00", "ignored", None),
+            ("D3", "C1", "PLAN_15GB", "2026-09-01 06:00", "clicked", "2026-09-01"),
+            ("D4", "C1", "PLAN_5GB", "2026-10-01 06:00", "declined", "2026-10-05"),
+            # Shown on the invoice date itself: not a decision before it.
+            ("D5", "C1", "PLAN_1GB", "2026-11-20 06:00", "declined", "2026-11-20 07:00"),
+            # Declined only after the invoice date's start: not known yet.
+            ("D6", "C2", "PLAN_30GB", "2026-11-10 06:00", "declined", "2026-11-21"),
+            ("D7", "C3", "PLAN_30GB", "2026-11-10 06:00", "declined", None),
+        ]
+    )
+    before = start_of_day(INVOICE_DATE)
+    declines = recent_declines(events, before, invoices=3)
+    # C1's last three decisions before the date are D2, D3, D4: D1's decline has aged out.
+    assert declines == {
+        "C1": frozenset({"PLAN_60GB", "PLAN_5GB"}),
+        "C3": frozenset({"PLAN_30GB"}),
+    }
+    assert recent_declines(events, before, invoices=1) == {
+        "C1": frozenset({"PLAN_5GB"}),
+        "C3": frozenset({"PLAN_30GB"}),
+    }
+    assert recent_declines(events, before, invoices=0) == {}
+    assert recent_declines(events, before, invoices=3, customer_ids=["C3"]) == {
+        "C3": frozenset({"PLAN_30GB"})
+    }

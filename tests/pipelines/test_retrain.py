@@ -1,0 +1,129 @@
+"""``offers retrain`` end to end, a failing step, and the registry on a PostgreSQL backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import pandas as pd
+import pytest
+
+from core.settings import Settings
+from pipelines import retrain
+from pipelines.retrain import STEPS, PipelineStepError, run_retrain
+from tests.factories.training import log_version
+from tests.simulated_world import SimulatedWorld
+from training.registry import (
+    CHURN_MODEL,
+    RANKER_MODEL,
+    champion_version,
+    load_champion,
+    promote_models,
+)
+from training.train import TrainingConfig
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def settings(simulated_world: SimulatedWorld, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A copy of the shared world: these tests retrain and register versions in it."""
+    return simulated_world.copy(tmp_path_factory.mktemp("retrain"))
+
+
+@pytest.fixture(scope="module")
+def first_run(simulated_world: SimulatedWorld) -> retrain.RetrainResult:
+    """The retrain that built the shared world (and so the copy) from its tables."""
+    return simulated_world.retrain
+
+
+def test_every_step_runs_in_order_and_promotes_the_first_versions(
+    settings: Settings, first_run: retrain.RetrainResult
+) -> None:
+    assert [step.name for step in first_run.steps] == list(STEPS)
+    assert all(step.seconds > 0 and step.peak_rss_mb > 0 for step in first_run.steps)
+    assert champion_version(RANKER_MODEL, settings) == "offer-ranker/1"
+    assert champion_version(CHURN_MODEL, settings) == "churn-risk/1"
+    assert "oracle expected acceptance" in first_run.steps[STEPS.index("evaluate")].detail
+    usage = pd.read_parquet(Path(settings.features_dir) / "customer_usage.parquet")
+    raw_usage = pd.read_parquet(Path(settings.data_dir) / "usage_monthly.parquet")
+    # One snapshot per customer and month of usage: nobody with usage is left out.
+    assert len(usage) == len(raw_usage)
+    assert set(usage["customer_id"]) == set(raw_usage["customer_id"])
+    assert load_champion(RANKER_MODEL, settings).version == "offer-ranker/1"
+    assert "total" in first_run.describe()
+
+
+def test_a_second_run_on_the_same_data_changes_nothing(
+    settings: Settings, first_run: retrain.RetrainResult
+) -> None:
+    again = run_retrain(settings=settings, show_progress=False)
+    train = again.steps[STEPS.index("train")].detail
+    assert "unchanged data" in train
+    assert "already champion" in again.steps[STEPS.index("promote")].detail
+    assert champion_version(RANKER_MODEL, settings) == "offer-ranker/1"
+
+
+def test_a_failing_step_leaves_the_champion_untouched(
+    settings: Settings, first_run: retrain.RetrainResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(ctx: retrain.RetrainContext) -> str:
+        raise RuntimeError("the oracle's ground truth is unreadable")
+
+    monkeypatch.setitem(retrain.STEP_FUNCTIONS, "evaluate", broken)
+    # Another seed is other training: a new version is registered before the failing step.
+    with pytest.raises(PipelineStepError, match="step evaluate failed: the oracle's ground truth"):
+        run_retrain(settings=settings, training_config=TrainingConfig(seed=8), show_progress=False)
+    assert champion_version(RANKER_MODEL, settings) == "offer-ranker/1"
+    assert champion_version(CHURN_MODEL, settings) == "churn-risk/1"
+
+
+def test_bad_input_fails_the_first_step(settings: Settings, tmp_path: Path) -> None:
+    broken = tmp_path / "raw"
+    broken.mkdir()
+    (broken / "customers.parquet").write_bytes(b"not parquet")
+    with pytest.raises(PipelineStepError, match=r"^step validate failed: "):
+        run_retrain(data_dir=broken, settings=settings, show_progress=False)
+    assert champion_version(RANKER_MODEL, settings) == "offer-ranker/1"
+
+
+@pytest.fixture()
+def postgres_settings(postgres_url: str, tmp_path: Path) -> Iterator[Settings]:
+    """A fresh database ``mlflow_test`` on the test server, dropped afterwards."""
+    import psycopg2
+
+    server = urlparse(postgres_url)
+    database = "mlflow_test"
+
+    def admin(statement: str) -> None:
+        connection = psycopg2.connect(postgres_url)
+        connection.autocommit = True
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement)
+        finally:
+            connection.close()
+
+    admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    admin(f"CREATE DATABASE {database}")
+    url = urlunparse(server._replace(path=f"/{database}"))
+    yield Settings(  # type: ignore[call-arg]
+        _env_file=None,  # a developer's .env must not reach the tests
+        mlflow_tracking_uri=url,
+        mlflow_artifact_root=tmp_path / "artifacts",
+        promote_margin=0.01,
+    )  # type: ignore[misc]
+    admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+@pytest.mark.postgres
+def test_registry_and_promotion_on_postgresql(postgres_settings: Settings) -> None:
+    log_version(postgres_settings, RANKER_MODEL, {"val_ndcg_at_3": 0.70})
+    assert promote_models(RANKER_MODEL, postgres_settings)[0].promoted
+    log_version(postgres_settings, RANKER_MODEL, {"val_ndcg_at_3": 0.65})
+    refused = promote_models(RANKER_MODEL, postgres_settings)[0]
+    assert not refused.promoted
+    assert "not better" in refused.reason
+    loaded = load_champion(RANKER_MODEL, postgres_settings)
+    assert loaded.version == "offer-ranker/1"
