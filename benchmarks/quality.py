@@ -55,7 +55,7 @@ def measure_profile(root: Path, profile: str, seed: int, customers: int) -> dict
     model, rules = policies["model"], policies["rules"]
 
     def value(figures: dict[str, Any]) -> float:
-        return float(figures["revenue_change_sek"] + figures["customer_saving_sek"])
+        return float(figures["objective_value_sek"])
 
     dr_model, dr_rules = model["off_policy"]["dr"], rules["off_policy"]["dr"]
     return {

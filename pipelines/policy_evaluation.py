@@ -14,7 +14,9 @@ Per policy it reports the share of invoices with an offer, and, against the logg
 off-policy value of its first offer (IPS, self-normalised IPS and doubly robust with bootstrap 95 %
 intervals and the effective sample size, from the logged propensities). On a simulated world it
 also reports the simulator's hidden acceptance of the first offer and of the shown set, the
-expected revenue change and customer saving per invoice, and the share of the achievable lift
+expected revenue change, customer saving and objective value (the served objective's weighted
+revenue, retention and saving of the first offer, times its hidden acceptance; an offer the
+objective values below zero counts as zero) per invoice, and the share of the achievable lift
 captured: (first offer − random eligible) / (best eligible − random eligible), summed over
 invoices.
 """
@@ -73,6 +75,7 @@ class Replayed:
     passed: list[str]
     model_acceptance: dict[str, float]
     saving_sek: dict[str, float]
+    value_sek: dict[str, float] = field(default_factory=dict)
     shown: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -250,14 +253,16 @@ class PolicyEvaluation:
             "",
             "| policy | with an offer | first offer accepted (hidden) | shown set accepted "
             "(hidden) | lift captured | revenue change / invoice (SEK) | customer saving / "
-            "invoice (SEK) | IPS | SNIPS | DR (95 % interval) | ESS |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "invoice (SEK) | objective value / invoice (SEK) | IPS | SNIPS | DR (95 % interval) "
+            "| ESS |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for name, figures in self.policies.items():
             dr = figures["off_policy"]["dr"]
             lines.append(
                 "| {name} | {offered:.1%} | {first} | {shown} | {lift} | {revenue} | {saving} | "
-                "{ips:.4f} | {snips:.4f} | {dr:.4f} ({low:.4f}–{high:.4f}) | {ess:.0f} |".format(
+                "{value} | {ips:.4f} | {snips:.4f} | {dr:.4f} ({low:.4f}–{high:.4f}) "
+                "| {ess:.0f} |".format(
                     name=name,
                     offered=figures["with_offer"],
                     first=_fmt(figures.get("first_offer_acceptance")),
@@ -265,6 +270,7 @@ class PolicyEvaluation:
                     lift=_fmt(figures.get("lift_captured"), percent=True),
                     revenue=_fmt(figures.get("revenue_change_sek")),
                     saving=_fmt(figures.get("customer_saving_sek")),
+                    value=_fmt(figures.get("objective_value_sek")),
                     ips=figures["off_policy"]["ips"]["value"],
                     snips=figures["off_policy"]["snips"]["value"],
                     dr=dr["value"],
@@ -309,7 +315,7 @@ def _figures(
     }
     if hidden is None:
         return figures
-    first_p, shown_p, best, random, revenue, saving = [], [], [], [], [], []
+    first_p, shown_p, best, random, revenue, saving, value = [], [], [], [], [], [], []
     for first, r in zip(firsts, replayed, strict=True):
         p = hidden.get((r.decision_id, first), 0.0) if first else 0.0
         first_p.append(p)
@@ -322,6 +328,7 @@ def _figures(
         monthly = r.saving_sek.get(first, 0.0) if first else 0.0
         revenue.append(-p * monthly * horizon_months)
         saving.append(p * monthly * horizon_months)
+        value.append(p * max(r.value_sek.get(first, 0.0), 0.0) if first else 0.0)
         passed = [hidden.get((r.decision_id, o), 0.0) for o in r.passed]
         best.append(max(passed) if passed else 0.0)
         random.append(float(np.mean(passed)) if passed else 0.0)
@@ -336,6 +343,7 @@ def _figures(
         else None,
         revenue_change_sek=float(np.mean(revenue)),
         customer_saving_sek=float(np.mean(saving)),
+        objective_value_sek=float(np.mean(value)),
     )
     return figures
 

@@ -109,6 +109,8 @@ class CandidateRecord:
     customer_saving_sek_per_month: float | None = None
     acceptance_probability: float | None = None
     expected_value_sek: float | None = None
+    # The objective's value over the horizon before acceptance (arbitration.offer_value).
+    value_sek: float | None = None
     rank: int | None = None
 
 
@@ -343,7 +345,11 @@ def _personalised(
             continue
         terms = offer_value(candidate, account, scores.churn_risk, current_revenue, objective)
         value = round(p * terms.value_sek, 2)
-        work.update(candidate.offer.offer_id, expected_value_sek=value)
+        work.update(
+            candidate.offer.offer_id,
+            expected_value_sek=value,
+            value_sek=round(terms.value_sek, 2),
+        )
         blocked = floor_block(p, terms.value_sek, objective)
         if blocked is not None:
             work.update(candidate.offer.offer_id, blocked_by=blocked)

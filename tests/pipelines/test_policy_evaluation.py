@@ -22,6 +22,7 @@ def _replay(decision: str, logged: str, accepted: bool, shown: dict[str, list[st
         passed=["A", "B", "C"],
         model_acceptance={"A": 0.3, "B": 0.2, "C": 0.1},
         saving_sek={"A": 10.0, "B": -20.0, "C": 0.0},
+        value_sek={"A": 400.0, "B": 100.0, "C": -5.0},
         shown=shown,
     )
 
@@ -54,11 +55,15 @@ def test_the_best_policy_captures_all_the_lift_and_no_offer_loses_it() -> None:
     assert best["customer_saving_sek"] == pytest.approx((0.4 * 10 * 12 + 0.3 * -20 * 12) / 2)
     assert best["revenue_change_sek"] == pytest.approx(-best["customer_saving_sek"])
     assert best["with_offer"] == 1.0
+    # The objective's value of the first offer times its hidden acceptance: 0.4 × 400, 0.3 × 100.
+    assert best["objective_value_sek"] == pytest.approx((160.0 + 30.0) / 2)
     none = _figures(REPLAYS, "none", HIDDEN, 12, resamples=20)
     assert none["with_offer"] == 0.0
     assert none["lift_captured"] == pytest.approx((0.0 - 0.3) / 0.4)
     worst = _figures(REPLAYS, "worst", HIDDEN, 12, resamples=20)
     assert worst["lift_captured"] == pytest.approx((0.1 + 0.0 - 0.3) / 0.4)
+    # C is worth less than nothing to the objective: counted as nothing, not as a gain.
+    assert worst["objective_value_sek"] == pytest.approx((0.0 + 0.0) / 2)
 
 
 def test_off_policy_value_follows_the_logged_outcomes() -> None:
