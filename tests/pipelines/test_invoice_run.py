@@ -37,6 +37,7 @@ from pipelines.invoice_run import (
     recent_declines,
     run_invoice_run,
 )
+from serving.decision.arbitration import Objective
 from serving.decision.engine import decide
 from serving.decision.inputs import DecisionRequest
 from tests.factories.api import churn, ranker
@@ -239,6 +240,7 @@ def test_the_api_decision_path_gives_the_same_decisions(
             policy="model",
             scorer=scorer,
             recently_declined=declines.get(row["customer_id"], frozenset()),
+            objective=Objective.from_settings(world),  # as the API's service is given it
         )
         batch_offers = json.loads(row["offers"])
         api_offers = [offer.to_public_dict() for offer in api.offers]
