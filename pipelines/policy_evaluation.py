@@ -181,6 +181,9 @@ def replay(
                 saving_sek={
                     r.offer_id: r.customer_saving_sek_per_month or 0.0 for r in reference.candidates
                 },
+                value_sek={
+                    r.offer_id: r.value_sek for r in reference.candidates if r.value_sek is not None
+                },
             )
             item.shown["model"] = [offer.offer_id for offer in reference.offers]
             item.shown["rules"] = [offer.offer_id for offer in decisions["rules"].offers]

@@ -6,7 +6,13 @@ import datetime as dt
 
 import pytest
 
-from pipelines.policy_evaluation import PolicyEvaluation, Replayed, _figures
+from pipelines.policy_evaluation import (
+    PolicyEvaluation,
+    Replayed,
+    _figures,
+    evaluate_served_policies,
+)
+from tests.simulated_world import SimulatedWorld
 
 DAY = dt.date(2026, 11, 20)
 
@@ -76,3 +82,25 @@ def test_off_policy_value_follows_the_logged_outcomes() -> None:
     assert "first_offer_acceptance" not in best  # no hidden truth outside a simulated world
     report = PolicyEvaluation("2026-11", 2, {"best": best}, 12)
     assert "| best | 100.0% |" in report.markdown()
+
+
+@pytest.mark.integration
+def test_the_served_engine_is_evaluated_on_the_simulated_world(
+    simulated_world: SimulatedWorld,
+) -> None:
+    report = evaluate_served_policies(simulated_world.settings, sample=400, seed=1, resamples=50)
+    assert report.month == "2026-11"
+    assert 300 <= report.decisions <= 400  # logged decisions of customers the features know
+    assert set(report.policies) == {"model", "rules", "popularity", "random"}
+    for name, figures in report.policies.items():
+        assert 0.0 < figures["with_offer"] <= 1.0, name
+        # No policy's first offer beats the best eligible one, on average.
+        assert figures["first_offer_acceptance"] <= figures["best_eligible_acceptance"], name
+        assert figures["objective_value_sek"] >= 0.0, name
+        dr = figures["off_policy"]["dr"]
+        assert dr["low"] <= dr["value"] <= dr["high"], name
+    model = report.policies["model"]
+    assert model["objective_value_sek"] > 0.0  # the model's first offers carry their value
+    # A random eligible offer captures about none of the achievable lift.
+    assert abs(report.policies["random"]["lift_captured"]) < 0.35
+    assert "| model |" in report.markdown()
