@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import sqlalchemy as sa
+
+from serving.decision_log import DecisionLog
 
 pytest_plugins = ["tests.simulated_world"]
 
@@ -51,3 +57,32 @@ def redis_url() -> str:
 def postgres_url() -> str:
     """A PostgreSQL URL for tests, or a skip with the reason."""
     return _require(POSTGRES_URL, "postgres")
+
+
+@pytest.fixture
+def pg_schema(postgres_url: str) -> Iterator[str]:
+    """A schema of its own in the test database, dropped afterwards."""
+    from serving.decision_log.database import create_log_engine
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    engine = create_log_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield schema
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DecisionLog]:
+    """A decision log on SQLite, and on PostgreSQL in a schema of its own."""
+    if request.param == "sqlite":
+        opened = DecisionLog(f"sqlite:///{tmp_path / 'offers.db'}")
+    else:
+        url = request.getfixturevalue("postgres_url")
+        opened = DecisionLog(url, schema=request.getfixturevalue("pg_schema"))
+    yield opened
+    opened.close()

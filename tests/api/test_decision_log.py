@@ -6,7 +6,6 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,32 +25,6 @@ from tests.factories.api import auth, make_app, offers_body, running
 pytestmark = pytest.mark.integration
 
 T0 = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture
-def pg_schema(postgres_url: str) -> Iterator[str]:
-    """A schema of its own in the test database, dropped afterwards."""
-    schema = f"test_api_{uuid.uuid4().hex[:10]}"
-    engine = create_log_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield schema
-    finally:
-        with engine.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DecisionLog]:
-    if request.param == "sqlite":
-        opened = DecisionLog(f"sqlite:///{tmp_path / 'offers.db'}")
-    else:
-        url = request.getfixturevalue("postgres_url")
-        opened = DecisionLog(url, schema=request.getfixturevalue("pg_schema"))
-    yield opened
-    opened.close()
 
 
 def record(

@@ -8,19 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from pipelines.evaluation_oracle import capped_candidates
 from pipelines.invoice_run import recent_declines
 from serving.decision.decline_cap import Decline, DeclineCap
 from serving.decision_log import DecisionLog, DecisionRecord, EventRecord, LoggedOffer
-from serving.decision_log.database import create_log_engine
 
 pytestmark = pytest.mark.integration
 
@@ -158,31 +154,6 @@ def by_evaluation(case: Case) -> frozenset[str]:
         return frozenset()
     capped = capped_candidates(events, candidates, DeclineCap(case.cap))
     return frozenset(candidates.loc[capped, "offer_id"])
-
-
-@pytest.fixture
-def pg_schema(postgres_url: str) -> Iterator[str]:
-    schema = f"test_cap_{uuid.uuid4().hex[:10]}"
-    engine = create_log_engine(postgres_url)
-    with engine.begin() as connection:
-        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield schema
-    finally:
-        with engine.begin() as connection:
-            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DecisionLog]:
-    if request.param == "sqlite":
-        opened = DecisionLog(f"sqlite:///{tmp_path / 'offers.db'}")
-    else:
-        url = request.getfixturevalue("postgres_url")
-        opened = DecisionLog(url, schema=request.getfixturevalue("pg_schema"))
-    yield opened
-    opened.close()
 
 
 def logged(log: DecisionLog, case: Case) -> None:
