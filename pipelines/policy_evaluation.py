@@ -48,13 +48,14 @@ from serving.decision.arbitration import (
     NO_VALUE,
     Objective,
 )
-from serving.decision.engine import Decision, decide
+from serving.decision.engine import LIFTABLE, Decision, decide
 from serving.decision.inputs import DecisionRequest, UnknownCustomerError
 from training.metrics import off_policy_estimates
 
 log = logging.getLogger(__name__)
 
 POLICIES = ("model", "rules", "popularity", "random")
+LIFTED = "lifted:"
 # Acceptance falls further down the invoice (the simulator's reading order, for the shown set).
 POSITION_FACTOR = (1.0, 0.7, 0.5)
 # The offers eligible for an invoice: through eligibility and the guardrails, whatever the
@@ -118,8 +119,10 @@ def replay(
     objective: Objective,
     *,
     seed: int = 0,
+    ablations: Sequence[str] = (),
 ) -> list[Replayed]:
-    """Decide every logged decision again with each policy, day by day."""
+    """Decide every logged decision again with each policy, day by day; and with the model
+    policy once more for each rule of ``ablations`` lifted (policy ``lifted:<rule>``)."""
     paths = feature_paths(Path(settings.features_dir))
     scorer = models.scorer()
     greedy = replace(objective, exploration_share=0.0)
@@ -161,6 +164,17 @@ def replay(
                         recently_declined=declined.get(customer_id, frozenset()),
                         objective=greedy,
                     )
+                for rule in ablations:
+                    decisions[LIFTED + rule] = decide(
+                        request,
+                        source,
+                        catalog,
+                        policy="model",
+                        scorer=scorer,
+                        recently_declined=declined.get(customer_id, frozenset()),
+                        objective=greedy,
+                        lifted=frozenset({rule}),
+                    )
             except UnknownCustomerError:
                 continue
             reference = decisions["model"]
@@ -185,6 +199,17 @@ def replay(
                     r.offer_id: r.value_sek for r in reference.candidates if r.value_sek is not None
                 },
             )
+            for name, decision in decisions.items():
+                if name.startswith(LIFTED):
+                    item.shown[name] = [offer.offer_id for offer in decision.offers]
+                    for record in decision.candidates:
+                        # Offers only a lifted rule let through are valued by that decision.
+                        if record.value_sek is not None:
+                            item.value_sek.setdefault(record.offer_id, record.value_sek)
+                        if record.acceptance_probability is not None:
+                            item.model_acceptance.setdefault(
+                                record.offer_id, record.acceptance_probability
+                            )
             item.shown["model"] = [offer.offer_id for offer in reference.offers]
             item.shown["rules"] = [offer.offer_id for offer in decisions["rules"].offers]
             by_popularity = sorted(passed, key=lambda o: (-popularity.get(o, 0.0), o))
@@ -248,6 +273,7 @@ class PolicyEvaluation:
             "decisions": self.decisions,
             "horizon_months": self.horizon_months,
             "policies": self.policies,
+            "ablation": self.ablation(),
         }
 
     def markdown(self) -> str:
@@ -260,7 +286,8 @@ class PolicyEvaluation:
             "| ESS |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for name, figures in self.policies.items():
+        served = {n: f for n, f in self.policies.items() if not n.startswith(LIFTED)}
+        for name, figures in served.items():
             dr = figures["off_policy"]["dr"]
             lines.append(
                 "| {name} | {offered:.1%} | {first} | {shown} | {lift} | {revenue} | {saving} | "
@@ -282,7 +309,49 @@ class PolicyEvaluation:
                     ess=figures["off_policy"]["effective_sample_size"],
                 )
             )
+        lines += self._ablation()
         return "\n".join(lines)
+
+    def ablation(self) -> dict[str, dict[str, float | None]]:
+        """Per lifted rule: the model policy's figures with it lifted, less the served ones."""
+        model = self.policies.get("model", {})
+        found: dict[str, dict[str, float | None]] = {}
+        for name, figures in self.policies.items():
+            if not name.startswith(LIFTED):
+                continue
+            row: dict[str, float | None] = {
+                "with_offer": figures["with_offer"] - model["with_offer"]
+            }
+            for key in ("first_offer_acceptance", "objective_value_sek", "customer_saving_sek"):
+                if figures.get(key) is not None and model.get(key) is not None:
+                    row[key] = figures[key] - model[key]
+            found[name[len(LIFTED) :]] = row
+        return found
+
+    def _ablation(self) -> list[str]:
+        rows = self.ablation()
+        if not rows:
+            return []
+        lines = [
+            "",
+            "What each rule costs: the model policy with the rule lifted, less as served",
+            "",
+            "| rule lifted | Δ with an offer | Δ first offer accepted (hidden) | Δ objective "
+            "value / invoice (SEK) | Δ customer saving / invoice (SEK) |",
+            "|---|---|---|---|---|",
+        ]
+        for rule, row in rows.items():
+            offered = row["with_offer"] or 0.0
+            lines.append(
+                f"| {rule} | {offered:+.1%} | {_signed(row.get('first_offer_acceptance'))} | "
+                f"{_signed(row.get('objective_value_sek'))} | "
+                f"{_signed(row.get('customer_saving_sek'))} |"
+            )
+        return lines
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.4f}"
 
 
 def _fmt(value: float | None, *, percent: bool = False) -> str:
@@ -358,8 +427,10 @@ def evaluate_served_policies(
     sample: int = 3_000,
     seed: int = 0,
     resamples: int = 300,
+    ablation: bool = True,
 ) -> PolicyEvaluation:
-    """Replay the logged decisions of ``month`` with each policy and report them."""
+    """Replay the logged decisions of ``month`` with each policy and report them; with
+    ``ablation``, also the model policy with each rule of ``LIFTABLE`` lifted in turn."""
     resolved = settings or get_settings()
     data_dir = Path(resolved.data_dir)
     catalog = load_catalog(resolved.catalog)
@@ -368,11 +439,14 @@ def evaluate_served_policies(
     if firsts.empty:
         raise ValueError(f"no logged decisions with propensities in {month or 'the newest month'}")
     models = load_champions(resolved)
-    replayed = replay(firsts, earlier, resolved, catalog, models, objective, seed=seed)
+    ablations = sorted(LIFTABLE) if ablation and models.available else []
+    replayed = replay(
+        firsts, earlier, resolved, catalog, models, objective, seed=seed, ablations=ablations
+    )
     hidden = _hidden_acceptance(replayed, data_dir, catalog) if has_ground_truth(data_dir) else None
     policies = {
         policy: _figures(replayed, policy, hidden, objective.horizon_months, resamples)
-        for policy in POLICIES
+        for policy in (*POLICIES, *(LIFTED + rule for rule in ablations))
     }
     logged_month = str(firsts["day"].iloc[0])[:7]
     log.info("evaluated %d decisions of %s", len(replayed), logged_month)

@@ -14,6 +14,8 @@ from typing import Any
 from core.catalog import Catalog, Offer
 from core.columns import CUSTOMER_KEY
 from serving.decision.arbitration import (
+    BELOW_ACCEPTANCE_FLOOR,
+    BELOW_VALUE_FLOOR,
     DEFAULT_OBJECTIVE,
     NO_VALUE,
     Objective,
@@ -24,6 +26,13 @@ from serving.decision.arbitration import (
     offer_value,
 )
 from serving.decision.candidates import (
+    DECLINED_RECENTLY,
+    DOWNGRADE_WHILE_BOUND,
+    NO_LOYALTY_GAP,
+    NOT_FOR_SEGMENT,
+    NOT_IN_GOOD_STANDING,
+    PAYMENT_HELP_ONLY,
+    TENURE_TOO_SHORT,
     Candidate,
     PlanFit,
     customer_saving,
@@ -34,7 +43,13 @@ from serving.decision.candidates import (
 )
 from serving.decision.consent import Policy, allowed_policy, detail_level
 from serving.decision.exploration import choose_slate, explores
-from serving.decision.guardrails import above_new_customer_price, customer_benefit
+from serving.decision.guardrails import (
+    ABOVE_NEW_CUSTOMER_PRICE,
+    COSTS_MORE_FOR_USAGE,
+    UPGRADE_NOT_JUSTIFIED,
+    above_new_customer_price,
+    customer_benefit,
+)
 from serving.decision.inputs import (
     Account,
     ConsentState,
@@ -60,6 +75,24 @@ log = logging.getLogger(__name__)
 
 NOT_IN_SEGMENT_LIST = "not_in_segment_list"
 MODEL_ERROR = "model_error"
+# The eligibility rules, guardrails and floors an evaluation may lift one at a time to measure
+# what each costs. Consent, the current plan and validity on the date are not rules of choice.
+LIFTABLE: frozenset[str] = frozenset(
+    {
+        NOT_FOR_SEGMENT,
+        DECLINED_RECENTLY,
+        TENURE_TOO_SHORT,
+        DOWNGRADE_WHILE_BOUND,
+        PAYMENT_HELP_ONLY,
+        NOT_IN_GOOD_STANDING,
+        NO_LOYALTY_GAP,
+        ABOVE_NEW_CUSTOMER_PRICE,
+        UPGRADE_NOT_JUSTIFIED,
+        COSTS_MORE_FOR_USAGE,
+        BELOW_ACCEPTANCE_FLOOR,
+        BELOW_VALUE_FLOOR,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -211,6 +244,11 @@ class _Work:
     degraded: str | None = None
     picks: list[_Pick] = field(default_factory=list)
     explored: bool = False
+    # Rules an evaluation lifts to measure what they cost (LIFTABLE); never in a served decision.
+    lifted: frozenset[str] = frozenset()
+
+    def block(self, code: str | None) -> str | None:
+        return None if code in self.lifted else code
 
     def record(self, offer: Offer, blocked_by: str | None, **values: Any) -> None:
         self.records[offer.offer_id] = CandidateRecord(
@@ -238,6 +276,7 @@ def _eligible(
             invoice_date=request.invoice_date,
             recently_declined=recently_declined,
         )
+        blocked = work.block(blocked)
         work.record(offer, blocked)
         if blocked is None:
             eligible.append(offer)
@@ -263,6 +302,7 @@ def _passes_guardrails(
             nearly_used_share=objective.upgrade_usage_share,
         )
     )
+    blocked = work.block(blocked)
     work.record(
         candidate.offer,
         blocked,
@@ -351,6 +391,8 @@ def _personalised(
             value_sek=round(terms.value_sek, 2),
         )
         blocked = floor_block(p, terms.value_sek, objective)
+        if blocked != NO_VALUE:
+            blocked = work.block(blocked)
         if blocked is not None:
             work.update(candidate.offer.offer_id, blocked_by=blocked)
         if blocked is None or (blocked != NO_VALUE and value > 0):
@@ -465,11 +507,13 @@ def decide(
     experiment: ExperimentAssignment | None = None,
     degraded: str | None = None,
     objective: Objective = DEFAULT_OBJECTIVE,
+    lifted: frozenset[str] = frozenset(),
 ) -> Decision:
     """Decide the offers for one invoice.
 
     ``objective`` holds the arbitration's weights, horizon and floors and the upgrade threshold
-    (``Objective.from_settings``).
+    (``Objective.from_settings``). ``lifted`` names eligibility rules, guardrails and floors
+    (``LIFTABLE``) to leave out, for ``offers evaluate``'s ablation only; consent never is.
 
     ``policy`` is what the caller wants (``model``, ``rules``, ``non_personalised``, ``holdout``,
     ``model:<version>`` with the matching scorer); consent can only lower it. A model request
@@ -484,7 +528,12 @@ def decide(
         raise UnknownCustomerError(request.customer_id)
     consent = ConsentState.from_features(consent_row, request.invoice_date)
     allowed = allowed_policy(policy, consent)
-    work = _Work(policy="rules" if allowed == "model" and scorer is None else allowed)
+    unknown = lifted - LIFTABLE
+    if unknown:
+        raise ValueError(f"rules that cannot be lifted: {sorted(unknown)}")
+    work = _Work(
+        policy="rules" if allowed == "model" and scorer is None else allowed, lifted=lifted
+    )
     profile: dict[str, Any] | None = None
     if work.policy == "model":
         # Only here may the profile be read; with the account in one read, one store round trip

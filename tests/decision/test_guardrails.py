@@ -187,3 +187,29 @@ def test_non_personalised_never_shows_an_upgrade() -> None:
     decision = _model_decision(on_60, {}, profiling=False, segment="business")
     assert [o.offer_id for o in decision.offers] == ["PLAN_30GB"]
     assert decision.offers[0].monthly_fee_sek == 279.0
+
+
+def test_an_evaluation_may_lift_a_guardrail_to_measure_it_and_nothing_else() -> None:
+    # About 8 GB of 15 GB, no overage: no upgrade is justified, unless the guardrail is lifted.
+    blocked = _model_decision(account(), dict.fromkeys(UPGRADES, 0.5))
+    assert not {o.offer_id for o in blocked.offers} & set(UPGRADES)
+    lifted = decide(
+        request(max_offers=10),
+        FakeFeatureSource(consent_row=consent(), account_row=account()),
+        CATALOG,
+        policy="model",
+        scorer=FakeScorer(CATALOG, dict.fromkeys(UPGRADES, 0.5), default=0.01),
+        recently_declined=frozenset(),
+        lifted=frozenset({"upgrade_not_justified"}),
+    )
+    assert {o.offer_id for o in lifted.offers} & set(UPGRADES)
+    with pytest.raises(ValueError, match=r"cannot be lifted.*consent"):
+        decide(
+            request(),
+            FakeFeatureSource(consent_row=consent(), account_row=account()),
+            CATALOG,
+            policy="model",
+            scorer=None,
+            recently_declined=frozenset(),
+            lifted=frozenset({"consent"}),
+        )
