@@ -8,7 +8,9 @@ tables: consent, eligibility, the decline cap, guardrails, the objective and the
 - ``rules``: the rules policy of the same engine;
 - ``popularity``: among the offers the engine lets through for that invoice (eligibility and
   guardrails), the one most accepted in the logs before the month;
-- ``random``: a random offer among those.
+- ``random``: a random offer among those;
+- ``acceptance``: among those, the one the champion model finds likeliest to be accepted, value
+  and floors aside (what the objective and the floors cost in acceptance, next to ``model``).
 
 Per policy it reports the share of invoices with an offer, and, against the logged outcomes, the
 off-policy value of its first offer (IPS, self-normalised IPS and doubly robust with bootstrap 95 %
@@ -54,7 +56,7 @@ from training.metrics import off_policy_estimates
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("model", "rules", "popularity", "random")
+POLICIES = ("model", "rules", "popularity", "random", "acceptance")
 LIFTED = "lifted:"
 # Acceptance falls further down the invoice (the simulator's reading order, for the shown set).
 POSITION_FACTOR = (1.0, 0.7, 0.5)
@@ -199,6 +201,7 @@ def replay(
                     r.offer_id: r.value_sek for r in reference.candidates if r.value_sek is not None
                 },
             )
+            item.shown["model"] = [offer.offer_id for offer in reference.offers]
             for name, decision in decisions.items():
                 if name.startswith(LIFTED):
                     item.shown[name] = [offer.offer_id for offer in decision.offers]
@@ -210,11 +213,17 @@ def replay(
                             item.model_acceptance.setdefault(
                                 record.offer_id, record.acceptance_probability
                             )
-            item.shown["model"] = [offer.offer_id for offer in reference.offers]
             item.shown["rules"] = [offer.offer_id for offer in decisions["rules"].offers]
             by_popularity = sorted(passed, key=lambda o: (-popularity.get(o, 0.0), o))
             item.shown["popularity"] = by_popularity[:1]
             item.shown["random"] = [passed[int(rng.integers(len(passed)))]] if passed else []
+            scored = [o for o in passed if o in item.model_acceptance]
+            # Without scores (no profiling consent) it shows what the served engine shows.
+            item.shown["acceptance"] = (
+                [max(scored, key=lambda o: (item.model_acceptance[o], o))]
+                if scored
+                else item.shown["model"][:1]
+            )
             replayed.append(item)
     return replayed
 

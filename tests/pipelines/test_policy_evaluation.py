@@ -92,7 +92,7 @@ def test_the_served_engine_is_evaluated_on_the_simulated_world(
     report = evaluate_served_policies(simulated_world.settings, sample=400, seed=1, resamples=50)
     assert report.month == "2026-11"
     assert 300 <= report.decisions <= 400  # logged decisions of customers the features know
-    served = {"model", "rules", "popularity", "random"}
+    served = {"model", "rules", "popularity", "random", "acceptance"}
     assert set(report.policies) == served | {f"lifted:{rule}" for rule in LIFTABLE}
     for name, figures in report.policies.items():
         assert 0.0 < figures["with_offer"] <= 1.0, name
