@@ -437,9 +437,11 @@ def evaluate_served_policies(
     seed: int = 0,
     resamples: int = 300,
     ablation: bool = True,
+    models: ChampionModels | None = None,
 ) -> PolicyEvaluation:
     """Replay the logged decisions of ``month`` with each policy and report them; with
-    ``ablation``, also the model policy with each rule of ``LIFTABLE`` lifted in turn."""
+    ``ablation``, also the model policy with each rule of ``LIFTABLE`` lifted in turn.
+    ``models`` replaces the champions (a candidate before it is promoted)."""
     resolved = settings or get_settings()
     data_dir = Path(resolved.data_dir)
     catalog = load_catalog(resolved.catalog)
@@ -447,7 +449,7 @@ def evaluate_served_policies(
     firsts, earlier = logged_decisions(data_dir, month, sample, seed)
     if firsts.empty:
         raise ValueError(f"no logged decisions with propensities in {month or 'the newest month'}")
-    models = load_champions(resolved)
+    models = models if models is not None else load_champions(resolved)
     ablations = sorted(LIFTABLE) if ablation and models.available else []
     replayed = replay(
         firsts, earlier, resolved, catalog, models, objective, seed=seed, ablations=ablations
@@ -460,3 +462,25 @@ def evaluate_served_policies(
     logged_month = str(firsts["day"].iloc[0])[:7]
     log.info("evaluated %d decisions of %s", len(replayed), logged_month)
     return PolicyEvaluation(logged_month, len(replayed), policies, objective.horizon_months)
+
+
+def served_value(report: PolicyEvaluation) -> float:
+    """The served model policy's value per invoice: the objective's value against the hidden
+    acceptance on a simulated world, else the doubly robust value of its first offer."""
+    model = report.policies["model"]
+    if model.get("objective_value_sek") is not None:
+        return float(model["objective_value_sek"])
+    return float(model["off_policy"]["dr"]["value"])
+
+
+def served_metrics(report: PolicyEvaluation) -> dict[str, float]:
+    """Flat figures of each served policy, for an MLflow run."""
+    metrics: dict[str, float] = {}
+    for policy in POLICIES:
+        figures = report.policies[policy]
+        metrics[f"served_{policy}_with_offer"] = figures["with_offer"]
+        metrics[f"served_{policy}_dr"] = figures["off_policy"]["dr"]["value"]
+        for key in ("first_offer_acceptance", "lift_captured", "objective_value_sek"):
+            if figures.get(key) is not None:
+                metrics[f"served_{policy}_{key}"] = figures[key]
+    return metrics

@@ -167,8 +167,9 @@ def _evaluate(ctx: RetrainContext) -> str:
     )
     if ranker.reused:
         return f"{summary}; version {ranker.version.version} was evaluated when it was trained"
+    served = _served_policy(ctx)
     if not has_ground_truth(ctx.data_dir) or ranker.top_offers is None:
-        return f"{summary}; no simulator ground truth here, so no oracle check"
+        return f"{summary}; {served}; no simulator ground truth here, so no oracle check"
     check = oracle_check(
         ranker.top_offers, ranker.validation_frame, ctx.data_dir, ctx.values["catalog"]
     )
@@ -180,15 +181,84 @@ def _evaluate(ctx: RetrainContext) -> str:
         settings=ctx.settings,
     )
     oracle = ", ".join(f"{k} {v:.4f}" for k, v in check.expected_acceptance.items())
-    return f"{summary}; oracle expected acceptance: {oracle}"
+    return f"{summary}; {served}; oracle expected acceptance: {oracle}"
+
+
+# Logged decisions the served-policy evaluation replays during a retrain.
+SERVED_SAMPLE = 2_000
+# A candidate ranker is not promoted when the served policy's value falls below the champion's by
+# more than this share: the offline metric alone does not decide what invoices show.
+SERVED_VALUE_TOLERANCE = 0.02
+
+
+def _served_policy(ctx: RetrainContext) -> str:
+    """Replay the newest month with the candidate models (and the champion, if another), log the
+    figures to the candidate's run, and keep both values for the promotion step."""
+    from pipelines.invoice_run.core import ChampionModels
+    from pipelines.invoice_run.run import load_champions
+    from pipelines.policy_evaluation import (
+        evaluate_served_policies,
+        served_metrics,
+        served_value,
+    )
+    from training import tracking
+    from training.registry import CHURN_MODEL, RANKER_MODEL, load_version
+
+    result = ctx.values["train"]
+    candidate = ChampionModels(
+        ranker=load_version(RANKER_MODEL, result.ranker.version.version, ctx.settings),
+        churn=load_version(CHURN_MODEL, result.churn.version.version, ctx.settings),
+    )
+    try:
+        report = evaluate_served_policies(
+            ctx.settings, sample=SERVED_SAMPLE, resamples=200, ablation=False, models=candidate
+        )
+    except ValueError as error:  # no logged decisions with propensities to replay
+        return f"served policy not evaluated ({error})"
+    tracking.log_to_run(
+        result.ranker.version.run_id,
+        metrics=served_metrics(report),
+        text_artifacts={"evaluation/served_policy.md": report.markdown()},
+        settings=ctx.settings,
+    )
+    ctx.values["served_candidate"] = served_value(report)
+    text = f"served policy value {served_value(report):.4f}"
+    champion = load_champions(ctx.settings)
+    if champion.available and champion.model_version != candidate.model_version:
+        against = evaluate_served_policies(
+            ctx.settings, sample=SERVED_SAMPLE, resamples=200, ablation=False, models=champion
+        )
+        ctx.values["served_champion"] = served_value(against)
+        text += f" (champion {champion.model_version}: {served_value(against):.4f})"
+    return text
+
+
+def served_policy_blocks(candidate: float | None, champion: float | None) -> str | None:
+    """Why a candidate ranker must not be promoted on the served policy's value, or None."""
+    if candidate is None or champion is None:
+        return None
+    if candidate < champion - SERVED_VALUE_TOLERANCE * abs(champion):
+        return (
+            f"its served policy is worth {candidate:.4f} per invoice against the champion's "
+            f"{champion:.4f}"
+        )
+    return None
 
 
 def _promote(ctx: RetrainContext) -> str:
-    from training.registry import promote_models
+    from training.registry import CHURN_MODEL, RANKER_MODEL, promote_models
 
-    decisions = promote_models(settings=ctx.settings)
+    blocked = served_policy_blocks(
+        ctx.values.get("served_candidate"), ctx.values.get("served_champion")
+    )
+    if blocked is None:
+        decisions = promote_models(settings=ctx.settings)
+        ctx.values["promotions"] = decisions
+        return "; ".join(decision.describe() for decision in decisions)
+    decisions = promote_models(only=CHURN_MODEL, settings=ctx.settings)
     ctx.values["promotions"] = decisions
-    return "; ".join(decision.describe() for decision in decisions)
+    kept = f"{RANKER_MODEL}: champion kept: {blocked}"
+    return "; ".join([kept, *(decision.describe() for decision in decisions)])
 
 
 def _first_line(text: str) -> str:

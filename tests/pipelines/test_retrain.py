@@ -14,6 +14,7 @@ from pipelines import retrain
 from pipelines.retrain import STEPS, PipelineStepError, run_retrain
 from tests.factories.training import log_version
 from tests.simulated_world import SimulatedWorld
+from training import tracking
 from training.registry import (
     CHURN_MODEL,
     RANKER_MODEL,
@@ -45,7 +46,15 @@ def test_every_step_runs_in_order_and_promotes_the_first_versions(
     assert all(step.seconds > 0 and step.peak_rss_mb > 0 for step in first_run.steps)
     assert champion_version(RANKER_MODEL, settings) == "offer-ranker/1"
     assert champion_version(CHURN_MODEL, settings) == "churn-risk/1"
-    assert "oracle expected acceptance" in first_run.steps[STEPS.index("evaluate")].detail
+    evaluated = first_run.steps[STEPS.index("evaluate")].detail
+    assert "oracle expected acceptance" in evaluated
+    assert "served policy value" in evaluated
+    # The served policy's figures sit in the candidate's MLflow run.
+    run_id = tracking.versions(RANKER_MODEL, settings)[0].run_id
+    run = tracking.client(settings).get_run(run_id)
+    assert 0.0 <= run.data.metrics["served_model_with_offer"] <= 1.0
+    assert "served_model_lift_captured" in run.data.metrics
+    assert "served_rules_objective_value_sek" in run.data.metrics
     usage = pd.read_parquet(Path(settings.features_dir) / "customer_usage.parquet")
     raw_usage = pd.read_parquet(Path(settings.data_dir) / "usage_monthly.parquet")
     # One snapshot per customer and month of usage: nobody with usage is left out.
@@ -53,6 +62,15 @@ def test_every_step_runs_in_order_and_promotes_the_first_versions(
     assert set(usage["customer_id"]) == set(raw_usage["customer_id"])
     assert load_champion(RANKER_MODEL, settings).version == "offer-ranker/1"
     assert "total" in first_run.describe()
+
+
+def test_a_ranker_whose_served_policy_is_worth_less_is_not_promoted() -> None:
+    assert retrain.served_policy_blocks(9.7, 10.0) is not None  # 3 % below
+    assert retrain.served_policy_blocks(9.85, 10.0) is None  # within 2 %
+    assert retrain.served_policy_blocks(11.0, 10.0) is None
+    assert retrain.served_policy_blocks(None, 10.0) is None  # nothing to compare with
+    assert retrain.served_policy_blocks(5.0, None) is None
+    assert "0.0800" in (retrain.served_policy_blocks(0.08, 0.09) or "")
 
 
 def test_a_second_run_on_the_same_data_changes_nothing(
