@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         le=0.5,
         description="Share of model decisions that show a randomised order (true propensities).",
     )
+    propensity_weight_cap: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Train the ranker on 1 / logged propensity clipped at this weight (0: off).",
+    )
     feature_timeout_ms: float = Field(default=50.0, gt=0)
     max_request_bytes: int = 16 * 1024
     seed: int = 7

@@ -82,11 +82,15 @@ class FitSet:
     labels: np.ndarray
     groups: np.ndarray
     feature_names: list[str]
+    # Per-row training weights (None: all rows alike), e.g. inverse logged propensities.
+    weights: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         rows = len(self.features)
         if len(self.labels) != rows or len(self.groups) != rows:
             raise ValueError("features, labels and groups differ in length")
+        if self.weights is not None and len(self.weights) != rows:
+            raise ValueError("weights and features differ in length")
         if self.features.shape[1] != len(self.feature_names):
             raise ValueError("feature_names do not match the matrix width")
 
@@ -108,13 +112,20 @@ class FitSet:
         codes, uniques = pd.factorize(np.asarray(self.groups))
         keep = np.random.default_rng(seed).random(len(uniques)) < max_rows / len(self.labels)
         rows = keep[codes]
-        return FitSet(self.features[rows], self.labels[rows], self.groups[rows], self.feature_names)
+        return FitSet(
+            self.features[rows],
+            self.labels[rows],
+            self.groups[rows],
+            self.feature_names,
+            None if self.weights is None else self.weights[rows],
+        )
 
     def dataset(self, reference: lgb.Dataset | None = None, ranking: bool = True) -> lgb.Dataset:
         """A LightGBM Dataset; query groups only for ranking (churn rows of a customer repeat)."""
         data = lgb.Dataset(
             self.features,
             label=self.labels,
+            weight=self.weights,
             feature_name=self.feature_names,
             reference=reference,
             params={"max_bin": BASE_PARAMS["max_bin"], "verbosity": -1},

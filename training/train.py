@@ -72,6 +72,9 @@ class TrainingConfig:
     max_off_policy_decisions: int = 20_000
     seed: int = 7
     join: str = "tables"  # "tables" (pandas point-in-time join) or "feast"
+    # Weigh each logged offer by 1 / its logged propensity, clipped at this weight (0: no
+    # weighting), so offers the logging policy rarely showed count as the policy would have.
+    propensity_weight_cap: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -125,7 +128,7 @@ def train_models(
     """
     resolved = settings or get_settings()
     folder = Path(data_dir or resolved.data_dir)
-    cfg = config or TrainingConfig()
+    cfg = config or TrainingConfig(propensity_weight_cap=resolved.propensity_weight_cap)
     # Same input tables, catalog, settings and model inputs: the same model, not trained again.
     fingerprint = data.fingerprint(
         [*(folder / name for name in _input_files(folder)), Path(resolved.catalog)],
@@ -161,13 +164,29 @@ def _already_trained(name: str, fingerprint: str, settings: Settings) -> ModelRe
     return None
 
 
-def _fit_set(frame: pd.DataFrame, columns: list[str], group: str) -> FitSet:
+def _fit_set(
+    frame: pd.DataFrame, columns: list[str], group: str, weights: np.ndarray | None = None
+) -> FitSet:
     return FitSet(
         features=model_matrix(frame, columns, np.float32),
         labels=frame[LABEL].to_numpy(dtype=float),
         groups=frame[group].to_numpy(),
         feature_names=list(columns),
+        weights=weights,
     )
+
+
+def propensity_weights(propensity: pd.Series, cap: float) -> np.ndarray | None:
+    """1 / logged propensity, clipped at ``cap`` and scaled to a mean of 1; None when ``cap``
+    is 0. Rows without a propensity weigh 1 before scaling."""
+    if cap <= 0:
+        return None
+    logged = propensity.to_numpy(dtype=float)
+    weights = np.where(
+        np.isfinite(logged) & (logged > 0), 1.0 / np.where(logged > 0, logged, 1.0), 1.0
+    )
+    weights = np.minimum(weights, cap)
+    return weights / weights.mean()
 
 
 def _champion_on(
@@ -329,7 +348,13 @@ def train_ranker(
     train_rows, tune_rows, validation_rows = periods.train, periods.tune, periods.validation
 
     with data.timed(timings, "ranker_fit"):
-        train_set = _fit_set(train_rows, RANKER_FEATURES, "decision_id")
+        weights = propensity_weights(train_rows["propensity"], cfg.propensity_weight_cap)
+        weighting = (
+            "each logged offer once"
+            if weights is None
+            else f"1 / logged propensity, clipped at {cfg.propensity_weight_cap:g}, mean 1"
+        )
+        train_set = _fit_set(train_rows, RANKER_FEATURES, "decision_id", weights)
         tune_set = _fit_set(tune_rows, RANKER_FEATURES, "decision_id")
         fitted = fit_ranker(train_set, tune_set, seed=cfg.seed)
         del train_set
@@ -388,9 +413,10 @@ def train_ranker(
         {
             "objective": fitted.chosen.objective,
             "pred_contrib_ms_3_rows": round(fitted.chosen.explain_ms, 3),
+            "training weights": weighting,
         },
         metrics,
-        version_tags,
+        {**version_tags, "training_weights": weighting},
         timings,
         fingerprint,
         settings,

@@ -162,3 +162,20 @@ def test_feast_and_the_pandas_join_give_the_same_rows(world: Settings) -> None:
     left = by_pandas[inputs].astype(float).to_numpy()
     right = by_feast[inputs].astype(float).to_numpy()
     assert np.allclose(left, right, rtol=1e-5, atol=1e-4, equal_nan=True)
+
+
+def test_propensity_weights_are_inverse_clipped_and_average_one() -> None:
+    from training.train import propensity_weights
+
+    logged = pd.Series([0.5, 0.1, 0.01, None, 1.0])
+    weights = propensity_weights(logged, cap=20.0)
+    assert weights is not None
+    raw = np.array([2.0, 10.0, 20.0, 1.0, 1.0])  # 1 / 0.01 = 100 clipped at 20; no propensity: 1
+    assert weights == pytest.approx(raw / raw.mean())
+    assert weights.mean() == pytest.approx(1.0)
+    assert propensity_weights(logged, cap=0.0) is None
+
+
+def test_the_ranker_says_how_its_training_rows_were_weighed(trained: TrainResult) -> None:
+    assert trained.ranker.version.tags["training_weights"] == "each logged offer once"
+    assert "training weights" in trained.ranker.report_markdown
