@@ -40,6 +40,7 @@ from serving.decision.arbitration import Objective
 from serving.decision.engine import Decision, decide
 from serving.decision.inputs import DecisionRequest
 from serving.decision_log import DecisionLog
+from serving.decision_log.repository import WARM_UP_ID
 from serving.experiments import Experiments
 from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore, open_feast_source
 from serving.metrics import ApiMetrics
@@ -252,12 +253,19 @@ class _WarmUpSource:
 
 
 def warm_up(services: Services) -> None:
-    """Decide once for a made-up customer, unlogged, so the first invoice does not pay first use."""
-    services.log.warm_up()
+    """Decide once for a made-up customer, unlogged, so the first invoice does not pay first use.
+
+    Nothing here may stop the service from starting: a failure is logged and the first requests
+    pay the compilation instead.
+    """
+    try:
+        services.log.warm_up()
+    except Exception as error:
+        logger.warning("decision log warm-up failed", extra={"error": type(error).__name__})
     if not services.catalog.plans:
         return
     today = dt.datetime.now(dt.UTC).date()
-    request = DecisionRequest("warm-up", "warm-up", today, "sv", 3)
+    request = DecisionRequest(WARM_UP_ID, WARM_UP_ID, today, "sv", 3)
     source = _WarmUpSource(services.catalog.plans[0].offer_id, today)
     try:
         decision = decide(
@@ -268,7 +276,7 @@ def warm_up(services: Services) -> None:
             scorer=services.models.current.scorer,
             recently_declined=frozenset(),
         )
-        offers_answer_json(decision, "warm-up")
+        offers_answer_json(decision, WARM_UP_ID)
         decision.to_log_dict()
     except Exception as error:  # a warm-up must never stop the service from starting
         logger.warning("warm-up decision failed", extra={"error": type(error).__name__})

@@ -30,6 +30,10 @@ from serving.decision_log.sqlite import (
 )
 from serving.decision_log.statements import build_statements
 
+# Outside the request id pattern (a space and "#"): no invoice, decision or customer id can
+# carry it.
+WARM_UP_ID = "# warm-up #"
+
 
 class DecisionLog:
     """Decisions, their offers, events and experiments in one database."""
@@ -84,11 +88,16 @@ class DecisionLog:
         return True
 
     def warm_up(self) -> None:
-        """Run each statement of the request path once (writes rolled back), compiling them."""
-        self.find("warm-up")
-        self.recent_declines("warm-up", 1)
-        self.offers_of("warm-up")
-        self.find_event("warm-up")
+        """Run each statement of the request path once (writes rolled back), compiling them.
+
+        The rows use an id no request can carry (requests allow letters, digits and ``._-``), so a
+        stored invoice can never collide with the warm-up's insert.
+        """
+        key = WARM_UP_ID
+        self.find(key)
+        self.recent_declines(key, 1)
+        self.offers_of(key)
+        self.find_event(key)
         now = dt.datetime.now(dt.UTC)
         with self.engine.connect() as connection:
             transaction = connection.begin()
@@ -96,9 +105,9 @@ class DecisionLog:
                 connection.execute(
                     self.statements.insert_decision,
                     {
-                        "decision_id": "warm-up",
-                        "invoice_id": "warm-up",
-                        CUSTOMER_KEY: "warm-up",
+                        "decision_id": key,
+                        "invoice_id": key,
+                        CUSTOMER_KEY: key,
                         "invoice_date": now.date(),
                         "created_at": now,
                         "policy": "none",
@@ -109,7 +118,7 @@ class DecisionLog:
                 )
                 connection.execute(
                     self.statements.insert_offers,
-                    [{"decision_id": "warm-up", "offer_id": "warm-up", "rank": 1}],
+                    [{"decision_id": key, "offer_id": key, "rank": 1}],
                 )
             finally:
                 transaction.rollback()

@@ -170,6 +170,23 @@ def test_concurrent_requests_for_one_invoice_make_one_decision(client: Any) -> N
     assert log.find("INV-2026-11-0001").response_json.encode() == answers[0]
 
 
+def test_an_invoice_named_like_the_warm_up_never_stops_the_next_start(tmp_path: Path) -> None:
+    with running(make_app(tmp_path)) as first:
+        answer = first.post("/v1/offers", json=offers_body(invoice_id="warm-up"), headers=RENDERER)
+        assert answer.status_code == 200
+    # The same decision log, started again: ready, and the stored decision is still the answer.
+    with running(make_app(tmp_path)) as second:
+        assert second.get("/health/ready").status_code == 200
+        again = second.post("/v1/offers", json=offers_body(invoice_id="warm-up"), headers=RENDERER)
+        assert again.status_code == 200
+        assert again.json()["decision_id"] == answer.json()["decision_id"]
+        # No request can carry the warm-up's own id.
+        refused = second.post(
+            "/v1/offers", json=offers_body(invoice_id="# warm-up #"), headers=RENDERER
+        )
+        assert refused.status_code == 422
+
+
 def test_the_decision_is_stored_before_it_is_answered(client: Any) -> None:
     body = client.post("/v1/offers", json=offers_body(), headers=RENDERER).json()
     log = client.app.state.services.log
