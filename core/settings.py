@@ -87,6 +87,12 @@ class Settings(BaseSettings):
         ge=0.0,
         description="Train the ranker on 1 / logged propensity clipped at this weight (0: off).",
     )
+    invoice_date_past_days: int = Field(
+        default=400, ge=1, description="Oldest invoice_date a request may carry, in days."
+    )
+    invoice_date_future_days: int = Field(
+        default=45, ge=0, description="Furthest invoice_date ahead of today a request may carry."
+    )
     feature_timeout_ms: float = Field(default=50.0, gt=0)
     max_request_bytes: int = 16 * 1024
     seed: int = 7

@@ -314,6 +314,10 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
             render=offers_answer_json,
             decline_cap_invoices=settings.decline_cap_invoices,
             objective=Objective.from_settings(settings),
+            invoice_date_window_days=(
+                settings.invoice_date_past_days,
+                settings.invoice_date_future_days,
+            ),
         ),
     )
     warm_up(services)

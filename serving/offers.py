@@ -99,6 +99,7 @@ class OffersService:
         decline_cap_invoices: int,
         objective: Objective = DEFAULT_OBJECTIVE,
         challenger_retries: ChallengerRetries | None = None,
+        invoice_date_window_days: tuple[int, int] = (400, 45),
     ) -> None:
         self.catalog = catalog
         self.models = models
@@ -110,9 +111,22 @@ class OffersService:
         self._render = render
         self._decline_cap = decline_cap_invoices
         self.objective = objective
+        self.invoice_date_window_days = invoice_date_window_days
         # A SQLite file or memory database: choosing an arm or replaying never waits on another
         # machine. The log's database does not change while the service runs.
         self.log_is_local = log.is_local
+
+    def invoice_date_problem(self, day: dt.date, today: dt.date) -> str | None:
+        """Why an invoice date is refused, or None: it must lie in a window around today, so that
+        no request can move a decision (or a customer's age) far into the past or future."""
+        back, ahead = self.invoice_date_window_days
+        earliest, latest = today - dt.timedelta(days=back), today + dt.timedelta(days=ahead)
+        if earliest <= day <= latest:
+            return None
+        return (
+            f"invoice_date {day.isoformat()} is outside {earliest.isoformat()} to "
+            f"{latest.isoformat()} ({back} days back to {ahead} days ahead of today)"
+        )
 
     def arm(self, customer_id: str, day: dt.date) -> Arm:
         """The running experiment's variant for this customer, or the champion without one."""

@@ -63,8 +63,15 @@ class ConsentState:
         return self.age is not None and self.age >= ADULT_AGE
 
     @classmethod
-    def from_features(cls, row: Mapping[str, Any], invoice_date: dt.date) -> ConsentState:
-        """Build from ``features.views.CUSTOMER_CONSENT`` values read for one customer."""
+    def from_features(
+        cls, row: Mapping[str, Any], invoice_date: dt.date, today: dt.date | None = None
+    ) -> ConsentState:
+        """Build from ``features.views.CUSTOMER_CONSENT`` values read for one customer.
+
+        The age is taken on the invoice date or ``today`` (default: today, UTC), whichever is
+        earlier: no invoice date a caller sends can make a minor an adult.
+        """
+        on = min(invoice_date, today or dt.datetime.now(dt.UTC).date())
         birth_year = as_int(row.get("birth_year"))
         segment = row.get("segment")
         return cls(
@@ -72,7 +79,7 @@ class ConsentState:
             profiling=as_flag(row.get("consent_profiling")),
             usage_insights=as_flag(row.get("consent_usage_insights")),
             objected=as_flag(row.get("objected_marketing")),
-            age=lowest_age(birth_year, invoice_date),
+            age=lowest_age(birth_year, on),
             segment=segment if isinstance(segment, str) and segment else "consumer",
         )
 

@@ -170,6 +170,21 @@ def test_concurrent_requests_for_one_invoice_make_one_decision(client: Any) -> N
     assert log.find("INV-2026-11-0001").response_json.encode() == answers[0]
 
 
+def test_an_invoice_date_far_from_today_is_refused_with_the_window(client: Any) -> None:
+    answer = client.post(
+        "/v1/offers", json=offers_body(invoice_date="2099-01-01"), headers=RENDERER
+    )
+    assert answer.status_code == 422
+    problem = answer.json()
+    assert problem["type"].endswith("invoice-date-out-of-range")
+    assert (
+        "2099-01-01" in problem["detail"] and "400 days back to 45 days ahead" in problem["detail"]
+    )
+    old = client.post("/v1/offers", json=offers_body(invoice_date="2020-01-01"), headers=RENDERER)
+    assert old.status_code == 422
+    assert client.app.state.services.log.find("INV-2026-11-0001") is None  # nothing stored
+
+
 def test_an_invoice_named_like_the_warm_up_never_stops_the_next_start(tmp_path: Path) -> None:
     with running(make_app(tmp_path)) as first:
         answer = first.post("/v1/offers", json=offers_body(invoice_id="warm-up"), headers=RENDERER)

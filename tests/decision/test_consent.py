@@ -110,8 +110,18 @@ def test_age_is_the_lowest_the_birth_year_allows(
     birth_year: int | None, day: dt.date, age: int | None, adult: bool
 ) -> None:
     assert lowest_age(birth_year, day) == age
-    state = ConsentState.from_features(consent(birth_year=birth_year), day)
+    state = ConsentState.from_features(consent(birth_year=birth_year), day, today=day)
     assert state.is_adult is adult
+
+
+def test_no_invoice_date_makes_a_minor_an_adult() -> None:
+    # Born 2014: 12 today. An invoice dated 2099 must not make them 84 and profiled.
+    today = dt.date(2026, 12, 4)
+    minor = consent(birth_year=2014)
+    assert not ConsentState.from_features(minor, dt.date(2099, 1, 1), today=today).is_adult
+    assert ConsentState.from_features(minor, dt.date(2099, 1, 1), today=today).age == 11
+    # A past invoice date still counts: the age on that day.
+    assert ConsentState.from_features(consent(birth_year=2000), INVOICE_DATE, today=today).is_adult
 
 
 def test_missing_consent_values_mean_not_granted() -> None:

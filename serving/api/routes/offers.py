@@ -25,10 +25,15 @@ router = APIRouter(prefix="/v1", tags=["offers"])
 )
 async def decide_offers(body: OffersRequest, offers: OffersDep, _: RendererRole) -> Response:
     """Decide the offers for one invoice; the same invoice_id always gets the same decision."""
+    today = dt.datetime.now(dt.UTC).date()
+    day = body.invoice_date or today
+    problem = offers.invoice_date_problem(day, today)
+    if problem is not None:
+        raise ProblemError(422, problem, kind="invoice-date-out-of-range")
     request = DecisionRequest(
         invoice_id=body.invoice_id,
         customer_id=body.customer_id,
-        invoice_date=body.invoice_date or dt.datetime.now(dt.UTC).date(),
+        invoice_date=day,
         locale=body.locale,
         max_offers=body.max_offers,
     )
