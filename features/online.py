@@ -270,8 +270,14 @@ class OnlineFeatures:
             pool = getattr(client, "connection_pool", None)
             if pool is None:  # a cluster client: keep the caller's watchdog
                 return False
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
             pool.connection_kwargs["socket_timeout"] = timeout_seconds
             pool.connection_kwargs["socket_connect_timeout"] = timeout_seconds
+            # One attempt per read: redis-py retries with backoff by default, and five reads from
+            # a closed port then take seconds each instead of failing at once.
+            client.set_retry(Retry(NoBackoff(), 0))
             pool.disconnect()  # connections made before now keep no timeout: drop them
             return True
         return False

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import redis
 
 from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
 from core.settings import Settings
@@ -114,6 +115,37 @@ def test_the_api_decides_from_the_feast_store(sqlite_settings: Settings) -> None
     assert body["offers"] and body["usage_summary"]["plan"]["plan_id"] == "PLAN_5GB"
     assert unknown.status_code == 404
     assert summary.status_code == 200 and summary.json()["detail_level"] == "basic"
+
+
+def test_an_unreachable_redis_fails_each_read_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One connection attempt per read: redis-py's default retries with backoff (five reads
+    from a closed port took 42 s here) are off on the request path."""
+    import socket
+
+    from features.online import OnlineFeatures
+    from features.store import open_store
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = open_store(_settings(tmp_path, online_store=f"redis://127.0.0.1:{port}/0"))
+    online = OnlineFeatures(store)
+    assert online.bound_reads(0.05) is True
+    client = store._get_provider().online_store._get_client(store.config.online_store)
+    attempts = []
+    connect = redis.connection.Connection._connect
+
+    def counted(self: redis.connection.Connection) -> object:
+        attempts.append(1)
+        return connect(self)
+
+    monkeypatch.setattr(redis.connection.Connection, "_connect", counted)
+    for _ in range(5):
+        with pytest.raises(redis.exceptions.ConnectionError):
+            client.hmget(b"key", [b"field"])
+    assert len(attempts) == 5
 
 
 @pytest.mark.redis
