@@ -297,6 +297,9 @@ class SqliteWriter:
         stamps = _sqlite_event_times(rows.event_times)
         connection = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         try:
+            # Write-ahead log: the API's readers keep reading the last committed values while
+            # this transaction writes, instead of waiting on its lock (kept in the file).
+            connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("BEGIN IMMEDIATE")
             for part in _chunks(len(rows)):
                 chosen = order[part]

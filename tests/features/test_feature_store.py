@@ -258,6 +258,31 @@ def reader_matches_feast(store: Any) -> None:
     assert one == {CUSTOMER_KEY: "C2", "days_past_due": 1, "sms_m1": 10}
 
 
+def test_readers_read_while_materialize_writes(repo: Repo) -> None:
+    """The SQLite online store is in WAL mode: an open write transaction blocks no reader."""
+    import sqlite3
+
+    from features.online import read_online
+
+    store = open_store(repo.settings)
+    path = Path(repo.settings.feast_dir) / "online.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        writer.execute("BEGIN IMMEDIATE")
+        table = next(
+            name
+            for (name,) in writer.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if name.endswith("customer_billing")
+        )
+        writer.execute(f'UPDATE "{table}" SET value = value')  # a write not yet committed
+        one = read_online(store, "C2", ["customer_billing:days_past_due"])
+        assert one == {CUSTOMER_KEY: "C2", "days_past_due": 1}
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
 def test_the_direct_online_reader_answers_what_feast_answers(repo: Repo) -> None:
     reader_matches_feast(open_store(repo.settings))
 
