@@ -40,7 +40,7 @@ from core.columns import CUSTOMER_KEY
 from core.contract import OFFER_EVENTS
 from core.settings import Settings, get_settings
 from core.tables import read_table
-from pipelines.evaluation_oracle import has_ground_truth
+from pipelines.evaluation_oracle import GROUND_TRUTH_FOLDER, has_ground_truth
 from pipelines.frame_source import FrameFeatureSource, read_decision_frames, start_of_day
 from pipelines.invoice_run.core import ChampionModels, feature_paths, recent_declines
 from pipelines.invoice_run.run import load_champions
@@ -256,7 +256,7 @@ def _hidden_acceptance(
     if pairs.empty:
         return {}
     truth = expected_acceptance(
-        Path(data_dir) / "_ground_truth",
+        Path(data_dir) / GROUND_TRUTH_FOLDER,
         pairs[["customer_id", "offer_id", "as_of"]],
         data_dir,
         catalog,

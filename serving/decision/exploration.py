@@ -32,8 +32,14 @@ def _unit_draws(invoice_id: str, count: int) -> np.ndarray:
 
 
 def explores(invoice_id: str, share: float) -> bool:
-    """Whether this invoice's decision explores (a fixed draw per invoice id)."""
-    return share > 0 and float(_unit_draws(invoice_id, 1)[0]) < share
+    """Whether this invoice's decision explores (a fixed draw per invoice id).
+
+    Every model decision asks, so the draw is the hash itself, not a generator seeded by it.
+    """
+    if share <= 0:
+        return False
+    digest = hashlib.blake2b(f"explores:{invoice_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64 < share
 
 
 @dataclass(frozen=True)
