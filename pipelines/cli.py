@@ -138,8 +138,20 @@ def features_materialize(
 
 
 @app.command()
-def train(data: DataOption = None) -> None:
-    """Train both models, evaluate against baselines, log to MLflow and register versions."""
+def train(
+    data: DataOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Train and register new versions even when data, settings and code are unchanged.",
+        ),
+    ] = False,
+) -> None:
+    """Train both models, evaluate against baselines, log to MLflow and register versions.
+
+    A model whose data, training settings and code are unchanged is kept (the output says which
+    of them changed otherwise); --force trains anyway."""
     from core.catalog import CatalogError, load_catalog
     from core.contract import OFFER_EVENTS
     from core.settings import get_settings
@@ -153,7 +165,7 @@ def train(data: DataOption = None) -> None:
         catalog = load_catalog(settings.catalog)
         # Off-policy value is estimated over the offers the decision engine would allow.
         candidates = eligibility_filter(catalog, read_table(folder, OFFER_EVENTS))
-        result = train_models(data_dir=folder, candidate_filter=candidates)
+        result = train_models(data_dir=folder, candidate_filter=candidates, force=force)
     except (CatalogError, ValueError) as error:
         raise _fail(str(error)) from error
     console.print(result.describe())

@@ -21,6 +21,7 @@ import pandas as pd
 
 from training.calibration import CalibrationChoice, Calibrator, choose_calibrator
 from training.metrics import log_loss, ndcg_at_k, roc_auc
+from training.model_inputs import SERVED_POSITION, SHOWN_POSITION
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,14 @@ class FitSet:
             raise ValueError("weights and features differ in length")
         if self.features.shape[1] != len(self.feature_names):
             raise ValueError("feature_names do not match the matrix width")
+
+    def shown_first(self) -> np.ndarray:
+        """Rows logged in the first place on the invoice (all rows without a position input):
+        the rows whose outcome is what serving predicts, acceptance when shown first."""
+        if SHOWN_POSITION not in self.feature_names:
+            return np.ones(len(self.labels), dtype=bool)
+        position = self.features[:, self.feature_names.index(SHOWN_POSITION)]
+        return np.asarray(position == SERVED_POSITION)
 
     def group_sizes(self) -> np.ndarray:
         """Sizes of consecutive runs of one group, as LightGBM's query groups expect."""
@@ -243,9 +252,11 @@ def fit_booster(
 
 
 def _ranking_metrics(tune: FitSet, raw: np.ndarray) -> dict[str, float]:
+    first = tune.shown_first()
     return {
         "tune_ndcg_at_3": ndcg_at_k(tune.labels, raw, tune.groups, k=3),
         "tune_auc": roc_auc(tune.labels, raw),
+        "tune_first_auc": roc_auc(tune.labels[first], raw[first]),
     }
 
 
@@ -387,7 +398,7 @@ def fit_ranker(
     the tune set.
     """
     candidates = _fit_candidates(train, tune, objectives, budgets, seed, True, sweep_rows)
-    return _finish(candidates, train, tune, "tune_ndcg_at_3", {"seed": seed}, ranking=True)
+    return _finish(candidates, train, tune, "tune_first_auc", {"seed": seed}, ranking=True)
 
 
 def fit_churn(

@@ -38,8 +38,15 @@ OFFER_FEATURES: list[str] = [
     *PLAN_FIT,
     "offer_new_customer_discount_sek",
 ]
+# Where the offer stood on the invoice it was logged on (1 = first). Fewer customers read down to
+# the second and third offer, so a logged offer's outcome depends on its place as much as on the
+# offer; without this input the model learns the logging policy's order as if it were the
+# customers' taste. Training reads the logged rank; every prediction (serving, evaluation) asks
+# "if shown first", position 1.
+SHOWN_POSITION = "shown_position"
+SERVED_POSITION = 1.0
 
-RANKER_FEATURES: list[str] = [*CUSTOMER_FEATURES, *OFFER_FEATURES]
+RANKER_FEATURES: list[str] = [*CUSTOMER_FEATURES, *OFFER_FEATURES, SHOWN_POSITION]
 CHURN_FEATURES: list[str] = list(CUSTOMER_FEATURES)
 
 
@@ -58,6 +65,9 @@ def add_derived_columns(frame: pd.DataFrame) -> pd.DataFrame:
             derived["offer_monthly_fee_sek"].astype(float).to_numpy(),
             derived["offer_new_customer_fee_sek"].astype(float).to_numpy(),
         )
+    derived[SHOWN_POSITION] = (
+        derived["rank"].astype(float) if "rank" in derived else SERVED_POSITION
+    )
     return derived
 
 
@@ -69,7 +79,7 @@ def model_matrix(
     Columns are copied one at a time into the result, so a frame of millions of rows is not
     duplicated on the way (``float32`` halves the memory of training sets).
     """
-    derived_names = {"segment_is_business", "offer_new_customer_discount_sek"}
+    derived_names = {"segment_is_business", "offer_new_customer_discount_sek", SHOWN_POSITION}
     needs_derived = any(name in derived_names and name not in frame for name in columns)
     source = add_derived_columns(frame[_derived_inputs(frame)]) if needs_derived else frame
     missing = [name for name in columns if name not in source and name not in frame]
@@ -85,7 +95,7 @@ def model_matrix(
 
 
 def _derived_inputs(frame: pd.DataFrame) -> list[str]:
-    inputs = ["segment", "offer_monthly_fee_sek", "offer_new_customer_fee_sek"]
+    inputs = ["segment", "offer_monthly_fee_sek", "offer_new_customer_fee_sek", "rank"]
     return [name for name in inputs if name in frame]
 
 

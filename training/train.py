@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,11 @@ from training.splits import TRAIN, TUNE, VALIDATION
 log = logging.getLogger(__name__)
 
 FINGERPRINT_TAG = "data_fingerprint"
+SETTINGS_FINGERPRINT_TAG = "settings_fingerprint"
+CODE_FINGERPRINT_TAG = "code_fingerprint"
+# The code that decides what a trained model is: training itself, the feature transforms and the
+# shared definitions both read. A change to any of these files trains again.
+TRAINING_CODE = ("training", "features/transforms", "core")
 # Given candidate rows (customer features, offer_id, event_timestamp), which may be offered.
 CandidateFilter = Callable[[pd.DataFrame], np.ndarray]
 
@@ -98,7 +103,7 @@ class ModelResult:
     def describe(self) -> str:
         primary = PRIMARY_METRIC[self.name]
         value = self.metrics.get(primary)
-        state = "unchanged data: kept" if self.reused else "registered"
+        state = "unchanged data, settings and code: kept" if self.reused else "registered"
         figure = "n/a" if value is None else f"{value:.4f}"
         return f"{self.name}: {state} version {self.version.version} ({primary} {figure})"
 
@@ -119,26 +124,22 @@ def train_models(
     settings: Settings | None = None,
     config: TrainingConfig | None = None,
     candidate_filter: CandidateFilter | None = None,
+    force: bool = False,
 ) -> TrainResult:
     """Train, evaluate, log and register offer-ranker and churn-risk.
 
     ``candidate_filter`` narrows the off-policy candidates to the offers a customer may get (the
     decision engine's eligibility, which the training stage cannot import); without it every
-    catalog offer valid for the customer's segment and tenure is a candidate.
+    catalog offer valid for the customer's segment and tenure is a candidate. A model whose
+    data, training settings and code are all unchanged is kept rather than trained again, unless
+    ``force``.
     """
     resolved = settings or get_settings()
     folder = Path(data_dir or resolved.data_dir)
     cfg = config or TrainingConfig(propensity_weight_cap=resolved.propensity_weight_cap)
-    # Same input tables, catalog, settings and model inputs: the same model, not trained again.
-    fingerprint = data.fingerprint(
-        [*(folder / name for name in _input_files(folder)), Path(resolved.catalog)],
-        extra=json.dumps(
-            {"config": cfg.as_dict(), "ranker": RANKER_FEATURES, "churn": CHURN_FEATURES},
-            sort_keys=True,
-        ),
-    )
-    ranker = train_ranker(folder, resolved, cfg, fingerprint, candidate_filter)
-    churn = train_churn(folder, resolved, cfg, fingerprint)
+    key = SkipKey.of(folder, resolved, cfg)
+    ranker = train_ranker(folder, resolved, cfg, key, candidate_filter, force=force)
+    churn = train_churn(folder, resolved, cfg, key, force=force)
     result = TrainResult(ranker=ranker, churn=churn)
     log.info("%s", result.describe())
     return result
@@ -150,17 +151,74 @@ def _input_files(folder: Path) -> list[str]:
     return [table.file_name for table in TABLES if (folder / table.file_name).exists()]
 
 
-def _already_trained(name: str, fingerprint: str, settings: Settings) -> ModelResult | None:
-    for version in tracking.versions(name, settings):
-        if version.tags.get(FINGERPRINT_TAG) == fingerprint:
+@dataclass(frozen=True)
+class SkipKey:
+    """What a trained model depends on, in three parts, so a rerun can say which one changed:
+    the input tables and catalog, the training settings and model inputs, and the code."""
+
+    data: str
+    settings: str
+    code: str
+
+    @classmethod
+    def of(cls, folder: Path, settings: Settings, cfg: TrainingConfig) -> SkipKey:
+        root = Path(__file__).resolve().parent.parent
+        code_files = [
+            path
+            for part in TRAINING_CODE
+            for path in sorted((root / part).rglob("*.py"))
+            if "__pycache__" not in path.parts
+        ]
+        return cls(
+            data=data.fingerprint(
+                [*(folder / name for name in _input_files(folder)), Path(settings.catalog)]
+            ),
+            settings=data.fingerprint(
+                [],
+                extra=json.dumps(
+                    {"config": cfg.as_dict(), "ranker": RANKER_FEATURES, "churn": CHURN_FEATURES},
+                    sort_keys=True,
+                ),
+            ),
+            code=data.fingerprint(code_files),
+        )
+
+    def tags(self) -> dict[str, str]:
+        return {
+            FINGERPRINT_TAG: self.data,
+            SETTINGS_FINGERPRINT_TAG: self.settings,
+            CODE_FINGERPRINT_TAG: self.code,
+        }
+
+    def changed_since(self, tags: Mapping[str, str]) -> list[str]:
+        """Which parts differ from a version's tags: "data", "settings", "code"."""
+        names = {FINGERPRINT_TAG: "data", SETTINGS_FINGERPRINT_TAG: "settings"}
+        names[CODE_FINGERPRINT_TAG] = "code"
+        return [names[tag] for tag, value in self.tags().items() if tags.get(tag) != value]
+
+
+def _already_trained(
+    name: str, key: SkipKey, settings: Settings, force: bool = False
+) -> ModelResult | None:
+    versions = list(tracking.versions(name, settings))
+    if force:
+        log.info("%s: training a new version (forced)", name)
+        return None
+    for version in versions:
+        if not key.changed_since(version.tags):
             log.info(
-                "%s: version %s was trained on the same data; not training again",
+                "%s: version %s was trained on the same data, settings and code; not training "
+                "again",
                 name,
                 version.version,
             )
             return ModelResult(
                 name=name, version=version, metrics=version.metrics, report_markdown="", reused=True
             )
+    if versions:
+        newest = max(versions, key=lambda v: int(v.version))
+        changed = ", ".join(key.changed_since(newest.tags))
+        log.info("%s: %s changed since version %s; training", name, changed, newest.version)
     return None
 
 
@@ -266,7 +324,7 @@ def _register(
     metrics: dict[str, float],
     version_tags: dict[str, str],
     timings: dict[str, float],
-    fingerprint: str,
+    key: SkipKey,
     settings: Settings,
     top_offers: pd.DataFrame | None = None,
 ) -> ModelResult:
@@ -307,7 +365,7 @@ def _register(
         version_tags,
         periods.validation,
         features,
-        fingerprint,
+        key,
         settings,
     )
     return ModelResult(
@@ -327,11 +385,13 @@ def train_ranker(
     folder: Path,
     settings: Settings,
     cfg: TrainingConfig,
-    fingerprint: str,
+    key: SkipKey,
     candidate_filter: CandidateFilter | None = None,
+    *,
+    force: bool = False,
 ) -> ModelResult:
     """The acceptance model against the popularity and rules baselines."""
-    reused = _already_trained(RANKER_MODEL, fingerprint, settings)
+    reused = _already_trained(RANKER_MODEL, key, settings, force)
     if reused is not None:
         return reused
     timings: dict[str, float] = {}
@@ -418,7 +478,7 @@ def train_ranker(
         metrics,
         {**version_tags, "training_weights": weighting},
         timings,
-        fingerprint,
+        key,
         settings,
         top_offers=top_offers,
     )
@@ -437,10 +497,10 @@ def top_candidates(candidates: pd.DataFrame, scorers: dict[str, str]) -> pd.Data
 
 
 def train_churn(
-    folder: Path, settings: Settings, cfg: TrainingConfig, fingerprint: str
+    folder: Path, settings: Settings, cfg: TrainingConfig, key: SkipKey, *, force: bool = False
 ) -> ModelResult:
     """The churn-risk model: customer-months, label "leaves within three months"."""
-    reused = _already_trained(CHURN_MODEL, fingerprint, settings)
+    reused = _already_trained(CHURN_MODEL, key, settings, force)
     if reused is not None:
         return reused
     timings: dict[str, float] = {}
@@ -483,7 +543,7 @@ def train_churn(
         metrics,
         version_tags,
         timings,
-        fingerprint,
+        key,
         settings,
     )
 
@@ -532,7 +592,7 @@ def _log(
     version_tags: dict[str, str],
     validation_rows: pd.DataFrame,
     columns: list[str],
-    fingerprint: str,
+    key: SkipKey,
     settings: Settings,
 ) -> tracking.VersionInfo:
     example = pd.DataFrame(model_matrix(validation_rows.head(3), columns), columns=columns)
@@ -540,7 +600,7 @@ def _log(
     tags = {
         "feature_service": training_set.feature_service,
         **window,
-        FINGERPRINT_TAG: fingerprint,
+        **key.tags(),
         "objective": fitted.chosen.objective,
         "calibrator": fitted.calibrator.kind,
         "description": (

@@ -196,6 +196,9 @@ class _World:
         self.consents = ConsentLog(n)
         self.ledger = PaymentLedger(n, self.traits.payment_risk)
         self.paper = self.people.paper_invoice.copy()
+        # Customers whose accepted payment help takes effect after this month's invoice.
+        self.leaving_paper = np.zeros(0, dtype=np.int64)
+        self.settling = np.zeros(0, dtype=np.int64)
         self.alive = np.zeros(n, dtype=bool)
         self.value_gap = np.zeros(n)
         # Newest month first: the last FIT_MONTHS usage months and invoice months.
@@ -235,6 +238,7 @@ class _World:
         self._push_history(self.invoice_fees, self.reminder_fees)
         if t > 0:
             self._invoice(t)
+            self._apply_payment_changes()
         self._sign_up(t)
         active = np.flatnonzero(self.alive)
         self._use(t, active)
@@ -486,8 +490,19 @@ class _World:
         self.pending_plan[customers[loyal]] = current
         self.pending_fee[customers[loyal]] = offers.new_customer_fee[current]
         ids = np.asarray(offers.offer_ids, dtype=object)[offer]
-        self.paper[customers[np.isin(ids, policy.FEE_REMOVING_OFFERS)]] = False
-        self.ledger.settle(customers[np.isin(ids, policy.DEBT_OFFERS)])
+        # The offer was printed on this month's invoice, so that invoice is issued as it was;
+        # the payment change holds from the next one (see _apply_payment_changes).
+        self.leaving_paper = customers[np.isin(ids, policy.FEE_REMOVING_OFFERS)]
+        self.settling = customers[np.isin(ids, policy.DEBT_OFFERS)]
+
+    def _apply_payment_changes(self) -> None:
+        """Accepted payment help, after the invoice it was offered on: no paper-invoice fee from
+        the next invoice, the debt arranged. Applied before that invoice, the invoice the
+        customer was reading would already show the outcome, and every model trained on it
+        would learn the answer from the question."""
+        self.paper[self.leaving_paper] = False
+        self.ledger.settle(self.settling)
+        self.leaving_paper = self.settling = np.zeros(0, dtype=np.int64)
 
     def _state(self, who: np.ndarray, as_of: np.ndarray) -> CustomerState:
         return CustomerState(

@@ -30,6 +30,8 @@ from training.model_inputs import (
     CHURN_FEATURES,
     CUSTOMER_FEATURES,
     RANKER_FEATURES,
+    SERVED_POSITION,
+    SHOWN_POSITION,
     new_customer_discount_sek,
 )
 
@@ -85,6 +87,11 @@ def _discount_positions() -> tuple[int, int, int]:
 
 
 @cache
+def _position_at() -> int:
+    return RANKER_FEATURES.index(SHOWN_POSITION)
+
+
+@cache
 def _churn_positions() -> list[int]:
     # The churn model reads customer columns only, and every row holds the same customer, so its
     # row is the first ranker row restricted to those columns.
@@ -107,6 +114,7 @@ def candidate_ranker_matrix(
     rows[:, _segment_position()] = float(segment == "business")
     fee_at, new_price_at, discount_at = _discount_positions()
     rows[:, discount_at] = new_customer_discount_sek(offers[:, fee_at], offers[:, new_price_at])
+    rows[:, _position_at()] = SERVED_POSITION
     return rows
 
 
@@ -127,7 +135,13 @@ def top_contributions(
     result = []
     for row, values in zip(rows, contributions, strict=True):
         # Stable sort: equal shares keep the feature order, so the output is deterministic.
-        order = np.argsort(-np.abs(values), kind="stable")[:top]
+        # The place on the invoice is the same for every served offer: it explains nothing
+        # about the customer.
+        order = [
+            j
+            for j in np.argsort(-np.abs(values), kind="stable")
+            if values[j] != 0.0 and j != _position_at()
+        ][:top]
         result.append(
             [
                 Contribution(
@@ -136,7 +150,6 @@ def top_contributions(
                     contribution=round(float(values[j]), 4),
                 )
                 for j in order
-                if values[j] != 0.0
             ]
         )
     return result

@@ -24,7 +24,13 @@ from tests.factories.decision import (
     profile,
     request,
 )
-from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES, churn_matrix, ranker_matrix
+from training.model_inputs import (
+    CHURN_FEATURES,
+    RANKER_FEATURES,
+    SHOWN_POSITION,
+    churn_matrix,
+    ranker_matrix,
+)
 
 CATALOG = make_catalog()
 
@@ -58,6 +64,18 @@ def test_ranker_rows_equal_training_ranker_matrix(features: dict[str, Any], segm
     churn_row = served[0, [RANKER_FEATURES.index(name) for name in CHURN_FEATURES]]
     expected = churn_matrix(_training_frame(features, segment, offers, fits))[0]
     np.testing.assert_array_equal(churn_row, expected)
+    # Every served candidate is scored as if shown first.
+    assert (served[:, RANKER_FEATURES.index(SHOWN_POSITION)] == 1.0).all()
+
+
+def test_training_reads_the_logged_place_on_the_invoice() -> None:
+    features = {**account(), **profile()}
+    offers = offer_matrix(CATALOG.offers)[:3]
+    fits = plan_fit_matrix(Account.from_features(features), offers)
+    frame = _training_frame(features, "consumer", offers, fits)
+    frame["rank"] = [1, 2, 3]
+    column = ranker_matrix(frame)[:, RANKER_FEATURES.index(SHOWN_POSITION)]
+    assert list(column) == [1.0, 2.0, 3.0]
 
 
 def test_top_contributions_by_absolute_value() -> None:
@@ -75,6 +93,8 @@ def test_top_contributions_by_absolute_value() -> None:
             values[:, RANKER_FEATURES.index("data_gb_avg_3m")] = 0.41
             values[:, RANKER_FEATURES.index("fit_saving_sek_per_month")] = -0.9
             values[:, RANKER_FEATURES.index("tenure_months")] = 0.05
+            # The same for every served offer, so it explains nothing and is never listed.
+            values[:, RANKER_FEATURES.index(SHOWN_POSITION)] = 3.0
             values[:, -1] = 5.0  # the bias is never a feature
             return values
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from training.model import FitSet
-from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES
+from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES, SHOWN_POSITION
 
 
 def acceptance_logit(frame: pd.DataFrame) -> np.ndarray:
@@ -32,6 +32,7 @@ def ranker_frame(decisions: int, offers_per_decision: int = 3, seed: int = 0) ->
     )
     frame["offer_id"] = rng.choice(offer_ids, size=rows)
     frame["rank"] = np.tile(np.arange(1, offers_per_decision + 1), decisions)
+    frame[SHOWN_POSITION] = frame["rank"].astype(float)
     frame["propensity"] = rng.uniform(0.2, 0.9, size=rows)
     frame["data_gb_avg_3m"] = np.repeat(rng.gamma(2.0, 5.0, decisions), offers_per_decision)
     frame["tenure_months"] = np.repeat(rng.integers(0, 120, decisions), offers_per_decision)

@@ -496,3 +496,27 @@ def test_offers_simulate_command_writes_a_world(
     }
     months = pd.read_parquet(out / "usage_monthly.parquet")["month"]
     assert str(months.max()) == "2026-11-01" and months.nunique() == 3
+
+
+def test_the_invoice_an_offer_is_printed_on_does_not_show_the_answer(
+    tables: dict[str, pd.DataFrame],
+) -> None:
+    """Accepted payment help changes the next invoice, never the one the customer was reading:
+    features read at decision time must not hold the decision's outcome."""
+    events = tables["offer_events"]
+    invoices = tables["invoices"].set_index("invoice_id")
+    fee_removing = events["offer_id"].isin(["PAY_EINVOICE", "PAY_AUTOGIRO"])
+    taken = events[fee_removing & (events["outcome"] == "accepted")]
+    assert len(taken) >= 20
+    printed_on = invoices.loc[taken["invoice_id"].to_numpy()]
+    # Fee-removing help is offered to paper-invoice customers: the invoice it was printed on
+    # still carries the paper fee.
+    assert (printed_on["invoice_fee_sek"] > 0).all()
+    # And the customer's next invoice no longer does.
+    later = tables["invoices"].merge(
+        taken[["customer_id", "shown_at"]], on="customer_id", how="inner"
+    )
+    later = later[pd.to_datetime(later["invoice_date"]) > later["shown_at"].dt.tz_localize(None)]
+    following = later.sort_values("invoice_date").groupby(["customer_id", "shown_at"]).head(1)
+    assert len(following) >= 10
+    assert (following["invoice_fee_sek"] == 0).all()

@@ -19,7 +19,14 @@ from training.labels import RANKER_LABEL_DAYS, load_ranker_rows
 from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES
 from training.point_in_time import join_features, join_ttl
 from training.splits import PERIOD, TRAIN, TUNE, VALIDATION
-from training.train import TrainResult, train_models
+from training.train import (
+    CODE_FINGERPRINT_TAG,
+    SkipKey,
+    TrainingConfig,
+    TrainResult,
+    _already_trained,
+    train_models,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -101,6 +108,22 @@ def test_training_again_on_the_same_data_changes_nothing(
     assert len(tracking.versions("offer-ranker", world)) == 1
 
 
+def test_a_change_of_settings_or_code_trains_again_and_says_which(
+    world: Settings, trained: TrainResult
+) -> None:
+    version_tags = trained.ranker.version.tags
+    same = SkipKey.of(world.data_dir, world, TrainingConfig())
+    assert same.changed_since(version_tags) == []
+    other_settings = SkipKey.of(world.data_dir, world, TrainingConfig(seed=8))
+    assert other_settings.changed_since(version_tags) == ["settings"]
+    other_code = {**version_tags, CODE_FINGERPRINT_TAG: "older-code"}
+    assert same.changed_since(other_code) == ["code"]
+    assert _already_trained("offer-ranker", same, world) is not None
+    assert _already_trained("offer-ranker", other_settings, world) is None
+    # --force: trained again whatever is unchanged.
+    assert _already_trained("offer-ranker", same, world, force=True) is None
+
+
 def test_no_row_after_the_split_reaches_training(world: Settings) -> None:
     ranker = data.ranker_training_set(world.data_dir, world)
     split = ranker.split
@@ -153,10 +176,11 @@ def test_feast_and_the_pandas_join_give_the_same_rows(world: Settings) -> None:
     by_pandas = join_features(entities, RANKER_SERVICE, world, method="tables")
     by_feast = join_features(entities, RANKER_SERVICE, world, method="feast")
     inputs = [name for name in RANKER_FEATURES if name in by_pandas and name in by_feast]
-    # Only the two derived columns are added later; every stored input comes from both joins.
+    # Only the derived columns are added later; every stored input comes from both joins.
     assert set(RANKER_FEATURES) - set(inputs) == {
         "segment_is_business",
         "offer_new_customer_discount_sek",
+        "shown_position",
     }
     assert list(by_feast["decision_id"]) == list(by_pandas["decision_id"])
     left = by_pandas[inputs].astype(float).to_numpy()
