@@ -12,6 +12,7 @@ store has no value. Other online stores go through Feast.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import struct
 import threading
@@ -25,7 +26,11 @@ from features.materialize import entity_keys
 if TYPE_CHECKING:
     from feast import FeatureStore
 
+log = logging.getLogger(__name__)
+
 _DOUBLE = struct.Struct("<d")
+# SQLite's own default lock wait, for readers nobody has bounded (the batch paths).
+DEFAULT_SQLITE_BUSY_SECONDS = 5.0
 MMAP_BYTES = 1 << 34  # address space only; the operating system's page cache holds the pages
 
 
@@ -102,7 +107,12 @@ class _View:
 class OnlineReader:
     """One entity's values of a fixed list of ``view:feature`` references."""
 
-    def __init__(self, store: FeatureStore, refs: Sequence[str]) -> None:
+    def __init__(
+        self,
+        store: FeatureStore,
+        refs: Sequence[str],
+        sqlite_busy_seconds: float = DEFAULT_SQLITE_BUSY_SECONDS,
+    ) -> None:
         from feast.infra.online_stores.helpers import compute_table_id
 
         self.store = store
@@ -138,7 +148,7 @@ class OnlineReader:
         config = store.config.online_store
         self._backend: Callable[[bytes], dict[str, Any]] | None = None
         if config.type == "sqlite":
-            self._backend = _SqliteRead(store, views)
+            self._backend = _SqliteRead(store, views, sqlite_busy_seconds)
         elif config.type == "redis":
             self._backend = _RedisRead(store, views)
 
@@ -167,13 +177,21 @@ class OnlineReader:
 
 
 class _SqliteRead:
-    """All views in one statement; one read-only connection per thread."""
+    """All views in one statement; one read-only connection per thread.
 
-    def __init__(self, store: FeatureStore, views: list[_View]) -> None:
+    ``busy_seconds`` bounds how long a read waits for a lock. In WAL mode a reader never waits
+    on materialize's write; a store still in rollback-journal mode (written before WAL was set,
+    or left with a hot journal by a writer killed mid-transaction) would make readers wait
+    SQLite's default five seconds, and then fail.
+    """
+
+    def __init__(self, store: FeatureStore, views: list[_View], busy_seconds: float) -> None:
+        self.busy_seconds = busy_seconds
         path = Path(store.config.online_store.path)
         if not path.is_absolute():
             path = Path(store.config.repo_path or ".") / path
-        self.uri = path.resolve().as_uri() + "?mode=ro"
+        self.path = path.resolve()
+        self.uri = self.path.as_uri() + "?mode=ro"
         self.statement = " UNION ALL ".join(
             'SELECT {}, feature_name, value FROM "{}" WHERE entity_key = ?1'.format(
                 number, view.table.replace('"', '""')
@@ -184,15 +202,46 @@ class _SqliteRead:
         self.empty = {feature: None for view in views for feature in view.features}
         self.local = threading.local()
 
-    def __call__(self, key: bytes) -> dict[str, Any]:
+    def _connection(self) -> sqlite3.Connection:
         connection = getattr(self.local, "connection", None)
         if connection is None:
-            connection = sqlite3.connect(self.uri, uri=True, check_same_thread=False)
+            connection = sqlite3.connect(
+                self.uri, uri=True, check_same_thread=False, timeout=self.busy_seconds
+            )
             # Map the file: a read is then a few memory lookups instead of a read() per page.
             connection.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
             self.local.connection = connection
+        return connection
+
+    def _recover(self) -> None:
+        """Roll back what a killed writer left behind, so read-only readers can read again.
+
+        A hot rollback journal needs a writable connection to be rolled back; a read-only
+        connection fails on it ("attempt to write a readonly database") until someone does.
+        Opening the file for writing once and setting WAL mode rolls it back (SQLite's own
+        recovery) and keeps the store in the mode where readers never wait on writers.
+        """
+        connection = sqlite3.connect(self.path, timeout=self.busy_seconds, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+        stale = getattr(self.local, "connection", None)
+        if stale is not None:
+            stale.close()
+            self.local.connection = None
+
+    def __call__(self, key: bytes) -> dict[str, Any]:
+        try:
+            rows = self._connection().execute(self.statement, (key,)).fetchall()
+        except sqlite3.OperationalError as error:
+            if "readonly" not in str(error):
+                raise
+            log.warning("online store needs recovery after an interrupted write; recovering")
+            self._recover()
+            rows = self._connection().execute(self.statement, (key,)).fetchall()
         values = dict(self.empty)
-        for number, feature, raw in connection.execute(self.statement, (key,)):
+        for number, feature, raw in rows:
             decode = self.decoders[number].get(feature)
             if decode is not None:
                 values[feature] = decode(raw)
@@ -245,13 +294,16 @@ class OnlineFeatures:
         self.store = store
         self._readers: dict[tuple[str, ...], OnlineReader] = {}
         self._lock = threading.Lock()
+        self._sqlite_busy_seconds = DEFAULT_SQLITE_BUSY_SECONDS
 
     def reader(self, refs: Sequence[str]) -> OnlineReader:
         key = tuple(refs)
         reader = self._readers.get(key)
         if reader is None:
             with self._lock:
-                reader = self._readers.setdefault(key, OnlineReader(self.store, refs))
+                reader = self._readers.setdefault(
+                    key, OnlineReader(self.store, refs, self._sqlite_busy_seconds)
+                )
         return reader
 
     def bound_reads(self, timeout_seconds: float) -> bool:
@@ -259,10 +311,15 @@ class OnlineFeatures:
 
         True when reads are bounded without a watchdog thread: Redis through socket timeouts on
         the client Feast uses, SQLite because a read-only WAL read of a local file never waits
-        on a writer. False for other stores, whose callers must bound reads themselves.
+        on a writer and any lock wait is cut at the timeout. False for other stores, whose
+        callers must bound reads themselves. Call it before the first read.
         """
         config = self.store.config.online_store
         if config.type == "sqlite":
+            self._sqlite_busy_seconds = timeout_seconds
+            for reader in self._readers.values():
+                if isinstance(reader._backend, _SqliteRead):
+                    reader._backend.busy_seconds = timeout_seconds
             return True
         if config.type == "redis":
             online: Any = self.store._get_provider().online_store

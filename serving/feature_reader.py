@@ -35,6 +35,12 @@ READ_WORKERS = 8
 FAILURE_MEMORY_SECONDS = 10.0
 
 
+# The key readiness reads. No request can name it (the API's ids are letters, digits and ._-,
+# never '#'); the read still
+# goes through the store's table, connection and lock exactly as a request's read does.
+READINESS_PROBE_KEY = "# readiness #"
+
+
 class FeatureStoreUnavailable(Exception):
     """The online store failed or did not answer within the timeout."""
 
@@ -60,6 +66,10 @@ class OnlineFeatureSource(FeatureSource, Protocol):
     @property
     def recently_failed(self) -> bool:
         """True for a few seconds after a read failed or timed out."""
+        ...
+
+    def probe(self) -> None:
+        """One bounded read, as a request reads; raises ``FeatureStoreUnavailable``."""
         ...
 
     def close(self) -> None:
@@ -167,6 +177,11 @@ class FeastFeatureSource:
         return {name: row[name] for name in ACCOUNT_NAMES}, {
             name: row[name] for name in PROFILE_NAMES
         }
+
+    def probe(self) -> None:
+        """One bounded read of a key, as a request reads, for readiness; raises
+        ``FeatureStoreUnavailable`` when the store does not answer within the timeout."""
+        self._read(CONSENT_FEATURES, READINESS_PROBE_KEY)
 
     def warm_up(self) -> None:
         """Open the store's connections in every reader before the first request needs them."""

@@ -55,6 +55,20 @@ def test_not_ready_until_the_feature_store_opens(tmp_path: Path, monkeypatch: An
     assert body["degraded"] is None and body["policy"] == "model"
 
 
+def test_not_ready_while_the_open_store_does_not_answer_a_read(tmp_path: Path) -> None:
+    """Readiness reads the store as a request does: an open store that fails its reads (a
+    broken file, a lock never released) is not ready, and is ready again once it answers."""
+    features = FakeFeatures()
+    with running(make_app(tmp_path, features=features)) as client:
+        assert client.get("/health/ready").status_code == 200
+        features.fail = "timeout"
+        response = client.get("/health/ready")
+        assert response.status_code == 503
+        assert response.json()["detail"] == "the feature store does not answer (timeout)"
+        features.fail = None
+        assert client.get("/health/ready").status_code == 200
+
+
 def test_metrics_count_decisions_degraded_answers_and_step_times(tmp_path: Path) -> None:
     features = FakeFeatures()
     with running(make_app(tmp_path, features=features)) as client:

@@ -103,6 +103,9 @@ class FakeFeatures:
     def read_account_and_profile(self, customer_id: str) -> tuple[Row, Row]:
         return self.read_account(customer_id), self.read_profile(customer_id)
 
+    def probe(self) -> None:
+        self._row("# readiness #", 0)
+
     def close(self) -> None:
         self.closed = True
 

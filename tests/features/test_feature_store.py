@@ -283,6 +283,74 @@ def test_readers_read_while_materialize_writes(repo: Repo) -> None:
         writer.close()
 
 
+def _online_copy(repo: Repo, name: str) -> tuple[Any, Path]:
+    """A store over a copy of the materialized online database, put back in rollback-journal
+    mode (as a store written before WAL was set is)."""
+    import sqlite3
+
+    settings = fresh_store_settings(repo, name)
+    apply_repository(settings)
+    path = Path(settings.feast_dir) / "online.db"
+    shutil.copy(Path(repo.settings.feast_dir) / "online.db", path)
+    connection = sqlite3.connect(path, isolation_level=None)
+    assert connection.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+    connection.close()
+    return open_store(settings), path
+
+
+def test_a_read_waits_for_a_lock_no_longer_than_the_feature_timeout(repo: Repo) -> None:
+    """In rollback-journal mode a writer's exclusive lock blocks readers; the API's readers give
+    up at the feature timeout (0.2 s here) instead of SQLite's default five seconds."""
+    import sqlite3
+    import time
+
+    from features.online import OnlineFeatures
+
+    store, path = _online_copy(repo, "locked")
+    online = OnlineFeatures(store)
+    assert online.bound_reads(0.2)
+    refs = ["customer_billing:days_past_due"]
+    rows = [{CUSTOMER_KEY: "C2"}]
+    assert online.get_online_features(refs, rows).to_dict()["days_past_due"] == [1]
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            online.get_online_features(refs, rows)
+        assert time.monotonic() - started < 2.5  # bounded near 0.2 s, far from 5 s
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert online.get_online_features(refs, rows).to_dict()["days_past_due"] == [1]
+
+
+def test_readers_recover_the_store_after_a_writer_is_killed_mid_write(repo: Repo) -> None:
+    """A writer killed inside its transaction leaves a hot journal, on which every read-only
+    read fails; the reader rolls it back once and reads the last committed values."""
+    from features.online import OnlineFeatures
+
+    store, path = _online_copy(repo, "killed")
+    killed_writer = f"""
+import os, sqlite3
+connection = sqlite3.connect({str(path)!r}, isolation_level=None)
+connection.execute("PRAGMA cache_size=1")  # spill the changes into the file before commit
+connection.execute("BEGIN")
+tables = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+for (table,) in tables:
+    connection.execute(f'UPDATE "{{table}}" SET value = NULL')
+os._exit(9)
+"""
+    subprocess.run([sys.executable, "-c", killed_writer], check=False)
+    assert Path(f"{path}-journal").exists()
+    online = OnlineFeatures(store)
+    online.bound_reads(0.5)
+    refs = ["customer_billing:days_past_due", "customer_usage:sms_m1"]
+    values = online.get_online_features(refs, [{CUSTOMER_KEY: "C2"}]).to_dict()
+    assert values["days_past_due"] == [1] and values["sms_m1"] == [10]
+    assert not Path(f"{path}-journal").exists()
+
+
 def test_the_direct_online_reader_answers_what_feast_answers(repo: Repo) -> None:
     reader_matches_feast(open_store(repo.settings))
 

@@ -7,6 +7,7 @@ from fastapi.responses import Response
 
 from serving.api.errors import ProblemError, problem_responses
 from serving.api.schemas import Live, Ready
+from serving.feature_reader import FeatureStoreUnavailable
 from serving.metrics import METRICS_CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
@@ -24,8 +25,15 @@ def ready(request: Request) -> Ready:
     services = getattr(request.app.state, "services", None)
     if services is None:
         raise ProblemError(503, "the service is starting", kind="not-ready")
-    if services.current_features() is None:
+    features = services.current_features()
+    if features is None:
         raise ProblemError(503, "the feature store is not open", kind="not-ready")
+    try:
+        features.probe()
+    except FeatureStoreUnavailable as error:
+        raise ProblemError(
+            503, f"the feature store does not answer ({error.reason})", kind="not-ready"
+        ) from error
     if not services.log.ping():
         raise ProblemError(503, "the decision log database does not answer", kind="not-ready")
     models = services.models.current
