@@ -6,6 +6,7 @@ summary and the simulator's own billing, so a saving shown on an invoice is the 
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -89,6 +90,13 @@ PLAN_FIT_OUTPUTS = (
 
 # Offer kinds as numbers, because Feast's on-demand inputs travel best as numbers.
 OFFER_KIND_CODES = {"plan": 0, "addon": 1, "loyalty": 2, "payment_help": 3}
+
+
+def offer_identity_code(offer_id: str) -> int:
+    """A stable number per offer id, so a model can tell apart offers whose attributes are the
+    same (the payment-help offers all cost nothing and add no allowance, yet customers answer
+    them very differently). Below 2**24, so float32 training matrices hold it exactly."""
+    return zlib.crc32(offer_id.encode()) % 16_777_213
 
 
 PLAN_FIT_INPUTS = (*USAGE_INPUTS, *CONTRACT_INPUTS, *OFFER_INPUTS)

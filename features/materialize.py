@@ -33,6 +33,7 @@ import pyarrow.dataset as ds
 
 from core.columns import EVENT_TIMESTAMP
 from core.settings import Settings
+from features.views import RELOADED_WHOLE
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
@@ -519,6 +520,8 @@ def _materialize_view(
     view_started = time.perf_counter()
     start = view.most_recent_end_time
     start = _utc(start) if start is not None else None
+    if view.name in RELOADED_WHOLE:
+        start = None
     path = source_path(store, view)
     if not path.exists():
         raise ValueError(f"{path}: feature table not found; run `offers features build` first")

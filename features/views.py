@@ -87,6 +87,12 @@ CUSTOMER_CONSENT: dict[str, FeatureType] = {
     "segment": "str",  # contractual, not profiling: non-personalised offers are per segment
 }
 
+# Views every materialize loads from the beginning rather than from the last run's end. A consent
+# change recorded late (stamped before the last run ended) would otherwise never reach the online
+# store, and an objection must hold from the next decision (GDPR Art. 21). The view holds one row
+# per customer and change, so a whole reload stays small.
+RELOADED_WHOLE = frozenset({"customer_consent"})
+
 OFFER_ATTRIBUTES: dict[str, FeatureType] = {
     "offer_kind_code": "int",
     "offer_monthly_fee_sek": "float",
@@ -96,6 +102,7 @@ OFFER_ATTRIBUTES: dict[str, FeatureType] = {
     "offer_roaming_data_gb": "float",
     "offer_binding_months": "int",
     "offer_min_tenure_months": "int",
+    "offer_identity_code": "int",  # core.plan_fit.offer_identity_code
 }
 
 PLAN_FIT: dict[str, FeatureType] = {name: "float" for name in PLAN_FIT_OUTPUTS}

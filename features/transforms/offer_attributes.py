@@ -9,7 +9,7 @@ import pandas as pd
 
 from core.catalog import Catalog
 from core.columns import EVENT_TIMESTAMP, OFFER_KEY
-from core.plan_fit import OFFER_KIND_CODES
+from core.plan_fit import OFFER_KIND_CODES, offer_identity_code
 from features.transforms.dates import utc_timestamps
 from features.transforms.frames import conform
 from features.transforms.plans import plan_table
@@ -32,5 +32,6 @@ def offer_features(catalog: Catalog) -> pd.DataFrame:
         "offer_roaming_data_gb": plans["roaming_data_gb"].to_numpy(),
         "offer_binding_months": [offer.binding_months for offer in catalog.offers],
         "offer_min_tenure_months": [offer.min_tenure_months for offer in catalog.offers],
+        "offer_identity_code": [offer_identity_code(offer.offer_id) for offer in catalog.offers],
     }
     return conform(out, OFFER_KEY, OFFER_ATTRIBUTES)

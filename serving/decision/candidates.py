@@ -16,6 +16,7 @@ from core.plan_fit import (
     OFFER_KIND_CODES,
     PLAN_FIT_OUTPUTS,
     USAGE_INPUTS,
+    offer_identity_code,
     plan_fit_arrays,
 )
 from features.views import OFFER_ATTRIBUTES
@@ -57,6 +58,7 @@ def offer_attributes(offer: Offer) -> dict[str, float]:
         "offer_roaming_data_gb": _nan_if_none(offer.roaming_data_gb),
         "offer_binding_months": float(offer.binding_months),
         "offer_min_tenure_months": float(offer.min_tenure_months),
+        "offer_identity_code": float(offer_identity_code(offer.offer_id)),
     }
 
 
