@@ -1,9 +1,11 @@
 """Offers for one invoice: the experiment arm, the scorer, the decision and its durable record.
 
 The same invoice_id always gets the same answer: a decision stored for it is replayed, and a new
-one is recorded in the decision log before it is answered. Nothing here knows HTTP: an answer is
-the JSON that was stored, and the other outcomes are raised as :class:`InvoiceCustomerConflict`
-and :class:`~serving.decision.inputs.UnknownCustomerError`.
+one is recorded in the decision log before it is answered. A provisional decision (degraded and
+without offers, as when the feature store was down) is the exception: a later request decides
+afresh, and a decision that is not provisional replaces it in the log. Nothing here knows HTTP:
+an answer is the JSON that was stored, and the other outcomes are raised as
+:class:`InvoiceCustomerConflict` and :class:`~serving.decision.inputs.UnknownCustomerError`.
 """
 
 from __future__ import annotations
@@ -159,6 +161,9 @@ class OffersService:
     def answer(self, request: DecisionRequest, arm: Arm | None = None) -> str:
         """The invoice's answer as JSON: the stored one, or a new decision recorded first.
 
+        A stored provisional decision is decided afresh; the new decision replaces it when it is
+        not provisional itself, else the stored answer stands.
+
         ``arm`` None: chosen here. Raises :class:`InvoiceCustomerConflict` when the invoice was
         decided for another customer, and ``UnknownCustomerError`` for a customer the feature
         store has never seen.
@@ -166,13 +171,20 @@ class OffersService:
         started = time.perf_counter()
         stored = self.log.find(request.invoice_id)
         if stored is not None:
-            return _replayed(stored, request)
+            replayed = _replayed(stored, request)  # another customer's invoice is refused anyway
+            if not stored.provisional:
+                return replayed
         looked_up = time.perf_counter()
         decision = self._decide(request, arm or self.arm(request.customer_id, request.invoice_date))
         decided = time.perf_counter()
         decision_id = str(uuid.uuid4())
         response_json = self._render(decision, decision_id)
-        stored, created = self.log.record(decision_record(decision, decision_id, response_json))
+        record = decision_record(decision, decision_id, response_json)
+        if stored is not None and record.provisional:
+            # Still degraded without offers: the stored answer says as much, and one copy will do.
+            return stored.response_json
+        superseding = None if stored is None else stored.decision_id
+        stored, created = self.log.record(record, superseding=superseding)
         if not created:  # another request for this invoice committed first: answer with that
             return _replayed(stored, request)
         logged = time.perf_counter()
@@ -196,6 +208,7 @@ class OffersService:
                 "policy": decision.policy,
                 "model_version": decision.model_version,
                 "degraded": decision.degraded,
+                "supersedes": superseding,
                 "experiment": decision.experiment.key if decision.experiment else None,
                 "variant": decision.experiment.variant if decision.experiment else None,
                 "offers": len(decision.offers),
@@ -211,7 +224,9 @@ class OffersService:
         try:
             if source is None:
                 raise FeatureStoreUnavailable("not_open")
-            declined = self.log.recent_declines(request.customer_id, self._decline_cap)
+            declined = self.log.recent_declines(
+                request.customer_id, self._decline_cap, deciding=request.invoice_id
+            )
             return decide(
                 request,
                 source,

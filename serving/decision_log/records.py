@@ -39,14 +39,26 @@ class DecisionRecord:
     log: Mapping[str, Any]
     offers: tuple[LoggedOffer, ...]
 
+    @property
+    def provisional(self) -> bool:
+        """A degraded answer without offers: a later request for the invoice decides afresh.
+
+        Nothing was shown that a customer could act on, so no event can refer to it; a degraded
+        answer with offers (the rules' or the champion's) may be on a printed invoice and stays.
+        ``statements.build_statements`` reads the same rule back from the log (``find``).
+        """
+        return self.degraded is not None and not self.offers
+
 
 @dataclass(frozen=True)
 class StoredDecision:
-    """What a repeated request needs: who the decision was for and the answer given."""
+    """What a repeated request needs: who the decision was for, the answer given, and whether it
+    is provisional (see :attr:`DecisionRecord.provisional`): then the request decides afresh."""
 
     decision_id: str
     customer_id: str
     response_json: str
+    provisional: bool
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """The decision log: every decision, its offers and the events that come back, one database.
 
 The request path's look-ups and writes (the decision already made for an invoice, the frequency
-cap's recent declines, the decision with its offers) run straight on sqlite3 for a SQLite log and
-through SQLAlchemy otherwise; the rest always through SQLAlchemy.
+cap's recent declines, the decision with its offers and the provisional decision it replaces) run
+straight on sqlite3 for a SQLite log and through SQLAlchemy otherwise; the rest always through
+SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -120,21 +121,35 @@ class DecisionLog:
                     self.statements.insert_offers,
                     [{"decision_id": key, "offer_id": key, "rank": 1}],
                 )
+                replaced = {"superseded_id": key, "superseded_at": now, "superseded_by": key}
+                connection.execute(self.statements.copy_superseded, replaced)
+                connection.execute(self.statements.delete_superseded, replaced)
             finally:
                 transaction.rollback()
 
     # Decisions ------------------------------------------------------------------------------
 
     def find(self, invoice_id: str) -> StoredDecision | None:
-        """The decision already made for an invoice, if any."""
+        """The invoice's live decision, if any (a superseded one is not)."""
         rows = self._select("find", {"invoice_id": invoice_id})
-        return None if not rows else StoredDecision(rows[0][0], rows[0][1], rows[0][2])
+        if not rows:
+            return None
+        decision_id, customer_id, response_json, provisional = rows[0]
+        # sqlite3 hands the condition back as 0 or 1.
+        return StoredDecision(decision_id, customer_id, response_json, bool(provisional))
 
-    def record(self, record: DecisionRecord) -> tuple[StoredDecision, bool]:
+    def record(
+        self, record: DecisionRecord, *, superseding: str | None = None
+    ) -> tuple[StoredDecision, bool]:
         """Store a decision durably; when the invoice already has one, return that one instead.
 
         The UNIQUE invoice_id decides a race between two requests for the same invoice: the second
         insert fails and both answer with the decision that was committed first.
+
+        ``superseding`` names the invoice's provisional decision that this one replaces: in the
+        same transaction it is copied to ``superseded_decisions`` and leaves ``decisions``. When
+        another request replaced it first, nothing is stored and that request's decision is
+        returned, so two retries at once answer with one decision.
         """
         row = {
             "decision_id": record.decision_id,
@@ -161,25 +176,47 @@ class DecisionLog:
             }
             for offer in record.offers
         ]
+        replaced = (
+            None
+            if superseding is None
+            else {
+                "superseded_id": superseding,
+                "superseded_at": dt.datetime.now(dt.UTC),
+                "superseded_by": record.decision_id,
+            }
+        )
         try:
-            self._insert(row, offers)
+            inserted = self._insert(row, offers, replaced)
         except IntegrityError:
             stored = self.find(record.invoice_id)
             if stored is None:  # not an invoice clash after all
                 raise
             return stored, False
-        return StoredDecision(record.decision_id, record.customer_id, record.response_json), True
+        if not inserted:
+            stored = self.find(record.invoice_id)
+            if stored is None:  # the replaced decision left without a successor: be the first
+                return self.record(record)
+            return stored, False
+        stored = StoredDecision(
+            record.decision_id, record.customer_id, record.response_json, record.provisional
+        )
+        return stored, True
 
-    def recent_declines(self, customer_id: str, invoices: int) -> frozenset[str]:
+    def recent_declines(
+        self, customer_id: str, invoices: int, *, deciding: str | None = None
+    ) -> frozenset[str]:
         """The offers the decline cap of ``invoices`` invoices blocks for the customer now.
 
         The log reads the customer's latest decisions (as many as the cap's window) and their
-        declines; :class:`~serving.decision.decline_cap.DeclineCap` decides.
+        declines; :class:`~serving.decision.decline_cap.DeclineCap` decides. ``deciding`` is the
+        invoice being decided: a provisional decision of its own is not an invoice before it.
         """
         cap = DeclineCap(invoices)
         if cap.window == 0:
             return frozenset()
-        rows = self._select("recent_declines", {CUSTOMER_KEY: customer_id, "invoices": cap.window})
+        # No invoice id is empty (an id has a character at least), so "" leaves none out.
+        parameters = {CUSTOMER_KEY: customer_id, "invoices": cap.window, "deciding": deciding or ""}
+        rows = self._select("recent_declines", parameters)
         latest = list(dict.fromkeys(decision_id for decision_id, _ in rows))
         declines = [Decline(offer_id, decision_id) for decision_id, offer_id in rows if offer_id]
         return cap.capped(declines, latest)
@@ -196,24 +233,54 @@ class DecisionLog:
         with self.engine.connect() as connection:
             return connection.execute(getattr(self.statements, name), parameters).all()
 
-    def _insert(self, row: dict[str, Any], offers: list[dict[str, Any]]) -> None:
-        """The decision and its offers in one transaction."""
+    def _insert(
+        self,
+        row: dict[str, Any],
+        offers: list[dict[str, Any]],
+        replaced: dict[str, Any] | None = None,
+    ) -> bool:
+        """The decision and its offers in one transaction, after moving the decision it replaces.
+
+        False, with nothing stored, when the decision to replace is no longer live: another
+        request replaced it first. SQLite runs replacements one after the other (the later one
+        copies nothing); on PostgreSQL a copy made while the other replacement was uncommitted
+        fails on superseded_decisions' key once it commits, an IntegrityError like an invoice's.
+        """
         if self._sqlite is None:
-            with self.engine.begin() as connection:
+            with self.engine.connect() as connection, connection.begin() as transaction:
+                if replaced is not None:
+                    copied = connection.execute(self.statements.copy_superseded, replaced).rowcount
+                    deleted = connection.execute(
+                        self.statements.delete_superseded, replaced
+                    ).rowcount
+                    if (copied, deleted) != (1, 1):
+                        transaction.rollback()
+                        return False
                 connection.execute(self.statements.insert_decision, row)
                 if offers:
                     connection.execute(self.statements.insert_offers, offers)
-            return
-        decision, offer = self._sqlite.insert_decision, self._sqlite.insert_offers
+            return True
+        statements = self._sqlite
+        decision, offer = statements.insert_decision, statements.insert_offers
         with sqlite_connection(self.engine) as sqlite:
             try:
-                sqlite.execute(decision.sql, decision.parameters(row))  # opens the transaction
+                # The first write opens the transaction and takes SQLite's write lock, so
+                # replacements of one decision run one after the other: the later finds it gone.
+                if replaced is not None:
+                    copy, delete = statements.copy_superseded, statements.delete_superseded
+                    copied = sqlite.execute(copy.sql, copy.parameters(replaced)).rowcount
+                    deleted = sqlite.execute(delete.sql, delete.parameters(replaced)).rowcount
+                    if (copied, deleted) != (1, 1):
+                        sqlite.rollback()
+                        return False
+                sqlite.execute(decision.sql, decision.parameters(row))
                 if offers:
                     sqlite.executemany(offer.sql, [offer.parameters(o) for o in offers])
                 sqlite.commit()
             except BaseException:
                 sqlite.rollback()
                 raise
+        return True
 
     def offers_of(self, decision_id: str) -> frozenset[str] | None:
         """The offers shown in a decision; None when there is no such decision."""

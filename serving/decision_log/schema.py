@@ -1,4 +1,11 @@
-"""The decision log's tables: decisions, the offers each showed, the events back, experiments."""
+"""The decision log's tables: decisions, the offers each showed, the events back, experiments.
+
+``decisions`` holds each invoice's live decision, one per invoice. A degraded decision without
+offers is provisional: a later request for the invoice decides afresh, and a decision that is not
+provisional takes its place. The provisional one then moves to ``superseded_decisions`` (with when
+and by which decision), so nothing once answered leaves the log. The tables are created when
+missing, so a log created before ``superseded_decisions`` existed gains it on the next start.
+"""
 
 from __future__ import annotations
 
@@ -37,16 +44,14 @@ class LogTables:
     decision_offers: sa.Table
     events: sa.Table
     experiments: sa.Table
+    superseded_decisions: sa.Table
 
 
-def build_tables(schema: str | None = None) -> LogTables:
-    """The log's tables, optionally in a PostgreSQL schema."""
-    metadata = sa.MetaData(schema=schema)
-    decisions = sa.Table(
-        "decisions",
-        metadata,
+def _decision_columns(*, one_per_invoice: bool) -> list[sa.Column[Any]]:
+    """A decision's columns, for the live decisions and for the superseded ones alike."""
+    return [
         sa.Column("decision_id", sa.String(36), primary_key=True),
-        sa.Column("invoice_id", sa.String(64), nullable=False, unique=True),
+        sa.Column("invoice_id", sa.String(64), nullable=False, unique=one_per_invoice),
         sa.Column(CUSTOMER_KEY, sa.String(64), nullable=False),
         sa.Column("invoice_date", sa.Date, nullable=False),
         sa.Column("created_at", UtcDateTime, nullable=False),
@@ -59,6 +64,16 @@ def build_tables(schema: str | None = None) -> LogTables:
         # The exact JSON answered, so that asking again returns the same bytes.
         sa.Column("response", sa.Text, nullable=False),
         sa.Column("log", sa.JSON, nullable=False),
+    ]
+
+
+def build_tables(schema: str | None = None) -> LogTables:
+    """The log's tables, optionally in a PostgreSQL schema."""
+    metadata = sa.MetaData(schema=schema)
+    decisions = sa.Table(
+        "decisions",
+        metadata,
+        *_decision_columns(one_per_invoice=True),
         sa.Index("ix_decisions_customer", CUSTOMER_KEY, "invoice_date", "created_at"),
         sa.Index("ix_decisions_experiment", "experiment_key", "experiment_variant"),
     )
@@ -92,4 +107,16 @@ def build_tables(schema: str | None = None) -> LogTables:
         sa.Column("ends_at", UtcDateTime, nullable=False),
         sa.Column("created_at", UtcDateTime, nullable=False),
     )
-    return LogTables(metadata, decisions, decision_offers, events, experiments)
+    # Provisional decisions a later decision for the same invoice replaced: kept for audit. They
+    # showed no offers, so no offers or events move with them.
+    superseded_decisions = sa.Table(
+        "superseded_decisions",
+        metadata,
+        *_decision_columns(one_per_invoice=False),
+        sa.Column("superseded_at", UtcDateTime, nullable=False),
+        sa.Column("superseded_by", sa.String(36), nullable=False),
+        sa.Index("ix_superseded_decisions_invoice", "invoice_id"),
+    )
+    return LogTables(
+        metadata, decisions, decision_offers, events, experiments, superseded_decisions
+    )

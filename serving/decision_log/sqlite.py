@@ -63,6 +63,8 @@ class SqliteStatements:
     recent_declines: SqliteStatement
     insert_decision: SqliteStatement
     insert_offers: SqliteStatement
+    copy_superseded: SqliteStatement
+    delete_superseded: SqliteStatement
 
 
 def build_sqlite_statements(
@@ -78,6 +80,8 @@ def build_sqlite_statements(
         insert_offers=SqliteStatement(
             statements.insert_offers, dialect, [c.name for c in tables.decision_offers.columns]
         ),
+        copy_superseded=SqliteStatement(statements.copy_superseded, dialect),
+        delete_superseded=SqliteStatement(statements.delete_superseded, dialect),
     )
 
 

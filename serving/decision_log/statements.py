@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.columns import CUSTOMER_KEY
-from serving.decision_log.schema import LogTables
+from serving.decision_log.schema import LogTables, UtcDateTime
 
 
 @dataclass(frozen=True)
@@ -23,23 +23,40 @@ class Statements:
     insert_decision: sa.Insert
     insert_offers: sa.Insert
     insert_event: sa.Insert
+    # A provisional decision's replacement: the row copied to superseded_decisions, then deleted.
+    copy_superseded: sa.Insert
+    delete_superseded: sa.Delete
 
 
 def build_statements(tables: LogTables) -> Statements:
     """The look-ups and inserts of the request path on ``tables``."""
     decisions, offers, events = tables.decisions, tables.decision_offers, tables.events
-    # The customer's latest decisions, one per invoice, and the offers declined in them.
+    # The customer's latest decisions, one per invoice, and the offers declined in them; not the
+    # invoice being decided, whose provisional decision may be stored.
     latest = (
         sa.select(decisions.c.decision_id, decisions.c.invoice_date, decisions.c.created_at)
-        .where(decisions.c.customer_id == sa.bindparam(CUSTOMER_KEY))
+        .where(
+            decisions.c.customer_id == sa.bindparam(CUSTOMER_KEY),
+            decisions.c.invoice_id != sa.bindparam("deciding"),
+        )
         .order_by(decisions.c.invoice_date.desc(), decisions.c.created_at.desc())
         .limit(sa.bindparam("invoices", type_=sa.Integer))
         .subquery("latest")
     )
     declined = sa.and_(events.c.decision_id == latest.c.decision_id, events.c.type == "decline")
+    # DecisionRecord.provisional as stored: degraded, and no offer shown.
+    provisional = sa.and_(
+        decisions.c.degraded.is_not(None),
+        ~sa.exists().where(offers.c.decision_id == decisions.c.decision_id),
+    )
+    superseded = tables.superseded_decisions
+    replaced = sa.bindparam("superseded_id", type_=sa.String(36))
     return Statements(
         find=sa.select(
-            decisions.c.decision_id, decisions.c.customer_id, decisions.c.response
+            decisions.c.decision_id,
+            decisions.c.customer_id,
+            decisions.c.response,
+            provisional.label("provisional"),
         ).where(decisions.c.invoice_id == sa.bindparam("invoice_id")),
         recent_declines=sa.select(latest.c.decision_id, events.c.offer_id)
         .select_from(latest.outerjoin(events, declined))
@@ -51,4 +68,13 @@ def build_statements(tables: LogTables) -> Statements:
         insert_decision=decisions.insert(),
         insert_offers=offers.insert(),
         insert_event=events.insert(),
+        copy_superseded=superseded.insert().from_select(
+            [column.name for column in decisions.columns] + ["superseded_at", "superseded_by"],
+            sa.select(
+                *decisions.columns,
+                sa.bindparam("superseded_at", type_=UtcDateTime),
+                sa.bindparam("superseded_by", type_=sa.String(36)),
+            ).where(decisions.c.decision_id == replaced),
+        ),
+        delete_superseded=decisions.delete().where(decisions.c.decision_id == replaced),
     )

@@ -20,7 +20,7 @@ from core.tables import read_table, schema_problems
 from serving.decision_log import DecisionLog, DecisionRecord, EventRecord, LoggedOffer
 from serving.decision_log.database import create_log_engine
 from serving.decision_log.export import merge_into_offer_events
-from tests.factories.api import auth, make_app, offers_body, running
+from tests.factories.api import FakeFeatures, auth, make_app, offers_body, running
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +34,7 @@ def record(
     *,
     day: int = 30,
     decision_id: str | None = None,
+    degraded: str | None = None,
 ) -> DecisionRecord:
     decision = decision_id or str(uuid.uuid4())
     created = T0.replace(day=day)
@@ -47,7 +48,7 @@ def record(
         model_version="offer-ranker/1",
         experiment_key=None,
         experiment_variant=None,
-        degraded=None,
+        degraded=degraded,
         consent={"marketing": True, "profiling": True},
         response_json=f'{{"decision_id": "{decision}"}}',
         log={"churn_risk": 0.12},
@@ -113,6 +114,118 @@ def test_racing_writers_for_one_invoice_leave_one_decision(log: DecisionLog) -> 
     with log.engine.connect() as connection:
         rows = connection.execute(sa.select(sa.func.count()).select_from(log.tables.decisions))
         assert rows.scalar_one() == 1
+
+
+def _rows(log: DecisionLog, table: sa.Table, invoice_id: str) -> list[sa.RowMapping]:
+    with log.engine.connect() as connection:
+        query = sa.select(table).where(table.c.invoice_id == invoice_id)
+        return list(connection.execute(query).mappings())
+
+
+def test_a_degraded_decision_without_offers_is_provisional(log: DecisionLog) -> None:
+    log.record(record("INV-DOWN", offers=(), degraded="feature_store_unavailable"))
+    log.record(record("INV-RULES", degraded="model_unavailable"))  # the rules' offers shown
+    log.record(record("INV-NONE", offers=()))  # nothing to show, nothing degraded
+    provisional = {
+        invoice: found.provisional
+        for invoice in ("INV-DOWN", "INV-RULES", "INV-NONE")
+        if (found := log.find(invoice)) is not None
+    }
+    assert provisional == {"INV-DOWN": True, "INV-RULES": False, "INV-NONE": False}
+
+
+def test_a_provisional_decision_is_replaced_and_kept_for_audit(log: DecisionLog) -> None:
+    degraded = record("INV-1", offers=(), degraded="feature_store_unavailable")
+    log.record(degraded)
+    fresh = record("INV-1")
+    stored, created = log.record(fresh, superseding=degraded.decision_id)
+    assert created and stored.decision_id == fresh.decision_id and not stored.provisional
+    assert log.find("INV-1") == stored
+    assert [row["decision_id"] for row in _rows(log, log.tables.decisions, "INV-1")] == [
+        fresh.decision_id
+    ]
+    (audit,) = _rows(log, log.tables.superseded_decisions, "INV-1")
+    assert (audit["decision_id"], audit["degraded"], audit["response"]) == (
+        degraded.decision_id,
+        "feature_store_unavailable",
+        degraded.response_json,
+    )
+    assert audit["superseded_by"] == fresh.decision_id
+    assert audit["created_at"] == degraded.created_at and audit["superseded_at"].tzinfo == dt.UTC
+    assert log.offers_of(fresh.decision_id) == {"PLAN_30GB", "ADDON_DATA_10GB"}
+    assert log.offers_of(degraded.decision_id) is None  # no longer a decision events can name
+
+
+def test_a_replacement_after_another_one_answers_with_that_one(log: DecisionLog) -> None:
+    degraded = record("INV-1", offers=(), degraded="feature_store_unavailable")
+    log.record(degraded)
+    first, second = record("INV-1"), record("INV-1", offers=("PLAN_5GB",))
+    log.record(first, superseding=degraded.decision_id)
+    stored, created = log.record(second, superseding=degraded.decision_id)
+    assert not created and stored.decision_id == first.decision_id
+    assert log.offers_of(second.decision_id) is None
+    assert len(_rows(log, log.tables.superseded_decisions, "INV-1")) == 1
+
+
+def test_racing_replacements_of_a_provisional_decision_leave_one_decision(
+    log: DecisionLog,
+) -> None:
+    degraded = record("INV-RACE", offers=(), degraded="feature_store_unavailable")
+    log.record(degraded)
+    barrier = threading.Barrier(6)
+    results: list[tuple[str, bool]] = []
+    failures: list[BaseException] = []
+
+    def replace() -> None:
+        barrier.wait()
+        try:
+            stored, created = log.record(record("INV-RACE"), superseding=degraded.decision_id)
+        except BaseException as error:  # the test fails below, naming it
+            failures.append(error)
+            return
+        results.append((stored.decision_id, created))
+
+    threads = [threading.Thread(target=replace) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert len({decision_id for decision_id, _ in results}) == 1
+    assert [created for _, created in results].count(True) == 1
+    assert len(_rows(log, log.tables.decisions, "INV-RACE")) == 1
+    (audit,) = _rows(log, log.tables.superseded_decisions, "INV-RACE")
+    assert audit["superseded_by"] == results[0][0]
+
+
+def test_the_invoice_being_decided_is_not_one_of_the_invoices_before_it(
+    log: DecisionLog,
+) -> None:
+    earlier = [record(f"INV-{day}", day=day, offers=(f"ADDON_{day}",)) for day in (1, 2, 3)]
+    for decision in earlier:
+        log.record(decision)
+        log.record_event(event(decision, f"ADDON_{decision.created_at.day}", "decline"))
+    log.record(record("INV-4", day=4, offers=(), degraded="feature_store_unavailable"))
+    # Deciding INV-4 again: its provisional decision does not push INV-1 out of the window.
+    assert log.recent_declines("C1", 3, deciding="INV-4") == {"ADDON_1", "ADDON_2", "ADDON_3"}
+    assert log.recent_declines("C1", 3) == {"ADDON_2", "ADDON_3"}  # a fifth invoice's view
+
+
+def test_a_log_from_before_superseded_decisions_gains_the_table(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'offers.db'}"
+    old = DecisionLog(url)
+    degraded = record("INV-1", offers=(), degraded="feature_store_unavailable")
+    old.record(degraded)
+    with old.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE superseded_decisions")
+    old.close()
+    reopened = DecisionLog(url)
+    found = reopened.find("INV-1")
+    assert found is not None and found.provisional
+    fresh = record("INV-1")
+    _, created = reopened.record(fresh, superseding=degraded.decision_id)
+    assert created and len(_rows(reopened, reopened.tables.superseded_decisions, "INV-1")) == 1
+    reopened.close()
 
 
 def test_a_holdout_decision_has_no_offers(log: DecisionLog) -> None:
@@ -270,6 +383,32 @@ def test_the_api_logs_to_postgresql_by_configuration(
     with engine.connect() as connection:
         count = connection.execute(sa.text(f'SELECT count(*) FROM "{pg_schema}".decisions'))
         assert count.scalar_one() == 1
+    engine.dispose()
+
+
+def test_a_degraded_answer_logged_on_postgresql_is_decided_afresh_after_recovery(
+    tmp_path: Path, postgres_url: str, pg_schema: str
+) -> None:
+    url = f"{postgres_url}?options=-csearch_path%3D{pg_schema}"
+    renderer = auth("renderer")
+    features = FakeFeatures()
+    features.fail = "timeout"
+    with running(make_app(tmp_path, database_url=url, features=features)) as client:
+        down = client.post("/v1/offers", json=offers_body(), headers=renderer).json()
+        features.fail = None
+        back = client.post("/v1/offers", json=offers_body(), headers=renderer)
+        again = client.post("/v1/offers", json=offers_body(max_offers=1), headers=renderer)
+    assert (down["degraded"], down["offers"]) == ("feature_store_unavailable", [])
+    assert back.json()["degraded"] is None and back.json()["offers"]
+    assert again.content == back.content
+    engine = create_log_engine(postgres_url)
+    with engine.connect() as connection:
+        live = connection.execute(sa.text(f'SELECT decision_id FROM "{pg_schema}".decisions'))
+        assert live.scalars().all() == [back.json()["decision_id"]]
+        audit = connection.execute(
+            sa.text(f'SELECT decision_id, superseded_by FROM "{pg_schema}".superseded_decisions')
+        )
+        assert audit.all() == [(down["decision_id"], back.json()["decision_id"])]
     engine.dispose()
 
 

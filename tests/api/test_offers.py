@@ -232,7 +232,7 @@ def test_the_decision_is_stored_before_it_is_answered(client: Any) -> None:
 
 
 def test_no_answer_without_a_stored_decision(client: Any, monkeypatch: Any) -> None:
-    def refuse(record: Any) -> Any:
+    def refuse(record: Any, superseding: str | None = None) -> Any:
         raise OSError("disk full")
 
     monkeypatch.setattr(client.app.state.services.log, "record", refuse)
@@ -280,6 +280,91 @@ def test_a_failing_feature_store_gives_a_degraded_fallback_not_an_error(
     assert body["degraded"] == "feature_store_unavailable"
     assert body["offers"] == [] and body["usage_summary"] is None
     assert client.app.state.services.log.find(body["invoice_id"]) is not None
+
+
+def _logged(client: Any, table: str, invoice_id: str) -> list[dict[str, Any]]:
+    log = client.app.state.services.log
+    rows = getattr(log.tables, table)
+    with log.engine.connect() as connection:
+        query = sa.select(rows).where(rows.c.invoice_id == invoice_id)
+        return [dict(row) for row in connection.execute(query).mappings()]
+
+
+def _accept(decision: dict[str, Any], offer_id: str, event_id: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "decision_id": decision["decision_id"],
+        "offer_id": offer_id,
+        "type": "accept",
+        "occurred_at": "2026-12-02T09:30:00Z",
+    }
+
+
+def test_a_degraded_answer_is_decided_afresh_once_the_store_is_back(
+    client: Any, features: FakeFeatures
+) -> None:
+    features.fail = "timeout"
+    down = client.post("/v1/offers", json=offers_body(), headers=RENDERER)
+    still_down = client.post("/v1/offers", json=offers_body(), headers=RENDERER)
+    assert still_down.content == down.content  # one degraded decision, not one per retry
+    nothing_shown = client.post(
+        "/v1/events", json=_accept(down.json(), "PLAN_1GB", "EV-0"), headers=RENDERER
+    )
+    assert nothing_shown.json()["errors"][0]["type"] == "offer_not_in_decision"
+    features.fail = None
+    back = client.post("/v1/offers", json=offers_body(), headers=RENDERER)
+    again = client.post("/v1/offers", json=offers_body(max_offers=1), headers=RENDERER)
+
+    degraded, fresh = down.json(), back.json()
+    assert (degraded["degraded"], degraded["offers"]) == ("feature_store_unavailable", [])
+    assert (fresh["policy"], fresh["degraded"]) == ("model", None) and fresh["offers"]
+    assert fresh["decision_id"] != degraded["decision_id"]
+    assert again.content == back.content  # from now on the fresh decision is replayed
+    invoice = fresh["invoice_id"]
+    assert [row["decision_id"] for row in _logged(client, "decisions", invoice)] == [
+        fresh["decision_id"]
+    ]
+    # The degraded answer stays in the log, saying when and by which decision it was replaced.
+    (audit,) = _logged(client, "superseded_decisions", invoice)
+    assert (audit["decision_id"], audit["superseded_by"]) == (
+        degraded["decision_id"],
+        fresh["decision_id"],
+    )
+    assert json.loads(audit["response"]) == degraded
+    # Events name the fresh decision; the degraded one showed nothing anyone could accept.
+    offer = fresh["offers"][0]["offer_id"]
+    accepted = client.post("/v1/events", json=_accept(fresh, offer, "EV-1"), headers=RENDERER)
+    on_degraded = client.post("/v1/events", json=_accept(degraded, offer, "EV-2"), headers=RENDERER)
+    assert accepted.status_code == 202
+    assert on_degraded.status_code == 422
+    assert on_degraded.json()["errors"][0]["type"] == "unknown_decision"
+
+
+def test_a_decision_made_with_the_store_up_is_replayed_while_it_is_down(
+    client: Any, features: FakeFeatures
+) -> None:
+    first = client.post("/v1/offers", json=offers_body(), headers=RENDERER)
+    features.fail = "timeout"
+    reads = features.reads
+    again = client.post("/v1/offers", json=offers_body(), headers=RENDERER)
+    assert again.status_code == 200 and again.content == first.content
+    assert features.reads == reads
+    assert _logged(client, "superseded_decisions", first.json()["invoice_id"]) == []
+
+
+def test_a_degraded_answer_with_the_rules_offers_is_replayed(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    registry.champions["offer-ranker"] = ModelLoadFailed("registry down")
+    app = make_app(tmp_path, registry=registry)
+    with running(app) as client:
+        first = client.post("/v1/offers", json=offers_body(), headers=RENDERER)
+        registry.champions["offer-ranker"] = ranker()
+        app.state.services.models.reload()
+        again = client.post("/v1/offers", json=offers_body(), headers=RENDERER)
+    body = first.json()
+    assert (body["policy"], body["degraded"]) == ("fallback", "model_unavailable")
+    assert body["offers"]  # shown, and perhaps accepted: this answer is the invoice's
+    assert again.content == first.content
 
 
 def test_the_feature_store_is_closed_when_the_app_stops(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -205,6 +206,53 @@ def test_a_failing_feature_store_gives_a_degraded_fallback(log: DecisionLog) -> 
         [],
     )
     assert log.find("INV-1") is not None
+
+
+def test_simultaneous_retries_of_a_degraded_invoice_answer_one_decision(
+    log: DecisionLog,
+) -> None:
+    features = FakeFeatures()
+    offers = service(log, features=features)
+    features.fail = "timeout"
+    degraded = json.loads(offers.answer(invoice()))
+    features.fail = None
+    barrier = threading.Barrier(6)
+    answers: list[str] = []
+    failures: list[BaseException] = []
+
+    def retry() -> None:
+        barrier.wait()
+        try:
+            answers.append(offers.answer(invoice()))
+        except BaseException as error:  # the test fails below, naming it
+            failures.append(error)
+
+    threads = [threading.Thread(target=retry) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == [] and len(answers) == 6 and len(set(answers)) == 1
+    fresh = json.loads(answers[0])
+    assert (fresh["policy"], fresh["degraded"]) == ("model", None) and fresh["offers"]
+    stored = log.find("INV-1")
+    assert stored is not None and stored.decision_id == fresh["decision_id"]
+    assert degraded["decision_id"] != fresh["decision_id"]
+    # Each answer given was counted once: the degraded one, and the one decision that was stored.
+    assert decisions_counted(offers, "fallback") == 1.0
+    assert decisions_counted(offers, "model") == 1.0
+
+
+def test_a_retry_of_a_degraded_invoice_for_another_customer_is_a_conflict(
+    log: DecisionLog,
+) -> None:
+    features = FakeFeatures()
+    features.fail = "timeout"
+    offers = service(log, features=features)
+    offers.answer(invoice())
+    features.fail = None
+    with pytest.raises(InvoiceCustomerConflict):
+        offers.answer(invoice(customer="C0002"))
 
 
 def test_a_store_that_is_not_open_is_reopened_for_a_later_invoice(log: DecisionLog) -> None:
