@@ -6,7 +6,10 @@ the month after training is replayed by ``offers evaluate``: the served model po
 rules, popularity and a random eligible offer, against the simulator's hidden acceptance. Targets:
 the served first offer captures at least 70 % of the achievable lift on every profile, with a
 value per invoice at least the rules policy's, and the model beats rules on lift by more than the
-bootstrap interval of the off-policy estimate.
+bootstrap interval of the off-policy estimate. Then the closed loop (pipelines/closed_loop.py)
+runs on the same world: the engine decides the newest months itself, the hidden behaviour answers,
+and the next model learns from those logs; target: the model after the loop captures at least
+the lift the starting model captures on the same month.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ CUSTOMERS = 40_000
 MONTHS = 15
 TARGET_LIFT = 0.70
 SAMPLE = 3_000
+LOOP_MONTHS = 3
 
 
 def measure_profile(root: Path, profile: str, seed: int, customers: int) -> dict[str, Any]:
     """Simulate, retrain and evaluate one profile's world under ``root``."""
     from core.catalog import load_catalog
     from core.settings import get_settings
+    from pipelines.closed_loop import run_closed_loop
     from pipelines.policy_evaluation import evaluate_served_policies
     from pipelines.retrain import run_retrain
     from pipelines.simulation.world import simulate
@@ -58,6 +63,7 @@ def measure_profile(root: Path, profile: str, seed: int, customers: int) -> dict
         return float(figures["objective_value_sek"])
 
     dr_model, dr_rules = model["off_policy"]["dr"], rules["off_policy"]["dr"]
+    loop = run_closed_loop(settings, root / "closed-loop", months=LOOP_MONTHS, sample=SAMPLE)
     return {
         "profile": profile,
         "seed": seed,
@@ -67,11 +73,14 @@ def measure_profile(root: Path, profile: str, seed: int, customers: int) -> dict
         "evaluated_month": report.month,
         "decisions": report.decisions,
         "policies": policies,
+        "closed_loop": loop.as_dict(),
         "targets": {
             "model_lift_captured": model["lift_captured"],
             "lift_at_least_70_percent": (model["lift_captured"] or 0.0) >= TARGET_LIFT,
             "value_per_invoice_at_least_rules": value(model) >= value(rules),
             "model_beats_rules_beyond_the_interval": dr_model["low"] > dr_rules["high"],
+            "closed_loop_lift_at_least_starting": (loop.final_lift or 0.0)
+            >= (loop.starting_lift or 0.0),
         },
     }
 

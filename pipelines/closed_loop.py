@@ -1,0 +1,332 @@
+"""The closed loop on a simulated world: the engine decides, the hidden behaviour answers, the next
+model learns from what the engine logged.
+
+A policy that trains only on its own choices can collapse onto them: offers it stops showing are
+never seen again, so their acceptance is never learned again. Exploration (a share of decisions
+ranked by a randomised rule, with true propensities logged) is what keeps every eligible offer in
+the data. :func:`run_closed_loop` checks that on a simulated world:
+
+1. The logging policy's events before the loop's first month train the starting model.
+2. For each loop month: the current model's served policy is evaluated on that month (lift
+   captured against the hidden acceptance, as ``offers evaluate`` does); the engine then decides
+   that month's invoices as the API would (exploration included); the simulator's hidden
+   behaviour answers each shown offer (acceptance by rank, one acceptance at most, declines and
+   clicks as the simulator draws them); those events replace the logging policy's for that
+   month; and the next model is trained on them.
+3. The last model is evaluated on the month after the last one it learned from.
+
+Customers' usage, bills and contracts stay those of the simulated world (they do not change with
+the engine's offers): the loop tests what the data collection does to learning, not a new world.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.catalog import load_catalog
+from core.columns import CUSTOMER_KEY
+from core.contract import OFFER_EVENTS, OUTCOMES
+from core.settings import Settings
+from core.tables import read_table
+from pipelines.evaluation_oracle import GROUND_TRUTH_FOLDER, has_ground_truth
+from pipelines.frame_source import FrameFeatureSource, read_decision_frames, start_of_day
+from pipelines.invoice_run.core import ChampionModels, feature_paths, recent_declines
+from pipelines.policy_evaluation import evaluate_served_policies, logged_decisions
+from serving.decision.arbitration import Objective
+from serving.decision.engine import decide
+from serving.decision.inputs import DecisionRequest, UnknownCustomerError
+
+log = logging.getLogger(__name__)
+
+LOOP_POLICY = "model"
+# Customers answer an offer within days; the loop dates each answer a day after the invoice.
+ANSWER_DELAY = pd.Timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class LoopMonth:
+    """One month of the loop: the served policy evaluated on it, then what the engine showed."""
+
+    month: str
+    model_version: str | None
+    lift_captured: float | None
+    first_offer_acceptance: float | None
+    decisions: int = 0
+    with_offer: float = 0.0
+    explored: float = 0.0
+    accepted: int = 0
+    distinct_first_offers: int = 0
+
+
+@dataclass(frozen=True)
+class ClosedLoop:
+    """The loop's months in order; the last one is evaluated only (nothing decided after it)."""
+
+    months: tuple[LoopMonth, ...]
+    training_weights: str
+    # The starting model on the last month: the same invoices as the final model's figure, so the
+    # two compare what the loop's learning did, not two months' different invoice mixes.
+    starting_lift: float | None = None
+    starting_first_offer_acceptance: float | None = None
+
+    @property
+    def final_lift(self) -> float | None:
+        return self.months[-1].lift_captured
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "months": [asdict(month) for month in self.months],
+            "training_weights": self.training_weights,
+            "evaluated_month": self.months[-1].month,
+            "starting_lift_captured": self.starting_lift,
+            "starting_first_offer_acceptance": self.starting_first_offer_acceptance,
+            "final_lift_captured": self.final_lift,
+        }
+
+    def markdown(self) -> str:
+        lines = [
+            "| month | model | lift captured (served, hidden) | first offer accepted (hidden) "
+            "| decisions by the engine | with an offer | explored | accepted | distinct first "
+            "offers |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for month in self.months:
+            lift = "–" if month.lift_captured is None else f"{month.lift_captured:.1%}"
+            first = (
+                "–"
+                if month.first_offer_acceptance is None
+                else f"{month.first_offer_acceptance:.4f}"
+            )
+            lines.append(
+                f"| {month.month} | {month.model_version or 'rules'} | {lift} | {first} | "
+                f"{month.decisions:,} | {month.with_offer:.1%} | {month.explored:.1%} | "
+                f"{month.accepted:,} | {month.distinct_first_offers} |"
+            )
+        lines.append("")
+        lines.append(
+            f"On {self.months[-1].month}: the starting model captures "
+            f"{_percent(self.starting_lift)} of the lift, the model after the loop "
+            f"{_percent(self.final_lift)}."
+        )
+        lines.append(f"Training weights: {self.training_weights}.")
+        return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def _month_starts(events: pd.DataFrame) -> list[dt.date]:
+    shown = pd.to_datetime(events["shown_at"], utc=True).dt.tz_convert(None)
+    return sorted({day.date() for day in shown.dt.to_period("M").dt.to_timestamp()})
+
+
+def _engine_events(
+    month: dt.date,
+    logged: pd.DataFrame,
+    earlier: pd.DataFrame,
+    settings: Settings,
+    models: ChampionModels,
+    rng: np.random.Generator,
+    data_dir: Path,
+) -> tuple[pd.DataFrame, LoopMonth]:
+    """The engine's decisions for the month's logged invoices, answered by the hidden behaviour."""
+    from pipelines.simulation.behaviour import CUSTOMER_TRAITS, Traits, draw_outcomes
+    from pipelines.simulation.oracle import expected_acceptance
+
+    catalog = load_catalog(settings.catalog)
+    objective = Objective.from_settings(settings)
+    scorer = models.scorer()
+    paths = feature_paths(Path(settings.features_dir))
+    shown_rows: list[dict[str, Any]] = []
+    decided = explored = with_offer = 0
+    for key, group in logged.groupby("day", sort=True):
+        day = dt.date.fromisoformat(str(key))
+        as_of = start_of_day(day)
+        frames = read_decision_frames(paths, as_of, group[CUSTOMER_KEY])
+        source = FrameFeatureSource.from_frames(frames, as_of)
+        declined = recent_declines(
+            earlier, as_of, settings.decline_cap_invoices, group[CUSTOMER_KEY]
+        )
+        for invoice_id, customer_id, shown_at in zip(
+            group["invoice_id"].astype(str),
+            group[CUSTOMER_KEY].astype(str),
+            group["shown_at"],
+            strict=True,
+        ):
+            request = DecisionRequest(
+                invoice_id=invoice_id,
+                customer_id=customer_id,
+                invoice_date=day,
+                locale="sv",
+                max_offers=3,
+            )
+            try:
+                decision = decide(
+                    request,
+                    source,
+                    catalog,
+                    policy=models.policy,
+                    scorer=scorer,
+                    recently_declined=declined.get(customer_id, frozenset()),
+                    objective=objective,
+                )
+            except UnknownCustomerError:
+                continue
+            decided += 1
+            explored += decision.explored
+            with_offer += bool(decision.offers)
+            decision_id = str(uuid.UUID(int=int(rng.integers(0, 2**63)) << 64 | decided))
+            for offer in decision.offers:
+                shown_rows.append(
+                    {
+                        "decision_id": decision_id,
+                        "invoice_id": invoice_id,
+                        CUSTOMER_KEY: customer_id,
+                        "offer_id": offer.offer_id,
+                        "shown_at": shown_at,
+                        "rank": offer.rank,
+                        "policy": decision.policy,
+                        "propensity": offer.propensity,
+                    }
+                )
+    shown = pd.DataFrame(shown_rows)
+    summary = LoopMonth(
+        month=month.isoformat()[:7],
+        model_version=models.model_version,
+        lift_captured=None,
+        first_offer_acceptance=None,
+        decisions=decided,
+        with_offer=with_offer / decided if decided else 0.0,
+        explored=explored / decided if decided else 0.0,
+    )
+    if shown.empty:
+        return shown, summary
+    pairs = pd.DataFrame(
+        {
+            CUSTOMER_KEY: shown[CUSTOMER_KEY],
+            "offer_id": shown["offer_id"],
+            "as_of": pd.to_datetime(shown["shown_at"], utc=True).dt.date,
+        }
+    )
+    truth = expected_acceptance(data_dir / GROUND_TRUTH_FOLDER, pairs, data_dir, catalog)
+    # One row per decision, one column per rank, as the simulator draws its own outcomes.
+    codes, decisions = pd.factorize(shown["decision_id"])
+    ranks = shown["rank"].to_numpy() - 1
+    width = int(ranks.max()) + 1
+    acceptance = np.zeros((len(decisions), width))
+    is_shown = np.zeros((len(decisions), width), dtype=bool)
+    acceptance[codes, ranks] = truth
+    is_shown[codes, ranks] = True
+    traits = pd.read_parquet(data_dir / GROUND_TRUTH_FOLDER / CUSTOMER_TRAITS.file_name)
+    customers = shown.groupby(codes)[CUSTOMER_KEY].first().to_numpy()
+    engagement = Traits.from_frame(traits.set_index(CUSTOMER_KEY).loc[customers]).digital_engagement
+    outcome = draw_outcomes(acceptance, is_shown, engagement, rng)
+    shown["outcome"] = np.asarray(OUTCOMES, dtype=object)[outcome[codes, ranks]]
+    answered = shown["outcome"] != "ignored"
+    shown["outcome_at"] = pd.to_datetime(shown["shown_at"], utc=True).where(answered) + ANSWER_DELAY
+    firsts = shown[shown["rank"] == 1]
+    return shown, replace(
+        summary,
+        accepted=int((shown["outcome"] == "accepted").sum()),
+        distinct_first_offers=int(firsts["offer_id"].nunique()),
+    )
+
+
+def _evaluated(
+    settings: Settings, month: dt.date, models: ChampionModels, sample: int, seed: int
+) -> tuple[float | None, float | None]:
+    report = evaluate_served_policies(
+        settings, month=month, sample=sample, seed=seed, resamples=50, ablation=False, models=models
+    )
+    figures = report.policies["model"]
+    return figures.get("lift_captured"), figures.get("first_offer_acceptance")
+
+
+def _trained(work: Settings) -> ChampionModels:
+    """A new version of both models from the working tables, loaded as the loop's champions."""
+    from training.registry import CHURN_MODEL, RANKER_MODEL, load_version
+    from training.train import train_models
+
+    result = train_models(settings=work, force=True)
+    return ChampionModels(
+        ranker=load_version(RANKER_MODEL, result.ranker.version.version, work),
+        churn=load_version(CHURN_MODEL, result.churn.version.version, work),
+    )
+
+
+def run_closed_loop(
+    settings: Settings, workdir: Path, *, months: int = 3, sample: int = 2_000, seed: int = 0
+) -> ClosedLoop:
+    """Run the loop over the newest ``months`` months of the simulated world under
+    ``settings.data_dir`` (left untouched: the loop writes its tables and models in ``workdir``).
+
+    The first ``months - 1`` months are decided by the engine and learned from; every month is
+    evaluated with the model that had learned from the months before it.
+    """
+    data_dir = Path(settings.data_dir)
+    if not has_ground_truth(data_dir):
+        raise ValueError(f"{data_dir} is not a simulated world: no hidden behaviour to answer")
+    if months < 2:
+        raise ValueError("the loop needs at least two months: one decided, one evaluated")
+    events = read_table(data_dir, OFFER_EVENTS)
+    loop_months = _month_starts(events)[-months:]
+    work_data = Path(workdir) / "raw"
+    shutil.copytree(data_dir, work_data, dirs_exist_ok=True)
+    work = settings.model_copy(
+        update={
+            "data_dir": work_data,
+            "mlflow_tracking_uri": f"sqlite:///{Path(workdir).resolve() / 'mlflow.db'}",
+            "mlflow_artifact_root": Path(workdir) / "artifacts",
+        }
+    )
+    shown_at = pd.to_datetime(events["shown_at"], utc=True)
+    first = pd.Timestamp(loop_months[0], tz="UTC")
+    # The starting model knows only the logging policy's events before the loop.
+    kept = events[shown_at < first]
+    _write_events(work_data, kept)
+    rng = np.random.default_rng(seed)
+    models = _trained(work)
+    starting = models
+    weights = _training_weights(work)
+    results: list[LoopMonth] = []
+    for index, month in enumerate(loop_months):
+        lift, accepted = _evaluated(settings, month, models, sample, seed)
+        log.info("closed loop %s: %s captures %s of the lift", month, models.model_version, lift)
+        if index == len(loop_months) - 1:
+            results.append(LoopMonth(month.isoformat()[:7], models.model_version, lift, accepted))
+            break
+        logged, _ = logged_decisions(data_dir, month, sample=10**9, seed=seed)
+        engine_rows, summary = _engine_events(month, logged, kept, work, models, rng, data_dir)
+        results.append(replace(summary, lift_captured=lift, first_offer_acceptance=accepted))
+        kept = pd.concat([kept, engine_rows], ignore_index=True)
+        _write_events(work_data, kept)
+        models = _trained(work)
+    start_lift, start_accepted = _evaluated(settings, loop_months[-1], starting, sample, seed)
+    return ClosedLoop(tuple(results), weights, start_lift, start_accepted)
+
+
+def _write_events(data_dir: Path, events: pd.DataFrame) -> None:
+    from core.contract import OFFER_EVENTS as TABLE
+
+    columns = [column.name for column in TABLE.columns]
+    frame = events[columns].copy()
+    frame.to_parquet(data_dir / TABLE.file_name, index=False)
+
+
+def _training_weights(settings: Settings) -> str:
+    cap = settings.propensity_weight_cap
+    return (
+        "each logged offer once (OFFERS_PROPENSITY_WEIGHT_CAP=0)"
+        if cap <= 0
+        else f"1 / logged propensity, clipped at {cap:g}"
+    )
