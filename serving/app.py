@@ -10,6 +10,7 @@ import datetime as dt
 import gc
 import json
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -401,7 +402,10 @@ def create_app(
     )
     app.state.services = None
     install_problem_handlers(app)
-    app.add_exception_handler(OperationalError, _database_unavailable)
+    # Every failure to reach or use the log: lost connections, an exhausted pool (TimeoutError),
+    # a broken driver state (InterfaceError), a corrupt SQLite file (DatabaseError).
+    app.add_exception_handler(SQLAlchemyError, _database_unavailable)
+    app.add_exception_handler(sqlite3.Error, _database_unavailable)
     app.add_middleware(BodyLimitMiddleware, max_bytes=resolved.max_request_bytes)
     app.add_middleware(ServerTimingMiddleware)
     for module in (offers, usage, events, experiments, admin, health):

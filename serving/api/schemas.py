@@ -31,11 +31,21 @@ VARIANT_POLICY_PATTERN = rf"^({'|'.join(REQUESTABLE)}|{MODEL_PREFIX}[A-Za-z0-9._
 WEIGHT_TOLERANCE = 1e-9
 
 
+# Timestamps the API accepts, in UTC. Python's datetime ends at years 1 and 9999, so a zone offset
+# on 0001-01-01 or 9999-12-31 overflows in the conversion; and arithmetic on a stored time (an
+# experiment's follow-up window, a retention period) needs room on both sides.
+EARLIEST_YEAR, LATEST_YEAR = 1900, 2999
+
+
 def _as_utc(value: dt.datetime) -> dt.datetime:
     # Timestamps are UTC (docs/http-api.md, basics); one without a zone is read as UTC.
-    if value.tzinfo is None:
-        return value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC)
+    try:
+        utc = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST_YEAR <= utc.year <= LATEST_YEAR:
+        raise ValueError(f"must lie between the years {EARLIEST_YEAR} and {LATEST_YEAR} in UTC")
+    return utc
 
 
 _ISO_DATE_START = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -52,6 +62,22 @@ def _iso_text(value: Any) -> Any:
     return value
 
 
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _printable(value: str) -> str:
+    # NUL cannot be stored in PostgreSQL text, and no other control character belongs in a
+    # description; tabs and line breaks may.
+    found = _CONTROL_CHARACTERS.search(value)
+    if found:
+        raise ValueError(
+            f"must not contain control characters (found U+{ord(found.group()):04X} at "
+            f"position {found.start()})"
+        )
+    return value
+
+
+FreeText = Annotated[str, AfterValidator(_printable)]
 IsoDate = Annotated[dt.date, BeforeValidator(_iso_text)]
 UtcDatetime = Annotated[dt.datetime, BeforeValidator(_iso_text), AfterValidator(_as_utc)]
 
@@ -170,7 +196,7 @@ class ExperimentCreate(BaseModel):
     )
 
     key: Identifier
-    description: str = Field(default="", max_length=2000)
+    description: FreeText = Field(default="", max_length=2000)
     variants: list[VariantSpec] = Field(min_length=1, max_length=20)
     start: UtcDatetime
     end: UtcDatetime

@@ -40,6 +40,16 @@ def dumps_json(value: Any) -> str:
     return json.dumps(value, default=_json_default, allow_nan=False, separators=(",", ":"))
 
 
+# Connections: as many as the threads that may ask for one at once (anyio's default thread pool
+# runs 40 sync routes concurrently), so the pool is never what a request waits on; a checkout
+# that still waits gives up after POOL_TIMEOUT_SECONDS and the answer is 503, not a 500.
+POOL_SIZE = 8
+POOL_OVERFLOW = 40 - POOL_SIZE
+POOL_TIMEOUT_SECONDS = 5.0
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 3
+POSTGRES_STATEMENT_TIMEOUT_MS = 10_000
+
+
 def _sqlite_engine(url: str) -> Engine:
     parsed = sa.engine.make_url(url)
     # `?synchronous=NORMAL` trades durability in a power cut for a cheaper commit; FULL unless said.
@@ -55,8 +65,9 @@ def _sqlite_engine(url: str) -> Engine:
     engine = sa.create_engine(
         parsed,
         connect_args={"timeout": 30.0, "check_same_thread": False},
-        pool_size=8,
-        max_overflow=24,
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_OVERFLOW,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
         hide_parameters=True,
         json_serializer=dumps_json,
     )
@@ -78,11 +89,25 @@ def create_log_engine(url: str) -> Engine:
     """An engine for the log's URL: SQLite (WAL, fsync on commit) or PostgreSQL."""
     if url.startswith("sqlite"):
         return _sqlite_engine(url)
+    parsed = sa.engine.make_url(sqlalchemy_url(url))
+    # The URL's own libpq options (a search_path, say) are kept; the statement timeout is added.
+    options = " ".join(
+        part
+        for part in (
+            str(parsed.query.get("options", "")),
+            f"-c statement_timeout={POSTGRES_STATEMENT_TIMEOUT_MS}",
+        )
+        if part
+    )
     return sa.create_engine(
-        sqlalchemy_url(url),
+        parsed.difference_update_query(["options"]),
         pool_pre_ping=True,
-        pool_size=8,
-        max_overflow=24,
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_OVERFLOW,
+        pool_timeout=POOL_TIMEOUT_SECONDS,
+        # A server that does not answer fails the request in seconds, not at the OS's TCP timeout
+        # (minutes); a statement that runs away is cancelled by the server.
+        connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS, "options": options},
         hide_parameters=True,
         json_serializer=dumps_json,
     )

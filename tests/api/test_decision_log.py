@@ -486,3 +486,40 @@ def test_a_sqlite_log_checkpoints_in_the_background_not_in_commits(tmp_path: Pat
     reopened = DecisionLog(f"sqlite:///{path}")
     assert all(reopened.find(f"INV-{number}") is not None for number in range(40))
     reopened.close()
+
+
+def test_a_postgresql_server_that_never_answers_fails_within_the_connect_timeout() -> None:
+    """A listening port that never speaks PostgreSQL (a black-holed server): the connection
+    fails after the connect timeout instead of waiting on the operating system for minutes."""
+    import socket
+    import time
+
+    from serving.decision_log.database import POSTGRES_CONNECT_TIMEOUT_SECONDS, create_log_engine
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts at the TCP level, never answers
+    port = silent.getsockname()[1]
+    engine = create_log_engine(f"postgresql://offers@127.0.0.1:{port}/test")
+    started = time.monotonic()
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="timeout"), engine.connect():
+            pass
+    finally:
+        silent.close()
+        engine.dispose()
+    assert time.monotonic() - started < POSTGRES_CONNECT_TIMEOUT_SECONDS + 5
+
+
+def test_postgresql_sessions_get_a_statement_timeout_and_keep_the_url_options(
+    postgres_url: str, pg_schema: str
+) -> None:
+    from serving.decision_log.database import create_log_engine
+
+    engine = create_log_engine(f"{postgres_url}?options=-csearch_path%3D{pg_schema}")
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW statement_timeout").scalar_one() == "10s"
+            assert connection.exec_driver_sql("SHOW search_path").scalar_one() == pg_schema
+    finally:
+        engine.dispose()

@@ -91,6 +91,10 @@ def test_an_offer_not_in_the_decision_is_422(client: Any, decision: dict[str, An
         ({"occurred_at": 0}, "occurred_at"),
         ({"occurred_at": 1764668400.5}, "occurred_at"),
         ({"occurred_at": "1764668400"}, "occurred_at"),
+        # The offset would move these past Python's first and last representable instants.
+        ({"occurred_at": "0001-01-01T00:00:00+01:00"}, "occurred_at"),
+        ({"occurred_at": "9999-12-31T23:59:59-01:00"}, "occurred_at"),
+        ({"occurred_at": "1899-12-31T23:59:59Z"}, "occurred_at"),
         ({"event_id": ""}, "event_id"),
         ({"source": "app"}, "source"),
     ],

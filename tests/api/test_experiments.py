@@ -108,7 +108,12 @@ def test_the_same_key_again_is_409(client: Any) -> None:
         # A number is not a time, though lax parsing would read it as seconds since 1970.
         ({"start": 0}, "ISO 8601"),
         ({"end": 1900000000}, "ISO 8601"),
+        # The offset would move these past Python's first and last representable instants.
+        ({"start": "0001-01-01T00:00:00+01:00"}, "between the years 1900 and 2999"),
+        ({"end": "9999-12-31T23:59:59-01:00"}, "between the years 1900 and 2999"),
         ({"key": "with space"}, "key"),
+        # PostgreSQL cannot store NUL in text; no control character belongs in a description.
+        ({"description": "spring\u0000offer"}, "control characters (found U+0000"),
         ({"owner": "me"}, "owner"),
     ],
 )

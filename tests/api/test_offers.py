@@ -258,6 +258,65 @@ def test_an_unreachable_database_is_503_with_retry_after(client: Any, monkeypatc
     assert "db host" not in response.text
 
 
+def _pool_exhausted() -> Exception:
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    return PoolTimeout("QueuePool limit of size 8 overflow 32 reached")
+
+
+def _interface_error() -> Exception:
+    from sqlalchemy.exc import InterfaceError
+
+    return InterfaceError("SELECT", {}, Exception("connection already closed"))
+
+
+def _corrupt_file() -> Exception:
+    import sqlite3
+
+    return sqlite3.DatabaseError("file is not a database")
+
+
+@pytest.mark.parametrize("failure", [_pool_exhausted, _interface_error, _corrupt_file])
+@pytest.mark.parametrize("path", ["/v1/offers", "/v1/events"])
+def test_every_failure_to_use_the_log_is_503_with_retry_after(
+    client: Any, monkeypatch: Any, failure: Any, path: str
+) -> None:
+    log = client.app.state.services.log
+
+    def fails(*args: Any, **kwargs: Any) -> Any:
+        raise failure()
+
+    for name in ("find", "find_event"):
+        monkeypatch.setattr(log, name, fails)
+    body = offers_body()
+    if path == "/v1/events":
+        body = {
+            "event_id": "EV-1",
+            "decision_id": "00000000-0000-0000-0000-000000000000",
+            "offer_id": "PLAN_15GB",
+            "type": "impression",
+            "occurred_at": "2026-11-20T10:00:00Z",
+        }
+    response = client.post(path, json=body, headers=RENDERER)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["type"].endswith("decision-log-unavailable")
+    assert "QueuePool" not in response.text and "not a database" not in response.text
+
+
+def test_a_corrupt_sqlite_log_file_is_503_not_500(client: Any) -> None:
+    """The log's file overwritten while the API runs: every request that needs it is 503."""
+    log = client.app.state.services.log
+    log.engine.dispose()
+    path = Path(log.engine.url.database)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.write_bytes(b"this is not a SQLite database" * 200)
+    response = client.post("/v1/offers", json=offers_body(invoice_id="INV-X"), headers=RENDERER)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+
+
 def test_a_sqlite_log_that_fails_on_the_request_path_is_503(client: Any) -> None:
     log = client.app.state.services.log
     with log.engine.begin() as connection:  # a log whose file lost its decisions table
