@@ -34,7 +34,13 @@ from features.views import (
     CUSTOMER_USAGE,
 )
 from serving.api.deps import Services
-from serving.api.errors import PROBLEM_JSON, install_problem_handlers, problem_response
+from serving.api.errors import (
+    PROBLEM_JSON,
+    frames_of,
+    install_problem_handlers,
+    problem_response,
+    route_of,
+)
 from serving.api.routes import admin, events, experiments, health, offers, usage
 from serving.auth import ApiKeys
 from serving.decision.arbitration import Objective
@@ -87,8 +93,11 @@ class JsonLinesFormatter(logging.Formatter):
         for name, value in vars(record).items():
             if name not in _RECORD_FIELDS:
                 entry[name] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and record.exc_info[1] is not None:
+            # The type and where it was raised, never the message or the source lines: either
+            # may quote a customer's values.
+            error = record.exc_info[1]
+            entry["exception"] = {"type": type(error).__name__, "frames": frames_of(error)}
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
@@ -332,7 +341,7 @@ async def _database_unavailable(request: Request, error: Exception) -> Response:
     # Nothing is answered that is not stored: without the database, say so and when to retry.
     logger.error(
         "decision log database unavailable",
-        extra={"path": request.url.path, "error": type(error).__name__},
+        extra={"route": route_of(request), "error": type(error).__name__},
     )
     return problem_response(
         503,

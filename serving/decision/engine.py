@@ -360,11 +360,7 @@ def _personalised(
             work.scores = score(scorer, rows)
         except Exception as error:
             # The error type only: a model's message may quote the feature values it was given.
-            log.error(
-                "scoring failed for invoice %s (%s); deciding by rules",
-                request.invoice_id,
-                type(error).__name__,
-            )
+            log.error("scoring failed (%s); deciding by rules", type(error).__name__)
             work.policy, work.degraded = "rules", MODEL_ERROR
 
     scores = work.scores
@@ -563,9 +559,7 @@ def decide(
             # explanations are missing, which ``degraded`` says. Reasons then come from the
             # plan-fit facts alone. The error type only: a message may quote feature values.
             log.error(
-                "explaining offers failed for invoice %s (%s); shown without contributions",
-                request.invoice_id,
-                type(error).__name__,
+                "explaining offers failed (%s); shown without contributions", type(error).__name__
             )
             work.degraded = work.degraded or MODEL_ERROR
     offers = _worded(work.picks, contributions, account, consent, request, personalised)

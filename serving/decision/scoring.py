@@ -36,6 +36,9 @@ from training.model_inputs import (
 )
 
 TOP_CONTRIBUTIONS = 5
+# Personal attributes whose value is never repeated beside a contribution: the answer (and the
+# decision log, which stores it) says that age weighed, not the customer's age.
+UNDISCLOSED_VALUES = frozenset({"age", "satisfaction"})
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,9 @@ def top_contributions(
             [
                 Contribution(
                     feature=RANKER_FEATURES[j],
-                    value=None if math.isnan(row[j]) else round(float(row[j]), 4),
+                    value=None
+                    if math.isnan(row[j]) or RANKER_FEATURES[j] in UNDISCLOSED_VALUES
+                    else round(float(row[j]), 4),
                     contribution=round(float(values[j]), 4),
                 )
                 for j in order

@@ -129,3 +129,32 @@ def test_contributions_are_computed_for_shown_offers_only() -> None:
     assert [abs(c.contribution) for c in top] == sorted(
         (abs(c.contribution) for c in top), reverse=True
     )
+
+
+def test_age_and_satisfaction_weigh_without_their_values() -> None:
+    class AgeWeighs:
+        model_version = "m"
+
+        def acceptance(self, rows: np.ndarray) -> np.ndarray:
+            return np.zeros(len(rows))
+
+        def churn_risk(self, row: np.ndarray) -> float:
+            return 0.0
+
+        def contributions(self, rows: np.ndarray) -> np.ndarray:
+            values = np.zeros((len(rows), len(RANKER_FEATURES) + 1))
+            values[:, RANKER_FEATURES.index("age")] = 0.8
+            values[:, RANKER_FEATURES.index("satisfaction")] = -0.5
+            values[:, RANKER_FEATURES.index("tenure_months")] = 0.1
+            return values
+
+    rows = np.full((1, len(RANKER_FEATURES)), 2.0)
+    rows[0, RANKER_FEATURES.index("age")] = 73.0
+    rows[0, RANKER_FEATURES.index("satisfaction")] = 1.5
+    rows[0, RANKER_FEATURES.index("tenure_months")] = 48.0
+    result = top_contributions(AgeWeighs(), rows)[0]
+    assert [(c.feature, c.value, c.contribution) for c in result] == [
+        ("age", None, 0.8),
+        ("satisfaction", None, -0.5),
+        ("tenure_months", 48.0, 0.1),
+    ]
