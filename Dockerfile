@@ -1,7 +1,7 @@
 # The invoice offer API: `offers serve` on port 8000.
 #
 # Build:  docker build -t invoice-offers .
-# Run:    docker run -p 8000:8000 -e OFFERS_API_KEYS=key:renderer \
+# Run:    docker run -p 8000:8000 -e OFFERS_API_KEYS=<a key of 16+ characters>:renderer \
 #           -v "$PWD/data:/app/data" -v "$PWD/mlruns:/app/mlruns" invoice-offers
 # The image holds code and catalog only. Features (data/feast) and models (mlruns/) come from the
 # mounted folders, or from Redis, PostgreSQL and an MLflow server chosen by OFFERS_* variables.

@@ -31,7 +31,7 @@ from benchmarks.runner import world_customers, write_result
 from core.columns import CUSTOMER_KEY
 
 WORK_ROOT = Path("benchmarks/.work")
-API_KEY = "bench-renderer-key"
+API_KEY = "bench-renderer-key-0123456789"
 REDIS_URL = os.environ.get("OFFERS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
 LOOP_RATES = (50, 100, 200, 300, 400, 600, 800)
 SERVER_P99_TARGET_MS = 5.0

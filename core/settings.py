@@ -12,6 +12,11 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The roles an API key may have (serving/auth.py decides what each may call).
+API_ROLES = ("renderer", "marketing", "admin")
+# Shorter keys can be guessed; `make run` writes 24-character keys.
+MIN_API_KEY_LENGTH = 16
+
 
 class Settings(BaseSettings):
     """Every path, URL and knob, with embedded defaults that need no server."""
@@ -37,6 +42,11 @@ class Settings(BaseSettings):
         default="sqlite:///data/offers.db", description="Decision log, events and experiments."
     )
     api_keys: str = Field(default="", description="Comma list of key:role.")
+    open_docs: bool = Field(
+        default=True,
+        description="Serve /docs, /redoc and /openapi.json without a key (set false in "
+        "production when the API description should not be public).",
+    )
     spark_master: str = "local[2]"
     mlflow_tracking_uri: str = Field(
         default="sqlite:///mlruns/mlflow.db",
@@ -112,15 +122,29 @@ class Settings(BaseSettings):
         return value
 
     def api_key_roles(self) -> dict[str, str]:
-        """Map each API key to its role; a malformed entry is an error, not a silent skip."""
+        """Map each API key to its role. A malformed entry, a key listed twice or a key shorter
+        than :data:`MIN_API_KEY_LENGTH` is an error, and no message shows any part of a key."""
         roles: dict[str, str] = {}
-        for entry in filter(None, (part.strip() for part in self.api_keys.split(","))):
+        first_seen: dict[str, int] = {}
+        entries = [part.strip() for part in self.api_keys.split(",")]
+        for number, entry in enumerate(filter(None, entries), start=1):
             key, sep, role = entry.rpartition(":")
-            if not sep or not key or role not in {"renderer", "marketing", "admin"}:
+            if not sep or not key or role not in API_ROLES:
                 raise ValueError(
-                    f"OFFERS_API_KEYS entry {entry.split(':')[0][:4]}… must be key:role with role "
-                    "renderer, marketing or admin"
+                    f"OFFERS_API_KEYS entry {number} must be key:role with role "
+                    f"{', '.join(API_ROLES)}"
                 )
+            if len(key) < MIN_API_KEY_LENGTH:
+                raise ValueError(
+                    f"OFFERS_API_KEYS entry {number}: a key must be at least "
+                    f"{MIN_API_KEY_LENGTH} characters"
+                )
+            if key in first_seen:
+                raise ValueError(
+                    f"OFFERS_API_KEYS entry {number} repeats the key of entry "
+                    f"{first_seen[key]}: a key has one role"
+                )
+            first_seen[key] = number
             roles[key] = role
         return roles
 

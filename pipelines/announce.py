@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -26,7 +27,12 @@ def ensure_api_keys(env_file: Path = ENV_FILE) -> str:
     kept = "".join(
         row + "\n" for row in existing.splitlines() if not row.startswith("OFFERS_API_KEYS=")
     )
-    env_file.write_text(kept + line, encoding="utf-8")
+    # The keys are secrets: the file is readable and writable by its owner only, from its first
+    # byte (created with that mode, and narrowed if it existed before).
+    descriptor = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(kept + line)
+    env_file.chmod(0o600)
     return renderer
 
 

@@ -395,11 +395,16 @@ def create_app(
             app.state.services = None
             services.close()
 
+    # The API's description, and the pages that show it, only when the settings say so.
+    docs_open = resolved.open_docs
     app = FastAPI(
         title="invoice-offers",
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url="/docs" if docs_open else None,
+        redoc_url="/redoc" if docs_open else None,
+        openapi_url="/openapi.json" if docs_open else None,
         openapi_tags=[
             {"name": "offers", "description": "One decision per invoice."},
             {"name": "usage", "description": "What a customer used and paid for."},

@@ -101,7 +101,7 @@ def test_an_unknown_role_is_refused() -> None:
 
 
 def test_a_malformed_key_list_stops_the_app(tmp_path: Path) -> None:
-    app = make_app(tmp_path, api_keys="k1:renderer,k2")
+    app = make_app(tmp_path, api_keys="renderer-key-0123456789:renderer,k2")
     with pytest.raises(ValueError, match="must be key:role"), running(app):
         pass
 
@@ -118,3 +118,53 @@ def test_a_malformed_key_list_stops_the_app(tmp_path: Path) -> None:
 )
 def test_admin_may_call_everything(role: Any, needed: Any, allowed: bool) -> None:
     assert may_call(role, needed) is allowed
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json"])
+def test_the_api_description_is_served_only_when_the_settings_say_so(
+    tmp_path: Any, path: str
+) -> None:
+    with running(make_app(tmp_path)) as client:
+        assert client.get(path).status_code == 200
+    with running(make_app(tmp_path, open_docs=False)) as client:
+        assert client.get(path).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        (
+            "renderer-key-0123456789:renderer,renderer-key-0123456789:admin",
+            "OFFERS_API_KEYS entry 2 repeats the key of entry 1: a key has one role",
+        ),
+        ("short-key-1:renderer", "OFFERS_API_KEYS entry 1: a key must be at least 16 characters"),
+        (
+            "renderer-key-0123456789:renderer,secret-key-0123456789:owner",
+            "OFFERS_API_KEYS entry 2 must be key:role with role renderer, marketing, admin",
+        ),
+    ],
+)
+def test_bad_keys_are_refused_at_start_without_showing_them(
+    tmp_path: Any, keys: str, message: str
+) -> None:
+    with pytest.raises(ValueError) as refused, running(make_app(tmp_path, api_keys=keys)):
+        pass
+    assert str(refused.value) == message
+    for part in ("renderer-key", "0123456789", "short-key", "secret-key"):
+        assert part not in str(refused.value)
+
+
+def test_local_keys_are_written_for_their_owner_only(tmp_path: Any, monkeypatch: Any) -> None:
+    import stat
+
+    from pipelines.announce import ensure_api_keys
+
+    monkeypatch.delenv("OFFERS_API_KEYS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    env_file = tmp_path / ".env"
+    env_file.write_text("OFFERS_ONLINE_STORE=sqlite\n")
+    env_file.chmod(0o644)
+    key = ensure_api_keys(env_file)
+    assert len(key) >= 16
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert "OFFERS_ONLINE_STORE=sqlite" in env_file.read_text()

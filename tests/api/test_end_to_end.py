@@ -21,8 +21,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).parents[2]
 CATALOG = ROOT / "catalog" / "offers.yaml"
-RENDERER = "e2e-renderer-key"
-ADMIN = "e2e-admin-key"
+RENDERER = "e2e-renderer-key-0123456789"
+ADMIN = "e2e-admin-key-0123456789"
 
 
 def _free_port() -> int:

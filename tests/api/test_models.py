@@ -21,6 +21,7 @@ from tests.factories.api import (
     churn,
     offers_body,
     ranker,
+    store_experiment,
 )
 from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES
 from training.registry import ModelInputsMismatch
@@ -185,7 +186,7 @@ def test_a_challenger_arm_decides_with_its_version(setup: Any) -> None:
     client, registry = setup
     registry.versions[("offer-ranker", "5")] = ranker("5")
     created = client.post(
-        "/v1/experiments", json=_challenger_experiment("model:5"), headers=auth("marketing")
+        "/v1/experiments", json=_challenger_experiment("model:5"), headers=auth("admin")
     )
     assert created.status_code == 201
     body = client.post("/v1/offers", json=offers_body(), headers=RENDERER).json()
@@ -197,10 +198,38 @@ def test_a_challenger_arm_decides_with_its_version(setup: Any) -> None:
     )
 
 
+def test_a_model_variant_needs_admin_and_a_version_the_registry_serves(setup: Any) -> None:
+    client, registry = setup
+    registry.versions[("offer-ranker", "5")] = ranker("5")
+    by_marketing = client.post(
+        "/v1/experiments", json=_challenger_experiment("model:5"), headers=auth("marketing")
+    )
+    assert by_marketing.status_code == 403
+    assert by_marketing.json()["detail"] == (
+        "a variant served by a model version (model:<version>) needs the admin role"
+    )
+    unknown = client.post(
+        "/v1/experiments", json=_challenger_experiment("model:77"), headers=auth("admin")
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["type"].endswith("unknown-model-version")
+    assert "model:77" in unknown.json()["detail"]
+    # Neither was stored.
+    listed = client.get("/v1/experiments", headers=auth("marketing")).json()
+    assert listed["count"] == 0
+
+
+def test_holding_back_every_invoice_needs_admin(setup: Any) -> None:
+    client, _ = setup
+    holdout = _challenger_experiment("holdout")
+    refused = client.post("/v1/experiments", json=holdout, headers=auth("marketing"))
+    assert refused.status_code == 403
+    assert "holds back every invoice" in refused.json()["detail"]
+    assert client.post("/v1/experiments", json=holdout, headers=auth("admin")).status_code == 201
+
+
 def test_a_challenger_that_cannot_load_falls_back_to_the_champion_marked(setup: Any) -> None:
     client, _ = setup
-    client.post(
-        "/v1/experiments", json=_challenger_experiment("model:9"), headers=auth("marketing")
-    )
+    store_experiment(client.app, _challenger_experiment("model:9"))
     body = client.post("/v1/offers", json=offers_body(), headers=RENDERER).json()
     assert (body["model_version"], body["degraded"]) == ("offer-ranker/1", "challenger_unavailable")

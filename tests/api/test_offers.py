@@ -30,6 +30,7 @@ from tests.factories.api import (
     opens_on_third_try,
     ranker,
     running,
+    store_experiment,
 )
 
 RENDERER = auth("renderer")
@@ -177,6 +178,8 @@ def test_an_invoice_date_far_from_today_is_refused_with_the_window(client: Any) 
     assert answer.status_code == 422
     problem = answer.json()
     assert problem["type"].endswith("invoice-date-out-of-range")
+    # A validation problem like any other: the field is named in `errors`.
+    assert problem["errors"][0]["loc"] == ["body", "invoice_date"]
     assert (
         "2099-01-01" in problem["detail"] and "400 days back to 45 days ahead" in problem["detail"]
     )
@@ -484,7 +487,7 @@ def test_a_challenger_loaded_on_another_worker_is_loaded_on_first_use(tmp_path: 
     app = make_app(tmp_path, registry=registry)
     with running(app) as client:
         created = client.post(
-            "/v1/experiments", json=_challenger_experiment("model:5"), headers=auth("marketing")
+            "/v1/experiments", json=_challenger_experiment("model:5"), headers=auth("admin")
         )
         assert created.status_code == 201
         # This worker did not create the experiment: it has no challenger loaded.
@@ -504,9 +507,7 @@ def test_a_missing_challenger_is_asked_for_at_most_every_few_seconds(
     registry = FakeRegistry()
     app = make_app(tmp_path, registry=registry)
     with running(app) as client:
-        client.post(
-            "/v1/experiments", json=_challenger_experiment("model:9"), headers=auth("marketing")
-        )
+        store_experiment(client.app, _challenger_experiment("model:9"))
         loads = registry.loads
         answers = [
             client.post(
@@ -534,9 +535,7 @@ def test_a_challenger_load_that_raises_still_answers_with_the_champion(
 ) -> None:
     app = make_app(tmp_path)
     with running(app) as client:
-        client.post(
-            "/v1/experiments", json=_challenger_experiment("model:9"), headers=auth("marketing")
-        )
+        store_experiment(client.app, _challenger_experiment("model:9"))
 
         def broken(policies: Any) -> Any:
             raise RuntimeError("lightgbm could not allocate")

@@ -19,11 +19,16 @@ def test_settings_defaults_need_no_server(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_settings_read_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OFFERS_ONLINE_STORE", "redis://127.0.0.1:6379/0")
-    monkeypatch.setenv("OFFERS_API_KEYS", "k1:renderer,k2:admin")
+    monkeypatch.setenv(
+        "OFFERS_API_KEYS", "renderer-key-0000000001:renderer,admin-key-000000000002:admin"
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://x@h/db")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.online_store == "redis://127.0.0.1:6379/0"
-    assert settings.api_key_roles() == {"k1": "renderer", "k2": "admin"}
+    assert settings.api_key_roles() == {
+        "renderer-key-0000000001": "renderer",
+        "admin-key-000000000002": "admin",
+    }
     assert settings.mlflow_tracking_uri == "postgresql://x@h/db"
 
 
@@ -33,7 +38,7 @@ def test_unknown_online_store_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
         Settings(_env_file=None)  # type: ignore[call-arg]
 
 
-@pytest.mark.parametrize("entry", ["justakey", "k:superuser", ":renderer"])
+@pytest.mark.parametrize("entry", ["justakey", "long-enough-key-0001:superuser", ":renderer"])
 def test_malformed_api_key_entry_is_an_error(entry: str) -> None:
     settings = Settings(_env_file=None, api_keys=entry)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="key:role"):

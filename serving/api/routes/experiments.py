@@ -24,6 +24,7 @@ from serving.api.schemas import (
 from serving.decision.consent import MODEL_PREFIX
 from serving.decision_log.records import Experiment, ExperimentSpec, Variant
 from serving.experiments import ExperimentExists, Experiments
+from serving.scoring_model import challenger_version
 
 router = APIRouter(tags=["experiments"])
 
@@ -87,18 +88,45 @@ def create_experiment(
     experiment: ExperimentCreate,
     experiments: ExperimentsDep,
     models: ModelDep,
-    _: MarketingRole,
+    role: MarketingRole,
 ) -> ExperimentPublic:
-    """Create an experiment; invoices dated within start–end are split over its variants."""
+    """Create an experiment; invoices dated within start–end are split over its variants.
+
+    Variants that put live invoices on a model version other than the champion, or that hold
+    back every invoice, need the admin role; a model version must be one the registry serves."""
+    challengers = [v.policy for v in experiment.variants if v.policy.startswith(MODEL_PREFIX)]
+    if role != "admin":
+        if challengers:
+            raise ProblemError(
+                403,
+                "a variant served by a model version (model:<version>) needs the admin role",
+                kind="forbidden",
+            )
+        if all(variant.policy == "holdout" for variant in experiment.variants):
+            raise ProblemError(
+                403,
+                "an experiment that holds back every invoice needs the admin role",
+                kind="forbidden",
+            )
+    if challengers:
+        served = models.add_challengers(challengers).challengers
+        missing = [p for p in challengers if challenger_version(p) not in served]
+        if missing:
+            raise ProblemError(
+                422,
+                f"{', '.join(missing)}: no such offer-ranker version can be served from the "
+                "registry",
+                kind="unknown-model-version",
+                errors=[
+                    {"loc": ["body", "variants"], "msg": "unknown model version", "type": "value"}
+                ],
+            )
     try:
         created = experiments.create(_spec(experiment))
     except ExperimentExists as error:
         raise ProblemError(
             409, f"an experiment with key {experiment.key} exists", kind="experiment-exists"
         ) from error
-    challengers = [v.policy for v in experiment.variants if v.policy.startswith(MODEL_PREFIX)]
-    if challengers:
-        models.add_challengers(challengers)
     return _public(created)
 
 

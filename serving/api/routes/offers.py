@@ -29,7 +29,18 @@ async def decide_offers(body: OffersRequest, offers: OffersDep, _: RendererRole)
     day = body.invoice_date or today
     problem = offers.invoice_date_problem(day, today)
     if problem is not None:
-        raise ProblemError(422, problem, kind="invoice-date-out-of-range")
+        raise ProblemError(
+            422,
+            problem,
+            kind="invoice-date-out-of-range",
+            errors=[
+                {
+                    "loc": ["body", "invoice_date"],
+                    "msg": problem,
+                    "type": "invoice_date_out_of_range",
+                }
+            ],
+        )
     request = DecisionRequest(
         invoice_id=body.invoice_id,
         customer_id=body.customer_id,
