@@ -325,7 +325,9 @@ def _sqlite_event_times(times: pd.Series) -> np.ndarray:
     Python reads a naive time as local time, so on a machine whose zone is not UTC the number
     is shifted by the zone's offset, and Feast's reader shifts it back; match it exactly.
     """
-    utc = pd.DatetimeIndex(pd.to_datetime(times, utc=True))
+    # In nanoseconds whatever the column's unit: feature tables hold microseconds, and their
+    # integers divided as nanoseconds would date every row in January 1970.
+    utc = pd.DatetimeIndex(pd.to_datetime(times, utc=True)).as_unit("ns")
     if time.timezone == 0 and time.altzone == 0:
         return np.asarray(utc.asi8 // 1_000_000_000, dtype=object)
     codes, uniques = pd.factorize(utc)
