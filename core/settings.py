@@ -12,6 +12,9 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The API's roles (serving/auth.py), checked here so that a key list with a typo stops the start.
+API_ROLES = frozenset({"renderer", "marketing", "consent", "admin"})
+
 
 class Settings(BaseSettings):
     """Every path, URL and knob, with embedded defaults that need no server."""
@@ -116,10 +119,10 @@ class Settings(BaseSettings):
         roles: dict[str, str] = {}
         for entry in filter(None, (part.strip() for part in self.api_keys.split(","))):
             key, sep, role = entry.rpartition(":")
-            if not sep or not key or role not in {"renderer", "marketing", "admin"}:
+            if not sep or not key or role not in API_ROLES:
                 raise ValueError(
                     f"OFFERS_API_KEYS entry {entry.split(':')[0][:4]}… must be key:role with role "
-                    "renderer, marketing or admin"
+                    "renderer, marketing, consent or admin"
                 )
             roles[key] = role
         return roles

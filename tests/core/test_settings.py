@@ -19,11 +19,11 @@ def test_settings_defaults_need_no_server(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_settings_read_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OFFERS_ONLINE_STORE", "redis://127.0.0.1:6379/0")
-    monkeypatch.setenv("OFFERS_API_KEYS", "k1:renderer,k2:admin")
+    monkeypatch.setenv("OFFERS_API_KEYS", "k1:renderer,k2:admin,k3:consent")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://x@h/db")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.online_store == "redis://127.0.0.1:6379/0"
-    assert settings.api_key_roles() == {"k1": "renderer", "k2": "admin"}
+    assert settings.api_key_roles() == {"k1": "renderer", "k2": "admin", "k3": "consent"}
     assert settings.mlflow_tracking_uri == "postgresql://x@h/db"
 
 
