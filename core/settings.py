@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The roles an API key may have (serving/auth.py decides what each may call).
-API_ROLES = ("renderer", "marketing", "admin")
+API_ROLES = ("renderer", "marketing", "consent", "admin")
 # Shorter keys can be guessed; `make run` writes 24-character keys.
 MIN_API_KEY_LENGTH = 16
 

@@ -274,9 +274,12 @@ class SqliteWriter:
     the feature names are part of the statement, so each row costs one bound value.
     """
 
-    def __init__(self, path: Path, project: str) -> None:
+    def __init__(self, path: Path, project: str, busy_seconds: float = 60.0) -> None:
         self.path = path
         self.project = project
+        # How long to wait for another writer's lock: a materialize waits out the API's
+        # one-row consent writes, a consent write gives up within the request's timeout.
+        self.busy_seconds = busy_seconds
 
     def write(self, rows: EncodedRows, progress: Advance) -> None:
         from feast.infra.online_stores.helpers import compute_table_id
@@ -296,7 +299,7 @@ class SqliteWriter:
         order = np.argsort(np.array(rows.keys, dtype=object), kind="stable")
         keys = np.array(rows.keys, dtype=object)
         stamps = _sqlite_event_times(rows.event_times)
-        connection = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+        connection = sqlite3.connect(self.path, timeout=self.busy_seconds, isolation_level=None)
         try:
             # Write-ahead log: the API's readers keep reading the last committed values while
             # this transaction writes, instead of waiting on its lock (kept in the file).
@@ -325,7 +328,9 @@ def _sqlite_event_times(times: pd.Series) -> np.ndarray:
     Python reads a naive time as local time, so on a machine whose zone is not UTC the number
     is shifted by the zone's offset, and Feast's reader shifts it back; match it exactly.
     """
-    utc = pd.DatetimeIndex(pd.to_datetime(times, utc=True))
+    # In nanoseconds whatever the column's unit: feature tables hold microseconds, and their
+    # integers divided as nanoseconds would date every row in January 1970.
+    utc = pd.DatetimeIndex(pd.to_datetime(times, utc=True)).as_unit("ns")
     if time.timezone == 0 and time.altzone == 0:
         return np.asarray(utc.asi8 // 1_000_000_000, dtype=object)
     codes, uniques = pd.factorize(utc)
@@ -336,9 +341,12 @@ def _sqlite_event_times(times: pd.Series) -> np.ndarray:
 class RedisWriter:
     """Feast's Redis layout: one hash per entity and project, a field per feature and a time."""
 
-    def __init__(self, url: str, project: str) -> None:
+    def __init__(self, url: str, project: str, client: Any = None) -> None:
+        """``client``: an open Redis client to write with (its timeouts apply), kept open;
+        without one, a client of ``url`` is opened for each write and closed after it."""
         self.url = url
         self.project = project
+        self.client = client
 
     def write(self, rows: EncodedRows, progress: Advance) -> None:
         import redis
@@ -353,7 +361,7 @@ class RedisWriter:
         )[codes]
         project = self.project.encode()
         width = 2 * len(fields) + 2
-        client = redis.Redis.from_url(self.url)
+        client = self.client if self.client is not None else redis.Redis.from_url(self.url)
         try:
             for part in _chunks(len(rows)):
                 block = np.empty((part.stop - part.start, width), dtype=object)
@@ -367,7 +375,8 @@ class RedisWriter:
                     pipe.execute()
                 progress(part.stop - part.start)
         finally:
-            client.close()
+            if client is not self.client:
+                client.close()
 
 
 def _timestamp_bytes(timestamp_type: Any, moment: pd.Timestamp) -> bytes:
@@ -404,16 +413,32 @@ class ProviderWriter:
             progress(part.stop - part.start)
 
 
-def _writer(store: FeatureStore, settings: Settings) -> OnlineWriter:
+def online_writer(
+    store: FeatureStore,
+    settings: Settings,
+    *,
+    busy_seconds: float = 60.0,
+    redis_client: Any = None,
+) -> OnlineWriter:
+    """The writer of the store's online layout: materialize's, and the consent path's.
+
+    ``busy_seconds`` bounds a SQLite write's wait for another writer's lock; ``redis_client``
+    is an open client to write Redis with (its socket timeouts then bound the write).
+    """
     config = store.config.online_store
     if config.type == "sqlite":
-        path = Path(config.path)
-        if not path.is_absolute():
-            path = Path(store.config.repo_path or ".") / path
-        return SqliteWriter(path, store.project)
+        return SqliteWriter(sqlite_path(store), store.project, busy_seconds)
     if config.type == "redis" and settings.online_store.startswith(("redis://", "rediss://")):
-        return RedisWriter(settings.online_store, store.project)
+        return RedisWriter(settings.online_store, store.project, redis_client)
     return ProviderWriter(store)
+
+
+def sqlite_path(store: FeatureStore) -> Path:
+    """The SQLite online store's file, resolved like Feast resolves it."""
+    path = Path(store.config.online_store.path)
+    if not path.is_absolute():
+        path = Path(store.config.repo_path or ".") / path
+    return path
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -485,7 +510,11 @@ def materialize_views(
             raise ValueError(f"unknown feature views {unknown}; run `offers features apply`")
     if not chosen:
         raise ValueError("no feature views are registered; run `offers features apply` first")
-    writer = _writer(store, settings)
+    # The views reloaded whole go last: a reload of the consent view undoes the consent changes
+    # made through the API until `offers consents sync` applies them again, and run last, that
+    # lasts from its commit to the sync's, not through the loads of the other views as well.
+    chosen.sort(key=lambda view: view.name in RELOADED_WHOLE)
+    writer = online_writer(store, settings)
     loads: list[ViewLoad] = []
     with _progress(show_progress) as task:
         for view in chosen:

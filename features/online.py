@@ -96,6 +96,11 @@ _DECODERS: dict[str, Callable[[bytes | None], Any]] = {
 }
 
 
+def value_decoder(feast_type: str) -> Callable[[bytes | None], Any]:
+    """The decoder of a stored ``ValueProto`` of a Feast type (``Float64``, ``Int64``, …)."""
+    return _DECODERS.get(feast_type, _decode_any)
+
+
 @dataclass(frozen=True)
 class _View:
     name: str

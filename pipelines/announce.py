@@ -21,8 +21,11 @@ def ensure_api_keys(env_file: Path = ENV_FILE) -> str:
     for key, role in roles.items():
         if role in {"renderer", "admin"}:
             return key
-    renderer, marketing, admin = (secrets.token_urlsafe(18) for _ in range(3))
-    line = f"OFFERS_API_KEYS={renderer}:renderer,{marketing}:marketing,{admin}:admin\n"
+    renderer, marketing, consent, admin = (secrets.token_urlsafe(18) for _ in range(4))
+    line = (
+        f"OFFERS_API_KEYS={renderer}:renderer,{marketing}:marketing,{consent}:consent,"
+        f"{admin}:admin\n"
+    )
     existing = env_file.read_text(encoding="utf-8") if env_file.exists() else ""
     kept = "".join(
         row + "\n" for row in existing.splitlines() if not row.startswith("OFFERS_API_KEYS=")

@@ -20,9 +20,13 @@ app = typer.Typer(
 features_app = typer.Typer(help="The Feast feature repository in features/.", no_args_is_help=True)
 events_app = typer.Typer(help="Offer events that flow back into training.", no_args_is_help=True)
 experiments_app = typer.Typer(help="Offer experiments and their reports.", no_args_is_help=True)
+consents_app = typer.Typer(
+    help="Consent changes received through the API, in the online store.", no_args_is_help=True
+)
 app.add_typer(features_app, name="features")
 app.add_typer(events_app, name="events")
 app.add_typer(experiments_app, name="experiments")
+app.add_typer(consents_app, name="consents")
 
 console = Console(stderr=True)
 
@@ -125,9 +129,13 @@ def features_materialize(
     end: Annotated[
         str | None, typer.Option(help="Materialize up to this UTC date or time (default: now).")
     ] = None,
+    data: DataOption = None,
 ) -> None:
-    """Load the newest feature values into the online store, incrementally."""
+    """Load the newest feature values into the online store, incrementally; then apply the
+    consent changes received through the API again (`offers consents sync`)."""
+    from core.settings import get_settings
     from features.store import materialize
+    from pipelines.consent_sync import sync_after_materialize
 
     try:
         end_time = dt.datetime.fromisoformat(end) if end else None
@@ -135,6 +143,14 @@ def features_materialize(
         raise _fail(f"--end {end!r} is not an ISO date or time") from error
     report = materialize(end=end_time)
     console.print(report.describe())
+    try:
+        synced = sync_after_materialize(get_settings(), data)
+    except ValueError as error:
+        raise _fail(
+            f"materialized, but the consent changes received through the API were not applied "
+            f"again: {error}; fix it and run `offers consents sync`"
+        ) from error
+    console.print(synced, markup=False, highlight=False)
 
 
 @app.command()
@@ -298,6 +314,42 @@ def experiments_report(key: str) -> None:
         print_report(key)
     except KeyError as error:
         raise _fail(f"no experiment with key {key!r}") from error
+
+
+@consents_app.command("sync")
+def consents_sync(
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="Parquet or CSV of consent answers with the consents table's columns "
+            "(customer_id, purpose, granted, updated_at), recorded as changes first.",
+        ),
+    ] = None,
+    data: DataOption = None,
+) -> None:
+    """Apply the consent changes received through the API on top of the online store: each
+    that is the newest for its customer and purpose and newer than the consents table's."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from core.settings import get_settings
+    from pipelines.consent_sync import sync_consents
+    from serving.decision_log import DecisionLog
+
+    settings = get_settings()
+    try:
+        log = DecisionLog.from_settings(settings)
+    except SQLAlchemyError as error:
+        raise _fail(
+            f"the decision log database does not answer ({type(error).__name__})"
+        ) from error
+    try:
+        report = sync_consents(settings, log, file=file, data_dir=data)
+    except ValueError as error:
+        raise _fail(str(error)) from error
+    finally:
+        log.close()
+    console.print(report.describe(), markup=False, highlight=False)
 
 
 @app.command()

@@ -128,10 +128,13 @@ def _build_features(ctx: RetrainContext) -> str:
 
 def _materialize(ctx: RetrainContext) -> str:
     from features.store import apply_repository, materialize
+    from pipelines.consent_sync import sync_after_materialize
 
     applied = apply_repository(ctx.settings)
     report = materialize(settings=ctx.settings, show_progress=False)
-    return f"{len(applied)} objects applied; {_first_line(report.describe())}"
+    # The reload of the consent view undoes the consent changes received through the API.
+    synced = sync_after_materialize(ctx.settings, ctx.data_dir)
+    return f"{len(applied)} objects applied; {_first_line(report.describe())}; {synced}"
 
 
 def _train(ctx: RetrainContext) -> str:

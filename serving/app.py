@@ -41,8 +41,9 @@ from serving.api.errors import (
     problem_response,
     route_of,
 )
-from serving.api.routes import admin, events, experiments, health, offers, usage
+from serving.api.routes import admin, consents, events, experiments, health, offers, usage
 from serving.auth import ApiKeys
+from serving.consents import ConsentService
 from serving.decision.arbitration import Objective
 from serving.decision.engine import Decision, decide
 from serving.decision.inputs import DecisionRequest
@@ -63,8 +64,8 @@ language, and summarises usage within the consent the customer gave.
 
 Send an API key as `Authorization: Bearer <key>`. Roles: `renderer` (offers, events, usage
 summaries), `marketing` (experiments and their reports, the page at `/experiments/{key}`),
-`admin` (everything, model reload). Health and metrics need no key. Every error is
-`application/problem+json` (RFC 9457).
+`consent` (consent answers), `admin` (everything, model reload). Health and metrics need no key.
+Every error is `application/problem+json` (RFC 9457).
 """
 FEATURE_RETRY_SECONDS = 10.0
 
@@ -329,6 +330,7 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
                 settings.invoice_date_future_days,
             ),
         ),
+        consents=ConsentService(log=log, feature_store=feature_store, metrics=metrics),
     )
     warm_up(services)
     return services
@@ -409,6 +411,7 @@ def create_app(
             {"name": "offers", "description": "One decision per invoice."},
             {"name": "usage", "description": "What a customer used and paid for."},
             {"name": "events", "description": "What customers did with the offers."},
+            {"name": "consents", "description": "Consent answers, applied at once."},
             {"name": "experiments", "description": "Offer experiments and their reports."},
             {"name": "admin", "description": "Model reload."},
             {"name": "operations", "description": "Health and metrics."},
@@ -422,7 +425,7 @@ def create_app(
     app.add_exception_handler(sqlite3.Error, _database_unavailable)
     app.add_middleware(BodyLimitMiddleware, max_bytes=resolved.max_request_bytes)
     app.add_middleware(ServerTimingMiddleware)
-    for module in (offers, usage, events, experiments, admin, health):
+    for module in (offers, usage, events, consents, experiments, admin, health):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """API keys and roles (docs/http-api.md): ``OFFERS_API_KEYS`` is a comma list of ``key:role``.
 
 renderer: offers, events, usage summaries. marketing: experiments and their reports.
-admin: everything, model reload included. Health and metrics need no key.
+consent: consent answers (the customer's consent system). admin: everything, model reload
+included. Health and metrics need no key.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import hmac
 from collections.abc import Mapping
 from typing import Literal
 
-Role = Literal["renderer", "marketing", "admin"]
-ROLES: tuple[Role, ...] = ("renderer", "marketing", "admin")
+Role = Literal["renderer", "marketing", "consent", "admin"]
+ROLES: tuple[Role, ...] = ("renderer", "marketing", "consent", "admin")
 
 
 def _digest(key: str) -> bytes:

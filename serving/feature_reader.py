@@ -4,7 +4,9 @@ Consent is read first and alone: the consent gate decides what else may be read.
 store has never seen reads back as all None and is reported as unknown. A read that fails or takes
 longer than ``OFFERS_FEATURE_TIMEOUT_MS`` raises :class:`FeatureStoreUnavailable`, which the API
 turns into a degraded answer instead of an error. :class:`OnlineFeatureSource` names what the API
-asks of an open store, and :class:`OpenFeatureStore` holds the one it has open.
+asks of an open store, and :class:`OpenFeatureStore` holds the one it has open. The consent path
+(``POST /v1/consents``) reads and writes whole consent rows through the same source, bounded by
+the same timeout.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from core.columns import CUSTOMER_KEY
 from core.settings import Settings
+from features.consent_rows import ConsentRowWrite, OnlineConsentRow, OnlineConsentRows
 from features.views import (
     CUSTOMER_BILLING,
     CUSTOMER_CONSENT,
@@ -33,6 +36,8 @@ logger = logging.getLogger("serving.features")
 # worker, so a hanging store exhausts this pool and further reads time out instead of piling up.
 READ_WORKERS = 8
 FAILURE_MEMORY_SECONDS = 10.0
+
+Answer = TypeVar("Answer")
 
 
 # The key readiness reads. No request can name it (the API's ids are letters, digits and ._-,
@@ -70,6 +75,16 @@ class OnlineFeatureSource(FeatureSource, Protocol):
 
     def probe(self) -> None:
         """One bounded read, as a request reads; raises ``FeatureStoreUnavailable``."""
+        ...
+
+    def read_consent_row(self, customer_id: str) -> OnlineConsentRow | None:
+        """The customer's whole consent row and its event time; None for an unknown customer.
+        Bounded like a read; raises ``FeatureStoreUnavailable``."""
+        ...
+
+    def write_consent_row(self, row: ConsentRowWrite) -> None:
+        """Write a customer's whole consent row, as materialize writes it. Bounded like a read;
+        raises ``FeatureStoreUnavailable``."""
         ...
 
     def close(self) -> None:
@@ -130,11 +145,15 @@ class FeastFeatureSource:
         timeout_ms: float,
         store_bounds_reads: bool = False,
         clock: Callable[[], float] = time.monotonic,
+        consent_rows: OnlineConsentRows | None = None,
     ) -> None:
         """``store_bounds_reads``: the store gives up on its own after the timeout, so reads run
         in the request's thread; otherwise a watchdog pool bounds them (a thread hop per read
-        costs about 0.1 ms at p50 and tens of ms at p99 on two busy cores)."""
+        costs about 0.1 ms at p50 and tens of ms at p99 on two busy cores). ``consent_rows``:
+        the same store's whole consent rows, for the consent path; without it that path answers
+        as if the store were down."""
         self._store = store
+        self._consent_rows = consent_rows
         self._timeout = timeout_ms / 1000.0
         self._direct = store_bounds_reads
         self._pool = ThreadPoolExecutor(max_workers=READ_WORKERS, thread_name_prefix="features")
@@ -183,6 +202,20 @@ class FeastFeatureSource:
         ``FeatureStoreUnavailable`` when the store does not answer within the timeout."""
         self._read(CONSENT_FEATURES, READINESS_PROBE_KEY)
 
+    def read_consent_row(self, customer_id: str) -> OnlineConsentRow | None:
+        """The customer's whole consent row and its event time; None for an unknown customer."""
+        rows = self._bounded(self._consent_store().read, [customer_id])
+        return rows.get(customer_id)
+
+    def write_consent_row(self, row: ConsentRowWrite) -> None:
+        """Write a customer's whole consent row, bounded by the timeout like a read."""
+        self._bounded(self._consent_store().write, [row])
+
+    def _consent_store(self) -> OnlineConsentRows:
+        if self._consent_rows is None:
+            raise FeatureStoreUnavailable("no_consent_rows")
+        return self._consent_rows
+
     def warm_up(self) -> None:
         """Open the store's connections in every reader before the first request needs them."""
         if self._direct:
@@ -198,26 +231,33 @@ class FeastFeatureSource:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _read(self, features: list[str], customer_id: str) -> dict[str, Any]:
+        return self._bounded(self._fetch, features, customer_id)
+
+    def _bounded(self, call: Callable[..., Answer], *arguments: Any) -> Answer:
         try:
-            return self._bounded_read(features, customer_id)
+            return self._bounded_call(call, *arguments)
         except FeatureStoreUnavailable:
             self._failed_at = self._clock()
             raise
 
-    def _bounded_read(self, features: list[str], customer_id: str) -> dict[str, Any]:
+    def _bounded_call(self, call: Callable[..., Answer], *arguments: Any) -> Answer:
         if self._direct:
             try:
-                return self._fetch(features, customer_id)
+                return call(*arguments)
+            except FeatureStoreUnavailable:
+                raise
             except Exception as error:
                 reason = "timeout" if "timeout" in type(error).__name__.lower() else None
                 logger.warning("online store read failed", extra={"error": type(error).__name__})
                 raise FeatureStoreUnavailable(reason or type(error).__name__) from error
-        future = self._pool.submit(self._fetch, features, customer_id)
+        future = self._pool.submit(call, *arguments)
         try:
             return future.result(timeout=self._timeout)
         except FutureTimeout as error:
             future.cancel()
             raise FeatureStoreUnavailable("timeout") from error
+        except FeatureStoreUnavailable:
+            raise
         except Exception as error:
             logger.warning("online store read failed", extra={"error": type(error).__name__})
             raise FeatureStoreUnavailable(type(error).__name__) from error
@@ -229,15 +269,21 @@ class FeastFeatureSource:
         return {name: values[0] for name, values in response.items() if name != CUSTOMER_KEY}
 
 
-def open_feast_source(settings: Settings) -> FeastFeatureSource:
-    """The Feast store of ``settings``, opened and warmed up."""
+def open_feast_source(settings: Settings, project: str | None = None) -> FeastFeatureSource:
+    """The Feast store of ``settings`` (its default project unless ``project``), opened and
+    warmed up."""
     from features.online import OnlineFeatures
-    from features.store import open_store
+    from features.store import PROJECT, open_store
 
-    online = OnlineFeatures(open_store(settings))
-    bounded = online.bound_reads(settings.feature_timeout_ms / 1000.0)
+    store = open_store(settings, project or PROJECT)
+    online = OnlineFeatures(store)
+    timeout_seconds = settings.feature_timeout_ms / 1000.0
+    bounded = online.bound_reads(timeout_seconds)
     source = FeastFeatureSource(
-        online, timeout_ms=settings.feature_timeout_ms, store_bounds_reads=bounded
+        online,
+        timeout_ms=settings.feature_timeout_ms,
+        store_bounds_reads=bounded,
+        consent_rows=OnlineConsentRows(store, settings, timeout_seconds=timeout_seconds),
     )
     source.warm_up()
     return source

@@ -26,7 +26,8 @@ _STEP_BUCKETS = (
 
 
 class ApiMetrics:
-    """Decisions by policy, degraded answers by reason, latency per step, events by type."""
+    """Decisions by policy, degraded answers by reason, latency per step, events by type,
+    consent changes by what the online store holds of them."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -53,6 +54,13 @@ class ApiMetrics:
             "offers_events",
             "Offer events stored, by type (repeats not counted).",
             ["type"],
+            registry=self.registry,
+        )
+        self.consent_changes = Counter(
+            "offers_consent_changes",
+            "Consent changes stored by POST /v1/consents, by what the online store holds of "
+            "them (repeats not counted).",
+            ["online"],
             registry=self.registry,
         )
 

@@ -18,6 +18,7 @@ from core.catalog import Catalog
 from core.settings import Settings
 from serving.api.errors import ProblemError
 from serving.auth import ApiKeys, Role, may_call
+from serving.consents import ConsentService
 from serving.decision.inputs import FeatureSource
 from serving.decision_log import DecisionLog
 from serving.experiments import Experiments
@@ -40,6 +41,7 @@ class Services:
     experiments: Experiments
     feature_store: OpenFeatureStore
     offers: OffersService
+    consents: ConsentService
 
     @property
     def features(self) -> OnlineFeatureSource | None:
@@ -96,6 +98,10 @@ async def get_offers(services: ServicesDep) -> OffersService:
     return services.offers
 
 
+async def get_consents(services: ServicesDep) -> ConsentService:
+    return services.consents
+
+
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 FeaturesDep = Annotated[FeatureSource | None, Depends(get_features)]
 ModelDep = Annotated[ModelHolder, Depends(get_models)]
@@ -103,6 +109,7 @@ DecisionLogDep = Annotated[DecisionLog, Depends(get_decision_log)]
 ExperimentsDep = Annotated[Experiments, Depends(get_experiments)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 OffersDep = Annotated[OffersService, Depends(get_offers)]
+ConsentsDep = Annotated[ConsentService, Depends(get_consents)]
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -148,4 +155,5 @@ def require_role(needed: Role) -> Callable[[Role], Awaitable[Role]]:
 
 RendererRole = Annotated[Role, Depends(require_role("renderer"))]
 MarketingRole = Annotated[Role, Depends(require_role("marketing"))]
+ConsentRole = Annotated[Role, Depends(require_role("consent"))]
 AdminRole = Annotated[Role, Depends(require_role("admin"))]

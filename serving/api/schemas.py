@@ -9,11 +9,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -80,6 +82,9 @@ def _printable(value: str) -> str:
 FreeText = Annotated[str, AfterValidator(_printable)]
 IsoDate = Annotated[dt.date, BeforeValidator(_iso_text)]
 UtcDatetime = Annotated[dt.datetime, BeforeValidator(_iso_text), AfterValidator(_as_utc)]
+# A moment that must say its zone: a consent answer read in the wrong zone could move it before or
+# after another answer for the same purpose.
+ZonedDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_as_utc)]
 
 
 def _json_integer(value: Any) -> Any:
@@ -157,6 +162,69 @@ class EventPublic(BaseModel):
     type: EventType
     occurred_at: dt.datetime
     received_at: dt.datetime
+
+
+# Consents ---------------------------------------------------------------------------------------
+
+ConsentPurpose = Literal["marketing", "profiling", "usage_insights"]
+OnlineOutcome = Literal["applied", "superseded", "unknown-customer", "deferred"]
+# A consent answer may be stamped a little ahead of this server's clock (clocks drift), no more.
+CONSENT_CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+class ConsentIn(BaseModel):
+    """One consent answer: a purpose granted or withdrawn by the customer at ``updated_at``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "change_id": "CC-000001",
+                    CUSTOMER_KEY: "C0001234",
+                    "purpose": "marketing",
+                    "granted": False,
+                    "updated_at": "2026-12-02T09:30:00Z",
+                }
+            ]
+        },
+    )
+
+    change_id: Identifier
+    customer_id: Identifier
+    purpose: ConsentPurpose
+    granted: bool = Field(strict=True)
+    updated_at: ZonedDatetime = Field(
+        description="When the customer answered, with its zone; at most 5 minutes ahead of now."
+    )
+
+    @field_validator("updated_at")
+    @classmethod
+    def _not_ahead(cls, value: dt.datetime) -> dt.datetime:
+        latest = dt.datetime.now(dt.UTC) + CONSENT_CLOCK_SKEW
+        if value > latest:
+            raise ValueError(
+                "must not be more than 5 minutes ahead of the server's clock "
+                f"({latest:%Y-%m-%dT%H:%M:%SZ})"
+            )
+        return value
+
+
+class ConsentPublic(BaseModel):
+    change_id: str
+    customer_id: str
+    purpose: ConsentPurpose
+    granted: bool
+    updated_at: dt.datetime
+    received_at: dt.datetime
+    online: OnlineOutcome = Field(
+        description="applied: the online store holds the answer now. superseded: a newer answer "
+        "for this customer and purpose is stored; nothing changed online. unknown-customer: the "
+        "online store has no consent row for the customer; the answer is stored and applied by "
+        "`offers consents sync` once the customer's row is materialized. deferred: a grant older "
+        "than the customer's online row; the answer is stored and applied by the next sync, "
+        "which can tell whether the consents table holds a newer answer."
+    )
 
 
 # Experiments ------------------------------------------------------------------------------------

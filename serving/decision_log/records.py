@@ -1,4 +1,5 @@
-"""What the decision log stores and hands back: decisions, their offers, events, experiments."""
+"""What the decision log stores and hands back: decisions, their offers, events, experiments,
+consent changes."""
 
 from __future__ import annotations
 
@@ -106,3 +107,31 @@ class VariantCounts:
     decisions: int
     offers_shown: int
     accepted: int
+
+
+@dataclass(frozen=True)
+class ConsentChangeRecord:
+    """One consent answer as stored: what was answered, when it was received, and when it was
+    written to the online store (None until it was)."""
+
+    change_id: str
+    customer_id: str
+    purpose: str
+    granted: bool
+    updated_at: dt.datetime
+    received_at: dt.datetime
+    applied_at: dt.datetime | None = None
+
+    def same_answer(self, other: ConsentChangeRecord) -> bool:
+        """Whether two records carry the same answer (the times they were received aside)."""
+        return (self.customer_id, self.purpose, self.granted, self.updated_at) == (
+            other.customer_id,
+            other.purpose,
+            other.granted,
+            other.updated_at,
+        )
+
+    def order(self) -> tuple[dt.datetime, dt.datetime, str]:
+        """Sorts a customer's answers for one purpose oldest first; the last one holds. Answers
+        given at the same moment are ordered by when they were received."""
+        return (self.updated_at, self.received_at, self.change_id)

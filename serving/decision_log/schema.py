@@ -1,4 +1,5 @@
-"""The decision log's tables: decisions, the offers each showed, the events back, experiments.
+"""The decision log's tables: decisions, the offers each showed, the events back, experiments,
+and the consent changes received through the API.
 
 ``decisions`` holds each invoice's live decision, one per invoice. A degraded decision without
 offers is provisional: a later request for the invoice decides afresh, and a decision that is not
@@ -45,6 +46,7 @@ class LogTables:
     events: sa.Table
     experiments: sa.Table
     superseded_decisions: sa.Table
+    consent_changes: sa.Table
 
 
 def _decision_columns(*, one_per_invoice: bool) -> list[sa.Column[Any]]:
@@ -117,6 +119,28 @@ def build_tables(schema: str | None = None) -> LogTables:
         sa.Column("superseded_by", sa.String(36), nullable=False),
         sa.Index("ix_superseded_decisions_invoice", "invoice_id"),
     )
+    # Consent answers received through POST /v1/consents or `offers consents sync --file`,
+    # stored before they are pushed to the online store (applied_at stays null until one is), so
+    # that a push that fails loses nothing, and a materialize, which reloads the consent view
+    # from the consents table alone, can be followed by a sync that applies them again.
+    consent_changes = sa.Table(
+        "consent_changes",
+        metadata,
+        sa.Column("change_id", sa.String(64), primary_key=True),
+        sa.Column(CUSTOMER_KEY, sa.String(64), nullable=False),
+        sa.Column("purpose", sa.String(32), nullable=False),
+        sa.Column("granted", sa.Boolean, nullable=False),
+        sa.Column("updated_at", UtcDateTime, nullable=False),
+        sa.Column("received_at", UtcDateTime, nullable=False),
+        sa.Column("applied_at", UtcDateTime),
+        sa.Index("ix_consent_changes_customer", CUSTOMER_KEY, "purpose", "updated_at"),
+    )
     return LogTables(
-        metadata, decisions, decision_offers, events, experiments, superseded_decisions
+        metadata,
+        decisions,
+        decision_offers,
+        events,
+        experiments,
+        superseded_decisions,
+        consent_changes,
     )

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from serving.auth import ApiKeys, may_call
+from core.settings import API_ROLES
+from serving.auth import ROLES, ApiKeys, may_call
 from tests.factories.api import auth, make_app, offers_body, running
 
 EVENT = {
@@ -23,11 +24,19 @@ EXPERIMENT = {
     "start": "2026-12-01T00:00:00Z",
     "end": "2026-12-31T00:00:00Z",
 }
+CONSENT = {
+    "change_id": "CC-1",
+    "customer_id": "C0001",
+    "purpose": "marketing",
+    "granted": False,
+    "updated_at": "2026-12-01T10:00:00Z",
+}
 # (method, path, body, the role the route belongs to)
 ROUTES: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("POST", "/v1/offers", offers_body(), "renderer"),
     ("GET", "/v1/customers/C0001/usage-summary", None, "renderer"),
     ("POST", "/v1/events", EVENT, "renderer"),
+    ("POST", "/v1/consents", CONSENT, "consent"),
     ("GET", "/v1/experiments", None, "marketing"),
     ("POST", "/v1/experiments", EXPERIMENT, "marketing"),
     ("GET", "/v1/experiments/exp-auth", None, "marketing"),
@@ -35,7 +44,7 @@ ROUTES: list[tuple[str, str, dict[str, Any] | None, str]] = [
     ("GET", "/experiments/exp-auth", None, "marketing"),
     ("POST", "/v1/admin/reload", None, "admin"),
 ]
-CALLERS = ["renderer", "marketing", "admin"]
+CALLERS = ["renderer", "marketing", "consent", "admin"]
 
 
 def _call(client: Any, method: str, path: str, body: Any, headers: dict[str, str]) -> Any:
@@ -95,6 +104,10 @@ def test_keys_map_to_roles() -> None:
     assert keys.role_of("k") is None and keys.role_of("k1 ") is None and keys.role_of("") is None
 
 
+def test_the_settings_accept_exactly_the_roles_of_the_api() -> None:
+    assert ROLES == API_ROLES
+
+
 def test_an_unknown_role_is_refused() -> None:
     with pytest.raises(ValueError, match="superuser"):
         ApiKeys({"k1": "superuser"})
@@ -112,6 +125,9 @@ def test_a_malformed_key_list_stops_the_app(tmp_path: Path) -> None:
         ("renderer", "renderer", True),
         ("renderer", "marketing", False),
         ("marketing", "admin", False),
+        ("consent", "consent", True),
+        ("renderer", "consent", False),
+        ("admin", "consent", True),
         ("admin", "renderer", True),
         ("admin", "marketing", True),
     ],
@@ -140,7 +156,7 @@ def test_the_api_description_is_served_only_when_the_settings_say_so(
         ("short-key-1:renderer", "OFFERS_API_KEYS entry 1: a key must be at least 16 characters"),
         (
             "renderer-key-0123456789:renderer,secret-key-0123456789:owner",
-            "OFFERS_API_KEYS entry 2 must be key:role with role renderer, marketing, admin",
+            "OFFERS_API_KEYS entry 2 must be key:role with role renderer, marketing, consent, admin",
         ),
     ],
 )

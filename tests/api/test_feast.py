@@ -2,61 +2,28 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 import redis
 
-from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
 from core.settings import Settings
-from features.store import PROJECT
-from features.views import FEATURE_VIEWS
 from serving.app import Connectors, create_app
 from serving.feature_reader import FeastFeatureSource, open_feast_source
-from tests.factories.api import FakeRegistry, api_settings, auth, customers, offers_body, running
+from tests.factories.api import (
+    FakeRegistry,
+    api_settings,
+    auth,
+    build_feast_store,
+    customers,
+    offers_body,
+    running,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-CUSTOMER_VIEWS = [view for view in FEATURE_VIEWS if view != "offer_attributes"]
-SNAPSHOT = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-
-
-def _feature_frames() -> dict[str, pd.DataFrame]:
-    frames = {}
-    rows = customers()
-    for view in CUSTOMER_VIEWS:
-        records = []
-        for customer_id, (consent, account, profile) in rows.items():
-            values = {**consent, **account, **profile}
-            records.append(
-                {
-                    CUSTOMER_KEY: customer_id,
-                    EVENT_TIMESTAMP: SNAPSHOT,
-                    **{name: values.get(name) for name in FEATURE_VIEWS[view]},
-                }
-            )
-        frames[view] = pd.DataFrame.from_records(records)
-    return frames
-
-
-def _build_store(settings: Settings, project: str = PROJECT) -> None:
-    from features.pipeline import write_feature_tables
-    from features.store import apply_repository, materialize
-
-    write_feature_tables(_feature_frames(), Path(settings.features_dir))
-    apply_repository(settings, project)
-    materialize(
-        dt.datetime(2026, 11, 30, tzinfo=dt.UTC),
-        settings,
-        views=CUSTOMER_VIEWS,
-        project=project,
-        show_progress=False,
-    )
 
 
 def _settings(base: Path, **overrides: Any) -> Settings:
@@ -66,7 +33,7 @@ def _settings(base: Path, **overrides: Any) -> Settings:
 @pytest.fixture(scope="module")
 def sqlite_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     settings = _settings(tmp_path_factory.mktemp("feast"))
-    _build_store(settings)
+    build_feast_store(settings)
     return settings
 
 
@@ -155,7 +122,7 @@ def test_the_feast_source_reads_redis(tmp_path: Path, redis_url: str) -> None:
     # A project of its own: Redis keys carry the project, so other tests' customers stay apart.
     project = f"api_test_{uuid.uuid4().hex[:8]}"
     settings = _settings(tmp_path, online_store=redis_url)
-    _build_store(settings, project)
+    build_feast_store(settings, project)
     store = open_store(settings, project)
     from features.online import OnlineFeatures
 

@@ -49,6 +49,17 @@ def test_no_canary_reaches_the_logs_on_any_path(
         # 422: the canary in an invalid body.
         bad = offers_body(customer_id=CANARY_CUSTOMER, invoice_id=CANARY_INVOICE, locale="xx")
         assert client.post("/v1/offers", json=bad, headers=RENDERER).status_code == 422
+        # A consent answer for the canary, and one for a customer the store does not know.
+        for number, customer in enumerate((CANARY_CUSTOMER, f"{CANARY_CUSTOMER}X")):
+            answer = {
+                "change_id": f"CANARY-CHANGE-{number}",
+                "customer_id": customer,
+                "purpose": "profiling",
+                "granted": False,
+                "updated_at": "2026-11-20T10:00:00Z",
+            }
+            consent_answer = client.post("/v1/consents", json=answer, headers=auth("consent"))
+            assert consent_answer.status_code == 202
         # 409: the same invoice for another customer.
         other = offers_body(customer_id="C0001", invoice_id=CANARY_INVOICE)
         assert client.post("/v1/offers", json=other, headers=RENDERER).status_code == 409

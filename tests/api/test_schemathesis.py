@@ -28,6 +28,7 @@ OPERATIONS: list[tuple[str, str, str]] = [
     ("POST", "/v1/offers", "renderer"),
     ("GET", "/v1/customers/{customer_id}/usage-summary", "renderer"),
     ("POST", "/v1/events", "renderer"),
+    ("POST", "/v1/consents", "consent"),
     ("GET", "/v1/experiments", "marketing"),
     ("POST", "/v1/experiments", "marketing"),
     ("GET", "/v1/experiments/{key}", "marketing"),

@@ -20,7 +20,9 @@ def test_settings_defaults_need_no_server(monkeypatch: pytest.MonkeyPatch) -> No
 def test_settings_read_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OFFERS_ONLINE_STORE", "redis://127.0.0.1:6379/0")
     monkeypatch.setenv(
-        "OFFERS_API_KEYS", "renderer-key-0000000001:renderer,admin-key-000000000002:admin"
+        "OFFERS_API_KEYS",
+        "renderer-key-0000000001:renderer,admin-key-000000000002:admin,"
+        "consent-key-00000000003:consent",
     )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://x@h/db")
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
@@ -28,6 +30,7 @@ def test_settings_read_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.api_key_roles() == {
         "renderer-key-0000000001": "renderer",
         "admin-key-000000000002": "admin",
+        "consent-key-00000000003": "consent",
     }
     assert settings.mlflow_tracking_uri == "postgresql://x@h/db"
 

@@ -13,10 +13,15 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
 from core.settings import Settings
+from features.consent_rows import ConsentRowWrite, OnlineConsentRow
+from features.store import PROJECT
+from features.views import FEATURE_VIEWS
 from serving.app import Connectors, create_app
 from serving.decision_log import DecisionLog, DecisionRecord, EventRecord, LoggedOffer
 from serving.feature_reader import FeatureStoreUnavailable, OnlineFeatureSource
@@ -28,10 +33,13 @@ from training.registry import LoadedModel
 REPOSITORY = Path(__file__).resolve().parents[2]
 CATALOG = REPOSITORY / "catalog" / "offers.yaml"
 INVOICE_DATE = "2026-11-30"
+# When the fake store's consent rows were last changed, unless a write said otherwise.
+CONSENT_STAMPED = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 KEYS = {
     "renderer": "renderer-key-0123456789",
     "marketing": "marketing-key-0123456789",
+    "consent": "consent-key-0123456789",
     "admin": "admin-key-0123456789",
 }
 
@@ -43,7 +51,8 @@ def auth(role: str) -> dict[str, str]:
 
 
 def api_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings for one test: a SQLite log in ``tmp_path``, the repository's catalog, three keys."""
+    """Settings for one test: a SQLite log in ``tmp_path``, the repository's catalog, a key per
+    role."""
     values: dict[str, Any] = {
         "database_url": f"sqlite:///{tmp_path / 'offers.db'}",
         "catalog": CATALOG,
@@ -74,10 +83,13 @@ def customers() -> dict[str, tuple[Row, Row, Row]]:
 class FakeFeatures:
     """An online feature source of a few customers; ``reads`` counts reads, ``fail`` makes them
     fail. Like a store behind a watchdog, it does not bound its own reads: the API decides in the
-    thread pool."""
+    thread pool. Consent rows written through it land in ``rows``, their times in
+    ``consent_times`` (a customer without one is stamped ``CONSENT_STAMPED``)."""
 
     def __init__(self, rows: Mapping[str, tuple[Row, Row, Row]] | None = None) -> None:
         self.rows = dict(customers() if rows is None else rows)
+        self.consent_times: dict[str, dt.datetime] = {}
+        self.writes = 0
         self.reads = 0
         self.fail: str | None = None
         self.bounds_reads = False
@@ -105,6 +117,22 @@ class FakeFeatures:
 
     def probe(self) -> None:
         self._row("# readiness #", 0)
+
+    def read_consent_row(self, customer_id: str) -> OnlineConsentRow | None:
+        row = self._row(customer_id, 0)
+        if row is None:
+            return None
+        return OnlineConsentRow(row, self.consent_times.get(customer_id, CONSENT_STAMPED))
+
+    def write_consent_row(self, row: ConsentRowWrite) -> None:
+        if self.fail is not None:
+            raise FeatureStoreUnavailable(self.fail)
+        self.writes += 1
+        found = self.rows.get(row.customer_id)
+        if found is None:  # a customer a subclass makes up: keep the other rows it reads
+            found = ({}, self._row(row.customer_id, 1) or {}, self._row(row.customer_id, 2) or {})
+        self.rows[row.customer_id] = (dict(row.values), found[1], found[2])
+        self.consent_times[row.customer_id] = row.event_time
 
     def close(self) -> None:
         self.closed = True
@@ -218,6 +246,46 @@ def running(app: FastAPI) -> Iterator[TestClient]:
     """A client with the app's lifespan run (stores and models opened)."""
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
+
+
+# The feature views of a customer, and when the store's snapshot of the few customers is dated.
+CUSTOMER_VIEWS = [view for view in FEATURE_VIEWS if view != "offer_attributes"]
+SNAPSHOT = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+
+
+def feature_frames() -> dict[str, pd.DataFrame]:
+    """The few customers of ``customers()`` as feature tables, one snapshot each."""
+    frames = {}
+    rows = customers()
+    for view in CUSTOMER_VIEWS:
+        records = []
+        for customer_id, (consent_row, account_row, profile_row) in rows.items():
+            values = {**consent_row, **account_row, **profile_row}
+            records.append(
+                {
+                    CUSTOMER_KEY: customer_id,
+                    EVENT_TIMESTAMP: SNAPSHOT,
+                    **{name: values.get(name) for name in FEATURE_VIEWS[view]},
+                }
+            )
+        frames[view] = pd.DataFrame.from_records(records)
+    return frames
+
+
+def build_feast_store(settings: Settings, project: str = PROJECT) -> None:
+    """A real Feast store of the few customers: feature tables, registry, online store."""
+    from features.pipeline import write_feature_tables
+    from features.store import apply_repository, materialize
+
+    write_feature_tables(feature_frames(), Path(settings.features_dir))
+    apply_repository(settings, project)
+    materialize(
+        dt.datetime(2026, 11, 30, tzinfo=dt.UTC),
+        settings,
+        views=CUSTOMER_VIEWS,
+        project=project,
+        show_progress=False,
+    )
 
 
 def offers_body(**overrides: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from feast.value_type import ValueType
 
 from core.database import redis_connection_string, sqlalchemy_url
 from features.materialize import (
+    _sqlite_event_times,
     encode_column,
     encode_doubles,
     entity_keys,
@@ -59,6 +60,16 @@ def test_entity_keys_serialise_like_feast() -> None:
         for i in ids
     ]
     assert entity_keys("customer_id", ids) == expected
+
+
+def test_sqlite_event_times_are_what_feast_writes_whatever_the_unit() -> None:
+    """Feast stores ``int(naive_utc.timestamp())``; feature tables hold microseconds, which were
+    once divided as nanoseconds (every row dated January 1970)."""
+    moments = [dt.datetime(2026, 5, 20, 12, 0, 30, 500, tzinfo=dt.UTC), dt.datetime(2024, 6, 1)]
+    expected = [int(moment.replace(tzinfo=None).timestamp()) for moment in moments]
+    for unit in ("s", "ms", "us", "ns"):
+        times = pd.Series(pd.to_datetime(moments, utc=True)).dt.as_unit(unit)
+        assert list(_sqlite_event_times(times)) == expected, unit
 
 
 def test_newest_rows_take_the_newest_row_per_entity_in_the_interval(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ def test_local_keys_are_written_once_and_reused(
     text = (tmp_path / ".env").read_text(encoding="utf-8")
     assert "OFFERS_SEED=3" in text
     assert f"{key}:renderer" in text and ":marketing" in text and ":admin" in text
+    assert ":consent" in text
     assert ensure_api_keys(tmp_path / ".env") == key
 
 

@@ -22,6 +22,8 @@ COMMANDS = [
     ["invoice-run"],
     ["events", "export"],
     ["experiments", "report"],
+    ["consents"],
+    ["consents", "sync"],
     ["bench"],
 ]
 

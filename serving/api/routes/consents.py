@@ -1,0 +1,68 @@
+"""Consent answers: stored durably, then applied to the online store at once (role consent)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from features.consent_changes import ConsentAnswer
+from serving.api.deps import ConsentRole, ConsentsDep
+from serving.api.errors import ProblemError, problem_responses
+from serving.api.schemas import ConsentIn, ConsentPublic
+from serving.consents import ConsentChangeConflict, ConsentResult
+from serving.feature_reader import FeatureStoreUnavailable
+
+router = APIRouter(prefix="/v1", tags=["consents"])
+
+STORED_NOT_APPLIED = (
+    "the feature store is unavailable; the consent change is stored and will be applied when "
+    "the same change_id is sent again or by `offers consents sync`"
+)
+
+
+def _public(result: ConsentResult) -> ConsentPublic:
+    change = result.change
+    return ConsentPublic(
+        change_id=change.change_id,
+        customer_id=change.customer_id,
+        purpose=change.purpose,  # type: ignore[arg-type]
+        granted=change.granted,
+        updated_at=change.updated_at,
+        received_at=change.received_at,
+        online=result.online,
+    )
+
+
+@router.post(
+    "/consents",
+    status_code=202,
+    response_model=ConsentPublic,
+    responses={
+        200: {
+            "model": ConsentPublic,
+            "description": "This change_id was stored before with the same answer; unchanged.",
+        },
+        **problem_responses(401, 403, 409, 413, 422, 503),
+    },
+)
+def record_consent(
+    body: ConsentIn, consents: ConsentsDep, _: ConsentRole, response: Response
+) -> ConsentPublic:
+    """Store a consent answer, then apply it to the online store: the next decision for the
+    customer reads it. 202 once stored, 200 for a change_id stored before with the same answer."""
+    answer = ConsentAnswer(
+        customer_id=body.customer_id,
+        purpose=body.purpose,
+        granted=body.granted,
+        updated_at=body.updated_at,
+    )
+    try:
+        result = consents.record(body.change_id, answer)
+    except ConsentChangeConflict as error:
+        raise ProblemError(409, str(error), kind="consent-change-conflict") from error
+    except FeatureStoreUnavailable as error:
+        raise ProblemError(
+            503, STORED_NOT_APPLIED, kind="feature-store-unavailable", headers={"Retry-After": "1"}
+        ) from error
+    if not result.created:
+        response.status_code = 200
+    return _public(result)
