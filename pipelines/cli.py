@@ -27,6 +27,8 @@ app.add_typer(features_app, name="features")
 app.add_typer(events_app, name="events")
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(consents_app, name="consents")
+customers_app = typer.Typer(help="One customer's data in this system.", no_args_is_help=True)
+app.add_typer(customers_app, name="customers")
 
 console = Console(stderr=True)
 
@@ -380,3 +382,28 @@ def main() -> None:  # pragma: no cover - console entry for `python -m pipelines
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@customers_app.command("erase")
+def erase_customer(
+    customer_id: Annotated[str, typer.Argument(help="The customer to erase.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Erase without asking for confirmation.")
+    ] = False,
+) -> None:
+    """Erase a customer (GDPR Art. 17): decisions, events and consent answers from the decision
+    log, every value from the online store; keeps only counts, and says what it removed."""
+    import sqlalchemy as sa
+
+    from core.settings import get_settings
+    from pipelines.customer_erasure import erase_customer as erase
+
+    if not yes and not typer.confirm(
+        "Erase this customer from the decision log and the online store? This cannot be undone"
+    ):
+        raise typer.Exit(code=1)
+    try:
+        erased = erase(get_settings(), customer_id)
+    except (sa.exc.SQLAlchemyError, OSError, ValueError) as error:
+        raise _fail(f"nothing was erased from the decision log: {type(error).__name__}") from error
+    console.print(erased.describe())

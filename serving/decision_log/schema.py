@@ -47,6 +47,7 @@ class LogTables:
     experiments: sa.Table
     superseded_decisions: sa.Table
     consent_changes: sa.Table
+    erasures: sa.Table
 
 
 def _decision_columns(*, one_per_invoice: bool) -> list[sa.Column[Any]]:
@@ -135,6 +136,19 @@ def build_tables(schema: str | None = None) -> LogTables:
         sa.Column("applied_at", UtcDateTime),
         sa.Index("ix_consent_changes_customer", CUSTOMER_KEY, "purpose", "updated_at"),
     )
+    # What `offers customers erase` removed (GDPR Art. 17): counts and a time, never who.
+    erasures = sa.Table(
+        "erasures",
+        metadata,
+        sa.Column("erasure_id", sa.String(36), primary_key=True),
+        sa.Column("erased_at", UtcDateTime, nullable=False),
+        sa.Column("decisions", sa.Integer, nullable=False),
+        sa.Column("offers_shown", sa.Integer, nullable=False),
+        sa.Column("events", sa.Integer, nullable=False),
+        sa.Column("superseded_decisions", sa.Integer, nullable=False),
+        sa.Column("consent_changes", sa.Integer, nullable=False),
+        sa.Column("online_values", sa.Integer, nullable=False),
+    )
     return LogTables(
         metadata,
         decisions,
@@ -143,4 +157,5 @@ def build_tables(schema: str | None = None) -> LogTables:
         experiments,
         superseded_decisions,
         consent_changes,
+        erasures,
     )

@@ -156,7 +156,8 @@ def test_the_api_description_is_served_only_when_the_settings_say_so(
         ("short-key-1:renderer", "OFFERS_API_KEYS entry 1: a key must be at least 16 characters"),
         (
             "renderer-key-0123456789:renderer,secret-key-0123456789:owner",
-            "OFFERS_API_KEYS entry 2 must be key:role with role renderer, marketing, consent, admin",
+            "OFFERS_API_KEYS entry 2 must be key:role with role "
+            "renderer, marketing, consent, admin",
         ),
     ],
 )

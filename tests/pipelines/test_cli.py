@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from typer.testing import CliRunner
 
@@ -24,6 +26,8 @@ COMMANDS = [
     ["experiments", "report"],
     ["consents"],
     ["consents", "sync"],
+    ["customers"],
+    ["customers", "erase"],
     ["bench"],
 ]
 
@@ -33,3 +37,16 @@ def test_every_command_has_help(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
+
+
+def test_erasing_asks_first_and_erases_nothing_when_refused(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    import pipelines.customer_erasure
+
+    called: list[str] = []
+    monkeypatch.setattr(
+        pipelines.customer_erasure, "erase_customer", lambda *args: called.append("erased")
+    )
+    refused = CliRunner().invoke(app, ["customers", "erase", "C0001"], input="n\n")
+    assert refused.exit_code == 1 and called == []

@@ -1,0 +1,154 @@
+"""`offers customers erase ID`: the customer leaves the decision log and the online store."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from core.settings import Settings
+from features.online import read_online
+from features.store import PROJECT, open_store
+from pipelines.customer_erasure import erase_customer
+from serving.app import Connectors, create_app
+from serving.decision_log import DecisionLog
+from serving.feature_reader import open_feast_source
+from tests.factories.api import (
+    FakeRegistry,
+    api_settings,
+    auth,
+    build_feast_store,
+    offers_body,
+    running,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+RENDERER, CONSENT = auth("renderer"), auth("consent")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Settings, str]]:
+    overrides: dict[str, Any] = {
+        "features_dir": tmp_path / "features",
+        "feast_dir": tmp_path / "feast",
+    }
+    if request.param == "sqlite":
+        settings = api_settings(tmp_path, **overrides)
+        build_feast_store(settings)
+        yield settings, PROJECT
+        return
+    redis_url = request.getfixturevalue("redis_url")
+    project = f"erase_test_{uuid.uuid4().hex[:8]}"
+    settings = api_settings(tmp_path, online_store=redis_url, **overrides)
+    build_feast_store(settings, project)
+    try:
+        yield settings, project
+    finally:
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter(match=b"*" + project.encode()):
+            client.delete(key)
+        client.close()
+
+
+def _rows_of(log: DecisionLog, customer_id: str) -> dict[str, int]:
+    tables = log.tables
+    with log.engine.connect() as connection:
+        decisions = [
+            row[0]
+            for row in connection.execute(
+                sa.select(tables.decisions.c.decision_id).where(
+                    tables.decisions.c.customer_id == customer_id
+                )
+            )
+        ]
+        return {
+            "decisions": len(decisions),
+            "events": connection.execute(
+                sa.select(sa.func.count())
+                .select_from(tables.events)
+                .where(tables.events.c.decision_id.in_(decisions))
+            ).scalar_one(),
+            "consent_changes": connection.execute(
+                sa.select(sa.func.count())
+                .select_from(tables.consent_changes)
+                .where(tables.consent_changes.c.customer_id == customer_id)
+            ).scalar_one(),
+        }
+
+
+def test_an_erased_customer_is_gone_and_only_counts_remain(
+    store: tuple[Settings, str], capsys: Any
+) -> None:
+    settings, project = store
+    app = create_app(
+        settings,
+        connectors=Connectors(
+            open_features=lambda opened: open_feast_source(opened, project),
+            model_loader=lambda opened: FakeRegistry().loader(),
+        ),
+    )
+    with running(app) as client:
+        for invoice in ("INV-E1", "INV-E2"):
+            answer = client.post(
+                "/v1/offers", json=offers_body(invoice_id=invoice), headers=RENDERER
+            )
+            assert answer.status_code == 200 and answer.json()["offers"]
+        decision = answer.json()
+        event = {
+            "event_id": "EV-E1",
+            "decision_id": decision["decision_id"],
+            "offer_id": decision["offers"][0]["offer_id"],
+            "type": "impression",
+            "occurred_at": dt.datetime.now(dt.UTC).isoformat(),
+        }
+        assert client.post("/v1/events", json=event, headers=RENDERER).status_code == 202
+        consent = {
+            "change_id": "CC-E1",
+            "customer_id": "C0001",
+            "purpose": "profiling",
+            "granted": False,
+            "updated_at": (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)).isoformat(),
+        }
+        assert client.post("/v1/consents", json=consent, headers=CONSENT).status_code == 202
+        other = offers_body(invoice_id="INV-OTHER", customer_id="C0002")
+        assert client.post("/v1/offers", json=other, headers=RENDERER).status_code == 200
+
+    online = open_store(settings, project)
+    before = read_online(online, "C0001", ["customer_consent:segment", "customer_usage:sms_m1"])
+    assert before["segment"] == "consumer"
+    log = DecisionLog(settings.database_url)
+    assert _rows_of(log, "C0001") == {"decisions": 2, "events": 1, "consent_changes": 1}
+
+    erased = erase_customer(settings, "C0001", store=online)
+    assert (erased.log.decisions, erased.log.events, erased.log.consent_changes) == (2, 1, 1)
+    assert erased.log.offers_shown >= 2 and erased.online_values > 20
+    assert "C0001" not in erased.describe()
+
+    assert _rows_of(log, "C0001") == {"decisions": 0, "events": 0, "consent_changes": 0}
+    after = read_online(online, "C0001", ["customer_consent:segment", "customer_usage:sms_m1"])
+    assert after["segment"] is None and after["sms_m1"] is None
+    # Another customer is untouched, in the log and in the store.
+    assert _rows_of(log, "C0002")["decisions"] == 1
+    assert read_online(online, "C0002", ["customer_consent:segment"])["segment"] == "consumer"
+    # Only counts remain: a row without the customer's id.
+    with log.engine.connect() as connection:
+        kept = connection.execute(sa.select(log.tables.erasures)).mappings().one()
+    assert (kept["decisions"], kept["events"], kept["online_values"]) == (
+        2,
+        1,
+        erased.online_values,
+    )
+    assert "C0001" not in str(dict(kept))
+    log.close()
+
+    # Erasing again finds nothing and says so.
+    again = erase_customer(settings, "C0001", store=online)
+    assert again.log.total == 0 and again.online_values == 0
