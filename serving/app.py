@@ -1,7 +1,9 @@
 """The invoice offer API: ``create_app`` is the factory ``offers serve`` runs.
 
 Nothing happens at import. The lifespan opens the decision log, loads the catalog and the champion
-models, opens the Feast online store and warms them up; requests only look them up.
+models, opens the Feast online store and warms them up; requests only look them up. It then starts
+the worker's champion follower (``serving.model_follower``), which keeps the models on the
+registry's ``champion`` aliases, and stops it at shutdown.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from serving.decision_log.repository import WARM_UP_ID
 from serving.experiments import Experiments
 from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore, open_feast_source
 from serving.metrics import ApiMetrics
+from serving.model_follower import ChampionFollower
 from serving.offers import OffersService
 from serving.offers_response import OffersResponse
 from serving.scoring_model import ModelHolder, ModelLoader
@@ -295,6 +298,13 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
     reopen = FeatureOpener(settings, connectors.open_features)
     feature_store = OpenFeatureStore(reopen(), reopen)
     metrics = ApiMetrics()
+    metrics.report_models(lambda: models.current)
+    follower = ChampionFollower(
+        models,
+        metrics=metrics,
+        challengers=lambda: experiments_store.challenger_policies(dt.datetime.now(dt.UTC)),
+        interval_seconds=settings.model_poll_seconds,
+    )
     services = Services(
         settings=settings,
         keys=keys,
@@ -319,6 +329,7 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
                 settings.invoice_date_future_days,
             ),
         ),
+        follower=follower,
     )
     warm_up(services)
     return services
@@ -379,6 +390,7 @@ def create_app(
                 "startup_ms": round((time.perf_counter() - started) * 1000, 1),
             },
         )
+        services.follower.start()
         try:
             yield
         finally:

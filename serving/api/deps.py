@@ -23,6 +23,7 @@ from serving.decision_log import DecisionLog
 from serving.experiments import Experiments
 from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore
 from serving.metrics import ApiMetrics
+from serving.model_follower import ChampionFollower
 from serving.offers import OffersService
 from serving.scoring_model import ModelHolder
 
@@ -40,6 +41,7 @@ class Services:
     experiments: Experiments
     feature_store: OpenFeatureStore
     offers: OffersService
+    follower: ChampionFollower
 
     @property
     def features(self) -> OnlineFeatureSource | None:
@@ -54,6 +56,8 @@ class Services:
         return self.feature_store.current()
 
     def close(self) -> None:
+        # First, so that no model load is started against stores being closed.
+        self.follower.stop()
         self.feature_store.close()
         self.log.close()
 
@@ -96,6 +100,10 @@ async def get_offers(services: ServicesDep) -> OffersService:
     return services.offers
 
 
+async def get_follower(services: ServicesDep) -> ChampionFollower:
+    return services.follower
+
+
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 FeaturesDep = Annotated[FeatureSource | None, Depends(get_features)]
 ModelDep = Annotated[ModelHolder, Depends(get_models)]
@@ -103,6 +111,7 @@ DecisionLogDep = Annotated[DecisionLog, Depends(get_decision_log)]
 ExperimentsDep = Annotated[Experiments, Depends(get_experiments)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 OffersDep = Annotated[OffersService, Depends(get_offers)]
+FollowerDep = Annotated[ChampionFollower, Depends(get_follower)]
 
 bearer = HTTPBearer(
     auto_error=False,
