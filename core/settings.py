@@ -104,6 +104,11 @@ class Settings(BaseSettings):
         default=45, ge=0, description="Furthest invoice_date ahead of today a request may carry."
     )
     feature_timeout_ms: float = Field(default=50.0, gt=0)
+    model_poll_seconds: float = Field(
+        default=30.0,
+        ge=1.0,
+        description="How often each serving worker asks the registry where `champion` points.",
+    )
     max_request_bytes: int = 16 * 1024
     seed: int = 7
 

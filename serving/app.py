@@ -1,7 +1,9 @@
 """The invoice offer API: ``create_app`` is the factory ``offers serve`` runs.
 
 Nothing happens at import. The lifespan opens the decision log, loads the catalog and the champion
-models, opens the Feast online store and warms them up; requests only look them up.
+models, opens the Feast online store and warms them up; requests only look them up. It then starts
+the worker's champion follower (``serving.model_follower``), which keeps the models on the
+registry's ``champion`` aliases, and stops it at shutdown.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from serving.decision_log.repository import WARM_UP_ID
 from serving.experiments import Experiments
 from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore, open_feast_source
 from serving.metrics import ApiMetrics
+from serving.model_follower import ChampionFollower
 from serving.offers import OffersService
 from serving.offers_response import OffersResponse
 from serving.scoring_model import ModelHolder, ModelLoader
@@ -306,6 +309,13 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
     reopen = FeatureOpener(settings, connectors.open_features)
     feature_store = OpenFeatureStore(reopen(), reopen)
     metrics = ApiMetrics()
+    metrics.report_models(lambda: models.current)
+    follower = ChampionFollower(
+        models,
+        metrics=metrics,
+        challengers=lambda: experiments_store.challenger_policies(dt.datetime.now(dt.UTC)),
+        interval_seconds=settings.model_poll_seconds,
+    )
     services = Services(
         settings=settings,
         keys=keys,
@@ -331,6 +341,7 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
             ),
         ),
         consents=ConsentService(log=log, feature_store=feature_store, metrics=metrics),
+        follower=follower,
     )
     warm_up(services)
     return services
@@ -391,6 +402,7 @@ def create_app(
                 "startup_ms": round((time.perf_counter() - started) * 1000, 1),
             },
         )
+        services.follower.start()
         try:
             yield
         finally:

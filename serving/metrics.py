@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from serving.scoring_model import ServingModels
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -27,7 +34,8 @@ _STEP_BUCKETS = (
 
 class ApiMetrics:
     """Decisions by policy, degraded answers by reason, latency per step, events by type,
-    consent changes by what the online store holds of them."""
+    consent changes by what the online store holds of them, and the serving models: their
+    versions and load time, and the reloads that failed."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -63,11 +71,46 @@ class ApiMetrics:
             ["online"],
             registry=self.registry,
         )
+        self.model_reload_failures = Counter(
+            "offers_model_reload_failures",
+            "Model reloads (registry polls and admin reloads) that failed; the serving models "
+            "were kept. By reason.",
+            ["reason"],
+            registry=self.registry,
+        )
 
     def observe_steps(self, timings: dict[str, float]) -> None:
         """Record seconds per step, e.g. ``{"decide": 0.0012, "log": 0.0004}``."""
         for step, seconds in timings.items():
             self.step_seconds.labels(step).observe(seconds)
 
+    def report_models(self, serving: Callable[[], ServingModels]) -> None:
+        """Report the models ``serving()`` returns at each scrape as offers_model_loaded_at_seconds.
+
+        Read when scraped rather than set at each swap: the sample is always the pair serving now,
+        whoever swapped it in (start, the follower, an admin reload), and no old pair lingers.
+        """
+        self.registry.register(_ServingModelsCollector(serving))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ServingModelsCollector:
+    """offers_model_loaded_at_seconds of the models serving at the moment of the scrape."""
+
+    def __init__(self, serving: Callable[[], ServingModels]) -> None:
+        self._serving = serving
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "offers_model_loaded_at_seconds",
+            "When the serving models were loaded (Unix time), labelled by their versions; no "
+            "sample while no model serves.",
+            labels=["model_version", "churn_model_version"],
+        )
+        current = self._serving()  # read once: the pair of one moment
+        ranker, churn = current.model_version, current.churn_model_version
+        if ranker is not None and churn is not None and current.loaded_at is not None:
+            family.add_metric([ranker, churn], current.loaded_at)
+        yield family

@@ -175,11 +175,22 @@ class OffersService:
             if not stored.provisional:
                 return replayed
         looked_up = time.perf_counter()
-        decision = self._decide(request, arm or self.arm(request.customer_id, request.invoice_date))
+        decision, scorer = self._decide(
+            request, arm or self.arm(request.customer_id, request.invoice_date)
+        )
         decided = time.perf_counter()
         decision_id = str(uuid.uuid4())
         response_json = self._render(decision, decision_id)
-        record = decision_record(decision, decision_id, response_json)
+        # The churn model beside the ranker the decision names: the same scorer object held
+        # both, so the log names the pair that decided even while a reload swaps models.
+        churn_model_version = (
+            scorer.churn_model_version
+            if scorer is not None and decision.model_version is not None
+            else None
+        )
+        record = decision_record(
+            decision, decision_id, response_json, churn_model_version=churn_model_version
+        )
         if stored is not None and record.provisional:
             # Still degraded without offers: the stored answer says as much, and one copy will do.
             return stored.response_json
@@ -207,6 +218,7 @@ class OffersService:
                 "decision_id": decision_id,
                 "policy": decision.policy,
                 "model_version": decision.model_version,
+                "churn_model_version": churn_model_version,
                 "degraded": decision.degraded,
                 "supersedes": superseding,
                 "experiment": decision.experiment.key if decision.experiment else None,
@@ -217,7 +229,8 @@ class OffersService:
         )
         return response_json
 
-    def _decide(self, request: DecisionRequest, arm: Arm) -> Decision:
+    def _decide(self, request: DecisionRequest, arm: Arm) -> tuple[Decision, LightGBMScorer | None]:
+        """The decision, and the scorer it was offered: the serving models are read once."""
         policy, assignment = arm.policy, arm.assignment
         scorer, degraded = _scorer(policy, self._serving_models(policy))
         source = self.feature_store.current()
@@ -227,7 +240,7 @@ class OffersService:
             declined = self.log.recent_declines(
                 request.customer_id, self._decline_cap, deciding=request.invoice_id
             )
-            return decide(
+            decision = decide(
                 request,
                 source,
                 self.catalog,
@@ -239,12 +252,13 @@ class OffersService:
                 objective=self.objective,
             )
         except FeatureStoreUnavailable:
-            return fallback_decision(
+            decision = fallback_decision(
                 request,
                 requested_policy=policy,
                 degraded=FEATURE_STORE_UNAVAILABLE,
                 experiment=assignment,
             )
+        return decision, scorer
 
     def _serving_models(self, policy: str) -> ServingModels:
         """The serving models, with the policy's challenger loaded here if it can be."""
@@ -289,8 +303,17 @@ def _scorer(policy: str, models: ServingModels) -> tuple[LightGBMScorer | None, 
     return models.scorer, None
 
 
-def decision_record(decision: Decision, decision_id: str, response_json: str) -> DecisionRecord:
-    """The decision log's record of a decision answered with ``response_json``."""
+def decision_record(
+    decision: Decision,
+    decision_id: str,
+    response_json: str,
+    *,
+    churn_model_version: str | None = None,
+) -> DecisionRecord:
+    """The decision log's record of a decision answered with ``response_json``.
+
+    ``churn_model_version``: the churn model that scored with the ranker the decision names.
+    """
     # The response is stored as sent and the offers' propensities in their own rows; the log
     # column keeps only what neither holds.
     return DecisionRecord(
@@ -306,7 +329,7 @@ def decision_record(decision: Decision, decision_id: str, response_json: str) ->
         degraded=decision.degraded,
         consent=decision.consent_used(),
         response_json=response_json,
-        log=decision.log_details(),
+        log={**decision.log_details(), "churn_model_version": churn_model_version},
         offers=tuple(
             LoggedOffer(
                 offer_id=offer.offer_id,

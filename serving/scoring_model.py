@@ -2,13 +2,16 @@
 
 Requests take ``holder.current`` once and keep that reference for their whole decision, so a reload
 (a new object assigned in one step) never mixes two models within one answer. A model whose inputs
-differ from what ``training.model_inputs`` builds is refused and the serving one is kept.
+differ from what ``training.model_inputs`` builds is refused and the serving one is kept. Reloads
+come from ``POST /v1/admin/reload`` and from each worker's ``ChampionFollower``
+(``serving.model_follower``), which asks the registry where ``champion`` points.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -22,6 +25,7 @@ from training.registry import (
     RANKER_MODEL,
     LoadedModel,
     ModelInputsMismatch,
+    champion_version,
     load_champion,
     load_version,
 )
@@ -94,12 +98,13 @@ class ServingModels:
     """The models one request decides with. ``scorer`` None: rules decide.
 
     ``unavailable`` is why a scorer that should be there is not (a load failed); None when there
-    simply is no champion yet.
+    simply is no champion yet. ``loaded_at`` is when the scorer was loaded (Unix seconds).
     """
 
     scorer: LightGBMScorer | None = None
     unavailable: str | None = None
     challengers: Mapping[str, LightGBMScorer] = field(default_factory=dict)
+    loaded_at: float | None = None
 
     @property
     def model_version(self) -> str | None:
@@ -122,16 +127,22 @@ def challenger_version(policy: str) -> str:
 
 @dataclass(frozen=True)
 class ModelLoader:
-    """Reads models from the registry; tests pass their own functions."""
+    """Reads models from the registry; tests pass their own functions.
+
+    ``champion_version`` only asks where the alias points (``offer-ranker/3``, None without a
+    champion) and raises when the registry does not answer; it loads nothing.
+    """
 
     champion: Callable[[str], LoadedModel]
     version: Callable[[str, str], LoadedModel]
+    champion_version: Callable[[str], str | None]
 
     @classmethod
     def from_registry(cls, settings: Settings) -> ModelLoader:
         return cls(
             champion=lambda name: load_champion(name, settings),
             version=lambda name, version: load_version(name, version, settings),
+            champion_version=lambda name: champion_version(name, settings),
         )
 
 
@@ -175,12 +186,22 @@ class ModelHolder:
             ranker = _load(lambda: self._loader.champion(RANKER_MODEL), RANKER_MODEL)
             churn = _load(lambda: self._loader.champion(CHURN_MODEL), CHURN_MODEL)
             scorer = LightGBMScorer(ranker, churn)
-            scorer.warm_up()
+            try:
+                scorer.warm_up()
+            except Exception as error:  # a pair that cannot predict must not replace one that can
+                raise ModelLoadFailed(
+                    f"{ranker.version} with {churn.version} failed a first prediction "
+                    f"({type(error).__name__})"
+                ) from error
             loaded = self._challengers(challengers, churn, {})
-            self.current = ServingModels(scorer=scorer, challengers=loaded)
+            self.current = ServingModels(scorer=scorer, challengers=loaded, loaded_at=time.time())
             logger.info(
                 "models loaded",
-                extra={"model_version": scorer.model_version, "challengers": sorted(loaded)},
+                extra={
+                    "model_version": scorer.model_version,
+                    "churn_model_version": scorer.churn_model_version,
+                    "challengers": sorted(loaded),
+                },
             )
             return self.current
 
@@ -193,9 +214,28 @@ class ModelHolder:
                 return current
             loaded = self._challengers(wanted, current.scorer.churn, current.challengers)
             self.current = ServingModels(
-                scorer=current.scorer, unavailable=current.unavailable, challengers=loaded
+                scorer=current.scorer,
+                unavailable=current.unavailable,
+                challengers=loaded,
+                loaded_at=current.loaded_at,
             )
             return self.current
+
+    def champion_versions(self) -> tuple[str | None, str | None]:
+        """Where the registry's ``champion`` aliases of the ranker and the churn model point now.
+
+        An alias lookup only, no model is loaded. Raises ModelLoadFailed when the registry does
+        not answer.
+        """
+        try:
+            return (
+                self._loader.champion_version(RANKER_MODEL),
+                self._loader.champion_version(CHURN_MODEL),
+            )
+        except Exception as error:
+            raise ModelLoadFailed(
+                f"the registry did not answer ({type(error).__name__})"
+            ) from error
 
     def _challengers(
         self, policies: Iterable[str], churn: LoadedModel, loaded: Mapping[str, LightGBMScorer]

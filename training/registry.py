@@ -184,24 +184,29 @@ class LoadedModel:
 
 
 def champion_version(name: str, settings: Settings | None = None) -> str | None:
-    """``offer-ranker/3`` for the current champion, or None when there is none."""
-    current = tracking.champion(name, settings)
-    return current.label if current else None
+    """``offer-ranker/3`` for the current champion, or None when there is none.
+
+    One alias lookup, cheap enough for every serving worker to ask every few seconds; a registry
+    that does not answer raises (it is not "no champion").
+    """
+    version = tracking.champion_alias(name, settings)
+    return None if version is None else f"{name}/{version}"
 
 
 def load_champion(name: str, settings: Settings | None = None) -> LoadedModel:
     """Load the version carrying the ``champion`` alias straight from its model file.
 
     Raises LookupError when there is no champion, and ModelInputsMismatch when its inputs differ
-    from what ``training.model_inputs`` builds today.
+    from what ``training.model_inputs`` builds today. A registry that does not answer raises its
+    own error, never LookupError: an outage must not read as "no champion, rules decide".
     """
     resolved = settings or get_settings()
-    current = tracking.champion(name, resolved)
-    if current is None:
+    version = tracking.champion_alias(name, resolved)
+    if version is None:
         raise LookupError(
             f"{name} has no champion version; run `offers train` and `offers promote`"
         )
-    return load_version(name, current.version, resolved)
+    return load_version(name, version, resolved)
 
 
 def load_version(name: str, version: str, settings: Settings | None = None) -> LoadedModel:

@@ -216,6 +216,32 @@ def champion(name: str, settings: Settings | None = None) -> VersionInfo | None:
     return _version_info(mlflow_client, version)
 
 
+def champion_alias(name: str, settings: Settings | None = None) -> str | None:
+    """The version number the ``champion`` alias points to, or None (no such model or alias).
+
+    One registry lookup and nothing more (no run, no model file): serving asks it every few
+    seconds. Unlike :func:`champion`, a registry that fails to answer raises instead of reading
+    as "no champion", so that a caller never mistakes an outage for an empty registry.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import (
+        INVALID_PARAMETER_VALUE,
+        RESOURCE_DOES_NOT_EXIST,
+        ErrorCode,
+    )
+
+    # MLflow answers an unknown model with RESOURCE_DOES_NOT_EXIST and a model without the alias
+    # with INVALID_PARAMETER_VALUE; the names asked for here are always valid.
+    absent = {ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(INVALID_PARAMETER_VALUE)}
+    try:
+        version = client(settings).get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except MlflowException as error:
+        if error.error_code in absent:
+            return None
+        raise
+    return str(version.version)
+
+
 def versions(name: str, settings: Settings | None = None) -> list[VersionInfo]:
     """Every version of a registered model, newest first; empty when the model does not exist."""
     mlflow_client = client(settings)

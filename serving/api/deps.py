@@ -24,6 +24,7 @@ from serving.decision_log import DecisionLog
 from serving.experiments import Experiments
 from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore
 from serving.metrics import ApiMetrics
+from serving.model_follower import ChampionFollower
 from serving.offers import OffersService
 from serving.scoring_model import ModelHolder
 
@@ -42,6 +43,7 @@ class Services:
     feature_store: OpenFeatureStore
     offers: OffersService
     consents: ConsentService
+    follower: ChampionFollower
 
     @property
     def features(self) -> OnlineFeatureSource | None:
@@ -56,6 +58,8 @@ class Services:
         return self.feature_store.current()
 
     def close(self) -> None:
+        # First, so that no model load is started against stores being closed.
+        self.follower.stop()
         self.feature_store.close()
         self.log.close()
 
@@ -102,6 +106,10 @@ async def get_consents(services: ServicesDep) -> ConsentService:
     return services.consents
 
 
+async def get_follower(services: ServicesDep) -> ChampionFollower:
+    return services.follower
+
+
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 FeaturesDep = Annotated[FeatureSource | None, Depends(get_features)]
 ModelDep = Annotated[ModelHolder, Depends(get_models)]
@@ -110,6 +118,7 @@ ExperimentsDep = Annotated[Experiments, Depends(get_experiments)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 OffersDep = Annotated[OffersService, Depends(get_offers)]
 ConsentsDep = Annotated[ConsentService, Depends(get_consents)]
+FollowerDep = Annotated[ChampionFollower, Depends(get_follower)]
 
 bearer = HTTPBearer(
     auto_error=False,

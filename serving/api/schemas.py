@@ -347,3 +347,8 @@ class ModelsPublic(BaseModel):
     model_version: str | None
     churn_model_version: str | None
     changed: bool = Field(description="Whether this reload changed a model.")
+    others_follow_within_seconds: float = Field(
+        description="This reload reaches the worker that received it; every other worker and "
+        "replica asks the registry this often (OFFERS_MODEL_POLL_SECONDS) and loads the same "
+        "champion then."
+    )

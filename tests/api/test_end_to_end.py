@@ -1,14 +1,17 @@
-"""Serve the simulated world with uvicorn on a free port, and ask for offers over real HTTP."""
+"""Serve the simulated world with uvicorn on a free port, and ask for offers over real HTTP; and
+two uvicorn workers that both follow a promotion in the registry."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -23,6 +26,7 @@ ROOT = Path(__file__).parents[2]
 CATALOG = ROOT / "catalog" / "offers.yaml"
 RENDERER = "e2e-renderer-key-0123456789"
 ADMIN = "e2e-admin-key-0123456789"
+Entry = dict[str, Any]
 
 
 def _free_port() -> int:
@@ -162,3 +166,88 @@ def test_usage_summary_and_unknown_customer_over_http(world: Settings, api: str)
     assert missing.status_code == 404
     assert missing.headers["content-type"].startswith("application/problem+json")
     assert httpx.post(f"{api}/v1/offers", json={}).status_code == 401
+
+
+def _logged(path: Path, message: str | None = None, field: str | None = None) -> list[Entry]:
+    """The JSON log lines of the server's stderr with this message, or with this field."""
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    entries = [json.loads(line) for line in lines if line.startswith("{")]
+    return [
+        entry
+        for entry in entries
+        if (message is None or entry.get("message") == message)
+        and (field is None or field in entry)
+    ]
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float, what: str) -> float:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > seconds:
+            pytest.fail(f"{what}: not within {seconds} s")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def test_two_workers_both_follow_a_promotion_within_the_poll_interval(tmp_path: Path) -> None:
+    """An admin reload reaches one worker; a promotion must reach every worker by itself."""
+    from tests.factories.training import log_version
+    from training import tracking
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        mlflow_tracking_uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db",
+        mlflow_artifact_root=tmp_path / "mlruns" / "artifacts",
+    )
+    log_version(settings, "offer-ranker", {"val_ndcg_at_3": 0.6})
+    log_version(settings, "churn-risk", {"val_auc": 0.7})
+    tracking.set_champion("offer-ranker", "1", settings)
+    tracking.set_champion("churn-risk", "1", settings)
+    port = _free_port()
+    stderr = tmp_path / "serve.log"
+    env = {
+        **os.environ,
+        "OFFERS_CATALOG": str(CATALOG),
+        # No feature store: the models are what is checked, through the logs and /metrics.
+        "OFFERS_FEAST_DIR": str(tmp_path / "feast"),
+        "OFFERS_DATABASE_URL": f"sqlite:///{tmp_path / 'offers.db'}",
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "OFFERS_MLFLOW_ARTIFACT_ROOT": str(settings.mlflow_artifact_root),
+        "OFFERS_API_KEYS": f"{ADMIN}:admin",
+        "OFFERS_MODEL_POLL_SECONDS": "1",
+    }
+    with stderr.open("wb") as errors:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port), "--workers", "2"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+        )
+        try:
+            # The lifespan's last line ("ready", here "started without the feature store"):
+            # each worker's follower runs from then on.
+            _wait_until(
+                lambda: len(_logged(stderr, field="startup_ms")) == 2 or server.poll() is not None,
+                120,
+                "two workers started",
+            )
+            assert server.poll() is None, stderr.read_text()[-2000:]
+            # Version 2 from version 1's files: a new version as the registry sees it.
+            client = tracking.client(settings)
+            first = client.get_model_version("offer-ranker", "1")
+            client.create_model_version("offer-ranker", first.source, first.run_id)
+            tracking.set_champion("offer-ranker", "2", settings)
+
+            def both_followed() -> bool:
+                followed = _logged(stderr, "champion followed")
+                return [entry["model_version"] for entry in followed] == ["offer-ranker/2"] * 2
+
+            # Each worker looks every second; the rest allows for a busy machine.
+            _wait_until(both_followed, 10, "both workers on offer-ranker/2")
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            assert 'model_version="offer-ranker/2"' in metrics
+            assert 'model_version="offer-ranker/1"' not in metrics
+        finally:
+            server.terminate()
+            server.wait(timeout=30)

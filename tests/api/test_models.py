@@ -24,7 +24,7 @@ from tests.factories.api import (
     store_experiment,
 )
 from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES
-from training.registry import ModelInputsMismatch
+from training.registry import LoadedModel, ModelInputsMismatch
 
 ADMIN = auth("admin")
 RENDERER = auth("renderer")
@@ -117,6 +117,24 @@ def test_a_refused_reload_keeps_the_serving_model() -> None:
     assert holder.current is before
 
 
+class _Unpredictable(LoadedModel):
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        raise ValueError("corrupt trees")
+
+
+def test_a_champion_that_fails_its_first_prediction_is_not_swapped_in() -> None:
+    registry = FakeRegistry()
+    holder = ModelHolder(registry.loader())
+    before = holder.start()
+    good = ranker("2")
+    registry.champions["offer-ranker"] = _Unpredictable(
+        booster=good.booster, version=good.version, feature_names=good.feature_names
+    )
+    with pytest.raises(ModelLoadFailed, match="offer-ranker/2 with churn-risk/1 failed"):
+        holder.reload()
+    assert holder.current is before
+
+
 def test_start_without_a_champion_leaves_rules() -> None:
     holder = ModelHolder(FakeRegistry.empty().loader())
     models = holder.start()
@@ -143,6 +161,7 @@ def test_admin_reload_loads_the_new_champion(setup: Any) -> None:
         "model_version": "offer-ranker/2",
         "churn_model_version": "churn-risk/1",
         "changed": True,
+        "others_follow_within_seconds": 30.0,
     }
     body = client.post("/v1/offers", json=offers_body(), headers=RENDERER).json()
     assert body["model_version"] == "offer-ranker/2"
@@ -151,16 +170,31 @@ def test_admin_reload_loads_the_new_champion(setup: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("champion", "status", "named"),
+    ("champion", "status", "named", "reason"),
     [
-        (ranker("2", names=[*RANKER_FEATURES[:-1], "shoe_size"]), 409, "has unknown shoe_size"),
-        (ModelInputsMismatch("offer-ranker/2 reads other inputs"), 409, "reads other inputs"),
-        (LookupError("none"), 409, "offer-ranker has no champion version"),
-        (OSError("model file missing"), 503, "offer-ranker could not be loaded (OSError)"),
+        (
+            ranker("2", names=[*RANKER_FEATURES[:-1], "shoe_size"]),
+            409,
+            "has unknown shoe_size",
+            "model_inputs_mismatch",
+        ),
+        (
+            ModelInputsMismatch("offer-ranker/2 reads other inputs"),
+            409,
+            "reads other inputs",
+            "model_inputs_mismatch",
+        ),
+        (LookupError("none"), 409, "offer-ranker has no champion version", "no_champion"),
+        (
+            OSError("model file missing"),
+            503,
+            "offer-ranker could not be loaded (OSError)",
+            "registry_unavailable",
+        ),
     ],
 )
 def test_a_refused_reload_is_a_problem_and_the_old_model_keeps_serving(
-    setup: Any, champion: Any, status: int, named: str
+    setup: Any, champion: Any, status: int, named: str, reason: str
 ) -> None:
     client, registry = setup
     registry.champions["offer-ranker"] = champion
@@ -169,6 +203,10 @@ def test_a_refused_reload_is_a_problem_and_the_old_model_keeps_serving(
     assert response.headers["content-type"] == "application/problem+json"
     assert named in response.json()["detail"]
     assert response.json()["detail"].endswith("the serving model is kept")
+    counted = client.app.state.services.metrics.registry.get_sample_value(
+        "offers_model_reload_failures_total", {"reason": reason}
+    )
+    assert counted == 1.0
     body = client.post("/v1/offers", json=offers_body(), headers=RENDERER).json()
     assert body["model_version"] == "offer-ranker/1"
 

@@ -178,7 +178,12 @@ def churn(version: str = "1") -> LoadedModel:
 
 
 class FakeRegistry:
-    """Champions by model name, versions by (name, version); an exception value is raised."""
+    """Champions by model name, versions by (name, version); an exception value is raised.
+
+    The ``champion`` alias of a model points at its champion's version; a LookupError champion is
+    no alias, and another exception an alias to ``<name>/unloadable``, a version whose load
+    raises it. ``down`` makes every lookup and load raise it (a registry that does not answer).
+    """
 
     def __init__(self) -> None:
         self.champions: dict[str, LoadedModel | Exception] = {
@@ -186,7 +191,9 @@ class FakeRegistry:
             "churn-risk": churn(),
         }
         self.versions: dict[tuple[str, str], LoadedModel | Exception] = {}
+        self.down: Exception | None = None
         self.loads = 0
+        self.lookups = 0
 
     @classmethod
     def empty(cls) -> FakeRegistry:
@@ -198,11 +205,30 @@ class FakeRegistry:
 
     def _give(self, found: LoadedModel | Exception | None, what: str) -> LoadedModel:
         self.loads += 1
+        if self.down is not None:
+            raise self.down
         if found is None:
             raise LookupError(what)
         if isinstance(found, Exception):
             raise found
         return found
+
+    def champion_version(self, name: str) -> str | None:
+        """Where the ``champion`` alias of ``name`` points, as serving names versions."""
+        self.lookups += 1
+        if self.down is not None:
+            raise self.down
+        found = self.champions.get(name)
+        if found is None or isinstance(found, LookupError):
+            return None
+        return found.version if isinstance(found, LoadedModel) else f"{name}/unloadable"
+
+    def promote(self, ranker_version: str, churn_version: str) -> None:
+        """Point both ``champion`` aliases at new tiny models of these versions."""
+        self.champions = {
+            "offer-ranker": ranker(ranker_version),
+            "churn-risk": churn(churn_version),
+        }
 
     def loader(self) -> ModelLoader:
         return ModelLoader(
@@ -210,6 +236,7 @@ class FakeRegistry:
             version=lambda name, version: self._give(
                 self.versions.get((name, version)), f"{name}/{version}"
             ),
+            champion_version=self.champion_version,
         )
 
 

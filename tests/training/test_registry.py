@@ -115,6 +115,27 @@ def test_promotion_against_a_real_registry(settings: Settings) -> None:
     assert not again.promoted and "already champion" in again.reason
 
 
+def test_a_registry_that_fails_is_not_read_as_no_champion(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+    assert champion_version(RANKER_MODEL, settings) is None  # no such model: no champion
+    log_version(settings, RANKER_MODEL, {"val_ndcg_at_3": 0.60})
+    assert champion_version(RANKER_MODEL, settings) is None  # a model without the alias
+
+    class Unavailable:
+        def get_model_version_by_alias(self, name: str, alias: str) -> Any:
+            raise MlflowException("registry busy", error_code=TEMPORARILY_UNAVAILABLE)
+
+    monkeypatch.setattr(tracking, "client", lambda settings=None: Unavailable())
+    with pytest.raises(MlflowException, match="registry busy"):
+        champion_version(RANKER_MODEL, settings)
+    with pytest.raises(MlflowException, match="registry busy"):
+        load_champion(RANKER_MODEL, settings)
+
+
 def test_a_champion_with_other_inputs_is_refused(settings: Settings) -> None:
     log_version(settings, CHURN_MODEL, {"val_auc": 0.7}, feature_names=["a", "b"])
     promote_models(CHURN_MODEL, settings)

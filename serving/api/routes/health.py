@@ -50,7 +50,8 @@ def ready(request: Request) -> Ready:
     responses={200: {"content": {METRICS_CONTENT_TYPE: {}}, "description": "Prometheus text."}},
 )
 def metrics(request: Request) -> Response:
-    """Prometheus metrics: decisions by policy, degraded answers, step latency, events."""
+    """Prometheus metrics: decisions by policy, degraded answers, step latency, events, the
+    serving models' versions and load time, failed model reloads."""
     services = getattr(request.app.state, "services", None)
     body = services.metrics.render() if services is not None else b""
     return Response(content=body, media_type=METRICS_CONTENT_TYPE)
