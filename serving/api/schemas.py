@@ -81,6 +81,11 @@ def _printable(value: str) -> str:
 
 FreeText = Annotated[str, AfterValidator(_printable)]
 IsoDate = Annotated[dt.date, BeforeValidator(_iso_text)]
+INVOICE_DATE_DESCRIPTION = (
+    "The invoice's date (YYYY-MM-DD); today (UTC) when left out. Its billing period is the last "
+    "calendar month that ended before it: the usage summary and plan fit describe that month and "
+    "the months before it, never a month not yet ended on the invoice's date."
+)
 UtcDatetime = Annotated[dt.datetime, BeforeValidator(_iso_text), AfterValidator(_as_utc)]
 # A moment that must say its zone: a consent answer read in the wrong zone could move it before or
 # after another answer for the same purpose.
@@ -121,7 +126,8 @@ class OffersRequest(BaseModel):
     invoice_id: Identifier
     customer_id: Identifier
     invoice_date: IsoDate | None = Field(
-        default=None, description="The invoice's date (YYYY-MM-DD); today (UTC) when left out."
+        default=None,
+        description=INVOICE_DATE_DESCRIPTION,
     )
     locale: Locale = "sv"
     max_offers: JsonInt = Field(default=3, ge=0, le=10)

@@ -59,6 +59,7 @@ from serving.decision.inputs import (
     Locale,
     Scorer,
     UnknownCustomerError,
+    usage_as_of,
 )
 from serving.decision.reasons import Reason, offer_reasons
 from serving.decision.rules import non_personalised_offers, rules_order
@@ -537,7 +538,9 @@ def decide(
         account_row, profile = source.read_account_and_profile(request.customer_id)
     else:
         account_row = source.read_account(request.customer_id)
-    account = Account.from_features(account_row)
+    # One rule for time, in the API and the batch alike: the invoice describes its billing
+    # period, never a month that had not ended on its date.
+    account = Account.from_features(usage_as_of(account_row, request.invoice_date))
 
     personalised = work.policy in ("model", "rules")
     if personalised:
@@ -620,7 +623,7 @@ def summarise_usage(
     if consent_row is None:
         raise UnknownCustomerError(customer_id)
     consent = ConsentState.from_features(consent_row, invoice_date)
-    account = Account.from_features(source.read_account(customer_id))
+    account = Account.from_features(usage_as_of(source.read_account(customer_id), invoice_date))
     return build_usage_summary(
         account,
         catalog,

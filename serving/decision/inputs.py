@@ -226,3 +226,75 @@ class Account:
 
 def _zero_if_nan(value: float) -> float:
     return 0.0 if math.isnan(value) else value
+
+
+# Usage measures kept month by month (m1…m6) in the customer_usage view.
+MONTHLY_MEASURES = ("data_gb", "voice_minutes", "roaming_data_gb", "overage_sek")
+_WINDOWED = ("data_gb", "voice_minutes", "roaming_data_gb")
+_TRENDED = ("data_gb", "voice_minutes")
+# Kept for the newest month only: unknown for an earlier one.
+_NEWEST_MONTH_ONLY = (
+    "sms_m1",
+    "roaming_days_m1",
+    "roaming_days_6m",
+    "sms_avg_3m",
+    "sms_max_3m",
+    "sms_avg_6m",
+    "sms_max_6m",
+)
+USAGE_MONTHS = 6
+
+
+def billing_period_start(invoice_date: dt.date) -> dt.date:
+    """The first day of the invoice's billing period: the last calendar month that ended before
+    ``invoice_date`` (an invoice of 20 November describes October, so does one of 1 November)."""
+    index = invoice_date.year * 12 + invoice_date.month - 2
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def usage_as_of(row: Mapping[str, Any], invoice_date: dt.date) -> Mapping[str, Any]:
+    """The usage features as of the invoice's billing period.
+
+    The online store holds the newest month whatever the invoice's date; an invoice dated before
+    that month ended must not describe it. When the row's newest month (``usage_month_m1``) is
+    later than the billing period, the months are moved back so that m1 is the billing period,
+    and the 3- and 6-month means, maxima, trends and overage counts are computed again from them,
+    as the feature transform computes them. SMS and roaming days are kept for the newest month
+    only, so for an earlier one they are unknown (None). A row whose newest month is the billing
+    period or earlier is returned as it is.
+    """
+    from features.transforms.trends import least_squares_slope, window_stats
+
+    newest = as_date(row.get("usage_month_m1"))
+    period = billing_period_start(invoice_date)
+    if newest is None or newest <= period:
+        return row
+    lag = (newest.year - period.year) * 12 + newest.month - period.month
+    shifted = dict(row)
+    histories: dict[str, np.ndarray] = {}
+    for measure in MONTHLY_MEASURES:
+        values = [as_float(row.get(f"{measure}_m{month}")) for month in range(1, USAGE_MONTHS + 1)]
+        moved = (values[lag:] + [math.nan] * USAGE_MONTHS)[:USAGE_MONTHS]
+        histories[measure] = np.array([moved], dtype=float)
+        for month, value in enumerate(moved, start=1):
+            shifted[f"{measure}_m{month}"] = None if math.isnan(value) else value
+    for measure in _WINDOWED:
+        for stat, stats in window_stats(histories[measure], (3, 6)).items():
+            shifted[f"{measure}_{stat}"] = _known(stats[0])
+    months_ago = -np.arange(USAGE_MONTHS, dtype=float)[None, :]
+    for measure in _TRENDED:
+        shifted[f"{measure}_trend_6m"] = _known(
+            least_squares_slope(months_ago, histories[measure])[0]
+        )
+    shifted["overage_sek_avg_3m"] = _known(
+        window_stats(histories["overage_sek"], (3,))["avg_3m"][0]
+    )
+    shifted["months_over_allowance_6m"] = int((np.nan_to_num(histories["overage_sek"]) > 0).sum())
+    for name in _NEWEST_MONTH_ONLY:
+        shifted[name] = None
+    shifted["usage_month_m1"] = period.isoformat() if lag < USAGE_MONTHS else None
+    return shifted
+
+
+def _known(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)

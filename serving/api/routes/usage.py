@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Query
 
 from serving.api.deps import CatalogDep, FeaturesDep, RendererRole, ServicesDep
 from serving.api.errors import ProblemError, problem_responses
-from serving.api.schemas import ID_PATTERN, IsoDate, Locale
+from serving.api.schemas import ID_PATTERN, INVOICE_DATE_DESCRIPTION, IsoDate, Locale
 from serving.decision.engine import summarise_usage
 from serving.decision.inputs import UnknownCustomerError
 from serving.feature_reader import FeatureStoreUnavailable
@@ -31,7 +31,7 @@ def usage_summary(
     _: RendererRole,
     invoice_date: Annotated[
         IsoDate | None,
-        Query(description="The invoice's date (YYYY-MM-DD); today (UTC) when left out."),
+        Query(description=INVOICE_DATE_DESCRIPTION),
     ] = None,
     locale: Annotated[Locale, Query()] = "sv",
 ) -> UsageSummary:

@@ -1,0 +1,100 @@
+"""One rule for time: an invoice describes the last calendar month that ended before its date."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.transforms.customer_usage import usage_features
+from serving.decision.inputs import billing_period_start, usage_as_of
+
+
+@pytest.mark.parametrize(
+    ("invoice_date", "period"),
+    [
+        (dt.date(2026, 11, 20), dt.date(2026, 10, 1)),
+        (dt.date(2026, 11, 1), dt.date(2026, 10, 1)),
+        (dt.date(2026, 11, 30), dt.date(2026, 10, 1)),
+        (dt.date(2027, 1, 5), dt.date(2026, 12, 1)),
+    ],
+)
+def test_the_billing_period_is_the_last_month_ended_before_the_invoice(
+    invoice_date: dt.date, period: dt.date
+) -> None:
+    assert billing_period_start(invoice_date) == period
+
+
+def _usage(months: int) -> pd.DataFrame:
+    """One customer's monthly usage, April to November 2026 (eight months), values by hand."""
+    starts = pd.date_range("2026-11-01", periods=months, freq="-1MS")[::-1]
+    rng = np.random.default_rng(4)
+    return pd.DataFrame(
+        {
+            "customer_id": "C1",
+            "month": starts.date,
+            "data_gb": rng.uniform(2, 12, months).round(2),
+            "voice_minutes": rng.uniform(50, 300, months).round(0),
+            "sms": rng.integers(0, 90, months),
+            "roaming_days": rng.integers(0, 4, months),
+            "roaming_data_gb": rng.uniform(0, 2, months).round(2),
+            "overage_sek": np.where(rng.random(months) < 0.5, 0.0, 58.0),
+        }
+    )
+
+
+def _row(frame: pd.DataFrame, month: str) -> dict[str, Any]:
+    table = usage_features(frame)
+    stamp = pd.Timestamp(month, tz="UTC") + pd.offsets.MonthBegin(1)
+    row = table[table["event_timestamp"] == stamp].iloc[0].to_dict()
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+
+
+def _same(left: Any, right: Any) -> bool:
+    if left is None or right is None:
+        return left is None and right is None
+    if isinstance(left, float | int) and isinstance(right, float | int):
+        return math.isclose(float(left), float(right), rel_tol=1e-9, abs_tol=1e-9)
+    return bool(left == right)
+
+
+def test_an_invoice_before_the_newest_month_ended_is_described_as_the_batch_sees_it() -> None:
+    """The online row holds November; an invoice of 20 November describes October exactly as the
+    October snapshot (what the batch reads as of that date) does, but for SMS and roaming days,
+    which are kept for the newest month only."""
+    frame = _usage(8)
+    november, october = _row(frame, "2026-11-01"), _row(frame, "2026-10-01")
+    assert november["usage_month_m1"] == "2026-11-01"
+    shifted = usage_as_of(november, dt.date(2026, 11, 20))
+    newest_only = {"sms_m1", "roaming_days_m1", "roaming_days_6m"} | {
+        f"sms_{s}_{w}m" for s in ("avg", "max") for w in (3, 6)
+    }
+    for name, expected in october.items():
+        if name in {"customer_id", "event_timestamp"}:
+            continue
+        if name in newest_only:
+            assert shifted[name] is None, name
+        elif name.endswith("_m6"):
+            # October's sixth month back is May, which November's row no longer holds.
+            assert shifted[name] is None, name
+        elif name.endswith("_6m") or name.endswith("_trend_6m"):
+            continue  # computed without that sixth month
+        else:
+            assert _same(shifted[name], expected), (name, shifted[name], expected)
+
+
+def test_an_invoice_in_the_month_after_the_newest_is_left_as_it_is() -> None:
+    november = _row(_usage(8), "2026-11-01")
+    assert usage_as_of(november, dt.date(2026, 12, 5)) is november
+    assert usage_as_of(november, dt.date(2027, 2, 5)) is november
+
+
+def test_a_billing_period_older_than_the_row_holds_has_no_usage() -> None:
+    november = _row(_usage(8), "2026-11-01")
+    shifted = usage_as_of(november, dt.date(2026, 4, 20))  # March: seven months back
+    assert shifted["usage_month_m1"] is None
+    assert all(shifted[f"data_gb_m{m}"] is None for m in range(1, 7))
