@@ -29,13 +29,17 @@ app.add_typer(experiments_app, name="experiments")
 app.add_typer(consents_app, name="consents")
 customers_app = typer.Typer(help="One customer's data in this system.", no_args_is_help=True)
 app.add_typer(customers_app, name="customers")
+models_app = typer.Typer(
+    help="The registered model versions, their aliases and their records.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
 
 console = Console(stderr=True)
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str, code: int = 1) -> typer.Exit:
     console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
-    return typer.Exit(code=1)
+    return typer.Exit(code=code)
 
 
 DataOption = Annotated[
@@ -189,21 +193,181 @@ def train(
     console.print(result.describe())
 
 
+ModelOption = Annotated[
+    str | None, typer.Option("--model", help="offer-ranker or churn-risk (default: both).")
+]
+ByOption = Annotated[
+    str | None,
+    typer.Option("--by", help="Who it is recorded as done by (default: the login name)."),
+]
+
+
 @app.command()
 def promote(
     model: Annotated[
-        str | None, typer.Option(help="offer-ranker or churn-risk (default: both).")
+        str | None,
+        typer.Option(
+            "--model",
+            help="offer-ranker or churn-risk (default: both; with --version, the ranker).",
+        ),
     ] = None,
+    version: Annotated[
+        int | None,
+        typer.Option(
+            "--version",
+            min=1,
+            help="Promote this version (of --model, default offer-ranker) instead of the newest, "
+            "through the same checks.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="With --version: skip the checks; needs --reason, and is recorded."
+        ),
+    ] = False,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why; recorded on the promoted version.")
+    ] = None,
+    by: ByOption = None,
 ) -> None:
-    """Move the `champion` alias to the newest version when it beats the champion."""
-    from training.registry import promote_models
+    """Move the `champion` alias to the newest version when it beats the champion, or to
+    --version N when it passes the same checks; `previous_champion` keeps the one it leaves."""
+    from training.registry import RANKER_MODEL, UnknownVersion, promote_models, promote_version
+
+    if force and version is None:
+        raise _fail("--force promotes a chosen version: give --version N", code=2)
+    if force and not (reason or "").strip():
+        raise _fail("--force needs --reason TEXT: a forced promotion is recorded with why", code=2)
+    if version is None:
+        try:
+            decisions = promote_models(only=model, by=by, reason=reason)
+        except ValueError as error:
+            raise _fail(str(error)) from error
+        for decision in decisions:
+            console.print(decision.describe())
+        return
+    name = model or RANKER_MODEL
+    try:
+        decision = promote_version(name, str(version), force=force, reason=reason, by=by)
+    except (UnknownVersion, ValueError) as error:  # ModelInputsMismatch is a ValueError
+        raise _fail(str(error)) from error
+    if not decision.promoted and not decision.already_champion:
+        raise _fail(f"{name}: version {version} not promoted: {decision.reason}")
+    console.print(decision.describe())
+    if decision.promoted and decision.champion_version is not None:
+        console.print(
+            f"{name}: previous_champion is version {decision.champion_version}; "
+            f"`offers rollback --model {name}` goes back to it"
+        )
+
+
+@app.command()
+def rollback(
+    model: ModelOption = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="Why; recorded on the version champion again.")
+    ] = None,
+    by: ByOption = None,
+) -> None:
+    """Move `champion` back to `previous_champion`, and `previous_champion` to the version it
+    leaves (a second rollback undoes the first). Every API worker follows within
+    OFFERS_MODEL_POLL_SECONDS."""
+    from training.registry import rollback_models
 
     try:
-        decisions = promote_models(only=model)
+        rollbacks = rollback_models(only=model, by=by, reason=reason)
     except ValueError as error:
         raise _fail(str(error)) from error
-    for decision in decisions:
-        console.print(decision.describe())
+    for done in rollbacks:
+        console.print(done.describe())
+
+
+@models_app.command("list")
+def models_list(
+    model: ModelOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON (one object per model) instead.")
+    ] = False,
+) -> None:
+    """Each version: aliases, primary metric, served-policy value, training window, when it was
+    registered, and its promotion and rollback records."""
+    from rich.table import Table
+
+    from training.registry import MODEL_NAMES, PRIMARY_METRIC, summarize_versions
+
+    names = MODEL_NAMES if model is None else (model,)
+    try:
+        summaries = {name: summarize_versions(name) for name in names}
+    except ValueError as error:
+        raise _fail(str(error)) from error
+    # The listing is the command's result, so it goes to stdout (scripts read the JSON there).
+    if as_json:
+        listing = {
+            name: {
+                "primary_metric": PRIMARY_METRIC[name],
+                "versions": [summary.as_dict() for summary in found],
+            }
+            for name, found in summaries.items()
+        }
+        typer.echo(json.dumps(listing, indent=2))
+        return
+    out = Console()
+    for name, found in summaries.items():
+        if not found:
+            out.print(f"{name}: no registered versions")
+            continue
+        table = Table(title=name, title_justify="left")
+        for column in (
+            "version",
+            "aliases",
+            PRIMARY_METRIC[name],
+            "served value",
+            "train window",
+            "validation window",
+            "created (UTC)",
+            "promotion",
+            "rollback",
+        ):
+            table.add_column(column)
+        for summary in found:
+            cells = (
+                summary.version,
+                ", ".join(summary.aliases),
+                _figure(summary.metric_value),
+                _figure(summary.served_value),
+                summary.train_window or "–",
+                summary.validation_window or "–",
+                _moment(summary.created_at),
+                _promotion_text(summary.promotion),
+                _rollback_text(summary.rollback),
+            )
+            # Reasons are free text: shown as written, never read as rich markup.
+            table.add_row(*(escape(cell) for cell in cells))
+        out.print(table)
+
+
+def _figure(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _moment(iso: str | None) -> str:
+    return "–" if iso is None else iso.replace("T", " ").removesuffix("+00:00")
+
+
+def _promotion_text(record: dict[str, object] | None) -> str:
+    if record is None:
+        return "–"
+    origin = f" from {record['from']}" if record.get("from") else ""
+    head = f"{_moment(str(record['at']))} by {record['by']}{origin}"
+    return f"FORCED {head}: {record['reason']}" if record.get("forced") else head
+
+
+def _rollback_text(record: dict[str, object] | None) -> str:
+    if record is None:
+        return "–"
+    why = f": {record['reason']}" if record.get("reason") else ""
+    return f"{_moment(str(record['at']))} from {record['from']} by {record['by']}{why}"
 
 
 @app.command()

@@ -21,6 +21,10 @@ from typing import Any
 
 from core.settings import Settings, get_settings
 
+# The served-policy check lives with the other promotion checks, where `offers promote --version`
+# applies it too; the promote step below applies it to what it has just measured.
+from training.registry import served_policy_blocks
+
 log = logging.getLogger(__name__)
 
 STEPS = ("validate", "build_features", "materialize", "train", "evaluate", "promote")
@@ -189,9 +193,6 @@ def _evaluate(ctx: RetrainContext) -> str:
 
 # Logged decisions the served-policy evaluation replays during a retrain.
 SERVED_SAMPLE = 2_000
-# A candidate ranker is not promoted when the served policy's value falls below the champion's by
-# more than this share: the offline metric alone does not decide what invoices show.
-SERVED_VALUE_TOLERANCE = 0.02
 
 
 def _served_policy(ctx: RetrainContext) -> str:
@@ -205,7 +206,13 @@ def _served_policy(ctx: RetrainContext) -> str:
         served_value,
     )
     from training import tracking
-    from training.registry import CHURN_MODEL, RANKER_MODEL, load_version
+    from training.registry import (
+        CHAMPION_METRIC_PREFIX,
+        CHURN_MODEL,
+        RANKER_MODEL,
+        SERVED_COMPARED_VERSION_TAG,
+        load_version,
+    )
 
     result = ctx.values["train"]
     candidate = ChampionModels(
@@ -227,25 +234,30 @@ def _served_policy(ctx: RetrainContext) -> str:
     ctx.values["served_candidate"] = served_value(report)
     text = f"served policy value {served_value(report):.4f}"
     champion = load_champions(ctx.settings)
-    if champion.available and champion.model_version != candidate.model_version:
+    if (
+        champion.available
+        and champion.ranker is not None
+        and champion.model_version != candidate.model_version
+    ):
         against = evaluate_served_policies(
             ctx.settings, sample=SERVED_SAMPLE, resamples=200, ablation=False, models=champion
         )
         ctx.values["served_champion"] = served_value(against)
+        # The champion's figures on the same decisions, beside the candidate's: the promotion
+        # gate reads them when this version is promoted later by `offers promote --version`.
+        tracking.log_to_run(
+            result.ranker.version.run_id,
+            metrics={CHAMPION_METRIC_PREFIX + k: v for k, v in served_metrics(against).items()},
+            settings=ctx.settings,
+        )
+        tracking.set_version_tags(
+            RANKER_MODEL,
+            result.ranker.version.version,
+            {SERVED_COMPARED_VERSION_TAG: champion.ranker.version.rpartition("/")[2]},
+            ctx.settings,
+        )
         text += f" (champion {champion.model_version}: {served_value(against):.4f})"
     return text
-
-
-def served_policy_blocks(candidate: float | None, champion: float | None) -> str | None:
-    """Why a candidate ranker must not be promoted on the served policy's value, or None."""
-    if candidate is None or champion is None:
-        return None
-    if candidate < champion - SERVED_VALUE_TOLERANCE * abs(champion):
-        return (
-            f"its served policy is worth {candidate:.4f} per invoice against the champion's "
-            f"{champion:.4f}"
-        )
-    return None
 
 
 def _promote(ctx: RetrainContext) -> str:

@@ -14,7 +14,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHAMPION_ALIAS = "champion"
+# Kept on every promotion so that `offers rollback` can move `champion` back to it.
+PREVIOUS_CHAMPION_ALIAS = "previous_champion"
 MODEL_ARTIFACT = "model"
 MODEL_FILE = "model.lgb"
 
@@ -44,6 +46,8 @@ class VersionInfo:
     tags: dict[str, str]
     aliases: tuple[str, ...]
     metrics: dict[str, float] = field(default_factory=dict)
+    # When the version was registered, in milliseconds since the epoch (as MLflow keeps it).
+    created_ms: int | None = None
 
     @property
     def label(self) -> str:
@@ -196,6 +200,7 @@ def _version_info(mlflow_client: MlflowClient, version: Any) -> VersionInfo:
         tags=dict(version.tags or {}),
         aliases=tuple(version.aliases or ()),
         metrics=metrics,
+        created_ms=version.creation_timestamp,
     )
 
 
@@ -223,6 +228,12 @@ def champion_alias(name: str, settings: Settings | None = None) -> str | None:
     seconds. Unlike :func:`champion`, a registry that fails to answer raises instead of reading
     as "no champion", so that a caller never mistakes an outage for an empty registry.
     """
+    return alias_version(name, CHAMPION_ALIAS, settings)
+
+
+def alias_version(name: str, alias: str, settings: Settings | None = None) -> str | None:
+    """The version number ``alias`` points to, or None (no such model or alias); a registry
+    that fails to answer raises."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import (
         INVALID_PARAMETER_VALUE,
@@ -234,7 +245,7 @@ def champion_alias(name: str, settings: Settings | None = None) -> str | None:
     # with INVALID_PARAMETER_VALUE; the names asked for here are always valid.
     absent = {ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(INVALID_PARAMETER_VALUE)}
     try:
-        version = client(settings).get_model_version_by_alias(name, CHAMPION_ALIAS)
+        version = client(settings).get_model_version_by_alias(name, alias)
     except MlflowException as error:
         if error.error_code in absent:
             return None
@@ -243,11 +254,30 @@ def champion_alias(name: str, settings: Settings | None = None) -> str | None:
 
 
 def versions(name: str, settings: Settings | None = None) -> list[VersionInfo]:
-    """Every version of a registered model, newest first; empty when the model does not exist."""
+    """Every version of a registered model, newest first, with its aliases; empty when the model
+    does not exist."""
     mlflow_client = client(settings)
     found = mlflow_client.search_model_versions(f"name = '{name}'")
+    if not found:
+        return []
+    # A search leaves the versions' aliases out; the registered model has them all.
+    aliases: dict[str, list[str]] = {}
+    for alias, version in mlflow_client.get_registered_model(name).aliases.items():
+        aliases.setdefault(str(version), []).append(alias)
     ordered = sorted(found, key=lambda v: int(v.version), reverse=True)
-    return [_version_info(mlflow_client, version) for version in ordered]
+    return [
+        replace(
+            _version_info(mlflow_client, version),
+            aliases=tuple(sorted(aliases.get(str(version.version), []))),
+        )
+        for version in ordered
+    ]
+
+
+def version_numbers(name: str, settings: Settings | None = None) -> list[str]:
+    """The version numbers of a registered model, oldest first (no run is read)."""
+    found = client(settings).search_model_versions(f"name = '{name}'")
+    return [str(number) for number in sorted(int(version.version) for version in found)]
 
 
 def latest_version(name: str, settings: Settings | None = None) -> VersionInfo | None:
@@ -262,7 +292,21 @@ def latest_version(name: str, settings: Settings | None = None) -> VersionInfo |
 
 def set_champion(name: str, version: str, settings: Settings | None = None) -> None:
     """Point the ``champion`` alias at ``version``."""
-    client(settings).set_registered_model_alias(name, CHAMPION_ALIAS, version)
+    set_alias(name, CHAMPION_ALIAS, version, settings)
+
+
+def set_alias(name: str, alias: str, version: str, settings: Settings | None = None) -> None:
+    """Point ``alias`` at ``version`` (MLflow moves it off the version it was on)."""
+    client(settings).set_registered_model_alias(name, alias, version)
+
+
+def set_version_tags(
+    name: str, version: str, tags: Mapping[str, str], settings: Settings | None = None
+) -> None:
+    """Set tags on a registered version (the promotion and rollback records)."""
+    mlflow_client = client(settings)
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, version, key, value)
 
 
 def model_directory(name: str, version: str, settings: Settings | None = None) -> Path:

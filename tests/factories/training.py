@@ -1,6 +1,13 @@
-"""Synthetic training frames with a known acceptance rule, for the training unit tests."""
+"""Synthetic training frames with a known acceptance rule, for the training unit tests; tiny
+registered versions and registries of their own, for the registry tests."""
 
 from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -114,3 +121,37 @@ def log_version(  # type: ignore[no-untyped-def]
         version_tags=tags or {},
     )
     return log_training_run(record, booster, settings)
+
+
+_BLANK_REGISTRY: list[Path] = []
+
+
+def registry_settings(folder: Path, **overrides: Any):  # type: ignore[no-untyped-def]
+    """Settings on an empty MLflow registry of their own in ``folder``.
+
+    Creating MLflow's tables takes seconds; they are created once per process and the database
+    file is copied for each registry.
+    """
+    from core.settings import Settings
+
+    if not _BLANK_REGISTRY:
+        template = Path(tempfile.mkdtemp(prefix="blank-mlflow-"))
+        atexit.register(shutil.rmtree, template, True)
+        blank = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            mlflow_tracking_uri=f"sqlite:///{template}/mlflow.db",
+            mlflow_artifact_root=template / "artifacts",
+        )
+        from training.tracking import client
+
+        client(blank).search_registered_models()  # creates the tables
+        _BLANK_REGISTRY.append(template / "mlflow.db")
+    database = folder / "mlruns" / "mlflow.db"
+    database.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_BLANK_REGISTRY[0], database)
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,  # a developer's .env must not reach the tests
+        mlflow_tracking_uri=f"sqlite:///{database}",
+        mlflow_artifact_root=folder / "mlruns" / "artifacts",
+        **overrides,
+    )
