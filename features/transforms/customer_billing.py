@@ -13,9 +13,9 @@ import pandas as pd
 
 from core.calendar import add_months
 from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
+from core.trends import SlopeSums
 from features.transforms.dates import days_of, utc_timestamps
 from features.transforms.frames import conform, empty_table
-from features.transforms.trends import SlopeSums
 from features.views import CUSTOMER_BILLING
 
 # The operator's dunning: a first reminder 10 days after the due date, a second after 24, and

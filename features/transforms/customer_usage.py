@@ -11,9 +11,9 @@ import pandas as pd
 
 from core.calendar import month_index, month_start
 from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
+from core.trends import least_squares_slope, window_stats
 from features.transforms.dates import days_of, utc_timestamps
 from features.transforms.frames import conform, empty_table
-from features.transforms.trends import least_squares_slope, window_stats
 from features.views import CUSTOMER_USAGE
 
 USAGE_WINDOW_MONTHS = 6

@@ -14,6 +14,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from core.trends import least_squares_slope, window_stats
+
 Locale = Literal["sv", "en"]
 
 ADULT_AGE = 18
@@ -263,8 +265,6 @@ def usage_as_of(row: Mapping[str, Any], invoice_date: dt.date) -> Mapping[str, A
     only, so for an earlier one they are unknown (None). A row whose newest month is the billing
     period or earlier is returned as it is.
     """
-    from features.transforms.trends import least_squares_slope, window_stats
-
     newest = as_date(row.get("usage_month_m1"))
     period = billing_period_start(invoice_date)
     if newest is None or newest <= period:

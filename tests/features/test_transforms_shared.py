@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 
 from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
+from core.trends import least_squares_slope, window_stats
 from features.transforms.dates import day_of, days_of, instants_of, utc_timestamps
 from features.transforms.events import EventIndex, monthly_grid, take_rows
 from features.transforms.frames import empty_table
-from features.transforms.trends import least_squares_slope, window_stats
 from features.views import CUSTOMER_CONSENT
 
 

@@ -1,4 +1,5 @@
-"""Trends and windowed statistics over each customer's months or invoices."""
+"""Trends and windowed statistics over each customer's months or invoices: pure numpy, shared by
+the feature build and the decision engine (which recomputes them for an earlier billing period)."""
 
 from __future__ import annotations
 
