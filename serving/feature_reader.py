@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Protocol, TypeVar
 
-from core.columns import CUSTOMER_KEY
+from core.columns import CUSTOMER_KEY, OFFER_KEY
 from core.settings import Settings
 from features.consent_rows import ConsentRowWrite, OnlineConsentRow, OnlineConsentRows
 from features.views import (
@@ -133,6 +133,8 @@ PROFILE_FEATURES = _refs("customer_profile", list(CUSTOMER_PROFILE))
 ACCOUNT_AND_PROFILE_FEATURES = [*ACCOUNT_FEATURES, *PROFILE_FEATURES]
 ACCOUNT_NAMES = [ref.partition(":")[2] for ref in ACCOUNT_FEATURES]
 PROFILE_NAMES = list(CUSTOMER_PROFILE)
+# What readiness reads of a catalog offer: present in every materialized store.
+OFFER_PROBE_FEATURES = ["offer_attributes:offer_kind_code"]
 
 
 class FeastFeatureSource:
@@ -146,13 +148,17 @@ class FeastFeatureSource:
         store_bounds_reads: bool = False,
         clock: Callable[[], float] = time.monotonic,
         consent_rows: OnlineConsentRows | None = None,
+        known_offer_id: str | None = None,
     ) -> None:
         """``store_bounds_reads``: the store gives up on its own after the timeout, so reads run
         in the request's thread; otherwise a watchdog pool bounds them (a thread hop per read
         costs about 0.1 ms at p50 and tens of ms at p99 on two busy cores). ``consent_rows``:
         the same store's whole consent rows, for the consent path; without it that path answers
-        as if the store were down."""
+        as if the store were down. ``known_offer_id``: an offer of the catalog, whose attributes
+        every materialized store holds; readiness reads it, so a store that answers but holds
+        nothing (a Redis restarted without its data) is not ready."""
         self._store = store
+        self._known_offer_id = known_offer_id
         self._consent_rows = consent_rows
         self._timeout = timeout_ms / 1000.0
         self._direct = store_bounds_reads
@@ -199,8 +205,16 @@ class FeastFeatureSource:
 
     def probe(self) -> None:
         """One bounded read of a key, as a request reads, for readiness; raises
-        ``FeatureStoreUnavailable`` when the store does not answer within the timeout."""
-        self._read(CONSENT_FEATURES, READINESS_PROBE_KEY)
+        ``FeatureStoreUnavailable`` when the store does not answer within the timeout, or
+        (``empty``) when it does not hold the known offer's attributes."""
+        if self._known_offer_id is None:
+            self._read(CONSENT_FEATURES, READINESS_PROBE_KEY)
+            return
+        row = self._bounded(
+            self._fetch_entity, OFFER_PROBE_FEATURES, OFFER_KEY, self._known_offer_id
+        )
+        if all(value is None for value in row.values()):
+            raise FeatureStoreUnavailable("empty: run `offers features materialize`")
 
     def read_consent_row(self, customer_id: str) -> OnlineConsentRow | None:
         """The customer's whole consent row and its event time; None for an unknown customer."""
@@ -263,10 +277,13 @@ class FeastFeatureSource:
             raise FeatureStoreUnavailable(type(error).__name__) from error
 
     def _fetch(self, features: list[str], customer_id: str) -> dict[str, Any]:
+        return self._fetch_entity(features, CUSTOMER_KEY, customer_id)
+
+    def _fetch_entity(self, features: list[str], key: str, value: str) -> dict[str, Any]:
         response = self._store.get_online_features(
-            features=features, entity_rows=[{CUSTOMER_KEY: customer_id}]
+            features=features, entity_rows=[{key: value}]
         ).to_dict()
-        return {name: values[0] for name, values in response.items() if name != CUSTOMER_KEY}
+        return {name: values[0] for name, values in response.items() if name != key}
 
 
 def open_feast_source(settings: Settings, project: str | None = None) -> FeastFeatureSource:
@@ -279,11 +296,15 @@ def open_feast_source(settings: Settings, project: str | None = None) -> FeastFe
     online = OnlineFeatures(store)
     timeout_seconds = settings.feature_timeout_ms / 1000.0
     bounded = online.bound_reads(timeout_seconds)
+    from core.catalog import load_catalog
+
+    offers = load_catalog(settings.catalog).offers
     source = FeastFeatureSource(
         online,
         timeout_ms=settings.feature_timeout_ms,
         store_bounds_reads=bounded,
         consent_rows=OnlineConsentRows(store, settings, timeout_seconds=timeout_seconds),
+        known_offer_id=offers[0].offer_id if offers else None,
     )
     source.warm_up()
     return source

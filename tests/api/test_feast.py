@@ -143,3 +143,28 @@ def test_the_feast_source_reads_redis(tmp_path: Path, redis_url: str) -> None:
     finally:
         opened.close()
         store.teardown()
+
+
+def test_a_store_that_answers_but_holds_nothing_is_not_ready(tmp_path: Path) -> None:
+    """Readiness reads a key every materialized store holds (a catalog offer's attributes): an
+    online store that answers but is empty, as a Redis restarted without its data is, is not
+    ready until materialize has run."""
+    from features.store import apply_repository, materialize
+
+    settings = _settings(tmp_path)
+    build_feast_store(settings)
+    empty = api_settings(
+        tmp_path / "empty", features_dir=tmp_path / "features", feast_dir=tmp_path / "empty"
+    )
+    apply_repository(empty)  # a registry and an online store, nothing written to it yet
+    app = create_app(
+        empty, connectors=Connectors(model_loader=lambda opened: FakeRegistry().loader())
+    )
+    with running(app) as client:
+        answer = client.get("/health/ready")
+        assert answer.status_code == 503
+        assert (
+            "does not answer (empty: run `offers features materialize`)" in answer.json()["detail"]
+        )
+        materialize(settings=empty, show_progress=False)
+        assert client.get("/health/ready").status_code == 200

@@ -300,16 +300,21 @@ def feature_frames() -> dict[str, pd.DataFrame]:
 
 
 def build_feast_store(settings: Settings, project: str = PROJECT) -> None:
-    """A real Feast store of the few customers: feature tables, registry, online store."""
+    """A real Feast store of the few customers and the catalog's offers: feature tables,
+    registry, online store."""
+    from core.catalog import load_catalog
     from features.pipeline import write_feature_tables
     from features.store import apply_repository, materialize
+    from features.transforms.offer_attributes import offer_features
 
-    write_feature_tables(feature_frames(), Path(settings.features_dir))
+    frames = feature_frames()
+    frames["offer_attributes"] = offer_features(load_catalog(settings.catalog))
+    write_feature_tables(frames, Path(settings.features_dir))
     apply_repository(settings, project)
     materialize(
         dt.datetime(2026, 11, 30, tzinfo=dt.UTC),
         settings,
-        views=CUSTOMER_VIEWS,
+        views=[*CUSTOMER_VIEWS, "offer_attributes"],
         project=project,
         show_progress=False,
     )
