@@ -316,11 +316,8 @@ def run_closed_loop(
 
 
 def _write_events(data_dir: Path, events: pd.DataFrame) -> None:
-    from core.contract import OFFER_EVENTS as TABLE
-
-    columns = [column.name for column in TABLE.columns]
-    frame = events[columns].copy()
-    frame.to_parquet(data_dir / TABLE.file_name, index=False)
+    columns = [column.name for column in OFFER_EVENTS.columns]
+    events[columns].to_parquet(data_dir / OFFER_EVENTS.file_name, index=False)
 
 
 def _training_weights(settings: Settings) -> str:

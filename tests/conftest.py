@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import pytest
 import sqlalchemy as sa
 
+from core.settings import Settings
 from serving.decision_log import DecisionLog
 
 pytest_plugins = ["tests.simulated_world"]
@@ -86,3 +87,30 @@ def log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DecisionLog]
         opened = DecisionLog(url, schema=request.getfixturevalue("pg_schema"))
     yield opened
     opened.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def feast_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Settings, str]]:
+    """A real store of the few factory customers and its project, on SQLite and on Redis; on
+    Redis in a project of its own (keys carry the project), deleted afterwards."""
+    from features.store import PROJECT
+    from tests.factories.api import build_feast_store, feast_settings
+
+    if request.param == "sqlite":
+        settings = feast_settings(tmp_path)
+        build_feast_store(settings)
+        yield settings, PROJECT
+        return
+    redis_url = request.getfixturevalue("redis_url")
+    project = f"test_{uuid.uuid4().hex[:8]}"
+    settings = feast_settings(tmp_path, online_store=redis_url)
+    build_feast_store(settings, project)
+    try:
+        yield settings, project
+    finally:
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter(match=b"*" + project.encode()):
+            client.delete(key)
+        client.close()

@@ -4,24 +4,16 @@ the very next decision, and the row written is the row a materialize writes."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
 from core.settings import Settings
 from features.consent_rows import OnlineConsentRows
-from features.store import PROJECT, open_store
-from serving.app import Connectors, create_app
-from serving.feature_reader import open_feast_source
+from features.store import open_store
 from tests.factories.api import (
     SNAPSHOT,
-    FakeRegistry,
-    api_settings,
     auth,
-    build_feast_store,
+    feast_app,
     offers_body,
     running,
 )
@@ -31,48 +23,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RENDERER, CONSENT = auth("renderer"), auth("consent")
 
 
-def _settings(base: Path, **overrides: Any) -> Settings:
-    return api_settings(base, features_dir=base / "features", feast_dir=base / "feast", **overrides)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Settings, str]]:
-    """A real store of the few factory customers, and its project; Redis in a project of its
-    own (keys carry the project), deleted afterwards."""
-    if request.param == "sqlite":
-        settings = _settings(tmp_path)
-        build_feast_store(settings)
-        yield settings, PROJECT
-        return
-    redis_url = request.getfixturevalue("redis_url")
-    project = f"consent_test_{uuid.uuid4().hex[:8]}"
-    settings = _settings(tmp_path, online_store=redis_url)
-    build_feast_store(settings, project)
-    try:
-        yield settings, project
-    finally:
-        import redis
-
-        client = redis.Redis.from_url(redis_url)
-        for key in client.scan_iter(match=b"*" + project.encode()):
-            client.delete(key)
-        client.close()
-
-
-def _app(settings: Settings, project: str) -> Any:
-    return create_app(
-        settings,
-        connectors=Connectors(
-            open_features=lambda opened: open_feast_source(opened, project),
-            model_loader=lambda opened: FakeRegistry().loader(),
-        ),
-    )
-
-
-def test_a_withdrawal_is_honoured_by_the_very_next_decision(store: tuple[Settings, str]) -> None:
-    settings, project = store
+def test_a_withdrawal_is_honoured_by_the_very_next_decision(
+    feast_store: tuple[Settings, str],
+) -> None:
+    settings, project = feast_store
     withdrawn_at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)
-    with running(_app(settings, project)) as client:
+    with running(feast_app(settings, project)) as client:
         before = client.post("/v1/offers", json=offers_body(invoice_id="INV-A"), headers=RENDERER)
         assert before.status_code == 200 and before.json()["offers"]
         assert before.json()["policy"] == "model"
@@ -109,10 +65,10 @@ def test_a_withdrawal_is_honoured_by_the_very_next_decision(store: tuple[Setting
 
 
 def test_a_customer_the_store_has_never_seen_is_stored_for_the_sync(
-    store: tuple[Settings, str],
+    feast_store: tuple[Settings, str],
 ) -> None:
-    settings, project = store
-    with running(_app(settings, project)) as client:
+    settings, project = feast_store
+    with running(feast_app(settings, project)) as client:
         response = client.post(
             "/v1/consents",
             json={

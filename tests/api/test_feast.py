@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -19,6 +18,7 @@ from tests.factories.api import (
     auth,
     build_feast_store,
     customers,
+    feast_settings,
     offers_body,
     running,
 )
@@ -26,13 +26,9 @@ from tests.factories.api import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _settings(base: Path, **overrides: Any) -> Settings:
-    return api_settings(base, features_dir=base / "features", feast_dir=base / "feast", **overrides)
-
-
 @pytest.fixture(scope="module")
 def sqlite_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    settings = _settings(tmp_path_factory.mktemp("feast"))
+    settings = feast_settings(tmp_path_factory.mktemp("feast"))
     build_feast_store(settings)
     return settings
 
@@ -97,7 +93,7 @@ def test_an_unreachable_redis_fails_each_read_at_once(
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    store = open_store(_settings(tmp_path, online_store=f"redis://127.0.0.1:{port}/0"))
+    store = open_store(feast_settings(tmp_path, online_store=f"redis://127.0.0.1:{port}/0"))
     online = OnlineFeatures(store)
     assert online.bound_reads(0.05) is True
     client = store._get_provider().online_store._get_client(store.config.online_store)
@@ -121,7 +117,7 @@ def test_the_feast_source_reads_redis(tmp_path: Path, redis_url: str) -> None:
 
     # A project of its own: Redis keys carry the project, so other tests' customers stay apart.
     project = f"api_test_{uuid.uuid4().hex[:8]}"
-    settings = _settings(tmp_path, online_store=redis_url)
+    settings = feast_settings(tmp_path, online_store=redis_url)
     build_feast_store(settings, project)
     store = open_store(settings, project)
     from features.online import OnlineFeatures
@@ -151,7 +147,7 @@ def test_a_store_that_answers_but_holds_nothing_is_not_ready(tmp_path: Path) -> 
     ready until materialize has run."""
     from features.store import apply_repository, materialize
 
-    settings = _settings(tmp_path)
+    settings = feast_settings(tmp_path)
     build_feast_store(settings)
     empty = api_settings(
         tmp_path / "empty", features_dir=tmp_path / "features", feast_dir=tmp_path / "empty"

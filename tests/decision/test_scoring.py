@@ -78,35 +78,49 @@ def test_training_reads_the_logged_place_on_the_invoice() -> None:
     assert list(column) == [1.0, 2.0, 3.0]
 
 
+class FixedContributions:
+    """A scorer whose contributions are the same fixed values for every row; the bias column
+    (last) is 5.0, which is never a feature."""
+
+    model_version = "m"
+
+    def __init__(self, by_feature: dict[str, float]) -> None:
+        self.by_feature = by_feature
+
+    def acceptance(self, rows: np.ndarray) -> np.ndarray:
+        return np.zeros(len(rows))
+
+    def churn_risk(self, row: np.ndarray) -> float:
+        return 0.0
+
+    def contributions(self, rows: np.ndarray) -> np.ndarray:
+        values = np.zeros((len(rows), len(RANKER_FEATURES) + 1))
+        for feature, value in self.by_feature.items():
+            values[:, RANKER_FEATURES.index(feature)] = value
+        values[:, -1] = 5.0
+        return values
+
+
 def test_top_contributions_by_absolute_value() -> None:
-    class Fixed:
-        model_version = "m"
-
-        def acceptance(self, rows: np.ndarray) -> np.ndarray:
-            return np.zeros(len(rows))
-
-        def churn_risk(self, row: np.ndarray) -> float:
-            return 0.0
-
-        def contributions(self, rows: np.ndarray) -> np.ndarray:
-            values = np.zeros((len(rows), len(RANKER_FEATURES) + 1))
-            values[:, RANKER_FEATURES.index("data_gb_avg_3m")] = 0.41
-            values[:, RANKER_FEATURES.index("fit_saving_sek_per_month")] = -0.9
-            values[:, RANKER_FEATURES.index("tenure_months")] = 0.05
+    fixed = FixedContributions(
+        {
+            "data_gb_avg_3m": 0.41,
+            "fit_saving_sek_per_month": -0.9,
+            "tenure_months": 0.05,
             # The same for every served offer, so it explains nothing and is never listed.
-            values[:, RANKER_FEATURES.index(SHOWN_POSITION)] = 3.0
-            values[:, -1] = 5.0  # the bias is never a feature
-            return values
+            SHOWN_POSITION: 3.0,
+        }
+    )
 
     rows = np.full((2, len(RANKER_FEATURES)), 2.0)
     rows[0, RANKER_FEATURES.index("data_gb_avg_3m")] = 14.2
     rows[0, RANKER_FEATURES.index("tenure_months")] = math.nan
-    result = top_contributions(Fixed(), rows, top=2)
+    result = top_contributions(fixed, rows, top=2)
     assert [(c.feature, c.value, c.contribution) for c in result[0]] == [
         ("fit_saving_sek_per_month", 2.0, -0.9),
         ("data_gb_avg_3m", 14.2, 0.41),
     ]
-    full = top_contributions(Fixed(), rows)
+    full = top_contributions(fixed, rows)
     assert full[0][2].feature == "tenure_months" and full[0][2].value is None
     assert len(full[0]) == 3  # zero contributions are left out
 
@@ -132,27 +146,12 @@ def test_contributions_are_computed_for_shown_offers_only() -> None:
 
 
 def test_age_and_satisfaction_weigh_without_their_values() -> None:
-    class AgeWeighs:
-        model_version = "m"
-
-        def acceptance(self, rows: np.ndarray) -> np.ndarray:
-            return np.zeros(len(rows))
-
-        def churn_risk(self, row: np.ndarray) -> float:
-            return 0.0
-
-        def contributions(self, rows: np.ndarray) -> np.ndarray:
-            values = np.zeros((len(rows), len(RANKER_FEATURES) + 1))
-            values[:, RANKER_FEATURES.index("age")] = 0.8
-            values[:, RANKER_FEATURES.index("satisfaction")] = -0.5
-            values[:, RANKER_FEATURES.index("tenure_months")] = 0.1
-            return values
-
+    scorer = FixedContributions({"age": 0.8, "satisfaction": -0.5, "tenure_months": 0.1})
     rows = np.full((1, len(RANKER_FEATURES)), 2.0)
     rows[0, RANKER_FEATURES.index("age")] = 73.0
     rows[0, RANKER_FEATURES.index("satisfaction")] = 1.5
     rows[0, RANKER_FEATURES.index("tenure_months")] = 48.0
-    result = top_contributions(AgeWeighs(), rows)[0]
+    result = top_contributions(scorer, rows)[0]
     assert [(c.feature, c.value, c.contribution) for c in result] == [
         ("age", None, 0.8),
         ("satisfaction", None, -0.5),

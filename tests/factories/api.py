@@ -425,3 +425,21 @@ def store_experiment(app: FastAPI, body: dict[str, Any]) -> None:
     from serving.api.schemas import ExperimentCreate
 
     app.state.services.experiments.create(_spec(ExperimentCreate.model_validate(body)))
+
+
+def feast_settings(base: Path, **overrides: Any) -> Settings:
+    """Settings whose feature tables and Feast store live under ``base``."""
+    return api_settings(base, features_dir=base / "features", feast_dir=base / "feast", **overrides)
+
+
+def feast_app(settings: Settings, project: str) -> FastAPI:
+    """The app over the real store of ``settings`` in ``project``, with the fake registry."""
+    from serving.feature_reader import open_feast_source
+
+    return create_app(
+        settings,
+        connectors=Connectors(
+            open_features=lambda opened: open_feast_source(opened, project),
+            model_loader=lambda opened: FakeRegistry().loader(),
+        ),
+    )

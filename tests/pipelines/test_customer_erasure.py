@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from core.settings import Settings
 from features.online import read_online
-from features.store import PROJECT, open_store
+from features.store import open_store
 from pipelines.customer_erasure import erase_customer
-from serving.app import Connectors, create_app
 from serving.decision_log import DecisionLog
-from serving.feature_reader import open_feast_source
 from tests.factories.api import (
-    FakeRegistry,
-    api_settings,
     auth,
-    build_feast_store,
+    feast_app,
     offers_body,
     running,
 )
@@ -30,32 +22,6 @@ from tests.factories.api import (
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RENDERER, CONSENT = auth("renderer"), auth("consent")
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Settings, str]]:
-    overrides: dict[str, Any] = {
-        "features_dir": tmp_path / "features",
-        "feast_dir": tmp_path / "feast",
-    }
-    if request.param == "sqlite":
-        settings = api_settings(tmp_path, **overrides)
-        build_feast_store(settings)
-        yield settings, PROJECT
-        return
-    redis_url = request.getfixturevalue("redis_url")
-    project = f"erase_test_{uuid.uuid4().hex[:8]}"
-    settings = api_settings(tmp_path, online_store=redis_url, **overrides)
-    build_feast_store(settings, project)
-    try:
-        yield settings, project
-    finally:
-        import redis
-
-        client = redis.Redis.from_url(redis_url)
-        for key in client.scan_iter(match=b"*" + project.encode()):
-            client.delete(key)
-        client.close()
 
 
 def _rows_of(log: DecisionLog, customer_id: str) -> dict[str, int]:
@@ -85,17 +51,10 @@ def _rows_of(log: DecisionLog, customer_id: str) -> dict[str, int]:
 
 
 def test_an_erased_customer_is_gone_and_only_counts_remain(
-    store: tuple[Settings, str], capsys: Any
+    feast_store: tuple[Settings, str],
 ) -> None:
-    settings, project = store
-    app = create_app(
-        settings,
-        connectors=Connectors(
-            open_features=lambda opened: open_feast_source(opened, project),
-            model_loader=lambda opened: FakeRegistry().loader(),
-        ),
-    )
-    with running(app) as client:
+    settings, project = feast_store
+    with running(feast_app(settings, project)) as client:
         for invoice in ("INV-E1", "INV-E2"):
             answer = client.post(
                 "/v1/offers", json=offers_body(invoice_id=invoice), headers=RENDERER
