@@ -1,5 +1,9 @@
 """The engine's Scorer over the two registered LightGBM models, and the holder that swaps them.
 
+Each model is a version's booster and calibrator read straight from the files its registered pyfunc
+wraps (``training.served_model``): the request path skips the pyfunc layer and MLflow's schema
+checks, yet serves the probability ``mlflow.pyfunc.load_model(...).predict`` returns.
+
 Requests take ``holder.current`` once and keep that reference for their whole decision, so a reload
 (a new object assigned in one step) never mixes two models within one answer. A model whose inputs
 differ from what ``training.model_inputs`` builds is refused and the serving one is kept. Reloads

@@ -12,8 +12,10 @@ LambdaRank) to a probability:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -80,6 +82,15 @@ class Calibrator:
             knots_x=tuple(float(x) for x in payload.get("knots_x", ())),
             knots_y=tuple(float(y) for y in payload.get("knots_y", ())),
         )
+
+    def write(self, path: Path) -> Path:
+        """The calibrator as a JSON file: the registered model keeps it next to the booster."""
+        path.write_text(json.dumps(self.to_dict(), sort_keys=True), encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> Calibrator:
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
 
 IDENTITY = Calibrator()

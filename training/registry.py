@@ -20,16 +20,13 @@ import datetime as dt
 import getpass
 import logging
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, TypeGuard
-
-import lightgbm as lgb
-import numpy as np
 
 from core.settings import Settings, get_settings
 from training import tracking
-from training.calibration import Calibrator
 from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES
+from training.served_model import LoadedModel, load_model_files, model_files
 
 log = logging.getLogger(__name__)
 
@@ -550,25 +547,6 @@ class ModelInputsMismatch(ValueError):
     """The registered model reads other inputs than this code builds; it must not be served."""
 
 
-@dataclass
-class LoadedModel:
-    """A champion booster ready for serving, with its calibrator.
-
-    ``predict_proba`` is the served probability: the booster's raw score through the calibrator.
-    Contributions (``pred_contrib``) are in raw-score units, as LightGBM gives them.
-    """
-
-    booster: lgb.Booster
-    version: str
-    feature_names: list[str]
-    calibrator: Calibrator = field(default_factory=Calibrator)
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        raw = self.booster.predict(features, raw_score=True, num_threads=1)
-        return self.calibrator.apply(np.asarray(raw, dtype=float))
-
-
 def champion_version(name: str, settings: Settings | None = None) -> str | None:
     """``offer-ranker/3`` for the current champion, or None when there is none.
 
@@ -596,23 +574,17 @@ def load_champion(name: str, settings: Settings | None = None) -> LoadedModel:
 
 
 def load_version(name: str, version: str, settings: Settings | None = None) -> LoadedModel:
-    """Load one registered version (the champion, or a challenger named ``model:<version>``)."""
+    """Load one registered version (the champion, or a challenger named ``model:<version>``):
+    the booster and calibrator its pyfunc wraps, or for a version logged in the LightGBM flavour
+    before there was one, its ``model.lgb`` and the calibrator in its metadata."""
     directory = tracking.model_directory(name, version, settings)
-    booster = lgb.Booster(model_file=str(directory / tracking.MODEL_FILE))
-    metadata = tracking.model_metadata(directory)
-    feature_names = list(booster.feature_name())
+    loaded = load_model_files(model_files(directory), f"{name}/{version}")
     expected = EXPECTED_FEATURES.get(name)
-    if expected is not None and feature_names != list(expected):
-        missing = sorted(set(expected) - set(feature_names))
-        extra = sorted(set(feature_names) - set(expected))
+    if expected is not None and loaded.feature_names != list(expected):
+        missing = sorted(set(expected) - set(loaded.feature_names))
+        extra = sorted(set(loaded.feature_names) - set(expected))
         raise ModelInputsMismatch(
             f"{name}/{version} reads other inputs than this code builds "
             f"(missing {missing[:5]}, extra {extra[:5]}, order may differ)"
         )
-    return LoadedModel(
-        booster=booster,
-        version=f"{name}/{version}",
-        feature_names=feature_names,
-        calibrator=Calibrator.from_dict(metadata.get("calibrator", {"kind": "sigmoid"})),
-        metadata=metadata,
-    )
+    return loaded

@@ -3,6 +3,10 @@
 MLflow is imported inside the functions: importing it costs about a second, and ``offers --help``
 or a serving process that loads the model file directly should not pay for it.
 
+Each training run logs the rows it was fitted and judged on as MLflow datasets (inputs of the run,
+contexts ``training``, ``validation`` and ``test``) and registers the model as a pyfunc
+(``training.pyfunc_model``) whose artifacts are the booster and the calibrator serving reads.
+
 Layout: the tracking URI comes from ``settings.mlflow_tracking_uri`` (a SQLite file in ``mlruns/``
 by default, or ``postgresql://…``), and every experiment keeps its artifacts under
 ``settings.mlflow_artifact_root/<experiment>``.
@@ -13,7 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +27,14 @@ from urllib.parse import unquote, urlparse
 import pandas as pd
 
 from core.settings import Settings, get_settings
+from training.calibration import Calibrator
+from training.served_model import (
+    BOOSTER_ARTIFACT,
+    CALIBRATOR_ARTIFACT,
+    CALIBRATOR_FILE,
+    MLMODEL_FILE,
+    MODEL_FILE,
+)
 
 if TYPE_CHECKING:
     import lightgbm as lgb
@@ -33,7 +46,9 @@ CHAMPION_ALIAS = "champion"
 # Kept on every promotion so that `offers rollback` can move `champion` back to it.
 PREVIOUS_CHAMPION_ALIAS = "previous_champion"
 MODEL_ARTIFACT = "model"
-MODEL_FILE = "model.lgb"
+# What an MLflow dataset's context says of the rows: fitted on, early stopping and calibration
+# (the tune period), held out until evaluation (the validation period).
+DATASET_CONTEXTS = ("training", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -110,6 +125,27 @@ def ensure_experiment(name: str, settings: Settings | None = None) -> str:
 
 
 @dataclass(frozen=True)
+class TrainingTable:
+    """Rows a model was fitted or judged on, logged as an MLflow dataset of the run.
+
+    Only the schema, the row count, ``source`` and ``digest`` reach MLflow, never a row.
+    ``digest`` is derived from the fingerprints training already keys its reruns on (input
+    tables and catalog, training settings), so equal digests mean equal rows.
+    """
+
+    name: str
+    context: str
+    frame: pd.DataFrame
+    source: str
+    digest: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.context not in DATASET_CONTEXTS:
+            raise ValueError(f"dataset context {self.context!r}; known: {DATASET_CONTEXTS}")
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """What one training run logs: the caller assembles it, this module writes it."""
 
@@ -125,37 +161,63 @@ class RunRecord:
     output_example: Any
     model_metadata: Mapping[str, Any]
     version_tags: Mapping[str, str]
+    calibrator: Calibrator = field(default_factory=Calibrator)
+    training_tables: Sequence[TrainingTable] = ()
 
 
 def log_training_run(
     record: RunRecord, booster: lgb.Booster, settings: Settings | None = None
 ) -> VersionInfo:
-    """Log params, metrics, reports, plots and the model; register it as a new version."""
+    """Log params, metrics, reports, plots, the training tables and the model; register it as a
+    new version.
+
+    The model is a pyfunc (``training.pyfunc_model.CalibratedBooster``) whose artifacts are the
+    booster and its calibrator; its signature's inputs are the booster's inputs in order.
+    """
     import lightgbm
     import mlflow
-    import mlflow.lightgbm
+    import mlflow.pyfunc
     from mlflow.models import infer_signature
+
+    from training.pyfunc_model import CalibratedBooster
 
     resolved = _settings(settings)
     experiment_id = ensure_experiment(record.experiment, resolved)
     mlflow.set_tracking_uri(store_uri(resolved))
     mlflow.set_registry_uri(store_uri(resolved))
     signature = infer_signature(record.input_example, record.output_example)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=record.run_name) as run:
+    with (
+        tempfile.TemporaryDirectory(prefix="model-files-") as folder,
+        mlflow.start_run(experiment_id=experiment_id, run_name=record.run_name) as run,
+    ):
         mlflow.set_tags(dict(record.tags))
         mlflow.log_params({key: _param(value) for key, value in record.params.items()})
         mlflow.log_metrics({key: float(value) for key, value in record.metrics.items()})
+        for table in record.training_tables:
+            _log_table(table)
         for path, text in record.text_artifacts.items():
             mlflow.log_text(text, path)
         for path, figure in record.figures.items():
             mlflow.log_figure(figure, path)
-        info = mlflow.lightgbm.log_model(
-            booster,
+        booster_file = Path(folder) / MODEL_FILE
+        booster.save_model(str(booster_file))
+        calibrator_file = record.calibrator.write(Path(folder) / CALIBRATOR_FILE)
+        info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
+            python_model=CalibratedBooster(),
+            artifacts={
+                BOOSTER_ARTIFACT: str(booster_file),
+                CALIBRATOR_ARTIFACT: str(calibrator_file),
+            },
             signature=signature,
             input_example=record.input_example,
             registered_model_name=record.model_name,
-            pip_requirements=[f"lightgbm=={lightgbm.__version__}"],
+            # The pyfunc's class is this project's: it loads where invoice-offers is installed.
+            pip_requirements=[
+                f"lightgbm=={lightgbm.__version__}",
+                f"mlflow=={mlflow.__version__}",
+                f"pandas=={pd.__version__}",
+            ],
             metadata=json.loads(json.dumps(dict(record.model_metadata))),
         )
         run_id = run.info.run_id
@@ -168,6 +230,22 @@ def log_training_run(
     )
     log.info("logged %s version %s (run %s)", record.model_name, version, run_id)
     return get_version(record.model_name, version, resolved)
+
+
+def _log_table(table: TrainingTable) -> None:
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
+    with warnings.catch_warnings():
+        # The schema MLflow infers for the dataset describes the table as it is; its hint about
+        # integer columns concerns model signatures, and the model's signature is all floats.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        # MLflow registers its local-file source twice and warns that a file URI matches both.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        dataset = from_pandas(
+            table.frame, source=table.source, name=table.name, digest=table.digest
+        )
+        mlflow.log_input(dataset, context=table.context, tags=dict(table.tags))
 
 
 def _param(value: Any) -> str:
@@ -318,7 +396,7 @@ def model_directory(name: str, version: str, settings: Settings | None = None) -
     parsed = urlparse(uri)
     if parsed.scheme in {"", "file"}:
         local = Path(unquote(parsed.path))
-        if (local / MODEL_FILE).exists():
+        if (local / MLMODEL_FILE).exists():
             return local
     target = Path(tempfile.mkdtemp(prefix=f"{name}-{version}-"))
     return Path(
@@ -330,9 +408,19 @@ def model_directory(name: str, version: str, settings: Settings | None = None) -
     )
 
 
-def model_metadata(model_dir: Path) -> dict[str, Any]:
-    """The ``metadata`` block of a logged model's MLmodel file."""
-    import yaml
-
-    mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8"))
-    return dict(mlmodel.get("metadata") or {})
+def dataset_inputs(run_id: str, settings: Settings | None = None) -> dict[str, dict[str, Any]]:
+    """The datasets a run logged, by context: name, digest, source, row count and tags."""
+    run = client(settings).get_run(run_id)
+    found: dict[str, dict[str, Any]] = {}
+    for dataset_input in run.inputs.dataset_inputs if run.inputs else ():
+        tags = {tag.key: tag.value for tag in dataset_input.tags}
+        dataset = dataset_input.dataset
+        profile = json.loads(dataset.profile or "{}")
+        found[tags.get("mlflow.data.context", "")] = {
+            "name": dataset.name,
+            "digest": dataset.digest,
+            "source": json.loads(dataset.source).get("uri", dataset.source),
+            "rows": profile.get("num_rows"),
+            "tags": {k: v for k, v in tags.items() if not k.startswith("mlflow.")},
+        }
+    return found

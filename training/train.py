@@ -52,7 +52,7 @@ from training.registry import (
     ModelInputsMismatch,
     load_champion,
 )
-from training.splits import TRAIN, TUNE, VALIDATION
+from training.splits import TRAIN, TUNE, VALIDATION, SplitPeriod
 
 log = logging.getLogger(__name__)
 
@@ -267,6 +267,7 @@ class _Periods:
     train: pd.DataFrame
     tune: pd.DataFrame
     validation: pd.DataFrame
+    folder: Path  # the input tables the rows were built from
 
 
 def _periods(
@@ -296,6 +297,7 @@ def _periods(
         training_set.period(TRAIN),
         training_set.period(TUNE),
         training_set.period(VALIDATION),
+        folder,
     )
 
 
@@ -357,13 +359,12 @@ def _register(
     )
     version = _log(
         name,
-        training_set,
+        periods,
         fitted,
         evaluation,
         markdown,
         metrics,
         version_tags,
-        periods.validation,
         features,
         key,
         settings,
@@ -582,20 +583,50 @@ def _plots(
     return figures
 
 
+def training_tables(name: str, periods: _Periods, key: SkipKey) -> list[tracking.TrainingTable]:
+    """The three periods as MLflow datasets: fitted on (training), early stopping and
+    calibration (validation), held out for evaluation (test).
+
+    A period's digest follows from the input tables' and the settings' fingerprints (the skip
+    key's), which decide its rows; the source is the folder of input tables they came from.
+    """
+    source = periods.folder.resolve().as_uri()
+    tables = []
+    periods_in_order: tuple[SplitPeriod, ...] = (TRAIN, TUNE, VALIDATION)
+    for period, context in zip(periods_in_order, tracking.DATASET_CONTEXTS, strict=True):
+        frame = periods.training_set.period(period)
+        tables.append(
+            tracking.TrainingTable(
+                name=f"{name}-{period}",
+                context=context,
+                frame=frame,
+                source=source,
+                digest=data.fingerprint([], extra=f"{key.data} {key.settings} {name} {period}"),
+                tags={
+                    FINGERPRINT_TAG: key.data,
+                    SETTINGS_FINGERPRINT_TAG: key.settings,
+                    "period": period,
+                    "window": periods.training_set.split.window()[f"{period}_window"],
+                },
+            )
+        )
+    return tables
+
+
 def _log(
     name: str,
-    training_set: data.TrainingSet,
+    periods: _Periods,
     fitted: FittedModel,
     evaluation: RankerEvaluation | ChurnEvaluation,
     markdown: str,
     metrics: dict[str, float],
     version_tags: dict[str, str],
-    validation_rows: pd.DataFrame,
     columns: list[str],
     key: SkipKey,
     settings: Settings,
 ) -> tracking.VersionInfo:
-    example = pd.DataFrame(model_matrix(validation_rows.head(3), columns), columns=columns)
+    training_set = periods.training_set
+    example = pd.DataFrame(model_matrix(periods.validation.head(3), columns), columns=columns)
     window = training_set.split.window()
     tags = {
         "feature_service": training_set.feature_service,
@@ -632,9 +663,12 @@ def _log(
             "feature_service": training_set.feature_service,
             "objective": fitted.chosen.objective,
             "served_probability": (
-                "training.calibration.calibrate(booster.predict(X, raw_score=True), calibrator)"
+                "calibrator.json applied to model.lgb's raw score "
+                "(training.pyfunc_model.CalibratedBooster)"
             ),
         },
         version_tags={**tags, **version_tags},
+        calibrator=fitted.calibrator,
+        training_tables=training_tables(name, periods, key),
     )
     return tracking.log_training_run(record, fitted.booster, settings)

@@ -100,6 +100,7 @@ def log_version(  # type: ignore[no-untyped-def]
     calibrator: dict | None = None,
 ):
     """Register a version of ``model_name`` with the given run metrics; returns its VersionInfo."""
+    from training.calibration import Calibrator
     from training.registry import EXPECTED_FEATURES
     from training.tracking import RunRecord, log_training_run
 
@@ -119,8 +120,38 @@ def log_version(  # type: ignore[no-untyped-def]
         output_example=booster.predict(example.to_numpy()),
         model_metadata={"calibrator": calibrator or {"kind": "sigmoid"}},
         version_tags=tags or {},
+        calibrator=Calibrator.from_dict(calibrator or {"kind": "sigmoid"}),
     )
     return log_training_run(record, booster, settings)
+
+
+def log_lightgbm_flavour_version(  # type: ignore[no-untyped-def]
+    settings, model_name: str, calibrator: dict
+):
+    """Register a version as training did before the pyfunc: MLflow's LightGBM flavour, the
+    booster as model.lgb and the calibrator only in the MLmodel metadata. Returns its number."""
+    import lightgbm
+    import mlflow
+    import mlflow.lightgbm
+
+    from training.registry import EXPECTED_FEATURES
+    from training.tracking import MODEL_ARTIFACT, ensure_experiment, store_uri
+
+    names = list(EXPECTED_FEATURES[model_name])
+    booster = tiny_booster(names, seed=3)
+    example = pd.DataFrame(np.zeros((2, len(names))), columns=names)
+    mlflow.set_tracking_uri(store_uri(settings))
+    mlflow.set_registry_uri(store_uri(settings))
+    with mlflow.start_run(experiment_id=ensure_experiment(model_name, settings)):
+        info = mlflow.lightgbm.log_model(
+            booster,
+            name=MODEL_ARTIFACT,
+            input_example=example,
+            registered_model_name=model_name,
+            pip_requirements=[f"lightgbm=={lightgbm.__version__}"],
+            metadata={"calibrator": calibrator},
+        )
+    return str(info.registered_model_version)
 
 
 _BLANK_REGISTRY: list[Path] = []

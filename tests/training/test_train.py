@@ -16,7 +16,7 @@ from features.views import RANKER_SERVICE
 from tests.simulated_world import SimulatedWorld
 from training import data, tracking
 from training.labels import RANKER_LABEL_DAYS, load_ranker_rows
-from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES
+from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES, model_matrix
 from training.point_in_time import join_features, join_ttl
 from training.splits import PERIOD, TRAIN, TUNE, VALIDATION
 from training.train import (
@@ -97,6 +97,42 @@ def test_runs_versions_and_artifacts_are_in_mlflow(world: Settings, trained: Tra
     assert set(report["overall"]) == {"model", "popularity", "rules"}
     assert {"tenure_under_2y", "age_18_29", "consent_profiling"} <= set(report["per_slice"])
     assert report["off_policy"]["estimates"]["model"]["snips"] is not None
+
+
+def test_each_run_logs_its_three_periods_as_datasets(world: Settings, trained: TrainResult) -> None:
+    for result in (trained.ranker, trained.churn):
+        inputs = tracking.dataset_inputs(result.version.run_id, world)
+        assert set(inputs) == {"training", "validation", "test"}
+        assert inputs["training"]["rows"] == result.metrics["train_rows"]
+        assert inputs["test"]["rows"] == result.metrics["validation_rows"]
+        assert inputs["training"]["name"] == f"{result.name}-train"
+        assert inputs["validation"]["tags"]["period"] == TUNE
+        for logged in inputs.values():
+            assert logged["tags"]["data_fingerprint"] == result.version.tags["data_fingerprint"]
+            assert logged["source"] == Path(world.data_dir).resolve().as_uri()
+        assert len({logged["digest"] for logged in inputs.values()}) == 3
+
+
+def test_the_champions_pyfunc_gives_the_served_probability(
+    world: Settings, trained: TrainResult
+) -> None:
+    import mlflow
+    import mlflow.pyfunc
+
+    from serving.scoring_model import ModelHolder, ModelLoader
+
+    assert trained.ranker.validation_frame is not None
+    rows = pd.DataFrame(
+        model_matrix(trained.ranker.validation_frame.head(2_000), RANKER_FEATURES),
+        columns=RANKER_FEATURES,
+    )
+    serving = ModelHolder(ModelLoader.from_registry(world)).start()
+    assert serving.scorer is not None
+    mlflow.set_tracking_uri(tracking.store_uri(world))
+    mlflow.set_registry_uri(tracking.store_uri(world))
+    pyfunc = mlflow.pyfunc.load_model("models:/offer-ranker@champion")
+    served = serving.scorer.acceptance(rows.to_numpy())
+    np.testing.assert_allclose(pyfunc.predict(rows), served, rtol=0, atol=1e-9)
 
 
 def test_training_again_on_the_same_data_changes_nothing(
