@@ -21,12 +21,19 @@ def redis_connection_string(url: str) -> str:
     return ",".join(parts)
 
 
+# The PostgreSQL URLs users may write, and what SQLAlchemy is given for each: psycopg 3, the
+# driver this project installs. psycopg2 URLs from before are taken as they were meant.
+POSTGRES_DRIVER_URL = "postgresql+psycopg://"
+POSTGRES_URL_PREFIXES = ("postgresql://", "postgres://", "postgresql+psycopg2://")
+
+
 def sqlalchemy_url(url: str) -> str:
-    """A ``postgresql://`` URL with the psycopg2 driver this project installs."""
-    if url.startswith("postgresql://"):
-        return "postgresql+psycopg2://" + url[len("postgresql://") :]
-    if url.startswith("postgres://"):
-        return "postgresql+psycopg2://" + url[len("postgres://") :]
+    """A PostgreSQL URL with the psycopg (3) driver: ``postgresql://``, ``postgres://`` and
+    ``postgresql+psycopg2://`` are rewritten to ``postgresql+psycopg://``; any other URL is
+    returned as it is."""
+    for prefix in POSTGRES_URL_PREFIXES:
+        if url.startswith(prefix):
+            return POSTGRES_DRIVER_URL + url[len(prefix) :]
     return url
 
 

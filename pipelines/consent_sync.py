@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 CUSTOMERS_PER_BATCH = 5_000
 MAX_ID_LENGTH = 64  # the decision log's column, and the API's identifier rule
+# PostgreSQL text cannot hold NUL (the driver refuses the whole statement), and no control
+# character belongs in an id; the API refuses them too.
+ID_CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
 EXAMPLES = 5
 # How a stored change is ordered among a customer's answers for one purpose (the last one holds):
 # ConsentChangeRecord.order, as the API orders them.
@@ -123,6 +126,11 @@ def read_consent_file(path: Path) -> pd.DataFrame:
     wrong = frame[CUSTOMER_KEY].isna() | (ids.str.len() == 0) | (ids.str.len() > MAX_ID_LENGTH)
     if wrong.any():
         raise _problem(path, CUSTOMER_KEY, "must be 1–64 characters", frame.index[wrong])
+    wrong = ids.str.contains(ID_CONTROL_CHARACTERS, regex=True)
+    if wrong.any():
+        raise _problem(
+            path, CUSTOMER_KEY, "must not contain control characters (NUL …)", frame.index[wrong]
+        )
     wrong = ~frame["purpose"].isin(CONSENT_PURPOSES)
     if wrong.any():
         raise _problem(

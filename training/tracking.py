@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
+from core.database import sqlalchemy_url
 from core.settings import Settings, get_settings
 from training.calibration import Calibrator
 from training.served_model import (
@@ -75,15 +76,9 @@ def _settings(settings: Settings | None) -> Settings:
 
 
 def store_uri(settings: Settings) -> str:
-    """The tracking URI MLflow is given.
-
-    ``postgresql://`` names the psycopg2 driver explicitly: SQLAlchemy 2.1 would pick psycopg 3,
-    which is not a dependency of this project.
-    """
-    uri = settings.mlflow_tracking_uri
-    if uri.startswith(("postgresql://", "postgres://")):
-        return "postgresql+psycopg2://" + uri.split("://", 1)[1]
-    return uri
+    """The tracking URI MLflow is given: a PostgreSQL one with the psycopg (3) driver this
+    project installs (``postgresql://`` and ``postgresql+psycopg2://`` are rewritten)."""
+    return sqlalchemy_url(settings.mlflow_tracking_uri)
 
 
 def _prepare_store(settings: Settings) -> None:

@@ -68,13 +68,17 @@ def build_statements(tables: LogTables) -> Statements:
         insert_decision=decisions.insert(),
         insert_offers=offers.insert(),
         insert_event=events.insert(),
-        copy_superseded=superseded.insert().from_select(
+        copy_superseded=superseded.insert()
+        .from_select(
             [column.name for column in decisions.columns] + ["superseded_at", "superseded_by"],
             sa.select(
                 *decisions.columns,
                 sa.bindparam("superseded_at", type_=UtcDateTime),
                 sa.bindparam("superseded_by", type_=sa.String(36)),
             ).where(decisions.c.decision_id == replaced),
-        ),
+        )
+        # Its row count says whether the replaced decision was still there to copy; SQLAlchemy
+        # keeps an INSERT's row count only when asked, and psycopg 3 gives it back then alone.
+        .execution_options(preserve_rowcount=True),
         delete_superseded=decisions.delete().where(decisions.c.decision_id == replaced),
     )

@@ -511,12 +511,16 @@ def test_a_postgresql_server_that_never_answers_fails_within_the_connect_timeout
     assert time.monotonic() - started < POSTGRES_CONNECT_TIMEOUT_SECONDS + 5
 
 
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+psycopg2"])
 def test_postgresql_sessions_get_a_statement_timeout_and_keep_the_url_options(
-    postgres_url: str, pg_schema: str
+    postgres_url: str, pg_schema: str, scheme: str
 ) -> None:
+    """Every way users write a PostgreSQL URL, psycopg2's included, connects with psycopg 3."""
     from serving.decision_log.database import create_log_engine
 
-    engine = create_log_engine(f"{postgres_url}?options=-csearch_path%3D{pg_schema}")
+    url = f"{scheme}://{postgres_url.split('://', 1)[1]}"
+    engine = create_log_engine(f"{url}?options=-csearch_path%3D{pg_schema}")
+    assert engine.dialect.driver == "psycopg"
     try:
         with engine.connect() as connection:
             assert connection.exec_driver_sql("SHOW statement_timeout").scalar_one() == "10s"

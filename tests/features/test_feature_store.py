@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP, OFFER_KEY
+from core.database import sqlalchemy_url
 from core.settings import Settings
 from features.materialize import MaterializeReport
 from features.pipeline import build_features
@@ -438,9 +439,7 @@ def test_registry_in_postgres(repo: Repo, postgres_url: str) -> None:
     import sqlalchemy
 
     schema = f"offers_features_{uuid.uuid4().hex[:8]}"
-    engine = sqlalchemy.create_engine(
-        postgres_url.replace("postgresql://", "postgresql+psycopg2://")
-    )
+    engine = sqlalchemy.create_engine(sqlalchemy_url(postgres_url))
     with engine.begin() as connection:
         connection.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
     registry_url = f"{postgres_url}?options=-csearch_path%3D{schema}"
@@ -483,7 +482,7 @@ def test_configuration_for_scale_is_chosen_by_settings_alone(tmp_path: Path) -> 
     assert config.online_store.type == "redis"
     assert config.online_store.connection_string == "cache.internal:6380,db=2"
     assert config.registry.registry_type == "sql"
-    assert config.registry.path == "postgresql+psycopg2://feast@db.internal:5432/registry"
+    assert config.registry.path == "postgresql+psycopg://feast@db.internal:5432/registry"
     assert config.registry.cache_mode == "thread"
     assert config.offline_store.type == "spark"
     assert config.offline_store.spark_conf["spark.master"] == "spark://spark.internal:7077"

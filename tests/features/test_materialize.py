@@ -112,5 +112,11 @@ def test_redis_urls_become_feast_connection_strings() -> None:
 
 
 def test_postgres_urls_use_the_installed_driver() -> None:
-    assert sqlalchemy_url("postgresql://u@h:5432/db") == "postgresql+psycopg2://u@h:5432/db"
+    assert sqlalchemy_url("postgresql://u@h:5432/db") == "postgresql+psycopg://u@h:5432/db"
+    assert sqlalchemy_url("postgres://u@h/db?sslmode=require") == (
+        "postgresql+psycopg://u@h/db?sslmode=require"
+    )
+    # psycopg2 URLs written before the driver changed keep working, on psycopg 3.
+    assert sqlalchemy_url("postgresql+psycopg2://u:p@h/db") == "postgresql+psycopg://u:p@h/db"
     assert sqlalchemy_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert sqlalchemy_url("sqlite:///data/offers.db") == "sqlite:///data/offers.db"

@@ -345,3 +345,22 @@ def test_offers_consents_sync_refuses_a_file_naming_the_column_and_rows(
     assert "column purpose: must be one of marketing, profiling, usage_insights (rows 2)" in (
         result.output
     )
+
+
+def test_a_consent_file_with_a_nul_in_an_id_is_refused_before_the_database(
+    tmp_path: Path,
+) -> None:
+    from pipelines.consent_sync import read_consent_file
+
+    answers = tmp_path / "answers.parquet"
+    frame = pd.DataFrame(
+        [
+            consent("C3", "marketing", True, "2026-12-01T10:00:00Z"),
+            consent("C\x003", "marketing", True, "2026-12-01T10:00:00Z"),
+        ]
+    )
+    frame.to_parquet(answers)
+    with pytest.raises(ValueError, match=r"column customer_id: must not contain control"):
+        read_consent_file(answers)
+    with pytest.raises(ValueError, match=r"\(rows 2\)"):
+        read_consent_file(answers)

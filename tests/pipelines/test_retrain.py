@@ -109,19 +109,14 @@ def test_bad_input_fails_the_first_step(settings: Settings, tmp_path: Path) -> N
 @pytest.fixture()
 def postgres_settings(postgres_url: str, tmp_path: Path) -> Iterator[Settings]:
     """A fresh database ``mlflow_test`` on the test server, dropped afterwards."""
-    import psycopg2
+    import psycopg
 
     server = urlparse(postgres_url)
     database = "mlflow_test"
 
     def admin(statement: str) -> None:
-        connection = psycopg2.connect(postgres_url)
-        connection.autocommit = True
-        try:
-            with connection.cursor() as cursor:
-                cursor.execute(statement)
-        finally:
-            connection.close()
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            connection.execute(statement)
 
     admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
     admin(f"CREATE DATABASE {database}")
