@@ -6,7 +6,10 @@
 # The image holds code and catalog only. Features (data/feast) and models (mlruns/) come from the
 # mounted folders, or from Redis, PostgreSQL and an MLflow server chosen by OFFERS_* variables.
 
-# ---- build: install the package and its run-time dependencies into a virtual environment ----
+# ---- build: install the package with the API's dependencies alone into a virtual environment ----
+# `.[serve]`: what `offers serve` imports (FastAPI, uvicorn, Feast, LightGBM, mlflow-skinny for
+# the registry), at the exact versions of constraints/serve.txt (`make lock`); no training-only
+# or benchmark packages (full MLflow, matplotlib, psutil, pyspark, test tools).
 FROM python:3.11-slim AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -16,6 +19,7 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
+COPY constraints/serve.txt ./constraints/serve.txt
 COPY pyproject.toml README.md ./
 COPY core ./core
 COPY features ./features
@@ -24,7 +28,7 @@ COPY serving ./serving
 COPY pipelines ./pipelines
 # A regular (not editable) install: the code lives in the venv, so /src is not needed at run time.
 RUN pip install --upgrade pip setuptools wheel \
-    && pip install .
+    && pip install -c constraints/serve.txt ".[serve]"
 
 # ---- run: the venv, the catalog, a user without privileges ----
 FROM python:3.11-slim AS runtime

@@ -8,15 +8,29 @@ SEED ?= 7
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run install world features model serve test lint format bench clean
+# Exact versions of every package `make install` installs (constraints/dev.txt) and of the
+# serving image's (constraints/serve.txt), for Python 3.11 on Linux x86_64; `make lock` writes both
+# again from pyproject.toml's ranges.
+CONSTRAINTS ?= constraints/dev.txt
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --quiet
 
-$(BIN)/offers: pyproject.toml
+.PHONY: run install lock world features model serve test lint format bench clean
+
+$(BIN)/offers: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[dev]"
 	touch $@
 
 install: $(BIN)/offers
+
+## The newest versions pyproject.toml allows, pinned; the serving image's within the same pins.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet "uv>=0.5"
+	$(BIN)/uv pip compile pyproject.toml --extra dev --upgrade $(LOCK_TARGET) -o constraints/dev.txt
+	$(BIN)/uv pip compile pyproject.toml --extra serve -c constraints/dev.txt $(LOCK_TARGET) \
+		-o constraints/serve.txt
 
 ## The main job: a simulated world, features, a trained champion model, then the API.
 run: install world features model serve
