@@ -50,6 +50,7 @@ MODEL_ARTIFACT = "model"
 # What an MLflow dataset's context says of the rows: fitted on, early stopping and calibration
 # (the tune period), held out until evaluation (the validation period).
 DATASET_CONTEXTS = ("training", "validation", "test")
+SCHEMA_SAMPLE_ROWS = 1_000
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,7 @@ def log_training_run(
 def _log_table(table: TrainingTable) -> None:
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
+    from mlflow.models import infer_signature
 
     with warnings.catch_warnings():
         # The schema MLflow infers for the dataset describes the table as it is; its hint about
@@ -240,6 +242,10 @@ def _log_table(table: TrainingTable) -> None:
         dataset = from_pandas(
             table.frame, source=table.source, name=table.name, digest=table.digest
         )
+        # MLflow infers a dataset's schema from every row: 20 s for 400,000 training rows. The
+        # columns' types are the frame's, so a sample of rows gives the same schema in a blink.
+        sample = table.frame.sample(min(len(table.frame), SCHEMA_SAMPLE_ROWS), random_state=0)
+        dataset.__dict__["schema"] = infer_signature(sample).inputs
         mlflow.log_input(dataset, context=table.context, tags=dict(table.tags))
 
 

@@ -52,7 +52,7 @@ from training.registry import (
     ModelInputsMismatch,
     load_champion,
 )
-from training.splits import TRAIN, TUNE, VALIDATION, SplitPeriod
+from training.splits import TRAIN, TUNE, VALIDATION
 
 log = logging.getLogger(__name__)
 
@@ -592,9 +592,8 @@ def training_tables(name: str, periods: _Periods, key: SkipKey) -> list[tracking
     """
     source = periods.folder.resolve().as_uri()
     tables = []
-    periods_in_order: tuple[SplitPeriod, ...] = (TRAIN, TUNE, VALIDATION)
-    for period, context in zip(periods_in_order, tracking.DATASET_CONTEXTS, strict=True):
-        frame = periods.training_set.period(period)
+    frames = {TRAIN: periods.train, TUNE: periods.tune, VALIDATION: periods.validation}
+    for (period, frame), context in zip(frames.items(), tracking.DATASET_CONTEXTS, strict=True):
         tables.append(
             tracking.TrainingTable(
                 name=f"{name}-{period}",
