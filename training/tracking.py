@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -184,6 +186,9 @@ def log_training_run(
     signature = infer_signature(record.input_example, record.output_example)
     with (
         tempfile.TemporaryDirectory(prefix="model-files-") as folder,
+        # Logging the pyfunc loads it back to check the input example; its download progress
+        # bars would only clutter `offers train`'s output.
+        _environment(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"),
         mlflow.start_run(experiment_id=experiment_id, run_name=record.run_name) as run,
     ):
         mlflow.set_tags(dict(record.tags))
@@ -226,6 +231,21 @@ def log_training_run(
     )
     log.info("logged %s version %s (run %s)", record.model_name, version, run_id)
     return get_version(record.model_name, version, resolved)
+
+
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Environment variables set for the block and put back as they were after it."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _log_table(table: TrainingTable) -> None:
