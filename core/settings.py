@@ -41,6 +41,18 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default="sqlite:///data/offers.db", description="Decision log, events and experiments."
     )
+    database_timeout_ms: float = Field(
+        default=2000.0,
+        gt=0,
+        description="Longest wait for one call to a PostgreSQL decision log on a request's path; "
+        "past it the answer is 503 with Retry-After.",
+    )
+    database_cool_off_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="After a few failed calls in a row, how long every call to a PostgreSQL "
+        "decision log is refused at once (503) before one call tries it again.",
+    )
     api_keys: str = Field(default="", description="Comma list of key:role.")
     open_docs: bool = Field(
         default=True,

@@ -50,6 +50,7 @@ from serving.decision.arbitration import Objective
 from serving.decision.engine import Decision, decide
 from serving.decision.inputs import DecisionRequest
 from serving.decision_log import DecisionLog
+from serving.decision_log.circuit import DecisionLogUnavailable
 from serving.decision_log.repository import WARM_UP_ID
 from serving.experiments import Experiments
 from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore, open_feast_source
@@ -351,7 +352,9 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
 
 
 async def _database_unavailable(request: Request, error: Exception) -> Response:
-    # Nothing is answered that is not stored: without the database, say so and when to retry.
+    # Nothing is answered that is not stored: without the database, say so and when to retry
+    # (while the log's circuit is open: when it lets a call through again).
+    retry_after = error.retry_after_s if isinstance(error, DecisionLogUnavailable) else 1
     logger.error(
         "decision log database unavailable",
         extra={"route": route_of(request), "error": type(error).__name__},
@@ -360,7 +363,7 @@ async def _database_unavailable(request: Request, error: Exception) -> Response:
         503,
         "the decision log database is unavailable; try again shortly",
         kind="decision-log-unavailable",
-        headers={"Retry-After": "1"},
+        headers={"Retry-After": str(retry_after)},
     )
 
 

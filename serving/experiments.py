@@ -30,6 +30,9 @@ from serving.decision_log.records import Experiment, ExperimentSpec, Variant, Va
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 CONFIDENCE = 0.95
 REFRESH_SECONDS = 5.0
+# A report counts every decision of an experiment: past the request path's deadline on a large
+# log, but bounded by the server's statement_timeout (10 s) when the database answers.
+REPORT_DEADLINE_SECONDS = 15.0
 
 
 class ExperimentExists(Exception):
@@ -208,18 +211,18 @@ class Experiments:
             end=spec.end,
             created_at=dt.datetime.now(dt.UTC),
         )
-        if not insert_experiment(self._log, experiment):
+        if not self._log.bounded(insert_experiment, self._log, experiment):
             raise ExperimentExists(spec.key)
         self._cached_at = -math.inf  # this process sees its own experiment at once
         return experiment
 
     def all(self) -> list[Experiment]:
         """All experiments, the first created first."""
-        return all_experiments(self._log)
+        return self._log.bounded(all_experiments, self._log)
 
     def get(self, key: str) -> Experiment:
         """One experiment; KeyError when there is none with that key."""
-        experiment = find_experiment(self._log, key)
+        experiment = self._log.bounded(find_experiment, self._log, key)
         if experiment is None:
             raise KeyError(key)
         return experiment
@@ -248,7 +251,7 @@ class Experiments:
 
     def counts(self, key: str) -> dict[str, VariantCounts]:
         """Customers, decisions, offers shown and decisions with an accepted offer, per variant."""
-        return variant_counts(self._log, key)
+        return self._log.bounded_within(REPORT_DEADLINE_SECONDS, variant_counts, self._log, key)
 
     def report(self, key: str) -> ExperimentResults:
         """The report of an experiment; KeyError when there is none with that key."""

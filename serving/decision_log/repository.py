@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -20,7 +20,8 @@ from core.columns import CUSTOMER_KEY
 from core.database import is_sqlite_file
 from core.settings import Settings
 from serving.decision.decline_cap import Decline, DeclineCap
-from serving.decision_log.database import create_log_engine
+from serving.decision_log.circuit import LogCircuit
+from serving.decision_log.database import POOL_OVERFLOW, POOL_SIZE, create_log_engine
 from serving.decision_log.records import DecisionRecord, EventRecord, StoredDecision
 from serving.decision_log.schema import build_tables
 from serving.decision_log.sqlite import (
@@ -35,16 +36,43 @@ from serving.decision_log.statements import build_statements
 # carry it.
 WARM_UP_ID = "# warm-up #"
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 
 class DecisionLog:
-    """Decisions, their offers, events and experiments in one database."""
+    """Decisions, their offers, events and experiments in one database.
 
-    def __init__(self, url: str, *, schema: str | None = None) -> None:
+    A log on another machine (PostgreSQL) runs the request path's calls through a
+    :class:`~serving.decision_log.circuit.LogCircuit` when ``deadline_s`` is given: each waits at
+    most that long, and a database that stops answering is refused at once for ``cool_off_s``.
+    A SQLite log has no other machine to wait on and runs them in place.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        deadline_s: float | None = None,
+        cool_off_s: float = 5.0,
+    ) -> None:
         self.url = url
         self.engine = create_log_engine(url)
         self.tables = build_tables(schema)
         self.statements = build_statements(self.tables)
         self._create_tables()
+        self.circuit = (
+            LogCircuit(
+                deadline_s=deadline_s,
+                cool_off_s=cool_off_s,
+                # More threads than pooled connections: a call stuck on a connection that no
+                # longer answers holds one of each, so there is always a thread for the next.
+                threads=POOL_SIZE + POOL_OVERFLOW + 8,
+            )
+            if deadline_s is not None and self.engine.dialect.name != "sqlite"
+            else None
+        )
         self.checkpointer = WalCheckpointer(self.engine) if is_sqlite_file(url) else None
         self._sqlite = (
             build_sqlite_statements(self.tables, self.statements, self.engine.dialect)
@@ -71,22 +99,46 @@ class DecisionLog:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DecisionLog:
-        return cls(settings.database_url)
+        return cls(
+            settings.database_url,
+            deadline_s=settings.database_timeout_ms / 1000.0,
+            cool_off_s=settings.database_cool_off_seconds,
+        )
+
+    def bounded(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """``function(*args, **kwargs)``, within the circuit's deadline when the log has one;
+        raises ``DecisionLogUnavailable`` past it or while the circuit is open."""
+        if self.circuit is None:
+            return function(*args, **kwargs)
+        return self.circuit.call(function, *args, **kwargs)
+
+    def bounded_within(
+        self, deadline_s: float, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """As :meth:`bounded`, with a deadline of its own, for a call that may take longer."""
+        if self.circuit is None:
+            return function(*args, **kwargs)
+        return self.circuit.call_within(deadline_s, function, *args, **kwargs)
 
     def close(self) -> None:
+        if self.circuit is not None:
+            self.circuit.close()
         if self.checkpointer is not None:
             self.checkpointer.close()
             self.checkpointer = None
         self.engine.dispose()
 
     def ping(self) -> bool:
-        """True when the database answers."""
+        """True when the database answers (within the deadline, with the circuit closed)."""
         try:
-            with self.engine.connect() as connection:
-                connection.execute(sa.text("SELECT 1"))
+            self.bounded(self._ping)
         except sa.exc.SQLAlchemyError:
             return False
         return True
+
+    def _ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
 
     def warm_up(self) -> None:
         """Run each statement of the request path once (writes rolled back), compiling them.
@@ -131,7 +183,7 @@ class DecisionLog:
 
     def find(self, invoice_id: str) -> StoredDecision | None:
         """The invoice's live decision, if any (a superseded one is not)."""
-        rows = self._select("find", {"invoice_id": invoice_id})
+        rows = self.bounded(self._select, "find", {"invoice_id": invoice_id})
         if not rows:
             return None
         decision_id, customer_id, response_json, provisional = rows[0]
@@ -186,7 +238,7 @@ class DecisionLog:
             }
         )
         try:
-            inserted = self._insert(row, offers, replaced)
+            inserted = self.bounded(self._insert, row, offers, replaced)
         except IntegrityError:
             stored = self.find(record.invoice_id)
             if stored is None:  # not an invoice clash after all
@@ -216,7 +268,7 @@ class DecisionLog:
             return frozenset()
         # No invoice id is empty (an id has a character at least), so "" leaves none out.
         parameters = {CUSTOMER_KEY: customer_id, "invoices": cap.window, "deciding": deciding or ""}
-        rows = self._select("recent_declines", parameters)
+        rows = self.bounded(self._select, "recent_declines", parameters)
         latest = list(dict.fromkeys(decision_id for decision_id, _ in rows))
         declines = [Decline(offer_id, decision_id) for decision_id, offer_id in rows if offer_id]
         return cap.capped(declines, latest)
@@ -284,8 +336,7 @@ class DecisionLog:
 
     def offers_of(self, decision_id: str) -> frozenset[str] | None:
         """The offers shown in a decision; None when there is no such decision."""
-        with self.engine.connect() as connection:
-            rows = connection.execute(self.statements.offers_of, {"decision_id": decision_id}).all()
+        rows = self.bounded(self._rows, self.statements.offers_of, {"decision_id": decision_id})
         if not rows:
             return None
         return frozenset(row[1] for row in rows if row[1] is not None)
@@ -293,28 +344,34 @@ class DecisionLog:
     # Events ---------------------------------------------------------------------------------
 
     def find_event(self, event_id: str) -> EventRecord | None:
-        with self.engine.connect() as connection:
-            row = connection.execute(self.statements.find_event, {"event_id": event_id}).first()
-        return None if row is None else EventRecord(**row._mapping)
+        rows = self.bounded(self._rows, self.statements.find_event, {"event_id": event_id})
+        return EventRecord(**rows[0]._mapping) if rows else None
 
     def record_event(self, event: EventRecord) -> tuple[EventRecord, bool]:
         """Store an event durably; the same event_id again stores nothing and returns the first."""
         try:
-            with self.engine.begin() as connection:
-                connection.execute(
-                    self.statements.insert_event,
-                    {
-                        "event_id": event.event_id,
-                        "decision_id": event.decision_id,
-                        "offer_id": event.offer_id,
-                        "type": event.type,
-                        "occurred_at": event.occurred_at,
-                        "received_at": event.received_at,
-                    },
-                )
+            self.bounded(self._insert_event, event)
         except IntegrityError:
             stored = self.find_event(event.event_id)
             if stored is None:
                 raise
             return stored, False
         return event, True
+
+    def _insert_event(self, event: EventRecord) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(
+                self.statements.insert_event,
+                {
+                    "event_id": event.event_id,
+                    "decision_id": event.decision_id,
+                    "offer_id": event.offer_id,
+                    "type": event.type,
+                    "occurred_at": event.occurred_at,
+                    "received_at": event.received_at,
+                },
+            )
+
+    def _rows(self, statement: sa.Executable, parameters: dict[str, Any]) -> Sequence[Any]:
+        with self.engine.connect() as connection:
+            return connection.execute(statement, parameters).all()
