@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -388,9 +389,15 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
-    """Run the invoice offer API."""
+    """Run the invoice offer API. It prints JSON lines on stderr (decisions, failures), with no
+    customer or invoice id in them; uvicorn's access log is off, since paths carry ids."""
     import uvicorn
 
+    from serving.log_lines import uvicorn_log_config
+
+    # MLflow otherwise gives its loggers a plain-text handler of their own when imported; left
+    # alone, they write through the root's JSON lines like every other library.
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
@@ -398,6 +405,7 @@ def serve(
         port=port,
         workers=workers,
         log_level="warning",
+        log_config=uvicorn_log_config("WARNING"),
         access_log=False,
     )
 

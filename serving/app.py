@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
-import json
 import logging
 import sqlite3
 import threading
@@ -38,7 +37,6 @@ from features.views import (
 from serving.api.deps import Services
 from serving.api.errors import (
     PROBLEM_JSON,
-    frames_of,
     install_problem_handlers,
     problem_response,
     route_of,
@@ -54,6 +52,7 @@ from serving.decision_log.circuit import DecisionLogUnavailable
 from serving.decision_log.repository import WARM_UP_ID
 from serving.experiments import Experiments
 from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore, open_feast_source
+from serving.log_lines import configure_logging
 from serving.metrics import ApiMetrics
 from serving.model_follower import ChampionFollower
 from serving.offers import OffersService
@@ -72,49 +71,6 @@ summaries), `marketing` (experiments and their reports, the page at `/experiment
 Every error is `application/problem+json` (RFC 9457).
 """
 FEATURE_RETRY_SECONDS = 10.0
-
-
-# Logging ----------------------------------------------------------------------------------------
-
-_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message",
-    "asctime",
-    "taskName",
-}
-
-
-class JsonLinesFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and the ``extra`` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for name, value in vars(record).items():
-            if name not in _RECORD_FIELDS:
-                entry[name] = value
-        if record.exc_info and record.exc_info[1] is not None:
-            # The type and where it was raised, never the message or the source lines: either
-            # may quote a customer's values.
-            error = record.exc_info[1]
-            entry["exception"] = {"type": type(error).__name__, "frames": frames_of(error)}
-        return json.dumps(entry, default=str, ensure_ascii=False)
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    """JSON lines on stderr for the ``serving`` loggers, once per process."""
-    serving = logging.getLogger("serving")
-    if any(isinstance(h.formatter, JsonLinesFormatter) for h in serving.handlers):
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonLinesFormatter())
-    serving.addHandler(handler)
-    serving.setLevel(level)
 
 
 # Middleware -------------------------------------------------------------------------------------

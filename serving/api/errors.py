@@ -7,7 +7,6 @@ response; the detail is written here, for the caller.
 from __future__ import annotations
 
 import logging
-import traceback
 from http import HTTPStatus
 from typing import Any
 
@@ -16,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving.log_lines import frames_of
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "urn:invoice-offers:problem:"
@@ -164,22 +165,11 @@ async def _on_http(_: Request, error: Exception) -> Response:
     return problem_response(error.status_code, detail, headers=dict(error.headers or {}))
 
 
-# The innermost frames: where the error was raised, not the framework's layers around it.
-FRAMES_LOGGED = 8
-
-
 def route_of(request: Request) -> str:
     """The route's template (``/v1/customers/{customer_id}/usage-summary``), never the path
     itself: paths carry customer ids."""
     route = request.scope.get("route")
     return str(getattr(route, "path", "unmatched"))
-
-
-def frames_of(error: BaseException) -> list[str]:
-    """Where an error came from, as ``file:line function`` for each frame: a traceback without
-    its text, since exception messages and source lines may quote the values being handled."""
-    frames = traceback.extract_tb(error.__traceback__)[-FRAMES_LOGGED:]
-    return [f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}" for frame in frames]
 
 
 async def _on_unexpected(request: Request, error: Exception) -> Response:

@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.routing import APIRoute
 
-from serving.app import JsonLinesFormatter
 from serving.experiments import assign_variant
+from serving.log_lines import JsonLinesFormatter
 from serving.offers import Arm
 from serving.offers_response import OffersResponse
 from serving.scoring_model import ModelLoadFailed

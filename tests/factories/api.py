@@ -280,10 +280,14 @@ CUSTOMER_VIEWS = [view for view in FEATURE_VIEWS if view != "offer_attributes"]
 SNAPSHOT = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 
-def feature_frames() -> dict[str, pd.DataFrame]:
-    """The few customers of ``customers()`` as feature tables, one snapshot each."""
+CustomerRows = Mapping[str, tuple[Row, Row, Row]]
+"""(consent, account, profile) rows by customer id, as the online store holds them."""
+
+
+def feature_frames(rows: CustomerRows | None = None) -> dict[str, pd.DataFrame]:
+    """The few customers of ``customers()`` (or ``rows``) as feature tables, one snapshot each."""
     frames = {}
-    rows = customers()
+    rows = customers() if rows is None else rows
     for view in CUSTOMER_VIEWS:
         records = []
         for customer_id, (consent_row, account_row, profile_row) in rows.items():
@@ -299,15 +303,19 @@ def feature_frames() -> dict[str, pd.DataFrame]:
     return frames
 
 
-def build_feast_store(settings: Settings, project: str = PROJECT) -> None:
-    """A real Feast store of the few customers and the catalog's offers: feature tables,
-    registry, online store."""
+def build_feast_store(
+    settings: Settings,
+    project: str = PROJECT,
+    rows: CustomerRows | None = None,
+) -> None:
+    """A real Feast store of the few customers (or ``rows``) and the catalog's offers: feature
+    tables, registry, online store."""
     from core.catalog import load_catalog
     from features.pipeline import write_feature_tables
     from features.store import apply_repository, materialize
     from features.transforms.offer_attributes import offer_features
 
-    frames = feature_frames()
+    frames = feature_frames(rows)
     frames["offer_attributes"] = offer_features(load_catalog(settings.catalog))
     write_feature_tables(frames, Path(settings.features_dir))
     apply_repository(settings, project)
