@@ -34,7 +34,7 @@ from features.views import (
     CUSTOMER_PROFILE,
     CUSTOMER_USAGE,
 )
-from serving.api.deps import Services
+from serving.api.deps import KnownQueryOnly, Services
 from serving.api.errors import (
     PROBLEM_JSON,
     install_problem_handlers,
@@ -396,8 +396,11 @@ def create_app(
     app.add_exception_handler(sqlite3.Error, _database_unavailable)
     app.add_middleware(BodyLimitMiddleware, max_bytes=resolved.max_request_bytes)
     app.add_middleware(ServerTimingMiddleware)
-    for module in (offers, usage, events, consents, experiments, admin, health):
-        app.include_router(module.router)
+    # A query parameter a route does not take is refused (422) like an unknown body field; health
+    # and metrics accept whatever a probe or scraper adds.
+    for module in (offers, usage, events, consents, experiments, admin):
+        app.include_router(module.router, dependencies=[KnownQueryOnly])
+    app.include_router(health.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -7,11 +7,14 @@ the thread pool, one hop per dependency per request.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from core.catalog import Catalog
@@ -166,3 +169,45 @@ RendererRole = Annotated[Role, Depends(require_role("renderer"))]
 MarketingRole = Annotated[Role, Depends(require_role("marketing"))]
 ConsentRole = Annotated[Role, Depends(require_role("consent"))]
 AdminRole = Annotated[Role, Depends(require_role("admin"))]
+
+
+# Query parameters ---------------------------------------------------------------------------
+
+UNKNOWN_QUERY = "no such query parameter"
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(route: APIRoute) -> frozenset[str]:
+    """The query parameters a route takes, its dependencies' included (read once per route)."""
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        names = frozenset(_query_aliases(route.dependant))
+        _QUERY_NAMES[id(route)] = names
+    return names
+
+
+def _query_aliases(dependant: Dependant) -> Iterator[str]:
+    for param in dependant.query_params:
+        yield param.alias
+    for sub in dependant.dependencies:
+        yield from _query_aliases(sub)
+
+
+async def refuse_unknown_query(request: Request, _: CurrentRole) -> None:
+    """422 for a query parameter the route does not take, as for an unknown body field: a
+    misspelt ``invoice_date`` must not silently mean "today". After the key is checked, so that
+    a caller without one learns nothing about the route."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    unknown = sorted(set(request.query_params.keys()) - _query_names(route))
+    if unknown:
+        raise RequestValidationError(
+            [
+                {"loc": ("query", name), "msg": UNKNOWN_QUERY, "type": "extra_forbidden"}
+                for name in unknown
+            ]
+        )
+
+
+KnownQueryOnly = Depends(refuse_unknown_query)

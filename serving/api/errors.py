@@ -198,8 +198,9 @@ _RESPONSE_TEXT = {
     404: "Not found.",
     409: "Conflicts with what is stored.",
     413: "The request body is larger than the limit.",
-    422: "The request is not valid; `errors` names each invalid part.",
-    503: "A dependency this answer needs is unavailable.",
+    422: "The request is not valid (an unknown body field or query parameter included); "
+    "`errors` names each invalid part.",
+    503: "A dependency this answer needs is unavailable; `Retry-After` says when to ask again.",
 }
 
 
