@@ -85,6 +85,11 @@ class LightGBMScorer:
         matrix = np.asarray(row, dtype=np.float64).reshape(1, -1)
         return float(self.churn.predict_proba(matrix)[0])
 
+    def segment_acceptance(self, segment: str) -> Mapping[str, float]:
+        # Registered before the ranker kept these rates: empty, and the catalog order stands.
+        rates = self._ranker.metadata.get("segment_offer_acceptance") or {}
+        return dict(rates.get(segment) or {})
+
     def warm_up(self) -> None:
         """One prediction of each kind, so the first request does not pay for first use."""
         ranker_row = np.zeros((1, len(RANKER_FEATURES)))

@@ -38,6 +38,7 @@ from training.evaluate import (
     evaluate_ranker,
     off_policy_value,
     ranker_markdown,
+    segment_offer_acceptance,
     to_json,
 )
 from training.labels import LABEL
@@ -327,8 +328,10 @@ def _register(
     key: SkipKey,
     settings: Settings,
     top_offers: pd.DataFrame | None = None,
+    model_metadata: Mapping[str, Any] | None = None,
 ) -> ModelResult:
-    """Report, figures and registration, the same for both models."""
+    """Report, figures and registration, the same for both models; ``model_metadata`` is kept
+    with the registered model beside its calibrator."""
     training_set = periods.training_set
     evaluation.extra.update(
         model_size_tradeoff=fitted.tradeoff(),
@@ -367,6 +370,7 @@ def _register(
         features,
         key,
         settings,
+        model_metadata or {},
     )
     return ModelResult(
         name=name,
@@ -481,6 +485,7 @@ def train_ranker(
         key,
         settings,
         top_offers=top_offers,
+        model_metadata={"segment_offer_acceptance": segment_offer_acceptance(history)},
     )
 
 
@@ -594,6 +599,7 @@ def _log(
     columns: list[str],
     key: SkipKey,
     settings: Settings,
+    extra_metadata: Mapping[str, Any],
 ) -> tracking.VersionInfo:
     example = pd.DataFrame(model_matrix(validation_rows.head(3), columns), columns=columns)
     window = training_set.split.window()
@@ -634,6 +640,7 @@ def _log(
             "served_probability": (
                 "training.calibration.calibrate(booster.predict(X, raw_score=True), calibrator)"
             ),
+            **extra_metadata,
         },
         version_tags={**tags, **version_tags},
     )

@@ -430,8 +430,11 @@ def _non_personalised(
     recently_declined: frozenset[str],
     work: _Work,
     objective: Objective,
+    scorer: Scorer | None,
 ) -> None:
-    """The segment's fixed list, filtered by contract and billing facts and the guardrails."""
+    """The segment's fixed list, filtered by contract and billing facts and the guardrails,
+    in the order the segment accepted them (``Scorer.segment_acceptance``) when a model is
+    loaded, else in catalog order."""
     listed = non_personalised_offers(catalog, consent.segment)
     listed_ids = {offer.offer_id for offer in listed}
     for offer in catalog.offers:
@@ -449,6 +452,11 @@ def _non_personalised(
             objective,
         )
     ]
+    if scorer is not None:
+        # The same order for everyone in the segment: what the segment as a whole accepted most
+        # when shown first; offers it has no figure for keep their catalog place after those.
+        rates = scorer.segment_acceptance(consent.segment)
+        shown.sort(key=lambda c: -rates.get(c.offer.offer_id, -1.0))
     work.picks = [_Pick(c) for c in cut(shown, request.max_offers, _kind)]
 
 
@@ -548,7 +556,9 @@ def decide(
             request, profile, catalog, account, consent, scorer, recently_declined, work, objective
         )
     elif work.policy == "non_personalised":
-        _non_personalised(request, catalog, account, consent, recently_declined, work, objective)
+        _non_personalised(
+            request, catalog, account, consent, recently_declined, work, objective, scorer
+        )
 
     contributions: list[list[Contribution]] = [[] for _ in work.picks]
     if work.scores is not None and scorer is not None and work.picks:
