@@ -378,14 +378,17 @@ async def _database_unavailable(request: Request, error: Exception) -> Response:
 
 def _problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:
     # FastAPI documents every response under the route's media type (JSON, or HTML for the
-    # experiment page); errors are answered as problem+json.
+    # pages); errors described by a model are answered as problem+json. An error page a page
+    # answers itself is documented as an HTML string and stays as it is.
     for path_item in schema.get("paths", {}).values():
         for operation in path_item.values():
             for status, response in operation.get("responses", {}).items():
-                content = response.get("content") or {}
-                if status.isdigit() and int(status) >= 400 and len(content) == 1:
-                    (media,) = content.values()
-                    response["content"] = {PROBLEM_JSON: media}
+                if not status.isdigit() or int(status) < 400:
+                    continue
+                response["content"] = {
+                    PROBLEM_JSON if "$ref" in body.get("schema", {}) else media: body
+                    for media, body in (response.get("content") or {}).items()
+                }
     return schema
 
 

@@ -320,7 +320,8 @@ def test_the_preview_says_what_is_missing(client: TestClient) -> None:
         headers=marketing,
     )
     assert far.status_code == 422
-    assert "invoice_date 2020-01-31 is outside" in far.text
+    assert far.json()["errors"][0]["loc"] == ["query", "invoice_date"]
+    assert "invoice_date 2020-01-31 is outside" in far.json()["detail"]
     bad_locale = client.get(
         "/preview/invoices/INV-NONE", params={"locale": "de"}, headers=marketing
     )

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from serving.api.deps import SESSION_COOKIE, OffersDep, PreviewPage, ServicesDep, SignInNeeded
-from serving.api.errors import ProblemError, problem_responses
+from serving.api.errors import Problem, ProblemError, ValidationProblem, problem_responses
 from serving.api.schemas import ID_PATTERN, INVOICE_DATE_DESCRIPTION, IsoDate, OffersRequest
 from serving.decision.inputs import DecisionRequest, Locale, UnknownCustomerError
 from serving.decision.reasons import format_amount, format_sek
@@ -33,11 +33,10 @@ TEMPLATES = FilePath(__file__).resolve().parents[2] / "templates"
 # Pages show a customer's invoice or a signed-in state: no cache may keep them.
 NO_STORE = {"Cache-Control": "no-store"}
 DEFAULT_MAX_OFFERS: int = OffersRequest.model_fields["max_offers"].default
-NEXT_MAX_LENGTH = 2000
+NEXT_MAX_LENGTH = 512
 
-PAGE_HTML: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/html": {}}, "description": "The page."},
-}
+HTML = {"text/html": {"schema": {"type": "string"}}}
+PAGE_HTML: dict[int | str, dict[str, Any]] = {200: {"content": HTML, "description": "The page."}}
 
 
 @cache
@@ -98,7 +97,7 @@ def _sign_in_page(
     )
 
 
-@router.get(SIGN_IN, response_class=HTMLResponse, responses=PAGE_HTML)
+@router.get(SIGN_IN, response_class=HTMLResponse, responses={**PAGE_HTML, **problem_responses(422)})
 def sign_in_form(
     request: Request,
     services: ServicesDep,
@@ -112,19 +111,24 @@ def sign_in_form(
 
 @router.post(
     SIGN_IN,
-    response_class=HTMLResponse,
+    response_class=RedirectResponse,
     status_code=303,
     responses={
         303: {"description": "Signed in: the session cookie is set; on to `next`."},
-        401: {"content": {"text/html": {}}, "description": "The key is not known: the form again."},
-        403: {"description": "The form was posted from another site."},
-        422: {"content": {"text/html": {}}, "description": "No key was entered: the form again."},
+        401: {"content": HTML, "description": "The key is not known: the form again."},
+        403: {"model": Problem, "description": "The form was posted from another site."},
+        422: {
+            "model": ValidationProblem,
+            "content": HTML,
+            "description": "No key entered: the form again (HTML); a malformed form: a problem.",
+        },
+        **problem_responses(413),
     },
 )
 def sign_in(
     request: Request,
     services: ServicesDep,
-    key: Annotated[str, Form(max_length=512)] = "",
+    key: Annotated[str, Form(max_length=256)] = "",
     next: Annotated[str, Form(max_length=NEXT_MAX_LENGTH)] = "",
 ) -> Response:
     """Trade an API key for a session cookie (HttpOnly, SameSite=Strict, Secure over HTTPS) that
@@ -155,10 +159,11 @@ def sign_in(
 
 @router.post(
     "/sign-out",
+    response_class=RedirectResponse,
     status_code=303,
     responses={
         303: {"description": "The session cookie is removed; on to the sign-in form."},
-        403: {"description": "The form was posted from another site."},
+        403: {"model": Problem, "description": "The form was posted from another site."},
     },
 )
 def sign_out(request: Request) -> Response:
@@ -183,7 +188,10 @@ async def sign_in_needed(request: Request, error: Exception) -> Response:
         return _sign_in_page(
             request, next_path=error.next_path, error=error.forbidden, status_code=403
         )
-    target = f"{SIGN_IN}?next={quote(error.next_path, safe='')}"
+    next_path = error.next_path
+    if len(next_path) > NEXT_MAX_LENGTH:  # a query the form could not carry back: the page alone
+        next_path = urlsplit(next_path).path[:NEXT_MAX_LENGTH]
+    target = f"{SIGN_IN}?next={quote(next_path, safe='')}"
     return RedirectResponse(target, status_code=303, headers=NO_STORE)
 
 
@@ -260,13 +268,10 @@ InvoiceId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)
     responses={
         **PAGE_HTML,
         404: {
-            "content": {"text/html": {}},
+            "content": HTML,
             "description": "No stored decision and no customer_id, or an unknown customer.",
         },
-        409: {
-            "content": {"text/html": {}},
-            "description": "The invoice was decided for another customer.",
-        },
+        409: {"content": HTML, "description": "The invoice was decided for another customer."},
         **problem_responses(401, 403, 422),
     },
 )
@@ -297,8 +302,19 @@ def invoice_preview(
     if customer_id is not None:
         day = invoice_date or today
         problem = offers.invoice_date_problem(day, today)
-        if problem is not None:
-            return _error_page(request, 422, "The invoice date is out of range", problem)
+        if problem is not None:  # refused as POST /v1/offers refuses it
+            raise ProblemError(
+                422,
+                problem,
+                kind="invoice-date-out-of-range",
+                errors=[
+                    {
+                        "loc": ["query", "invoice_date"],
+                        "msg": problem,
+                        "type": "invoice_date_out_of_range",
+                    }
+                ],
+            )
         request_to_decide = DecisionRequest(
             invoice_id=invoice_id,
             customer_id=customer_id,
