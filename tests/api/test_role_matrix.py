@@ -34,6 +34,7 @@ NEEDED: dict[tuple[str, str], str | tuple[str, ...]] = {
     ("GET", "/experiments/{key}"): "marketing",
     ("GET", "/preview/invoices/{invoice_id}"): ("renderer", "marketing"),
     ("GET", "/sign-in"): OPEN,
+    ("GET", "/favicon.ico"): OPEN,
     ("POST", "/sign-in"): OPEN,
     ("POST", "/sign-out"): OPEN,
     ("POST", "/v1/admin/reload"): "admin",
