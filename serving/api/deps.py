@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
@@ -243,5 +243,9 @@ def require_page_role(*allowed: Role) -> Callable[..., Awaitable[Role]]:
     return guard
 
 
+# The OpenAPI entry of a page's redirect to sign in.
+SIGN_IN_REDIRECT: dict[int | str, dict[str, Any]] = {
+    303: {"description": "A browser without a session: on to `/sign-in?next=<this page>`."}
+}
 MarketingPage = Annotated[Role, Depends(require_page_role("marketing"))]
 PreviewPage = Annotated[Role, Depends(require_page_role("renderer", "marketing"))]

@@ -12,7 +12,13 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from serving.api.deps import ExperimentsDep, MarketingPage, MarketingRole, ModelDep
+from serving.api.deps import (
+    SIGN_IN_REDIRECT,
+    ExperimentsDep,
+    MarketingPage,
+    MarketingRole,
+    ModelDep,
+)
 from serving.api.errors import ProblemError, problem_responses
 from serving.api.schemas import (
     ID_PATTERN,
@@ -160,6 +166,7 @@ def experiment_report(
     response_class=HTMLResponse,
     responses={
         200: {"content": {"text/html": {}}, "description": "The report as a page."},
+        **SIGN_IN_REDIRECT,
         **problem_responses(401, 403, 404, 422),
     },
 )

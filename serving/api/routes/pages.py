@@ -18,7 +18,14 @@ from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from serving.api.deps import SESSION_COOKIE, OffersDep, PreviewPage, ServicesDep, SignInNeeded
+from serving.api.deps import (
+    SESSION_COOKIE,
+    SIGN_IN_REDIRECT,
+    OffersDep,
+    PreviewPage,
+    ServicesDep,
+    SignInNeeded,
+)
 from serving.api.errors import Problem, ProblemError, ValidationProblem, problem_responses
 from serving.api.schemas import ID_PATTERN, INVOICE_DATE_DESCRIPTION, IsoDate, OffersRequest
 from serving.decision.inputs import DecisionRequest, Locale, UnknownCustomerError
@@ -282,6 +289,7 @@ InvoiceId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)
     response_class=HTMLResponse,
     responses={
         **PAGE_HTML,
+        **SIGN_IN_REDIRECT,
         404: {
             "content": HTML,
             "description": "No stored decision and no customer_id, or an unknown customer.",
