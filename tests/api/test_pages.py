@@ -338,5 +338,7 @@ def test_pages_load_nothing_from_another_site(client: TestClient) -> None:
     ]
     for page in pages:
         assert page.status_code in {200, 404}
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", page.text), page.url
         assert "<script" not in page.text

@@ -37,8 +37,18 @@ router = APIRouter(tags=["pages"])
 
 SIGN_IN = "/sign-in"
 TEMPLATES = FilePath(__file__).resolve().parents[2] / "templates"
-# Pages show a customer's invoice or a signed-in state: no cache may keep them.
+# Pages show a customer's invoice or a signed-in state: no cache may keep them. The policy lets
+# the browser load nothing but this site's own icon and the page's inline style, post forms only
+# here, and show the page in no other site's frame.
 NO_STORE = {"Cache-Control": "no-store"}
+PAGE_HEADERS = {
+    **NO_STORE,
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+}
 DEFAULT_MAX_OFFERS: int = OffersRequest.model_fields["max_offers"].default
 NEXT_MAX_LENGTH = 512
 
@@ -55,7 +65,7 @@ def _page(
     request: Request, template: str, context: dict[str, Any], status_code: int = 200
 ) -> HTMLResponse:
     return _templates().TemplateResponse(
-        request, template, context, status_code=status_code, headers=NO_STORE
+        request, template, context, status_code=status_code, headers=PAGE_HEADERS
     )
 
 
