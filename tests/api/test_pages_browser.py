@@ -266,3 +266,23 @@ def test_signing_out_closes_the_pages(tab: Tab, served: Served) -> None:
     page.goto(served.base_url + "/experiments/ranker-vs-rules")
     assert page.url.startswith(f"{served.base_url}/sign-in?next=")
     assert tab.problems == []
+
+
+def test_a_wrong_key_in_the_form_shows_the_form_again(tab: Tab, served: Served) -> None:
+    page = tab.page
+    page.goto(served.base_url + "/experiments/ranker-vs-rules")
+    wrong = "not-a-key-of-this-api-0123456789"
+    page.fill("#key", wrong)
+    with page.expect_response(served.base_url + "/sign-in") as posted:
+        page.click("#sign-in button[type=submit]")
+    assert posted.value.status == 401
+    assert page.inner_text("#sign-in-error") == "That key is not known."
+    assert wrong not in page.content()
+    assert page.input_value("#key") == ""
+    assert page.context.cookies() == []
+    screenshot(page, "sign-in-wrong-key.png")
+    # The form still knows where to go: the right key now opens the page asked for first.
+    page.fill("#key", KEYS["marketing"])
+    page.click("#sign-in button[type=submit]")
+    page.wait_for_load_state()
+    assert page.url == served.base_url + "/experiments/ranker-vs-rules"
