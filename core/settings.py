@@ -9,7 +9,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The roles an API key may have (serving/auth.py decides what each may call).
@@ -46,6 +46,13 @@ class Settings(BaseSettings):
         default=True,
         description="Serve /docs, /redoc and /openapi.json without a key (set false in "
         "production when the API description should not be public).",
+    )
+    session_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="Signs the pages' session cookies; empty: derived from OFFERS_API_KEYS.",
+    )
+    session_hours: float = Field(
+        default=8.0, gt=0.0, le=24.0 * 30, description="How long a page session lasts."
     )
     spark_master: str = "local[2]"
     mlflow_tracking_uri: str = Field(

@@ -35,7 +35,7 @@ from features.views import (
     CUSTOMER_PROFILE,
     CUSTOMER_USAGE,
 )
-from serving.api.deps import Services
+from serving.api.deps import Services, SignInNeeded
 from serving.api.errors import (
     PROBLEM_JSON,
     frames_of,
@@ -43,8 +43,8 @@ from serving.api.errors import (
     problem_response,
     route_of,
 )
-from serving.api.routes import admin, consents, events, experiments, health, offers, usage
-from serving.auth import ApiKeys
+from serving.api.routes import admin, consents, events, experiments, health, offers, pages, usage
+from serving.auth import ApiKeys, SessionTokens, derived_session_secret
 from serving.consents import ConsentService
 from serving.decision.arbitration import Objective
 from serving.decision.engine import Decision, decide
@@ -66,8 +66,10 @@ Decides, for every telecom invoice, which plan or add-on to offer, explains why 
 language, and summarises usage within the consent the customer gave.
 
 Send an API key as `Authorization: Bearer <key>`. Roles: `renderer` (offers, events, usage
-summaries), `marketing` (experiments and their reports, the page at `/experiments/{key}`),
-`consent` (consent answers), `admin` (everything, model reload). Health and metrics need no key.
+summaries, the invoice preview), `marketing` (experiments and their reports, the page at
+`/experiments/{key}`, the invoice preview), `consent` (consent answers), `admin` (everything,
+model reload). Health and metrics need no key. Browsers sign in to the pages at `/sign-in`: the
+session cookie it sets opens pages only, never a JSON route.
 Every error is `application/problem+json` (RFC 9457).
 """
 FEATURE_RETRY_SECONDS = 10.0
@@ -235,9 +237,13 @@ class FeatureOpener:
             self._lock.release()
 
 
-def offers_answer_json(decision: Decision, decision_id: str) -> str:
-    """The POST /v1/offers body of a decision, as the decision log stores it."""
-    return OffersResponse.for_decision(decision, decision_id).model_dump_json()
+def offers_answer_json(decision: Decision, decision_id: str, *, dry_run: bool = False) -> str:
+    """The POST /v1/offers body of a decision, as the decision log stores it; a dry run's says
+    ``"dry_run": true`` and is stored nowhere."""
+    response = OffersResponse.for_decision(decision, decision_id)
+    return (
+        response.model_copy(update={"dry_run": True}) if dry_run else response
+    ).model_dump_json()
 
 
 class _WarmUpSource:
@@ -301,6 +307,11 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
     keys = ApiKeys(settings.api_key_roles())
     if not len(keys):
         logger.warning("OFFERS_API_KEYS is empty: every route that needs a key answers 401")
+    sessions = SessionTokens(
+        keys,
+        settings.session_secret.get_secret_value() or derived_session_secret(settings.api_keys),
+        max_age_seconds=round(settings.session_hours * 3600),
+    )
     catalog = load_catalog(settings.catalog)
     log = DecisionLog.from_settings(settings)
     experiments_store = Experiments(log)
@@ -319,6 +330,7 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
     services = Services(
         settings=settings,
         keys=keys,
+        sessions=sessions,
         catalog=catalog,
         metrics=metrics,
         models=models,
@@ -366,14 +378,17 @@ async def _database_unavailable(request: Request, error: Exception) -> Response:
 
 def _problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:
     # FastAPI documents every response under the route's media type (JSON, or HTML for the
-    # experiment page); errors are answered as problem+json.
+    # pages); errors described by a model are answered as problem+json. An error page a page
+    # answers itself is documented as an HTML string and stays as it is.
     for path_item in schema.get("paths", {}).values():
         for operation in path_item.values():
             for status, response in operation.get("responses", {}).items():
-                content = response.get("content") or {}
-                if status.isdigit() and int(status) >= 400 and len(content) == 1:
-                    (media,) = content.values()
-                    response["content"] = {PROBLEM_JSON: media}
+                if not status.isdigit() or int(status) < 400:
+                    continue
+                response["content"] = {
+                    PROBLEM_JSON if "$ref" in body.get("schema", {}) else media: body
+                    for media, body in (response.get("content") or {}).items()
+                }
     return schema
 
 
@@ -426,6 +441,7 @@ def create_app(
             {"name": "consents", "description": "Consent answers, applied at once."},
             {"name": "experiments", "description": "Offer experiments and their reports."},
             {"name": "admin", "description": "Model reload."},
+            {"name": "pages", "description": "Pages for people: sign-in, the invoice preview."},
             {"name": "operations", "description": "Health and metrics."},
         ],
     )
@@ -435,9 +451,10 @@ def create_app(
     # a broken driver state (InterfaceError), a corrupt SQLite file (DatabaseError).
     app.add_exception_handler(SQLAlchemyError, _database_unavailable)
     app.add_exception_handler(sqlite3.Error, _database_unavailable)
+    app.add_exception_handler(SignInNeeded, pages.sign_in_needed)
     app.add_middleware(BodyLimitMiddleware, max_bytes=resolved.max_request_bytes)
     app.add_middleware(ServerTimingMiddleware)
-    for module in (offers, usage, events, consents, experiments, admin, health):
+    for module in (offers, usage, events, consents, experiments, pages, admin, health):
         app.include_router(module.router)
 
     def openapi() -> dict[str, Any]:

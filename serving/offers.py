@@ -6,6 +6,9 @@ without offers, as when the feature store was down) is the exception: a later re
 afresh, and a decision that is not provisional replaces it in the log. Nothing here knows HTTP:
 an answer is the JSON that was stored, and the other outcomes are raised as
 :class:`InvoiceCustomerConflict` and :class:`~serving.decision.inputs.UnknownCustomerError`.
+
+A dry run decides the same way but logs, counts and stores nothing: its answer says
+``"dry_run": true``, and since its decision_id is in no log, no event can refer to it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from core.catalog import Catalog
 from serving.decision.arbitration import DEFAULT_OBJECTIVE, Objective
@@ -38,8 +42,21 @@ CHALLENGER_UNAVAILABLE = "challenger_unavailable"
 # use; after a failed load the registry is asked again at most this often per policy.
 CHALLENGER_RETRY_SECONDS = 10.0
 
-RenderAnswer = Callable[[Decision, str], str]
-"""The answer's JSON for a decision and its decision_id, stored as it is sent."""
+
+class RenderAnswer(Protocol):
+    """The answer's JSON for a decision and its decision_id, stored as it is sent; a dry run's
+    answer says so."""
+
+    def __call__(self, decision: Decision, decision_id: str, *, dry_run: bool = False) -> str: ...
+
+
+@dataclass(frozen=True)
+class InvoiceAnswer:
+    """An invoice's answer, and whether it is the invoice's decision in the log (new or replayed)
+    or a dry run's, stored nowhere."""
+
+    answer_json: str
+    stored: bool
 
 
 class InvoiceCustomerConflict(Exception):
@@ -158,28 +175,52 @@ class OffersService:
             return models.scorer is None or models.challenger(arm.policy) is not None
         return True
 
-    def answer(self, request: DecisionRequest, arm: Arm | None = None) -> str:
+    def answer(
+        self, request: DecisionRequest, arm: Arm | None = None, *, dry_run: bool = False
+    ) -> str:
         """The invoice's answer as JSON: the stored one, or a new decision recorded first.
 
         A stored provisional decision is decided afresh; the new decision replaces it when it is
         not provisional itself, else the stored answer stands.
 
+        ``dry_run``: a stored decision is replayed all the same (it is the invoice's decision);
+        otherwise the decision is answered, marked as a dry run, and neither logged, counted nor
+        stored, so the invoice's first real request decides as if it had not happened.
+
         ``arm`` None: chosen here. Raises :class:`InvoiceCustomerConflict` when the invoice was
         decided for another customer, and ``UnknownCustomerError`` for a customer the feature
         store has never seen.
         """
+        return self._answer(request, arm, dry_run=dry_run).answer_json
+
+    def preview(self, invoice_id: str, request: DecisionRequest | None) -> InvoiceAnswer | None:
+        """The invoice's stored decision, or else a dry run of ``request``; None when there is no
+        stored decision and no request to decide. Raises as :meth:`answer` does, and
+        :class:`InvoiceCustomerConflict` when the stored decision is another customer's."""
+        stored = self.log.find(invoice_id)
+        if stored is not None and not stored.provisional:
+            if request is not None:
+                _replayed(stored, request)
+            return InvoiceAnswer(stored.response_json, stored=True)
+        if request is None:
+            return None
+        return self._answer(request, None, dry_run=True)
+
+    def _answer(self, request: DecisionRequest, arm: Arm | None, *, dry_run: bool) -> InvoiceAnswer:
         started = time.perf_counter()
         stored = self.log.find(request.invoice_id)
         if stored is not None:
             replayed = _replayed(stored, request)  # another customer's invoice is refused anyway
             if not stored.provisional:
-                return replayed
+                return InvoiceAnswer(replayed, stored=True)
         looked_up = time.perf_counter()
         decision, scorer = self._decide(
             request, arm or self.arm(request.customer_id, request.invoice_date)
         )
         decided = time.perf_counter()
         decision_id = str(uuid.uuid4())
+        if dry_run:
+            return InvoiceAnswer(self._render(decision, decision_id, dry_run=True), stored=False)
         response_json = self._render(decision, decision_id)
         # The churn model beside the ranker the decision names: the same scorer object held
         # both, so the log names the pair that decided even while a reload swaps models.
@@ -193,11 +234,11 @@ class OffersService:
         )
         if stored is not None and record.provisional:
             # Still degraded without offers: the stored answer says as much, and one copy will do.
-            return stored.response_json
+            return InvoiceAnswer(stored.response_json, stored=True)
         superseding = None if stored is None else stored.decision_id
         stored, created = self.log.record(record, superseding=superseding)
         if not created:  # another request for this invoice committed first: answer with that
-            return _replayed(stored, request)
+            return InvoiceAnswer(_replayed(stored, request), stored=True)
         logged = time.perf_counter()
 
         metrics = self.metrics
@@ -227,7 +268,7 @@ class OffersService:
                 "latency_ms": round((logged - started) * 1000, 3),
             },
         )
-        return response_json
+        return InvoiceAnswer(response_json, stored=True)
 
     def _decide(self, request: DecisionRequest, arm: Arm) -> tuple[Decision, LightGBMScorer | None]:
         """The decision, and the scorer it was offered: the serving models are read once."""

@@ -132,6 +132,12 @@ class OffersResponse(BaseModel):
         description="null, or why the answer was made without a part: feature_store_unavailable, "
         "model_unavailable, …"
     )
+    dry_run: bool = Field(
+        default=False,
+        exclude_if=lambda value: not value,
+        description="Present, and true, only in the answer to a dry run: nothing was logged, "
+        "counted or stored, and no event can refer to its decision_id.",
+    )
 
     @classmethod
     def for_decision(cls, decision: Decision, decision_id: str) -> OffersResponse:

@@ -14,6 +14,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     field_validator,
     model_validator,
@@ -131,6 +132,12 @@ class OffersRequest(BaseModel):
     )
     locale: Locale = "sv"
     max_offers: JsonInt = Field(default=3, ge=0, le=10)
+    dry_run: StrictBool = Field(
+        default=False,
+        description="Decide and answer as usual, but log, count and store nothing; the answer "
+        'says "dry_run": true and no event can refer to it. An invoice that already has a '
+        "decision is answered with that decision, unchanged.",
+    )
 
 
 # Events -----------------------------------------------------------------------------------------

@@ -620,11 +620,11 @@ def test_a_running_experiment_assigns_the_variant_and_its_policy(client: Any) ->
 
 
 def test_routes_that_compute_run_in_the_thread_pool() -> None:
-    from serving.api.routes import admin, events, experiments, health, offers, usage
+    from serving.api.routes import admin, events, experiments, health, offers, pages, usage
 
     routes = [
         route
-        for module in (offers, usage, events, experiments, admin, health)
+        for module in (offers, usage, events, experiments, pages, admin, health)
         for route in module.router.routes
         if isinstance(route, APIRoute)
     ]

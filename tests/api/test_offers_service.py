@@ -32,7 +32,7 @@ def invoice(number: int = 1, customer: str = "C0001", **overrides: Any) -> Decis
     return replace(DecisionRequest(f"INV-{number}", customer, DAY, "sv", 3), **overrides)
 
 
-def render(decision: Decision, decision_id: str) -> str:
+def render(decision: Decision, decision_id: str, *, dry_run: bool = False) -> str:
     """A plain answer: the service leaves the answer's shape to its caller."""
     return json.dumps(
         {
@@ -41,6 +41,7 @@ def render(decision: Decision, decision_id: str) -> str:
             "model_version": decision.model_version,
             "degraded": decision.degraded,
             "offers": [offer.offer_id for offer in decision.offers],
+            "dry_run": dry_run,
         }
     )
 

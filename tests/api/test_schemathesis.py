@@ -34,6 +34,10 @@ OPERATIONS: list[tuple[str, str, str]] = [
     ("GET", "/v1/experiments/{key}", "marketing"),
     ("GET", "/v1/experiments/{key}/report", "marketing"),
     ("GET", "/experiments/{key}", "marketing"),
+    ("GET", "/preview/invoices/{invoice_id}", "renderer"),
+    ("GET", "/sign-in", "admin"),
+    ("POST", "/sign-in", "admin"),
+    ("POST", "/sign-out", "admin"),
     ("POST", "/v1/admin/reload", "admin"),
     ("GET", "/health/live", "admin"),
     ("GET", "/health/ready", "admin"),
@@ -69,7 +73,8 @@ CASES = [
     pytest.param(method, path, role, mode, id=f"{method} {path} {mode.value}")
     for method, path, role in OPERATIONS
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-    if mode is GenerationMode.POSITIVE or not path.startswith(("/health", "/metrics", "/v1/admin"))
+    if mode is GenerationMode.POSITIVE
+    or not path.startswith(("/health", "/metrics", "/v1/admin", "/sign-out"))
     if not (mode is GenerationMode.NEGATIVE and (method, path) == ("GET", "/v1/experiments"))
 ]
 

@@ -12,7 +12,13 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from serving.api.deps import ExperimentsDep, MarketingRole, ModelDep
+from serving.api.deps import (
+    SIGN_IN_REDIRECT,
+    ExperimentsDep,
+    MarketingPage,
+    MarketingRole,
+    ModelDep,
+)
 from serving.api.errors import ProblemError, problem_responses
 from serving.api.schemas import (
     ID_PATTERN,
@@ -160,12 +166,14 @@ def experiment_report(
     response_class=HTMLResponse,
     responses={
         200: {"content": {"text/html": {}}, "description": "The report as a page."},
+        **SIGN_IN_REDIRECT,
         **problem_responses(401, 403, 404, 422),
     },
 )
 def experiment_page(
-    key: ExperimentKey, request: Request, experiments: ExperimentsDep, _: MarketingRole
+    key: ExperimentKey, request: Request, experiments: ExperimentsDep, _: MarketingPage
 ) -> HTMLResponse:
-    """The report as a page for people; send the marketing key as `Authorization: Bearer <key>`."""
+    """The report as a page for people: sign in at `/sign-in` with a marketing key (a browser
+    without a session is sent there), or send the key as `Authorization: Bearer <key>`."""
     report = _report(experiments, key)
     return _templates().TemplateResponse(request, "experiment.html", {"report": report})

@@ -24,7 +24,9 @@ router = APIRouter(prefix="/v1", tags=["offers"])
     responses=problem_responses(401, 403, 404, 409, 413, 422, 503),
 )
 async def decide_offers(body: OffersRequest, offers: OffersDep, _: RendererRole) -> Response:
-    """Decide the offers for one invoice; the same invoice_id always gets the same decision."""
+    """Decide the offers for one invoice; the same invoice_id always gets the same decision.
+
+    With `"dry_run": true` the decision is answered but logged, counted and stored nowhere."""
     today = dt.datetime.now(dt.UTC).date()
     day = body.invoice_date or today
     problem = offers.invoice_date_problem(day, today)
@@ -50,17 +52,20 @@ async def decide_offers(body: OffersRequest, offers: OffersDep, _: RendererRole)
     )
     # On the event loop only when nothing on the path can wait: choosing the arm may read the
     # experiments from the log, and a slow database, store or registry must never stall the loop.
+    dry_run = body.dry_run
     if offers.log_is_local:
         arm = offers.arm(request.customer_id, request.invoice_date)
         if offers.answers_without_waiting(arm):
-            return _answer(offers, request, arm)
-        return await run_in_threadpool(_answer, offers, request, arm)
-    return await run_in_threadpool(_answer, offers, request, None)
+            return _answer(offers, request, arm, dry_run)
+        return await run_in_threadpool(_answer, offers, request, arm, dry_run)
+    return await run_in_threadpool(_answer, offers, request, None, dry_run)
 
 
-def _answer(offers: OffersService, request: DecisionRequest, arm: Arm | None) -> Response:
+def _answer(
+    offers: OffersService, request: DecisionRequest, arm: Arm | None, dry_run: bool
+) -> Response:
     try:
-        answer = offers.answer(request, arm)
+        answer = offers.answer(request, arm, dry_run=dry_run)
     except UnknownCustomerError as error:
         raise ProblemError(
             404, f"customer {request.customer_id} is not known", kind="unknown-customer"
