@@ -15,7 +15,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -44,10 +44,11 @@ from serving.api.errors import (
     route_of,
 )
 from serving.api.routes import admin, consents, events, experiments, health, offers, pages, usage
+from serving.api.schemas import MAX_BATCH_INVOICES
 from serving.auth import ApiKeys, SessionTokens, derived_session_secret
 from serving.consents import ConsentService
 from serving.decision.arbitration import Objective
-from serving.decision.engine import Decision, decide
+from serving.decision.engine import decide
 from serving.decision.inputs import DecisionRequest
 from serving.decision_log import DecisionLog
 from serving.decision_log.repository import WARM_UP_ID
@@ -56,7 +57,7 @@ from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore, open_f
 from serving.metrics import ApiMetrics
 from serving.model_follower import ChampionFollower
 from serving.offers import OffersService
-from serving.offers_response import OffersResponse
+from serving.offers_response import offers_answer_json
 from serving.scoring_model import ModelHolder, ModelLoader
 
 logger = logging.getLogger("serving.app")
@@ -73,6 +74,7 @@ session cookie it sets opens pages only, never a JSON route.
 Every error is `application/problem+json` (RFC 9457).
 """
 FEATURE_RETRY_SECONDS = 10.0
+BATCH_PATH = "/v1/offers/batch"
 
 
 # Logging ----------------------------------------------------------------------------------------
@@ -132,15 +134,19 @@ class BodyLimitMiddleware:
     FastAPI passes an HTTPException raised while reading the body on to the problem handlers.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None
+    ) -> None:
+        """``path_limits``: paths whose bodies may be larger, with their own limit."""
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes
+        limit = self.path_limits.get(scope["path"], self.max_bytes)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > limit:
@@ -235,15 +241,6 @@ class FeatureOpener:
             return None
         finally:
             self._lock.release()
-
-
-def offers_answer_json(decision: Decision, decision_id: str, *, dry_run: bool = False) -> str:
-    """The POST /v1/offers body of a decision, as the decision log stores it; a dry run's says
-    ``"dry_run": true`` and is stored nowhere."""
-    response = OffersResponse.for_decision(decision, decision_id)
-    return (
-        response.model_copy(update={"dry_run": True}) if dry_run else response
-    ).model_dump_json()
 
 
 class _WarmUpSource:
@@ -452,7 +449,12 @@ def create_app(
     app.add_exception_handler(SQLAlchemyError, _database_unavailable)
     app.add_exception_handler(sqlite3.Error, _database_unavailable)
     app.add_exception_handler(SignInNeeded, pages.sign_in_needed)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=resolved.max_request_bytes)
+    # A batch carries up to MAX_BATCH_INVOICES bodies of POST /v1/offers, each within the limit.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=resolved.max_request_bytes,
+        path_limits={BATCH_PATH: resolved.max_request_bytes * MAX_BATCH_INVOICES},
+    )
     app.add_middleware(ServerTimingMiddleware)
     for module in (offers, usage, events, consents, experiments, pages, admin, health):
         app.include_router(module.router)

@@ -167,6 +167,47 @@ def test_a_replacement_after_another_one_answers_with_that_one(log: DecisionLog)
     assert len(_rows(log, log.tables.superseded_decisions, "INV-1")) == 1
 
 
+def test_many_decisions_are_stored_together_and_found_together(log: DecisionLog) -> None:
+    degraded = record("INV-2", offers=(), degraded="feature_store_unavailable")
+    log.record(degraded)
+    fresh = [record("INV-1"), record("INV-2"), record("INV-3", "C2", offers=())]
+    written = log.record_many(
+        [(fresh[0], None), (fresh[1], degraded.decision_id), (fresh[2], None)]
+    )
+    assert [(stored.decision_id, created) for stored, created in written] == [
+        (decision.decision_id, True) for decision in fresh
+    ]
+    found = log.find_many(["INV-3", "INV-1", "INV-9", "INV-2", "INV-1"])
+    assert {invoice: stored.decision_id for invoice, stored in found.items()} == {
+        "INV-1": fresh[0].decision_id,
+        "INV-2": fresh[1].decision_id,
+        "INV-3": fresh[2].decision_id,
+    }
+    assert found["INV-3"].customer_id == "C2" and not found["INV-2"].provisional
+    assert log.offers_of(fresh[0].decision_id) == {"PLAN_30GB", "ADDON_DATA_10GB"}
+    assert len(_rows(log, log.tables.superseded_decisions, "INV-2")) == 1
+
+
+def test_invoices_another_writer_stored_first_keep_its_decisions(log: DecisionLog) -> None:
+    """The clash rolls the whole write back; the invoices nobody else decided are written again,
+    once, and the others answer with what the other writer stored."""
+    other = record("INV-2", "C9")
+    log.record(other)
+    mine = [record("INV-1"), record("INV-2"), record("INV-3")]
+    written = log.record_many([(decision, None) for decision in mine])
+    assert [(stored.decision_id, created) for stored, created in written] == [
+        (mine[0].decision_id, True),
+        (other.decision_id, False),
+        (mine[2].decision_id, True),
+    ]
+    assert written[1][0].customer_id == "C9"
+    assert log.offers_of(mine[1].decision_id) is None
+    assert {stored.decision_id for stored in log.find_many(["INV-1", "INV-3"]).values()} == {
+        mine[0].decision_id,
+        mine[2].decision_id,
+    }
+
+
 def test_racing_replacements_of_a_provisional_decision_leave_one_decision(
     log: DecisionLog,
 ) -> None:

@@ -24,6 +24,7 @@ NEEDED: dict[tuple[str, str], str | tuple[str, ...]] = {
     ("GET", "/health/ready"): OPEN,
     ("GET", "/metrics"): OPEN,
     ("POST", "/v1/offers"): "renderer",
+    ("POST", "/v1/offers/batch"): "renderer",
     ("GET", "/v1/customers/{customer_id}/usage-summary"): "renderer",
     ("POST", "/v1/events"): "renderer",
     ("POST", "/v1/consents"): "consent",
