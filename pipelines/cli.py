@@ -409,8 +409,25 @@ def invoice_run(
     engine: Annotated[str, typer.Option(help="local or spark.")] = "local",
     locale: Annotated[str, typer.Option(help="sv or en.")] = "sv",
     max_offers: Annotated[int, typer.Option(min=0, max=10, help="Offers per invoice.")] = 3,
+    no_log: Annotated[
+        bool,
+        typer.Option(
+            "--no-log",
+            help="A what-if run: the champion decides every invoice afresh, without "
+            "experiments, and nothing is written to the decision log (needed for --engine "
+            "spark).",
+        ),
+    ] = False,
 ) -> None:
-    """Decide offers for every customer billed on a date (same decisions as the API)."""
+    """Decide offers for every customer billed on a date (same decisions as the API).
+
+    The decisions are real decisions: made by the API's own service, experiments applied,
+    written to the decision log (OFFERS_DATABASE_URL) in bulk, so POST /v1/offers replays them
+    and events for them are accepted. An invoice the log already holds is replayed, so a rerun
+    duplicates nothing.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
     from pipelines.invoice_run import run_invoice_run
 
     if engine not in {"local", "spark"}:
@@ -428,9 +445,15 @@ def invoice_run(
             engine=engine,
             locale="en" if locale == "en" else "sv",
             max_offers=max_offers,
+            log_decisions=not no_log,
         )
     except ValueError as error:
         raise _fail(str(error)) from error
+    except SQLAlchemyError as error:
+        raise _fail(
+            f"the decision log database is unavailable ({type(error).__name__}); no output was "
+            "written. Run again: the decisions already logged are replayed, not made twice"
+        ) from error
     console.print(summary)
 
 

@@ -32,7 +32,7 @@ from serving.decision.arbitration import DEFAULT_OBJECTIVE, Objective
 from serving.decision.decline_cap import DeclineCap
 from serving.decision.engine import Decision, decide
 from serving.decision.inputs import DecisionRequest, FeatureSource, Locale, UnknownCustomerError
-from serving.offers_response import OffersResponse
+from serving.offers_response import offers_answer_json
 from serving.scoring_model import LightGBMScorer
 from training.registry import LoadedModel
 
@@ -171,20 +171,27 @@ def _compact(value: Any) -> str:
 
 def decision_row(decision: Decision) -> dict[str, Any]:
     """One output row, its JSON exactly as the API's response body (without ``decision_id``)."""
-    decision_id = decision_id_for(decision.invoice_id)
-    response = OffersResponse.for_decision(decision, decision_id)
-    body = response.model_dump_json(exclude={"decision_id"})
-    public = json.loads(body)
+    return answer_row(offers_answer_json(decision, decision_id_for(decision.invoice_id)))
+
+
+def answer_row(answer_json: str) -> dict[str, Any]:
+    """One output row of a POST /v1/offers answer, as answered or replayed from the decision
+    log: ``decision`` holds its bytes without ``decision_id`` (the answer's first field)."""
+    public = json.loads(answer_json)
+    decision_id = public["decision_id"]
+    first_field = f'{{"decision_id":"{decision_id}",'
+    if not answer_json.startswith(first_field):
+        raise ValueError("an offers answer starts with its decision_id")
     summary = public["usage_summary"]
     return {
-        "invoice_id": decision.invoice_id,
-        CUSTOMER_KEY: decision.customer_id,
+        "invoice_id": public["invoice_id"],
+        CUSTOMER_KEY: public[CUSTOMER_KEY],
         "decision_id": decision_id,
-        "policy": decision.policy,
-        "model_version": decision.model_version,
+        "policy": public["policy"],
+        "model_version": public["model_version"],
         "offers": _compact(public["offers"]),
         "usage_summary": None if summary is None else _compact(summary),
-        "decision": body,
+        "decision": "{" + answer_json[len(first_field) :],
     }
 
 
