@@ -27,7 +27,7 @@ from core.contract import INVOICES
 from core.files import replacing
 from core.tables import read_table
 from pipelines.declined_offers import MOMENT, blocked_offers
-from pipelines.frame_source import DECISION_VIEWS
+from pipelines.frame_source import DECISION_VIEWS, start_of_day
 from serving.decision.arbitration import DEFAULT_OBJECTIVE, Objective
 from serving.decision.decline_cap import DeclineCap
 from serving.decision.engine import Decision, decide
@@ -73,6 +73,14 @@ class DecisionOptions:
     max_offers: int = 3
     # The API's objective (weights, floors, exploration), so both decide alike.
     objective: Objective = DEFAULT_OBJECTIVE
+    # The moment the feature tables are read as of; None: 00:00 UTC on the invoice date.
+    features_as_of: dt.datetime | None = None
+
+    @property
+    def features_moment(self) -> dt.datetime:
+        """What the run knows: the newest feature rows up to this moment, as an online store
+        materialised then holds them (usage moved back to the billing period by the engine)."""
+        return self.features_as_of or start_of_day(self.invoice_date)
 
     def __post_init__(self) -> None:
         if self.locale not in ("sv", "en"):

@@ -8,9 +8,10 @@ the API's assignment, and each part's new decisions are written in one transacti
 ids are derived from the invoice ids, and ``POST /v1/offers`` replays them; events for them are
 accepted like any other.
 
-The feature source is the run's frames as of 00:00 UTC on the invoice date, and the offers a
-customer declined lately are the decision log's (as the API reads them) together with those of
-``offer_events`` (the history the log may not hold).
+The feature source is the run's frames as of the run's moment (what an online store materialised
+then holds, as the API reads it), and the offers a customer declined lately are the decision
+log's (as the API reads them) together with those of ``offer_events`` (the history the log may
+not hold).
 """
 
 from __future__ import annotations
@@ -96,12 +97,13 @@ def decide_and_log(
 ) -> LoggedDecisions:
     """Decide (or replay) the day's invoices through the API's service, writing new decisions
     to ``log``; the output rows by customer and invoice id."""
-    as_of = start_of_day(options.invoice_date)
-    frames = read_decision_frames(paths, as_of, invoices[CUSTOMER_KEY])
+    as_of = options.features_moment
+    frames = read_decision_frames(paths, as_of, invoices[CUSTOMER_KEY], options.invoice_date)
     source = FrameFeatureSource.from_frames(frames, as_of)
     experiments = Experiments(log)
     holder = ModelHolder(champions_loader(models, settings))
-    holder.start(experiments.challenger_policies(as_of))
+    # The challengers of the experiments not ended when the billing day starts.
+    holder.start(experiments.challenger_policies(start_of_day(options.invoice_date)))
     metrics = ApiMetrics()
     service = OffersService(
         catalog=catalog,

@@ -162,6 +162,7 @@ def run_invoice_run(
     features_dir: Path | None = None,
     models: ChampionModels | None = None,
     log_decisions: bool = True,
+    features_as_of: dt.datetime | None = None,
 ) -> InvoiceRunSummary:
     """Decide the offers of every invoice dated ``invoice_date`` and write them to ``out``.
 
@@ -169,6 +170,12 @@ def run_invoice_run(
     service and written to the decision log (``OFFERS_DATABASE_URL``) in bulk, experiments
     applied; an invoice the log holds is replayed. False (``--no-log``, for what-if runs): the
     champion decides every invoice afresh and nothing is logged, locally or in Spark.
+
+    The features are the newest rows up to ``features_as_of`` (default: now), as the API's
+    online store holds them: consent the latest known, and the usage moved back to the
+    invoice's billing period by the engine's time rule, so the run and the API decide alike
+    whatever the day the run is made. Declines in ``offer_events`` count when known by 00:00 UTC
+    on the invoice date.
 
     ``models`` defaults to the registry's champions. Raises ``ContractError`` (invalid input
     tables), ``CatalogError`` or :class:`InvoiceRunError` (no feature tables, or the Spark engine
@@ -193,6 +200,7 @@ def run_invoice_run(
         locale=locale,
         max_offers=max_offers,
         objective=Objective.from_settings(resolved),
+        features_as_of=features_as_of or dt.datetime.now(dt.UTC),
     )
     as_of = start_of_day(invoice_date)
 

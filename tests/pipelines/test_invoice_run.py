@@ -198,15 +198,14 @@ def test_recently_declined_offers_are_not_shown_again(
 
 @pytest.fixture(scope="module")
 def online_source(world: Settings) -> Iterator[Any]:
-    """The API's Feast source over a SQLite online store materialised up to the run's moment."""
+    """The API's Feast source over a SQLite online store materialised up to now, what the run
+    reads too."""
     from features.store import apply_repository, materialize
     from serving.feature_reader import open_feast_source
 
     apply_repository(world)
-    # Materialisation covers [start, end); one microsecond past 00:00 includes the rows dated
-    # exactly then (the invoice's own billing facts), as the batch run's `<=` does.
-    end = start_of_day(INVOICE_DATE) + dt.timedelta(microseconds=1)
-    materialize(end, world, views=CUSTOMER_VIEWS, show_progress=False)
+    # Now, as the API's store is kept and as the run reads the feature tables.
+    materialize(dt.datetime.now(dt.UTC), world, views=CUSTOMER_VIEWS, show_progress=False)
     source = open_feast_source(world)
     yield source
     source.close()

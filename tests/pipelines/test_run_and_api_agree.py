@@ -4,10 +4,12 @@ usage summary, the same experiment variant, byte for byte.
 
 Each world is simulated, its features built, and then decided twice, each side with a decision
 log of its own (a shared one would only replay): by ``offers invoice-run`` over the feature
-tables as of the start of the billing date, and through ``POST /v1/offers/batch`` over a Feast
-online store materialised up to that moment. One experiment runs in both logs. The API's log
-holds the world's earlier offers and declines (the decisions of ``offer_events`` shown before
-the date, as the API would have logged them), which the run reads from ``offer_events`` itself.
+tables, and through ``POST /v1/offers/batch`` over a Feast online store materialised up to the
+same moment: the start of the billing date (a run made that day), or now, when the store holds
+usage months after the invoice's billing period and the time rule moves them back. One
+experiment runs in both logs. The API's log holds the world's earlier offers and declines (the
+decisions of ``offer_events`` shown before the date, as the API would have logged them), which
+the run reads from ``offer_events`` itself.
 """
 
 from __future__ import annotations
@@ -45,9 +47,15 @@ pytestmark = [pytest.mark.integration]
 
 END_MONTH = dt.date(2026, 11, 1)
 # The simulator bills on the 1st, 10th and 20th of a month.
+# Each world is decided as its billing day starts (the store and the run as of 00:00 that day) or
+# later (both with everything known now, the usage moved back to the billing period).
+ON_THE_DAY, LATER = "on the billing day", "later"
 WORLDS = [
-    pytest.param(3, 250, dt.date(2026, 11, 20), id="seed 3, 250 customers, 20 November"),
-    pytest.param(8, 400, dt.date(2026, 11, 10), id="seed 8, 400 customers, 10 November"),
+    pytest.param(3, 250, dt.date(2026, 11, 20), LATER, id="seed 3, 250 customers, 20 Nov, later"),
+    pytest.param(
+        8, 400, dt.date(2026, 11, 10), ON_THE_DAY, id="seed 8, 400 customers, 10 Nov, on the day"
+    ),
+    pytest.param(5, 300, dt.date(2026, 11, 1), LATER, id="seed 5, 300 customers, 1 Nov, later"),
 ]
 EXPERIMENT = ExperimentSpec(
     key="ranker-vs-rules",
@@ -91,15 +99,15 @@ def world(root: Path, seed: int, customers: int) -> Settings:
     return settings
 
 
-def materialised_up_to(settings: Settings, day: dt.date) -> None:
-    """The online store as a materialize at the start of ``day`` leaves it."""
+def materialised_up_to(settings: Settings, moment: dt.datetime) -> None:
+    """The online store as a materialize at ``moment`` leaves it."""
     from features.store import apply_repository, materialize
 
     apply_repository(settings)
-    # Materialisation covers [start, end); one microsecond past 00:00 includes the rows dated
-    # exactly then (the invoice's own billing facts), as the run's `<=` does.
+    # Materialisation covers [start, end); one microsecond more includes the rows dated exactly
+    # then (the invoice's own billing facts), as the run's `<=` does.
     materialize(
-        start_of_day(day) + dt.timedelta(microseconds=1),
+        moment + dt.timedelta(microseconds=1),
         settings,
         views=[*CUSTOMER_VIEWS, "offer_attributes"],
         show_progress=False,
@@ -184,10 +192,11 @@ def without_id(answer: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in answer.items() if name != "decision_id"}
 
 
-@pytest.mark.parametrize(("seed", "customers", "day"), WORLDS)
+@pytest.mark.parametrize(("seed", "customers", "day", "when"), WORLDS)
 def test_the_run_and_the_api_give_every_invoice_the_same_decision(
-    tmp_path: Path, seed: int, customers: int, day: dt.date
+    tmp_path: Path, seed: int, customers: int, day: dt.date, when: str
 ) -> None:
+    moment = start_of_day(day) if when == ON_THE_DAY else dt.datetime.now(dt.UTC)
     settings = world(tmp_path, seed, customers)
     invoices = read_table(settings.data_dir, INVOICES)
     billed = invoices[invoices["invoice_date"] == pd.Timestamp(day)]
@@ -199,13 +208,13 @@ def test_the_run_and_the_api_give_every_invoice_the_same_decision(
     finally:
         log.close()
     with_experiment(settings.database_url)
-    materialised_up_to(settings, day)
+    materialised_up_to(settings, moment)
     api = api_answers(settings, billed, day)
 
     run_settings = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'run.db'}"})
     with_experiment(run_settings.database_url)
     out = tmp_path / "decisions.parquet"
-    summary = run_invoice_run(day, out, settings=run_settings, models=MODELS)
+    summary = run_invoice_run(day, out, settings=run_settings, models=MODELS, features_as_of=moment)
     rows = pd.read_parquet(out)
 
     assert summary.decided == len(billed) == len(rows) == len(api)
