@@ -172,13 +172,13 @@ class OffersBatchRequest(BaseModel):
         },
     )
 
-    # Any JSON value per item: an item that is not a valid POST /v1/offers body is answered with
-    # its own 422 in the results, and the other items are decided all the same.
+    # The items are documented as any JSON value, which they are: one that is not a valid
+    # OffersRequest is answered, not refused.
     invoices: list[Any] = Field(
         min_length=1,
         max_length=MAX_BATCH_INVOICES,
-        description=f"1–{MAX_BATCH_INVOICES} POST /v1/offers bodies, answered in this order.",
-        json_schema_extra={"items": {"$ref": "#/components/schemas/OffersRequest"}},
+        description=f"1–{MAX_BATCH_INVOICES} POST /v1/offers bodies (OffersRequest), answered in "
+        "this order; an item that is not a valid one is answered with its own 422 problem.",
     )
 
 

@@ -26,6 +26,7 @@ EXAMPLES = 20
 # Every documented operation and the role that owns it (admin may call all of them).
 OPERATIONS: list[tuple[str, str, str]] = [
     ("POST", "/v1/offers", "renderer"),
+    ("POST", "/v1/offers/batch", "renderer"),
     ("GET", "/v1/customers/{customer_id}/usage-summary", "renderer"),
     ("POST", "/v1/events", "renderer"),
     ("POST", "/v1/consents", "consent"),
