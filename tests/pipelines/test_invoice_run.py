@@ -636,3 +636,12 @@ def test_a_running_experiment_assigns_each_customer_as_the_api_does(
         if variant.policy == "rules":
             assert decision["policy"] in {"rules", "none", "non_personalised"}
     assert seen == {"treatment", "rules", "control"}
+
+
+def test_the_spark_engine_asked_to_log_is_refused_before_anything_is_written(
+    world: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "decisions.parquet"
+    with pytest.raises(ValueError, match="pass --no-log"):
+        run_invoice_run(INVOICE_DATE, out, "spark", settings=world, models=ChampionModels())
+    assert not out.exists()
