@@ -244,3 +244,21 @@ def test_a_batch_on_a_postgresql_log_is_decided_and_replayed(
         alone = client.post("/v1/offers", json=offers_body(invoice_id="INV-3"), headers=RENDERER)
         assert alone.json() == results[3]["decision"]
         assert stored_decisions(client) == 4
+
+
+def test_a_dry_run_item_is_answered_and_stored_nowhere(client: Any) -> None:
+    results = batch(
+        client,
+        offers_body(invoice_id="INV-1", dry_run=True),
+        offers_body(invoice_id="INV-2"),
+        offers_body(invoice_id="INV-2", dry_run=True),
+    )
+    assert results[0]["decision"]["dry_run"] is True
+    assert "dry_run" not in results[1]["decision"]
+    # A dry run of an invoice decided for real in the same call is answered with that decision.
+    assert results[2]["decision"] == results[1]["decision"]
+    assert stored_decisions(client) == 1
+    real = batch(client, offers_body(invoice_id="INV-1"))
+    assert "dry_run" not in real[0]["decision"]
+    assert real[0]["decision"]["decision_id"] != results[0]["decision"]["decision_id"]
+    assert stored_decisions(client) == 2
