@@ -5,6 +5,7 @@ Training and serving both build model inputs here, so a served score sees exactl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -105,3 +106,68 @@ def ranker_matrix(frame: pd.DataFrame, dtype: type[np.floating] = np.float64) ->
 
 def churn_matrix(frame: pd.DataFrame, dtype: type[np.floating] = np.float64) -> np.ndarray:
     return model_matrix(frame, CHURN_FEATURES, dtype)
+
+
+# Input monitoring -------------------------------------------------------------------------------
+# The customer inputs both models read, as the decision log keeps a copy of them for each model
+# decision and as the input profile of a training window describes them (training.drift). Age
+# and the survey's satisfaction answer are personal data: they are kept in bands, never as
+# values, in the log as in the profile.
+AGE_BAND = "age_band"
+SATISFACTION_BAND = "satisfaction_band"
+# Lower bound of each age band (customers under 18 are never profiled, so never scored).
+AGE_BANDS: tuple[tuple[int, str], ...] = ((18, "18-29"), (30, "30-44"), (45, "45-64"), (65, "65+"))
+SATISFACTION_BANDS: dict[int, str] = {1: "low", 2: "low", 3: "neutral", 4: "high", 5: "high"}
+UNANSWERED = "unanswered"
+BANDED_INPUTS: dict[str, str] = {"age": AGE_BAND, "satisfaction": SATISFACTION_BAND}
+MONITORED_NUMERIC: list[str] = [name for name in CUSTOMER_FEATURES if name not in BANDED_INPUTS]
+MONITORED_CATEGORICAL: list[str] = list(BANDED_INPUTS.values())
+MONITORED_INPUTS: list[str] = [*MONITORED_NUMERIC, *MONITORED_CATEGORICAL]
+# Four decimals keep a value's bin (bin edges come from the same values) at a third of the size.
+_LOGGED_DECIMALS = 4
+
+
+def age_band(age: float) -> str | None:
+    """The band an age falls in; None when unknown."""
+    if math.isnan(age):
+        return None
+    band = None
+    for lower, name in AGE_BANDS:
+        if age >= lower:
+            band = name
+    return band
+
+
+def satisfaction_band(answer: float) -> str:
+    """``low`` (1–2), ``neutral`` (3), ``high`` (4–5), or ``unanswered``."""
+    if math.isnan(answer):
+        return UNANSWERED
+    return SATISFACTION_BANDS.get(round(answer), UNANSWERED)
+
+
+def monitored_inputs(customer_row: np.ndarray) -> dict[str, float | str | None]:
+    """The compact copy of one decision's customer inputs the decision log keeps.
+
+    ``customer_row`` holds ``CUSTOMER_FEATURES`` in order, as the model read them (a ranker
+    matrix row starts with them). Numbers are rounded, missing ones are None, and age and
+    satisfaction appear only as bands.
+    """
+    values = dict(zip(CUSTOMER_FEATURES, customer_row.tolist(), strict=True))
+    kept: dict[str, float | str | None] = {
+        name: None if math.isnan(values[name]) else round(values[name], _LOGGED_DECIMALS)
+        for name in MONITORED_NUMERIC
+    }
+    kept[AGE_BAND] = age_band(values["age"])
+    kept[SATISFACTION_BAND] = satisfaction_band(values["satisfaction"])
+    return kept
+
+
+def monitored_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """``MONITORED_INPUTS`` of a training frame, one row per row, banded as the log bands them."""
+    numeric = np.round(model_matrix(frame, MONITORED_NUMERIC), _LOGGED_DECIMALS)
+    result = pd.DataFrame(numeric, columns=MONITORED_NUMERIC, index=frame.index)
+    ages = pd.to_numeric(frame["age"], errors="coerce").astype(float)
+    answers = pd.to_numeric(frame["satisfaction"], errors="coerce").astype(float)
+    result[AGE_BAND] = [age_band(value) for value in ages.tolist()]
+    result[SATISFACTION_BAND] = [satisfaction_band(value) for value in answers.tolist()]
+    return result

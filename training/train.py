@@ -24,6 +24,7 @@ from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
 from core.settings import Settings, get_settings
 from training import data, tracking
 from training.candidates import CANDIDATE_SET, candidate_rows
+from training.drift import INPUT_PROFILE_METADATA, InputProfile, input_profile
 from training.evaluate import (
     MODEL,
     POPULARITY,
@@ -42,7 +43,7 @@ from training.evaluate import (
 )
 from training.labels import LABEL
 from training.model import FitSet, FittedModel, fit_churn, fit_ranker
-from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES, model_matrix
+from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES, model_matrix, monitored_frame
 from training.registry import (
     CHAMPION_METRIC_PREFIX,
     CHURN_MODEL,
@@ -327,6 +328,7 @@ def _register(
     key: SkipKey,
     settings: Settings,
     top_offers: pd.DataFrame | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> ModelResult:
     """Report, figures and registration, the same for both models."""
     training_set = periods.training_set
@@ -367,6 +369,7 @@ def _register(
         features,
         key,
         settings,
+        metadata or {},
     )
     return ModelResult(
         name=name,
@@ -481,7 +484,16 @@ def train_ranker(
         key,
         settings,
         top_offers=top_offers,
+        metadata={INPUT_PROFILE_METADATA: training_input_profile(periods).to_dict()},
     )
+
+
+def training_input_profile(periods: _Periods) -> InputProfile:
+    """The monitored inputs of the training period, one row per logged decision (a decision's
+    offers share its customer's inputs), as ``offers monitor`` compares served decisions to."""
+    decisions = periods.train.drop_duplicates("decision_id")
+    window = periods.training_set.split.window()["train_window"]
+    return input_profile(monitored_frame(decisions), window)
 
 
 def top_candidates(candidates: pd.DataFrame, scorers: dict[str, str]) -> pd.DataFrame:
@@ -594,6 +606,7 @@ def _log(
     columns: list[str],
     key: SkipKey,
     settings: Settings,
+    metadata: Mapping[str, Any],
 ) -> tracking.VersionInfo:
     example = pd.DataFrame(model_matrix(validation_rows.head(3), columns), columns=columns)
     window = training_set.split.window()
@@ -634,6 +647,7 @@ def _log(
             "served_probability": (
                 "training.calibration.calibrate(booster.predict(X, raw_score=True), calibrator)"
             ),
+            **metadata,
         },
         version_tags={**tags, **version_tags},
     )
