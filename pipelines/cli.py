@@ -384,12 +384,19 @@ def monitor(
 ) -> None:
     """Input drift, prediction drift and degraded answers of the logged decisions.
 
-    Input drift: the PSI of each model input of the recent model decisions against the champion
-    ranker's training window (ok / warn / alert at OFFERS_MONITOR_PSI_WARN, _ALERT). Prediction
-    drift: per ISO week, predicted against observed acceptance of the offers the model placed
-    first, with a 95 % interval (marked beyond OFFERS_MONITOR_CALIBRATION_GAP). Degraded
-    answers: their share (marked beyond OFFERS_MONITOR_DEGRADED_SHARE). One line of advice when a
-    threshold is crossed. Age and satisfaction are compared in bands, never as values.
+    Input drift: the PSI of each model input of the recent model decisions
+    against the champion ranker's training window; ok, warn, alert at
+    OFFERS_MONITOR_PSI_WARN (0.1) and OFFERS_MONITOR_PSI_ALERT (0.25).
+    Age and satisfaction are compared in bands, never as values.
+
+    Prediction drift: per ISO week, the predicted against the observed
+    acceptance of the offers the model placed first, with a 95 % interval;
+    marked beyond OFFERS_MONITOR_CALIBRATION_GAP (0.05).
+
+    Degraded answers: their share, marked beyond
+    OFFERS_MONITOR_DEGRADED_SHARE (0.05).
+
+    One line of advice when a threshold is crossed.
     """
     from core.settings import get_settings
     from pipelines.monitoring import MonitorUnavailable, print_report, run_monitor

@@ -118,10 +118,10 @@ def render(report: MonitoringReport) -> Group:
     )
     for column in ("week", "offers", "predicted", "observed", "95 % interval", "gap", "status"):
         weeks.add_column(column, justify="left" if column in {"week", "status"} else "right")
-    for week in report.weeks:
-        weeks.add_row(*_calibration_row(week))
+    for number, week in enumerate(report.weeks, start=1):
+        weeks.add_row(*_calibration_row(week), end_section=number == len(report.weeks))
     if report.weeks:
-        weeks.add_row(*_calibration_row(report.overall), end_section=False)
+        weeks.add_row(*_calibration_row(report.overall))
     degraded = report.degraded
     lines: list[RenderableType] = [
         escape(header),

@@ -335,7 +335,7 @@ class MonitoringReport:
         if self.overall.status == "alert" or any(w.status == "alert" for w in self.weeks):
             parts.append(
                 f"predicted acceptance is off the observed by more than "
-                f"{self.thresholds.calibration_gap:.0%} points"
+                f"{self.thresholds.calibration_gap * 100:g} points"
             )
         advice = f"Retrain: {'; '.join(parts)}. Run `offers retrain`." if parts else None
         if self.degraded.status == "alert":

@@ -123,6 +123,9 @@ BANDED_INPUTS: dict[str, str] = {"age": AGE_BAND, "satisfaction": SATISFACTION_B
 MONITORED_NUMERIC: list[str] = [name for name in CUSTOMER_FEATURES if name not in BANDED_INPUTS]
 MONITORED_CATEGORICAL: list[str] = list(BANDED_INPUTS.values())
 MONITORED_INPUTS: list[str] = [*MONITORED_NUMERIC, *MONITORED_CATEGORICAL]
+_NUMERIC_POSITIONS = [CUSTOMER_FEATURES.index(name) for name in MONITORED_NUMERIC]
+_AGE_POSITION = CUSTOMER_FEATURES.index("age")
+_SATISFACTION_POSITION = CUSTOMER_FEATURES.index("satisfaction")
 # Four decimals keep a value's bin (bin edges come from the same values) at a third of the size.
 _LOGGED_DECIMALS = 4
 
@@ -152,13 +155,15 @@ def monitored_inputs(customer_row: np.ndarray) -> dict[str, float | str | None]:
     matrix row starts with them). Numbers are rounded, missing ones are None, and age and
     satisfaction appear only as bands.
     """
-    values = dict(zip(CUSTOMER_FEATURES, customer_row.tolist(), strict=True))
+    if len(customer_row) != len(CUSTOMER_FEATURES):
+        raise ValueError(f"{len(CUSTOMER_FEATURES)} customer inputs expected, {len(customer_row)}")
+    numbers = np.round(customer_row[_NUMERIC_POSITIONS], _LOGGED_DECIMALS).tolist()
     kept: dict[str, float | str | None] = {
-        name: None if math.isnan(values[name]) else round(values[name], _LOGGED_DECIMALS)
-        for name in MONITORED_NUMERIC
+        name: None if value != value else value  # NaN is the one value unequal to itself
+        for name, value in zip(MONITORED_NUMERIC, numbers, strict=True)
     }
-    kept[AGE_BAND] = age_band(values["age"])
-    kept[SATISFACTION_BAND] = satisfaction_band(values["satisfaction"])
+    kept[AGE_BAND] = age_band(float(customer_row[_AGE_POSITION]))
+    kept[SATISFACTION_BAND] = satisfaction_band(float(customer_row[_SATISFACTION_POSITION]))
     return kept
 
 

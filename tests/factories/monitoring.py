@@ -77,6 +77,7 @@ def serve(
     *,
     data_scale: float = 1.0,
     acceptance_scale: float = 1.0,
+    first_decision: dt.datetime = FIRST_DECISION,
 ) -> Served:
     """Decide ``decisions`` invoices with the engine, log them, and report an accept for each
     first-placed offer with probability ``acceptance_scale`` × the predicted acceptance."""
@@ -84,7 +85,8 @@ def serve(
     catalog = make_catalog()
     scorer = FakeScorer(catalog, {}, default=PREDICTED_ACCEPTANCE)
     accepted = first_offers = 0
-    for number, created_at in zip(range(decisions), _moments(decisions), strict=True):
+    moments = _moments(decisions, first_decision)
+    for number, created_at in zip(range(decisions), moments, strict=True):
         consent_row, account_row, profile_row = customer(rng, data_scale)
         decision = decide(
             request(invoice_id=f"INV-{seed}-{number:05d}", customer_id=f"C{seed}-{number:05d}"),
@@ -114,10 +116,10 @@ def serve(
     return Served(first_offers, accepted)
 
 
-def _moments(decisions: int) -> Iterator[dt.datetime]:
+def _moments(decisions: int, first: dt.datetime) -> Iterator[dt.datetime]:
     step = dt.timedelta(days=DECISION_DAYS) / decisions
     for number in range(decisions):
-        yield FIRST_DECISION + number * step
+        yield first + number * step
 
 
 # A period holding every decision ``serve`` logs.

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+from typer.testing import CliRunner, Result
 
-from core.settings import Settings
+from core.settings import Settings, get_settings
 from serving.decision.engine import decide, fallback_decision
 from serving.decision_log import DecisionLog
 from serving.monitoring import monitoring_report
@@ -23,7 +27,10 @@ from tests.factories.monitoring import (
     serve,
     training_profile,
 )
-from training.drift import InputProfile, MonitoringReport
+from tests.factories.training import log_version, registry_settings
+from training import tracking
+from training.drift import INPUT_PROFILE_METADATA, InputProfile, MonitoringReport
+from training.registry import RANKER_MODEL
 
 DECISIONS = 400
 SHIFTED = ("data_gb_m1", "data_gb_avg_3m", "data_gb_max_6m")
@@ -147,3 +154,77 @@ def test_degraded_answers_are_counted_with_the_ones_a_retry_replaced(
     assert found.degraded.status == "alert"  # 6.2 % > 5 %
     assert found.advice is not None
     assert "6.2% of answers were degraded" in found.advice
+
+
+@pytest.fixture
+def monitored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """A registry whose champion ranker carries the training window's input profile, and a
+    decision log of shifted decisions; the command finds both through the environment."""
+    from pipelines import cli as cli_module
+
+    settings: Settings = registry_settings(tmp_path)
+    version = log_version(
+        settings,
+        RANKER_MODEL,
+        {"val_ndcg_at_3": 0.5},
+        metadata={INPUT_PROFILE_METADATA: training_profile(1_000, seed=1).to_dict()},
+    )
+    tracking.set_champion(RANKER_MODEL, version.version, settings)
+    database = f"sqlite:///{tmp_path / 'offers.db'}?synchronous=NORMAL"
+    log = DecisionLog(database)
+    serve(log, 150, seed=6, data_scale=2.5)
+    log.close()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    monkeypatch.setenv("OFFERS_MLFLOW_ARTIFACT_ROOT", str(settings.mlflow_artifact_root))
+    monkeypatch.setenv("OFFERS_DATABASE_URL", database)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(cli_module, "console", Console(stderr=True, width=200))
+    get_settings.cache_clear()
+    yield settings
+    get_settings.cache_clear()
+
+
+def offers(*arguments: str) -> Result:
+    from pipelines.cli import app
+
+    return CliRunner().invoke(app, list(arguments))
+
+
+@pytest.mark.integration
+def test_offers_monitor_json_reports_the_drift_against_the_champion(monitored: Settings) -> None:
+    result = offers("monitor", "--since", "2026-11-15", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["model_version"] == f"{RANKER_MODEL}/1"
+    assert report["profile_window"] == "2025-11-01..2026-08-01"
+    assert report["decisions_with_inputs"] == 150
+    by_feature = {entry["feature"]: entry for entry in report["inputs"]}
+    assert by_feature["data_gb_m1"]["status"] == "alert"
+    assert by_feature["tenure_months"]["status"] == "ok"
+    assert [week["period"] for week in report["weeks"]] == ["2026-W47", "2026-W48"]
+    assert report["degraded"] == {"answers": 150, "degraded": 0, "share": 0.0, "status": "ok"}
+    assert report["advice"].startswith("Retrain: inputs drifted (PSI ≥ 0.25: data_gb_")
+
+
+@pytest.mark.integration
+def test_offers_monitor_prints_a_table_per_feature_and_the_advice(monitored: Settings) -> None:
+    result = offers("monitor", "--since", "2026-11-15")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any(re.search(r"data_gb_m1\s+│\s+\d+\.\d{3}\s+│\s+alert", line) for line in lines)
+    assert any(re.search(r"tenure_months\s+│\s+0\.\d{3}\s+│\s+ok", line) for line in lines)
+    assert any(line.startswith("2026-W47") or "│ 2026-W47" in line for line in lines)
+    assert "Degraded answers: 0 of 150 (0.0%; ok up to 5%) ok" in result.stdout
+    assert "Retrain: inputs drifted" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("since", "message"),
+    [("last tuesday", "is not a date"), ("2999-01-01", "is after today")],
+)
+def test_offers_monitor_refuses_a_since_that_is_no_day_before_today(
+    since: str, message: str
+) -> None:
+    result = offers("monitor", "--since", since)
+    assert result.exit_code == 1
+    assert message in result.output
