@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -29,10 +28,9 @@ from training.drift import (
     DriftThresholds,
     InputProfile,
     MonitoringReport,
-    calibration,
     degraded_share,
     input_drift,
-    iso_week,
+    pooled,
     prediction_drift,
 )
 from training.model_inputs import MONITORED_INPUTS
@@ -59,10 +57,12 @@ def build_report(
         inputs = []
     else:
         inputs = input_drift(profile, recent, thresholds)
-    weeks = [iso_week(offer.decided_at.date()) for offer in period.first_offers]
-    predicted = np.array([offer.predicted for offer in period.first_offers], dtype=float)
-    accepted = np.array([offer.accepted for offer in period.first_offers], dtype=bool)
-    if period.first_offers:
+        if len(recent) < period.decisions_with_inputs:
+            notes.append(
+                f"input drift over the newest {len(recent)} of the period's "
+                f"{period.decisions_with_inputs} model decisions (OFFERS_MONITOR_MAX_DECISIONS)"
+            )
+    if period.outcomes:
         notes.append(
             "acceptance is compared on the offers the model placed first (it predicts for that "
             "place); the newest week's outcomes may still be coming in"
@@ -72,10 +72,10 @@ def build_report(
         until=period.until.isoformat(),
         model_version=model_version,
         profile_window=None if profile is None else profile.window,
-        decisions_with_inputs=len(recent),
+        decisions_with_inputs=period.decisions_with_inputs,
         inputs=inputs,
-        weeks=prediction_drift(weeks, predicted, accepted, thresholds),
-        overall=calibration("all", predicted, accepted, thresholds),
+        weeks=prediction_drift(period.outcomes, thresholds),
+        overall=pooled("all", period.outcomes, thresholds),
         degraded=degraded_share(period.answers, period.degraded, thresholds),
         thresholds=thresholds,
         notes=notes,
@@ -165,10 +165,9 @@ class DriftMonitor:
     def _run(self) -> None:
         # First computation right away, then one per interval: a fresh worker shows figures
         # without waiting a whole interval.
-        while not self._stopping.is_set():
+        self.refresh()
+        while not self._stopping.wait(self.interval_seconds):
             self.refresh()
-            if self._stopping.wait(self.interval_seconds):
-                return
 
     def collector(self) -> DriftCollector:
         return DriftCollector(lambda: self.snapshot)

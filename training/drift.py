@@ -236,18 +236,32 @@ class Calibration:
     status: Status
 
 
+@dataclass(frozen=True)
+class Outcomes:
+    """First-placed offers of one day: how many, their predicted acceptances summed, and how
+    many were accepted. The decision log sums them per day, so a period of any length is read
+    as a few rows."""
+
+    day: dt.date
+    offers: int
+    predicted_sum: float
+    accepted: int
+
+
 def calibration(
-    period: str, predicted: np.ndarray, accepted: np.ndarray, thresholds: DriftThresholds
+    period: str, offers: int, predicted_sum: float, accepted: int, thresholds: DriftThresholds
 ) -> Calibration:
     """The period's mean prediction, observed share with its Wilson interval, and the gap.
 
     ``alert`` when the gap is larger than ``thresholds.calibration_gap`` and the interval leaves
     the prediction out; ``warn`` when the gap is that large but within sampling noise.
     """
-    n, k = len(predicted), int(np.sum(accepted))
+    n, k = offers, accepted
     if n == 0:
-        return Calibration(period, 0, 0, None, None, None, None, None, "too_few")
-    mean = float(np.mean(predicted))
+        return Calibration(period, 0, 0, None, None, None, None, None, TOO_FEW)
+    if not 0 <= k <= n:
+        raise ValueError(f"{k} accepted of {n} offers")
+    mean = predicted_sum / n
     interval = binomtest(k, n).proportion_ci(confidence_level=CONFIDENCE, method="wilson")
     observed, gap = k / n, k / n - mean
     status: Status = "ok"
@@ -255,7 +269,7 @@ def calibration(
         outside = not interval.low <= mean <= interval.high
         status = "alert" if outside else "warn"
     if n < thresholds.min_offers:
-        status = "too_few"
+        status = TOO_FEW
     return Calibration(
         period,
         n,
@@ -275,18 +289,23 @@ def iso_week(moment: dt.date) -> str:
     return f"{year}-W{week:02d}"
 
 
-def prediction_drift(
-    weeks: Sequence[str],
-    predicted: np.ndarray,
-    accepted: np.ndarray,
-    thresholds: DriftThresholds,
-) -> list[Calibration]:
-    """:func:`calibration` per ISO week (``weeks[i]`` is offer i's week), oldest first."""
-    labels = np.asarray(weeks, dtype=object)
-    return [
-        calibration(week, predicted[labels == week], accepted[labels == week], thresholds)
-        for week in sorted(set(weeks))
-    ]
+def pooled(period: str, days: Sequence[Outcomes], thresholds: DriftThresholds) -> Calibration:
+    """:func:`calibration` of the offers of ``days`` taken together."""
+    return calibration(
+        period,
+        sum(day.offers for day in days),
+        sum(day.predicted_sum for day in days),
+        sum(day.accepted for day in days),
+        thresholds,
+    )
+
+
+def prediction_drift(days: Sequence[Outcomes], thresholds: DriftThresholds) -> list[Calibration]:
+    """:func:`calibration` per ISO week of the days, oldest first."""
+    weeks: dict[str, list[Outcomes]] = {}
+    for day in sorted(days, key=lambda d: d.day):
+        weeks.setdefault(iso_week(day.day), []).append(day)
+    return [pooled(week, found, thresholds) for week, found in weeks.items()]
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """What model monitoring reads from the decision log for one period: the answers and how many
 were degraded, the customer inputs of the newest model decisions, and the first-placed offers
-the model scored with whether each was accepted.
+the model scored, summed per day with how many were accepted.
 
-Every read is bounded: at most ``limit`` of the newest decisions of the period, through the
-index on ``created_at``. Nothing that names a customer or an invoice leaves this module.
+Every read is bounded: the database counts and sums (through the index on ``created_at``), and
+only the inputs of at most ``limit`` decisions, the newest, come back as rows. Nothing that names
+a customer or an invoice leaves this module.
 """
 
 from __future__ import annotations
@@ -16,37 +17,33 @@ from typing import Any
 import sqlalchemy as sa
 
 from serving.decision_log.repository import DecisionLog
+from training.drift import Outcomes
 
 ACCEPT = "accept"
 
 
 @dataclass(frozen=True)
-class FirstOffer:
-    """An offer the model placed first: when it was decided, the predicted acceptance, and
-    whether an accept event came back for it."""
-
-    decided_at: dt.datetime
-    predicted: float
-    accepted: bool
-
-
-@dataclass(frozen=True)
 class MonitoredPeriod:
-    """The decision log's figures for one period."""
+    """The decision log's figures for one period.
+
+    ``inputs`` are those of the newest ``limit`` model decisions of the period, of
+    ``decisions_with_inputs`` in all; ``outcomes`` cover every first-placed offer of the period.
+    """
 
     since: dt.datetime
     until: dt.datetime
     answers: int
     degraded: int
+    decisions_with_inputs: int
     inputs: list[Mapping[str, Any]]
-    first_offers: list[FirstOffer]
+    outcomes: list[Outcomes]
 
 
 def monitored_period(
     log: DecisionLog, since: dt.datetime, until: dt.datetime, limit: int
 ) -> MonitoredPeriod:
     """The period's answers (live and superseded decisions: each was answered), the inputs of
-    its newest ``limit`` model decisions and their first-placed offers."""
+    its newest ``limit`` model decisions, and its first-placed offers summed per day."""
     tables = log.tables
     decisions, superseded = tables.decisions, tables.superseded_decisions
     offers, events = tables.decision_offers, tables.events
@@ -56,16 +53,13 @@ def monitored_period(
             table.c.created_at >= since, table.c.created_at < until
         )
 
+    in_period = sa.and_(decisions.c.created_at >= since, decisions.c.created_at < until)
+    with_inputs = sa.and_(in_period, decisions.c.model_inputs.is_not(None))
     newest = (
-        sa.select(decisions.c.decision_id, decisions.c.created_at, decisions.c.model_inputs)
-        .where(
-            decisions.c.created_at >= since,
-            decisions.c.created_at < until,
-            decisions.c.model_inputs.is_not(None),
-        )
+        sa.select(decisions.c.model_inputs)
+        .where(with_inputs)
         .order_by(decisions.c.created_at.desc())
         .limit(limit)
-        .subquery("newest")
     )
     accepted = (
         sa.select(sa.literal(1))
@@ -76,24 +70,38 @@ def monitored_period(
         )
         .exists()
     )
-    first = (
-        sa.select(newest.c.created_at, offers.c.acceptance, accepted.label("accepted"))
-        .select_from(newest.join(offers, offers.c.decision_id == newest.c.decision_id))
-        .where(offers.c.rank == 1, offers.c.acceptance.is_not(None))
+    # date() of the naive UTC timestamp: the UTC day, in SQLite (text) and PostgreSQL (a date).
+    day = sa.func.date(decisions.c.created_at)
+    per_day = (
+        sa.select(
+            day.label("day"),
+            sa.func.count(),
+            sa.func.sum(offers.c.acceptance),
+            sa.func.sum(sa.case((accepted, 1), else_=0)),
+        )
+        .select_from(decisions.join(offers, offers.c.decision_id == decisions.c.decision_id))
+        .where(in_period, offers.c.rank == 1, offers.c.acceptance.is_not(None))
+        .group_by(day)
     )
     with log.engine.connect() as connection:
         live = connection.execute(counts(decisions)).one()
         replaced = connection.execute(counts(superseded)).one()
-        inputs = [row.model_inputs for row in connection.execute(sa.select(newest.c.model_inputs))]
-        first_offers = [
-            FirstOffer(row.created_at, float(row.acceptance), bool(row.accepted))
-            for row in connection.execute(first)
+        scored = connection.execute(sa.select(sa.func.count()).where(with_inputs)).scalar_one()
+        inputs = connection.execute(newest).scalars().all()
+        outcomes = [
+            Outcomes(_day(found), int(n), float(predicted), int(k))
+            for found, n, predicted, k in connection.execute(per_day).tuples()
         ]
     return MonitoredPeriod(
         since=since,
         until=until,
         answers=int(live[0]) + int(replaced[0]),
         degraded=int(live[1]) + int(replaced[1]),
+        decisions_with_inputs=int(scored),
         inputs=[dict(values) for values in inputs if isinstance(values, Mapping)],
-        first_offers=first_offers,
+        outcomes=outcomes,
     )
+
+
+def _day(value: Any) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])

@@ -13,7 +13,8 @@ import pytest
 from fastapi import FastAPI
 
 from serving.api.deps import Services
-from tests.factories.api import FakeRegistry, make_app, ranker, running
+from serving.decision_log import DecisionLog
+from tests.factories.api import FakeRegistry, api_settings, make_app, ranker, running
 from tests.factories.monitoring import serve, training_profile
 from training.drift import INPUT_PROFILE_METADATA
 
@@ -118,3 +119,18 @@ def test_without_an_input_profile_only_the_other_gauges_have_values(tmp_path: Pa
     assert "offers_input_drift_psi{" not in text
     assert gauge(text, "offers_degraded_share") == 0.0
     assert gauge(text, "offers_prediction_drift_gap") is not None
+
+
+def test_each_worker_computes_the_gauges_in_its_own_thread_from_the_start(tmp_path: Path) -> None:
+    settings = api_settings(tmp_path)
+    before = DecisionLog(settings.database_url)
+    serve(before, 120, seed=6, data_scale=2.5, first_decision=recent())
+    before.close()
+    app = make_app(tmp_path, registry=registry_with_profile(), monitor_refresh_seconds=3600)
+    with running(app):
+        drift = services(app).drift
+        assert drift.interval_seconds == 3600
+    # Closing the app stops the thread after its first computation, made at start.
+    assert drift.snapshot is not None
+    assert drift.snapshot.psi["data_gb_m1"] >= 0.25
+    assert drift.snapshot.degraded_share == 0.0

@@ -1,5 +1,6 @@
 """Model monitoring on small worlds: drift injected into the served inputs or the outcomes is
-found, and a world served like its training window raises nothing."""
+found, and a world served like its training window raises nothing. The decision log is the
+shared ``log`` fixture: SQLite, and PostgreSQL where it runs."""
 
 from __future__ import annotations
 
@@ -40,14 +41,6 @@ UNSHIFTED = ("tenure_months", "voice_minutes_avg_3m", "invoice_amount_last_sek",
 @pytest.fixture(scope="module")
 def profile() -> InputProfile:
     return training_profile(2_000, seed=1)
-
-
-@pytest.fixture
-def log(tmp_path: Path) -> Iterator[DecisionLog]:
-    # NORMAL: no fsync per decision; durability is not what these tests are about.
-    opened = DecisionLog(f"sqlite:///{tmp_path / 'offers.db'}?synchronous=NORMAL")
-    yield opened
-    opened.close()
 
 
 def report(log: DecisionLog, profile: InputProfile) -> MonitoringReport:

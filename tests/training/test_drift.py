@@ -13,11 +13,13 @@ import pytest
 from training.drift import (
     DriftThresholds,
     MonitoringReport,
+    Outcomes,
     calibration,
     degraded_share,
     input_drift,
     input_profile,
     iso_week,
+    pooled,
     population_stability_index,
     prediction_drift,
     profile_of,
@@ -108,8 +110,8 @@ def test_too_few_decisions_give_no_status() -> None:
 
 def test_calibration_gives_the_wilson_interval_and_marks_a_gap_beyond_noise() -> None:
     # 20 of 100 accepted: Wilson 95 % interval 13.3 %–28.9 % (Wilson 1927).
-    ok = calibration("2026-W48", np.full(100, 0.22), np.arange(100) < 20, THRESHOLDS)
-    assert (ok.offers, ok.accepted, ok.observed) == (100, 20, 0.2)
+    ok = calibration("2026-W48", 100, 22.0, 20, THRESHOLDS)
+    assert (ok.offers, ok.accepted, ok.predicted, ok.observed) == (100, 20, 0.22, 0.2)
     assert (ok.observed_low, ok.observed_high) == (
         pytest.approx(0.1334, abs=1e-4),
         pytest.approx(0.2888, abs=1e-4),
@@ -117,25 +119,29 @@ def test_calibration_gives_the_wilson_interval_and_marks_a_gap_beyond_noise() ->
     assert ok.gap == pytest.approx(-0.02)
     assert ok.status == "ok"
     # A 7-point gap inside the interval is a warning, outside it an alert.
-    noisy = calibration("w", np.full(100, 0.27), np.arange(100) < 20, THRESHOLDS)
-    assert noisy.status == "warn"
-    clear = calibration("w", np.full(1_000, 0.27), np.arange(1_000) < 200, THRESHOLDS)
-    assert clear.status == "alert"
-    few = calibration("w", np.full(10, 0.9), np.zeros(10, dtype=bool), THRESHOLDS)
-    assert few.status == "too_few"
-    none = calibration("w", np.array([]), np.array([], dtype=bool), THRESHOLDS)
+    assert calibration("w", 100, 27.0, 20, THRESHOLDS).status == "warn"
+    assert calibration("w", 1_000, 270.0, 200, THRESHOLDS).status == "alert"
+    assert calibration("w", 10, 9.0, 0, THRESHOLDS).status == "too_few"
+    none = calibration("w", 0, 0.0, 0, THRESHOLDS)
     assert (none.offers, none.predicted, none.status) == (0, None, "too_few")
+    with pytest.raises(ValueError, match="11 accepted of 10"):
+        calibration("w", 10, 1.0, 11, THRESHOLDS)
 
 
-def test_prediction_drift_is_one_calibration_per_iso_week_oldest_first() -> None:
-    weeks = ["2026-W48"] * 60 + ["2026-W47"] * 60
-    predicted = np.full(120, 0.3)
-    accepted = np.array([i % 10 < 3 for i in range(60)] + [i % 10 < 1 for i in range(60)])
-    found = prediction_drift(weeks, predicted, accepted, THRESHOLDS)
-    assert [(w.period, w.observed, w.status) for w in found] == [
-        ("2026-W47", 0.1, "alert"),
-        ("2026-W48", 0.3, "ok"),
+def test_prediction_drift_pools_the_days_of_each_iso_week_oldest_first() -> None:
+    days = [
+        Outcomes(dt.date(2026, 11, 23), 30, 9.0, 9),  # Monday of 2026-W48
+        Outcomes(dt.date(2026, 11, 29), 30, 9.0, 9),  # its Sunday
+        Outcomes(dt.date(2026, 11, 16), 40, 12.0, 4),  # 2026-W47
+        Outcomes(dt.date(2026, 11, 22), 20, 6.0, 2),
     ]
+    found = prediction_drift(days, THRESHOLDS)
+    assert [(w.period, w.offers, w.predicted, w.observed, w.status) for w in found] == [
+        ("2026-W47", 60, 0.3, 0.1, "alert"),
+        ("2026-W48", 60, 0.3, 0.3, "ok"),
+    ]
+    overall = pooled("all", days, THRESHOLDS)
+    assert (overall.offers, overall.accepted, overall.observed) == (120, 24, 0.2)
 
 
 def test_iso_weeks_cross_the_year_as_iso_8601_says() -> None:
@@ -184,7 +190,7 @@ def test_the_logged_inputs_keep_age_and_satisfaction_as_bands_only() -> None:
 def test_the_report_serialises_to_json_with_its_advice() -> None:
     profile = input_profile(frame(np.random.default_rng(0), 1_000), "w")
     drift = input_drift(profile, frame(np.random.default_rng(1), 300, 30.0), THRESHOLDS)
-    overall = calibration("all", np.full(100, 0.22), np.arange(100) < 20, THRESHOLDS)
+    overall = calibration("all", 100, 22.0, 20, THRESHOLDS)
     report = MonitoringReport(
         since="2026-11-01T00:00:00+00:00",
         until="2026-11-29T00:00:00+00:00",
