@@ -167,6 +167,24 @@ def monitored_inputs(customer_row: np.ndarray) -> dict[str, float | str | None]:
     return kept
 
 
+def model_may_score(frame: pd.DataFrame) -> pd.Series:
+    """Rows of customers the consent gate lets the model score (docs/architecture.md, step 1):
+    marketing and profiling granted, no objection, an adult. Only their decisions log inputs,
+    so only they belong in the training profile the logged inputs are compared with; a frame
+    without the consent columns keeps every row."""
+    allowed = pd.Series(True, index=frame.index)
+    for flag, wanted in (
+        ("consent_marketing", 1),
+        ("consent_profiling", 1),
+        ("objected_marketing", 0),
+    ):
+        if flag in frame:
+            allowed &= pd.to_numeric(frame[flag], errors="coerce").fillna(0) == wanted
+    if "age" in frame:
+        allowed &= pd.to_numeric(frame["age"], errors="coerce") >= AGE_BANDS[0][0]
+    return allowed
+
+
 def monitored_frame(frame: pd.DataFrame) -> pd.DataFrame:
     """``MONITORED_INPUTS`` of a training frame, one row per row, banded as the log bands them."""
     numeric = np.round(model_matrix(frame, MONITORED_NUMERIC), _LOGGED_DECIMALS)

@@ -43,7 +43,13 @@ from training.evaluate import (
 )
 from training.labels import LABEL
 from training.model import FitSet, FittedModel, fit_churn, fit_ranker
-from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES, model_matrix, monitored_frame
+from training.model_inputs import (
+    CHURN_FEATURES,
+    RANKER_FEATURES,
+    model_matrix,
+    model_may_score,
+    monitored_frame,
+)
 from training.registry import (
     CHAMPION_METRIC_PREFIX,
     CHURN_MODEL,
@@ -489,11 +495,13 @@ def train_ranker(
 
 
 def training_input_profile(periods: _Periods) -> InputProfile:
-    """The monitored inputs of the training period, one row per logged decision (a decision's
-    offers share its customer's inputs), as ``offers monitor`` compares served decisions to."""
+    """The monitored inputs of the training period, as ``offers monitor`` compares served model
+    decisions to: one row per logged decision (a decision's offers share its customer's inputs)
+    of the customers the model may score."""
     decisions = periods.train.drop_duplicates("decision_id")
+    scorable = decisions[model_may_score(decisions)]
     window = periods.training_set.split.window()["train_window"]
-    return input_profile(monitored_frame(decisions), window)
+    return input_profile(monitored_frame(scorable if len(scorable) else decisions), window)
 
 
 def top_candidates(candidates: pd.DataFrame, scorers: dict[str, str]) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from training.model_inputs import (
     CUSTOMER_FEATURES,
     MONITORED_INPUTS,
     age_band,
+    model_may_score,
     monitored_inputs,
     satisfaction_band,
 )
@@ -209,3 +210,17 @@ def test_the_report_serialises_to_json_with_its_advice() -> None:
     )
     assert as_json["thresholds"]["psi_alert"] == 0.25
     assert as_json["overall"]["observed"] == 0.2
+
+
+def test_the_training_profile_keeps_the_customers_the_model_may_score() -> None:
+    frame = pd.DataFrame(
+        {
+            "consent_marketing": [1, 1, 1, 0, 1, 1],
+            "consent_profiling": [1, 0, 1, 1, 1, None],
+            "objected_marketing": [0, 0, 1, 0, 0, 0],
+            "age": [40, 40, 40, 40, 17, 40],
+        }
+    )
+    assert model_may_score(frame).tolist() == [True, False, False, False, False, False]
+    # A frame without the consent columns (hand-made training rows) keeps them all.
+    assert model_may_score(pd.DataFrame({"age": [30, 50]})).tolist() == [True, True]
