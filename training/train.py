@@ -334,9 +334,10 @@ def _register(
     key: SkipKey,
     settings: Settings,
     top_offers: pd.DataFrame | None = None,
-    metadata: Mapping[str, Any] | None = None,
+    model_metadata: Mapping[str, Any] | None = None,
 ) -> ModelResult:
-    """Report, figures and registration, the same for both models."""
+    """Report, figures and registration, the same for both models; ``model_metadata`` is kept
+    with the registered model beside its calibrator."""
     training_set = periods.training_set
     evaluation.extra.update(
         model_size_tradeoff=fitted.tradeoff(),
@@ -375,7 +376,7 @@ def _register(
         features,
         key,
         settings,
-        metadata or {},
+        model_metadata or {},
     )
     return ModelResult(
         name=name,
@@ -490,7 +491,7 @@ def train_ranker(
         key,
         settings,
         top_offers=top_offers,
-        metadata={INPUT_PROFILE_METADATA: training_input_profile(periods).to_dict()},
+        model_metadata={INPUT_PROFILE_METADATA: training_input_profile(periods).to_dict()},
     )
 
 
@@ -614,7 +615,7 @@ def _log(
     columns: list[str],
     key: SkipKey,
     settings: Settings,
-    metadata: Mapping[str, Any],
+    extra_metadata: Mapping[str, Any],
 ) -> tracking.VersionInfo:
     example = pd.DataFrame(model_matrix(validation_rows.head(3), columns), columns=columns)
     window = training_set.split.window()
@@ -655,7 +656,7 @@ def _log(
             "served_probability": (
                 "training.calibration.calibrate(booster.predict(X, raw_score=True), calibrator)"
             ),
-            **metadata,
+            **extra_metadata,
         },
         version_tags={**tags, **version_tags},
     )
