@@ -39,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 NO_PROFILE_NOTE = (
     "the champion ranker carries no input profile (trained before input monitoring): input "
-    "drift needs a model trained by this release (`offers train`)"
+    "drift needs a model trained by this release (`offers train --force` trains one on the "
+    "same data)"
 )
 
 
@@ -64,8 +65,8 @@ def build_report(
             )
     if period.outcomes:
         notes.append(
-            "acceptance is compared on the offers the model placed first (it predicts for that "
-            "place); the newest week's outcomes may still be coming in"
+            f"acceptance is compared on the offers {model_version or 'the model'} placed first "
+            "(it predicts for that place); the newest week's outcomes may still be coming in"
         )
     return MonitoringReport(
         since=period.since.isoformat(),
@@ -91,7 +92,7 @@ def monitoring_report(
     until: dt.datetime,
 ) -> MonitoringReport:
     """The report of the decisions logged from ``since`` until ``until``."""
-    period = monitored_period(log, since, until, settings.monitor_max_decisions)
+    period = monitored_period(log, since, until, settings.monitor_max_decisions, model_version)
     return build_report(period, profile, model_version, DriftThresholds.from_settings(settings))
 
 

@@ -27,7 +27,8 @@ class MonitoredPeriod:
     """The decision log's figures for one period.
 
     ``inputs`` are those of the newest ``limit`` model decisions of the period, of
-    ``decisions_with_inputs`` in all; ``outcomes`` cover every first-placed offer of the period.
+    ``decisions_with_inputs`` in all; ``outcomes`` cover every offer of the period that the
+    monitored model placed first.
     """
 
     since: dt.datetime
@@ -40,10 +41,20 @@ class MonitoredPeriod:
 
 
 def monitored_period(
-    log: DecisionLog, since: dt.datetime, until: dt.datetime, limit: int
+    log: DecisionLog,
+    since: dt.datetime,
+    until: dt.datetime,
+    limit: int,
+    model_version: str | None = None,
 ) -> MonitoredPeriod:
     """The period's answers (live and superseded decisions: each was answered), the inputs of
-    its newest ``limit`` model decisions, and its first-placed offers summed per day."""
+    its newest ``limit`` model decisions, and its first-placed offers summed per day.
+
+    ``model_version`` (``offer-ranker/3``): only the offers that version placed first count, so
+    that a challenger's predictions or an earlier champion's do not blur the champion's
+    calibration; None counts every model's. The inputs are the customers', whichever model
+    read them.
+    """
     tables = log.tables
     decisions, superseded = tables.decisions, tables.superseded_decisions
     offers, events = tables.decision_offers, tables.events
@@ -83,6 +94,8 @@ def monitored_period(
         .where(in_period, offers.c.rank == 1, offers.c.acceptance.is_not(None))
         .group_by(day)
     )
+    if model_version is not None:
+        per_day = per_day.where(decisions.c.model_version == model_version)
     with log.engine.connect() as connection:
         live = connection.execute(counts(decisions)).one()
         replaced = connection.execute(counts(superseded)).one()

@@ -18,6 +18,9 @@ from tests.factories.api import FakeRegistry, api_settings, make_app, ranker, ru
 from tests.factories.monitoring import serve, training_profile
 from training.drift import INPUT_PROFILE_METADATA
 
+# The version of the fake registry's champion ranker.
+SERVING = "offer-ranker/1"
+
 
 def registry_with_profile() -> FakeRegistry:
     registry = FakeRegistry()
@@ -63,6 +66,7 @@ def test_the_gauges_show_the_drift_of_the_logged_decisions_once_computed(
             data_scale=2.5,
             acceptance_scale=0.3,
             first_decision=recent(),
+            model_version=SERVING,
         )
         after_logging = client.get("/metrics").text
         assert services(app).drift.refresh()
@@ -89,7 +93,14 @@ def test_a_failed_computation_keeps_the_last_values_and_logs_no_personal_data(
 ) -> None:
     app = app_with_profile(tmp_path)
     with running(app) as client:
-        serve(services(app).log, 150, seed=4, data_scale=2.5, first_decision=recent())
+        serve(
+            services(app).log,
+            150,
+            seed=4,
+            data_scale=2.5,
+            first_decision=recent(),
+            model_version=SERVING,
+        )
         assert services(app).drift.refresh()
         first = client.get("/metrics").text
         with services(app).log.engine.begin() as connection:
@@ -113,7 +124,7 @@ def test_a_failed_computation_keeps_the_last_values_and_logs_no_personal_data(
 def test_without_an_input_profile_only_the_other_gauges_have_values(tmp_path: Path) -> None:
     app = app_with_profile(tmp_path, registry=FakeRegistry())  # a ranker trained before profiles
     with running(app) as client:
-        serve(services(app).log, 120, seed=5, first_decision=recent())
+        serve(services(app).log, 120, seed=5, first_decision=recent(), model_version=SERVING)
         assert services(app).drift.refresh()
         text = client.get("/metrics").text
     assert "offers_input_drift_psi{" not in text
@@ -124,7 +135,7 @@ def test_without_an_input_profile_only_the_other_gauges_have_values(tmp_path: Pa
 def test_each_worker_computes_the_gauges_in_its_own_thread_from_the_start(tmp_path: Path) -> None:
     settings = api_settings(tmp_path)
     before = DecisionLog(settings.database_url)
-    serve(before, 120, seed=6, data_scale=2.5, first_decision=recent())
+    serve(before, 120, seed=6, data_scale=2.5, first_decision=recent(), model_version=SERVING)
     before.close()
     app = make_app(tmp_path, registry=registry_with_profile(), monitor_refresh_seconds=3600)
     with running(app):

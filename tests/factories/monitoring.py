@@ -29,6 +29,7 @@ from training.model_inputs import monitored_frame
 
 # What the fake ranker predicts for every offer.
 PREDICTED_ACCEPTANCE = 0.3
+MODEL_VERSION = "offer-ranker/7"
 # The decisions are spread over these two ISO weeks (2026-W47 and 2026-W48).
 FIRST_DECISION = dt.datetime(2026, 11, 16, tzinfo=dt.UTC)  # a Monday
 DECISION_DAYS = 14
@@ -78,12 +79,13 @@ def serve(
     data_scale: float = 1.0,
     acceptance_scale: float = 1.0,
     first_decision: dt.datetime = FIRST_DECISION,
+    model_version: str = MODEL_VERSION,
 ) -> Served:
     """Decide ``decisions`` invoices with the engine, log them, and report an accept for each
     first-placed offer with probability ``acceptance_scale`` × the predicted acceptance."""
     rng = np.random.default_rng(seed)
     catalog = make_catalog()
-    scorer = FakeScorer(catalog, {}, default=PREDICTED_ACCEPTANCE)
+    scorer = FakeScorer(catalog, {}, default=PREDICTED_ACCEPTANCE, model_version=model_version)
     accepted = first_offers = 0
     moments = _moments(decisions, first_decision)
     for number, created_at in zip(range(decisions), moments, strict=True):

@@ -23,6 +23,7 @@ from serving.offers import decision_record
 from tests.factories.decision import FakeFeatureSource, make_catalog, request
 from tests.factories.monitoring import (
     FIRST_DECISION,
+    MODEL_VERSION,
     PERIOD,
     PREDICTED_ACCEPTANCE,
     serve,
@@ -45,7 +46,7 @@ def profile() -> InputProfile:
 
 def report(log: DecisionLog, profile: InputProfile) -> MonitoringReport:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    return monitoring_report(log, profile, "offer-ranker/7", settings, *PERIOD)
+    return monitoring_report(log, profile, MODEL_VERSION, settings, *PERIOD)
 
 
 def psi(found: MonitoringReport) -> dict[str, tuple[float | None, str]]:
@@ -113,6 +114,25 @@ def test_outcomes_that_no_longer_follow_the_predictions_are_prediction_drift(
     assert "inputs drifted" not in found.advice
 
 
+def test_only_the_monitored_models_first_offers_count_in_its_calibration(
+    log: DecisionLog, profile: InputProfile
+) -> None:
+    champion = serve(log, 200, seed=7)
+    # A challenger in an experiment, whose offers are accepted far less than it predicts.
+    challenger = serve(log, 200, seed=8, acceptance_scale=0.3, model_version="offer-ranker/8")
+    found = report(log, profile)
+    assert (found.overall.offers, found.overall.accepted) == (
+        champion.first_offers,
+        champion.accepted,
+    )
+    assert found.overall.status == "ok"
+    # Every model decision's inputs count: they are the customers', whichever model read them.
+    assert found.decisions_with_inputs == 400
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    both = monitoring_report(log, profile, None, settings, *PERIOD)
+    assert both.overall.offers == champion.first_offers + challenger.first_offers
+
+
 def test_degraded_answers_are_counted_with_the_ones_a_retry_replaced(
     log: DecisionLog, profile: InputProfile
 ) -> None:
@@ -165,7 +185,7 @@ def monitored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setti
     tracking.set_champion(RANKER_MODEL, version.version, settings)
     database = f"sqlite:///{tmp_path / 'offers.db'}?synchronous=NORMAL"
     log = DecisionLog(database)
-    serve(log, 150, seed=6, data_scale=2.5)
+    serve(log, 150, seed=6, data_scale=2.5, model_version=version.label)
     log.close()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
     monkeypatch.setenv("OFFERS_MLFLOW_ARTIFACT_ROOT", str(settings.mlflow_artifact_root))
