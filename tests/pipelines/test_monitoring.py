@@ -241,3 +241,47 @@ def test_offers_monitor_refuses_a_since_that_is_no_day_before_today(
     result = offers("monitor", "--since", since)
     assert result.exit_code == 1
     assert message in result.output
+
+
+@pytest.mark.integration
+def test_offers_monitor_without_a_champion_shows_the_other_figures_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings: Settings = registry_settings(tmp_path)
+    database = f"sqlite:///{tmp_path / 'offers.db'}?synchronous=NORMAL"
+    log = DecisionLog(database)
+    served = serve(log, 120, seed=9)
+    log.close()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    monkeypatch.setenv("OFFERS_MLFLOW_ARTIFACT_ROOT", str(settings.mlflow_artifact_root))
+    monkeypatch.setenv("OFFERS_DATABASE_URL", database)
+    get_settings.cache_clear()
+    try:
+        result = offers("monitor", "--since", "2026-11-15", "--json")
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["model_version"], report["profile_window"], report["inputs"]) == (None, None, [])
+    assert report["decisions_with_inputs"] == 120
+    assert report["overall"]["offers"] == served.first_offers
+    assert any("carries no input profile" in note for note in report["notes"])
+
+
+@pytest.mark.integration
+def test_offers_monitor_says_which_store_did_not_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings: Settings = registry_settings(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    monkeypatch.setenv("OFFERS_MLFLOW_ARTIFACT_ROOT", str(settings.mlflow_artifact_root))
+    # Nothing listens on port 9: the connection is refused at once.
+    monkeypatch.setenv("OFFERS_DATABASE_URL", "postgresql://monitor@127.0.0.1:9/offers")
+    get_settings.cache_clear()
+    try:
+        result = offers("monitor")
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert "the decision log database did not answer (OperationalError)" in result.output
+    assert "127.0.0.1" not in result.output
