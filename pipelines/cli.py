@@ -371,6 +371,57 @@ def _rollback_text(record: dict[str, object] | None) -> str:
 
 
 @app.command()
+def monitor(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="First day (YYYY-MM-DD, UTC) of the decisions to look at; default "
+            "OFFERS_MONITOR_WINDOW_DAYS (28) days back.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Input drift, prediction drift and degraded answers of the logged decisions.
+
+    Input drift: the PSI of each model input of the recent model decisions
+    against the champion ranker's training window; ok, warn, alert at
+    OFFERS_MONITOR_PSI_WARN (0.1) and OFFERS_MONITOR_PSI_ALERT (0.25).
+    Age and satisfaction are compared in bands, never as values.
+
+    Prediction drift: per ISO week, the predicted against the observed
+    acceptance of the offers the model placed first, with a 95 % interval;
+    marked beyond OFFERS_MONITOR_CALIBRATION_GAP (0.05).
+
+    Degraded answers: their share, marked beyond
+    OFFERS_MONITOR_DEGRADED_SHARE (0.05).
+
+    One line of advice when a threshold is crossed.
+    """
+    from core.settings import get_settings
+    from pipelines.monitoring import MonitorUnavailable, print_report, run_monitor
+
+    first_day = None
+    if since is not None:
+        try:
+            first_day = dt.date.fromisoformat(since)
+        except ValueError as error:
+            raise _fail(f"--since {since!r} is not a date (YYYY-MM-DD)") from error
+    now = dt.datetime.now(dt.UTC)
+    if first_day is not None and first_day > now.date():
+        raise _fail(f"--since {since} is after today ({now.date().isoformat()})")
+    try:
+        report = run_monitor(get_settings(), first_day, now)
+    except MonitorUnavailable as error:
+        raise _fail(str(error)) from error
+    # The report is the command's result: stdout (scripts read the JSON there).
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return
+    print_report(report, Console())
+
+
+@app.command()
 def retrain(data: DataOption = None) -> None:
     """Validate → build features → materialize → train → evaluate → promote."""
     from pipelines.retrain import PipelineStepError, run_retrain

@@ -56,9 +56,11 @@ from serving.experiments import Experiments
 from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore, open_feast_source
 from serving.metrics import ApiMetrics
 from serving.model_follower import ChampionFollower
+from serving.monitoring import DriftMonitor, monitoring_report
 from serving.offers import OffersService
 from serving.offers_response import offers_answer_json
 from serving.scoring_model import ModelHolder, ModelLoader
+from training.drift import MonitoringReport, profile_of
 
 logger = logging.getLogger("serving.app")
 
@@ -299,6 +301,22 @@ def warm_up(services: Services) -> None:
         logger.warning("warm-up decision failed", extra={"error": type(error).__name__})
 
 
+def _drift_report(log: DecisionLog, models: ModelHolder, settings: Settings) -> MonitoringReport:
+    """The monitoring report of the last ``OFFERS_MONITOR_WINDOW_DAYS``, against the serving
+    ranker's input profile."""
+    current = models.current  # read once: the pair of one moment
+    scorer = current.scorer
+    until = dt.datetime.now(dt.UTC)
+    return monitoring_report(
+        log,
+        None if scorer is None else profile_of(scorer.ranker_metadata),
+        current.model_version,
+        settings,
+        until - dt.timedelta(days=settings.monitor_window_days),
+        until,
+    )
+
+
 def open_services(settings: Settings, connectors: Connectors) -> Services:
     """Open everything the routes use; a store or model that is down leaves the app degraded."""
     keys = ApiKeys(settings.api_key_roles())
@@ -318,6 +336,11 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
     feature_store = OpenFeatureStore(reopen(), reopen)
     metrics = ApiMetrics()
     metrics.report_models(lambda: models.current)
+    drift = DriftMonitor(
+        lambda: _drift_report(log, models, settings),
+        interval_seconds=settings.monitor_refresh_seconds,
+    )
+    metrics.registry.register(drift.collector())
     follower = ChampionFollower(
         models,
         metrics=metrics,
@@ -351,6 +374,7 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
         ),
         consents=ConsentService(log=log, feature_store=feature_store, metrics=metrics),
         follower=follower,
+        drift=drift,
     )
     warm_up(services)
     return services
@@ -415,6 +439,7 @@ def create_app(
             },
         )
         services.follower.start()
+        services.drift.start()
         try:
             yield
         finally:

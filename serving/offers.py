@@ -514,12 +514,14 @@ def decision_record(
         consent=decision.consent_used(),
         response_json=response_json,
         log={**decision.log_details(), "churn_model_version": churn_model_version},
+        model_inputs=decision.model_inputs,
         offers=tuple(
             LoggedOffer(
                 offer_id=offer.offer_id,
                 rank=offer.rank,
                 propensity=offer.propensity,
                 score=offer.expected_value_sek,
+                acceptance=offer.acceptance_probability,
             )
             for offer in decision.offers
         ),

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -71,6 +72,11 @@ class LightGBMScorer:
         self.churn_model_version = churn.version
         self._ranker = ranker
         self.churn = churn
+
+    @property
+    def ranker_metadata(self) -> dict[str, Any]:
+        """The ranker's model metadata (its calibrator, its training window's input profile)."""
+        return self._ranker.metadata
 
     def acceptance(self, rows: np.ndarray) -> np.ndarray:
         return self._ranker.predict_proba(np.asarray(rows, dtype=np.float64))

@@ -25,6 +25,7 @@ from serving.experiments import Experiments
 from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore
 from serving.metrics import ApiMetrics
 from serving.model_follower import ChampionFollower
+from serving.monitoring import DriftMonitor
 from serving.offers import OffersService
 from serving.scoring_model import ModelHolder
 
@@ -45,6 +46,7 @@ class Services:
     offers: OffersService
     consents: ConsentService
     follower: ChampionFollower
+    drift: DriftMonitor
 
     @property
     def features(self) -> OnlineFeatureSource | None:
@@ -61,6 +63,7 @@ class Services:
     def close(self) -> None:
         # First, so that no model load is started against stores being closed.
         self.follower.stop()
+        self.drift.stop()
         self.feature_store.close()
         self.log.close()
 

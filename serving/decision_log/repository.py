@@ -22,7 +22,7 @@ from core.settings import Settings
 from serving.decision.decline_cap import Decline, DeclineCap
 from serving.decision_log.database import create_log_engine
 from serving.decision_log.records import DecisionRecord, EventRecord, StoredDecision
-from serving.decision_log.schema import build_tables
+from serving.decision_log.schema import ADDED_COLUMNS, build_tables
 from serving.decision_log.sqlite import (
     SqliteStatement,
     WalCheckpointer,
@@ -60,11 +60,40 @@ class DecisionLog:
         for attempt in range(attempts):
             try:
                 self.tables.metadata.create_all(self.engine)
+                self._add_missing_columns()
                 return
             except sa.exc.DBAPIError:
                 if attempt == attempts - 1:
                     raise
                 time.sleep(0.1 * (attempt + 1))
+
+    def _add_missing_columns(self) -> None:
+        """Bring a log created by an earlier release up to this schema, keeping every row.
+
+        The columns added since (``schema.ADDED_COLUMNS``) are nullable, so an ``ALTER TABLE …
+        ADD COLUMN`` leaves the old rows as they were, with the new column empty; the indexes of
+        tables that already existed are created when missing.
+        """
+        inspector = sa.inspect(self.engine)
+        preparer = self.engine.dialect.identifier_preparer
+        by_name = {table.name: table for table in self.tables.metadata.tables.values()}
+        for table_name, column_name in ADDED_COLUMNS:
+            table = by_name[table_name]
+            present = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
+            if column_name in present:
+                continue
+            column = table.c[column_name]
+            kind = column.type.compile(dialect=self.engine.dialect)
+            with self.engine.begin() as connection:
+                connection.execute(
+                    sa.text(
+                        f"ALTER TABLE {preparer.format_table(table)} "
+                        f"ADD COLUMN {preparer.quote(column_name)} {kind}"
+                    )
+                )
+        for table in by_name.values():
+            for index in table.indexes:
+                index.create(self.engine, checkfirst=True)
 
     @property
     def is_local(self) -> bool:
@@ -422,6 +451,7 @@ def _decision_rows(record: DecisionRecord) -> tuple[dict[str, Any], list[dict[st
         "consent": dict(record.consent),
         "response": record.response_json,
         "log": dict(record.log),
+        "model_inputs": None if record.model_inputs is None else dict(record.model_inputs),
     }
     offers = [
         {
@@ -430,6 +460,7 @@ def _decision_rows(record: DecisionRecord) -> tuple[dict[str, Any], list[dict[st
             "rank": offer.rank,
             "propensity": offer.propensity,
             "score": offer.score,
+            "acceptance": offer.acceptance,
         }
         for offer in record.offers
     ]

@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -564,3 +565,56 @@ def test_postgresql_sessions_get_a_statement_timeout_and_keep_the_url_options(
             assert connection.exec_driver_sql("SHOW search_path").scalar_one() == pg_schema
     finally:
         engine.dispose()
+
+
+def test_a_log_from_before_input_monitoring_gains_its_columns_and_keeps_its_rows(
+    log: DecisionLog,
+) -> None:
+    old = record("INV-OLD")
+    log.record(old)
+    # Make the log as an earlier release left it: without the columns and index added since.
+    schema = log.tables.metadata.schema
+    prefix = f'"{schema}".' if schema else ""
+    with log.engine.begin() as connection:
+        connection.exec_driver_sql(f"DROP INDEX {prefix}ix_decisions_created_at")
+        for table, column in (
+            ("decisions", "model_inputs"),
+            ("superseded_decisions", "model_inputs"),
+            ("decision_offers", "acceptance"),
+        ):
+            connection.exec_driver_sql(f"ALTER TABLE {prefix}{table} DROP COLUMN {column}")
+    log.close()
+
+    reopened = DecisionLog(log.url, schema=schema)
+    try:
+        inspector = sa.inspect(reopened.engine)
+        assert "model_inputs" in {c["name"] for c in inspector.get_columns("decisions", schema)}
+        assert "acceptance" in {c["name"] for c in inspector.get_columns("decision_offers", schema)}
+        assert "ix_decisions_created_at" in {
+            index["name"] for index in inspector.get_indexes("decisions", schema)
+        }
+        kept = reopened.find("INV-OLD")
+        assert kept is not None and kept.decision_id == old.decision_id
+        new = replace(
+            record("INV-NEW"),
+            model_inputs={"data_gb_m1": 9.0, "age_band": "45-64"},
+            offers=(LoggedOffer("PLAN_30GB", 1, 1.0, 12.5, acceptance=0.31),),
+        )
+        reopened.record(new)
+        decisions, offers = reopened.tables.decisions, reopened.tables.decision_offers
+        with reopened.engine.connect() as connection:
+            inputs = dict(
+                connection.execute(sa.select(decisions.c.invoice_id, decisions.c.model_inputs))
+                .tuples()
+                .all()
+            )
+            acceptance = dict(
+                connection.execute(sa.select(offers.c.decision_id, offers.c.acceptance))
+                .tuples()
+                .all()
+            )
+        assert inputs == {"INV-OLD": None, "INV-NEW": {"data_gb_m1": 9.0, "age_band": "45-64"}}
+        assert acceptance[new.decision_id] == 0.31
+        assert acceptance[old.decision_id] is None
+    finally:
+        reopened.close()
