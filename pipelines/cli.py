@@ -372,6 +372,57 @@ def _rollback_text(record: dict[str, object] | None) -> str:
 
 
 @app.command()
+def monitor(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="First day (YYYY-MM-DD, UTC) of the decisions to look at; default "
+            "OFFERS_MONITOR_WINDOW_DAYS (28) days back.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Input drift, prediction drift and degraded answers of the logged decisions.
+
+    Input drift: the PSI of each model input of the recent model decisions
+    against the champion ranker's training window; ok, warn, alert at
+    OFFERS_MONITOR_PSI_WARN (0.1) and OFFERS_MONITOR_PSI_ALERT (0.25).
+    Age and satisfaction are compared in bands, never as values.
+
+    Prediction drift: per ISO week, the predicted against the observed
+    acceptance of the offers the model placed first, with a 95 % interval;
+    marked beyond OFFERS_MONITOR_CALIBRATION_GAP (0.05).
+
+    Degraded answers: their share, marked beyond
+    OFFERS_MONITOR_DEGRADED_SHARE (0.05).
+
+    One line of advice when a threshold is crossed.
+    """
+    from core.settings import get_settings
+    from pipelines.monitoring import MonitorUnavailable, print_report, run_monitor
+
+    first_day = None
+    if since is not None:
+        try:
+            first_day = dt.date.fromisoformat(since)
+        except ValueError as error:
+            raise _fail(f"--since {since!r} is not a date (YYYY-MM-DD)") from error
+    now = dt.datetime.now(dt.UTC)
+    if first_day is not None and first_day > now.date():
+        raise _fail(f"--since {since} is after today ({now.date().isoformat()})")
+    try:
+        report = run_monitor(get_settings(), first_day, now)
+    except MonitorUnavailable as error:
+        raise _fail(str(error)) from error
+    # The report is the command's result: stdout (scripts read the JSON there).
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return
+    print_report(report, Console())
+
+
+@app.command()
 def retrain(data: DataOption = None) -> None:
     """Validate → build features → materialize → train → evaluate → promote."""
     from pipelines.retrain import PipelineStepError, run_retrain
@@ -417,8 +468,26 @@ def invoice_run(
     engine: Annotated[str, typer.Option(help="local or spark.")] = "local",
     locale: Annotated[str, typer.Option(help="sv or en.")] = "sv",
     max_offers: Annotated[int, typer.Option(min=0, max=10, help="Offers per invoice.")] = 3,
+    no_log: Annotated[
+        bool,
+        typer.Option(
+            "--no-log",
+            help="A what-if run: the champion decides every invoice afresh, without "
+            "experiments, and nothing is written to the decision log (needed for --engine "
+            "spark).",
+        ),
+    ] = False,
 ) -> None:
-    """Decide offers for every customer billed on a date (same decisions as the API)."""
+    """Decide offers for every customer billed on a date (same decisions as the API).
+
+    The decisions are real decisions: made by the API's own service, experiments applied,
+    written to the decision log (OFFERS_DATABASE_URL) in bulk, so POST /v1/offers replays them
+    and events for them are accepted. An invoice the log already holds is replayed, so a rerun
+    duplicates nothing. The features are the newest known when the run is made, as the API's
+    online store holds them, with the usage moved back to the invoices' billing period.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
     from pipelines.invoice_run import run_invoice_run
 
     if engine not in {"local", "spark"}:
@@ -436,9 +505,15 @@ def invoice_run(
             engine=engine,
             locale="en" if locale == "en" else "sv",
             max_offers=max_offers,
+            log_decisions=not no_log,
         )
     except ValueError as error:
         raise _fail(str(error)) from error
+    except SQLAlchemyError as error:
+        raise _fail(
+            f"the decision log database is unavailable ({type(error).__name__}); no output was "
+            "written. Run again: the decisions already logged are replayed, not made twice"
+        ) from error
     console.print(summary)
 
 

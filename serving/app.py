@@ -14,7 +14,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -34,18 +34,19 @@ from features.views import (
     CUSTOMER_PROFILE,
     CUSTOMER_USAGE,
 )
-from serving.api.deps import KnownQueryOnly, Services
+from serving.api.deps import KnownQueryOnly, Services, SignInNeeded
 from serving.api.errors import (
     PROBLEM_JSON,
     install_problem_handlers,
     problem_response,
     route_of,
 )
-from serving.api.routes import admin, consents, events, experiments, health, offers, usage
-from serving.auth import ApiKeys
+from serving.api.routes import admin, consents, events, experiments, health, offers, pages, usage
+from serving.api.schemas import MAX_BATCH_INVOICES
+from serving.auth import ApiKeys, SessionTokens, derived_session_secret
 from serving.consents import ConsentService
 from serving.decision.arbitration import Objective
-from serving.decision.engine import Decision, decide
+from serving.decision.engine import decide
 from serving.decision.inputs import DecisionRequest
 from serving.decision_log import DecisionLog
 from serving.decision_log.circuit import DecisionLogUnavailable
@@ -55,9 +56,11 @@ from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore, open_f
 from serving.log_lines import configure_logging
 from serving.metrics import ApiMetrics
 from serving.model_follower import ChampionFollower
+from serving.monitoring import DriftMonitor, monitoring_report
 from serving.offers import OffersService
-from serving.offers_response import OffersResponse
+from serving.offers_response import offers_answer_json
 from serving.scoring_model import ModelHolder, ModelLoader
+from training.drift import MonitoringReport, profile_of
 
 logger = logging.getLogger("serving.app")
 
@@ -66,11 +69,14 @@ Decides, for every telecom invoice, which plan or add-on to offer, explains why 
 language, and summarises usage within the consent the customer gave.
 
 Send an API key as `Authorization: Bearer <key>`. Roles: `renderer` (offers, events, usage
-summaries), `marketing` (experiments and their reports, the page at `/experiments/{key}`),
-`consent` (consent answers), `admin` (everything, model reload). Health and metrics need no key.
+summaries, the invoice preview), `marketing` (experiments and their reports, the page at
+`/experiments/{key}`, the invoice preview), `consent` (consent answers), `admin` (everything,
+model reload). Health and metrics need no key. Browsers sign in to the pages at `/sign-in`: the
+session cookie it sets opens pages only, never a JSON route.
 Every error is `application/problem+json` (RFC 9457).
 """
 FEATURE_RETRY_SECONDS = 10.0
+BATCH_PATH = "/v1/offers/batch"
 
 
 # Middleware -------------------------------------------------------------------------------------
@@ -87,15 +93,19 @@ class BodyLimitMiddleware:
     FastAPI passes an HTTPException raised while reading the body on to the problem handlers.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None
+    ) -> None:
+        """``path_limits``: paths whose bodies may be larger, with their own limit."""
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes
+        limit = self.path_limits.get(scope["path"], self.max_bytes)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > limit:
@@ -192,11 +202,6 @@ class FeatureOpener:
             self._lock.release()
 
 
-def offers_answer_json(decision: Decision, decision_id: str) -> str:
-    """The POST /v1/offers body of a decision, as the decision log stores it."""
-    return OffersResponse.for_decision(decision, decision_id).model_dump_json()
-
-
 class _WarmUpSource:
     """A made-up adult customer with every consent and all-zero usage, for the warm-up decision."""
 
@@ -253,11 +258,32 @@ def warm_up(services: Services) -> None:
         logger.warning("warm-up decision failed", extra={"error": type(error).__name__})
 
 
+def _drift_report(log: DecisionLog, models: ModelHolder, settings: Settings) -> MonitoringReport:
+    """The monitoring report of the last ``OFFERS_MONITOR_WINDOW_DAYS``, against the serving
+    ranker's input profile."""
+    current = models.current  # read once: the pair of one moment
+    scorer = current.scorer
+    until = dt.datetime.now(dt.UTC)
+    return monitoring_report(
+        log,
+        None if scorer is None else profile_of(scorer.ranker_metadata),
+        current.model_version,
+        settings,
+        until - dt.timedelta(days=settings.monitor_window_days),
+        until,
+    )
+
+
 def open_services(settings: Settings, connectors: Connectors) -> Services:
     """Open everything the routes use; a store or model that is down leaves the app degraded."""
     keys = ApiKeys(settings.api_key_roles())
     if not len(keys):
         logger.warning("OFFERS_API_KEYS is empty: every route that needs a key answers 401")
+    sessions = SessionTokens(
+        keys,
+        settings.session_secret.get_secret_value() or derived_session_secret(settings.api_keys),
+        max_age_seconds=round(settings.session_hours * 3600),
+    )
     catalog = load_catalog(settings.catalog)
     log = DecisionLog.from_settings(settings)
     experiments_store = Experiments(log)
@@ -267,6 +293,11 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
     feature_store = OpenFeatureStore(reopen(), reopen)
     metrics = ApiMetrics()
     metrics.report_models(lambda: models.current)
+    drift = DriftMonitor(
+        lambda: _drift_report(log, models, settings),
+        interval_seconds=settings.monitor_refresh_seconds,
+    )
+    metrics.registry.register(drift.collector())
     follower = ChampionFollower(
         models,
         metrics=metrics,
@@ -276,6 +307,7 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
     services = Services(
         settings=settings,
         keys=keys,
+        sessions=sessions,
         catalog=catalog,
         metrics=metrics,
         models=models,
@@ -299,6 +331,7 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
         ),
         consents=ConsentService(log=log, feature_store=feature_store, metrics=metrics),
         follower=follower,
+        drift=drift,
     )
     warm_up(services)
     return services
@@ -325,14 +358,17 @@ async def _database_unavailable(request: Request, error: Exception) -> Response:
 
 def _problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:
     # FastAPI documents every response under the route's media type (JSON, or HTML for the
-    # experiment page); errors are answered as problem+json.
+    # pages); errors described by a model are answered as problem+json. An error page a page
+    # answers itself is documented as an HTML string and stays as it is.
     for path_item in schema.get("paths", {}).values():
         for operation in path_item.values():
             for status, response in operation.get("responses", {}).items():
-                content = response.get("content") or {}
-                if status.isdigit() and int(status) >= 400 and len(content) == 1:
-                    (media,) = content.values()
-                    response["content"] = {PROBLEM_JSON: media}
+                if not status.isdigit() or int(status) < 400:
+                    continue
+                response["content"] = {
+                    PROBLEM_JSON if "$ref" in body.get("schema", {}) else media: body
+                    for media, body in (response.get("content") or {}).items()
+                }
     return schema
 
 
@@ -362,6 +398,7 @@ def create_app(
             },
         )
         services.follower.start()
+        services.drift.start()
         try:
             yield
         finally:
@@ -385,6 +422,7 @@ def create_app(
             {"name": "consents", "description": "Consent answers, applied at once."},
             {"name": "experiments", "description": "Offer experiments and their reports."},
             {"name": "admin", "description": "Model reload."},
+            {"name": "pages", "description": "Pages for people: sign-in, the invoice preview."},
             {"name": "operations", "description": "Health and metrics."},
         ],
     )
@@ -394,12 +432,21 @@ def create_app(
     # a broken driver state (InterfaceError), a corrupt SQLite file (DatabaseError).
     app.add_exception_handler(SQLAlchemyError, _database_unavailable)
     app.add_exception_handler(sqlite3.Error, _database_unavailable)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=resolved.max_request_bytes)
+    app.add_exception_handler(SignInNeeded, pages.sign_in_needed)
+    # A batch carries up to MAX_BATCH_INVOICES bodies of POST /v1/offers, each within the limit.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=resolved.max_request_bytes,
+        path_limits={BATCH_PATH: resolved.max_request_bytes * MAX_BATCH_INVOICES},
+    )
     app.add_middleware(ServerTimingMiddleware)
     # A query parameter a route does not take is refused (422) like an unknown body field; health
-    # and metrics accept whatever a probe or scraper adds.
+    # and metrics accept whatever a probe or scraper adds. Pages check theirs route by route,
+    # after the sign-in each needs: a browser without a session is sent to sign in first.
     for module in (offers, usage, events, consents, experiments, admin):
         app.include_router(module.router, dependencies=[KnownQueryOnly])
+    app.include_router(experiments.page_router)
+    app.include_router(pages.router)
     app.include_router(health.router)
 
     def openapi() -> dict[str, Any]:

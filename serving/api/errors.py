@@ -7,6 +7,7 @@ response; the detail is written here, for the caller.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -88,6 +89,22 @@ def problem_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """A problem+json response, built without FastAPI's encoder (it is on hot error paths too)."""
+    return Response(
+        content=problem_json(status, detail, kind=kind, errors=errors),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def problem_json(
+    status: int,
+    detail: str,
+    *,
+    kind: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> str:
+    """A problem's JSON: the body of a problem response, or one item of a batch's results."""
     problem: Problem
     title = problem_title(status)
     if errors is None:
@@ -100,20 +117,29 @@ def problem_response(
             detail=detail,
             errors=[FieldError.model_validate(error) for error in errors],
         )
-    return Response(
-        content=problem.model_dump_json(),
-        status_code=status,
-        media_type=PROBLEM_JSON,
-        headers=headers,
-    )
+    return problem.model_dump_json()
 
 
 def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
+    return field_errors(error.errors())
+
+
+def field_errors(items: Sequence[Any], prefix: Sequence[str | int] = ()) -> list[dict[str, Any]]:
+    """Pydantic's errors as a problem's ``errors``, each ``loc`` after ``prefix``."""
     # Only where, what and which rule: pydantic's `input` and `ctx` would echo the request back.
     return [
-        {"loc": list(item.get("loc", ())), "msg": item.get("msg", ""), "type": item.get("type", "")}
-        for item in error.errors()
+        {
+            "loc": [*prefix, *item.get("loc", ())],
+            "msg": item.get("msg", ""),
+            "type": item.get("type", ""),
+        }
+        for item in items
     ]
+
+
+def validation_detail(errors: list[dict[str, Any]]) -> str:
+    """The ``detail`` of a validation problem: up to five of its errors, where and what."""
+    return _validation_detail(errors)
 
 
 def _validation_detail(errors: list[dict[str, Any]]) -> str:

@@ -14,14 +14,17 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     field_validator,
     model_validator,
 )
 
 from core.columns import CUSTOMER_KEY
+from serving.api.errors import Problem, ValidationProblem
 from serving.decision.consent import MODEL_PREFIX, REQUESTABLE
 from serving.decision.inputs import Locale
+from serving.offers_response import OffersResponse
 
 ID_PATTERN = r"^[A-Za-z0-9._-]+$"
 Identifier = Annotated[
@@ -131,6 +134,113 @@ class OffersRequest(BaseModel):
     )
     locale: Locale = "sv"
     max_offers: JsonInt = Field(default=3, ge=0, le=10)
+    dry_run: StrictBool = Field(
+        default=False,
+        description="Decide and answer as usual, but log, count and store nothing; the answer "
+        'says "dry_run": true and no event can refer to it. An invoice that already has a '
+        "decision is answered with that decision, unchanged.",
+    )
+
+
+MAX_BATCH_INVOICES = 500
+
+
+class OffersBatchRequest(BaseModel):
+    """Many invoices in one call: each item a POST /v1/offers body, checked on its own."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "invoices": [
+                        {
+                            "invoice_id": "INV-2026-11-0001234",
+                            CUSTOMER_KEY: "C0001234",
+                            "invoice_date": "2026-11-30",
+                        },
+                        {
+                            "invoice_id": "INV-2026-11-0001235",
+                            CUSTOMER_KEY: "C0001235",
+                            "invoice_date": "2026-11-30",
+                            "locale": "en",
+                            "max_offers": 2,
+                        },
+                    ]
+                }
+            ]
+        },
+    )
+
+    # The items are documented as any JSON value, which they are: one that is not a valid
+    # OffersRequest is answered, not refused.
+    invoices: list[Any] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_INVOICES,
+        description=f"1–{MAX_BATCH_INVOICES} POST /v1/offers bodies (OffersRequest), answered in "
+        "this order; an item that is not a valid one is answered with its own 422 problem.",
+    )
+
+
+class OffersBatchResult(BaseModel):
+    """One invoice's answer: its decision, or the problem POST /v1/offers would have answered."""
+
+    status: Literal[200, 404, 409, 422] = Field(
+        description="What POST /v1/offers would have answered for this item."
+    )
+    decision: OffersResponse | None = Field(
+        default=None, description="With status 200: the decision, as POST /v1/offers answers it."
+    )
+    problem: ValidationProblem | Problem | None = Field(
+        default=None,
+        description="Otherwise: the problem, as POST /v1/offers answers it (404 unknown-customer, "
+        "409 invoice-customer-conflict, 422 validation or invoice-date-out-of-range).",
+    )
+
+
+class OffersBatchResponse(BaseModel):
+    """Each invoice's answer, in the order asked."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "results": [
+                        {
+                            "status": 200,
+                            "decision": {
+                                "decision_id": "1c7a83c7-045a-4c26-80dd-d1ad9c951492",
+                                "invoice_id": "INV-2026-11-0001234",
+                                CUSTOMER_KEY: "C0001234",
+                                "policy": "model",
+                                "model_version": "offer-ranker/3",
+                                "experiment": None,
+                                "consent": {
+                                    "marketing": True,
+                                    "profiling": True,
+                                    "usage_insights": False,
+                                },
+                                "offers": [],
+                                "usage_summary": None,
+                                "degraded": None,
+                            },
+                        },
+                        {
+                            "status": 404,
+                            "problem": {
+                                "type": "urn:invoice-offers:problem:unknown-customer",
+                                "title": "Not Found",
+                                "status": 404,
+                                "detail": "customer C0001235 is not known",
+                            },
+                        },
+                    ]
+                }
+            ]
+        }
+    )
+
+    results: list[OffersBatchResult]
 
 
 # Events -----------------------------------------------------------------------------------------

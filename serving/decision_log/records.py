@@ -15,6 +15,8 @@ class LoggedOffer:
     rank: int
     propensity: float | None
     score: float | None
+    # The acceptance the model predicted for the offer (None when the rules chose it).
+    acceptance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class DecisionRecord:
     response_json: str
     log: Mapping[str, Any]
     offers: tuple[LoggedOffer, ...]
+    # The customer inputs the model scored (training.model_inputs.monitored_inputs), for input
+    # monitoring; None when no model scored the decision.
+    model_inputs: Mapping[str, Any] | None = None
 
     @property
     def provisional(self) -> bool:

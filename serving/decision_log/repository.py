@@ -23,7 +23,7 @@ from serving.decision.decline_cap import Decline, DeclineCap
 from serving.decision_log.circuit import LogCircuit
 from serving.decision_log.database import POOL_OVERFLOW, POOL_SIZE, create_log_engine
 from serving.decision_log.records import DecisionRecord, EventRecord, StoredDecision
-from serving.decision_log.schema import build_tables
+from serving.decision_log.schema import ADDED_COLUMNS, build_tables
 from serving.decision_log.sqlite import (
     SqliteStatement,
     WalCheckpointer,
@@ -32,6 +32,8 @@ from serving.decision_log.sqlite import (
 )
 from serving.decision_log.statements import build_statements
 
+# Invoice ids per look-up of many: well under the bound parameters every database allows.
+FIND_MANY_CHUNK = 500
 # Outside the request id pattern (a space and "#"): no invoice, decision or customer id can
 # carry it.
 WARM_UP_ID = "# warm-up #"
@@ -86,11 +88,40 @@ class DecisionLog:
         for attempt in range(attempts):
             try:
                 self.tables.metadata.create_all(self.engine)
+                self._add_missing_columns()
                 return
             except sa.exc.DBAPIError:
                 if attempt == attempts - 1:
                     raise
                 time.sleep(0.1 * (attempt + 1))
+
+    def _add_missing_columns(self) -> None:
+        """Bring a log created by an earlier release up to this schema, keeping every row.
+
+        The columns added since (``schema.ADDED_COLUMNS``) are nullable, so an ``ALTER TABLE …
+        ADD COLUMN`` leaves the old rows as they were, with the new column empty; the indexes of
+        tables that already existed are created when missing.
+        """
+        inspector = sa.inspect(self.engine)
+        preparer = self.engine.dialect.identifier_preparer
+        by_name = {table.name: table for table in self.tables.metadata.tables.values()}
+        for table_name, column_name in ADDED_COLUMNS:
+            table = by_name[table_name]
+            present = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
+            if column_name in present:
+                continue
+            column = table.c[column_name]
+            kind = column.type.compile(dialect=self.engine.dialect)
+            with self.engine.begin() as connection:
+                connection.execute(
+                    sa.text(
+                        f"ALTER TABLE {preparer.format_table(table)} "
+                        f"ADD COLUMN {preparer.quote(column_name)} {kind}"
+                    )
+                )
+        for table in by_name.values():
+            for index in table.indexes:
+                index.create(self.engine, checkfirst=True)
 
     @property
     def is_local(self) -> bool:
@@ -190,6 +221,24 @@ class DecisionLog:
         # sqlite3 hands the condition back as 0 or 1.
         return StoredDecision(decision_id, customer_id, response_json, bool(provisional))
 
+    def find_many(self, invoice_ids: Sequence[str]) -> dict[str, StoredDecision]:
+        """The live decisions of these invoices, by invoice id, in one query (a few for many
+        invoices); invoices without one are left out."""
+        wanted = list(dict.fromkeys(invoice_ids))
+        if len(wanted) == 1:
+            stored = self.find(wanted[0])
+            return {} if stored is None else {wanted[0]: stored}
+        found: dict[str, StoredDecision] = {}
+        with self.engine.connect() as connection:
+            for start in range(0, len(wanted), FIND_MANY_CHUNK):
+                chunk = wanted[start : start + FIND_MANY_CHUNK]
+                rows = connection.execute(self.statements.find_many, {"invoice_ids": chunk})
+                for invoice_id, decision_id, customer_id, response_json, provisional in rows:
+                    found[invoice_id] = StoredDecision(
+                        decision_id, customer_id, response_json, bool(provisional)
+                    )
+        return found
+
     def record(
         self, record: DecisionRecord, *, superseding: str | None = None
     ) -> tuple[StoredDecision, bool]:
@@ -203,31 +252,7 @@ class DecisionLog:
         another request replaced it first, nothing is stored and that request's decision is
         returned, so two retries at once answer with one decision.
         """
-        row = {
-            "decision_id": record.decision_id,
-            "invoice_id": record.invoice_id,
-            CUSTOMER_KEY: record.customer_id,
-            "invoice_date": record.invoice_date,
-            "created_at": record.created_at,
-            "policy": record.policy,
-            "model_version": record.model_version,
-            "experiment_key": record.experiment_key,
-            "experiment_variant": record.experiment_variant,
-            "degraded": record.degraded,
-            "consent": dict(record.consent),
-            "response": record.response_json,
-            "log": dict(record.log),
-        }
-        offers = [
-            {
-                "decision_id": record.decision_id,
-                "offer_id": offer.offer_id,
-                "rank": offer.rank,
-                "propensity": offer.propensity,
-                "score": offer.score,
-            }
-            for offer in record.offers
-        ]
+        row, offers = _decision_rows(record)
         replaced = (
             None
             if superseding is None
@@ -253,6 +278,60 @@ class DecisionLog:
             record.decision_id, record.customer_id, record.response_json, record.provisional
         )
         return stored, True
+
+    def record_many(
+        self, pending: Sequence[tuple[DecisionRecord, str | None]]
+    ) -> list[tuple[StoredDecision, bool]]:
+        """Store many decisions durably in one transaction; each as :meth:`record` stores one.
+
+        ``pending`` holds each decision with the provisional decision it replaces (or None); at
+        most one decision per invoice. The answer, in the same order, is each stored decision and
+        whether it is the one given (False: another request stored the invoice's decision first,
+        and that one is returned). Either every given decision that no other request beat is
+        stored, or, when the database fails, none is and the error is raised. When another request
+        stored (or replaced) one of the invoices meanwhile, the transaction is rolled back, those
+        invoices take the stored decision and the rest are written again in one transaction.
+        """
+        if len(pending) == 1:
+            record, superseding = pending[0]
+            return [self.record(record, superseding=superseding)]
+        results: dict[int, tuple[StoredDecision, bool]] = {}
+        waiting = {index: item for index, item in enumerate(pending)}
+        while waiting:
+            try:
+                inserted = self._insert_many(list(waiting.values()))
+                error: Exception | None = None
+            except IntegrityError as clash:
+                inserted, error = False, clash
+            if inserted:
+                for index, (record, _) in waiting.items():
+                    stored = StoredDecision(
+                        record.decision_id,
+                        record.customer_id,
+                        record.response_json,
+                        record.provisional,
+                    )
+                    results[index] = (stored, True)
+                break
+            # Another request stored or replaced one of these invoices first: it holds.
+            now_stored = self.find_many([record.invoice_id for record, _ in waiting.values()])
+            changed = False
+            for index, (record, superseding) in list(waiting.items()):
+                found = now_stored.get(record.invoice_id)
+                if found is None:
+                    if superseding is not None:
+                        # The replaced decision left without a successor: be the first.
+                        waiting[index] = (record, None)
+                        changed = True
+                elif found.decision_id != superseding:
+                    results[index] = (found, False)
+                    del waiting[index]
+                    changed = True
+            if not changed:  # not a clash between invoices after all
+                if error is not None:
+                    raise error
+                raise RuntimeError("a replaced decision could not be moved and is still live")
+        return [results[index] for index in range(len(pending))]
 
     def recent_declines(
         self, customer_id: str, invoices: int, *, deciding: str | None = None
@@ -298,17 +377,50 @@ class DecisionLog:
         copies nothing); on PostgreSQL a copy made while the other replacement was uncommitted
         fails on superseded_decisions' key once it commits, an IntegrityError like an invoice's.
         """
+        return self._write([row], offers, [] if replaced is None else [replaced])
+
+    def _insert_many(self, pending: Sequence[tuple[DecisionRecord, str | None]]) -> bool:
+        """Decisions, their offers and the replacements of provisional ones in one transaction;
+        False, with nothing stored, when a decision to replace is no longer live."""
+        now = dt.datetime.now(dt.UTC)
+        rows: list[dict[str, Any]] = []
+        offers: list[dict[str, Any]] = []
+        replaced: list[dict[str, Any]] = []
+        for record, superseding in pending:
+            row, shown = _decision_rows(record)
+            rows.append(row)
+            offers.extend(shown)
+            if superseding is not None:
+                replaced.append(
+                    {
+                        "superseded_id": superseding,
+                        "superseded_at": now,
+                        "superseded_by": record.decision_id,
+                    }
+                )
+        return self._write(rows, offers, replaced)
+
+    def _write(
+        self,
+        rows: list[dict[str, Any]],
+        offers: list[dict[str, Any]],
+        replaced: list[dict[str, Any]],
+    ) -> bool:
         if self._sqlite is None:
             with self.engine.connect() as connection, connection.begin() as transaction:
-                if replaced is not None:
-                    copied = connection.execute(self.statements.copy_superseded, replaced).rowcount
+                for replacement in replaced:
+                    copied = connection.execute(
+                        self.statements.copy_superseded, replacement
+                    ).rowcount
                     deleted = connection.execute(
-                        self.statements.delete_superseded, replaced
+                        self.statements.delete_superseded, replacement
                     ).rowcount
                     if (copied, deleted) != (1, 1):
                         transaction.rollback()
                         return False
-                connection.execute(self.statements.insert_decision, row)
+                connection.execute(
+                    self.statements.insert_decision, rows[0] if len(rows) == 1 else rows
+                )
                 if offers:
                     connection.execute(self.statements.insert_offers, offers)
             return True
@@ -318,14 +430,17 @@ class DecisionLog:
             try:
                 # The first write opens the transaction and takes SQLite's write lock, so
                 # replacements of one decision run one after the other: the later finds it gone.
-                if replaced is not None:
-                    copy, delete = statements.copy_superseded, statements.delete_superseded
-                    copied = sqlite.execute(copy.sql, copy.parameters(replaced)).rowcount
-                    deleted = sqlite.execute(delete.sql, delete.parameters(replaced)).rowcount
+                copy, delete = statements.copy_superseded, statements.delete_superseded
+                for replacement in replaced:
+                    copied = sqlite.execute(copy.sql, copy.parameters(replacement)).rowcount
+                    deleted = sqlite.execute(delete.sql, delete.parameters(replacement)).rowcount
                     if (copied, deleted) != (1, 1):
                         sqlite.rollback()
                         return False
-                sqlite.execute(decision.sql, decision.parameters(row))
+                if len(rows) == 1:
+                    sqlite.execute(decision.sql, decision.parameters(rows[0]))
+                else:
+                    sqlite.executemany(decision.sql, [decision.parameters(r) for r in rows])
                 if offers:
                     sqlite.executemany(offer.sql, [offer.parameters(o) for o in offers])
                 sqlite.commit()
@@ -375,3 +490,35 @@ class DecisionLog:
     def _rows(self, statement: sa.Executable, parameters: dict[str, Any]) -> Sequence[Any]:
         with self.engine.connect() as connection:
             return connection.execute(statement, parameters).all()
+
+
+def _decision_rows(record: DecisionRecord) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ``decisions`` row of a record and its ``decision_offers`` rows."""
+    row = {
+        "decision_id": record.decision_id,
+        "invoice_id": record.invoice_id,
+        CUSTOMER_KEY: record.customer_id,
+        "invoice_date": record.invoice_date,
+        "created_at": record.created_at,
+        "policy": record.policy,
+        "model_version": record.model_version,
+        "experiment_key": record.experiment_key,
+        "experiment_variant": record.experiment_variant,
+        "degraded": record.degraded,
+        "consent": dict(record.consent),
+        "response": record.response_json,
+        "log": dict(record.log),
+        "model_inputs": None if record.model_inputs is None else dict(record.model_inputs),
+    }
+    offers = [
+        {
+            "decision_id": record.decision_id,
+            "offer_id": offer.offer_id,
+            "rank": offer.rank,
+            "propensity": offer.propensity,
+            "score": offer.score,
+            "acceptance": offer.acceptance,
+        }
+        for offer in record.offers
+    ]
+    return row, offers

@@ -67,7 +67,18 @@ def _decision_columns(*, one_per_invoice: bool) -> list[sa.Column[Any]]:
         # The exact JSON answered, so that asking again returns the same bytes.
         sa.Column("response", sa.Text, nullable=False),
         sa.Column("log", sa.JSON, nullable=False),
+        # Added after the first release: nullable, so that decisions logged before keep their rows.
+        sa.Column("model_inputs", sa.JSON, nullable=True),
     ]
+
+
+# Columns added to tables that existing logs already hold, as (table, column): a log opened by a
+# newer release gains them (DecisionLog adds them, nullable, keeping every row).
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("decisions", "model_inputs"),
+    ("superseded_decisions", "model_inputs"),
+    ("decision_offers", "acceptance"),
+)
 
 
 def build_tables(schema: str | None = None) -> LogTables:
@@ -79,6 +90,8 @@ def build_tables(schema: str | None = None) -> LogTables:
         *_decision_columns(one_per_invoice=True),
         sa.Index("ix_decisions_customer", CUSTOMER_KEY, "invoice_date", "created_at"),
         sa.Index("ix_decisions_experiment", "experiment_key", "experiment_variant"),
+        # Monitoring reads the newest decisions of a period.
+        sa.Index("ix_decisions_created_at", "created_at"),
     )
     decision_offers = sa.Table(
         "decision_offers",
@@ -88,6 +101,8 @@ def build_tables(schema: str | None = None) -> LogTables:
         sa.Column("rank", sa.Integer, nullable=False),
         sa.Column("propensity", sa.Float),
         sa.Column("score", sa.Float),
+        # Added after the first release, nullable like model_inputs.
+        sa.Column("acceptance", sa.Float, nullable=True),
     )
     events = sa.Table(
         "events",

@@ -36,6 +36,7 @@ FULL_EXAMPLES = 200
 # Every documented operation and the role that owns it (admin may call all of them).
 OPERATIONS: list[tuple[str, str, str]] = [
     ("POST", "/v1/offers", "renderer"),
+    ("POST", "/v1/offers/batch", "renderer"),
     ("GET", "/v1/customers/{customer_id}/usage-summary", "renderer"),
     ("POST", "/v1/events", "renderer"),
     ("POST", "/v1/consents", "consent"),
@@ -44,6 +45,10 @@ OPERATIONS: list[tuple[str, str, str]] = [
     ("GET", "/v1/experiments/{key}", "marketing"),
     ("GET", "/v1/experiments/{key}/report", "marketing"),
     ("GET", "/experiments/{key}", "marketing"),
+    ("GET", "/preview/invoices/{invoice_id}", "renderer"),
+    ("GET", "/sign-in", "admin"),
+    ("POST", "/sign-in", "admin"),
+    ("POST", "/sign-out", "admin"),
     ("POST", "/v1/admin/reload", "admin"),
     ("GET", "/health/live", "admin"),
     ("GET", "/health/ready", "admin"),
@@ -108,7 +113,8 @@ OPERATION_MODES = [
     (method, path, role, mode)
     for method, path, role in OPERATIONS
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-    if mode is GenerationMode.POSITIVE or not path.startswith(("/health", "/metrics", "/v1/admin"))
+    if mode is GenerationMode.POSITIVE
+    or not path.startswith(("/health", "/metrics", "/v1/admin", "/sign-out"))
     if not (mode is GenerationMode.NEGATIVE and (method, path) == ("GET", "/v1/experiments"))
 ]
 FUZZ = pytest.mark.fuzz

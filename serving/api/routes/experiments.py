@@ -12,7 +12,14 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from serving.api.deps import ExperimentsDep, MarketingRole, ModelDep
+from serving.api.deps import (
+    SIGN_IN_REDIRECT,
+    ExperimentsDep,
+    KnownMarketingPageQueryOnly,
+    MarketingPage,
+    MarketingRole,
+    ModelDep,
+)
 from serving.api.errors import ProblemError, problem_responses
 from serving.api.schemas import (
     ID_PATTERN,
@@ -27,6 +34,9 @@ from serving.experiments import ExperimentExists, Experiments
 from serving.scoring_model import challenger_version
 
 router = APIRouter(tags=["experiments"])
+# The page takes the session cookie as well as a Bearer key: the app checks the JSON routes' query
+# parameters for the whole of ``router`` after the Bearer key, the page's after its sign-in.
+page_router = APIRouter(tags=["experiments"])
 
 ExperimentKey = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 TEMPLATES = FilePath(__file__).resolve().parents[2] / "templates"
@@ -155,17 +165,20 @@ def experiment_report(
     return _report(experiments, key)
 
 
-@router.get(
+@page_router.get(
     "/experiments/{key}",
     response_class=HTMLResponse,
+    dependencies=[KnownMarketingPageQueryOnly],
     responses={
         200: {"content": {"text/html": {}}, "description": "The report as a page."},
+        **SIGN_IN_REDIRECT,
         **problem_responses(401, 403, 404, 422),
     },
 )
 def experiment_page(
-    key: ExperimentKey, request: Request, experiments: ExperimentsDep, _: MarketingRole
+    key: ExperimentKey, request: Request, experiments: ExperimentsDep, _: MarketingPage
 ) -> HTMLResponse:
-    """The report as a page for people; send the marketing key as `Authorization: Bearer <key>`."""
+    """The report as a page for people: sign in at `/sign-in` with a marketing key (a browser
+    without a session is sent there), or send the key as `Authorization: Bearer <key>`."""
     report = _report(experiments, key)
     return _templates().TemplateResponse(request, "experiment.html", {"report": report})
