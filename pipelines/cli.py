@@ -483,7 +483,8 @@ def invoice_run(
     The decisions are real decisions: made by the API's own service, experiments applied,
     written to the decision log (OFFERS_DATABASE_URL) in bulk, so POST /v1/offers replays them
     and events for them are accepted. An invoice the log already holds is replayed, so a rerun
-    duplicates nothing. The features are the newest known when the run is made, as the API's
+    duplicates nothing. A call to a PostgreSQL log may take up to 120 s here, not the API's
+    OFFERS_DATABASE_TIMEOUT_MS. The features are the newest known when the run is made, as the API's
     online store holds them, with the usage moved back to the invoices' billing period.
     """
     from sqlalchemy.exc import SQLAlchemyError

@@ -50,6 +50,12 @@ logger = logging.getLogger(__name__)
 # Invoices per call of the service: each call's new decisions are one transaction, and memory
 # holds one call's decision records at a time.
 INVOICES_PER_WRITE = 2_000
+# The longest one call to a PostgreSQL log may take in the run, in place of the request path's
+# OFFERS_DATABASE_TIMEOUT_MS (2 s): a part's write (up to INVOICES_PER_WRITE decisions, their
+# offers and the provisional decisions they replace, in one transaction) runs several statements,
+# each under the server's 10 s statement_timeout, and must not be cut off like a request. A log
+# that does not answer at all still ends the run with an error after this, instead of holding it.
+LOG_CALL_DEADLINE_SECONDS = 120.0
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from pipelines.invoice_run.core import (
     write_decisions,
 )
 from pipelines.invoice_run.local import decide_locally
-from pipelines.invoice_run.logged import decide_and_log
+from pipelines.invoice_run.logged import LOG_CALL_DEADLINE_SECONDS, decide_and_log
 from pipelines.invoice_run.spark import decide_with_spark
 from serving.decision.arbitration import Objective
 from serving.decision.inputs import Locale
@@ -224,7 +224,8 @@ def run_invoice_run(
     deciding = time.perf_counter()
     logged = None
     if log_decisions:
-        log = DecisionLog.from_settings(resolved)
+        # Not the request path's deadline: the run's bulk writes take longer than a request may.
+        log = DecisionLog.from_settings(resolved, deadline_s=LOG_CALL_DEADLINE_SECONDS)
         try:
             logged = decide_and_log(
                 invoices, paths, catalog, options, champions, declined, resolved, log

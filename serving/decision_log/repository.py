@@ -129,10 +129,12 @@ class DecisionLog:
         return self.engine.dialect.name == "sqlite"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DecisionLog:
+    def from_settings(cls, settings: Settings, *, deadline_s: float | None = None) -> DecisionLog:
+        """The configured log; each call on PostgreSQL waits at most ``deadline_s`` when given,
+        else ``OFFERS_DATABASE_TIMEOUT_MS`` (the request path's limit)."""
         return cls(
             settings.database_url,
-            deadline_s=settings.database_timeout_ms / 1000.0,
+            deadline_s=settings.database_timeout_ms / 1000.0 if deadline_s is None else deadline_s,
             cool_off_s=settings.database_cool_off_seconds,
         )
 
@@ -228,10 +230,13 @@ class DecisionLog:
         if len(wanted) == 1:
             stored = self.find(wanted[0])
             return {} if stored is None else {wanted[0]: stored}
+        return self.bounded(self._find_many, wanted)
+
+    def _find_many(self, invoice_ids: list[str]) -> dict[str, StoredDecision]:
         found: dict[str, StoredDecision] = {}
         with self.engine.connect() as connection:
-            for start in range(0, len(wanted), FIND_MANY_CHUNK):
-                chunk = wanted[start : start + FIND_MANY_CHUNK]
+            for start in range(0, len(invoice_ids), FIND_MANY_CHUNK):
+                chunk = invoice_ids[start : start + FIND_MANY_CHUNK]
                 rows = connection.execute(self.statements.find_many, {"invoice_ids": chunk})
                 for invoice_id, decision_id, customer_id, response_json, provisional in rows:
                     found[invoice_id] = StoredDecision(
@@ -299,7 +304,7 @@ class DecisionLog:
         waiting = {index: item for index, item in enumerate(pending)}
         while waiting:
             try:
-                inserted = self._insert_many(list(waiting.values()))
+                inserted = self.bounded(self._insert_many, list(waiting.values()))
                 error: Exception | None = None
             except IntegrityError as clash:
                 inserted, error = False, clash

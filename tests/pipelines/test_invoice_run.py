@@ -42,6 +42,7 @@ from serving.decision.arbitration import Objective
 from serving.decision.engine import decide
 from serving.decision.inputs import DecisionRequest
 from serving.decision_log import DecisionLog, DecisionRecord
+from serving.decision_log.circuit import DecisionLogUnavailable
 from serving.decision_log.records import ExperimentSpec, Variant
 from serving.experiments import Experiments, assign_variant
 from tests.factories.api import auth, churn, make_app, ranker, running
@@ -595,6 +596,40 @@ def test_invoices_the_api_decided_first_keep_their_decisions(
     assert summary.unknown_customers == 0
     assert "1 invoice not decided: the log holds their decision for another customer" in str(
         summary
+    )
+
+
+@pytest.mark.postgres
+def test_a_run_on_postgresql_is_not_held_to_the_request_paths_deadline(
+    world: Settings,
+    models: ChampionModels,
+    local_run: tuple[InvoiceRunSummary, pd.DataFrame],
+    tmp_path: Path,
+    postgres_url: str,
+    pg_schema: str,
+) -> None:
+    """With OFFERS_DATABASE_TIMEOUT_MS shorter than any call to the log can be, requests get 503
+    at once; the run, on a longer limit of its own, still writes every decision."""
+    _, rows = local_run
+    url = f"{postgres_url}?options=-csearch_path%3D{pg_schema}"
+    settings = world.model_copy(update={"database_url": url, "database_timeout_ms": 0.001})
+    request_path = DecisionLog.from_settings(settings)
+    try:
+        with pytest.raises(DecisionLogUnavailable):
+            request_path.find(str(rows["invoice_id"].iloc[0]))
+    finally:
+        request_path.close()
+    out = tmp_path / "decisions.parquet"
+    summary = run_invoice_run(INVOICE_DATE, out, settings=settings, models=models)
+    assert (summary.logged, summary.replayed) == (len(rows), 0)
+    log = DecisionLog(url)
+    try:
+        stored = log.find_many(list(rows["invoice_id"]))
+    finally:
+        log.close()
+    written = pd.read_parquet(out)
+    assert {invoice: found.decision_id for invoice, found in stored.items()} == dict(
+        zip(written["invoice_id"], written["decision_id"], strict=True)
     )
 
 
