@@ -262,3 +262,16 @@ def test_a_dry_run_item_is_answered_and_stored_nowhere(client: Any) -> None:
     assert "dry_run" not in real[0]["decision"]
     assert real[0]["decision"]["decision_id"] != results[0]["decision"]["decision_id"]
     assert stored_decisions(client) == 2
+
+
+def test_a_query_parameter_the_batch_does_not_take_is_422_naming_it(client: Any) -> None:
+    """``dry_run`` belongs to each item: asked of the whole batch in the query, it must not be
+    ignored and the invoices decided for real."""
+    body = {"invoices": [offers_body(invoice_id="INV-1"), offers_body(invoice_id="INV-2")]}
+    refused = client.post(BATCH, params={"dry_run": "true"}, json=body, headers=RENDERER)
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == [
+        {"loc": ["query", "dry_run"], "msg": "no such query parameter", "type": "extra_forbidden"}
+    ]
+    assert stored_decisions(client) == 0
+    assert client.post(BATCH, params={"dry_run": "true"}, json=body).status_code == 401

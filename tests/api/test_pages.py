@@ -211,6 +211,47 @@ def test_a_form_posted_from_another_site_is_refused(client: TestClient) -> None:
     assert SESSION_COOKIE in client.cookies
 
 
+def test_a_page_refuses_a_query_parameter_it_does_not_take_after_its_sign_in(
+    client: TestClient,
+) -> None:
+    """A misspelt invoice_date must not silently preview the invoice on another day."""
+    page = "/preview/invoices/INV-NONE"
+    misspelt = {"customer_id": "C0001", "invoice_dat": "2026-11-30"}
+    # Without a session a browser is sent to sign in and a script gets 401, as for any query.
+    unsigned = client.get(page, params=misspelt, headers=BROWSER, follow_redirects=False)
+    assert unsigned.status_code == 303
+    assert unsigned.headers["location"].startswith("/sign-in?next=")
+    assert client.get(page, params=misspelt).status_code == 401
+    refused = client.get(page, params=misspelt, headers=auth("renderer"))
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == [
+        {
+            "loc": ["query", "invoice_dat"],
+            "msg": "no such query parameter",
+            "type": "extra_forbidden",
+        }
+    ]
+    spelt = {"customer_id": "C0001", "invoice_date": "2026-11-30", "locale": "en"}
+    assert client.get(page, params=spelt, headers=auth("renderer")).status_code == 200
+    # The experiment report page, opened with the session cookie: checked after the sign-in.
+    assert client.post("/v1/experiments", json=EXPERIMENT, headers=auth("marketing")).is_success
+    sign_in(client, "marketing")
+    report = "/experiments/ranker-vs-rules"
+    assert client.get(report, headers=BROWSER).status_code == 200
+    lang = client.get(report, params={"lang": "en"}, headers=BROWSER)
+    assert lang.status_code == 422
+    assert lang.json()["errors"][0]["loc"] == ["query", "lang"]
+    # The sign-in form takes `next` in its query; posted, `next` is a form field, not a query.
+    assert client.get("/sign-in", params={"next": report}).status_code == 200
+    assert client.get("/sign-in", params={"nxt": report}).status_code == 422
+    posted = client.post(
+        "/sign-in", params={"next": report}, data={"key": KEYS["marketing"]}, follow_redirects=False
+    )
+    assert posted.status_code == 422
+    assert client.post("/sign-out", params={"now": "1"}, follow_redirects=False).status_code == 422
+    assert SESSION_COOKIE in client.cookies
+
+
 # The invoice preview ----------------------------------------------------------------------------
 
 OFFER_ID = re.compile(r'data-offer-id="([^"]+)"')

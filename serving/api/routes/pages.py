@@ -21,6 +21,8 @@ from fastapi.templating import Jinja2Templates
 from serving.api.deps import (
     SESSION_COOKIE,
     SIGN_IN_REDIRECT,
+    KnownPageQueryOnly,
+    KnownPreviewQueryOnly,
     OffersDep,
     PreviewPage,
     ServicesDep,
@@ -129,7 +131,14 @@ def _sign_in_page(
     )
 
 
-@router.get(SIGN_IN, response_class=HTMLResponse, responses={**PAGE_HTML, **problem_responses(422)})
+# Each page refuses a query parameter it does not take (422), as the JSON routes do; the preview
+# only after its sign-in, so that a browser without a session is sent to sign in first.
+@router.get(
+    SIGN_IN,
+    response_class=HTMLResponse,
+    responses={**PAGE_HTML, **problem_responses(422)},
+    dependencies=[KnownPageQueryOnly],
+)
 def sign_in_form(
     request: Request,
     services: ServicesDep,
@@ -145,6 +154,7 @@ def sign_in_form(
     SIGN_IN,
     response_class=RedirectResponse,
     status_code=303,
+    dependencies=[KnownPageQueryOnly],
     responses={
         303: {"description": "Signed in: the session cookie is set; on to `next`."},
         401: {"content": HTML, "description": "The key is not known: the form again."},
@@ -193,9 +203,11 @@ def sign_in(
     "/sign-out",
     response_class=RedirectResponse,
     status_code=303,
+    dependencies=[KnownPageQueryOnly],
     responses={
         303: {"description": "The session cookie is removed; on to the sign-in form."},
         403: {"model": Problem, "description": "The form was posted from another site."},
+        **problem_responses(422),
     },
 )
 def sign_out(request: Request) -> Response:
@@ -297,6 +309,7 @@ InvoiceId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)
 @router.get(
     "/preview/invoices/{invoice_id}",
     response_class=HTMLResponse,
+    dependencies=[KnownPreviewQueryOnly],
     responses={
         **PAGE_HTML,
         **SIGN_IN_REDIRECT,
