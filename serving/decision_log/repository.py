@@ -22,7 +22,7 @@ from core.settings import Settings
 from serving.decision.decline_cap import Decline, DeclineCap
 from serving.decision_log.database import create_log_engine
 from serving.decision_log.records import DecisionRecord, EventRecord, StoredDecision
-from serving.decision_log.schema import build_tables
+from serving.decision_log.schema import add_missing_columns, build_tables
 from serving.decision_log.sqlite import (
     SqliteStatement,
     WalCheckpointer,
@@ -53,11 +53,13 @@ class DecisionLog:
         )
 
     def _create_tables(self, attempts: int = 3) -> None:
-        # Several API workers start at once: two may both find a table missing and one CREATE
-        # then fails. Looking again finds the table the other one made.
+        # Several API workers start at once: two may both find a table (or a column) missing and
+        # one CREATE (or ALTER) then fails. Looking again finds what the other one made.
         for attempt in range(attempts):
             try:
                 self.tables.metadata.create_all(self.engine)
+                with self.engine.begin() as connection:
+                    add_missing_columns(connection, self.tables.metadata)
                 return
             except sa.exc.DBAPIError:
                 if attempt == attempts - 1:

@@ -30,6 +30,7 @@ NEEDED: dict[tuple[str, str], str] = {
     ("POST", "/v1/experiments"): "marketing",
     ("GET", "/v1/experiments/{key}"): "marketing",
     ("GET", "/v1/experiments/{key}/report"): "marketing",
+    ("POST", "/v1/experiments/{key}/stop"): "marketing",
     ("GET", "/experiments/{key}"): "marketing",
     ("POST", "/v1/admin/reload"): "admin",
 }
