@@ -525,17 +525,17 @@ class Experiments:
     def create(self, spec: ExperimentSpec) -> Experiment:
         """Store a new experiment. Raises :class:`ExperimentExists` for a key already taken and
         :class:`ExperimentOverlaps` when an experiment of its layer runs during its period."""
-        if find_experiment(self._log, spec.key) is not None:
-            raise ExperimentExists(spec.key)
-        other = overlapping(spec, self.all())
-        if other is not None:
-            raise ExperimentOverlaps(other)
         experiment = Experiment(
             **{name: getattr(spec, name) for name in ExperimentSpec.__dataclass_fields__},
             created_at=self._now(),
         )
-        if not insert_experiment(self._log, experiment):
+        refused = insert_experiment(
+            self._log, experiment, lambda stored: overlapping(experiment, stored)
+        )
+        if refused is False:
             raise ExperimentExists(spec.key)
+        if refused is not None:
+            raise ExperimentOverlaps(refused)
         self._cached_at = -math.inf  # this process sees its own experiment at once
         return experiment
 

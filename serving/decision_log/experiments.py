@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -16,12 +16,34 @@ from serving.decision_log.records import DEFAULT_LAYER, CustomerOutcome, Experim
 from serving.decision_log.repository import DecisionLog
 
 
-def insert_experiment(log: DecisionLog, experiment: Experiment) -> bool:
-    """Store an experiment; False, storing nothing, when one with its key exists."""
+def insert_experiment(
+    log: DecisionLog,
+    experiment: Experiment,
+    blocking: Callable[[Sequence[Experiment]], Experiment | None] = lambda stored: None,
+) -> Experiment | Literal[False] | None:
+    """Store an experiment unless ``blocking`` finds, among those stored, one that keeps it out.
+
+    Returns None when stored, the blocking experiment when one did, and False, storing nothing,
+    when one with its key exists. The look and the insert hold the table's write lock, so two
+    workers creating experiments at once cannot both pass the look.
+    """
+    table = log.tables.experiments
     try:
         with log.engine.begin() as connection:
+            _lock(connection, table)
+            stored = [
+                _experiment(row._mapping)
+                for row in connection.execute(
+                    sa.select(table).order_by(table.c.created_at, table.c.key)
+                )
+            ]
+            if any(other.key == experiment.key for other in stored):
+                return False
+            blocked = blocking(stored)
+            if blocked is not None:
+                return blocked
             connection.execute(
-                log.tables.experiments.insert(),
+                table.insert(),
                 {
                     "key": experiment.key,
                     "description": experiment.description,
@@ -37,7 +59,18 @@ def insert_experiment(log: DecisionLog, experiment: Experiment) -> bool:
             )
     except IntegrityError:
         return False
-    return True
+    return None
+
+
+def _lock(connection: sa.Connection, table: sa.Table) -> None:
+    """Take the experiments table's write lock for the rest of the transaction."""
+    if connection.dialect.name == "postgresql":
+        name = connection.dialect.identifier_preparer.format_table(table)
+        connection.execute(sa.text(f"LOCK TABLE {name} IN SHARE ROW EXCLUSIVE MODE"))
+    else:
+        # SQLite: a write statement, even one that changes no row, takes the database's write
+        # lock until the transaction ends; other writers wait for it (busy_timeout).
+        connection.execute(table.update().where(sa.false()).values(key=table.c.key))
 
 
 def stop_experiment(log: DecisionLog, key: str, at: dt.datetime) -> bool:

@@ -563,7 +563,7 @@ def test_an_experiment_is_stored_and_read_back_as_created(tmp_path: Any) -> None
     assert store.all() == [created]
     with pytest.raises(ExperimentExists):
         store.create(spec())
-    assert not insert_experiment(log, created)  # the key is taken: nothing stored
+    assert insert_experiment(log, created) is False  # the key is taken: nothing stored
     with pytest.raises(KeyError):
         store.get("nope")
     log.close()
