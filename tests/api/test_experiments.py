@@ -687,3 +687,51 @@ def test_only_customers_who_may_be_marketed_to_are_enrolled(client: Any) -> None
         assert answers[customer]["experiment"] is None
     report = client.get("/v1/experiments/ranker-vs-rules/report", headers=MARKETING).json()
     assert report["customers"] == 2 and report["variants"][0]["decisions"] == 2
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+def test_experiments_on_postgresql(postgres_url: str, pg_schema: str) -> None:
+    """The same SQL on PostgreSQL: a table from before layers gains its columns, the write lock,
+    the overlap, the stop and the per-customer outcomes."""
+    import sqlalchemy as sa
+
+    from serving.decision_log.database import create_log_engine
+
+    engine = create_log_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                f'CREATE TABLE "{pg_schema}".experiments (key VARCHAR(64) PRIMARY KEY, '
+                "description TEXT NOT NULL, variants JSON NOT NULL, starts_at TIMESTAMP NOT NULL, "
+                "ends_at TIMESTAMP NOT NULL, created_at TIMESTAMP NOT NULL)"
+            )
+        )
+        connection.execute(
+            sa.text(
+                f"INSERT INTO \"{pg_schema}\".experiments VALUES ('old-one', '', "
+                '\'[{"name": "a", "weight": 1.0, "policy": "rules"}]\', '
+                "'2020-01-01', '2020-02-01', '2019-12-20')"
+            )
+        )
+    engine.dispose()
+    log = DecisionLog(postgres_url, schema=pg_schema)
+    store = Experiments(log)
+    assert store.get("old-one").layer == "default"
+    store.create(spec())
+    with pytest.raises(ExperimentOverlaps):
+        store.create(replace(spec(), key="second"))
+    hand_made_log(log)
+    outcomes = {(o.variant, o.customer_id): o for o in customer_outcomes(log, "ranker-vs-rules")}
+    assert len(outcomes) == 15  # with the customer of a variant the experiment does not have
+    first = outcomes["treatment", "T0"]
+    assert (first.decisions, first.accepted, first.impressions) == (4, 4, 4)
+    assert first.revenue_change_sek == pytest.approx(200.0)
+    assert outcomes["rules", "R1"].unpriced_accepts == 1
+    report = store.report("ranker-vs-rules")
+    treatment = report.variants[0]
+    assert treatment.acceptance_interval is not None
+    assert treatment.acceptance_interval.high == pytest.approx(0.25 + 0.489991, abs=1e-6)
+    stopped = store.stop("ranker-vs-rules")
+    assert stopped.stopped_at is not None and store.running_on(dt.date(2026, 12, 10)) is None
+    log.close()
