@@ -602,6 +602,38 @@ def experiments_report(
     Console().print(report_view(results))
 
 
+@experiments_app.command("simulate")
+def experiments_simulate(
+    key: str,
+    cycles: Annotated[
+        int, typer.Option(min=1, help="The simulated world's newest months to run it over.")
+    ] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the hidden behaviour's draws.")] = 0,
+    data: DataOption = None,
+) -> None:
+    """Run an experiment on a simulated world: each cycle (a month) the engine decides that
+    month's invoices under the customers' variants, the world's hidden behaviour answers as
+    offer events, then the report. Decisions and events go to the configured decision log."""
+    from core.settings import get_settings
+    from pipelines.experiment_commands import report_view
+    from pipelines.experiment_simulation import simulate_experiment
+
+    settings = get_settings()
+    if data is not None:
+        settings = settings.model_copy(update={"data_dir": data})
+    try:
+        run = simulate_experiment(key, cycles, settings, seed=seed)
+    except KeyError as error:
+        raise _fail(f"no experiment with key {key!r}") from error
+    except ValueError as error:
+        raise _fail(str(error)) from error
+    console.print(
+        f"{', '.join(run.months)}: {run.decisions} invoices decided, {run.enrolled} in the "
+        f"experiment, {run.events} offer events stored"
+    )
+    Console().print(report_view(run.report))
+
+
 @consents_app.command("sync")
 def consents_sync(
     file: Annotated[

@@ -23,7 +23,7 @@ from statsmodels.stats.proportion import (
 )
 
 CONFIDENCE = 0.95
-ALPHA = 1.0 - CONFIDENCE
+ALPHA = 0.05  # 1 - CONFIDENCE, written out so that the report shows 0.05, not 0.050000000000000044
 # The minimum detectable effect: the smallest true difference found with this probability.
 POWER = 0.8
 # A sample-ratio mismatch this unlikely under the weights means the split or the logging is broken;

@@ -31,6 +31,7 @@ COMMANDS = [
     ["experiments", "list"],
     ["experiments", "stop"],
     ["experiments", "report"],
+    ["experiments", "simulate"],
     ["consents"],
     ["consents", "sync"],
     ["customers"],
