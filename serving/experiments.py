@@ -122,20 +122,31 @@ def covers(experiment: Experiment | ExperimentSpec, day: dt.date) -> bool:
     return experiment.start <= moment <= experiment.end
 
 
+def periods_meet(spec: ExperimentSpec, other: Experiment) -> bool:
+    """Whether ``other``'s period (to its stop, if it stopped after it started) meets ``spec``'s."""
+    return (
+        other.start <= spec.end and spec.start <= other.closes_at and other.closes_at >= other.start
+    )
+
+
 def overlapping(spec: ExperimentSpec, others: Sequence[Experiment]) -> Experiment | None:
-    """The first experiment of the same layer whose period (to its stop, if stopped) meets
-    ``spec``'s."""
+    """The first experiment of the same layer whose period meets ``spec``'s."""
     return next(
-        (
-            other
-            for other in others
-            if other.layer == spec.layer
-            and other.start <= spec.end
-            and spec.start <= other.closes_at
-            and other.closes_at >= other.start
-        ),
+        (other for other in others if other.layer == spec.layer and periods_meet(spec, other)),
         None,
     )
+
+
+def decided_first_by(experiment: Experiment, others: Sequence[Experiment]) -> list[Experiment]:
+    """Experiments of other layers, created before ``experiment``, whose periods meet its own:
+    they decide the invoices both cover (one invoice, one policy)."""
+    return [
+        other
+        for other in others
+        if other.key != experiment.key
+        and other.created_at < experiment.created_at
+        and periods_meet(experiment, other)
+    ]
 
 
 def status(experiment: Experiment, now: dt.datetime) -> Status:
@@ -327,9 +338,11 @@ def build_report(
     exits: CustomerExits | None = None,
     churn_problem: str | None = None,
     churn_window_days: int = CHURN_WINDOW_DAYS,
+    decided_first: Sequence[Experiment] = (),
 ) -> ExperimentResults:
     """The report from each enrolled customer's outcome (pure: the numbers a reader can
-    recompute by hand). ``exits`` None: churn is not reported, and ``churn_problem`` says why."""
+    recompute by hand). ``exits`` None: churn is not reported, and ``churn_problem`` says why;
+    ``decided_first``: the experiments of other layers that take the invoices both cover."""
     control = control_variant(experiment)
     arms: dict[str, _Arm] = {variant.name: _Arm([]) for variant in experiment.variants}
     for outcome in outcomes:
@@ -436,6 +449,7 @@ def build_report(
             exits,
             churn_problem,
             [outcome for arm in arms.values() for outcome in arm.outcomes],
+            decided_first,
         ),
         srm=srm,
         mde=MinimumDetectable(metric=MDE_METRIC, alpha=ALPHA, power=POWER, by_variant=detectable),
@@ -452,6 +466,7 @@ def _warnings(
     exits: CustomerExits | None,
     churn_problem: str | None,
     outcomes: Sequence[CustomerOutcome],
+    decided_first: Sequence[Experiment],
 ) -> list[str]:
     """Plain warnings for the reader, the sample-ratio mismatch first: with it nothing else in
     the report can be trusted."""
@@ -467,6 +482,12 @@ def _warnings(
         warnings.append(
             f"Stopped at {experiment.stopped_at:%Y-%m-%d %H:%M} UTC, before its planned end "
             f"({experiment.end:%Y-%m-%d %H:%M} UTC)."
+        )
+    for other in decided_first:
+        warnings.append(
+            f"Experiment {other.key} of layer {other.layer}, created earlier, runs from "
+            f"{other.start:%Y-%m-%d} to {other.closes_at:%Y-%m-%d}: the invoices both cover are "
+            "decided under it, so this experiment enrols nobody while it runs."
         )
     planned = experiment.planned_customers
     if planned is not None and total < planned:
@@ -604,7 +625,12 @@ class Experiments:
             except ChurnUnavailable as error:
                 problem = str(error)
         return build_report(
-            experiment, self.outcomes(key), now=self._now(), exits=exits, churn_problem=problem
+            experiment,
+            self.outcomes(key),
+            now=self._now(),
+            exits=exits,
+            churn_problem=problem,
+            decided_first=decided_first_by(experiment, self.all()),
         )
 
 

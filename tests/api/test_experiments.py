@@ -489,6 +489,16 @@ def test_an_overlapping_experiment_in_the_same_layer_is_409_naming_it(client: An
     created = client.post("/v1/experiments", json=other_layer, headers=MARKETING)
     assert created.status_code == 201 and created.json()["layer"] == "payment-help"
     assert client.get("/v1/experiments", headers=MARKETING).json()["count"] == 3
+    # One invoice has one policy: the experiment created first decides, and the later one's
+    # report says so.
+    report = client.get("/v1/experiments/third/report", headers=MARKETING).json()
+    assert (
+        "Experiment ranker-vs-rules of layer default, created earlier, runs from 2026-12-01 to "
+        "2027-02-28: the invoices both cover are decided under it, so this experiment enrols "
+        "nobody while it runs."
+    ) in report["warnings"]
+    first = client.get("/v1/experiments/ranker-vs-rules/report", headers=MARKETING).json()
+    assert not any("created earlier" in warning for warning in first["warnings"])
 
 
 def test_a_stopped_experiment_assigns_nobody_and_says_so(client: Any) -> None:
