@@ -298,9 +298,13 @@ class _Arm:
     outcomes: list[CustomerOutcome]
     followed: int = 0
     churned: int = 0
+    # Each column is read many times (per metric, and again as the control of every variant).
+    _columns: dict[str, list[float]] = field(default_factory=dict)
 
     def column(self, name: str) -> list[float]:
-        return [float(getattr(outcome, name)) for outcome in self.outcomes]
+        if name not in self._columns:
+            self._columns[name] = [float(getattr(outcome, name)) for outcome in self.outcomes]
+        return self._columns[name]
 
     def ratio(self, numerator: str) -> Estimate | None:
         return ratio_estimate(self.column(numerator), self.column("decisions"))
