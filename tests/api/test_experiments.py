@@ -295,6 +295,8 @@ def test_the_report_counts_customers_against_the_champion_variant(client: Any) -
     assert "<table" in page.text and "<script" not in page.text
     assert "25.0 %" in page.text and "-24.0 % – 74.0 %" in page.text
     assert "Churn is not reported" in page.text
+    # Every metric against the control: rules' acceptance rate, 0 ± 58.6 pp, p = 1.
+    assert '<table id="differences">' in page.text and "-58.6 pp to +58.6 pp" in page.text
 
 
 def test_the_ratio_variance_is_the_customer_clustered_one() -> None:
