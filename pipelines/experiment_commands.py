@@ -222,7 +222,7 @@ def report_view(report: ExperimentResults) -> RenderableType:
             )
     parts.append(differences)
     detectable = ", ".join(
-        f"{name} {_points(value)} pp" if value is not None else f"{name} –"
+        f"{name} {100 * value:.1f} pp" if value is not None else f"{name} –"
         for name, value in report.mde.by_variant.items()
     )
     parts.append(

@@ -114,5 +114,11 @@ def test_stop_then_report(database: str, tmp_path: Path) -> None:
     assert table.exit_code == 0, table.output
     assert "warning: Read before the planned sample" in table.stdout
     assert "50.0 %" in table.stdout and "acceptance_rate" in table.stdout
+    # 6 customers a side, one decision each: Var 6/5 · 1.5/36 = 0.05 and 6/5 · (30/36)/36 =
+    # 0.02778, so (z₀.₉₇₅ + z₀.₈) · √0.07778 = 2.801585 · 0.278887 = 78.1 pp.
+    assert (
+        "Minimum detectable effect on the acceptance rate (80 % power, α 0.05): rules 78.1 pp"
+        in table.stdout
+    )
     missing = run("report", "nope")
     assert missing.exit_code == 1 and "no experiment with key 'nope'" in missing.output
