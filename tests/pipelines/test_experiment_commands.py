@@ -30,10 +30,14 @@ EXPERIMENT = {
 
 @pytest.fixture
 def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """OFFERS_DATABASE_URL of an empty decision log; no contracts table in OFFERS_DATA_DIR."""
+    """OFFERS_DATABASE_URL of an empty decision log, no contracts table in OFFERS_DATA_DIR, an
+    empty model registry."""
     url = f"sqlite:///{tmp_path / 'offers.db'}"
     monkeypatch.setenv("OFFERS_DATABASE_URL", url)
     monkeypatch.setenv("OFFERS_DATA_DIR", str(tmp_path / "raw"))
+    # An empty registry of its own: a model:<version> variant is looked up there.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("OFFERS_MLFLOW_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
     monkeypatch.setenv("COLUMNS", "250")  # a terminal wide enough for every column
     get_settings.cache_clear()
     yield url
