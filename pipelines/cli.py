@@ -555,15 +555,167 @@ def events_export(
     console.print(f"{written} offer events exported")
 
 
-@experiments_app.command("report")
-def experiments_report(key: str) -> None:
-    """Print an experiment's report."""
-    from serving.experiments import print_report
+def _variant(text: str) -> dict[str, object]:
+    name, _, rest = text.partition(":")
+    weight, _, policy = rest.partition(":")
+    try:
+        return {"name": name, "weight": float(weight), "policy": policy}
+    except ValueError as error:
+        raise typer.BadParameter(f"{text!r} is not NAME:WEIGHT:POLICY") from error
+
+
+@experiments_app.command("create")
+def experiments_create(
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="JSON file holding the experiment as POST /v1/experiments takes it; the options "
+            "below override its fields.",
+        ),
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="Unique key (A-Z a-z 0-9 . _ -).")] = None,
+    description: Annotated[str | None, typer.Option(help="What it tests.")] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option(help="Layer (default 'default'); one experiment at a time per layer."),
+    ] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant",
+            help="NAME:WEIGHT:POLICY, once per variant (policy model, rules, non_personalised, "
+            "holdout or model:<version>); weights sum to 1.",
+        ),
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="Start, ISO 8601 (UTC without a zone).")] = None,
+    end: Annotated[str | None, typer.Option(help="End, ISO 8601.")] = None,
+    control: Annotated[
+        str | None,
+        typer.Option(help="Variant to compare with (default: the first 'model' variant)."),
+    ] = None,
+    planned_customers: Annotated[
+        int | None, typer.Option(help="Customers the experiment is designed to enrol.")
+    ] = None,
+) -> None:
+    """Create an experiment, checked as POST /v1/experiments checks it (an overlap in its layer
+    is refused naming the other experiment)."""
+    from pipelines.experiment_commands import ExperimentRefused, create
+
+    body: dict[str, object] = {}
+    if file is not None:
+        try:
+            loaded = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise _fail(f"{file}: not a readable JSON file ({error})") from error
+        if not isinstance(loaded, dict):
+            raise _fail(f"{file}: the experiment must be a JSON object")
+        body.update(loaded)
+    flags = {
+        "key": key,
+        "description": description,
+        "layer": layer,
+        "start": start,
+        "end": end,
+        "control": control,
+        "planned_customers": planned_customers,
+        "variants": None if not variant else [_variant(text) for text in variant],
+    }
+    body.update({name: value for name, value in flags.items() if value is not None})
+    try:
+        created = create(body)
+    except ExperimentRefused as error:
+        raise _fail(str(error)) from error
+    console.print(
+        f"created {escape(created.key)} in layer {escape(created.layer)}: "
+        f"{created.start:%Y-%m-%d %H:%M} – {created.end:%Y-%m-%d %H:%M} UTC, "
+        + ", ".join(escape(f"{v.name} {v.weight:g} {v.policy}") for v in created.variants)
+    )
+
+
+@experiments_app.command("list")
+def experiments_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
+) -> None:
+    """All experiments, the first created first."""
+    from pipelines.experiment_commands import experiments_table, listed
+    from serving.experiments import json_ready
+
+    experiments = listed()
+    if as_json:
+        typer.echo(json.dumps(json_ready(experiments), indent=2))
+        return
+    Console().print(experiments_table(experiments))
+
+
+@experiments_app.command("stop")
+def experiments_stop(key: str) -> None:
+    """Stop an experiment now: no invoice is assigned to it from then on (every API worker
+    within 5 s); its report stays."""
+    from pipelines.experiment_commands import ExperimentRefused, stop
 
     try:
-        print_report(key)
+        stopped = stop(key)
     except KeyError as error:
         raise _fail(f"no experiment with key {key!r}") from error
+    except ExperimentRefused as error:
+        raise _fail(str(error)) from error
+    assert stopped.stopped_at is not None
+    console.print(f"{escape(key)} stopped at {stopped.stopped_at:%Y-%m-%d %H:%M:%S} UTC")
+
+
+@experiments_app.command("report")
+def experiments_report(
+    key: str,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the JSON of GET /v1/experiments/KEY/report.")
+    ] = False,
+) -> None:
+    """Print an experiment's report: per variant and customer, against the control, with the
+    sample-ratio test, the minimum detectable effect and warnings."""
+    from pipelines.experiment_commands import report, report_view
+    from serving.experiments import json_ready
+
+    try:
+        results = report(key)
+    except KeyError as error:
+        raise _fail(f"no experiment with key {key!r}") from error
+    if as_json:
+        typer.echo(json.dumps(json_ready(results), indent=2))
+        return
+    Console().print(report_view(results))
+
+
+@experiments_app.command("simulate")
+def experiments_simulate(
+    key: str,
+    cycles: Annotated[
+        int, typer.Option(min=1, help="The simulated world's newest months to run it over.")
+    ] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the hidden behaviour's draws.")] = 0,
+    data: DataOption = None,
+) -> None:
+    """Run an experiment on a simulated world: each cycle (a month) the engine decides that
+    month's invoices under the customers' variants, the world's hidden behaviour answers as
+    offer events, then the report. Decisions and events go to the configured decision log."""
+    from core.settings import get_settings
+    from pipelines.experiment_commands import report_view
+    from pipelines.experiment_simulation import simulate_experiment
+
+    settings = get_settings()
+    if data is not None:
+        settings = settings.model_copy(update={"data_dir": data})
+    try:
+        run = simulate_experiment(key, cycles, settings, seed=seed)
+    except KeyError as error:
+        raise _fail(f"no experiment with key {key!r}") from error
+    except ValueError as error:
+        raise _fail(str(error)) from error
+    console.print(
+        f"{', '.join(run.months)}: {run.decisions} invoices decided, {run.enrolled} in the "
+        f"experiment, {run.events} offer events stored"
+    )
+    Console().print(report_view(run.report))
 
 
 @consents_app.command("sync")

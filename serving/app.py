@@ -51,7 +51,7 @@ from serving.decision.inputs import DecisionRequest
 from serving.decision_log import DecisionLog
 from serving.decision_log.circuit import DecisionLogUnavailable
 from serving.decision_log.repository import WARM_UP_ID
-from serving.experiments import Experiments
+from serving.experiments import Experiments, contract_exits
 from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore, open_feast_source
 from serving.log_lines import configure_logging
 from serving.metrics import ApiMetrics
@@ -286,7 +286,8 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
     )
     catalog = load_catalog(settings.catalog)
     log = DecisionLog.from_settings(settings)
-    experiments_store = Experiments(log)
+    # Reports read churn from the contracts input table, whenever one is asked for.
+    experiments_store = Experiments(log, exits=lambda: contract_exits(settings.data_dir))
     models = ModelHolder(connectors.model_loader(settings))
     models.start(experiments_store.challenger_policies(dt.datetime.now(dt.UTC)))
     reopen = FeatureOpener(settings, connectors.open_features)

@@ -202,7 +202,7 @@ class OffersService:
         experiment = self.experiments.running_on(day)
         if experiment is None:
             return CHAMPION
-        variant = assign_variant(experiment.key, customer_id, experiment.variants)
+        variant = assign_variant(experiment.key, customer_id, experiment.variants, experiment.layer)
         return Arm(variant.policy, ExperimentAssignment(key=experiment.key, variant=variant.name))
 
     def answers_without_waiting(self, arm: Arm) -> bool:
@@ -423,7 +423,6 @@ class OffersService:
                 request,
                 requested_policy=policy,
                 degraded=FEATURE_STORE_UNAVAILABLE,
-                experiment=assignment,
             )
         return decision, scorer
 

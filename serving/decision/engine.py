@@ -614,7 +614,9 @@ def decide(
         requested_policy=policy,
         policy=policy_used,
         model_version=scorer.model_version if scored and scorer is not None else None,
-        experiment=experiment,
+        # Only customers who may be marketed to are enrolled: a customer without marketing
+        # consent, or who objected, is in no experiment (and in no report).
+        experiment=None if allowed == "none" else experiment,
         consent=consent,
         offers=offers,
         usage_summary=summary,
@@ -659,11 +661,11 @@ def fallback_decision(
     *,
     requested_policy: str,
     degraded: str,
-    experiment: ExperimentAssignment | None = None,
 ) -> Decision:
     """The answer when features cannot be read: no offers, no summary, policy ``fallback``.
 
-    Consent is unknown, so it counts as not granted.
+    Consent is unknown, so it counts as not granted, and the customer is enrolled in no
+    experiment.
     """
     return Decision(
         invoice_id=request.invoice_id,
@@ -673,7 +675,7 @@ def fallback_decision(
         requested_policy=requested_policy,
         policy="fallback",
         model_version=None,
-        experiment=experiment,
+        experiment=None,
         consent=ConsentState(
             marketing=False,
             profiling=False,

@@ -23,7 +23,7 @@ from serving.decision.decline_cap import Decline, DeclineCap
 from serving.decision_log.circuit import LogCircuit
 from serving.decision_log.database import POOL_OVERFLOW, POOL_SIZE, create_log_engine
 from serving.decision_log.records import DecisionRecord, EventRecord, StoredDecision
-from serving.decision_log.schema import ADDED_COLUMNS, build_tables
+from serving.decision_log.schema import add_missing_columns, build_tables
 from serving.decision_log.sqlite import (
     SqliteStatement,
     WalCheckpointer,
@@ -83,8 +83,8 @@ class DecisionLog:
         )
 
     def _create_tables(self, attempts: int = 3) -> None:
-        # Several API workers start at once: two may both find a table missing and one CREATE
-        # then fails. Looking again finds the table the other one made.
+        # Several API workers start at once: two may both find a table (or a column) missing and
+        # one CREATE (or ALTER) then fails. Looking again finds what the other one made.
         for attempt in range(attempts):
             try:
                 self.tables.metadata.create_all(self.engine)
@@ -98,28 +98,13 @@ class DecisionLog:
     def _add_missing_columns(self) -> None:
         """Bring a log created by an earlier release up to this schema, keeping every row.
 
-        The columns added since (``schema.ADDED_COLUMNS``) are nullable, so an ``ALTER TABLE …
-        ADD COLUMN`` leaves the old rows as they were, with the new column empty; the indexes of
+        Columns added since a table's first release are nullable or have a server default
+        (``schema.add_missing_columns``), so the old rows stay as they were; the indexes of
         tables that already existed are created when missing.
         """
-        inspector = sa.inspect(self.engine)
-        preparer = self.engine.dialect.identifier_preparer
-        by_name = {table.name: table for table in self.tables.metadata.tables.values()}
-        for table_name, column_name in ADDED_COLUMNS:
-            table = by_name[table_name]
-            present = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
-            if column_name in present:
-                continue
-            column = table.c[column_name]
-            kind = column.type.compile(dialect=self.engine.dialect)
-            with self.engine.begin() as connection:
-                connection.execute(
-                    sa.text(
-                        f"ALTER TABLE {preparer.format_table(table)} "
-                        f"ADD COLUMN {preparer.quote(column_name)} {kind}"
-                    )
-                )
-        for table in by_name.values():
+        with self.engine.begin() as connection:
+            add_missing_columns(connection, self.tables.metadata)
+        for table in self.tables.metadata.tables.values():
             for index in table.indexes:
                 index.create(self.engine, checkfirst=True)
 

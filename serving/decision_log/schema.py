@@ -5,7 +5,9 @@ and the consent changes received through the API.
 offers is provisional: a later request for the invoice decides afresh, and a decision that is not
 provisional takes its place. The provisional one then moves to ``superseded_decisions`` (with when
 and by which decision), so nothing once answered leaves the log. The tables are created when
-missing, so a log created before ``superseded_decisions`` existed gains it on the next start.
+missing, so a log created before ``superseded_decisions`` existed gains it on the next start; a
+column added to a table later is added to an existing table the same way (``add_missing_columns``),
+with its default for the rows already stored.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.columns import CUSTOMER_KEY
+from serving.decision_log.records import DEFAULT_LAYER
 
 
 class UtcDateTime(sa.types.TypeDecorator[dt.datetime]):
@@ -72,15 +75,6 @@ def _decision_columns(*, one_per_invoice: bool) -> list[sa.Column[Any]]:
     ]
 
 
-# Columns added to tables that existing logs already hold, as (table, column): a log opened by a
-# newer release gains them (DecisionLog adds them, nullable, keeping every row).
-ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("decisions", "model_inputs"),
-    ("superseded_decisions", "model_inputs"),
-    ("decision_offers", "acceptance"),
-)
-
-
 def build_tables(schema: str | None = None) -> LogTables:
     """The log's tables, optionally in a PostgreSQL schema."""
     metadata = sa.MetaData(schema=schema)
@@ -124,6 +118,12 @@ def build_tables(schema: str | None = None) -> LogTables:
         sa.Column("starts_at", UtcDateTime, nullable=False),
         sa.Column("ends_at", UtcDateTime, nullable=False),
         sa.Column("created_at", UtcDateTime, nullable=False),
+        # Added after the first release: a log created before them gains them on the next start
+        # (add_missing_columns), its experiments in the default layer, never stopped.
+        sa.Column("layer", sa.String(64), nullable=False, server_default=DEFAULT_LAYER),
+        sa.Column("control", sa.String(64)),
+        sa.Column("planned_customers", sa.Integer),
+        sa.Column("stopped_at", UtcDateTime),
     )
     # Provisional decisions a later decision for the same invoice replaced: kept for audit. They
     # showed no offers, so no offers or events move with them.
@@ -174,3 +174,28 @@ def build_tables(schema: str | None = None) -> LogTables:
         consent_changes,
         erasures,
     )
+
+
+def add_missing_columns(connection: sa.Connection, metadata: sa.MetaData) -> list[str]:
+    """Add to each existing table the columns it lacks (``ALTER TABLE … ADD COLUMN``), each with
+    its server default, so that rows already stored keep working; returns ``table.column`` added.
+
+    Only nullable columns or columns with a server default can be added this way, which is what
+    every column added after a table's first release must be.
+    """
+    inspector = sa.inspect(connection)
+    preparer = connection.dialect.identifier_preparer
+    added = []
+    for table in metadata.sorted_tables:
+        if not inspector.has_table(table.name, schema=table.schema):
+            continue
+        present = {column["name"] for column in inspector.get_columns(table.name, table.schema)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            definition = sa.schema.CreateColumn(column).compile(dialect=connection.dialect)
+            connection.execute(
+                sa.text(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {definition}")
+            )
+            added.append(f"{table.name}.{column.name}")
+    return added

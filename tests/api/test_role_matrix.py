@@ -32,6 +32,7 @@ NEEDED: dict[tuple[str, str], str | tuple[str, ...]] = {
     ("POST", "/v1/experiments"): "marketing",
     ("GET", "/v1/experiments/{key}"): "marketing",
     ("GET", "/v1/experiments/{key}/report"): "marketing",
+    ("POST", "/v1/experiments/{key}/stop"): "marketing",
     ("GET", "/experiments/{key}"): "marketing",
     ("GET", "/preview/invoices/{invoice_id}"): ("renderer", "marketing"),
     ("GET", "/sign-in"): OPEN,

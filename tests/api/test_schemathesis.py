@@ -43,6 +43,7 @@ OPERATIONS: list[tuple[str, str, str]] = [
     ("GET", "/v1/experiments", "marketing"),
     ("POST", "/v1/experiments", "marketing"),
     ("GET", "/v1/experiments/{key}", "marketing"),
+    ("POST", "/v1/experiments/{key}/stop", "marketing"),
     ("GET", "/v1/experiments/{key}/report", "marketing"),
     ("GET", "/experiments/{key}", "marketing"),
     ("GET", "/preview/invoices/{invoice_id}", "renderer"),

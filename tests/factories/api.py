@@ -377,12 +377,19 @@ def log_decision(
     accepted: bool,
     offers: int = 2,
     experiment: str = "ranker-vs-rules",
+    saving: float | None = None,
+    at: dt.datetime | None = None,
 ) -> str:
     """Log one experiment decision with ``offers`` shown, impressions and a click, and maybe an
-    accept; returns its decision_id. For reports computed on a hand-made log."""
+    accept (of PLAN_1, whose customer saving the engine logged as ``saving`` a month), made
+    ``at`` (default 2026-12-05); returns its decision_id. For reports on a hand-made log."""
     decision_id = str(uuid.uuid4())
     shown = tuple(LoggedOffer(f"PLAN_{i}", i + 1, 1.0, None) for i in range(offers))
-    now = dt.datetime(2026, 12, 5, tzinfo=dt.UTC)
+    now = at or dt.datetime(2026, 12, 5, tzinfo=dt.UTC)
+    candidates = [
+        {"offer_id": f"PLAN_{i}", "customer_saving_sek_per_month": saving if i == 1 else None}
+        for i in range(offers)
+    ]
     log.record(
         DecisionRecord(
             decision_id=decision_id,
@@ -397,7 +404,7 @@ def log_decision(
             degraded=None,
             consent={"marketing": True},
             response_json="{}",
-            log={},
+            log={"candidates": candidates},
             offers=shown,
         )
     )
@@ -429,10 +436,9 @@ def opens_on_third_try(store: Any) -> tuple[Callable[[Settings], Any], list[int]
 def store_experiment(app: FastAPI, body: dict[str, Any]) -> None:
     """An experiment stored as another worker (or an earlier release) stored it, without the
     route's checks: for arms whose model version cannot be served here."""
-    from serving.api.routes.experiments import _spec
     from serving.api.schemas import ExperimentCreate
 
-    app.state.services.experiments.create(_spec(ExperimentCreate.model_validate(body)))
+    app.state.services.experiments.create(ExperimentCreate.model_validate(body).spec())
 
 
 def feast_settings(base: Path, **overrides: Any) -> Settings:

@@ -29,9 +29,10 @@ from serving.api.deps import (
     SignInNeeded,
 )
 from serving.api.errors import Problem, ProblemError, ValidationProblem, problem_responses
-from serving.api.schemas import ID_PATTERN, INVOICE_DATE_DESCRIPTION, IsoDate, OffersRequest
+from serving.api.schemas import OffersRequest
 from serving.decision.inputs import DecisionRequest, Locale, UnknownCustomerError
 from serving.decision.reasons import format_amount, format_sek
+from serving.fields import ID_PATTERN, INVOICE_DATE_DESCRIPTION, IsoDate
 from serving.offers import InvoiceCustomerConflict
 from serving.offers_response import OffersResponse
 
