@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -106,6 +107,26 @@ def run_child(command: list[str], env: dict[str, str] | None = None) -> tuple[fl
     if code != 0:
         raise RuntimeError(f"{' '.join(command[2:])} failed ({code}): {errors[-2000:]}")
     return seconds, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def split_cores() -> tuple[int | None, int | None]:
+    """The first two CPUs this process may use: one for a server, one for its load generator.
+
+    Pinned apart, the load generator's own work does not show up as server latency (unpinned on
+    two cores, the measured rates fall to a third). ``(None, None)`` when there are fewer than two
+    or no ``taskset``.
+    """
+    if not hasattr(os, "sched_getaffinity") or shutil.which("taskset") is None:
+        return None, None
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        return None, None
+    return allowed[0], allowed[1]
+
+
+def pinned(command: list[str], cpu: int | None) -> list[str]:
+    """``command`` run by ``taskset`` on ``cpu``; unchanged when ``cpu`` is None."""
+    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
 
 
 def _cpu_count() -> int:

@@ -9,7 +9,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The roles an API key may have (serving/auth.py decides what each may call).
@@ -41,11 +41,30 @@ class Settings(BaseSettings):
     database_url: str = Field(
         default="sqlite:///data/offers.db", description="Decision log, events and experiments."
     )
+    database_timeout_ms: float = Field(
+        default=2000.0,
+        gt=0,
+        description="Longest wait for one call to a PostgreSQL decision log on a request's path; "
+        "past it the answer is 503 with Retry-After.",
+    )
+    database_cool_off_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="After a few failed calls in a row, how long every call to a PostgreSQL "
+        "decision log is refused at once (503) before one call tries it again.",
+    )
     api_keys: str = Field(default="", description="Comma list of key:role.")
     open_docs: bool = Field(
         default=True,
         description="Serve /docs, /redoc and /openapi.json without a key (set false in "
         "production when the API description should not be public).",
+    )
+    session_secret: SecretStr = Field(
+        default=SecretStr(""),
+        description="Signs the pages' session cookies; empty: derived from OFFERS_API_KEYS.",
+    )
+    session_hours: float = Field(
+        default=8.0, gt=0.0, le=24.0 * 30, description="How long a page session lasts."
     )
     spark_master: str = "local[2]"
     mlflow_tracking_uri: str = Field(
@@ -108,6 +127,42 @@ class Settings(BaseSettings):
         default=30.0,
         ge=1.0,
         description="How often each serving worker asks the registry where `champion` points.",
+    )
+    # Model monitoring (training/drift.py): `offers monitor` and the drift gauges on /metrics.
+    monitor_psi_warn: float = Field(
+        default=0.1, gt=0.0, description="An input whose PSI reaches this is marked warn."
+    )
+    monitor_psi_alert: float = Field(
+        default=0.25, gt=0.0, description="An input whose PSI reaches this is marked alert."
+    )
+    monitor_calibration_gap: float = Field(
+        default=0.05,
+        gt=0.0,
+        le=1.0,
+        description="Largest gap between predicted and observed acceptance (a share, 0.05 = 5 "
+        "points) before a week is marked; alert when the 95 % interval also leaves it out.",
+    )
+    monitor_degraded_share: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Largest share of degraded answers that is ok."
+    )
+    monitor_min_decisions: int = Field(
+        default=100, ge=1, description="Fewer model decisions than this: no input drift status."
+    )
+    monitor_min_offers: int = Field(
+        default=50, ge=1, description="Fewer first-placed offers in a week: no calibration status."
+    )
+    monitor_window_days: int = Field(
+        default=28, ge=1, le=400, description="The period /metrics' drift gauges look back over."
+    )
+    monitor_max_decisions: int = Field(
+        default=5000,
+        ge=100,
+        description="At most this many of the newest decisions are read per computation.",
+    )
+    monitor_refresh_seconds: float = Field(
+        default=300.0,
+        ge=0.0,
+        description="How often each API worker recomputes the drift gauges (0: never).",
     )
     max_request_bytes: int = 16 * 1024
     seed: int = 7

@@ -75,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         '    -d \'{"invoice_id": "INV-2026-11-EXAMPLE", '
         f'"customer_id": "{customer}", '
         '"invoice_date": "2026-11-30", "locale": "sv", "max_offers": 3}\'\n\n'
+        "The invoice as the customer will see it, in a browser (sign in with the same key):\n\n"
+        f"  {base}/preview/invoices/INV-2026-11-EXAMPLE?customer_id={customer}"
+        "&invoice_date=2026-11-30&locale=en\n\n"
         f"  docs: {base}/docs   health: {base}/health/ready\n\n"
     )
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -371,6 +372,57 @@ def _rollback_text(record: dict[str, object] | None) -> str:
 
 
 @app.command()
+def monitor(
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="First day (YYYY-MM-DD, UTC) of the decisions to look at; default "
+            "OFFERS_MONITOR_WINDOW_DAYS (28) days back.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Input drift, prediction drift and degraded answers of the logged decisions.
+
+    Input drift: the PSI of each model input of the recent model decisions
+    against the champion ranker's training window; ok, warn, alert at
+    OFFERS_MONITOR_PSI_WARN (0.1) and OFFERS_MONITOR_PSI_ALERT (0.25).
+    Age and satisfaction are compared in bands, never as values.
+
+    Prediction drift: per ISO week, the predicted against the observed
+    acceptance of the offers the model placed first, with a 95 % interval;
+    marked beyond OFFERS_MONITOR_CALIBRATION_GAP (0.05).
+
+    Degraded answers: their share, marked beyond
+    OFFERS_MONITOR_DEGRADED_SHARE (0.05).
+
+    One line of advice when a threshold is crossed.
+    """
+    from core.settings import get_settings
+    from pipelines.monitoring import MonitorUnavailable, print_report, run_monitor
+
+    first_day = None
+    if since is not None:
+        try:
+            first_day = dt.date.fromisoformat(since)
+        except ValueError as error:
+            raise _fail(f"--since {since!r} is not a date (YYYY-MM-DD)") from error
+    now = dt.datetime.now(dt.UTC)
+    if first_day is not None and first_day > now.date():
+        raise _fail(f"--since {since} is after today ({now.date().isoformat()})")
+    try:
+        report = run_monitor(get_settings(), first_day, now)
+    except MonitorUnavailable as error:
+        raise _fail(str(error)) from error
+    # The report is the command's result: stdout (scripts read the JSON there).
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        return
+    print_report(report, Console())
+
+
+@app.command()
 def retrain(data: DataOption = None) -> None:
     """Validate → build features → materialize → train → evaluate → promote."""
     from pipelines.retrain import PipelineStepError, run_retrain
@@ -388,9 +440,15 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
-    """Run the invoice offer API."""
+    """Run the invoice offer API. It prints JSON lines on stderr (decisions, failures), with no
+    customer or invoice id in them; uvicorn's access log is off, since paths carry ids."""
     import uvicorn
 
+    from serving.log_lines import uvicorn_log_config
+
+    # MLflow otherwise gives its loggers a plain-text handler of their own when imported; left
+    # alone, they write through the root's JSON lines like every other library.
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
@@ -398,6 +456,7 @@ def serve(
         port=port,
         workers=workers,
         log_level="warning",
+        log_config=uvicorn_log_config("WARNING"),
         access_log=False,
     )
 
@@ -409,8 +468,27 @@ def invoice_run(
     engine: Annotated[str, typer.Option(help="local or spark.")] = "local",
     locale: Annotated[str, typer.Option(help="sv or en.")] = "sv",
     max_offers: Annotated[int, typer.Option(min=0, max=10, help="Offers per invoice.")] = 3,
+    no_log: Annotated[
+        bool,
+        typer.Option(
+            "--no-log",
+            help="A what-if run: the champion decides every invoice afresh, without "
+            "experiments, and nothing is written to the decision log (needed for --engine "
+            "spark).",
+        ),
+    ] = False,
 ) -> None:
-    """Decide offers for every customer billed on a date (same decisions as the API)."""
+    """Decide offers for every customer billed on a date (same decisions as the API).
+
+    The decisions are real decisions: made by the API's own service, experiments applied,
+    written to the decision log (OFFERS_DATABASE_URL) in bulk, so POST /v1/offers replays them
+    and events for them are accepted. An invoice the log already holds is replayed, so a rerun
+    duplicates nothing. A call to a PostgreSQL log may take up to 120 s here, not the API's
+    OFFERS_DATABASE_TIMEOUT_MS. The features are the newest known when the run is made, as the API's
+    online store holds them, with the usage moved back to the invoices' billing period.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
     from pipelines.invoice_run import run_invoice_run
 
     if engine not in {"local", "spark"}:
@@ -428,9 +506,15 @@ def invoice_run(
             engine=engine,
             locale="en" if locale == "en" else "sv",
             max_offers=max_offers,
+            log_decisions=not no_log,
         )
     except ValueError as error:
         raise _fail(str(error)) from error
+    except SQLAlchemyError as error:
+        raise _fail(
+            f"the decision log database is unavailable ({type(error).__name__}); no output was "
+            "written. Run again: the decisions already logged are replayed, not made twice"
+        ) from error
     console.print(summary)
 
 
@@ -471,15 +555,167 @@ def events_export(
     console.print(f"{written} offer events exported")
 
 
-@experiments_app.command("report")
-def experiments_report(key: str) -> None:
-    """Print an experiment's report."""
-    from serving.experiments import print_report
+def _variant(text: str) -> dict[str, object]:
+    name, _, rest = text.partition(":")
+    weight, _, policy = rest.partition(":")
+    try:
+        return {"name": name, "weight": float(weight), "policy": policy}
+    except ValueError as error:
+        raise typer.BadParameter(f"{text!r} is not NAME:WEIGHT:POLICY") from error
+
+
+@experiments_app.command("create")
+def experiments_create(
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            help="JSON file holding the experiment as POST /v1/experiments takes it; the options "
+            "below override its fields.",
+        ),
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="Unique key (A-Z a-z 0-9 . _ -).")] = None,
+    description: Annotated[str | None, typer.Option(help="What it tests.")] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option(help="Layer (default 'default'); one experiment at a time per layer."),
+    ] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant",
+            help="NAME:WEIGHT:POLICY, once per variant (policy model, rules, non_personalised, "
+            "holdout or model:<version>); weights sum to 1.",
+        ),
+    ] = None,
+    start: Annotated[str | None, typer.Option(help="Start, ISO 8601 (UTC without a zone).")] = None,
+    end: Annotated[str | None, typer.Option(help="End, ISO 8601.")] = None,
+    control: Annotated[
+        str | None,
+        typer.Option(help="Variant to compare with (default: the first 'model' variant)."),
+    ] = None,
+    planned_customers: Annotated[
+        int | None, typer.Option(help="Customers the experiment is designed to enrol.")
+    ] = None,
+) -> None:
+    """Create an experiment, checked as POST /v1/experiments checks it (an overlap in its layer
+    is refused naming the other experiment)."""
+    from pipelines.experiment_commands import ExperimentRefused, create
+
+    body: dict[str, object] = {}
+    if file is not None:
+        try:
+            loaded = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise _fail(f"{file}: not a readable JSON file ({error})") from error
+        if not isinstance(loaded, dict):
+            raise _fail(f"{file}: the experiment must be a JSON object")
+        body.update(loaded)
+    flags = {
+        "key": key,
+        "description": description,
+        "layer": layer,
+        "start": start,
+        "end": end,
+        "control": control,
+        "planned_customers": planned_customers,
+        "variants": None if not variant else [_variant(text) for text in variant],
+    }
+    body.update({name: value for name, value in flags.items() if value is not None})
+    try:
+        created = create(body)
+    except ExperimentRefused as error:
+        raise _fail(str(error)) from error
+    console.print(
+        f"created {escape(created.key)} in layer {escape(created.layer)}: "
+        f"{created.start:%Y-%m-%d %H:%M} – {created.end:%Y-%m-%d %H:%M} UTC, "
+        + ", ".join(escape(f"{v.name} {v.weight:g} {v.policy}") for v in created.variants)
+    )
+
+
+@experiments_app.command("list")
+def experiments_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
+) -> None:
+    """All experiments, the first created first."""
+    from pipelines.experiment_commands import experiments_table, listed
+    from serving.experiments import json_ready
+
+    experiments = listed()
+    if as_json:
+        typer.echo(json.dumps(json_ready(experiments), indent=2))
+        return
+    Console().print(experiments_table(experiments))
+
+
+@experiments_app.command("stop")
+def experiments_stop(key: str) -> None:
+    """Stop an experiment now: no invoice is assigned to it from then on (every API worker
+    within 5 s); its report stays."""
+    from pipelines.experiment_commands import ExperimentRefused, stop
 
     try:
-        print_report(key)
+        stopped = stop(key)
     except KeyError as error:
         raise _fail(f"no experiment with key {key!r}") from error
+    except ExperimentRefused as error:
+        raise _fail(str(error)) from error
+    assert stopped.stopped_at is not None
+    console.print(f"{escape(key)} stopped at {stopped.stopped_at:%Y-%m-%d %H:%M:%S} UTC")
+
+
+@experiments_app.command("report")
+def experiments_report(
+    key: str,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the JSON of GET /v1/experiments/KEY/report.")
+    ] = False,
+) -> None:
+    """Print an experiment's report: per variant and customer, against the control, with the
+    sample-ratio test, the minimum detectable effect and warnings."""
+    from pipelines.experiment_commands import report, report_view
+    from serving.experiments import json_ready
+
+    try:
+        results = report(key)
+    except KeyError as error:
+        raise _fail(f"no experiment with key {key!r}") from error
+    if as_json:
+        typer.echo(json.dumps(json_ready(results), indent=2))
+        return
+    Console().print(report_view(results))
+
+
+@experiments_app.command("simulate")
+def experiments_simulate(
+    key: str,
+    cycles: Annotated[
+        int, typer.Option(min=1, help="The simulated world's newest months to run it over.")
+    ] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the hidden behaviour's draws.")] = 0,
+    data: DataOption = None,
+) -> None:
+    """Run an experiment on a simulated world: each cycle (a month) the engine decides that
+    month's invoices under the customers' variants, the world's hidden behaviour answers as
+    offer events, then the report. Decisions and events go to the configured decision log."""
+    from core.settings import get_settings
+    from pipelines.experiment_commands import report_view
+    from pipelines.experiment_simulation import simulate_experiment
+
+    settings = get_settings()
+    if data is not None:
+        settings = settings.model_copy(update={"data_dir": data})
+    try:
+        run = simulate_experiment(key, cycles, settings, seed=seed)
+    except KeyError as error:
+        raise _fail(f"no experiment with key {key!r}") from error
+    except ValueError as error:
+        raise _fail(str(error)) from error
+    console.print(
+        f"{', '.join(run.months)}: {run.decisions} invoices decided, {run.enrolled} in the "
+        f"experiment, {run.events} offer events stored"
+    )
+    Console().print(report_view(run.report))
 
 
 @consents_app.command("sync")

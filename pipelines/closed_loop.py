@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.catalog import load_catalog
+from core.catalog import Catalog, load_catalog
 from core.columns import CUSTOMER_KEY
 from core.contract import OFFER_EVENTS, OUTCOMES
 from core.settings import Settings
@@ -140,9 +140,6 @@ def _engine_events(
     data_dir: Path,
 ) -> tuple[pd.DataFrame, LoopMonth]:
     """The engine's decisions for the month's logged invoices, answered by the hidden behaviour."""
-    from pipelines.simulation.behaviour import CUSTOMER_TRAITS, Traits, draw_outcomes
-    from pipelines.simulation.oracle import expected_acceptance
-
     catalog = load_catalog(settings.catalog)
     objective = Objective.from_settings(settings)
     scorer = models.scorer()
@@ -211,6 +208,26 @@ def _engine_events(
     )
     if shown.empty:
         return shown, summary
+    shown["outcome"] = hidden_outcomes(shown, data_dir, catalog, rng)
+    answered = shown["outcome"] != "ignored"
+    shown["outcome_at"] = pd.to_datetime(shown["shown_at"], utc=True).where(answered) + ANSWER_DELAY
+    firsts = shown[shown["rank"] == 1]
+    return shown, replace(
+        summary,
+        accepted=int((shown["outcome"] == "accepted").sum()),
+        distinct_first_offers=int(firsts["offer_id"].nunique()),
+    )
+
+
+def hidden_outcomes(
+    shown: pd.DataFrame, data_dir: Path, catalog: Catalog, rng: np.random.Generator
+) -> np.ndarray:
+    """What the simulated world's hidden behaviour does with each shown offer (an outcome of
+    core.contract.OUTCOMES per row of ``shown``: decision_id, customer_id, offer_id, shown_at,
+    rank), as the simulator draws its own: acceptance by rank, one acceptance at most."""
+    from pipelines.simulation.behaviour import CUSTOMER_TRAITS, Traits, draw_outcomes
+    from pipelines.simulation.oracle import expected_acceptance
+
     pairs = pd.DataFrame(
         {
             CUSTOMER_KEY: shown[CUSTOMER_KEY],
@@ -231,15 +248,7 @@ def _engine_events(
     customers = shown.groupby(codes)[CUSTOMER_KEY].first().to_numpy()
     engagement = Traits.from_frame(traits.set_index(CUSTOMER_KEY).loc[customers]).digital_engagement
     outcome = draw_outcomes(acceptance, is_shown, engagement, rng)
-    shown["outcome"] = np.asarray(OUTCOMES, dtype=object)[outcome[codes, ranks]]
-    answered = shown["outcome"] != "ignored"
-    shown["outcome_at"] = pd.to_datetime(shown["shown_at"], utc=True).where(answered) + ANSWER_DELAY
-    firsts = shown[shown["rank"] == 1]
-    return shown, replace(
-        summary,
-        accepted=int((shown["outcome"] == "accepted").sum()),
-        distinct_first_offers=int(firsts["offer_id"].nunique()),
-    )
+    return np.asarray(OUTCOMES, dtype=object)[outcome[codes, ranks]]
 
 
 def _evaluated(

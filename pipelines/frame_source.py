@@ -217,14 +217,17 @@ def may_read_profile(consent_row: Mapping[str, Any], invoice_date: dt.date) -> b
     return allowed_policy("model", consent) == "model"
 
 
-def profiled_customers(consent: pd.DataFrame, as_of: dt.datetime) -> list[str]:
-    """Customers whose newest consent as of ``as_of`` allows profile features to be read."""
+def profiled_customers(
+    consent: pd.DataFrame, as_of: dt.datetime, invoice_date: dt.date | None = None
+) -> list[str]:
+    """Customers whose newest consent as of ``as_of`` allows profile features to be read for
+    an invoice dated ``invoice_date`` (default: the date of ``as_of``)."""
     features = DECISION_VIEWS[CONSENT_VIEW]
     rows = _ViewRows.from_latest(latest_rows(consent, as_of, features), features)
-    # The decision's date: the batch run's moment is 00:00 UTC on the invoice date.
-    moment = pd.Timestamp(as_of)
-    moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
-    invoice_date = moment.date()
+    if invoice_date is None:
+        moment = pd.Timestamp(as_of)
+        moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+        invoice_date = moment.date()
     return sorted(
         customer
         for customer in rows.positions
@@ -236,17 +239,19 @@ def read_decision_frames(
     paths: Mapping[str, Path],
     as_of: dt.datetime,
     customer_ids: Iterable[str] | None = None,
+    invoice_date: dt.date | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The frames of every view a decision reads, from ``paths`` (view name → Parquet path).
 
     Consent is read first: profile rows are loaded only for customers whose consent as of
-    ``as_of`` (the start of the invoice date) lets a decision read them, so the profile of a
-    customer without profiling consent, with an objection or under 18 never leaves the table.
+    ``as_of`` lets a decision for an invoice dated ``invoice_date`` (default: the date of
+    ``as_of``) read them, so the profile of a customer without profiling consent, with an
+    objection or under 18 never leaves the table.
     """
     wanted = None if customer_ids is None else sorted(set(customer_ids))
     consent = read_view_frame(paths[CONSENT_VIEW], DECISION_VIEWS[CONSENT_VIEW], as_of, wanted)
     frames = {CONSENT_VIEW: consent}
-    profiled = profiled_customers(consent, as_of)
+    profiled = profiled_customers(consent, as_of, invoice_date)
     for view, features in DECISION_VIEWS.items():
         if view == CONSENT_VIEW:
             continue

@@ -162,7 +162,7 @@ def replay(
                         source,
                         catalog,
                         policy=policy,
-                        scorer=scorer if policy == "model" else None,
+                        scorer=scorer,
                         recently_declined=declined.get(customer_id, frozenset()),
                         objective=greedy,
                     )

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
-import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,29 +34,33 @@ from features.views import (
     CUSTOMER_PROFILE,
     CUSTOMER_USAGE,
 )
-from serving.api.deps import Services
+from serving.api.deps import KnownQueryOnly, Services, SignInNeeded
 from serving.api.errors import (
     PROBLEM_JSON,
-    frames_of,
     install_problem_handlers,
     problem_response,
     route_of,
 )
-from serving.api.routes import admin, consents, events, experiments, health, offers, usage
-from serving.auth import ApiKeys
+from serving.api.routes import admin, consents, events, experiments, health, offers, pages, usage
+from serving.api.schemas import MAX_BATCH_INVOICES
+from serving.auth import ApiKeys, SessionTokens, derived_session_secret
 from serving.consents import ConsentService
 from serving.decision.arbitration import Objective
-from serving.decision.engine import Decision, decide
+from serving.decision.engine import decide
 from serving.decision.inputs import DecisionRequest
 from serving.decision_log import DecisionLog
+from serving.decision_log.circuit import DecisionLogUnavailable
 from serving.decision_log.repository import WARM_UP_ID
-from serving.experiments import Experiments
+from serving.experiments import Experiments, contract_exits
 from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore, open_feast_source
+from serving.log_lines import configure_logging
 from serving.metrics import ApiMetrics
 from serving.model_follower import ChampionFollower
+from serving.monitoring import DriftMonitor, monitoring_report
 from serving.offers import OffersService
-from serving.offers_response import OffersResponse
+from serving.offers_response import offers_answer_json
 from serving.scoring_model import ModelHolder, ModelLoader
+from training.drift import MonitoringReport, profile_of
 
 logger = logging.getLogger("serving.app")
 
@@ -66,54 +69,14 @@ Decides, for every telecom invoice, which plan or add-on to offer, explains why 
 language, and summarises usage within the consent the customer gave.
 
 Send an API key as `Authorization: Bearer <key>`. Roles: `renderer` (offers, events, usage
-summaries), `marketing` (experiments and their reports, the page at `/experiments/{key}`),
-`consent` (consent answers), `admin` (everything, model reload). Health and metrics need no key.
+summaries, the invoice preview), `marketing` (experiments and their reports, the page at
+`/experiments/{key}`, the invoice preview), `consent` (consent answers), `admin` (everything,
+model reload). Health and metrics need no key. Browsers sign in to the pages at `/sign-in`: the
+session cookie it sets opens pages only, never a JSON route.
 Every error is `application/problem+json` (RFC 9457).
 """
 FEATURE_RETRY_SECONDS = 10.0
-
-
-# Logging ----------------------------------------------------------------------------------------
-
-_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message",
-    "asctime",
-    "taskName",
-}
-
-
-class JsonLinesFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and the ``extra`` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for name, value in vars(record).items():
-            if name not in _RECORD_FIELDS:
-                entry[name] = value
-        if record.exc_info and record.exc_info[1] is not None:
-            # The type and where it was raised, never the message or the source lines: either
-            # may quote a customer's values.
-            error = record.exc_info[1]
-            entry["exception"] = {"type": type(error).__name__, "frames": frames_of(error)}
-        return json.dumps(entry, default=str, ensure_ascii=False)
-
-
-def configure_logging(level: int = logging.INFO) -> None:
-    """JSON lines on stderr for the ``serving`` loggers, once per process."""
-    serving = logging.getLogger("serving")
-    if any(isinstance(h.formatter, JsonLinesFormatter) for h in serving.handlers):
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonLinesFormatter())
-    serving.addHandler(handler)
-    serving.setLevel(level)
+BATCH_PATH = "/v1/offers/batch"
 
 
 # Middleware -------------------------------------------------------------------------------------
@@ -130,15 +93,19 @@ class BodyLimitMiddleware:
     FastAPI passes an HTTPException raised while reading the body on to the problem handlers.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None
+    ) -> None:
+        """``path_limits``: paths whose bodies may be larger, with their own limit."""
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes
+        limit = self.path_limits.get(scope["path"], self.max_bytes)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > limit:
@@ -235,11 +202,6 @@ class FeatureOpener:
             self._lock.release()
 
 
-def offers_answer_json(decision: Decision, decision_id: str) -> str:
-    """The POST /v1/offers body of a decision, as the decision log stores it."""
-    return OffersResponse.for_decision(decision, decision_id).model_dump_json()
-
-
 class _WarmUpSource:
     """A made-up adult customer with every consent and all-zero usage, for the warm-up decision."""
 
@@ -296,20 +258,47 @@ def warm_up(services: Services) -> None:
         logger.warning("warm-up decision failed", extra={"error": type(error).__name__})
 
 
+def _drift_report(log: DecisionLog, models: ModelHolder, settings: Settings) -> MonitoringReport:
+    """The monitoring report of the last ``OFFERS_MONITOR_WINDOW_DAYS``, against the serving
+    ranker's input profile."""
+    current = models.current  # read once: the pair of one moment
+    scorer = current.scorer
+    until = dt.datetime.now(dt.UTC)
+    return monitoring_report(
+        log,
+        None if scorer is None else profile_of(scorer.ranker_metadata),
+        current.model_version,
+        settings,
+        until - dt.timedelta(days=settings.monitor_window_days),
+        until,
+    )
+
+
 def open_services(settings: Settings, connectors: Connectors) -> Services:
     """Open everything the routes use; a store or model that is down leaves the app degraded."""
     keys = ApiKeys(settings.api_key_roles())
     if not len(keys):
         logger.warning("OFFERS_API_KEYS is empty: every route that needs a key answers 401")
+    sessions = SessionTokens(
+        keys,
+        settings.session_secret.get_secret_value() or derived_session_secret(settings.api_keys),
+        max_age_seconds=round(settings.session_hours * 3600),
+    )
     catalog = load_catalog(settings.catalog)
     log = DecisionLog.from_settings(settings)
-    experiments_store = Experiments(log)
+    # Reports read churn from the contracts input table, whenever one is asked for.
+    experiments_store = Experiments(log, exits=lambda: contract_exits(settings.data_dir))
     models = ModelHolder(connectors.model_loader(settings))
     models.start(experiments_store.challenger_policies(dt.datetime.now(dt.UTC)))
     reopen = FeatureOpener(settings, connectors.open_features)
     feature_store = OpenFeatureStore(reopen(), reopen)
     metrics = ApiMetrics()
     metrics.report_models(lambda: models.current)
+    drift = DriftMonitor(
+        lambda: _drift_report(log, models, settings),
+        interval_seconds=settings.monitor_refresh_seconds,
+    )
+    metrics.registry.register(drift.collector())
     follower = ChampionFollower(
         models,
         metrics=metrics,
@@ -319,6 +308,7 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
     services = Services(
         settings=settings,
         keys=keys,
+        sessions=sessions,
         catalog=catalog,
         metrics=metrics,
         models=models,
@@ -342,6 +332,7 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
         ),
         consents=ConsentService(log=log, feature_store=feature_store, metrics=metrics),
         follower=follower,
+        drift=drift,
     )
     warm_up(services)
     return services
@@ -351,7 +342,9 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
 
 
 async def _database_unavailable(request: Request, error: Exception) -> Response:
-    # Nothing is answered that is not stored: without the database, say so and when to retry.
+    # Nothing is answered that is not stored: without the database, say so and when to retry
+    # (while the log's circuit is open: when it lets a call through again).
+    retry_after = error.retry_after_s if isinstance(error, DecisionLogUnavailable) else 1
     logger.error(
         "decision log database unavailable",
         extra={"route": route_of(request), "error": type(error).__name__},
@@ -360,20 +353,23 @@ async def _database_unavailable(request: Request, error: Exception) -> Response:
         503,
         "the decision log database is unavailable; try again shortly",
         kind="decision-log-unavailable",
-        headers={"Retry-After": "1"},
+        headers={"Retry-After": str(retry_after)},
     )
 
 
 def _problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:
     # FastAPI documents every response under the route's media type (JSON, or HTML for the
-    # experiment page); errors are answered as problem+json.
+    # pages); errors described by a model are answered as problem+json. An error page a page
+    # answers itself is documented as an HTML string and stays as it is.
     for path_item in schema.get("paths", {}).values():
         for operation in path_item.values():
             for status, response in operation.get("responses", {}).items():
-                content = response.get("content") or {}
-                if status.isdigit() and int(status) >= 400 and len(content) == 1:
-                    (media,) = content.values()
-                    response["content"] = {PROBLEM_JSON: media}
+                if not status.isdigit() or int(status) < 400:
+                    continue
+                response["content"] = {
+                    PROBLEM_JSON if "$ref" in body.get("schema", {}) else media: body
+                    for media, body in (response.get("content") or {}).items()
+                }
     return schema
 
 
@@ -403,6 +399,7 @@ def create_app(
             },
         )
         services.follower.start()
+        services.drift.start()
         try:
             yield
         finally:
@@ -426,6 +423,7 @@ def create_app(
             {"name": "consents", "description": "Consent answers, applied at once."},
             {"name": "experiments", "description": "Offer experiments and their reports."},
             {"name": "admin", "description": "Model reload."},
+            {"name": "pages", "description": "Pages for people: sign-in, the invoice preview."},
             {"name": "operations", "description": "Health and metrics."},
         ],
     )
@@ -435,10 +433,22 @@ def create_app(
     # a broken driver state (InterfaceError), a corrupt SQLite file (DatabaseError).
     app.add_exception_handler(SQLAlchemyError, _database_unavailable)
     app.add_exception_handler(sqlite3.Error, _database_unavailable)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=resolved.max_request_bytes)
+    app.add_exception_handler(SignInNeeded, pages.sign_in_needed)
+    # A batch carries up to MAX_BATCH_INVOICES bodies of POST /v1/offers, each within the limit.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=resolved.max_request_bytes,
+        path_limits={BATCH_PATH: resolved.max_request_bytes * MAX_BATCH_INVOICES},
+    )
     app.add_middleware(ServerTimingMiddleware)
-    for module in (offers, usage, events, consents, experiments, admin, health):
-        app.include_router(module.router)
+    # A query parameter a route does not take is refused (422) like an unknown body field; health
+    # and metrics accept whatever a probe or scraper adds. Pages check theirs route by route,
+    # after the sign-in each needs: a browser without a session is sent to sign in first.
+    for module in (offers, usage, events, consents, experiments, admin):
+        app.include_router(module.router, dependencies=[KnownQueryOnly])
+    app.include_router(experiments.page_router)
+    app.include_router(pages.router)
+    app.include_router(health.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

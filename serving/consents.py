@@ -90,11 +90,11 @@ class ConsentService:
             updated_at=answer.updated_at,
             received_at=self._clock(),
         )
-        stored, created = record_consent_change(self.log, received)
+        stored, created = self.log.bounded(record_consent_change, self.log, received)
         if not created and not stored.same_answer(received):
             raise ConsentChangeConflict(change_id)
         if not created and stored.applied_at is not None:
-            newer = self._newer_stored(stored, consent_changes_of(self.log, stored.customer_id))
+            newer = self._newer_stored(stored, self._changes_of(stored.customer_id))
             return ConsentResult(stored, "superseded" if newer else "applied", created=False)
         online, applied_at = self._push(stored)
         if created:
@@ -109,7 +109,7 @@ class ConsentService:
         with self._locks[hash(change.customer_id) % LOCK_STRIPES]:
             # Looked up under the lock: a newer change of this process stored meanwhile has then
             # either been written already, or finds this one written and overwrites it.
-            changes = consent_changes_of(self.log, change.customer_id)
+            changes = self._changes_of(change.customer_id)
             if self._newer_stored(change, changes):
                 return "superseded", None
             granted_before = any(
@@ -138,8 +138,11 @@ class ConsentService:
                 event_time = max(change.updated_at, stamped or change.updated_at)
                 source.write_consent_row(ConsentRowWrite(change.customer_id, values, event_time))
         applied_at = self._clock()
-        mark_consent_changes_applied(self.log, [change.change_id], applied_at)
+        self.log.bounded(mark_consent_changes_applied, self.log, [change.change_id], applied_at)
         return "applied", applied_at
+
+    def _changes_of(self, customer_id: str) -> list[ConsentChangeRecord]:
+        return self.log.bounded(consent_changes_of, self.log, customer_id)
 
     @staticmethod
     def _newer_stored(change: ConsentChangeRecord, changes: list[ConsentChangeRecord]) -> bool:

@@ -1,9 +1,15 @@
-"""Offer experiments: variants by weight, a stable assignment per customer, and the report.
+"""Offer experiments: define, stop and list them, assign customers, and report per customer.
 
-A customer's variant comes from hashing (experiment key, customer id), so every invoice of that
-customer lands in the same variant, on every replica, without storing an assignment. An invoice
-dated D belongs to an experiment when ``start <= D 00:00 UTC <= end``; when several experiments
-cover one date, the one created first assigns.
+A customer's variant comes from hashing (layer, experiment key, customer id), so every invoice of
+that customer lands in the same variant, on every replica, without storing an assignment. An
+invoice dated D belongs to an experiment when ``start <= D 00:00 UTC <= end`` and the experiment
+has not been stopped. Experiments of one layer may not overlap in time; when experiments of several
+layers cover one date, the one created first decides the invoice (one invoice, one policy). Only
+customers with marketing consent and no objection are enrolled (``serving.decision.engine``).
+
+The report counts customers, the unit that is randomised: rates over decisions are ratio metrics
+with customer-clustered intervals, and every comparison is against the control variant
+(``serving.experiment_statistics``).
 """
 
 from __future__ import annotations
@@ -13,63 +19,87 @@ import hashlib
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Literal
 
-from core.settings import get_settings
 from serving.decision.consent import MODEL_PREFIX
 from serving.decision_log import DecisionLog
 from serving.decision_log.experiments import (
     all_experiments,
+    customer_outcomes,
     find_experiment,
     insert_experiment,
-    variant_counts,
+    stop_experiment,
 )
-from serving.decision_log.records import Experiment, ExperimentSpec, Variant, VariantCounts
+from serving.decision_log.records import (
+    DEFAULT_LAYER,
+    CustomerOutcome,
+    Experiment,
+    ExperimentSpec,
+    Variant,
+)
+from serving.experiment_statistics import (
+    ALPHA,
+    CONFIDENCE,
+    POWER,
+    Comparison,
+    Estimate,
+    SampleRatio,
+    difference,
+    mean_estimate,
+    minimum_detectable_effect,
+    proportion_difference,
+    proportion_interval,
+    ratio_estimate,
+    sample_ratio_mismatch,
+)
 
-Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
-CONFIDENCE = 0.95
 REFRESH_SECONDS = 5.0
+# A report reads every enrolled customer's decisions and outcomes: past the request path's
+# deadline on a large log, but bounded by the server's statement_timeout (10 s) when the database
+# answers.
+REPORT_DEADLINE_SECONDS = 15.0
+# Churn is counted when the customer's last contract ends within this many days of their first
+# decision in the experiment: the churn model's three-month horizon.
+CHURN_WINDOW_DAYS = 90
+MDE_METRIC = "acceptance_rate"
+Status = Literal["scheduled", "running", "stopped", "ended"]
 
 
 class ExperimentExists(Exception):
     """An experiment with this key already exists."""
 
 
-def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float] | None:
-    """Wilson score interval of a proportion; None without trials."""
-    if trials <= 0:
-        return None
-    p = successes / trials
-    z2 = z * z
-    denominator = 1.0 + z2 / trials
-    centre = (p + z2 / (2 * trials)) / denominator
-    half = z / denominator * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials))
-    # At 0 (or all) successes the bound is exactly 0 (or 1); the float sum leaves ~1e-17.
-    low = 0.0 if successes <= 0 else max(0.0, centre - half)
-    high = 1.0 if successes >= trials else min(1.0, centre + half)
-    return low, high
+class ExperimentOverlaps(Exception):
+    """Another experiment of the same layer runs during part of this one's period."""
+
+    def __init__(self, other: Experiment) -> None:
+        super().__init__(other.key)
+        self.other = other
 
 
-def difference_interval(
-    successes: int, trials: int, control_successes: int, control_trials: int, z: float = Z_95
-) -> tuple[float, float, float] | None:
-    """Rate difference (this minus control) with Newcombe's interval from two Wilson intervals."""
-    this = wilson_interval(successes, trials, z)
-    control = wilson_interval(control_successes, control_trials, z)
-    if this is None or control is None:
-        return None
-    p1, p2 = successes / trials, control_successes / control_trials
-    (l1, u1), (l2, u2) = this, control
-    difference = p1 - p2
-    low = difference - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
-    high = difference + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
-    return difference, low, high
+class ExperimentEnded(Exception):
+    """The experiment ended before it could be stopped."""
 
 
-def assign_variant(key: str, customer_id: str, variants: Sequence[Variant]) -> Variant:
-    """The customer's variant: a uniform number from hashing (key, customer), over the weights."""
-    digest = hashlib.sha256(f"{key}\x1f{customer_id}".encode()).digest()
+class ChurnUnavailable(Exception):
+    """The contracts table, from which churn is read, cannot be read."""
+
+
+def assign_variant(
+    key: str, customer_id: str, variants: Sequence[Variant], layer: str = DEFAULT_LAYER
+) -> Variant:
+    """The customer's variant: a uniform number from hashing (layer, key, customer), over the
+    weights. The default layer hashes (key, customer) alone, as before layers existed, so that
+    an experiment stored then keeps every customer in the variant they were given."""
+    seed = (
+        f"{key}\x1f{customer_id}"
+        if layer == DEFAULT_LAYER
+        else f"{layer}\x1f{key}\x1f{customer_id}"
+    )
+    digest = hashlib.sha256(seed.encode()).digest()
     position = int.from_bytes(digest[:8], "big") / 2.0**64
     cumulative = 0.0
     for variant in variants:
@@ -79,15 +109,92 @@ def assign_variant(key: str, customer_id: str, variants: Sequence[Variant]) -> V
     return variants[-1]  # weights sum to 1 within rounding
 
 
-def control_variant(variants: Sequence[Variant]) -> Variant:
-    """The holdout variant, or the first."""
-    return next((variant for variant in variants if variant.policy == "holdout"), variants[0])
+def control_variant(experiment: ExperimentSpec) -> Variant:
+    """The variant the others are compared with: the one named, else the first ``model`` variant
+    (the champion policy), else the first."""
+    variants = experiment.variants
+    if experiment.control is not None:
+        return next(v for v in variants if v.name == experiment.control)
+    return next((v for v in variants if v.policy == "model"), variants[0])
 
 
-def covers(experiment: ExperimentSpec, day: dt.date) -> bool:
-    """Whether invoices dated ``day`` fall within the experiment."""
+def covers(experiment: Experiment | ExperimentSpec, day: dt.date) -> bool:
+    """Whether invoices dated ``day`` fall within the experiment (a stopped one covers none)."""
+    if isinstance(experiment, Experiment) and experiment.stopped_at is not None:
+        return False
     moment = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
     return experiment.start <= moment <= experiment.end
+
+
+def periods_meet(spec: ExperimentSpec, other: Experiment) -> bool:
+    """Whether ``other``'s period (to its stop, if it stopped after it started) meets ``spec``'s."""
+    return (
+        other.start <= spec.end and spec.start <= other.closes_at and other.closes_at >= other.start
+    )
+
+
+def overlapping(spec: ExperimentSpec, others: Sequence[Experiment]) -> Experiment | None:
+    """The first experiment of the same layer whose period meets ``spec``'s."""
+    return next(
+        (other for other in others if other.layer == spec.layer and periods_meet(spec, other)),
+        None,
+    )
+
+
+def decided_first_by(experiment: Experiment, others: Sequence[Experiment]) -> list[Experiment]:
+    """Experiments of other layers, created before ``experiment``, whose periods meet its own:
+    they decide the invoices both cover (one invoice, one policy)."""
+    return [
+        other
+        for other in others
+        if other.key != experiment.key
+        and other.created_at < experiment.created_at
+        and periods_meet(experiment, other)
+    ]
+
+
+def status(experiment: Experiment, now: dt.datetime) -> Status:
+    if experiment.stopped_at is not None and experiment.stopped_at < experiment.end:
+        return "stopped"
+    if now < experiment.start:
+        return "scheduled"
+    return "running" if now <= experiment.end else "ended"
+
+
+# Churn ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomerExits:
+    """When customers who left had their last contract end, from a contracts table complete up
+    to ``known_through``."""
+
+    exits: Mapping[str, dt.date]
+    known_through: dt.date
+
+
+def contract_exits(data_dir: Path) -> CustomerExits:
+    """Customer exits from the contracts input table; :class:`ChurnUnavailable` when it cannot
+    be read. The table is taken to be complete up to its newest start or end date."""
+    from core.contract import CONTRACTS
+    from core.tables import ContractError, read_table
+    from training.labels import customer_exits
+
+    try:
+        contracts = read_table(data_dir, CONTRACTS)
+    except (ContractError, OSError) as error:
+        raise ChurnUnavailable(f"the contracts table could not be read from {data_dir}") from error
+    if contracts.empty:
+        raise ChurnUnavailable(f"the contracts table in {data_dir} is empty")
+    exits = customer_exits(contracts)
+    newest = max(contracts["valid_from"].max(), contracts["valid_to"].max(skipna=True))
+    return CustomerExits(
+        exits={str(k): v.date() for k, v in exits.items()},
+        known_through=newest.date(),
+    )
+
+
+# The report ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -98,16 +205,25 @@ class RateInterval:
 
 @dataclass(frozen=True)
 class RateDifference:
-    """A variant's acceptance rate minus the control's, with its 95 % interval (Newcombe)."""
+    """A variant's metric minus the control's, its 95 % interval and two-sided p-value."""
 
     against: str
     value: float
-    interval: RateInterval
+    interval: RateInterval | None
+    p_value: float | None
+
+
+@dataclass(frozen=True)
+class ChurnResult:
+    followed: int
+    churned: int
+    rate: float | None
+    interval: RateInterval | None
 
 
 @dataclass(frozen=True)
 class VariantResult:
-    """One variant's row of the report: what was decided and how often an offer was accepted."""
+    """One variant's row of the report, per customer."""
 
     name: str
     policy: str
@@ -115,117 +231,371 @@ class VariantResult:
     customers: int
     decisions: int
     offers_shown: int
+    impressions: int
+    impressions_per_customer: float | None
+    clicks: int
+    click_rate: float | None
+    click_interval: RateInterval | None
     accepted: int
     acceptance_rate: float | None
     acceptance_interval: RateInterval | None
+    revenue_change_sek_per_customer: float | None
+    revenue_change_interval: RateInterval | None
+    churn: ChurnResult | None
+    objections: int
+    objection_rate: float | None
+    objection_interval: RateInterval | None
     difference: RateDifference | None
+    differences: dict[str, RateDifference] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MinimumDetectable:
+    metric: str
+    alpha: float
+    power: float
+    by_variant: dict[str, float | None]
 
 
 @dataclass(frozen=True)
 class ExperimentResults:
-    """An experiment's report: per variant, acceptance and its difference to the control."""
+    """An experiment's report: per variant and customer, against the control, with warnings."""
 
     key: str
     description: str
+    layer: str
+    status: Status
     start: dt.datetime
     end: dt.datetime
+    stopped_at: dt.datetime | None
     control: str
     confidence: float
+    customers: int
+    planned_customers: int | None
+    churn_window_days: int
+    warnings: list[str]
+    srm: SampleRatio | None
+    mde: MinimumDetectable
     variants: tuple[VariantResult, ...]
 
 
-def build_report(experiment: ExperimentSpec, counts: dict[str, VariantCounts]) -> ExperimentResults:
-    """The report from counts per variant (pure: the numbers a reader can recompute by hand)."""
-    control = control_variant(experiment.variants)
-    empty = VariantCounts(0, 0, 0, 0)
-    control_counts = counts.get(control.name, empty)
+def _interval(bounds: tuple[float, float] | None) -> RateInterval | None:
+    return None if bounds is None else RateInterval(low=bounds[0], high=bounds[1])
+
+
+def _compared(against: str, comparison: Comparison | None) -> RateDifference | None:
+    if comparison is None:
+        return None
+    finite = math.isfinite(comparison.low) and math.isfinite(comparison.high)
+    return RateDifference(
+        against=against,
+        value=comparison.value,
+        interval=RateInterval(comparison.low, comparison.high) if finite else None,
+        p_value=comparison.p_value,
+    )
+
+
+@dataclass
+class _Arm:
+    """One variant's customers' figures, as the statistics take them."""
+
+    outcomes: list[CustomerOutcome]
+    followed: int = 0
+    churned: int = 0
+    # Each column is read many times (per metric, and again as the control of every variant).
+    _columns: dict[str, list[float]] = field(default_factory=dict)
+
+    def column(self, name: str) -> list[float]:
+        if name not in self._columns:
+            self._columns[name] = [float(getattr(outcome, name)) for outcome in self.outcomes]
+        return self._columns[name]
+
+    def ratio(self, numerator: str) -> Estimate | None:
+        return ratio_estimate(self.column(numerator), self.column("decisions"))
+
+    def revenue(self) -> Estimate | None:
+        return mean_estimate(self.column("revenue_change_sek"))
+
+    @property
+    def objections(self) -> int:
+        return sum(outcome.objected_at is not None for outcome in self.outcomes)
+
+
+def _churn_counts(
+    outcomes: Sequence[CustomerOutcome], exits: CustomerExits, window_days: int
+) -> tuple[int, int]:
+    """Customers whose window after their first decision has ended in the data, and of them
+    those whose last contract ended within it."""
+    window = dt.timedelta(days=window_days)
+    followed = churned = 0
+    for outcome in outcomes:
+        first = outcome.first_decided_at.date()
+        if first + window > exits.known_through:
+            continue
+        followed += 1
+        left = exits.exits.get(outcome.customer_id)
+        churned += left is not None and first <= left <= first + window
+    return followed, churned
+
+
+def build_report(
+    experiment: Experiment,
+    outcomes: Sequence[CustomerOutcome],
+    *,
+    now: dt.datetime,
+    exits: CustomerExits | None = None,
+    churn_problem: str | None = None,
+    churn_window_days: int = CHURN_WINDOW_DAYS,
+    decided_first: Sequence[Experiment] = (),
+) -> ExperimentResults:
+    """The report from each enrolled customer's outcome (pure: the numbers a reader can
+    recompute by hand). ``exits`` None: churn is not reported, and ``churn_problem`` says why;
+    ``decided_first``: the experiments of other layers that take the invoices both cover."""
+    control = control_variant(experiment)
+    arms: dict[str, _Arm] = {variant.name: _Arm([]) for variant in experiment.variants}
+    for outcome in outcomes:
+        if outcome.variant in arms:  # a variant renamed by hand in the database is not reported
+            arms[outcome.variant].outcomes.append(outcome)
+    if exits is not None:
+        for arm in arms.values():
+            arm.followed, arm.churned = _churn_counts(arm.outcomes, exits, churn_window_days)
+    base = arms[control.name]
     rows = []
+    detectable: dict[str, float | None] = {}
     for variant in experiment.variants:
-        mine = counts.get(variant.name, empty)
-        interval = wilson_interval(mine.accepted, mine.decisions)
-        difference = None
+        arm = arms[variant.name]
+        customers = len(arm.outcomes)
+        decisions = int(sum(arm.column("decisions")))
+        clicks, accepted = arm.ratio("clicked"), arm.ratio("accepted")
+        revenue = arm.revenue()
+        differences: dict[str, RateDifference] = {}
         if variant.name != control.name:
-            compared = difference_interval(
-                mine.accepted, mine.decisions, control_counts.accepted, control_counts.decisions
+            pairs: dict[str, tuple[Estimate | None, Estimate | None]] = {
+                "click_rate": (clicks, base.ratio("clicked")),
+                "acceptance_rate": (accepted, base.ratio("accepted")),
+                "revenue_change_sek_per_customer": (revenue, base.revenue()),
+            }
+            for metric, (mine, theirs) in pairs.items():
+                if mine is not None and theirs is not None:
+                    compared = _compared(control.name, difference(mine, theirs))
+                    if compared is not None:
+                        differences[metric] = compared
+            proportions = {
+                "objection_rate": (arm.objections, customers, base.objections, len(base.outcomes))
+            }
+            if exits is not None:
+                proportions["churn_rate"] = (arm.churned, arm.followed, base.churned, base.followed)
+            for metric, counts in proportions.items():
+                compared = _compared(control.name, proportion_difference(*counts))
+                if compared is not None:
+                    differences[metric] = compared
+            base_accepted = base.ratio("accepted")
+            detectable[variant.name] = (
+                None
+                if accepted is None or base_accepted is None
+                else minimum_detectable_effect(accepted, base_accepted)
             )
-            if compared is not None:
-                difference = RateDifference(
-                    against=control.name,
-                    value=compared[0],
-                    interval=RateInterval(low=compared[1], high=compared[2]),
-                )
         rows.append(
             VariantResult(
                 name=variant.name,
                 policy=variant.policy,
                 weight=variant.weight,
-                customers=mine.customers,
-                decisions=mine.decisions,
-                offers_shown=mine.offers_shown,
-                accepted=mine.accepted,
-                acceptance_rate=mine.accepted / mine.decisions if mine.decisions else None,
-                acceptance_interval=RateInterval(low=interval[0], high=interval[1])
-                if interval
+                customers=customers,
+                decisions=decisions,
+                offers_shown=int(sum(arm.column("offers_shown"))),
+                impressions=int(sum(arm.column("impressions"))),
+                impressions_per_customer=sum(arm.column("impressions")) / customers
+                if customers
                 else None,
-                difference=difference,
+                clicks=int(sum(arm.column("clicked"))),
+                click_rate=None if clicks is None else clicks.value,
+                click_interval=None if clicks is None else _interval(clicks.interval()),
+                accepted=int(sum(arm.column("accepted"))),
+                acceptance_rate=None if accepted is None else accepted.value,
+                acceptance_interval=None if accepted is None else _interval(accepted.interval()),
+                revenue_change_sek_per_customer=None if revenue is None else revenue.value,
+                revenue_change_interval=None if revenue is None else _interval(revenue.interval()),
+                churn=None
+                if exits is None
+                else ChurnResult(
+                    followed=arm.followed,
+                    churned=arm.churned,
+                    rate=arm.churned / arm.followed if arm.followed else None,
+                    interval=_interval(proportion_interval(arm.churned, arm.followed)),
+                ),
+                objections=arm.objections,
+                objection_rate=arm.objections / customers if customers else None,
+                objection_interval=_interval(proportion_interval(arm.objections, customers)),
+                difference=differences.get("acceptance_rate"),
+                differences=differences,
             )
         )
+    srm = sample_ratio_mismatch(
+        {name: len(arm.outcomes) for name, arm in arms.items()},
+        {variant.name: variant.weight for variant in experiment.variants},
+    )
+    total = sum(len(arm.outcomes) for arm in arms.values())
     return ExperimentResults(
         key=experiment.key,
         description=experiment.description,
+        layer=experiment.layer,
+        status=status(experiment, now),
         start=experiment.start,
         end=experiment.end,
+        stopped_at=experiment.stopped_at,
         control=control.name,
         confidence=CONFIDENCE,
+        customers=total,
+        planned_customers=experiment.planned_customers,
+        churn_window_days=churn_window_days,
+        warnings=_warnings(
+            experiment,
+            rows,
+            control.name,
+            srm,
+            total,
+            exits,
+            churn_problem,
+            [outcome for arm in arms.values() for outcome in arm.outcomes],
+            decided_first,
+        ),
+        srm=srm,
+        mde=MinimumDetectable(metric=MDE_METRIC, alpha=ALPHA, power=POWER, by_variant=detectable),
         variants=tuple(rows),
     )
 
 
+def _warnings(
+    experiment: Experiment,
+    rows: Sequence[VariantResult],
+    control: str,
+    srm: SampleRatio | None,
+    total: int,
+    exits: CustomerExits | None,
+    churn_problem: str | None,
+    outcomes: Sequence[CustomerOutcome],
+    decided_first: Sequence[Experiment],
+) -> list[str]:
+    """Plain warnings for the reader, the sample-ratio mismatch first: with it nothing else in
+    the report can be trusted."""
+    warnings = []
+    if srm is not None and srm.failed:
+        split = ", ".join(f"{name} {count}" for name, count in srm.observed.items())
+        warnings.append(
+            f"Sample ratio mismatch: customers per variant ({split}) do not follow the weights "
+            f"(chi-square {srm.chi_square:.1f}, p = {srm.p_value:.2g}). The assignment or the "
+            "logging is broken; no difference in this report can be trusted."
+        )
+    if experiment.stopped_at is not None and experiment.stopped_at < experiment.end:
+        warnings.append(
+            f"Stopped at {experiment.stopped_at:%Y-%m-%d %H:%M} UTC, before its planned end "
+            f"({experiment.end:%Y-%m-%d %H:%M} UTC)."
+        )
+    for other in decided_first:
+        warnings.append(
+            f"Experiment {other.key} of layer {other.layer}, created earlier, runs from "
+            f"{other.start:%Y-%m-%d} to {other.closes_at:%Y-%m-%d}: the invoices both cover are "
+            "decided under it, so this experiment enrols nobody while it runs."
+        )
+    planned = experiment.planned_customers
+    if planned is not None and total < planned:
+        warnings.append(
+            f"Read before the planned sample: {total} of {planned} customers enrolled. "
+            "Differences read early and often look significant by chance; decide at the "
+            "planned size."
+        )
+    by_name = {row.name: row for row in rows}
+    if by_name[control].customers == 0:
+        warnings.append(f"The control {control} has no customers yet: nothing is compared.")
+    if exits is None:
+        warnings.append(
+            f"Churn is not reported: {churn_problem or 'no contracts table was given'}."
+        )
+    elif not any(row.churn and row.churn.followed for row in rows):
+        warnings.append(
+            "Churn: no customer has been followed for the whole window yet (the contracts "
+            f"table runs to {exits.known_through:%Y-%m-%d})."
+        )
+    unpriced = sum(outcome.unpriced_accepts for outcome in outcomes)
+    if unpriced:
+        warnings.append(
+            f"{unpriced} accepted offers had no logged saving (the segment's fixed list) and "
+            "count 0 in the revenue change."
+        )
+    return warnings
+
+
+# The service ------------------------------------------------------------------------------------
+
+
 class Experiments:
-    """Experiments in the decision log's database; the running ones cached for the offers path."""
+    """Experiments in the decision log's database; the running ones cached for the offers path.
+
+    ``exits`` reads customer exits for the reports' churn (None: churn is not reported)."""
 
     def __init__(
         self,
         log: DecisionLog,
         *,
+        exits: Callable[[], CustomerExits] | None = None,
         refresh_seconds: float = REFRESH_SECONDS,
         clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self._log = log
+        self._exits = exits
         self._refresh_seconds = refresh_seconds
         self._clock = clock
+        self._now = now
         self._lock = threading.Lock()
         self._cached: tuple[Experiment, ...] = ()
         self._cached_at = -math.inf
 
     def create(self, spec: ExperimentSpec) -> Experiment:
-        """Store a new experiment; raise :class:`ExperimentExists` for a key already taken."""
+        """Store a new experiment. Raises :class:`ExperimentExists` for a key already taken and
+        :class:`ExperimentOverlaps` when an experiment of its layer runs during its period."""
         experiment = Experiment(
-            key=spec.key,
-            description=spec.description,
-            variants=spec.variants,
-            start=spec.start,
-            end=spec.end,
-            created_at=dt.datetime.now(dt.UTC),
+            **{name: getattr(spec, name) for name in ExperimentSpec.__dataclass_fields__},
+            created_at=self._now(),
         )
-        if not insert_experiment(self._log, experiment):
+        refused = self._log.bounded(
+            insert_experiment, self._log, experiment, lambda stored: overlapping(experiment, stored)
+        )
+        if refused is False:
             raise ExperimentExists(spec.key)
+        if refused is not None:
+            raise ExperimentOverlaps(refused)
         self._cached_at = -math.inf  # this process sees its own experiment at once
         return experiment
 
+    def stop(self, key: str) -> Experiment:
+        """Stop the experiment now: from the next refresh no invoice is assigned to it. Stopping
+        it again answers the first stop; KeyError for no such experiment,
+        :class:`ExperimentEnded` for one that ended already."""
+        experiment = self.get(key)
+        if experiment.stopped_at is not None:
+            return experiment
+        now = self._now()
+        if now > experiment.end:
+            raise ExperimentEnded(key)
+        self._log.bounded(stop_experiment, self._log, key, now)
+        self._cached_at = -math.inf
+        return self.get(key)
+
     def all(self) -> list[Experiment]:
         """All experiments, the first created first."""
-        return all_experiments(self._log)
+        return self._log.bounded(all_experiments, self._log)
 
     def get(self, key: str) -> Experiment:
         """One experiment; KeyError when there is none with that key."""
-        experiment = find_experiment(self._log, key)
+        experiment = self._log.bounded(find_experiment, self._log, key)
         if experiment is None:
             raise KeyError(key)
         return experiment
 
     def running_on(self, day: dt.date) -> Experiment | None:
-        """The experiment assigning invoices dated ``day``, from a cache refreshed every few s."""
+        """The experiment assigning invoices dated ``day``, from a cache refreshed every few s:
+        of those covering it (one per layer at most), the one created first."""
         now = self._clock()
         if now - self._cached_at > self._refresh_seconds:
             with self._lock:
@@ -235,70 +605,52 @@ class Experiments:
         return next((e for e in self._cached if covers(e, day)), None)
 
     def challenger_policies(self, now: dt.datetime) -> list[str]:
-        """``model:<version>`` policies of experiments not yet ended: the models to keep loaded."""
+        """``model:<version>`` policies of experiments neither ended nor stopped: the models to
+        keep loaded."""
         return sorted(
             {
                 variant.policy
                 for experiment in self.all()
-                if experiment.end >= now
+                if experiment.end >= now and experiment.stopped_at is None
                 for variant in experiment.variants
                 if variant.policy.startswith(MODEL_PREFIX)
             }
         )
 
-    def counts(self, key: str) -> dict[str, VariantCounts]:
-        """Customers, decisions, offers shown and decisions with an accepted offer, per variant."""
-        return variant_counts(self._log, key)
+    def outcomes(self, key: str) -> list[CustomerOutcome]:
+        """Each enrolled customer's decisions and what came back."""
+        return self._log.bounded_within(REPORT_DEADLINE_SECONDS, customer_outcomes, self._log, key)
 
     def report(self, key: str) -> ExperimentResults:
         """The report of an experiment; KeyError when there is none with that key."""
-        return build_report(self.get(key), self.counts(key))
-
-
-def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.1f} %"
-
-
-def print_report(key: str) -> None:
-    """Print an experiment's report as a table (``offers experiments report KEY``)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    log = DecisionLog.from_settings(get_settings())
-    try:
-        report = Experiments(log).report(key)
-    finally:
-        log.close()
-    table = Table(
-        title=f"{report.key}: {report.start:%Y-%m-%d} – {report.end:%Y-%m-%d}, "
-        f"control {report.control}"
-    )
-    for heading in ("variant", "policy", "weight", "customers", "decisions", "accepted"):
-        table.add_column(heading, justify="left" if heading in {"variant", "policy"} else "right")
-    table.add_column("acceptance (95 % CI)", justify="right")
-    table.add_column(f"vs {report.control} (95 % CI)", justify="right")
-    for row in report.variants:
-        rate = _percent(row.acceptance_rate)
-        if row.acceptance_interval:
-            rate += (
-                f" ({_percent(row.acceptance_interval.low)}–"
-                f"{_percent(row.acceptance_interval.high)})"
-            )
-        versus = "–"
-        if row.difference:
-            versus = (
-                f"{100 * row.difference.value:+.1f} pp "
-                f"({100 * row.difference.interval.low:+.1f} to "
-                f"{100 * row.difference.interval.high:+.1f})"
-            )
-        table.add_row(
-            row.name,
-            row.policy,
-            f"{row.weight:g}",
-            str(row.customers),
-            str(row.decisions),
-            str(row.accepted),
-            rate,
-            versus,
+        experiment = self.get(key)
+        exits, problem = None, None
+        if self._exits is None:
+            problem = "no contracts table is configured for reports"
+        else:
+            try:
+                exits = self._exits()
+            except ChurnUnavailable as error:
+                problem = str(error)
+        return build_report(
+            experiment,
+            self.outcomes(key),
+            now=self._now(),
+            exits=exits,
+            churn_problem=problem,
+            decided_first=decided_first_by(experiment, self.all()),
         )
-    Console().print(table)
+
+
+def json_ready(value: object) -> object:
+    """An experiment or a report (dataclasses) as JSON values, times as the API writes them
+    (``2026-12-01T00:00:00Z``): what ``GET /v1/experiments/{key}/report`` answers."""
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    return value

@@ -1,4 +1,9 @@
-"""Offers for one invoice: the experiment arm, the scorer, the decision and its durable record.
+"""Offers for invoices: the experiment arm, the scorer, the decision and its durable record.
+
+One function, :meth:`OffersService.answer_many`, answers a list of invoices: ``POST /v1/offers``
+calls it with one, ``POST /v1/offers/batch`` with up to 500 and the invoice run with a billing
+date's invoices, part after part. It decides every invoice first, then writes all new decisions
+in one transaction.
 
 The same invoice_id always gets the same answer: a decision stored for it is replayed, and a new
 one is recorded in the decision log before it is answered. A provisional decision (degraded and
@@ -6,6 +11,9 @@ without offers, as when the feature store was down) is the exception: a later re
 afresh, and a decision that is not provisional replaces it in the log. Nothing here knows HTTP:
 an answer is the JSON that was stored, and the other outcomes are raised as
 :class:`InvoiceCustomerConflict` and :class:`~serving.decision.inputs.UnknownCustomerError`.
+
+A dry run decides the same way but logs, counts and stores nothing: its answer says
+``"dry_run": true``, and since its decision_id is in no log, no event can refer to it.
 """
 
 from __future__ import annotations
@@ -15,14 +23,20 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from core.catalog import Catalog
 from serving.decision.arbitration import DEFAULT_OBJECTIVE, Objective
 from serving.decision.consent import MODEL_PREFIX
 from serving.decision.engine import Decision, decide, fallback_decision
-from serving.decision.inputs import DecisionRequest, ExperimentAssignment
+from serving.decision.inputs import (
+    DecisionRequest,
+    ExperimentAssignment,
+    FeatureSource,
+    UnknownCustomerError,
+)
 from serving.decision_log import DecisionLog, DecisionRecord, LoggedOffer, StoredDecision
 from serving.experiments import Experiments, assign_variant
 from serving.feature_reader import FeatureStoreUnavailable, OpenFeatureStore
@@ -38,8 +52,21 @@ CHALLENGER_UNAVAILABLE = "challenger_unavailable"
 # use; after a failed load the registry is asked again at most this often per policy.
 CHALLENGER_RETRY_SECONDS = 10.0
 
-RenderAnswer = Callable[[Decision, str], str]
-"""The answer's JSON for a decision and its decision_id, stored as it is sent."""
+
+class RenderAnswer(Protocol):
+    """The answer's JSON for a decision and its decision_id, stored as it is sent; a dry run's
+    answer says so."""
+
+    def __call__(self, decision: Decision, decision_id: str, *, dry_run: bool = False) -> str: ...
+
+
+@dataclass(frozen=True)
+class InvoiceAnswer:
+    """An invoice's answer, and whether it is the invoice's decision in the log (new or replayed)
+    or a dry run's, stored nowhere."""
+
+    answer_json: str
+    stored: bool
 
 
 class InvoiceCustomerConflict(Exception):
@@ -59,6 +86,39 @@ class Arm:
 
 
 CHAMPION = Arm("model", None)
+
+InvoiceRefusal = InvoiceCustomerConflict | UnknownCustomerError
+"""Why an invoice got no decision: decided for another customer (409), or an unknown customer
+(404)."""
+InvoiceOutcome = InvoiceAnswer | InvoiceRefusal
+"""The answer, or why there is none."""
+
+
+def new_decision_id(request: DecisionRequest) -> str:
+    """A fresh random decision id: the API's."""
+    return str(uuid.uuid4())
+
+
+class ReadyFeatures:
+    """A feature source that is always open and reads memory: the invoice run's frames."""
+
+    def __init__(self, source: FeatureSource) -> None:
+        self.source = source
+
+    def current(self) -> FeatureSource:
+        return self.source
+
+
+@dataclass
+class _NewDecision:
+    """A decision made in this call, waiting for the one write of the call."""
+
+    index: int
+    request: DecisionRequest
+    record: DecisionRecord
+    superseding: str | None
+    churn_model_version: str | None
+    decide_seconds: float
 
 
 class ChallengerRetries:
@@ -95,14 +155,19 @@ class OffersService:
         models: ModelHolder,
         log: DecisionLog,
         experiments: Experiments,
-        feature_store: OpenFeatureStore,
+        feature_store: OpenFeatureStore | ReadyFeatures,
         metrics: ApiMetrics,
         render: RenderAnswer,
         decline_cap_invoices: int,
         objective: Objective = DEFAULT_OBJECTIVE,
         challenger_retries: ChallengerRetries | None = None,
         invoice_date_window_days: tuple[int, int] = (400, 45),
+        decision_ids: Callable[[DecisionRequest], str] = new_decision_id,
+        declined_elsewhere: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
+        """``decision_ids`` names each new decision (the API: a random UUID; the invoice run: one
+        derived from the invoice id). ``declined_elsewhere``: per customer, offers that declines
+        the log does not hold block (the invoice run's ``offer_events``), on top of the log's."""
         self.catalog = catalog
         self.models = models
         self.log = log
@@ -114,6 +179,8 @@ class OffersService:
         self._decline_cap = decline_cap_invoices
         self.objective = objective
         self.invoice_date_window_days = invoice_date_window_days
+        self._decision_ids = decision_ids
+        self._declined_elsewhere = declined_elsewhere or {}
         # A SQLite file or memory database: choosing an arm or replaying never waits on another
         # machine. The log's database does not change while the service runs.
         self.log_is_local = log.is_local
@@ -135,7 +202,7 @@ class OffersService:
         experiment = self.experiments.running_on(day)
         if experiment is None:
             return CHAMPION
-        variant = assign_variant(experiment.key, customer_id, experiment.variants)
+        variant = assign_variant(experiment.key, customer_id, experiment.variants, experiment.layer)
         return Arm(variant.policy, ExperimentAssignment(key=experiment.key, variant=variant.name))
 
     def answers_without_waiting(self, arm: Arm) -> bool:
@@ -148,86 +215,186 @@ class OffersService:
         store that needs a watchdog, a store to reopen or that failed in the last seconds, or a
         challenger to load do not, so that a slow store or registry never stalls the loop.
         """
-        features = self.feature_store.source
-        if features is None or not features.bounds_reads:
-            return False
-        if features.recently_failed:  # a hanging store: let the waits overlap in threads
+        if isinstance(self.feature_store, ReadyFeatures):
+            features_wait = False
+        else:
+            features = self.feature_store.source
+            features_wait = (
+                features is None or not features.bounds_reads or features.recently_failed
+            )
+        if features_wait:  # a store that needs a watchdog, or a hanging one: overlap in threads
             return False
         if arm.policy.startswith(MODEL_PREFIX):
             models = self.models.current
             return models.scorer is None or models.challenger(arm.policy) is not None
         return True
 
-    def answer(self, request: DecisionRequest, arm: Arm | None = None) -> str:
+    def answer(
+        self, request: DecisionRequest, arm: Arm | None = None, *, dry_run: bool = False
+    ) -> str:
         """The invoice's answer as JSON: the stored one, or a new decision recorded first.
 
-        A stored provisional decision is decided afresh; the new decision replaces it when it is
-        not provisional itself, else the stored answer stands.
+        ``dry_run``: a stored decision is replayed all the same (it is the invoice's decision);
+        otherwise the decision is answered, marked as a dry run, and neither logged, counted nor
+        stored, so the invoice's first real request decides as if it had not happened.
 
         ``arm`` None: chosen here. Raises :class:`InvoiceCustomerConflict` when the invoice was
         decided for another customer, and ``UnknownCustomerError`` for a customer the feature
         store has never seen.
         """
-        started = time.perf_counter()
-        stored = self.log.find(request.invoice_id)
-        if stored is not None:
-            replayed = _replayed(stored, request)  # another customer's invoice is refused anyway
-            if not stored.provisional:
-                return replayed
-        looked_up = time.perf_counter()
-        decision, scorer = self._decide(
-            request, arm or self.arm(request.customer_id, request.invoice_date)
-        )
-        decided = time.perf_counter()
-        decision_id = str(uuid.uuid4())
-        response_json = self._render(decision, decision_id)
-        # The churn model beside the ranker the decision names: the same scorer object held
-        # both, so the log names the pair that decided even while a reload swaps models.
-        churn_model_version = (
-            scorer.churn_model_version
-            if scorer is not None and decision.model_version is not None
-            else None
-        )
-        record = decision_record(
-            decision, decision_id, response_json, churn_model_version=churn_model_version
-        )
-        if stored is not None and record.provisional:
-            # Still degraded without offers: the stored answer says as much, and one copy will do.
-            return stored.response_json
-        superseding = None if stored is None else stored.decision_id
-        stored, created = self.log.record(record, superseding=superseding)
-        if not created:  # another request for this invoice committed first: answer with that
-            return _replayed(stored, request)
-        logged = time.perf_counter()
+        return self._one(request, arm, dry_run=dry_run).answer_json
 
+    def preview(self, invoice_id: str, request: DecisionRequest | None) -> InvoiceAnswer | None:
+        """The invoice's stored decision, or else a dry run of ``request``; None when there is no
+        stored decision and no request to decide. Raises as :meth:`answer` does, and
+        :class:`InvoiceCustomerConflict` when the stored decision is another customer's."""
+        stored = self.log.find(invoice_id)
+        if stored is not None and not stored.provisional:
+            if request is not None and stored.customer_id != request.customer_id:
+                raise InvoiceCustomerConflict(request.invoice_id)
+            return InvoiceAnswer(stored.response_json, stored=True)
+        if request is None:
+            return None
+        return self._one(request, None, dry_run=True)
+
+    def _one(self, request: DecisionRequest, arm: Arm | None, *, dry_run: bool) -> InvoiceAnswer:
+        (answered,) = self.answer_many(
+            [request], None if arm is None else [arm], dry_runs=[dry_run]
+        )
+        if isinstance(answered, Exception):
+            raise answered
+        return answered
+
+    def answer_many(
+        self,
+        requests: Sequence[DecisionRequest],
+        arms: Sequence[Arm] | None = None,
+        dry_runs: Sequence[bool] | None = None,
+    ) -> list[InvoiceOutcome]:
+        """Each invoice's answer, in order: the stored one, or a new decision; all new decisions
+        are recorded in one transaction before any is answered.
+
+        A stored provisional decision is decided afresh; the new decision replaces it when it is
+        not provisional itself, else the stored answer stands. An invoice asked twice in one call
+        is answered the second time as the first (a conflict when the customers differ).
+
+        ``dry_runs``: per invoice, whether it is a dry run (see :meth:`answer`); one that an earlier
+        request of the call decides for real is answered with that decision.
+
+        ``arms`` None: each chosen here. An invoice decided for another customer is answered with
+        :class:`InvoiceCustomerConflict`, one whose customer the feature store has never seen with
+        ``UnknownCustomerError``; the others are answered all the same. A database that cannot
+        store the decisions raises, and none of them is stored.
+        """
+        started = time.perf_counter()
+        stored = self.log.find_many([request.invoice_id for request in requests])
+        looked_up = time.perf_counter()
+        answers: list[InvoiceOutcome | None] = [None] * len(requests)
+        first_asked: dict[str, int] = {}
+        repeats: list[int] = []
+        new: list[_NewDecision] = []
+        for index, request in enumerate(requests):
+            dry_run = dry_runs is not None and dry_runs[index]
+            if request.invoice_id in first_asked:
+                repeats.append(index)
+                continue
+            if not dry_run:  # a dry run is nobody's decision to repeat
+                first_asked[request.invoice_id] = index
+            previous = stored.get(request.invoice_id)
+            if previous is not None:
+                if previous.customer_id != request.customer_id:
+                    answers[index] = InvoiceCustomerConflict(request.invoice_id)
+                    continue
+                if not previous.provisional:
+                    answers[index] = InvoiceAnswer(previous.response_json, stored=True)
+                    continue
+            deciding = time.perf_counter()
+            arm = arms[index] if arms is not None else None
+            try:
+                decision, scorer = self._decide(
+                    request, arm or self.arm(request.customer_id, request.invoice_date)
+                )
+            except UnknownCustomerError as error:
+                answers[index] = error
+                continue
+            decision_id = self._decision_ids(request)
+            if dry_run:
+                answers[index] = InvoiceAnswer(
+                    self._render(decision, decision_id, dry_run=True), stored=False
+                )
+                continue
+            response_json = self._render(decision, decision_id)
+            # The churn model beside the ranker the decision names: the same scorer object held
+            # both, so the log names the pair that decided even while a reload swaps models.
+            churn_model_version = (
+                scorer.churn_model_version
+                if scorer is not None and decision.model_version is not None
+                else None
+            )
+            record = decision_record(
+                decision, decision_id, response_json, churn_model_version=churn_model_version
+            )
+            if previous is not None and record.provisional:
+                # Still degraded without offers: the stored answer says as much, and one copy
+                # will do.
+                answers[index] = InvoiceAnswer(previous.response_json, stored=True)
+                continue
+            new.append(
+                _NewDecision(
+                    index=index,
+                    request=request,
+                    record=record,
+                    superseding=None if previous is None else previous.decision_id,
+                    churn_model_version=churn_model_version,
+                    decide_seconds=time.perf_counter() - deciding,
+                )
+            )
+        decided = time.perf_counter()
+        written = self.log.record_many([(item.record, item.superseding) for item in new])
+        logged = time.perf_counter()
+        for item, (kept, created) in zip(new, written, strict=True):
+            if not created:  # another request for this invoice committed first: answer with that
+                answers[item.index] = (
+                    InvoiceAnswer(kept.response_json, stored=True)
+                    if kept.customer_id == item.request.customer_id
+                    else InvoiceCustomerConflict(item.request.invoice_id)
+                )
+                continue
+            answers[item.index] = InvoiceAnswer(item.record.response_json, stored=True)
+            self._count(item, lookup=looked_up - started, write=logged - decided)
+        for index in repeats:
+            answers[index] = _repeated(requests, index, answers, first_asked, stored)
+        complete = [answer for answer in answers if answer is not None]
+        assert len(complete) == len(requests), "every invoice is answered"
+        return complete
+
+    def _count(self, item: _NewDecision, *, lookup: float, write: float) -> None:
+        """Metrics and the log line of one new decision; the look-up and the write are the
+        call's, shared by its decisions."""
+        record = item.record
+        total = lookup + item.decide_seconds + write
         metrics = self.metrics
-        metrics.decisions.labels(decision.policy).inc()
-        if decision.degraded:
-            metrics.degraded.labels(decision.degraded).inc()
+        metrics.decisions.labels(record.policy).inc()
+        if record.degraded:
+            metrics.degraded.labels(record.degraded).inc()
         metrics.observe_steps(
-            {
-                "lookup": looked_up - started,
-                "decide": decided - looked_up,
-                "log": logged - decided,
-                "total": logged - started,
-            }
+            {"lookup": lookup, "decide": item.decide_seconds, "log": write, "total": total}
         )
         logger.info(
             "decision",
             extra={
-                "decision_id": decision_id,
-                "policy": decision.policy,
-                "model_version": decision.model_version,
-                "churn_model_version": churn_model_version,
-                "degraded": decision.degraded,
-                "supersedes": superseding,
-                "experiment": decision.experiment.key if decision.experiment else None,
-                "variant": decision.experiment.variant if decision.experiment else None,
-                "offers": len(decision.offers),
-                "latency_ms": round((logged - started) * 1000, 3),
+                "decision_id": record.decision_id,
+                "policy": record.policy,
+                "model_version": record.model_version,
+                "churn_model_version": item.churn_model_version,
+                "degraded": record.degraded,
+                "supersedes": item.superseding,
+                "experiment": record.experiment_key,
+                "variant": record.experiment_variant,
+                "offers": len(record.offers),
+                "latency_ms": round(total * 1000, 3),
             },
         )
-        return response_json
 
     def _decide(self, request: DecisionRequest, arm: Arm) -> tuple[Decision, LightGBMScorer | None]:
         """The decision, and the scorer it was offered: the serving models are read once."""
@@ -239,7 +406,7 @@ class OffersService:
                 raise FeatureStoreUnavailable("not_open")
             declined = self.log.recent_declines(
                 request.customer_id, self._decline_cap, deciding=request.invoice_id
-            )
+            ) | self._declined_elsewhere.get(request.customer_id, frozenset())
             decision = decide(
                 request,
                 source,
@@ -256,7 +423,6 @@ class OffersService:
                 request,
                 requested_policy=policy,
                 degraded=FEATURE_STORE_UNAVAILABLE,
-                experiment=assignment,
             )
         return decision, scorer
 
@@ -282,10 +448,27 @@ class OffersService:
         return models
 
 
-def _replayed(stored: StoredDecision, request: DecisionRequest) -> str:
-    if stored.customer_id != request.customer_id:
-        raise InvoiceCustomerConflict(request.invoice_id)
-    return stored.response_json
+def _repeated(
+    requests: Sequence[DecisionRequest],
+    index: int,
+    answers: Sequence[InvoiceOutcome | None],
+    first_asked: Mapping[str, int],
+    stored: Mapping[str, StoredDecision],
+) -> InvoiceOutcome:
+    """The answer to an invoice asked a second time in one call: the first time's answer, or a
+    conflict when the customer is not the one the invoice belongs to."""
+    request = requests[index]
+    first = first_asked[request.invoice_id]
+    previous = stored.get(request.invoice_id)
+    owner = previous.customer_id if previous is not None else requests[first].customer_id
+    if request.customer_id != owner:
+        return InvoiceCustomerConflict(request.invoice_id)
+    answered = answers[first]
+    if isinstance(answered, InvoiceCustomerConflict) and previous is not None:
+        # The first asked for another customer; this one owns it.
+        return InvoiceAnswer(previous.response_json, stored=True)
+    assert answered is not None
+    return answered
 
 
 def _scorer(policy: str, models: ServingModels) -> tuple[LightGBMScorer | None, str | None]:
@@ -330,12 +513,14 @@ def decision_record(
         consent=decision.consent_used(),
         response_json=response_json,
         log={**decision.log_details(), "churn_model_version": churn_model_version},
+        model_inputs=decision.model_inputs,
         offers=tuple(
             LoggedOffer(
                 offer_id=offer.offer_id,
                 rank=offer.rank,
                 propensity=offer.propensity,
                 score=offer.expected_value_sek,
+                acceptance=offer.acceptance_probability,
             )
             for offer in decision.offers
         ),

@@ -132,8 +132,23 @@ class OffersResponse(BaseModel):
         description="null, or why the answer was made without a part: feature_store_unavailable, "
         "model_unavailable, …"
     )
+    dry_run: bool = Field(
+        default=False,
+        exclude_if=lambda value: not value,
+        description="Present, and true, only in the answer to a dry run: nothing was logged, "
+        "counted or stored, and no event can refer to its decision_id.",
+    )
 
     @classmethod
     def for_decision(cls, decision: Decision, decision_id: str) -> OffersResponse:
         """The response body of an engine decision; validation turns dates and NaN into JSON."""
         return cls.model_validate({"decision_id": decision_id, **decision.to_public_dict()})
+
+
+def offers_answer_json(decision: Decision, decision_id: str, *, dry_run: bool = False) -> str:
+    """The POST /v1/offers body of a decision, as the decision log stores it; a dry run's says
+    ``"dry_run": true`` and is stored nowhere."""
+    response = OffersResponse.for_decision(decision, decision_id)
+    return (
+        response.model_copy(update={"dry_run": True}) if dry_run else response
+    ).model_dump_json()

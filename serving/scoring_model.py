@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -76,6 +77,11 @@ class LightGBMScorer:
         self._ranker = ranker
         self.churn = churn
 
+    @property
+    def ranker_metadata(self) -> dict[str, Any]:
+        """The ranker's model metadata (its calibrator, its training window's input profile)."""
+        return self._ranker.metadata
+
     def acceptance(self, rows: np.ndarray) -> np.ndarray:
         return self._ranker.predict_proba(np.asarray(rows, dtype=np.float64))
 
@@ -88,6 +94,11 @@ class LightGBMScorer:
     def churn_risk(self, row: np.ndarray) -> float:
         matrix = np.asarray(row, dtype=np.float64).reshape(1, -1)
         return float(self.churn.predict_proba(matrix)[0])
+
+    def segment_acceptance(self, segment: str) -> Mapping[str, float]:
+        # Registered before the ranker kept these rates: empty, and the catalog order stands.
+        rates = self._ranker.metadata.get("segment_offer_acceptance") or {}
+        return dict(rates.get(segment) or {})
 
     def warm_up(self) -> None:
         """One prediction of each kind, so the first request does not pay for first use."""

@@ -95,6 +95,49 @@ class PopularityBaseline:
         return offers.map(self.rates).fillna(self.overall).to_numpy(dtype=float)
 
 
+def segment_offer_acceptance(
+    rows: pd.DataFrame, prior_rows: int = 20
+) -> dict[str, dict[str, float]]:
+    """Acceptance when shown first, per customer segment and offer, from logged rows.
+
+    What a non-personalised invoice may be ordered by: the same figure for everyone in a segment,
+    learnt from what the segment as a whole accepted, never from the customer's own data. Rows
+    logged lower on the invoice are left out (fewer customers read that far). Each rate is pulled
+    towards the offer's rate over all segments by ``prior_rows`` rows, so an offer a segment
+    rarely saw does not get an extreme rate. Needs ``offer_id``, ``label``, ``segment`` (or
+    ``segment_is_business``) and, when present, ``rank``.
+    """
+    if "rank" in rows:
+        rows = rows[rows["rank"].astype(float) == 1.0]
+    if rows.empty:
+        return {}
+    if "segment" in rows:
+        segments = rows["segment"].astype(str).to_numpy()
+    else:
+        segments = np.where(
+            rows["segment_is_business"].astype(float).to_numpy() > 0.5, "business", "consumer"
+        )
+    offers = rows["offer_id"].astype(str)
+    overall = PopularityBaseline.fit(offers, rows[LABEL], prior_rows)
+    frame = pd.DataFrame(
+        {
+            "segment": segments,
+            "offer": offers.to_numpy(),
+            "label": rows[LABEL].to_numpy(dtype=float),
+        }
+    )
+    grouped = frame.groupby(["segment", "offer"])["label"].agg(["sum", "size"])
+    rates: dict[str, dict[str, float]] = {}
+    for (segment, offer), accepted, shown in zip(
+        grouped.index, grouped["sum"], grouped["size"], strict=True
+    ):
+        prior = overall.rates.get(str(offer), overall.overall)
+        rates.setdefault(str(segment), {})[str(offer)] = round(
+            float((accepted + prior_rows * prior) / (shown + prior_rows)), 6
+        )
+    return rates
+
+
 @dataclass(frozen=True)
 class RulesBaseline:
     """Best plan fit first: the saving on the customer's own usage, Platt-scaled to probability."""

@@ -5,6 +5,7 @@ Training and serving both build model inputs here, so a served score sees exactl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -105,3 +106,91 @@ def ranker_matrix(frame: pd.DataFrame, dtype: type[np.floating] = np.float64) ->
 
 def churn_matrix(frame: pd.DataFrame, dtype: type[np.floating] = np.float64) -> np.ndarray:
     return model_matrix(frame, CHURN_FEATURES, dtype)
+
+
+# Input monitoring -------------------------------------------------------------------------------
+# The customer inputs both models read, as the decision log keeps a copy of them for each model
+# decision and as the input profile of a training window describes them (training.drift). Age
+# and the survey's satisfaction answer are personal data: they are kept in bands, never as
+# values, in the log as in the profile.
+AGE_BAND = "age_band"
+SATISFACTION_BAND = "satisfaction_band"
+# Lower bound of each age band (customers under 18 are never profiled, so never scored).
+AGE_BANDS: tuple[tuple[int, str], ...] = ((18, "18-29"), (30, "30-44"), (45, "45-64"), (65, "65+"))
+SATISFACTION_BANDS: dict[int, str] = {1: "low", 2: "low", 3: "neutral", 4: "high", 5: "high"}
+UNANSWERED = "unanswered"
+BANDED_INPUTS: dict[str, str] = {"age": AGE_BAND, "satisfaction": SATISFACTION_BAND}
+MONITORED_NUMERIC: list[str] = [name for name in CUSTOMER_FEATURES if name not in BANDED_INPUTS]
+MONITORED_CATEGORICAL: list[str] = list(BANDED_INPUTS.values())
+MONITORED_INPUTS: list[str] = [*MONITORED_NUMERIC, *MONITORED_CATEGORICAL]
+_NUMERIC_POSITIONS = [CUSTOMER_FEATURES.index(name) for name in MONITORED_NUMERIC]
+_AGE_POSITION = CUSTOMER_FEATURES.index("age")
+_SATISFACTION_POSITION = CUSTOMER_FEATURES.index("satisfaction")
+# Four decimals keep a value's bin (bin edges come from the same values) at a third of the size.
+_LOGGED_DECIMALS = 4
+
+
+def age_band(age: float) -> str | None:
+    """The band an age falls in; None when unknown."""
+    if math.isnan(age):
+        return None
+    band = None
+    for lower, name in AGE_BANDS:
+        if age >= lower:
+            band = name
+    return band
+
+
+def satisfaction_band(answer: float) -> str:
+    """``low`` (1–2), ``neutral`` (3), ``high`` (4–5), or ``unanswered``."""
+    if math.isnan(answer):
+        return UNANSWERED
+    return SATISFACTION_BANDS.get(round(answer), UNANSWERED)
+
+
+def monitored_inputs(customer_row: np.ndarray) -> dict[str, float | str | None]:
+    """The compact copy of one decision's customer inputs the decision log keeps.
+
+    ``customer_row`` holds ``CUSTOMER_FEATURES`` in order, as the model read them (a ranker
+    matrix row starts with them). Numbers are rounded, missing ones are None, and age and
+    satisfaction appear only as bands.
+    """
+    if len(customer_row) != len(CUSTOMER_FEATURES):
+        raise ValueError(f"{len(CUSTOMER_FEATURES)} customer inputs expected, {len(customer_row)}")
+    numbers = np.round(customer_row[_NUMERIC_POSITIONS], _LOGGED_DECIMALS).tolist()
+    kept: dict[str, float | str | None] = {
+        name: None if value != value else value  # NaN is the one value unequal to itself
+        for name, value in zip(MONITORED_NUMERIC, numbers, strict=True)
+    }
+    kept[AGE_BAND] = age_band(float(customer_row[_AGE_POSITION]))
+    kept[SATISFACTION_BAND] = satisfaction_band(float(customer_row[_SATISFACTION_POSITION]))
+    return kept
+
+
+def model_may_score(frame: pd.DataFrame) -> pd.Series:
+    """Rows of customers the consent gate lets the model score (docs/architecture.md, step 1):
+    marketing and profiling granted, no objection, an adult. Only their decisions log inputs,
+    so only they belong in the training profile the logged inputs are compared with; a frame
+    without the consent columns keeps every row."""
+    allowed = pd.Series(True, index=frame.index)
+    for flag, wanted in (
+        ("consent_marketing", 1),
+        ("consent_profiling", 1),
+        ("objected_marketing", 0),
+    ):
+        if flag in frame:
+            allowed &= pd.to_numeric(frame[flag], errors="coerce").fillna(0) == wanted
+    if "age" in frame:
+        allowed &= pd.to_numeric(frame["age"], errors="coerce") >= AGE_BANDS[0][0]
+    return allowed
+
+
+def monitored_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """``MONITORED_INPUTS`` of a training frame, one row per row, banded as the log bands them."""
+    numeric = np.round(model_matrix(frame, MONITORED_NUMERIC), _LOGGED_DECIMALS)
+    result = pd.DataFrame(numeric, columns=MONITORED_NUMERIC, index=frame.index)
+    ages = pd.to_numeric(frame["age"], errors="coerce").astype(float)
+    answers = pd.to_numeric(frame["satisfaction"], errors="coerce").astype(float)
+    result[AGE_BAND] = [age_band(value) for value in ages.tolist()]
+    result[SATISFACTION_BAND] = [satisfaction_band(value) for value in answers.tolist()]
+    return result

@@ -24,6 +24,7 @@ from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
 from core.settings import Settings, get_settings
 from training import data, tracking
 from training.candidates import CANDIDATE_SET, candidate_rows
+from training.drift import INPUT_PROFILE_METADATA, InputProfile, input_profile
 from training.evaluate import (
     MODEL,
     POPULARITY,
@@ -38,11 +39,18 @@ from training.evaluate import (
     evaluate_ranker,
     off_policy_value,
     ranker_markdown,
+    segment_offer_acceptance,
     to_json,
 )
 from training.labels import LABEL
 from training.model import FitSet, FittedModel, fit_churn, fit_ranker
-from training.model_inputs import CHURN_FEATURES, RANKER_FEATURES, model_matrix
+from training.model_inputs import (
+    CHURN_FEATURES,
+    RANKER_FEATURES,
+    model_matrix,
+    model_may_score,
+    monitored_frame,
+)
 from training.registry import (
     CHAMPION_METRIC_PREFIX,
     CHURN_MODEL,
@@ -329,8 +337,10 @@ def _register(
     key: SkipKey,
     settings: Settings,
     top_offers: pd.DataFrame | None = None,
+    model_metadata: Mapping[str, Any] | None = None,
 ) -> ModelResult:
-    """Report, figures and registration, the same for both models."""
+    """Report, figures and registration, the same for both models; ``model_metadata`` is kept
+    with the registered model beside its calibrator."""
     training_set = periods.training_set
     evaluation.extra.update(
         model_size_tradeoff=fitted.tradeoff(),
@@ -368,6 +378,7 @@ def _register(
         features,
         key,
         settings,
+        model_metadata or {},
     )
     return ModelResult(
         name=name,
@@ -482,7 +493,21 @@ def train_ranker(
         key,
         settings,
         top_offers=top_offers,
+        model_metadata={
+            "segment_offer_acceptance": segment_offer_acceptance(history),
+            INPUT_PROFILE_METADATA: training_input_profile(periods).to_dict(),
+        },
     )
+
+
+def training_input_profile(periods: _Periods) -> InputProfile:
+    """The monitored inputs of the training period, as ``offers monitor`` compares served model
+    decisions to: one row per logged decision (a decision's offers share its customer's inputs)
+    of the customers the model may score."""
+    decisions = periods.train.drop_duplicates("decision_id")
+    scorable = decisions[model_may_score(decisions)]
+    window = periods.training_set.split.window()["train_window"]
+    return input_profile(monitored_frame(scorable if len(scorable) else decisions), window)
 
 
 def top_candidates(candidates: pd.DataFrame, scorers: dict[str, str]) -> pd.DataFrame:
@@ -623,6 +648,7 @@ def _log(
     columns: list[str],
     key: SkipKey,
     settings: Settings,
+    extra_metadata: Mapping[str, Any],
 ) -> tracking.VersionInfo:
     training_set = periods.training_set
     example = pd.DataFrame(model_matrix(periods.validation.head(3), columns), columns=columns)
@@ -665,6 +691,7 @@ def _log(
                 "calibrator.json applied to model.lgb's raw score "
                 "(training.pyfunc_model.CalibratedBooster)"
             ),
+            **extra_metadata,
         },
         version_tags={**tags, **version_tags},
         calibrator=fitted.calibrator,

@@ -1,6 +1,6 @@
 """The batch invoice run: offers for every invoice of one billing date, decided as the API decides.
 
-``offers invoice-run --invoice-date D --out FILE [--engine local|spark]``:
+``offers invoice-run --invoice-date D --out FILE [--engine local|spark] [--no-log]``:
 
 1. the input tables are checked against docs/data-contract.md (nothing is written when they
    break it);
@@ -8,14 +8,17 @@
    customer's recent declines block (the engine's decline cap, ``OFFERS_DECLINE_CAP_INVOICES``
    invoices, over the decisions shown before D);
 3. the champion models are loaded once (none registered: rules decide);
-4. every invoice is decided by :func:`serving.decision.engine.decide`, the API's own decision,
-   over the feature tables as of 00:00 UTC on D (what an online store materialised up to that
-   moment holds), locally (:mod:`.local`) or in Spark partitions (:mod:`.spark`);
+4. every invoice is decided over the newest feature rows known when the run is made (what the
+   API's online store holds; the engine moves the usage back to D's billing period): by default
+   through the API's own offers service (:mod:`.logged`), which replays an invoice the decision
+   log holds, applies the running experiment and writes the new decisions to the log in bulk;
+   with ``--no-log`` by
+   :func:`serving.decision.engine.decide` with the champion alone, nothing logged, locally
+   (:mod:`.local`) or in Spark partitions (:mod:`.spark`);
 5. one row per decided invoice is written to a Parquet file, by customer and invoice id,
    atomically (a temporary file, then renamed).
 
-Experiments are not applied: a batch decision is the champion's (or the rules'). The decision id
-is derived from the invoice id, so a rerun gives the same ids.
+The decision id is derived from the invoice id, so a rerun gives the same ids.
 """
 
 from pipelines.invoice_run.core import (

@@ -27,12 +27,12 @@ from core.contract import INVOICES
 from core.files import replacing
 from core.tables import read_table
 from pipelines.declined_offers import MOMENT, blocked_offers
-from pipelines.frame_source import DECISION_VIEWS
+from pipelines.frame_source import DECISION_VIEWS, start_of_day
 from serving.decision.arbitration import DEFAULT_OBJECTIVE, Objective
 from serving.decision.decline_cap import DeclineCap
 from serving.decision.engine import Decision, decide
 from serving.decision.inputs import DecisionRequest, FeatureSource, Locale, UnknownCustomerError
-from serving.offers_response import OffersResponse
+from serving.offers_response import offers_answer_json
 from serving.scoring_model import LightGBMScorer
 from training.registry import LoadedModel
 
@@ -73,6 +73,14 @@ class DecisionOptions:
     max_offers: int = 3
     # The API's objective (weights, floors, exploration), so both decide alike.
     objective: Objective = DEFAULT_OBJECTIVE
+    # The moment the feature tables are read as of; None: 00:00 UTC on the invoice date.
+    features_as_of: dt.datetime | None = None
+
+    @property
+    def features_moment(self) -> dt.datetime:
+        """What the run knows: the newest feature rows up to this moment, as an online store
+        materialised then holds them (usage moved back to the billing period by the engine)."""
+        return self.features_as_of or start_of_day(self.invoice_date)
 
     def __post_init__(self) -> None:
         if self.locale not in ("sv", "en"):
@@ -171,20 +179,27 @@ def _compact(value: Any) -> str:
 
 def decision_row(decision: Decision) -> dict[str, Any]:
     """One output row, its JSON exactly as the API's response body (without ``decision_id``)."""
-    decision_id = decision_id_for(decision.invoice_id)
-    response = OffersResponse.for_decision(decision, decision_id)
-    body = response.model_dump_json(exclude={"decision_id"})
-    public = json.loads(body)
+    return answer_row(offers_answer_json(decision, decision_id_for(decision.invoice_id)))
+
+
+def answer_row(answer_json: str) -> dict[str, Any]:
+    """One output row of a POST /v1/offers answer, as answered or replayed from the decision
+    log: ``decision`` holds its bytes without ``decision_id`` (the answer's first field)."""
+    public = json.loads(answer_json)
+    decision_id = public["decision_id"]
+    first_field = f'{{"decision_id":"{decision_id}",'
+    if not answer_json.startswith(first_field):
+        raise ValueError("an offers answer starts with its decision_id")
     summary = public["usage_summary"]
     return {
-        "invoice_id": decision.invoice_id,
-        CUSTOMER_KEY: decision.customer_id,
+        "invoice_id": public["invoice_id"],
+        CUSTOMER_KEY: public[CUSTOMER_KEY],
         "decision_id": decision_id,
-        "policy": decision.policy,
-        "model_version": decision.model_version,
+        "policy": public["policy"],
+        "model_version": public["model_version"],
         "offers": _compact(public["offers"]),
         "usage_summary": None if summary is None else _compact(summary),
-        "decision": body,
+        "decision": "{" + answer_json[len(first_field) :],
     }
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from core.catalog import Catalog
 from core.columns import CUSTOMER_KEY
-from pipelines.frame_source import FrameFeatureSource, read_decision_frames, start_of_day
+from pipelines.frame_source import FrameFeatureSource, read_decision_frames
 from pipelines.invoice_run.core import (
     ORDER,
     ROW_COLUMNS,
@@ -28,8 +28,8 @@ def decide_locally(
     declined: Mapping[str, frozenset[str]],
 ) -> pd.DataFrame:
     """Decide the day's invoices in this process; the output rows by customer and invoice id."""
-    as_of = start_of_day(options.invoice_date)
-    frames = read_decision_frames(paths, as_of, invoices[CUSTOMER_KEY])
+    as_of = options.features_moment
+    frames = read_decision_frames(paths, as_of, invoices[CUSTOMER_KEY], options.invoice_date)
     source = FrameFeatureSource.from_frames(frames, as_of)
     scorer = models.scorer()
     rows = list(

@@ -32,9 +32,11 @@ from pipelines.invoice_run.core import (
     write_decisions,
 )
 from pipelines.invoice_run.local import decide_locally
+from pipelines.invoice_run.logged import LOG_CALL_DEADLINE_SECONDS, decide_and_log
 from pipelines.invoice_run.spark import decide_with_spark
 from serving.decision.arbitration import Objective
 from serving.decision.inputs import Locale
+from serving.decision_log import DecisionLog
 from serving.scoring_model import ModelMismatch
 from training.registry import CHURN_MODEL, RANKER_MODEL, load_champion
 
@@ -76,11 +78,16 @@ class InvoiceRunSummary:
     seconds: float
     decide_seconds: float  # deciding and writing
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    # The decision log: None when the run did not write it (--no-log).
+    logged: int | None = None  # decisions new to the log
+    replayed: int = 0  # invoices the log already held a decision for
+    conflicts: int = 0  # invoices the log holds for another customer
+    experiment: str | None = None  # the experiment that assigned variants
 
     @property
     def unknown_customers(self) -> int:
         """Invoices whose customer the features have never seen (the API answers 404)."""
-        return self.invoices - self.decided
+        return self.invoices - self.decided - self.conflicts
 
     @property
     def decisions_per_second(self) -> float:
@@ -96,8 +103,21 @@ class InvoiceRunSummary:
             f"  deciding took {self.decide_seconds:.1f} s "
             f"({self.decisions_per_second:,.0f} decisions/s)",
             f"  policies: {policies or 'none'}; offers shown: {self.offers_shown:,}",
-            f"  model: {model}; experiments are not applied in invoice runs",
+            f"  model: {model}",
         ]
+        if self.logged is None:
+            lines.append("  decision log: not written (--no-log); experiments are not applied")
+        else:
+            experiment = self.experiment or "none running"
+            lines.append(
+                f"  decision log: {self.logged:,} decisions written, {self.replayed:,} replayed; "
+                f"experiment: {experiment}"
+            )
+        if self.conflicts:
+            lines.append(
+                f"  {self.conflicts:,} invoice{'' if self.conflicts == 1 else 's'} not decided: "
+                "the log holds their decision for another customer"
+            )
         if self.unknown_customers:
             skipped = self.unknown_customers
             lines.append(
@@ -141,15 +161,33 @@ def run_invoice_run(
     data_dir: Path | None = None,
     features_dir: Path | None = None,
     models: ChampionModels | None = None,
+    log_decisions: bool = True,
+    features_as_of: dt.datetime | None = None,
 ) -> InvoiceRunSummary:
     """Decide the offers of every invoice dated ``invoice_date`` and write them to ``out``.
 
+    ``log_decisions`` (the default): the decisions are real decisions, made by the API's own
+    service and written to the decision log (``OFFERS_DATABASE_URL``) in bulk, experiments
+    applied; an invoice the log holds is replayed. False (``--no-log``, for what-if runs): the
+    champion decides every invoice afresh and nothing is logged, locally or in Spark.
+
+    The features are the newest rows up to ``features_as_of`` (default: now), as the API's
+    online store holds them: consent the latest known, and the usage moved back to the
+    invoice's billing period by the engine's time rule, so the run and the API decide alike
+    whatever the day the run is made. Declines in ``offer_events`` count when known by 00:00 UTC
+    on the invoice date.
+
     ``models`` defaults to the registry's champions. Raises ``ContractError`` (invalid input
-    tables), ``CatalogError`` or :class:`InvoiceRunError` (no feature tables), all
-    ``ValueError``, before anything is written.
+    tables), ``CatalogError`` or :class:`InvoiceRunError` (no feature tables, or the Spark engine
+    asked to log), all ``ValueError``, before anything is written.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be local or spark, not {engine!r}")
+    if engine == "spark" and log_decisions:
+        raise InvoiceRunError(
+            "the Spark engine does not write the decision log yet; pass --no-log for a run "
+            "whose decisions are not logged, or use the local engine"
+        )
     started = time.perf_counter()
     resolved = settings or get_settings()
     data = Path(data_dir or resolved.data_dir)
@@ -162,6 +200,7 @@ def run_invoice_run(
         locale=locale,
         max_offers=max_offers,
         objective=Objective.from_settings(resolved),
+        features_as_of=features_as_of or dt.datetime.now(dt.UTC),
     )
     as_of = start_of_day(invoice_date)
 
@@ -183,7 +222,18 @@ def run_invoice_run(
     )
 
     deciding = time.perf_counter()
-    if engine == "spark":
+    logged = None
+    if log_decisions:
+        # Not the request path's deadline: the run's bulk writes take longer than a request may.
+        log = DecisionLog.from_settings(resolved, deadline_s=LOG_CALL_DEADLINE_SECONDS)
+        try:
+            logged = decide_and_log(
+                invoices, paths, catalog, options, champions, declined, resolved, log
+            )
+        finally:
+            log.close()
+        written = write_decisions([logged.rows], invoice_date, out)
+    elif engine == "spark":
         written = decide_with_spark(
             invoices, paths, catalog, options, champions, declined, resolved, out=out
         )
@@ -203,6 +253,10 @@ def run_invoice_run(
         seconds=time.perf_counter() - started,
         decide_seconds=decided - deciding,
         warnings=_warnings(paths, as_of) if len(invoices) else (),
+        logged=None if logged is None else logged.written,
+        replayed=0 if logged is None else logged.replayed,
+        conflicts=0 if logged is None else logged.conflicts,
+        experiment=None if logged is None else logged.experiment,
     )
     for warning in summary.warnings:
         logger.warning("invoice run %s: %s", invoice_date, warning)

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from core.catalog import Catalog
 from core.columns import CUSTOMER_KEY
 from core.settings import Settings
-from pipelines.frame_source import FrameFeatureSource, read_decision_frames, start_of_day
+from pipelines.frame_source import FrameFeatureSource, read_decision_frames
 from pipelines.invoice_run.core import (
     ORDER,
     ROW_COLUMNS,
@@ -126,9 +126,11 @@ class PartitionJob:
         """One partition: its customers' feature rows, then the shared decision per invoice."""
         if invoices.empty:
             return pd.DataFrame(columns=ROW_COLUMNS)
-        as_of = start_of_day(self.options.invoice_date)
+        as_of = self.options.features_moment
         paths = {view: Path(path) for view, path in self.paths.items()}
-        frames = read_decision_frames(paths, as_of, invoices[CUSTOMER_KEY])
+        frames = read_decision_frames(
+            paths, as_of, invoices[CUSTOMER_KEY], self.options.invoice_date
+        )
         source = FrameFeatureSource.from_frames(frames, as_of)
         declined = {
             customer: frozenset(offers)

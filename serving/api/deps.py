@@ -7,17 +7,20 @@ the thread pool, one hop per dependency per request.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.dependencies.models import Dependant
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from core.catalog import Catalog
 from core.settings import Settings
 from serving.api.errors import ProblemError
-from serving.auth import ApiKeys, Role, may_call
+from serving.auth import ApiKeys, Role, SessionTokens, may_call
 from serving.consents import ConsentService
 from serving.decision.inputs import FeatureSource
 from serving.decision_log import DecisionLog
@@ -25,6 +28,7 @@ from serving.experiments import Experiments
 from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore
 from serving.metrics import ApiMetrics
 from serving.model_follower import ChampionFollower
+from serving.monitoring import DriftMonitor
 from serving.offers import OffersService
 from serving.scoring_model import ModelHolder
 
@@ -35,6 +39,7 @@ class Services:
 
     settings: Settings
     keys: ApiKeys
+    sessions: SessionTokens
     catalog: Catalog
     metrics: ApiMetrics
     models: ModelHolder
@@ -44,6 +49,7 @@ class Services:
     offers: OffersService
     consents: ConsentService
     follower: ChampionFollower
+    drift: DriftMonitor
 
     @property
     def features(self) -> OnlineFeatureSource | None:
@@ -60,6 +66,7 @@ class Services:
     def close(self) -> None:
         # First, so that no model load is started against stores being closed.
         self.follower.stop()
+        self.drift.stop()
         self.feature_store.close()
         self.log.close()
 
@@ -166,3 +173,153 @@ RendererRole = Annotated[Role, Depends(require_role("renderer"))]
 MarketingRole = Annotated[Role, Depends(require_role("marketing"))]
 ConsentRole = Annotated[Role, Depends(require_role("consent"))]
 AdminRole = Annotated[Role, Depends(require_role("admin"))]
+
+
+# Query parameters ---------------------------------------------------------------------------
+
+UNKNOWN_QUERY = "no such query parameter"
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(route: APIRoute) -> frozenset[str]:
+    """The query parameters a route takes, its dependencies' included (read once per route)."""
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        names = frozenset(_query_aliases(route.dependant))
+        _QUERY_NAMES[id(route)] = names
+    return names
+
+
+def _query_aliases(dependant: Dependant) -> Iterator[str]:
+    for param in dependant.query_params:
+        yield param.alias
+    for sub in dependant.dependencies:
+        yield from _query_aliases(sub)
+
+
+def _refuse_unknown(request: Request) -> None:
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return
+    unknown = sorted(set(request.query_params.keys()) - _query_names(route))
+    if unknown:
+        raise RequestValidationError(
+            [
+                {"loc": ("query", name), "msg": UNKNOWN_QUERY, "type": "extra_forbidden"}
+                for name in unknown
+            ]
+        )
+
+
+async def refuse_unknown_query(request: Request, _: CurrentRole) -> None:
+    """422 for a query parameter the route does not take, as for an unknown body field: a
+    misspelt ``invoice_date`` must not silently mean "today". After the key is checked, so that
+    a caller without one learns nothing about the route."""
+    _refuse_unknown(request)
+
+
+KnownQueryOnly = Depends(refuse_unknown_query)
+
+
+# Pages ------------------------------------------------------------------------------------------
+# A browser cannot send a Bearer key: pages also take the session cookie that POST /sign-in sets.
+# JSON routes never do, so that no other site can make a signed-in browser change anything (CSRF).
+
+SESSION_COOKIE = "offers_session"
+session_cookie = APIKeyCookie(
+    name=SESSION_COOKIE,
+    auto_error=False,
+    description="The session that POST /sign-in sets; pages only.",
+)
+
+
+class SignInNeeded(Exception):
+    """A browser asked for a page without a session that may open it: it is sent to sign in.
+
+    ``forbidden``: it is signed in, but with a key whose role may not open the page."""
+
+    def __init__(self, next_path: str, *, forbidden: str | None = None) -> None:
+        super().__init__(forbidden or "sign in to open this page")
+        self.next_path = next_path
+        self.forbidden = forbidden
+
+
+def wants_html(request: Request) -> bool:
+    """A browser's navigation asks for HTML; API clients and scripts ask for anything else."""
+    return "text/html" in request.headers.get("accept", "")
+
+
+def _page_path(request: Request) -> str:
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def require_page_role(*allowed: Role) -> Callable[..., Awaitable[Role]]:
+    """A page's guard: a Bearer key, or else the session cookie, of one of ``allowed`` (or admin).
+
+    Without either, a browser is redirected to sign in and any other caller gets 401, as on the
+    JSON routes; a role that may not open the page gets 403."""
+    needed = " or ".join(allowed)
+
+    async def guard(
+        request: Request,
+        services: ServicesDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        token: Annotated[str | None, Depends(session_cookie)],
+    ) -> Role:
+        if credentials is not None:
+            role = services.keys.role_of(credentials.credentials)
+            if role is None:
+                raise ProblemError(
+                    401, "the API key is not known", kind="unauthorized", headers=_CHALLENGE
+                )
+        else:
+            role = services.sessions.role_of(token) if token else None
+            if role is None:
+                if wants_html(request):
+                    raise SignInNeeded(_page_path(request))
+                raise ProblemError(
+                    401,
+                    "send an API key as Authorization: Bearer <key>, or sign in at /sign-in",
+                    kind="unauthorized",
+                    headers=_CHALLENGE,
+                )
+        if not any(may_call(role, role_needed) for role_needed in allowed):
+            detail = f"this page needs the {needed} role; the key has {role}"
+            if credentials is None and wants_html(request):
+                raise SignInNeeded(_page_path(request), forbidden=detail)
+            raise ProblemError(403, detail, kind="forbidden")
+        return role
+
+    guard.__name__ = f"require_page_{'_or_'.join(allowed)}"
+    return guard
+
+
+# The OpenAPI entry of a page's redirect to sign in.
+SIGN_IN_REDIRECT: dict[int | str, dict[str, Any]] = {
+    303: {"description": "A browser without a session: on to `/sign-in?next=<this page>`."}
+}
+MarketingPage = Annotated[Role, Depends(require_page_role("marketing"))]
+PreviewPage = Annotated[Role, Depends(require_page_role("renderer", "marketing"))]
+
+
+# A page checks its query parameters as the JSON routes do, after its own sign-in: a browser
+# without a session is still sent to sign in, and learns nothing about the page before.
+
+
+async def refuse_unknown_page_query(request: Request) -> None:
+    """For the sign-in and sign-out pages, which anyone may open."""
+    _refuse_unknown(request)
+
+
+async def refuse_unknown_marketing_page_query(request: Request, _: MarketingPage) -> None:
+    _refuse_unknown(request)
+
+
+async def refuse_unknown_preview_query(request: Request, _: PreviewPage) -> None:
+    _refuse_unknown(request)
+
+
+KnownPageQueryOnly = Depends(refuse_unknown_page_query)
+KnownMarketingPageQueryOnly = Depends(refuse_unknown_marketing_page_query)
+KnownPreviewQueryOnly = Depends(refuse_unknown_preview_query)

@@ -7,7 +7,7 @@ response; the detail is written here, for the caller.
 from __future__ import annotations
 
 import logging
-import traceback
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving.log_lines import frames_of
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "urn:invoice-offers:problem:"
@@ -87,6 +89,22 @@ def problem_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """A problem+json response, built without FastAPI's encoder (it is on hot error paths too)."""
+    return Response(
+        content=problem_json(status, detail, kind=kind, errors=errors),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=headers,
+    )
+
+
+def problem_json(
+    status: int,
+    detail: str,
+    *,
+    kind: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> str:
+    """A problem's JSON: the body of a problem response, or one item of a batch's results."""
     problem: Problem
     title = problem_title(status)
     if errors is None:
@@ -99,20 +117,29 @@ def problem_response(
             detail=detail,
             errors=[FieldError.model_validate(error) for error in errors],
         )
-    return Response(
-        content=problem.model_dump_json(),
-        status_code=status,
-        media_type=PROBLEM_JSON,
-        headers=headers,
-    )
+    return problem.model_dump_json()
 
 
 def _field_errors(error: RequestValidationError) -> list[dict[str, Any]]:
+    return field_errors(error.errors())
+
+
+def field_errors(items: Sequence[Any], prefix: Sequence[str | int] = ()) -> list[dict[str, Any]]:
+    """Pydantic's errors as a problem's ``errors``, each ``loc`` after ``prefix``."""
     # Only where, what and which rule: pydantic's `input` and `ctx` would echo the request back.
     return [
-        {"loc": list(item.get("loc", ())), "msg": item.get("msg", ""), "type": item.get("type", "")}
-        for item in error.errors()
+        {
+            "loc": [*prefix, *item.get("loc", ())],
+            "msg": item.get("msg", ""),
+            "type": item.get("type", ""),
+        }
+        for item in items
     ]
+
+
+def validation_detail(errors: list[dict[str, Any]]) -> str:
+    """The ``detail`` of a validation problem: up to five of its errors, where and what."""
+    return _validation_detail(errors)
 
 
 def _validation_detail(errors: list[dict[str, Any]]) -> str:
@@ -164,22 +191,11 @@ async def _on_http(_: Request, error: Exception) -> Response:
     return problem_response(error.status_code, detail, headers=dict(error.headers or {}))
 
 
-# The innermost frames: where the error was raised, not the framework's layers around it.
-FRAMES_LOGGED = 8
-
-
 def route_of(request: Request) -> str:
     """The route's template (``/v1/customers/{customer_id}/usage-summary``), never the path
     itself: paths carry customer ids."""
     route = request.scope.get("route")
     return str(getattr(route, "path", "unmatched"))
-
-
-def frames_of(error: BaseException) -> list[str]:
-    """Where an error came from, as ``file:line function`` for each frame: a traceback without
-    its text, since exception messages and source lines may quote the values being handled."""
-    frames = traceback.extract_tb(error.__traceback__)[-FRAMES_LOGGED:]
-    return [f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno} {frame.name}" for frame in frames]
 
 
 async def _on_unexpected(request: Request, error: Exception) -> Response:
@@ -208,8 +224,9 @@ _RESPONSE_TEXT = {
     404: "Not found.",
     409: "Conflicts with what is stored.",
     413: "The request body is larger than the limit.",
-    422: "The request is not valid; `errors` names each invalid part.",
-    503: "A dependency this answer needs is unavailable.",
+    422: "The request is not valid (an unknown body field or query parameter included); "
+    "`errors` names each invalid part.",
+    503: "A dependency this answer needs is unavailable; `Retry-After` says when to ask again.",
 }
 
 

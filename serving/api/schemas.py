@@ -3,104 +3,30 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
-import re
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    AfterValidator,
-    AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    StringConstraints,
+    StrictBool,
     field_validator,
-    model_validator,
 )
 
 from core.columns import CUSTOMER_KEY
-from serving.decision.consent import MODEL_PREFIX, REQUESTABLE
+from serving.api.errors import Problem, ValidationProblem
 from serving.decision.inputs import Locale
-
-ID_PATTERN = r"^[A-Za-z0-9._-]+$"
-Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=ID_PATTERN, strict=True)
-]
-EventType = Literal["impression", "click", "accept", "decline"]
-# The policies an experiment may ask for: the engine's own names, or a registered ranker version.
-VARIANT_POLICY_PATTERN = rf"^({'|'.join(REQUESTABLE)}|{MODEL_PREFIX}[A-Za-z0-9._/-]{{1,64}})$"
-WEIGHT_TOLERANCE = 1e-9
-
-
-# Timestamps the API accepts, in UTC. Python's datetime ends at years 1 and 9999, so a zone offset
-# on 0001-01-01 or 9999-12-31 overflows in the conversion; and arithmetic on a stored time (an
-# experiment's follow-up window, a retention period) needs room on both sides.
-EARLIEST_YEAR, LATEST_YEAR = 1900, 2999
-
-
-def _as_utc(value: dt.datetime) -> dt.datetime:
-    # Timestamps are UTC (docs/http-api.md, basics); one without a zone is read as UTC.
-    try:
-        utc = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-    except OverflowError:
-        utc = None
-    if utc is None or not EARLIEST_YEAR <= utc.year <= LATEST_YEAR:
-        raise ValueError(f"must lie between the years {EARLIEST_YEAR} and {LATEST_YEAR} in UTC")
-    return utc
-
-
-_ISO_DATE_START = re.compile(r"\d{4}-\d{2}-\d{2}")
-
-
-def _iso_text(value: Any) -> Any:
-    # Lax parsing takes a number (JSON 0, or "0" in a query string) as seconds since 1970; a date
-    # or time must be written out: an ISO 8601 string starting YYYY-MM-DD. Values already parsed
-    # (a stored experiment read back) pass through.
-    if isinstance(value, dt.date):
-        return value
-    if not isinstance(value, str) or not _ISO_DATE_START.match(value):
-        raise ValueError("must be an ISO 8601 date or date-time string (YYYY-MM-DD…)")
-    return value
-
-
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def _printable(value: str) -> str:
-    # NUL cannot be stored in PostgreSQL text, and no other control character belongs in a
-    # description; tabs and line breaks may.
-    found = _CONTROL_CHARACTERS.search(value)
-    if found:
-        raise ValueError(
-            f"must not contain control characters (found U+{ord(found.group()):04X} at "
-            f"position {found.start()})"
-        )
-    return value
-
-
-FreeText = Annotated[str, AfterValidator(_printable)]
-IsoDate = Annotated[dt.date, BeforeValidator(_iso_text)]
-INVOICE_DATE_DESCRIPTION = (
-    "The invoice's date (YYYY-MM-DD); today (UTC) when left out. Its billing period is the last "
-    "calendar month that ended before it: the usage summary and plan fit describe that month and "
-    "the months before it, never a month not yet ended on the invoice's date."
+from serving.experiment_definition import ExperimentCreate
+from serving.fields import (
+    INVOICE_DATE_DESCRIPTION,
+    EventType,
+    Identifier,
+    IsoDate,
+    JsonInt,
+    UtcDatetime,
+    ZonedDatetime,
 )
-UtcDatetime = Annotated[dt.datetime, BeforeValidator(_iso_text), AfterValidator(_as_utc)]
-# A moment that must say its zone: a consent answer read in the wrong zone could move it before or
-# after another answer for the same purpose.
-ZonedDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_text), AfterValidator(_as_utc)]
-
-
-def _json_integer(value: Any) -> Any:
-    # JSON Schema's integer: 3 and 3.0, not "3" or true (lax mode would take those too).
-    if isinstance(value, str | bool):
-        raise ValueError("must be a JSON integer")
-    return value
-
-
-JsonInt = Annotated[int, BeforeValidator(_json_integer)]
-
+from serving.offers_response import OffersResponse
 
 # Offers -----------------------------------------------------------------------------------------
 
@@ -131,6 +57,113 @@ class OffersRequest(BaseModel):
     )
     locale: Locale = "sv"
     max_offers: JsonInt = Field(default=3, ge=0, le=10)
+    dry_run: StrictBool = Field(
+        default=False,
+        description="Decide and answer as usual, but log, count and store nothing; the answer "
+        'says "dry_run": true and no event can refer to it. An invoice that already has a '
+        "decision is answered with that decision, unchanged.",
+    )
+
+
+MAX_BATCH_INVOICES = 500
+
+
+class OffersBatchRequest(BaseModel):
+    """Many invoices in one call: each item a POST /v1/offers body, checked on its own."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "invoices": [
+                        {
+                            "invoice_id": "INV-2026-11-0001234",
+                            CUSTOMER_KEY: "C0001234",
+                            "invoice_date": "2026-11-30",
+                        },
+                        {
+                            "invoice_id": "INV-2026-11-0001235",
+                            CUSTOMER_KEY: "C0001235",
+                            "invoice_date": "2026-11-30",
+                            "locale": "en",
+                            "max_offers": 2,
+                        },
+                    ]
+                }
+            ]
+        },
+    )
+
+    # The items are documented as any JSON value, which they are: one that is not a valid
+    # OffersRequest is answered, not refused.
+    invoices: list[Any] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_INVOICES,
+        description=f"1–{MAX_BATCH_INVOICES} POST /v1/offers bodies (OffersRequest), answered in "
+        "this order; an item that is not a valid one is answered with its own 422 problem.",
+    )
+
+
+class OffersBatchResult(BaseModel):
+    """One invoice's answer: its decision, or the problem POST /v1/offers would have answered."""
+
+    status: Literal[200, 404, 409, 422] = Field(
+        description="What POST /v1/offers would have answered for this item."
+    )
+    decision: OffersResponse | None = Field(
+        default=None, description="With status 200: the decision, as POST /v1/offers answers it."
+    )
+    problem: ValidationProblem | Problem | None = Field(
+        default=None,
+        description="Otherwise: the problem, as POST /v1/offers answers it (404 unknown-customer, "
+        "409 invoice-customer-conflict, 422 validation or invoice-date-out-of-range).",
+    )
+
+
+class OffersBatchResponse(BaseModel):
+    """Each invoice's answer, in the order asked."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "results": [
+                        {
+                            "status": 200,
+                            "decision": {
+                                "decision_id": "1c7a83c7-045a-4c26-80dd-d1ad9c951492",
+                                "invoice_id": "INV-2026-11-0001234",
+                                CUSTOMER_KEY: "C0001234",
+                                "policy": "model",
+                                "model_version": "offer-ranker/3",
+                                "experiment": None,
+                                "consent": {
+                                    "marketing": True,
+                                    "profiling": True,
+                                    "usage_insights": False,
+                                },
+                                "offers": [],
+                                "usage_summary": None,
+                                "degraded": None,
+                            },
+                        },
+                        {
+                            "status": 404,
+                            "problem": {
+                                "type": "urn:invoice-offers:problem:unknown-customer",
+                                "title": "Not Found",
+                                "status": 404,
+                                "detail": "customer C0001235 is not known",
+                            },
+                        },
+                    ]
+                }
+            ]
+        }
+    )
+
+    results: list[OffersBatchResult]
 
 
 # Events -----------------------------------------------------------------------------------------
@@ -236,63 +269,17 @@ class ConsentPublic(BaseModel):
 # Experiments ------------------------------------------------------------------------------------
 
 
-class VariantSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: Identifier
-    weight: float = Field(gt=0.0, le=1.0, allow_inf_nan=False)
-    policy: str = Field(
-        pattern=VARIANT_POLICY_PATTERN,
-        description="model, rules, non_personalised, holdout, or model:<version> (a challenger).",
-    )
-
-
-class ExperimentCreate(BaseModel):
-    """An offer experiment: customers are split over the variants by weight while it runs."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "key": "ranker-vs-rules",
-                    "description": "Does the ranker beat the rules?",
-                    "variants": [
-                        {"name": "treatment", "weight": 0.45, "policy": "model"},
-                        {"name": "rules", "weight": 0.45, "policy": "rules"},
-                        {"name": "control", "weight": 0.10, "policy": "holdout"},
-                    ],
-                    "start": "2026-12-01T00:00:00Z",
-                    "end": "2027-02-28T23:59:59Z",
-                }
-            ]
-        },
-    )
-
-    key: Identifier
-    description: FreeText = Field(default="", max_length=2000)
-    variants: list[VariantSpec] = Field(min_length=1, max_length=20)
-    start: UtcDatetime
-    end: UtcDatetime
-
-    @model_validator(mode="after")
-    def _consistent(self) -> ExperimentCreate:
-        names = [variant.name for variant in self.variants]
-        repeated = sorted({name for name in names if names.count(name) > 1})
-        if repeated:
-            raise ValueError(f"variant names must be unique; repeated: {', '.join(repeated)}")
-        total = math.fsum(variant.weight for variant in self.variants)
-        if abs(total - 1.0) > WEIGHT_TOLERANCE:
-            raise ValueError(f"variant weights must sum to 1, they sum to {total:.12g}")
-        if self.start >= self.end:
-            raise ValueError("start must be before end")
-        return self
-
-
 class ExperimentPublic(ExperimentCreate):
     model_config = ConfigDict(extra="ignore")
 
+    control: str | None = Field(
+        description="The variant the others are compared with, when one was named; the report "
+        "names the one used."
+    )
     created_at: dt.datetime
+    stopped_at: dt.datetime | None = Field(
+        default=None, description="When it was stopped before its end; null otherwise."
+    )
 
 
 class ExperimentsPublic(BaseModel):
@@ -307,30 +294,97 @@ class Interval(BaseModel):
 
 class Difference(BaseModel):
     against: str = Field(description="The control variant.")
-    value: float = Field(description="This variant's acceptance rate minus the control's.")
-    interval: Interval = Field(description="95 % interval (Newcombe, from Wilson intervals).")
+    value: float = Field(description="This variant's value minus the control's.")
+    interval: Interval | None = Field(
+        description="95 % interval; null while it cannot be estimated."
+    )
+    p_value: float | None = Field(
+        description="Two-sided p-value of no difference; null while it cannot be computed."
+    )
+
+
+class ChurnReport(BaseModel):
+    followed: int = Field(description="Customers whose follow-up window has ended in the data.")
+    churned: int = Field(description="Of them, customers whose last contract ended within it.")
+    rate: float | None
+    interval: Interval | None = Field(description="95 % Wilson interval.")
 
 
 class VariantReport(BaseModel):
     name: str
     policy: str
     weight: float
-    customers: int = Field(description="Distinct customers decided for.")
+    customers: int = Field(description="Enrolled customers (the unit that is randomised).")
     decisions: int = Field(description="Invoices decided.")
     offers_shown: int
+    impressions: int = Field(description="Impression events (offers seen).")
+    impressions_per_customer: float | None
+    clicks: int = Field(description="Decisions with a click.")
+    click_rate: float | None = Field(description="clicks / decisions, over customers.")
+    click_interval: Interval | None = Field(
+        description="95 % delta-method interval, customers as clusters."
+    )
     accepted: int = Field(description="Decisions where the customer accepted an offer.")
     acceptance_rate: float | None = Field(description="accepted / decisions; null without any.")
-    acceptance_interval: Interval | None = Field(description="95 % Wilson interval.")
-    difference: Difference | None = Field(description="Against the control; null for it.")
+    acceptance_interval: Interval | None = Field(
+        description="95 % delta-method interval, customers as clusters."
+    )
+    revenue_change_sek_per_customer: float | None = Field(
+        description="Mean over customers of the monthly bill change their accepted offers make."
+    )
+    revenue_change_interval: Interval | None
+    churn: ChurnReport | None = Field(
+        description="Null when the contracts table cannot be read (see warnings)."
+    )
+    objections: int = Field(description="Customers who withdrew marketing consent after enrolment.")
+    objection_rate: float | None
+    objection_interval: Interval | None = Field(description="95 % Wilson interval.")
+    difference: Difference | None = Field(
+        description="Acceptance rate against the control; null for it and while either side "
+        "has no decisions."
+    )
+    differences: dict[str, Difference] = Field(
+        description="Every metric against the control, by name: click_rate, acceptance_rate, "
+        "revenue_change_sek_per_customer, churn_rate, objection_rate."
+    )
+
+
+class SampleRatioReport(BaseModel):
+    observed: dict[str, int]
+    expected: dict[str, float]
+    chi_square: float
+    p_value: float
+    failed: bool = Field(description="p below 0.001: the split does not follow the weights.")
+
+
+class MinimumDetectableEffect(BaseModel):
+    metric: str
+    alpha: float
+    power: float
+    by_variant: dict[str, float | None] = Field(
+        description="Per variant but the control: the smallest absolute difference of the "
+        "metric the current sample finds with this power."
+    )
 
 
 class ExperimentReport(BaseModel):
     key: str
     description: str
+    layer: str
+    status: Literal["scheduled", "running", "stopped", "ended"]
     start: dt.datetime
     end: dt.datetime
+    stopped_at: dt.datetime | None
     control: str
     confidence: float
+    customers: int
+    planned_customers: int | None
+    churn_window_days: int
+    warnings: list[str] = Field(description="Plain warnings; a sample-ratio mismatch first.")
+    srm: SampleRatioReport | None = Field(
+        description="Chi-square test of customers per variant against the weights."
+    )
+    mde: MinimumDetectableEffect
     variants: list[VariantReport]
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -71,6 +71,7 @@ from serving.decision.scoring import (
     top_contributions,
 )
 from serving.decision.usage_summary import UsageSummaryDict, build_usage_summary, insight_plans
+from training.model_inputs import CUSTOMER_FEATURES, monitored_inputs
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,10 @@ class Decision:
     candidates: tuple[CandidateRecord, ...] = ()
     churn_risk: float | None = None
     explored: bool = False
+    # The customer inputs the model scored, as the log keeps them for input monitoring
+    # (training.model_inputs.monitored_inputs); None unless the model decided, which needs
+    # profiling consent.
+    model_inputs: Mapping[str, float | str | None] | None = None
 
     def to_public_dict(self) -> dict[str, Any]:
         """The POST /v1/offers body (docs/http-api.md) without ``decision_id``, set by the API."""
@@ -245,6 +250,7 @@ class _Work:
     degraded: str | None = None
     picks: list[_Pick] = field(default_factory=list)
     explored: bool = False
+    model_inputs: dict[str, float | str | None] | None = None
     # Rules an evaluation lifts to measure what they cost (LIFTABLE); never in a served decision.
     lifted: frozenset[str] = frozenset()
 
@@ -363,6 +369,9 @@ def _personalised(
             # The error type only: a model's message may quote the feature values it was given.
             log.error("scoring failed (%s); deciding by rules", type(error).__name__)
             work.policy, work.degraded = "rules", MODEL_ERROR
+        else:
+            # Every candidate row holds the same customer inputs: the first row's suffice.
+            work.model_inputs = monitored_inputs(rows[0, : len(CUSTOMER_FEATURES)])
 
     scores = work.scores
     if scores is None:
@@ -430,8 +439,11 @@ def _non_personalised(
     recently_declined: frozenset[str],
     work: _Work,
     objective: Objective,
+    scorer: Scorer | None,
 ) -> None:
-    """The segment's fixed list, filtered by contract and billing facts and the guardrails."""
+    """The segment's fixed list, filtered by contract and billing facts and the guardrails,
+    in the order the segment accepted them (``Scorer.segment_acceptance``) when a model is
+    loaded, else in catalog order."""
     listed = non_personalised_offers(catalog, consent.segment)
     listed_ids = {offer.offer_id for offer in listed}
     for offer in catalog.offers:
@@ -449,6 +461,11 @@ def _non_personalised(
             objective,
         )
     ]
+    if scorer is not None:
+        # The same order for everyone in the segment: what the segment as a whole accepted most
+        # when shown first; offers it has no figure for keep their catalog place after those.
+        rates = scorer.segment_acceptance(consent.segment)
+        shown.sort(key=lambda c: -rates.get(c.offer.offer_id, -1.0))
     work.picks = [_Pick(c) for c in cut(shown, request.max_offers, _kind)]
 
 
@@ -548,7 +565,9 @@ def decide(
             request, profile, catalog, account, consent, scorer, recently_declined, work, objective
         )
     elif work.policy == "non_personalised":
-        _non_personalised(request, catalog, account, consent, recently_declined, work, objective)
+        _non_personalised(
+            request, catalog, account, consent, recently_declined, work, objective, scorer
+        )
 
     contributions: list[list[Contribution]] = [[] for _ in work.picks]
     if work.scores is not None and scorer is not None and work.picks:
@@ -595,7 +614,9 @@ def decide(
         requested_policy=policy,
         policy=policy_used,
         model_version=scorer.model_version if scored and scorer is not None else None,
-        experiment=experiment,
+        # Only customers who may be marketed to are enrolled: a customer without marketing
+        # consent, or who objected, is in no experiment (and in no report).
+        experiment=None if allowed == "none" else experiment,
         consent=consent,
         offers=offers,
         usage_summary=summary,
@@ -607,6 +628,7 @@ def decide(
         ),
         churn_risk=None if work.scores is None else round(work.scores.churn_risk, 4),
         explored=work.explored,
+        model_inputs=work.model_inputs,
     )
 
 
@@ -639,11 +661,11 @@ def fallback_decision(
     *,
     requested_policy: str,
     degraded: str,
-    experiment: ExperimentAssignment | None = None,
 ) -> Decision:
     """The answer when features cannot be read: no offers, no summary, policy ``fallback``.
 
-    Consent is unknown, so it counts as not granted.
+    Consent is unknown, so it counts as not granted, and the customer is enrolled in no
+    experiment.
     """
     return Decision(
         invoice_id=request.invoice_id,
@@ -653,7 +675,7 @@ def fallback_decision(
         requested_policy=requested_policy,
         policy="fallback",
         model_version=None,
-        experiment=experiment,
+        experiment=None,
         consent=ConsentState(
             marketing=False,
             profiling=False,

@@ -132,6 +132,11 @@ class Scorer(Protocol):
         """Churn probability for one row of ``training.model_inputs.churn_matrix``."""
         ...
 
+    def segment_acceptance(self, segment: str) -> Mapping[str, float]:
+        """Acceptance when shown first per offer id, over everyone in ``segment`` (learnt with
+        the ranker from the segment's logged answers); empty when the model has none."""
+        ...
+
 
 def as_float(value: Any) -> float:
     """A feature value as float; missing (None, NaN, pandas NA, empty text) becomes NaN."""

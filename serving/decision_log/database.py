@@ -48,6 +48,17 @@ POOL_OVERFLOW = 40 - POOL_SIZE
 POOL_TIMEOUT_SECONDS = 5.0
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 3
 POSTGRES_STATEMENT_TIMEOUT_MS = 10_000
+# libpq options (psycopg2 and psycopg 3 alike pass them through): a peer that stops acknowledging
+# what was sent (a cable pulled, a host gone) ends the connection after TCP_USER_TIMEOUT_MS; an
+# idle one is probed after a few seconds. A peer that acknowledges but never answers is the
+# deadline's business (circuit.py).
+POSTGRES_TCP_OPTIONS = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -107,7 +118,11 @@ def create_log_engine(url: str) -> Engine:
         pool_timeout=POOL_TIMEOUT_SECONDS,
         # A server that does not answer fails the request in seconds, not at the OS's TCP timeout
         # (minutes); a statement that runs away is cancelled by the server.
-        connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS, "options": options},
+        connect_args={
+            "connect_timeout": POSTGRES_CONNECT_TIMEOUT_SECONDS,
+            "options": options,
+            **POSTGRES_TCP_OPTIONS,
+        },
         hide_parameters=True,
         json_serializer=dumps_json,
     )

@@ -15,6 +15,8 @@ class LoggedOffer:
     rank: int
     propensity: float | None
     score: float | None
+    # The acceptance the model predicted for the offer (None when the rules chose it).
+    acceptance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class DecisionRecord:
     response_json: str
     log: Mapping[str, Any]
     offers: tuple[LoggedOffer, ...]
+    # The customer inputs the model scored (training.model_inputs.monitored_inputs), for input
+    # monitoring; None when no model scored the decision.
+    model_inputs: Mapping[str, Any] | None = None
 
     @property
     def provisional(self) -> bool:
@@ -81,32 +86,65 @@ class Variant:
     policy: str
 
 
+DEFAULT_LAYER = "default"
+
+
 @dataclass(frozen=True)
 class ExperimentSpec:
-    """An offer experiment as defined: customers split over the variants from start to end."""
+    """An offer experiment as defined: customers split over the variants from start to end.
+
+    ``layer``: experiments of one layer may not overlap in time; ``control``: the variant the
+    others are compared with (None: the first ``model`` variant, else the first);
+    ``planned_customers``: the sample the experiment was designed for, if stated.
+    """
 
     key: str
     description: str
     variants: tuple[Variant, ...]
     start: dt.datetime
     end: dt.datetime
+    layer: str = DEFAULT_LAYER
+    control: str | None = None
+    planned_customers: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Experiment(ExperimentSpec):
-    """An experiment as stored."""
+    """An experiment as stored; ``stopped_at`` when it was stopped before its end."""
 
     created_at: dt.datetime
+    stopped_at: dt.datetime | None = None
+
+    @property
+    def closes_at(self) -> dt.datetime:
+        """When it stops assigning: its end, or the moment it was stopped if earlier."""
+        if self.stopped_at is None:
+            return self.end
+        return min(self.end, self.stopped_at)
 
 
 @dataclass(frozen=True)
-class VariantCounts:
-    """An experiment variant's decisions as logged, the figures its report is computed from."""
+class CustomerOutcome:
+    """One enrolled customer's decisions in an experiment and what came back, the unit its
+    report is computed from (customers are what is randomised, not decisions).
 
-    customers: int
+    ``impressions``: impression events; ``clicked`` and ``accepted``: decisions with a click or an
+    accept; ``revenue_change_sek``: what the accepted offers change the customer's monthly bill by
+    (see ``serving.experiments``), ``unpriced_accepts`` the accepted offers without that figure;
+    ``objected_at``: the first marketing withdrawal after the first decision.
+    """
+
+    variant: str
+    customer_id: str
     decisions: int
     offers_shown: int
+    impressions: int
+    clicked: int
     accepted: int
+    first_decided_at: dt.datetime
+    revenue_change_sek: float = 0.0
+    unpriced_accepts: int = 0
+    objected_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)

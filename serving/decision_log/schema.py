@@ -5,7 +5,9 @@ and the consent changes received through the API.
 offers is provisional: a later request for the invoice decides afresh, and a decision that is not
 provisional takes its place. The provisional one then moves to ``superseded_decisions`` (with when
 and by which decision), so nothing once answered leaves the log. The tables are created when
-missing, so a log created before ``superseded_decisions`` existed gains it on the next start.
+missing, so a log created before ``superseded_decisions`` existed gains it on the next start; a
+column added to a table later is added to an existing table the same way (``add_missing_columns``),
+with its default for the rows already stored.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from core.columns import CUSTOMER_KEY
+from serving.decision_log.records import DEFAULT_LAYER
 
 
 class UtcDateTime(sa.types.TypeDecorator[dt.datetime]):
@@ -67,6 +70,8 @@ def _decision_columns(*, one_per_invoice: bool) -> list[sa.Column[Any]]:
         # The exact JSON answered, so that asking again returns the same bytes.
         sa.Column("response", sa.Text, nullable=False),
         sa.Column("log", sa.JSON, nullable=False),
+        # Added after the first release: nullable, so that decisions logged before keep their rows.
+        sa.Column("model_inputs", sa.JSON, nullable=True),
     ]
 
 
@@ -79,6 +84,8 @@ def build_tables(schema: str | None = None) -> LogTables:
         *_decision_columns(one_per_invoice=True),
         sa.Index("ix_decisions_customer", CUSTOMER_KEY, "invoice_date", "created_at"),
         sa.Index("ix_decisions_experiment", "experiment_key", "experiment_variant"),
+        # Monitoring reads the newest decisions of a period.
+        sa.Index("ix_decisions_created_at", "created_at"),
     )
     decision_offers = sa.Table(
         "decision_offers",
@@ -88,6 +95,8 @@ def build_tables(schema: str | None = None) -> LogTables:
         sa.Column("rank", sa.Integer, nullable=False),
         sa.Column("propensity", sa.Float),
         sa.Column("score", sa.Float),
+        # Added after the first release, nullable like model_inputs.
+        sa.Column("acceptance", sa.Float, nullable=True),
     )
     events = sa.Table(
         "events",
@@ -109,6 +118,12 @@ def build_tables(schema: str | None = None) -> LogTables:
         sa.Column("starts_at", UtcDateTime, nullable=False),
         sa.Column("ends_at", UtcDateTime, nullable=False),
         sa.Column("created_at", UtcDateTime, nullable=False),
+        # Added after the first release: a log created before them gains them on the next start
+        # (add_missing_columns), its experiments in the default layer, never stopped.
+        sa.Column("layer", sa.String(64), nullable=False, server_default=DEFAULT_LAYER),
+        sa.Column("control", sa.String(64)),
+        sa.Column("planned_customers", sa.Integer),
+        sa.Column("stopped_at", UtcDateTime),
     )
     # Provisional decisions a later decision for the same invoice replaced: kept for audit. They
     # showed no offers, so no offers or events move with them.
@@ -159,3 +174,28 @@ def build_tables(schema: str | None = None) -> LogTables:
         consent_changes,
         erasures,
     )
+
+
+def add_missing_columns(connection: sa.Connection, metadata: sa.MetaData) -> list[str]:
+    """Add to each existing table the columns it lacks (``ALTER TABLE … ADD COLUMN``), each with
+    its server default, so that rows already stored keep working; returns ``table.column`` added.
+
+    Only nullable columns or columns with a server default can be added this way, which is what
+    every column added after a table's first release must be.
+    """
+    inspector = sa.inspect(connection)
+    preparer = connection.dialect.identifier_preparer
+    added = []
+    for table in metadata.sorted_tables:
+        if not inspector.has_table(table.name, schema=table.schema):
+            continue
+        present = {column["name"] for column in inspector.get_columns(table.name, table.schema)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            definition = sa.schema.CreateColumn(column).compile(dialect=connection.dialect)
+            connection.execute(
+                sa.text(f"ALTER TABLE {preparer.format_table(table)} ADD COLUMN {definition}")
+            )
+            added.append(f"{table.name}.{column.name}")
+    return added

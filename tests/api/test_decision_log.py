@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,47 @@ def test_a_replacement_after_another_one_answers_with_that_one(log: DecisionLog)
     assert not created and stored.decision_id == first.decision_id
     assert log.offers_of(second.decision_id) is None
     assert len(_rows(log, log.tables.superseded_decisions, "INV-1")) == 1
+
+
+def test_many_decisions_are_stored_together_and_found_together(log: DecisionLog) -> None:
+    degraded = record("INV-2", offers=(), degraded="feature_store_unavailable")
+    log.record(degraded)
+    fresh = [record("INV-1"), record("INV-2"), record("INV-3", "C2", offers=())]
+    written = log.record_many(
+        [(fresh[0], None), (fresh[1], degraded.decision_id), (fresh[2], None)]
+    )
+    assert [(stored.decision_id, created) for stored, created in written] == [
+        (decision.decision_id, True) for decision in fresh
+    ]
+    found = log.find_many(["INV-3", "INV-1", "INV-9", "INV-2", "INV-1"])
+    assert {invoice: stored.decision_id for invoice, stored in found.items()} == {
+        "INV-1": fresh[0].decision_id,
+        "INV-2": fresh[1].decision_id,
+        "INV-3": fresh[2].decision_id,
+    }
+    assert found["INV-3"].customer_id == "C2" and not found["INV-2"].provisional
+    assert log.offers_of(fresh[0].decision_id) == {"PLAN_30GB", "ADDON_DATA_10GB"}
+    assert len(_rows(log, log.tables.superseded_decisions, "INV-2")) == 1
+
+
+def test_invoices_another_writer_stored_first_keep_its_decisions(log: DecisionLog) -> None:
+    """The clash rolls the whole write back; the invoices nobody else decided are written again,
+    once, and the others answer with what the other writer stored."""
+    other = record("INV-2", "C9")
+    log.record(other)
+    mine = [record("INV-1"), record("INV-2"), record("INV-3")]
+    written = log.record_many([(decision, None) for decision in mine])
+    assert [(stored.decision_id, created) for stored, created in written] == [
+        (mine[0].decision_id, True),
+        (other.decision_id, False),
+        (mine[2].decision_id, True),
+    ]
+    assert written[1][0].customer_id == "C9"
+    assert log.offers_of(mine[1].decision_id) is None
+    assert {stored.decision_id for stored in log.find_many(["INV-1", "INV-3"]).values()} == {
+        mine[0].decision_id,
+        mine[2].decision_id,
+    }
 
 
 def test_racing_replacements_of_a_provisional_decision_leave_one_decision(
@@ -527,3 +569,56 @@ def test_postgresql_sessions_get_a_statement_timeout_and_keep_the_url_options(
             assert connection.exec_driver_sql("SHOW search_path").scalar_one() == pg_schema
     finally:
         engine.dispose()
+
+
+def test_a_log_from_before_input_monitoring_gains_its_columns_and_keeps_its_rows(
+    log: DecisionLog,
+) -> None:
+    old = record("INV-OLD")
+    log.record(old)
+    # Make the log as an earlier release left it: without the columns and index added since.
+    schema = log.tables.metadata.schema
+    prefix = f'"{schema}".' if schema else ""
+    with log.engine.begin() as connection:
+        connection.exec_driver_sql(f"DROP INDEX {prefix}ix_decisions_created_at")
+        for table, column in (
+            ("decisions", "model_inputs"),
+            ("superseded_decisions", "model_inputs"),
+            ("decision_offers", "acceptance"),
+        ):
+            connection.exec_driver_sql(f"ALTER TABLE {prefix}{table} DROP COLUMN {column}")
+    log.close()
+
+    reopened = DecisionLog(log.url, schema=schema)
+    try:
+        inspector = sa.inspect(reopened.engine)
+        assert "model_inputs" in {c["name"] for c in inspector.get_columns("decisions", schema)}
+        assert "acceptance" in {c["name"] for c in inspector.get_columns("decision_offers", schema)}
+        assert "ix_decisions_created_at" in {
+            index["name"] for index in inspector.get_indexes("decisions", schema)
+        }
+        kept = reopened.find("INV-OLD")
+        assert kept is not None and kept.decision_id == old.decision_id
+        new = replace(
+            record("INV-NEW"),
+            model_inputs={"data_gb_m1": 9.0, "age_band": "45-64"},
+            offers=(LoggedOffer("PLAN_30GB", 1, 1.0, 12.5, acceptance=0.31),),
+        )
+        reopened.record(new)
+        decisions, offers = reopened.tables.decisions, reopened.tables.decision_offers
+        with reopened.engine.connect() as connection:
+            inputs = dict(
+                connection.execute(sa.select(decisions.c.invoice_id, decisions.c.model_inputs))
+                .tuples()
+                .all()
+            )
+            acceptance = dict(
+                connection.execute(sa.select(offers.c.decision_id, offers.c.acceptance))
+                .tuples()
+                .all()
+            )
+        assert inputs == {"INV-OLD": None, "INV-NEW": {"data_gb_m1": 9.0, "age_band": "45-64"}}
+        assert acceptance[new.decision_id] == 0.31
+        assert acceptance[old.decision_id] is None
+    finally:
+        reopened.close()

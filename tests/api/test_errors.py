@@ -139,3 +139,25 @@ def test_a_request_during_start_up_is_503(tmp_path: Path) -> None:
     client = TestClient(app, raise_server_exceptions=False)  # lifespan not run
     problem = _problem(client.post("/v1/offers", json=offers_body(), headers=RENDERER), 503)
     assert problem["detail"] == "the service is starting or stopping"
+
+
+def test_a_query_parameter_the_route_does_not_take_is_422_naming_it(client: Any) -> None:
+    """A misspelt invoice_date must not silently mean "today"."""
+    path = "/v1/customers/C0001/usage-summary"
+    response = client.get(f"{path}?invoice_dat=2026-11-30&locale=en", headers=RENDERER)
+    problem = _problem(response, 422)
+    assert problem["detail"] == "invoice_dat: no such query parameter"
+    assert problem["errors"] == [
+        {
+            "loc": ["query", "invoice_dat"],
+            "msg": "no such query parameter",
+            "type": "extra_forbidden",
+        }
+    ]
+    spelt = client.get(f"{path}?invoice_date=2026-11-30&locale=en", headers=RENDERER)
+    assert spelt.status_code == 200
+    assert spelt.json()["period"] == {"start": "2026-10-01", "end": "2026-10-31"}
+    # Without a key the answer is 401 all the same; probes and scrapers may add what they like.
+    assert client.get(f"{path}?invoice_dat=2026-11-30").status_code == 401
+    assert client.get("/health/live?probe=1").status_code == 200
+    assert client.get("/metrics?name[]=offers_decisions_total").status_code == 200

@@ -25,6 +25,7 @@ EXPERIMENT = {
     ],
     "start": "2026-12-01T00:00:00Z",
     "end": "2027-02-28T23:59:59Z",
+    "control": "control",
 }
 
 
@@ -103,7 +104,8 @@ def test_the_page_shows_the_report_as_a_table_in_a_browser(tmp_path: Path) -> No
     treatment = by_name["treatment"]
     assert (treatment["Decisions"], treatment["Accepted"]) == ("20", "6")
     assert treatment["Acceptance rate"] == "30.0 %"
-    # The difference's interval (the last column): 0.3 ∓ Newcombe's bounds from Wilson (6 of 20)
-    # and (0 of 10): 0.3 - sqrt(0.1545² + 0.2775²) = -0.018, 0.3 + 0.2190 = 0.519.
-    assert treatment["Interval"] == "-1.8 to +51.9 pp"
+    # The difference's interval (the last column): 20 customers, one decision each, 6 accepted:
+    # Var = 20/19 · (6 · 0.7² + 14 · 0.3²) / 20² = 0.011053; the holdout adds nothing, so
+    # 0.3 ± 1.96 · 0.105131.
+    assert treatment["Interval"] == "+9.4 to +50.6 pp"
     assert by_name["control"]["Acceptance rate"] == "0.0 %"

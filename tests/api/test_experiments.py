@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from serving.api.schemas import ExperimentCreate
 from serving.decision_log import DecisionLog
-from serving.decision_log.experiments import insert_experiment, variant_counts
-from serving.decision_log.records import Experiment, ExperimentSpec, Variant, VariantCounts
+from serving.decision_log.consents import record_consent_change
+from serving.decision_log.experiments import customer_outcomes, insert_experiment
+from serving.decision_log.records import ConsentChangeRecord, Experiment, ExperimentSpec, Variant
+from serving.experiment_statistics import ratio_estimate
 from serving.experiments import (
     ExperimentExists,
+    ExperimentOverlaps,
     Experiments,
-    RateDifference,
-    RateInterval,
     assign_variant,
-    build_report,
     covers,
-    difference_interval,
-    wilson_interval,
 )
-from tests.factories.api import auth, log_decision
+from tests.factories.api import FakeFeatures, auth, customers, log_decision, offers_body
+from tests.factories.decision import consent, heavy_user, profile
 
 MARKETING = auth("marketing")
 
@@ -164,80 +164,265 @@ def test_an_invoice_date_is_covered_from_start_to_end() -> None:
     assert not covers(defined, dt.date(2027, 3, 1))
 
 
-def test_wilson_interval_matches_hand_computation() -> None:
-    # p = 6/20 = 0.3, z = 1.96: centre (p + z²/2n)/(1 + z²/n) = 0.33223,
-    # half z/(1 + z²/n)·sqrt(p(1-p)/n + z²/4n²) = 0.18675.
-    assert wilson_interval(6, 20) == pytest.approx((0.145477, 0.518973), abs=1e-6)
-    assert wilson_interval(0, 8) == pytest.approx((0.0, 0.324408), abs=1e-6)
-    # All successes: the lower bound is n / (n + z²) = 10 / 13.8415.
-    assert wilson_interval(10, 10) == pytest.approx((0.722467, 1.0), abs=1e-6)
-    assert wilson_interval(0, 0) is None
+def hand_made_log(log: DecisionLog) -> None:
+    """treatment (model): T0 has 4 decisions, all accepted (a plan costing 50 SEK a month more),
+    T1–T3 4 decisions each, none accepted; rules: R0–R7 one decision each, R0 and R1 accepted
+    (R0's plan saves 20 SEK a month, R1's offer has no logged saving); control (holdout): K0, K1,
+    no offers. Every decision with offers has an impression and a click."""
+    for customer in range(4):
+        for _ in range(4):
+            log_decision(log, "treatment", f"T{customer}", accepted=customer == 0, saving=-50.0)
+    for customer in range(8):
+        log_decision(
+            log,
+            "rules",
+            f"R{customer}",
+            accepted=customer < 2,
+            saving=20.0 if customer == 0 else None,
+        )
+    for customer in range(2):
+        log_decision(log, "control", f"K{customer}", accepted=False, offers=0)
+    log_decision(log, "other", "X1", accepted=True)  # not a variant of it: not reported
 
 
-@pytest.mark.parametrize("trials", [1, 3, 8, 10, 37, 100, 1_000, 123_457])
-def test_wilson_bounds_are_exactly_0_and_1_at_the_extremes(trials: int) -> None:
-    # Not 1.39e-17: a report shows the bound as printed.
-    assert (wilson_interval(0, trials) or (None, None))[0] == 0.0
-    assert (wilson_interval(trials, trials) or (None, None))[1] == 1.0
-
-
-def test_difference_interval_is_newcombes() -> None:
-    difference, low, high = difference_interval(6, 20, 0, 8) or (0, 0, 0)
-    # 0.3 - sqrt((0.3 - 0.145477)² + (0.324408 - 0)²) and 0.3 + sqrt((0.518973 - 0.3)² + 0²)
-    assert (difference, low, high) == pytest.approx((0.3, -0.059329, 0.518973), abs=1e-6)
-    assert difference_interval(1, 10, 0, 0) is None
-
-
-def test_the_report_on_a_hand_made_log(client: Any) -> None:
+def test_the_report_counts_customers_against_the_champion_variant(client: Any) -> None:
     client.post("/v1/experiments", json=experiment(), headers=MARKETING)
     log = client.app.state.services.log
-    # treatment: 20 decisions of 15 customers, 6 with an accept; rules: 10 of 10, 2 accepted;
-    # control (holdout): 8 of 8, no offers.
-    for i in range(20):
-        log_decision(log, "treatment", f"T{i % 15}", accepted=i < 6)
-    for i in range(10):
-        log_decision(log, "rules", f"R{i}", accepted=i < 2, offers=3)
-    for i in range(8):
-        log_decision(log, "control", f"K{i}", accepted=False, offers=0)
-    log_decision(
-        log, "other", "X1", accepted=True
-    )  # not a variant of this experiment: not reported
+    hand_made_log(log)
+    record_consent_change(
+        log,
+        ConsentChangeRecord(
+            "withdrawn-1",
+            "T1",
+            "marketing",
+            False,
+            dt.datetime(2026, 12, 6, tzinfo=dt.UTC),
+            dt.datetime(2026, 12, 6, tzinfo=dt.UTC),
+        ),
+    )
 
     response = client.get("/v1/experiments/ranker-vs-rules/report", headers=MARKETING)
     assert response.status_code == 200
     report = response.json()
-    assert report["control"] == "control" and report["confidence"] == 0.95
+    # The champion policy's variant is the control unless another is named.
+    assert (report["control"], report["confidence"], report["customers"]) == ("treatment", 0.95, 14)
+    assert (report["layer"], report["stopped_at"], report["churn_window_days"]) == (
+        "default",
+        None,
+        90,
+    )
     rows = {row["name"]: row for row in report["variants"]}
     assert list(rows) == ["treatment", "rules", "control"]
     treatment, rules, control = rows["treatment"], rows["rules"], rows["control"]
-    assert (treatment["customers"], treatment["decisions"], treatment["accepted"]) == (15, 20, 6)
-    assert treatment["offers_shown"] == 40 and rules["offers_shown"] == 30
-    assert treatment["acceptance_rate"] == pytest.approx(0.3)
+    assert (treatment["customers"], treatment["decisions"], treatment["accepted"]) == (4, 16, 4)
+    assert (treatment["offers_shown"], treatment["impressions"], treatment["clicks"]) == (
+        32,
+        16,
+        16,
+    )
+    assert treatment["impressions_per_customer"] == 4.0 and treatment["click_rate"] == 1.0
+    # 4 of 16 decisions, but all 4 from one customer of four: residuals yᵢ - R·nᵢ are 3, -1, -1,
+    # -1; Var = 4/3 · 12 / 16² = 0.0625, so the interval is 0.25 ± 1.96 · 0.25. Counted as 16
+    # independent decisions (Wilson) it would be 10.2 %–49.5 %.
+    assert treatment["acceptance_rate"] == pytest.approx(0.25)
     assert treatment["acceptance_interval"] == pytest.approx(
-        {"low": 0.145477, "high": 0.518973}, abs=1e-6
+        {"low": 0.25 - 0.489991, "high": 0.25 + 0.489991}, abs=1e-6
     )
-    assert rules["acceptance_rate"] == pytest.approx(0.2)
+    # Revenue a month per customer: T0 pays 4 × 50 more, the others nothing: mean 50, SE 50.
+    assert treatment["revenue_change_sek_per_customer"] == pytest.approx(50.0)
+    assert treatment["revenue_change_interval"] == pytest.approx(
+        {"low": 50 - 97.998199, "high": 50 + 97.998199}, abs=1e-5
+    )
+    assert (treatment["objections"], treatment["objection_rate"]) == (1, 0.25)
+    assert treatment["difference"] is None and treatment["differences"] == {}
+    assert treatment["churn"] is None  # no contracts table in this test's data folder
+
+    # rules: 2 of 8 customers with one decision each; Var = 8/7 · 1.5 / 8² = 0.0267857.
+    assert (rules["customers"], rules["decisions"], rules["accepted"]) == (8, 8, 2)
     assert rules["acceptance_interval"] == pytest.approx(
-        {"low": 0.056682, "high": 0.509838}, abs=1e-6
+        {"low": 0.25 - 0.320774, "high": 0.25 + 0.320774}, abs=1e-6
     )
-    assert (control["decisions"], control["acceptance_rate"], control["difference"]) == (
-        8,
+    assert rules["revenue_change_sek_per_customer"] == pytest.approx(-2.5)
+    difference = rules["difference"]
+    assert difference == rules["differences"]["acceptance_rate"]
+    assert difference["against"] == "treatment" and difference["value"] == pytest.approx(0.0)
+    # SE of the difference √(0.0625 + 0.0267857) = 0.298807.
+    assert difference["interval"] == pytest.approx({"low": -0.585651, "high": 0.585651}, abs=1e-6)
+    assert difference["p_value"] == pytest.approx(1.0)
+    revenue = rules["differences"]["revenue_change_sek_per_customer"]
+    assert revenue["value"] == pytest.approx(-52.5)
+    assert set(rules["differences"]) == {
+        "click_rate",
+        "acceptance_rate",
+        "revenue_change_sek_per_customer",
+        "objection_rate",
+    }
+    assert rules["differences"]["objection_rate"]["value"] == pytest.approx(-0.25)
+
+    assert (control["customers"], control["offers_shown"], control["acceptance_rate"]) == (
+        2,
+        0,
         0.0,
-        None,
     )
-    assert treatment["difference"]["against"] == "control"
-    assert treatment["difference"]["value"] == pytest.approx(0.3)
-    assert treatment["difference"]["interval"] == pytest.approx(
-        {"low": -0.059329, "high": 0.518973}, abs=1e-6
+    assert control["click_rate"] == 0.0
+
+    # (4 - 6.3)²/6.3 + (8 - 6.3)²/6.3 + (2 - 1.4)²/1.4 = 1.555556; p = exp(-1.555556 / 2).
+    srm = report["srm"]
+    assert srm["observed"] == {"treatment": 4, "rules": 8, "control": 2}
+    assert srm["expected"] == pytest.approx({"treatment": 6.3, "rules": 6.3, "control": 1.4})
+    assert srm["chi_square"] == pytest.approx(1.555556, abs=1e-6)
+    assert srm["p_value"] == pytest.approx(0.459426, abs=1e-6) and srm["failed"] is False
+    # (z₀.₉₇₅ + z₀.₈) · 0.298807; against the holdout, whose acceptance is 0 by construction and
+    # has no variance, (z₀.₉₇₅ + z₀.₈) · 0.25.
+    mde = report["mde"]
+    assert (mde["metric"], mde["alpha"], mde["power"]) == (
+        "acceptance_rate",
+        0.05,
+        0.8,
     )
-    assert rules["difference"]["interval"] == pytest.approx(
-        {"low": -0.154655, "high": 0.509838}, abs=1e-6
+    assert mde["by_variant"]["rules"] == pytest.approx(0.837134, abs=1e-6)
+    assert mde["by_variant"]["control"] == pytest.approx(0.700396, abs=1e-6)
+
+    warnings = report["warnings"]
+    assert warnings[0].startswith("Churn is not reported: the contracts table could not be read")
+    assert warnings[1] == (
+        "1 accepted offers had no logged saving (the segment's fixed list) and count 0 in the "
+        "revenue change."
     )
 
     page = client.get("/experiments/ranker-vs-rules", headers=MARKETING)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "<table" in page.text and "<script" not in page.text
-    assert "30.0 %" in page.text and "14.5 % – 51.9 %" in page.text and "+30.0 pp" in page.text
+    assert "25.0 %" in page.text and "-24.0 % – 74.0 %" in page.text
+    assert "Churn is not reported" in page.text
+    # Every metric against the control: rules' acceptance rate, 0 ± 58.6 pp, p = 1.
+    assert '<table id="differences">' in page.text and "-58.6 pp to +58.6 pp" in page.text
+
+
+def test_the_ratio_variance_is_the_customer_clustered_one() -> None:
+    """The delta-method variance equals statsmodels' cluster-robust (CR1) variance of the same
+    mean with customers as clusters, and differs from the decision-level one."""
+    import numpy as np
+    import statsmodels.api as sm
+
+    # Customers with 1–6 decisions; acceptance strongly shared within a customer.
+    decisions = [6, 1, 3, 5, 2, 4, 6, 1, 2, 3]
+    accepted = [6, 0, 3, 0, 0, 4, 0, 1, 0, 0]
+    estimate = ratio_estimate(accepted, decisions)
+    assert estimate is not None
+    outcome = np.concatenate(
+        [[1.0] * a + [0.0] * (n - a) for a, n in zip(accepted, decisions, strict=True)]
+    )
+    groups = np.concatenate([[i] * n for i, n in enumerate(decisions)])
+    fitted = sm.OLS(outcome, np.ones_like(outcome)).fit(
+        cov_type="cluster", cov_kwds={"groups": groups}
+    )
+    assert estimate.value == pytest.approx(float(fitted.params[0]))
+    assert estimate.variance == pytest.approx(float(fitted.bse[0]) ** 2, rel=1e-9)
+    rate = sum(accepted) / sum(decisions)
+    independent = rate * (1 - rate) / sum(decisions)
+    assert estimate.variance > 2 * independent  # treating decisions as independent is too narrow
+
+
+def test_one_customer_alone_has_no_interval() -> None:
+    single = ratio_estimate([1], [3])
+    assert single is not None and single.value == pytest.approx(1 / 3)
+    assert single.interval() is None
+    assert ratio_estimate([], []) is None and ratio_estimate([0], [0]) is None
+
+
+def test_a_sample_ratio_mismatch_is_the_first_warning(client: Any) -> None:
+    body = experiment(
+        variants=[
+            {"name": "treatment", "weight": 0.5, "policy": "model"},
+            {"name": "rules", "weight": 0.5, "policy": "rules"},
+        ],
+        planned_customers=1000,
+    )
+    assert client.post("/v1/experiments", json=body, headers=MARKETING).status_code == 201
+    log = client.app.state.services.log
+    for customer in range(60):
+        log_decision(log, "treatment", f"T{customer}", accepted=customer % 3 == 0)
+    for customer in range(20):
+        log_decision(log, "rules", f"R{customer}", accepted=customer % 4 == 0)
+    report = client.get("/v1/experiments/ranker-vs-rules/report", headers=MARKETING).json()
+    # (60 - 40)²/40 · 2 = 20, p = exp(-10).
+    assert report["srm"]["chi_square"] == pytest.approx(20.0)
+    assert report["srm"]["p_value"] == pytest.approx(7.744e-6, rel=1e-3)
+    assert report["srm"]["failed"] is True
+    assert report["warnings"][0].startswith(
+        "Sample ratio mismatch: customers per variant (treatment 60, rules 20) do not follow the "
+        "weights (chi-square 20.0, p = 7.7e-06)."
+    )
+    assert report["warnings"][1].startswith(
+        "Read before the planned sample: 80 of 1000 customers enrolled."
+    )
+
+
+def test_churn_is_read_from_the_contracts_table(tmp_path: Any) -> None:
+    import pandas as pd
+
+    from serving.experiments import build_report, contract_exits
+    from tests.factories.features import write_tables
+
+    # T0 leaves 30 days after its first decision, T1 after 120 (outside the 90-day window), T2
+    # stays; R0 leaves within the window; R1's first decision is too recent to be followed.
+    day = pd.Timestamp
+    contracts = pd.DataFrame(
+        {
+            "customer_id": ["T0", "T1", "T2", "R0", "R1", "Z9"],
+            "plan_id": ["PLAN_15GB"] * 6,
+            "valid_from": [day("2025-01-01")] * 6,
+            "valid_to": [
+                day("2026-01-31"),
+                day("2026-05-01"),
+                None,
+                day("2026-02-15"),
+                None,
+                day("2026-06-30"),
+            ],
+            "binding_end_date": [None] * 6,
+            "monthly_fee_sek": [199.0] * 6,
+        }
+    )
+    write_tables({"contracts": contracts}, tmp_path)
+    exits = contract_exits(tmp_path)
+    assert exits.known_through == dt.date(2026, 6, 30)
+    assert exits.exits["T0"] == dt.date(2026, 1, 31) and "T2" not in exits.exits
+
+    log = DecisionLog(f"sqlite:///{tmp_path / 'log.db'}")
+    january = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    for customer in ("T0", "T1", "T2"):
+        log_decision(log, "treatment", customer, accepted=False, at=january)
+    log_decision(log, "rules", "R0", accepted=False, at=january)
+    log_decision(log, "rules", "R1", accepted=False, at=dt.datetime(2026, 6, 1, tzinfo=dt.UTC))
+    stored = Experiment(
+        **{name: getattr(two_variants(), name) for name in ExperimentSpec.__dataclass_fields__},
+        created_at=january,
+    )
+    report = build_report(
+        stored, customer_outcomes(log, "ranker-vs-rules"), now=january, exits=exits
+    )
+    treatment, rules = report.variants
+    assert treatment.churn is not None and rules.churn is not None
+    assert (treatment.churn.followed, treatment.churn.churned) == (3, 1)
+    assert treatment.churn.rate == pytest.approx(1 / 3)
+    assert (rules.churn.followed, rules.churn.churned, rules.churn.rate) == (1, 1, 1.0)
+    churn = rules.differences["churn_rate"]
+    assert churn.value == pytest.approx(2 / 3) and churn.p_value is not None
+    log.close()
+
+
+def two_variants(**overrides: Any) -> ExperimentSpec:
+    values: dict[str, Any] = {
+        "key": "ranker-vs-rules",
+        "description": "",
+        "variants": (Variant("treatment", 0.5, "model"), Variant("rules", 0.5, "rules")),
+        "start": dt.datetime(2025, 12, 1, tzinfo=dt.UTC),
+        "end": dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+    }
+    values.update(overrides)
+    return ExperimentSpec(**values)
 
 
 def test_without_decisions_the_report_has_no_rates(client: Any) -> None:
@@ -246,15 +431,35 @@ def test_without_decisions_the_report_has_no_rates(client: Any) -> None:
     assert all(
         row["decisions"] == 0 and row["acceptance_rate"] is None for row in report["variants"]
     )
+    assert report["srm"] is None and report["mde"]["by_variant"] == {"rules": None, "control": None}
+    assert "The control treatment has no customers yet: nothing is compared." in report["warnings"]
     page = client.get("/experiments/ranker-vs-rules", headers=MARKETING)
     assert page.status_code == 200
 
 
-def test_the_control_is_the_first_variant_without_a_holdout() -> None:
+def test_the_control_is_named_or_the_champion_policy() -> None:
     from serving.experiments import control_variant
 
-    variants = [Variant("a", 0.5, "model"), Variant("b", 0.5, "rules")]
-    assert control_variant(variants).name == "a"
+    assert control_variant(spec()).name == "treatment"
+    assert control_variant(replace(spec(), control="control")).name == "control"
+    no_model = replace(spec(), variants=(Variant("a", 0.5, "rules"), Variant("b", 0.5, "holdout")))
+    assert control_variant(no_model).name == "a"
+
+
+def test_a_named_control_is_compared_against(client: Any) -> None:
+    body = experiment(control="control")
+    created = client.post("/v1/experiments", json=body, headers=MARKETING)
+    assert created.status_code == 201 and created.json()["control"] == "control"
+    log = client.app.state.services.log
+    hand_made_log(log)
+    report = client.get("/v1/experiments/ranker-vs-rules/report", headers=MARKETING).json()
+    assert report["control"] == "control"
+    treatment = report["variants"][0]
+    # Against the holdout (0 by construction, no variance): the treatment's own interval.
+    assert treatment["difference"]["value"] == pytest.approx(0.25)
+    assert treatment["difference"]["interval"] == pytest.approx(
+        {"low": 0.25 - 0.489991, "high": 0.25 + 0.489991}, abs=1e-6
+    )
 
 
 @pytest.mark.parametrize(
@@ -267,64 +472,184 @@ def test_an_unknown_experiment_is_404(client: Any, path: str) -> None:
     assert response.json()["detail"] == "no experiment with key nope"
 
 
-def test_the_report_is_computed_from_the_counts_alone() -> None:
-    counts = {
-        "treatment": VariantCounts(customers=15, decisions=20, offers_shown=40, accepted=6),
-        "control": VariantCounts(customers=8, decisions=8, offers_shown=0, accepted=0),
-    }
-    report = build_report(spec(), counts)
-    assert (report.key, report.control, report.confidence) == ("ranker-vs-rules", "control", 0.95)
-    treatment, rules, control = report.variants
-    assert (treatment.name, treatment.policy, treatment.weight) == ("treatment", "model", 0.45)
-    assert (treatment.customers, treatment.decisions, treatment.offers_shown) == (15, 20, 40)
-    assert treatment.acceptance_rate == pytest.approx(0.3)
-    interval = treatment.acceptance_interval
-    assert interval is not None
-    assert (interval.low, interval.high) == pytest.approx((0.145477, 0.518973), abs=1e-6)
-    difference = treatment.difference
-    assert isinstance(difference, RateDifference) and difference.against == "control"
-    assert difference.value == pytest.approx(0.3)
-    assert isinstance(difference.interval, RateInterval)
-    assert (difference.interval.low, difference.interval.high) == pytest.approx(
-        (-0.059329, 0.518973), abs=1e-6
+def test_an_overlapping_experiment_in_the_same_layer_is_409_naming_it(client: Any) -> None:
+    assert client.post("/v1/experiments", json=experiment(), headers=MARKETING).status_code == 201
+    second = experiment(key="second", start="2027-02-01T00:00:00Z", end="2027-03-31T00:00:00Z")
+    response = client.post("/v1/experiments", json=second, headers=MARKETING)
+    assert response.status_code == 409
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == "urn:invoice-offers:problem:experiment-overlaps"
+    assert problem["detail"].startswith(
+        "experiment ranker-vs-rules in layer default runs from 2026-12-01T00:00:00Z to "
+        "2027-02-28T23:59:59Z"
     )
-    # Nothing logged for rules: no rate, no interval, nothing to compare.
-    assert (rules.decisions, rules.acceptance_rate, rules.acceptance_interval) == (0, None, None)
-    assert rules.difference is None
-    assert (control.acceptance_rate, control.difference) == (0.0, None)
+    # After it, or in another layer, it is accepted.
+    later = {**second, "start": "2027-03-01T00:00:00Z"}
+    assert client.post("/v1/experiments", json=later, headers=MARKETING).status_code == 201
+    other_layer = experiment(key="third", layer="payment-help")
+    created = client.post("/v1/experiments", json=other_layer, headers=MARKETING)
+    assert created.status_code == 201 and created.json()["layer"] == "payment-help"
+    assert client.get("/v1/experiments", headers=MARKETING).json()["count"] == 3
+    # One invoice has one policy: the experiment created first decides, and the later one's
+    # report says so.
+    report = client.get("/v1/experiments/third/report", headers=MARKETING).json()
+    assert (
+        "Experiment ranker-vs-rules of layer default, created earlier, runs from 2026-12-01 to "
+        "2027-02-28: the invoices both cover are decided under it, so this experiment enrols "
+        "nobody while it runs."
+    ) in report["warnings"]
+    first = client.get("/v1/experiments/ranker-vs-rules/report", headers=MARKETING).json()
+    assert not any("created earlier" in warning for warning in first["warnings"])
+
+
+def test_a_stopped_experiment_assigns_nobody_and_says_so(client: Any) -> None:
+    client.post("/v1/experiments", json=experiment(start="2026-01-01T00:00:00Z"), headers=MARKETING)
+    experiments = client.app.state.services.experiments
+    assert experiments.running_on(dt.date(2026, 12, 10)) is not None
+
+    response = client.post("/v1/experiments/ranker-vs-rules/stop", headers=MARKETING)
+    assert response.status_code == 200
+    stopped_at = response.json()["stopped_at"]
+    assert stopped_at is not None
+    assert experiments.running_on(dt.date(2026, 12, 10)) is None
+    again = client.post("/v1/experiments/ranker-vs-rules/stop", headers=MARKETING)
+    assert again.status_code == 200 and again.json()["stopped_at"] == stopped_at
+
+    report = client.get("/v1/experiments/ranker-vs-rules/report", headers=MARKETING).json()
+    assert report["status"] == "stopped" and report["stopped_at"] == stopped_at
+    assert any(warning.startswith("Stopped at ") for warning in report["warnings"])
+    # Its layer is free again from the moment it stopped.
+    follow_up = experiment(
+        key="follow-up", start="2027-01-01T00:00:00Z", end="2027-03-31T00:00:00Z"
+    )
+    assert client.post("/v1/experiments", json=follow_up, headers=MARKETING).status_code == 201
+
+    unknown = client.post("/v1/experiments/nope/stop", headers=MARKETING)
+    assert unknown.status_code == 404
+    assert (
+        client.post("/v1/experiments/ranker-vs-rules/stop", headers=auth("renderer")).status_code
+        == 403
+    )
+
+
+def test_an_ended_experiment_cannot_be_stopped(client: Any) -> None:
+    ended = experiment(start="2020-01-01T00:00:00Z", end="2020-02-01T00:00:00Z")
+    assert client.post("/v1/experiments", json=ended, headers=MARKETING).status_code == 201
+    response = client.post("/v1/experiments/ranker-vs-rules/stop", headers=MARKETING)
+    assert response.status_code == 409
+    assert response.json()["type"] == "urn:invoice-offers:problem:experiment-ended"
+
+
+def test_layers_split_customers_independently() -> None:
+    variants = (Variant("a", 0.5, "model"), Variant("b", 0.5, "rules"))
+    customers = [f"C{i:06d}" for i in range(4_000)]
+    default = [assign_variant("k", c, variants).name for c in customers]
+    # The default layer hashes (key, customer) as before layers existed: stored experiments keep
+    # their customers where they were.
+    assert default[:8] == [assign_variant("k", c, variants, "default").name for c in customers[:8]]
+    import hashlib
+
+    first = int.from_bytes(hashlib.sha256(b"k\x1fC000000").digest()[:8], "big") / 2.0**64
+    assert default[0] == ("a" if first < 0.5 else "b")
+    layered = [assign_variant("k", c, variants, "pricing").name for c in customers]
+    together = Counter(zip(default, layered, strict=True))
+    # Independent halves: each of the four combinations holds about a quarter.
+    assert all(abs(count / 4_000 - 0.25) < 0.03 for count in together.values())
+    assert len(together) == 4
 
 
 def test_an_experiment_is_stored_and_read_back_as_created(tmp_path: Any) -> None:
     log = DecisionLog(f"sqlite:///{tmp_path / 'log.db'}")
     store = Experiments(log)
-    created = store.create(spec())
+    created = store.create(replace(spec(), layer="pricing", control="rules", planned_customers=500))
     assert isinstance(created, Experiment) and created.created_at.tzinfo == dt.UTC
-    assert (created.key, created.variants, created.start) == (
+    assert (created.key, created.variants, created.start, created.layer) == (
         "ranker-vs-rules",
         spec().variants,
         dt.datetime(2026, 12, 1, tzinfo=dt.UTC),
+        "pricing",
     )
+    assert (created.control, created.planned_customers, created.stopped_at) == ("rules", 500, None)
     assert store.get("ranker-vs-rules") == created
     assert store.all() == [created]
     with pytest.raises(ExperimentExists):
         store.create(spec())
-    assert not insert_experiment(log, created)  # the key is taken: nothing stored
+    assert insert_experiment(log, created) is False  # the key is taken: nothing stored
     with pytest.raises(KeyError):
         store.get("nope")
     log.close()
 
 
-def test_variant_counts_come_from_the_logged_decisions_and_events(tmp_path: Any) -> None:
+def test_a_log_from_before_layers_keeps_its_experiments(tmp_path: Any) -> None:
+    import sqlalchemy as sa
+
+    path = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "CREATE TABLE experiments (key VARCHAR(64) PRIMARY KEY, description TEXT NOT NULL, "
+                "variants JSON NOT NULL, starts_at DATETIME NOT NULL, ends_at DATETIME NOT NULL, "
+                "created_at DATETIME NOT NULL)"
+            )
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO experiments VALUES ('old-one', 'stored before layers', "
+                '\'[{"name": "a", "weight": 1.0, "policy": "rules"}]\', '
+                "'2026-12-01 00:00:00.000000', '2027-01-31 00:00:00.000000', "
+                "'2026-11-20 10:00:00.000000')"
+            )
+        )
+    engine.dispose()
+    log = DecisionLog(f"sqlite:///{path}")
+    store = Experiments(log)
+    old = store.get("old-one")
+    assert (old.layer, old.control, old.planned_customers, old.stopped_at) == (
+        "default",
+        None,
+        None,
+        None,
+    )
+    assert old.variants == (Variant("a", 1.0, "rules"),)
+    assert old.end == dt.datetime(2027, 1, 31, tzinfo=dt.UTC)
+    running = store.running_on(dt.date(2026, 12, 10))
+    assert running is not None and running.key == "old-one"
+    with pytest.raises(ExperimentOverlaps):  # it still holds its layer
+        store.create(replace(spec(), key="new-one"))
+    assert store.stop("old-one").stopped_at is not None
+    log.close()
+
+
+def test_customer_outcomes_come_from_the_logged_decisions_and_events(tmp_path: Any) -> None:
     log = DecisionLog(f"sqlite:///{tmp_path / 'log.db'}")
     for number in range(3):
-        log_decision(log, "treatment", "C1" if number < 2 else "C2", accepted=number == 0)
+        log_decision(
+            log, "treatment", "C1" if number < 2 else "C2", accepted=number == 0, saving=12.5
+        )
     log_decision(log, "control", "C3", accepted=False, offers=0)
     log_decision(log, "treatment", "C4", accepted=True, experiment="another")
-    assert variant_counts(log, "ranker-vs-rules") == {
-        "treatment": VariantCounts(customers=2, decisions=3, offers_shown=6, accepted=1),
-        "control": VariantCounts(customers=1, decisions=1, offers_shown=0, accepted=0),
-    }
-    assert variant_counts(log, "nope") == {}
+    outcomes = {(o.variant, o.customer_id): o for o in customer_outcomes(log, "ranker-vs-rules")}
+    assert set(outcomes) == {("treatment", "C1"), ("treatment", "C2"), ("control", "C3")}
+    first = outcomes["treatment", "C1"]
+    assert (
+        first.decisions,
+        first.offers_shown,
+        first.impressions,
+        first.clicked,
+        first.accepted,
+    ) == (
+        2,
+        4,
+        2,
+        2,
+        1,
+    )
+    assert first.revenue_change_sek == pytest.approx(-12.5) and first.unpriced_accepts == 0
+    assert first.first_decided_at == dt.datetime(2026, 12, 5, tzinfo=dt.UTC)
+    assert outcomes["control", "C3"].offers_shown == 0
+    assert customer_outcomes(log, "nope") == []
     log.close()
 
 
@@ -343,23 +668,82 @@ def test_running_experiments_are_cached_and_refreshed(tmp_path: Any) -> None:
     log.close()
 
 
-def test_print_report_prints_a_table(tmp_path: Any, monkeypatch: Any, capsys: Any) -> None:
-    from core.settings import get_settings
-    from serving.experiments import print_report
+@pytest.fixture
+def features() -> FakeFeatures:
+    """The few customers, and C0005 who granted marketing once and objected since."""
+    rows = customers()
+    rows["C0005"] = (consent(objected=True, marketing=False), heavy_user(), profile())
+    return FakeFeatures(rows)
 
-    url = f"sqlite:///{tmp_path / 'log.db'}"
-    log = DecisionLog(url)
-    Experiments(log).create(spec())
-    log_decision(log, "treatment", "C1", accepted=True)
+
+def test_only_customers_who_may_be_marketed_to_are_enrolled(client: Any) -> None:
+    body = experiment(
+        start="2026-11-01T00:00:00Z",
+        variants=[{"name": "everyone", "weight": 1.0, "policy": "rules"}],
+    )
+    assert client.post("/v1/experiments", json=body, headers=MARKETING).status_code == 201
+    answers = {}
+    for number, customer in enumerate(("C0001", "C0003", "C0004", "C0005")):
+        response = client.post(
+            "/v1/offers",
+            json=offers_body(invoice_id=f"INV-{number}", customer_id=customer),
+            headers=auth("renderer"),
+        )
+        assert response.status_code == 200
+        answers[customer] = response.json()
+    assert answers["C0001"]["experiment"] == {"key": "ranker-vs-rules", "variant": "everyone"}
+    assert answers["C0003"]["experiment"] == {"key": "ranker-vs-rules", "variant": "everyone"}
+    # No marketing consent, or an objection: no offers, and in no experiment.
+    for customer in ("C0004", "C0005"):
+        assert answers[customer]["policy"] == "none"
+        assert answers[customer]["experiment"] is None
+    report = client.get("/v1/experiments/ranker-vs-rules/report", headers=MARKETING).json()
+    assert report["customers"] == 2 and report["variants"][0]["decisions"] == 2
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+def test_experiments_on_postgresql(postgres_url: str, pg_schema: str) -> None:
+    """The same SQL on PostgreSQL: a table from before layers gains its columns, the write lock,
+    the overlap, the stop and the per-customer outcomes."""
+    import sqlalchemy as sa
+
+    from serving.decision_log.database import create_log_engine
+
+    engine = create_log_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                f'CREATE TABLE "{pg_schema}".experiments (key VARCHAR(64) PRIMARY KEY, '
+                "description TEXT NOT NULL, variants JSON NOT NULL, starts_at TIMESTAMP NOT NULL, "
+                "ends_at TIMESTAMP NOT NULL, created_at TIMESTAMP NOT NULL)"
+            )
+        )
+        connection.execute(
+            sa.text(
+                f"INSERT INTO \"{pg_schema}\".experiments VALUES ('old-one', '', "
+                '\'[{"name": "a", "weight": 1.0, "policy": "rules"}]\', '
+                "'2020-01-01', '2020-02-01', '2019-12-20')"
+            )
+        )
+    engine.dispose()
+    log = DecisionLog(postgres_url, schema=pg_schema)
+    store = Experiments(log)
+    assert store.get("old-one").layer == "default"
+    store.create(spec())
+    with pytest.raises(ExperimentOverlaps):
+        store.create(replace(spec(), key="second"))
+    hand_made_log(log)
+    outcomes = {(o.variant, o.customer_id): o for o in customer_outcomes(log, "ranker-vs-rules")}
+    assert len(outcomes) == 15  # with the customer of a variant the experiment does not have
+    first = outcomes["treatment", "T0"]
+    assert (first.decisions, first.accepted, first.impressions) == (4, 4, 4)
+    assert first.revenue_change_sek == pytest.approx(200.0)
+    assert outcomes["rules", "R1"].unpriced_accepts == 1
+    report = store.report("ranker-vs-rules")
+    treatment = report.variants[0]
+    assert treatment.acceptance_interval is not None
+    assert treatment.acceptance_interval.high == pytest.approx(0.25 + 0.489991, abs=1e-6)
+    stopped = store.stop("ranker-vs-rules")
+    assert stopped.stopped_at is not None and store.running_on(dt.date(2026, 12, 10)) is None
     log.close()
-    monkeypatch.setenv("OFFERS_DATABASE_URL", url)
-    monkeypatch.setenv("COLUMNS", "200")  # a terminal wide enough for every column
-    get_settings.cache_clear()
-    try:
-        print_report("ranker-vs-rules")
-        with pytest.raises(KeyError):
-            print_report("nope")
-    finally:
-        get_settings.cache_clear()
-    out = capsys.readouterr().out
-    assert "treatment" in out and "100.0 %" in out and "control" in out

@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.routing import APIRoute
 
-from serving.app import JsonLinesFormatter
 from serving.experiments import assign_variant
+from serving.log_lines import JsonLinesFormatter
 from serving.offers import Arm
 from serving.offers_response import OffersResponse
 from serving.scoring_model import ModelLoadFailed
@@ -620,14 +620,13 @@ def test_a_running_experiment_assigns_the_variant_and_its_policy(client: Any) ->
 
 
 def test_routes_that_compute_run_in_the_thread_pool() -> None:
-    from serving.api.routes import admin, events, experiments, health, offers, usage
+    from serving.api.routes import admin, events, experiments, health, offers, pages, usage
 
-    routes = [
-        route
-        for module in (offers, usage, events, experiments, admin, health)
-        for route in module.router.routes
-        if isinstance(route, APIRoute)
+    routers = [
+        *(module.router for module in (offers, usage, events, experiments, pages, admin, health)),
+        experiments.page_router,
     ]
+    routes = [route for router in routers for route in router.routes if isinstance(route, APIRoute)]
     asynchronous = {route.path for route in routes if inspect.iscoroutinefunction(route.endpoint)}
     # The liveness probe does nothing; POST /v1/offers chooses per request (the tests below).
     assert asynchronous == {"/health/live", "/v1/offers"}

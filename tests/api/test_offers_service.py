@@ -21,7 +21,14 @@ from serving.decision_log.records import ExperimentSpec, Variant
 from serving.experiments import Experiments, assign_variant
 from serving.feature_reader import OnlineFeatureSource, OpenFeatureStore
 from serving.metrics import ApiMetrics
-from serving.offers import CHAMPION, Arm, ChallengerRetries, InvoiceCustomerConflict, OffersService
+from serving.offers import (
+    CHAMPION,
+    Arm,
+    ChallengerRetries,
+    InvoiceAnswer,
+    InvoiceCustomerConflict,
+    OffersService,
+)
 from serving.scoring_model import ModelHolder, ModelLoadFailed
 from tests.factories.api import CATALOG, FakeFeatures, FakeRegistry, ranker
 
@@ -32,7 +39,7 @@ def invoice(number: int = 1, customer: str = "C0001", **overrides: Any) -> Decis
     return replace(DecisionRequest(f"INV-{number}", customer, DAY, "sv", 3), **overrides)
 
 
-def render(decision: Decision, decision_id: str) -> str:
+def render(decision: Decision, decision_id: str, *, dry_run: bool = False) -> str:
     """A plain answer: the service leaves the answer's shape to its caller."""
     return json.dumps(
         {
@@ -41,6 +48,7 @@ def render(decision: Decision, decision_id: str) -> str:
             "model_version": decision.model_version,
             "degraded": decision.degraded,
             "offers": [offer.offer_id for offer in decision.offers],
+            "dry_run": dry_run,
         }
     )
 
@@ -150,6 +158,81 @@ def test_an_invoice_decided_for_another_customer_is_a_conflict(log: DecisionLog)
         offers.answer(invoice(customer="C0002"))
     assert raised.value.invoice_id == "INV-1"
     assert str(raised.value) == "invoice INV-1 was already decided for another customer"
+
+
+def stored_elsewhere(invoice_id: str, customer_id: str) -> DecisionRecord:
+    """A decision another worker stored for the invoice."""
+    return DecisionRecord(
+        decision_id=f"D-{invoice_id}",
+        invoice_id=invoice_id,
+        customer_id=customer_id,
+        invoice_date=DAY,
+        created_at=dt.datetime(2026, 11, 30, tzinfo=dt.UTC),
+        policy="rules",
+        model_version=None,
+        experiment_key=None,
+        experiment_variant=None,
+        degraded=None,
+        consent={"marketing": True},
+        response_json=f'{{"decision_id": "D-{invoice_id}"}}',
+        log={},
+        offers=(),
+    )
+
+
+def test_many_invoices_are_answered_in_order_with_one_write(
+    log: DecisionLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offers = service(log)
+    offers.answer(invoice(1))
+    writes: list[int] = []
+    write = log.record_many
+
+    def counted(pending: Any) -> Any:
+        writes.append(len(pending))
+        return write(pending)
+
+    monkeypatch.setattr(log, "record_many", counted)
+    answers = offers.answer_many(
+        [
+            invoice(2),
+            invoice(1),
+            invoice(3, customer="C9999"),
+            invoice(4, customer="C0002"),
+            invoice(1, customer="C0002"),
+            invoice(2, locale="en"),
+        ]
+    )
+    assert writes == [2]  # INV-2 and INV-4, together
+    assert isinstance(answers[2], UnknownCustomerError)
+    assert isinstance(answers[4], InvoiceCustomerConflict)
+    stored = log.find_many(["INV-1", "INV-2", "INV-4"])
+    assert answers[1] == InvoiceAnswer(stored["INV-1"].response_json, stored=True)
+    assert answers[5] == answers[0] == InvoiceAnswer(stored["INV-2"].response_json, stored=True)
+    assert answers[3] == InvoiceAnswer(stored["INV-4"].response_json, stored=True)
+    assert decisions_counted(offers, "model") == 3.0
+
+
+def test_invoices_another_worker_stored_meanwhile_answer_with_its_decisions(
+    log: DecisionLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the look-up and the write, another worker stores two of the invoices: one for
+    the same customer (its answer is replayed), one for another customer (a conflict)."""
+    offers = service(log)
+    write = log.record_many
+
+    def raced(pending: Any) -> Any:
+        log.record(stored_elsewhere("INV-1", "C0001"))
+        log.record(stored_elsewhere("INV-2", "C0009"))
+        return write(pending)
+
+    monkeypatch.setattr(log, "record_many", raced)
+    answers = offers.answer_many([invoice(1), invoice(2), invoice(3)])
+    assert answers[0] == InvoiceAnswer('{"decision_id": "D-INV-1"}', stored=True)
+    assert isinstance(answers[1], InvoiceCustomerConflict)
+    third = log.find_many(["INV-3"])["INV-3"].response_json
+    assert answers[2] == InvoiceAnswer(third, stored=True)
+    assert decisions_counted(offers, "model") == 1.0
 
 
 def test_an_unknown_customer_raises_and_nothing_is_recorded(log: DecisionLog) -> None:

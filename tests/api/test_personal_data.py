@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from serving.app import JsonLinesFormatter
+from serving.log_lines import JsonLinesFormatter
 from tests.factories.api import FakeFeatures, auth, customers, make_app, offers_body, running
 from tests.factories.decision import consent, heavy_user, profile
 

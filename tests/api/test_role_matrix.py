@@ -13,8 +13,9 @@ from serving.auth import ROLES
 from tests.factories.api import KEYS, make_app, running
 
 OPEN = "open"
-# Who may call each route: a role (admin may call every route), or OPEN for no key at all.
-NEEDED: dict[tuple[str, str], str] = {
+# Who may call each route: a role, or roles (admin may call every route), or OPEN for no key at
+# all. Pages also take the session cookie of POST /sign-in (tests/api/test_pages.py).
+NEEDED: dict[tuple[str, str], str | tuple[str, ...]] = {
     ("GET", "/openapi.json"): OPEN,
     ("GET", "/docs"): OPEN,
     ("GET", "/docs/oauth2-redirect"): OPEN,
@@ -23,6 +24,7 @@ NEEDED: dict[tuple[str, str], str] = {
     ("GET", "/health/ready"): OPEN,
     ("GET", "/metrics"): OPEN,
     ("POST", "/v1/offers"): "renderer",
+    ("POST", "/v1/offers/batch"): "renderer",
     ("GET", "/v1/customers/{customer_id}/usage-summary"): "renderer",
     ("POST", "/v1/events"): "renderer",
     ("POST", "/v1/consents"): "consent",
@@ -30,10 +32,24 @@ NEEDED: dict[tuple[str, str], str] = {
     ("POST", "/v1/experiments"): "marketing",
     ("GET", "/v1/experiments/{key}"): "marketing",
     ("GET", "/v1/experiments/{key}/report"): "marketing",
+    ("POST", "/v1/experiments/{key}/stop"): "marketing",
     ("GET", "/experiments/{key}"): "marketing",
+    ("GET", "/preview/invoices/{invoice_id}"): ("renderer", "marketing"),
+    ("GET", "/sign-in"): OPEN,
+    ("GET", "/favicon.ico"): OPEN,
+    ("POST", "/sign-in"): OPEN,
+    ("POST", "/sign-out"): OPEN,
     ("POST", "/v1/admin/reload"): "admin",
 }
-PATH_VALUES = {"{customer_id}": "C0001", "{key}": "no-such-experiment"}
+PATH_VALUES = {
+    "{customer_id}": "C0001",
+    "{key}": "no-such-experiment",
+    "{invoice_id}": "INV-NO-SUCH-INVOICE",
+}
+
+
+def roles_of(needed: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (needed,) if isinstance(needed, str) else needed
 
 
 def _routes(routes: Any) -> Iterator[tuple[str, str]]:
@@ -80,7 +96,7 @@ def test_each_route_answers_each_caller_as_the_matrix_says(
             assert status not in {401, 403}, (caller, status)
         elif key is None or caller == "wrong key":
             assert status == 401, (caller, status)
-        elif caller in {needed, "admin"}:
+        elif caller == "admin" or caller in roles_of(needed):
             assert status not in {401, 403}, (caller, status)
         else:
             assert status == 403, (caller, status)
@@ -88,4 +104,5 @@ def test_each_route_answers_each_caller_as_the_matrix_says(
 
 def test_the_matrix_covers_every_role(client: Any) -> None:
     assert set(KEYS) == set(ROLES)
-    assert {role for role in NEEDED.values() if role != OPEN} == set(ROLES)
+    needed = {role for roles in NEEDED.values() if roles != OPEN for role in roles_of(roles)}
+    assert needed == set(ROLES)

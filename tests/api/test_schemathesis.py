@@ -5,15 +5,24 @@ content type and body; invalid ones must be refused. Every customer id is known 
 offers requests reach the engine and a real decision (tiny LightGBM models) is checked against the
 response schema. ``positive_data_acceptance`` is left out: a request the schema allows may still
 be refused for what is stored (an unknown decision or experiment, weights that do not sum to 1).
+
+A quick run (20 examples per operation and mode, SQLite decision log) runs with every test; the
+full run (200 examples per operation and mode, on a SQLite and on a PostgreSQL decision log, about
+five minutes) carries the ``fuzz`` marker: ``make test`` and CI run it, ``-m "not fuzz"`` leaves
+it out.
 """
 
 from __future__ import annotations
 
 import hashlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.checks import positive_data_acceptance
@@ -22,18 +31,25 @@ from tests.factories.api import FakeFeatures, auth, customers, make_app
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-EXAMPLES = 20
+QUICK_EXAMPLES = 20
+FULL_EXAMPLES = 200
 # Every documented operation and the role that owns it (admin may call all of them).
 OPERATIONS: list[tuple[str, str, str]] = [
     ("POST", "/v1/offers", "renderer"),
+    ("POST", "/v1/offers/batch", "renderer"),
     ("GET", "/v1/customers/{customer_id}/usage-summary", "renderer"),
     ("POST", "/v1/events", "renderer"),
     ("POST", "/v1/consents", "consent"),
     ("GET", "/v1/experiments", "marketing"),
     ("POST", "/v1/experiments", "marketing"),
     ("GET", "/v1/experiments/{key}", "marketing"),
+    ("POST", "/v1/experiments/{key}/stop", "marketing"),
     ("GET", "/v1/experiments/{key}/report", "marketing"),
     ("GET", "/experiments/{key}", "marketing"),
+    ("GET", "/preview/invoices/{invoice_id}", "renderer"),
+    ("GET", "/sign-in", "admin"),
+    ("POST", "/sign-in", "admin"),
+    ("POST", "/sign-out", "admin"),
     ("POST", "/v1/admin/reload", "admin"),
     ("GET", "/health/live", "admin"),
     ("GET", "/health/ready", "admin"),
@@ -50,10 +66,39 @@ class EveryoneKnown(FakeFeatures):
         return dict(templates[pick][part])
 
 
-@pytest.fixture(scope="module")
-def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    app = make_app(tmp_path_factory.mktemp("schemathesis"), features=EveryoneKnown(customers()))
+def _schema_of(folder: Path, **settings: Any) -> Any:
+    app = make_app(folder, features=EveryoneKnown(customers()), **settings)
     return schemathesis.openapi.from_asgi("/openapi.json", app)
+
+
+@pytest.fixture(scope="module")
+def sqlite_api(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The API over a SQLite decision log."""
+    return _schema_of(tmp_path_factory.mktemp("schemathesis"))
+
+
+@pytest.fixture(scope="module")
+def postgres_api(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[Any]:
+    """The API over a PostgreSQL decision log, in a schema of its own, dropped afterwards."""
+    from serving.decision_log.database import create_log_engine
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    engine = create_log_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in postgres_url else "?"
+    url = f"{postgres_url}{separator}options=-csearch_path%3D{schema}"
+    try:
+        yield _schema_of(tmp_path_factory.mktemp("schemathesis-pg"), database_url=url)
+    finally:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+@pytest.fixture
+def api_schema(sqlite_api: Any) -> Any:
+    return sqlite_api
 
 
 def test_every_operation_is_checked(api_schema: Any) -> None:
@@ -65,25 +110,52 @@ def test_every_operation_is_checked(api_schema: Any) -> None:
 
 
 # Operations without parameters have no invalid form to generate.
-CASES = [
-    pytest.param(method, path, role, mode, id=f"{method} {path} {mode.value}")
+OPERATION_MODES = [
+    (method, path, role, mode)
     for method, path, role in OPERATIONS
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
-    if mode is GenerationMode.POSITIVE or not path.startswith(("/health", "/metrics", "/v1/admin"))
+    if mode is GenerationMode.POSITIVE
+    or not path.startswith(("/health", "/metrics", "/v1/admin", "/sign-out"))
     if not (mode is GenerationMode.NEGATIVE and (method, path) == ("GET", "/v1/experiments"))
+]
+FUZZ = pytest.mark.fuzz
+RUNS = [
+    ("sqlite", QUICK_EXAMPLES, ()),
+    ("sqlite", FULL_EXAMPLES, (FUZZ,)),
+    ("postgres", FULL_EXAMPLES, (FUZZ, pytest.mark.postgres)),
+]
+CASES = [
+    pytest.param(
+        log,
+        examples,
+        method,
+        path,
+        role,
+        mode,
+        id=f"{log} {examples} {method} {path} {mode.value}",
+        marks=marks,
+    )
+    for log, examples, marks in RUNS
+    for method, path, role, mode in OPERATION_MODES
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "role", "mode"), CASES)
+@pytest.mark.parametrize(("log", "examples", "method", "path", "role", "mode"), CASES)
 def test_each_operation_keeps_its_schema(
-    api_schema: Any, method: str, path: str, role: str, mode: GenerationMode
+    request: pytest.FixtureRequest,
+    log: str,
+    examples: int,
+    method: str,
+    path: str,
+    role: str,
+    mode: GenerationMode,
 ) -> None:
-    operation = api_schema[path][method]
+    operation = request.getfixturevalue(f"{log}_api")[path][method]
     headers = auth(role)
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
-        max_examples=EXAMPLES,
+        max_examples=examples,
         deadline=None,
         derandomize=True,
         database=None,

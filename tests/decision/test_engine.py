@@ -16,6 +16,7 @@ from tests.factories.decision import (
     FakeFeatureSource,
     FakeScorer,
     UnknownSource,
+    account,
     consent,
     heavy_user,
     make_catalog,
@@ -353,3 +354,39 @@ def test_feature_values_from_frames_are_read_alike() -> None:
     assert decision.offers == plain.offers
     assert decision.usage_summary is not None
     assert decision.usage_summary["binding_end_date"] == "2026-01-31"
+
+
+def _non_personalised_offers(scorer: FakeScorer | None, **account_overrides: Any) -> list[str]:
+    decision = decide(
+        request(max_offers=3),
+        FakeFeatureSource(
+            consent_row=consent(profiling=False),
+            account_row=account(invoice_fee_last_sek=29.0, **account_overrides),
+        ),
+        CATALOG,
+        policy="model",
+        scorer=scorer,
+        recently_declined=frozenset(),
+    )
+    assert decision.policy == "non_personalised"
+    assert all(o.acceptance_probability is None and o.contributions == () for o in decision.offers)
+    return [o.offer_id for o in decision.offers]
+
+
+def test_non_personalised_offers_follow_what_the_segment_accepted_most() -> None:
+    rates = {
+        "consumer": {"PAY_AUTOGIRO": 0.31, "LOYALTY_NEW_PRICE": 0.12, "PAY_EINVOICE": 0.20},
+        "business": {"LOYALTY_NEW_PRICE": 0.40},
+    }
+    scorer = FakeScorer(CATALOG, {}, segment_rates=rates)
+    # Without the segment's figures (no model yet, or one registered before them): catalog order.
+    catalog_order = ["LOYALTY_NEW_PRICE", "PAY_EINVOICE", "PAY_AUTOGIRO"]
+    assert _non_personalised_offers(None) == catalog_order
+    assert _non_personalised_offers(FakeScorer(CATALOG, {})) == catalog_order
+    assert _non_personalised_offers(scorer) == ["PAY_AUTOGIRO", "PAY_EINVOICE", "LOYALTY_NEW_PRICE"]
+    # The same order for everyone in the segment, whatever their usage; the cut keeps its head.
+    assert _non_personalised_offers(scorer, data_gb_avg_3m=1.0, data_gb_max_3m=1.5) == [
+        "PAY_AUTOGIRO",
+        "PAY_EINVOICE",
+        "LOYALTY_NEW_PRICE",
+    ]

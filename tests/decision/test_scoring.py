@@ -93,6 +93,9 @@ class FixedContributions:
     def churn_risk(self, row: np.ndarray) -> float:
         return 0.0
 
+    def segment_acceptance(self, segment: str) -> dict[str, float]:
+        return {}
+
     def contributions(self, rows: np.ndarray) -> np.ndarray:
         values = np.zeros((len(rows), len(RANKER_FEATURES) + 1))
         for feature, value in self.by_feature.items():

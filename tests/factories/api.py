@@ -280,10 +280,14 @@ CUSTOMER_VIEWS = [view for view in FEATURE_VIEWS if view != "offer_attributes"]
 SNAPSHOT = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 
 
-def feature_frames() -> dict[str, pd.DataFrame]:
-    """The few customers of ``customers()`` as feature tables, one snapshot each."""
+CustomerRows = Mapping[str, tuple[Row, Row, Row]]
+"""(consent, account, profile) rows by customer id, as the online store holds them."""
+
+
+def feature_frames(rows: CustomerRows | None = None) -> dict[str, pd.DataFrame]:
+    """The few customers of ``customers()`` (or ``rows``) as feature tables, one snapshot each."""
     frames = {}
-    rows = customers()
+    rows = customers() if rows is None else rows
     for view in CUSTOMER_VIEWS:
         records = []
         for customer_id, (consent_row, account_row, profile_row) in rows.items():
@@ -299,15 +303,19 @@ def feature_frames() -> dict[str, pd.DataFrame]:
     return frames
 
 
-def build_feast_store(settings: Settings, project: str = PROJECT) -> None:
-    """A real Feast store of the few customers and the catalog's offers: feature tables,
-    registry, online store."""
+def build_feast_store(
+    settings: Settings,
+    project: str = PROJECT,
+    rows: CustomerRows | None = None,
+) -> None:
+    """A real Feast store of the few customers (or ``rows``) and the catalog's offers: feature
+    tables, registry, online store."""
     from core.catalog import load_catalog
     from features.pipeline import write_feature_tables
     from features.store import apply_repository, materialize
     from features.transforms.offer_attributes import offer_features
 
-    frames = feature_frames()
+    frames = feature_frames(rows)
     frames["offer_attributes"] = offer_features(load_catalog(settings.catalog))
     write_feature_tables(frames, Path(settings.features_dir))
     apply_repository(settings, project)
@@ -369,12 +377,19 @@ def log_decision(
     accepted: bool,
     offers: int = 2,
     experiment: str = "ranker-vs-rules",
+    saving: float | None = None,
+    at: dt.datetime | None = None,
 ) -> str:
     """Log one experiment decision with ``offers`` shown, impressions and a click, and maybe an
-    accept; returns its decision_id. For reports computed on a hand-made log."""
+    accept (of PLAN_1, whose customer saving the engine logged as ``saving`` a month), made
+    ``at`` (default 2026-12-05); returns its decision_id. For reports on a hand-made log."""
     decision_id = str(uuid.uuid4())
     shown = tuple(LoggedOffer(f"PLAN_{i}", i + 1, 1.0, None) for i in range(offers))
-    now = dt.datetime(2026, 12, 5, tzinfo=dt.UTC)
+    now = at or dt.datetime(2026, 12, 5, tzinfo=dt.UTC)
+    candidates = [
+        {"offer_id": f"PLAN_{i}", "customer_saving_sek_per_month": saving if i == 1 else None}
+        for i in range(offers)
+    ]
     log.record(
         DecisionRecord(
             decision_id=decision_id,
@@ -389,7 +404,7 @@ def log_decision(
             degraded=None,
             consent={"marketing": True},
             response_json="{}",
-            log={},
+            log={"candidates": candidates},
             offers=shown,
         )
     )
@@ -421,10 +436,9 @@ def opens_on_third_try(store: Any) -> tuple[Callable[[Settings], Any], list[int]
 def store_experiment(app: FastAPI, body: dict[str, Any]) -> None:
     """An experiment stored as another worker (or an earlier release) stored it, without the
     route's checks: for arms whose model version cannot be served here."""
-    from serving.api.routes.experiments import _spec
     from serving.api.schemas import ExperimentCreate
 
-    app.state.services.experiments.create(_spec(ExperimentCreate.model_validate(body)))
+    app.state.services.experiments.create(ExperimentCreate.model_validate(body).spec())
 
 
 def feast_settings(base: Path, **overrides: Any) -> Settings:

@@ -386,9 +386,11 @@ class FakeScorer:
         default: float = 0.05,
         weights: Callable[[int], float] | None = None,
         model_version: str = "offer-ranker/7",
+        segment_rates: Mapping[str, Mapping[str, float]] | None = None,
     ) -> None:
         self.model_version = model_version
         self.churn = churn
+        self.segment_rates = dict(segment_rates or {})
         self.calls: list[tuple[str, int]] = []
         self._by_key: dict[tuple[float, ...], float] = {}
         for item in catalog.offers:
@@ -414,6 +416,9 @@ class FakeScorer:
         self.calls.append(("churn_risk", len(row)))
         return self.churn
 
+    def segment_acceptance(self, segment: str) -> Mapping[str, float]:
+        return self.segment_rates.get(segment, {})
+
 
 class BoosterScorer:
     """Two LightGBM boosters behind the Scorer interface, one thread as on the request path."""
@@ -431,3 +436,6 @@ class BoosterScorer:
 
     def churn_risk(self, row: np.ndarray) -> float:
         return float(self._churn.predict(row.reshape(1, -1), num_threads=1)[0])
+
+    def segment_acceptance(self, segment: str) -> Mapping[str, float]:
+        return {}

@@ -98,8 +98,11 @@ def log_version(  # type: ignore[no-untyped-def]
     feature_names: list[str] | None = None,
     tags: dict[str, str] | None = None,
     calibrator: dict | None = None,
+    metadata: dict | None = None,
 ):
-    """Register a version of ``model_name`` with the given run metrics; returns its VersionInfo."""
+    """Register a version of ``model_name`` with the given run metrics; returns its VersionInfo.
+
+    ``metadata``: more of the model's metadata (the calibrator's is always there)."""
     from training.calibration import Calibrator
     from training.registry import EXPECTED_FEATURES
     from training.tracking import RunRecord, log_training_run
@@ -118,7 +121,7 @@ def log_version(  # type: ignore[no-untyped-def]
         figures={},
         input_example=example,
         output_example=booster.predict(example.to_numpy()),
-        model_metadata={"calibrator": calibrator or {"kind": "sigmoid"}},
+        model_metadata={"calibrator": calibrator or {"kind": "sigmoid"}, **(metadata or {})},
         version_tags=tags or {},
         calibrator=Calibrator.from_dict(calibrator or {"kind": "sigmoid"}),
     )

@@ -109,45 +109,63 @@ def server_environment(values: dict[str, str]) -> dict[str, str]:
     return {**inherited, "PYTHONPATH": str(ROOT), "OFFERS_CATALOG": str(CATALOG), **values}
 
 
-class OffersServer:
-    """``uvicorn serving.app:create_app`` on a port of its own, pinned to one core; started,
-    killed with SIGKILL and started again on the same port."""
+def uvicorn_command(port: int) -> list[str]:
+    """``uvicorn serving.app:create_app`` on ``port``, warnings and errors only."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "serving.app:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
 
-    def __init__(self, environment: dict[str, str], log_path: Path, cpu: int | None) -> None:
+
+def offers_serve_command(port: int) -> list[str]:
+    """``offers serve`` on ``port``: the console script users run."""
+    script = Path(sys.executable).with_name("offers")
+    if not script.exists():
+        pytest.skip(f"the offers console script is not installed beside {sys.executable}")
+    return [str(script), "serve", "--host", "127.0.0.1", "--port", str(port)]
+
+
+class OffersServer:
+    """The offers server (``command``, by default ``uvicorn serving.app:create_app``) on a port of
+    its own, pinned to one core; started, killed with SIGKILL and started again on the same port.
+    Everything it writes, stdout and stderr, goes to ``log_path``."""
+
+    def __init__(
+        self,
+        environment: dict[str, str],
+        log_path: Path,
+        cpu: int | None,
+        command: Callable[[int], list[str]] = uvicorn_command,
+    ) -> None:
         self.environment = environment
         self.log_path = log_path
         self.cpu = cpu
+        self.command = command
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> float:
         """Start the server and wait until /health/ready answers 200; the seconds that took."""
-        command = _pinned(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "serving.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ],
-            self.cpu,
-        )
+        command = _pinned(self.command(self.port), self.cpu)
         started = time.monotonic()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 command,
                 env=self.environment,
                 cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = started + READY_SECONDS
         while not self._ready():

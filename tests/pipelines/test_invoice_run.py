@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,11 @@ from pipelines.invoice_run import (
 from serving.decision.arbitration import Objective
 from serving.decision.engine import decide
 from serving.decision.inputs import DecisionRequest
-from tests.factories.api import churn, ranker
+from serving.decision_log import DecisionLog, DecisionRecord
+from serving.decision_log.circuit import DecisionLogUnavailable
+from serving.decision_log.records import ExperimentSpec, Variant
+from serving.experiments import Experiments, assign_variant
+from tests.factories.api import auth, churn, make_app, ranker, running
 from tests.simulated_world import SimulatedWorld
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -55,9 +60,11 @@ CUSTOMER_VIEWS = list(DECISION_VIEWS)
 def world(simulated_world: SimulatedWorld, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """The shared simulated world and its feature tables, with a Feast store of this module's own
     (materialised only up to the run's moment)."""
+    own = tmp_path_factory.mktemp("invoice-run")
     return simulated_world.settings.model_copy(
         update={
-            "feast_dir": tmp_path_factory.mktemp("invoice-run") / "feast",
+            "feast_dir": own / "feast",
+            "database_url": f"sqlite:///{own / 'offers.db'}",
             "feature_timeout_ms": 10_000.0,
             "spark_master": "local[2]",
         }
@@ -120,7 +127,8 @@ def test_one_row_per_invoice_billed_that_day(
     assert summary.policies == rows["policy"].value_counts().to_dict()
     assert summary.model_version == "offer-ranker/4"
     assert summary.warnings == ()
-    assert "experiments are not applied" in str(summary)
+    assert (summary.logged, summary.replayed, summary.conflicts) == (len(rows), 0, 0)
+    assert f"decision log: {len(rows):,} decisions written, 0 replayed" in str(summary)
     assert f"{len(rows):,} of {len(billed):,} invoices decided" in str(summary)
 
 
@@ -191,15 +199,14 @@ def test_recently_declined_offers_are_not_shown_again(
 
 @pytest.fixture(scope="module")
 def online_source(world: Settings) -> Iterator[Any]:
-    """The API's Feast source over a SQLite online store materialised up to the run's moment."""
+    """The API's Feast source over a SQLite online store materialised up to now, what the run
+    reads too."""
     from features.store import apply_repository, materialize
     from serving.feature_reader import open_feast_source
 
     apply_repository(world)
-    # Materialisation covers [start, end); one microsecond past 00:00 includes the rows dated
-    # exactly then (the invoice's own billing facts), as the batch run's `<=` does.
-    end = start_of_day(INVOICE_DATE) + dt.timedelta(microseconds=1)
-    materialize(end, world, views=CUSTOMER_VIEWS, show_progress=False)
+    # Now, as the API's store is kept and as the run reads the feature tables.
+    materialize(dt.datetime.now(dt.UTC), world, views=CUSTOMER_VIEWS, show_progress=False)
     source = open_feast_source(world)
     yield source
     source.close()
@@ -272,9 +279,12 @@ def test_the_spark_engine_writes_the_same_rows(
         pytest.skip(message)
     pytest.importorskip("pyspark")
     out = tmp_path / "spark.parquet"
-    summary = run_invoice_run(INVOICE_DATE, out, "spark", settings=world, models=models)
+    summary = run_invoice_run(
+        INVOICE_DATE, out, "spark", settings=world, models=models, log_decisions=False
+    )
     _, local = local_run
     spark = pd.read_parquet(out)
+    assert summary.logged is None and "not written (--no-log)" in str(summary)
     assert summary.engine == "spark" and summary.decided == len(local)
     pd.testing.assert_frame_equal(spark, local)
 
@@ -287,7 +297,8 @@ def test_without_a_champion_rules_decide(
 
     monkeypatch.setattr("pipelines.invoice_run.run.load_champion", no_champion)
     out = tmp_path / "rules.parquet"
-    summary = run_invoice_run(INVOICE_DATE, out, settings=world, max_offers=1, locale="en")
+    own_log = world.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'offers.db'}"})
+    summary = run_invoice_run(INVOICE_DATE, out, settings=own_log, max_offers=1, locale="en")
     rows = pd.read_parquet(out)
     assert summary.model_version is None
     assert "model" not in set(rows["policy"])
@@ -474,3 +485,202 @@ def test_declines_of_the_last_decisions_before_the_date_count() -> None:
     assert recent_declines(events, before, invoices=3, customer_ids=["C3"]) == {
         "C3": frozenset({"PLAN_30GB"})
     }
+
+
+# --- real decisions: the decision log ---------------------------------------------------------
+
+
+def _with_log(world: Settings, folder: Path) -> Settings:
+    return world.model_copy(update={"database_url": f"sqlite:///{folder / 'offers.db'}"})
+
+
+def test_the_runs_decisions_are_replayed_by_the_api_and_take_events(
+    world: Settings, local_run: tuple[InvoiceRunSummary, pd.DataFrame], tmp_path: Path
+) -> None:
+    _, rows = local_run
+    shown = rows[rows["offers"].map(lambda text: len(json.loads(text)) > 0)].iloc[0]
+    app = make_app(tmp_path, database_url=world.database_url)
+    with running(app) as client:
+        response = client.post(
+            "/v1/offers",
+            json={
+                "invoice_id": shown["invoice_id"],
+                "customer_id": shown["customer_id"],
+                "invoice_date": INVOICE_DATE.isoformat(),
+            },
+            headers=auth("renderer"),
+        )
+        assert response.status_code == 200
+        assert response.json()["decision_id"] == shown["decision_id"]
+        assert response.text == (
+            f'{{"decision_id":"{shown["decision_id"]}",' + shown["decision"][1:]
+        )
+        offer = json.loads(shown["offers"])[0]["offer_id"]
+        event = client.post(
+            "/v1/events",
+            json={
+                "event_id": "EV-RUN-1",
+                "decision_id": shown["decision_id"],
+                "offer_id": offer,
+                "type": "impression",
+                "occurred_at": "2026-11-21T08:00:00Z",
+            },
+            headers=auth("renderer"),
+        )
+        assert event.status_code == 202
+
+
+def test_a_second_run_replays_every_decision_and_writes_none(
+    world: Settings,
+    models: ChampionModels,
+    local_run: tuple[InvoiceRunSummary, pd.DataFrame],
+    tmp_path: Path,
+) -> None:
+    first, rows = local_run
+    out = tmp_path / "again.parquet"
+    summary = run_invoice_run(INVOICE_DATE, out, settings=world, models=models)
+    assert (summary.logged, summary.replayed) == (0, first.decided)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), rows)
+    log = DecisionLog(world.database_url)
+    try:
+        with log.engine.connect() as connection:
+            stored = connection.exec_driver_sql("SELECT count(*) FROM decisions").scalar_one()
+    finally:
+        log.close()
+    assert stored == len(rows)
+
+
+def test_invoices_the_api_decided_first_keep_their_decisions(
+    world: Settings,
+    models: ChampionModels,
+    local_run: tuple[InvoiceRunSummary, pd.DataFrame],
+    tmp_path: Path,
+) -> None:
+    _, rows = local_run
+    settings = _with_log(world, tmp_path)
+    first, second = _records(rows.head(2))
+    api_decision_id = "0b6f2c1e-5a3b-4c1d-9e8f-7a6b5c4d3e2f"
+    log = DecisionLog(settings.database_url)
+    try:
+        for row, decision_id, customer in (
+            (first, api_decision_id, first["customer_id"]),
+            (second, str(uuid.uuid4()), "C-SOMEONE-ELSE"),
+        ):
+            log.record(
+                DecisionRecord(
+                    decision_id=decision_id,
+                    invoice_id=row["invoice_id"],
+                    customer_id=customer,
+                    invoice_date=INVOICE_DATE,
+                    created_at=dt.datetime(2026, 11, 19, tzinfo=dt.UTC),
+                    policy="rules",
+                    model_version=None,
+                    experiment_key=None,
+                    experiment_variant=None,
+                    degraded=None,
+                    consent={"marketing": True},
+                    response_json=f'{{"decision_id":"{decision_id}",' + row["decision"][1:],
+                    log={},
+                    offers=(),
+                )
+            )
+    finally:
+        log.close()
+    out = tmp_path / "decisions.parquet"
+    summary = run_invoice_run(INVOICE_DATE, out, settings=settings, models=models)
+    written = pd.read_parquet(out).set_index("invoice_id")
+    assert written.loc[first["invoice_id"], "decision_id"] == api_decision_id
+    assert written.loc[first["invoice_id"], "decision"] == first["decision"]
+    assert second["invoice_id"] not in written.index
+    assert (summary.replayed, summary.conflicts, summary.logged) == (1, 1, len(rows) - 2)
+    assert summary.unknown_customers == 0
+    assert "1 invoice not decided: the log holds their decision for another customer" in str(
+        summary
+    )
+
+
+@pytest.mark.postgres
+def test_a_run_on_postgresql_is_not_held_to_the_request_paths_deadline(
+    world: Settings,
+    models: ChampionModels,
+    local_run: tuple[InvoiceRunSummary, pd.DataFrame],
+    tmp_path: Path,
+    postgres_url: str,
+    pg_schema: str,
+) -> None:
+    """With OFFERS_DATABASE_TIMEOUT_MS shorter than any call to the log can be, requests get 503
+    at once; the run, on a longer limit of its own, still writes every decision."""
+    _, rows = local_run
+    url = f"{postgres_url}?options=-csearch_path%3D{pg_schema}"
+    settings = world.model_copy(update={"database_url": url, "database_timeout_ms": 0.001})
+    request_path = DecisionLog.from_settings(settings)
+    try:
+        with pytest.raises(DecisionLogUnavailable):
+            request_path.find(str(rows["invoice_id"].iloc[0]))
+    finally:
+        request_path.close()
+    out = tmp_path / "decisions.parquet"
+    summary = run_invoice_run(INVOICE_DATE, out, settings=settings, models=models)
+    assert (summary.logged, summary.replayed) == (len(rows), 0)
+    log = DecisionLog(url)
+    try:
+        stored = log.find_many(list(rows["invoice_id"]))
+    finally:
+        log.close()
+    written = pd.read_parquet(out)
+    assert {invoice: found.decision_id for invoice, found in stored.items()} == dict(
+        zip(written["invoice_id"], written["decision_id"], strict=True)
+    )
+
+
+def test_a_running_experiment_assigns_each_customer_as_the_api_does(
+    world: Settings, models: ChampionModels, tmp_path: Path
+) -> None:
+    settings = _with_log(world, tmp_path)
+    variants = (
+        Variant("treatment", 0.5, "model"),
+        Variant("rules", 0.3, "rules"),
+        Variant("control", 0.2, "holdout"),
+    )
+    log = DecisionLog(settings.database_url)
+    try:
+        Experiments(log).create(
+            ExperimentSpec(
+                key="ranker-vs-rules",
+                description="",
+                variants=variants,
+                start=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+                end=dt.datetime(2026, 12, 31, tzinfo=dt.UTC),
+            )
+        )
+    finally:
+        log.close()
+    out = tmp_path / "decisions.parquet"
+    summary = run_invoice_run(INVOICE_DATE, out, settings=settings, models=models)
+    assert summary.experiment == "ranker-vs-rules"
+    assert "experiment: ranker-vs-rules" in str(summary)
+    rows = pd.read_parquet(out)
+    seen = set()
+    for row in _records(rows):
+        decision = json.loads(row["decision"])
+        if decision["policy"] == "none":
+            # No marketing consent, or an objection: enrolled in no experiment, as by the API.
+            assert decision["experiment"] is None
+            continue
+        variant = assign_variant("ranker-vs-rules", row["customer_id"], variants)
+        seen.add(variant.name)
+        assert decision["experiment"] == {"key": "ranker-vs-rules", "variant": variant.name}
+        if variant.policy == "holdout" and decision["consent"]["marketing"]:
+            assert (decision["policy"], decision["offers"]) == ("holdout", [])
+        if variant.policy == "rules":
+            assert decision["policy"] in {"rules", "none", "non_personalised"}
+    assert seen == {"treatment", "rules", "control"}
+
+
+def test_the_spark_engine_asked_to_log_is_refused_before_anything_is_written(
+    world: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "decisions.parquet"
+    with pytest.raises(ValueError, match="pass --no-log"):
+        run_invoice_run(INVOICE_DATE, out, "spark", settings=world, models=ChampionModels())
+    assert not out.exists()

@@ -20,6 +20,7 @@ from training.evaluate import (
     evaluate_ranker,
     off_policy_value,
     ranker_markdown,
+    segment_offer_acceptance,
     to_json,
 )
 
@@ -173,3 +174,26 @@ def test_undefined_metrics_are_reported_as_missing_not_raised() -> None:
     assert evaluation.overall[MODEL]["ndcg_at_3"] is None
     assert evaluation.overall[MODEL]["auc"] is None
     assert evaluation.overall[MODEL]["log_loss"] == pytest.approx(-np.log(0.9))
+
+
+def test_segment_offer_acceptance_counts_first_places_per_segment_shrunk_to_the_offer() -> None:
+    rows = pd.DataFrame(
+        {
+            "offer_id": ["A"] * 10 + ["B"] * 10 + ["A"] * 4 + ["A"] * 6,
+            "label": [1] * 5 + [0] * 5 + [1] * 1 + [0] * 9 + [1] * 4 + [1] * 6,
+            "segment": ["consumer"] * 20 + ["business"] * 4 + ["consumer"] * 6,
+            "rank": [1] * 24 + [2] * 6,  # the last six were shown second: left out
+        }
+    )
+    rates = segment_offer_acceptance(rows, prior_rows=2)
+    overall = 10 / 24  # 10 accepted of 24 first places
+    offer_a = (9 + 2 * overall) / (14 + 2)  # A: 9 of 14 first places
+    offer_b = (1 + 2 * overall) / (10 + 2)
+    assert rates["consumer"]["A"] == pytest.approx((5 + 2 * offer_a) / (10 + 2), abs=1e-6)
+    assert rates["consumer"]["B"] == pytest.approx((1 + 2 * offer_b) / (10 + 2), abs=1e-6)
+    assert rates["business"] == {"A": pytest.approx((4 + 2 * offer_a) / (4 + 2), abs=1e-6)}
+    # Segment codes as the model reads them give the same figures.
+    coded = rows.drop(columns="segment").assign(
+        segment_is_business=(rows["segment"] == "business").astype(float)
+    )
+    assert segment_offer_acceptance(coded, prior_rows=2) == rates

@@ -239,3 +239,24 @@ def test_propensity_weights_are_inverse_clipped_and_average_one() -> None:
 def test_the_ranker_says_how_its_training_rows_were_weighed(trained: TrainResult) -> None:
     assert trained.ranker.version.tags["training_weights"] == "each logged offer once"
     assert "training weights" in trained.ranker.report_markdown
+
+
+def test_the_ranker_carries_its_training_windows_input_profile(
+    world: Settings, trained: TrainResult
+) -> None:
+    from training.drift import profile_of
+    from training.model_inputs import AGE_BANDS, MONITORED_INPUTS
+    from training.registry import load_version
+
+    version = trained.ranker.version
+    profile = profile_of(load_version(version.name, version.version, world).metadata)
+    assert profile is not None
+    assert profile.window == version.tags["train_window"]
+    assert set(profile.features) == set(MONITORED_INPUTS)
+    # One row per logged decision of the training period, not one per shown offer.
+    assert 0 < profile.rows < trained.ranker.metrics["train_rows"]
+    for feature in profile.features.values():
+        assert sum(feature.shares) == pytest.approx(1.0)
+    assert len(profile.features["data_gb_avg_3m"].edges) == 9
+    assert set(profile.features["age_band"].categories) <= {name for _, name in AGE_BANDS}
+    assert "age" not in profile.features and "satisfaction" not in profile.features

@@ -12,21 +12,37 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from serving.api.deps import ExperimentsDep, MarketingRole, ModelDep
+from serving.api.deps import (
+    SIGN_IN_REDIRECT,
+    ExperimentsDep,
+    KnownMarketingPageQueryOnly,
+    MarketingPage,
+    MarketingRole,
+    ModelDep,
+)
 from serving.api.errors import ProblemError, problem_responses
 from serving.api.schemas import (
-    ID_PATTERN,
     ExperimentCreate,
     ExperimentPublic,
     ExperimentReport,
     ExperimentsPublic,
 )
 from serving.decision.consent import MODEL_PREFIX
-from serving.decision_log.records import Experiment, ExperimentSpec, Variant
-from serving.experiments import ExperimentExists, Experiments
+from serving.decision_log.records import Experiment
+from serving.experiments import (
+    ExperimentEnded,
+    ExperimentExists,
+    ExperimentOverlaps,
+    Experiments,
+    json_ready,
+)
+from serving.fields import ID_PATTERN
 from serving.scoring_model import challenger_version
 
 router = APIRouter(tags=["experiments"])
+# The page takes the session cookie as well as a Bearer key: the app checks the JSON routes' query
+# parameters for the whole of ``router`` after the Bearer key, the page's after its sign-in.
+page_router = APIRouter(tags=["experiments"])
 
 ExperimentKey = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)]
 TEMPLATES = FilePath(__file__).resolve().parents[2] / "templates"
@@ -35,16 +51,6 @@ TEMPLATES = FilePath(__file__).resolve().parents[2] / "templates"
 @cache
 def _templates() -> Jinja2Templates:
     return Jinja2Templates(directory=TEMPLATES)
-
-
-def _spec(body: ExperimentCreate) -> ExperimentSpec:
-    return ExperimentSpec(
-        key=body.key,
-        description=body.description,
-        variants=tuple(Variant(v.name, v.weight, v.policy) for v in body.variants),
-        start=body.start,
-        end=body.end,
-    )
 
 
 def _public(experiment: Experiment) -> ExperimentPublic:
@@ -66,7 +72,7 @@ def _report(experiments: Experiments, key: str) -> ExperimentReport:
     """The experiment's report as answered; a 404 problem when there is no such experiment."""
     with _known(key):
         results = experiments.report(key)
-    return ExperimentReport.model_validate(results, from_attributes=True)
+    return ExperimentReport.model_validate(json_ready(results))
 
 
 @router.get(
@@ -92,6 +98,8 @@ def create_experiment(
 ) -> ExperimentPublic:
     """Create an experiment; invoices dated within start–end are split over its variants.
 
+    Only customers with marketing consent and no objection are enrolled. An experiment whose
+    period overlaps another's in the same layer is refused with 409 naming the other.
     Variants that put live invoices on a model version other than the champion, or that hold
     back every invoice, need the admin role; a model version must be one the registry serves."""
     challengers = [v.policy for v in experiment.variants if v.policy.startswith(MODEL_PREFIX)]
@@ -122,12 +130,46 @@ def create_experiment(
                 ],
             )
     try:
-        created = experiments.create(_spec(experiment))
+        created = experiments.create(experiment.spec())
     except ExperimentExists as error:
         raise ProblemError(
             409, f"an experiment with key {experiment.key} exists", kind="experiment-exists"
         ) from error
+    except ExperimentOverlaps as error:
+        raise ProblemError(409, overlap_detail(error.other), kind="experiment-overlaps") from error
     return _public(created)
+
+
+def overlap_detail(other: Experiment) -> str:
+    """Why an experiment is refused: the other experiment of its layer, and when that runs."""
+    return (
+        f"experiment {other.key} in layer {other.layer} runs from "
+        f"{other.start:%Y-%m-%dT%H:%M:%SZ} to {other.closes_at:%Y-%m-%dT%H:%M:%SZ}; experiments "
+        "of one layer may not overlap (choose another period or layer, or stop it first)"
+    )
+
+
+@router.post(
+    "/v1/experiments/{key}/stop",
+    response_model=ExperimentPublic,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+def stop_experiment(
+    key: ExperimentKey, experiments: ExperimentsDep, _: MarketingRole
+) -> ExperimentPublic:
+    """Stop an experiment now: no invoice is assigned to it from then on (every worker within
+    5 s). Its report stays, with `stopped_at`. Stopping it again answers the first stop; one
+    that has ended is 409."""
+    with _known(key):
+        try:
+            stopped = experiments.stop(key)
+        except ExperimentEnded as error:
+            raise ProblemError(
+                409,
+                f"experiment {key} has ended; there is nothing to stop",
+                kind="experiment-ended",
+            ) from error
+    return _public(stopped)
 
 
 @router.get(
@@ -151,21 +193,26 @@ def get_experiment(
 def experiment_report(
     key: ExperimentKey, experiments: ExperimentsDep, _: MarketingRole
 ) -> ExperimentReport:
-    """Per variant: customers, decisions, acceptance rate (95 % interval), difference to control."""
+    """Per variant and customer (the unit randomised): rates with 95 % intervals, revenue change,
+    churn and objections, each against the control with interval and p-value; the
+    sample-ratio-mismatch test, the minimum detectable effect and plain warnings."""
     return _report(experiments, key)
 
 
-@router.get(
+@page_router.get(
     "/experiments/{key}",
     response_class=HTMLResponse,
+    dependencies=[KnownMarketingPageQueryOnly],
     responses={
         200: {"content": {"text/html": {}}, "description": "The report as a page."},
+        **SIGN_IN_REDIRECT,
         **problem_responses(401, 403, 404, 422),
     },
 )
 def experiment_page(
-    key: ExperimentKey, request: Request, experiments: ExperimentsDep, _: MarketingRole
+    key: ExperimentKey, request: Request, experiments: ExperimentsDep, _: MarketingPage
 ) -> HTMLResponse:
-    """The report as a page for people; send the marketing key as `Authorization: Bearer <key>`."""
+    """The report as a page for people: sign in at `/sign-in` with a marketing key (a browser
+    without a session is sent there), or send the key as `Authorization: Bearer <key>`."""
     report = _report(experiments, key)
     return _templates().TemplateResponse(request, "experiment.html", {"report": report})

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Path, Query
 
 from serving.api.deps import CatalogDep, FeaturesDep, RendererRole, ServicesDep
 from serving.api.errors import ProblemError, problem_responses
-from serving.api.schemas import ID_PATTERN, INVOICE_DATE_DESCRIPTION, IsoDate, Locale
+from serving.api.schemas import INVOICE_DATE_DESCRIPTION, IsoDate, Locale
 from serving.decision.engine import summarise_usage
 from serving.decision.inputs import UnknownCustomerError
 from serving.feature_reader import FeatureStoreUnavailable
+from serving.fields import ID_PATTERN
 from serving.offers_response import UsageSummary
 
 router = APIRouter(prefix="/v1", tags=["usage"])

@@ -1,0 +1,167 @@
+"""The invoice run's decisions as real decisions: made by the API's own service, in the log.
+
+The day's invoices go through :meth:`serving.offers.OffersService.answer_many`, the function
+behind ``POST /v1/offers`` and ``POST /v1/offers/batch``, part after part: an invoice the log
+already holds a decision for is replayed (a rerun duplicates nothing, and an invoice the API
+decided keeps the API's decision), the running experiment assigns each customer's variant with
+the API's assignment, and each part's new decisions are written in one transaction. The decision
+ids are derived from the invoice ids, and ``POST /v1/offers`` replays them; events for them are
+accepted like any other.
+
+The feature source is the run's frames as of the run's moment (what an online store materialised
+then holds, as the API reads it), and the offers a customer declined lately are the decision
+log's (as the API reads them) together with those of ``offer_events`` (the history the log may
+not hold).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from core.catalog import Catalog
+from core.columns import CUSTOMER_KEY
+from core.settings import Settings
+from pipelines.frame_source import FrameFeatureSource, read_decision_frames, start_of_day
+from pipelines.invoice_run.core import (
+    ORDER,
+    ROW_COLUMNS,
+    ChampionModels,
+    DecisionOptions,
+    answer_row,
+    decision_id_for,
+)
+from serving.decision.inputs import DecisionRequest
+from serving.decision_log import DecisionLog
+from serving.experiments import Experiments
+from serving.metrics import ApiMetrics
+from serving.offers import InvoiceAnswer, InvoiceCustomerConflict, OffersService, ReadyFeatures
+from serving.offers_response import offers_answer_json
+from serving.scoring_model import ModelHolder, ModelLoader
+from training.registry import CHURN_MODEL, RANKER_MODEL, LoadedModel, load_version
+
+logger = logging.getLogger(__name__)
+
+# Invoices per call of the service: each call's new decisions are one transaction, and memory
+# holds one call's decision records at a time.
+INVOICES_PER_WRITE = 2_000
+# The longest one call to a PostgreSQL log may take in the run, in place of the request path's
+# OFFERS_DATABASE_TIMEOUT_MS (2 s): a part's write (up to INVOICES_PER_WRITE decisions, their
+# offers and the provisional decisions they replace, in one transaction) runs several statements,
+# each under the server's 10 s statement_timeout, and must not be cut off like a request. A log
+# that does not answer at all still ends the run with an error after this, instead of holding it.
+LOG_CALL_DEADLINE_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class LoggedDecisions:
+    """The output rows, and what the decision log holds of them."""
+
+    rows: pd.DataFrame
+    written: int  # decisions new to the log
+    replayed: int  # invoices the log already held a decision for
+    conflicts: int  # invoices the log holds for another customer: not decided, no row
+    experiment: str | None  # the experiment that assigned the day's invoices
+
+
+def champions_loader(models: ChampionModels, settings: Settings) -> ModelLoader:
+    """The run's champions as the serving model holder loads them; challenger versions (for an
+    experiment's ``model:<version>`` arm) from the registry."""
+    by_name = {RANKER_MODEL: models.ranker, CHURN_MODEL: models.churn}
+
+    def champion(name: str) -> LoadedModel:
+        model = by_name.get(name)
+        if model is None or not models.available:
+            raise LookupError(f"{name} has no champion")
+        return model
+
+    def champion_version(name: str) -> str | None:
+        model = by_name.get(name)
+        return model.version if model is not None and models.available else None
+
+    return ModelLoader(
+        champion=champion,
+        version=lambda name, version: load_version(name, version, settings),
+        champion_version=champion_version,
+    )
+
+
+def decide_and_log(
+    invoices: pd.DataFrame,
+    paths: Mapping[str, Path],
+    catalog: Catalog,
+    options: DecisionOptions,
+    models: ChampionModels,
+    declined: Mapping[str, frozenset[str]],
+    settings: Settings,
+    log: DecisionLog,
+) -> LoggedDecisions:
+    """Decide (or replay) the day's invoices through the API's service, writing new decisions
+    to ``log``; the output rows by customer and invoice id."""
+    as_of = options.features_moment
+    frames = read_decision_frames(paths, as_of, invoices[CUSTOMER_KEY], options.invoice_date)
+    source = FrameFeatureSource.from_frames(frames, as_of)
+    experiments = Experiments(log)
+    holder = ModelHolder(champions_loader(models, settings))
+    # The challengers of the experiments not ended when the billing day starts.
+    holder.start(experiments.challenger_policies(start_of_day(options.invoice_date)))
+    metrics = ApiMetrics()
+    service = OffersService(
+        catalog=catalog,
+        models=holder,
+        log=log,
+        experiments=experiments,
+        feature_store=ReadyFeatures(source),
+        metrics=metrics,
+        render=offers_answer_json,
+        decline_cap_invoices=settings.decline_cap_invoices,
+        objective=options.objective,
+        decision_ids=lambda request: decision_id_for(request.invoice_id),
+        declined_elsewhere=declined,
+    )
+    requests = [
+        DecisionRequest(
+            invoice_id=str(invoice_id),
+            customer_id=str(customer_id),
+            invoice_date=options.invoice_date,
+            locale=options.locale,
+            max_offers=options.max_offers,
+        )
+        for invoice_id, customer_id in zip(
+            invoices["invoice_id"], invoices[CUSTOMER_KEY], strict=True
+        )
+    ]
+    rows: list[dict[str, Any]] = []
+    conflicts = 0
+    for start in range(0, len(requests), INVOICES_PER_WRITE):
+        for answer in service.answer_many(requests[start : start + INVOICES_PER_WRITE]):
+            if isinstance(answer, InvoiceAnswer):
+                rows.append(answer_row(answer.answer_json))
+            elif isinstance(answer, InvoiceCustomerConflict):
+                conflicts += 1
+            # An unknown customer is skipped, as the local engine skips it; the summary counts it.
+    written = int(
+        sum(
+            sample.value
+            for family in metrics.decisions.collect()
+            for sample in family.samples
+            if sample.name.endswith("_total")
+        )
+    )
+    if conflicts:
+        # No ids in the log: the summary counts these invoices.
+        logger.warning("%d invoices are decided in the log for another customer", conflicts)
+    frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
+    running = experiments.running_on(options.invoice_date)
+    return LoggedDecisions(
+        rows=frame.sort_values(ORDER, kind="stable").reset_index(drop=True),
+        written=written,
+        replayed=len(rows) - written,
+        conflicts=conflicts,
+        experiment=None if running is None else running.key,
+    )

@@ -1,0 +1,277 @@
+"""POST /v1/offers/batch: each item answered as POST /v1/offers would answer it, in order, with
+the new decisions stored in one transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from serving.api.schemas import MAX_BATCH_INVOICES, OffersBatchResponse
+from tests.factories.api import FakeFeatures, auth, make_app, offers_body, running
+
+RENDERER = auth("renderer")
+BATCH = "/v1/offers/batch"
+
+
+def batch(client: Any, *items: Any) -> list[dict[str, Any]]:
+    response = client.post(BATCH, json={"invoices": list(items)}, headers=RENDERER)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    results: list[dict[str, Any]] = response.json()["results"]
+    OffersBatchResponse.model_validate(response.json())
+    return results
+
+
+def stored_decisions(client: Any) -> int:
+    log = client.app.state.services.log
+    with log.engine.connect() as connection:
+        return int(connection.exec_driver_sql("SELECT count(*) FROM decisions").scalar_one())
+
+
+def test_each_item_is_answered_in_order_as_the_single_route_would(client: Any) -> None:
+    client.post("/v1/offers", json=offers_body(invoice_id="INV-TAKEN"), headers=RENDERER)
+    results = batch(
+        client,
+        offers_body(invoice_id="INV-A", customer_id="C0001"),
+        offers_body(invoice_id="INV-B", customer_id="C0009"),
+        offers_body(invoice_id="INV-C", max_offers=11),
+        offers_body(invoice_id="INV-TAKEN", customer_id="C0002"),
+        "not an invoice",
+        offers_body(invoice_id="INV-D", invoice_date="2020-01-31"),
+        offers_body(invoice_id="INV-E", customer_id="C0004", locale="en"),
+        {**offers_body(invoice_id="INV-F"), "colour": "blue"},
+    )
+    assert [result["status"] for result in results] == [200, 404, 422, 409, 422, 422, 200, 422]
+    assert results[0]["decision"]["invoice_id"] == "INV-A"
+    assert results[0]["decision"]["policy"] == "model" and results[0]["decision"]["offers"]
+    assert results[1]["problem"] == {
+        "type": "urn:invoice-offers:problem:unknown-customer",
+        "title": "Not Found",
+        "status": 404,
+        "detail": "customer C0009 is not known",
+    }
+    assert results[2]["problem"]["errors"][0]["loc"] == ["body", "max_offers"]
+    assert results[2]["problem"]["type"] == "urn:invoice-offers:problem:validation"
+    assert results[3]["problem"]["type"] == "urn:invoice-offers:problem:invoice-customer-conflict"
+    assert results[4]["problem"]["errors"][0]["loc"] == ["body"]
+    assert results[5]["problem"]["type"].endswith("invoice-date-out-of-range")
+    assert results[5]["problem"]["errors"][0]["loc"] == ["body", "invoice_date"]
+    assert (results[6]["decision"]["policy"], results[6]["decision"]["offers"]) == ("none", [])
+    assert results[7]["problem"]["errors"][0]["loc"] == ["body", "colour"]
+    assert all(
+        set(result) == {"status", "decision"} for result in results if result["status"] == 200
+    )
+    # Each problem is what POST /v1/offers answers for the same body, word for word.
+    alone = client.post(
+        "/v1/offers", json=offers_body(invoice_id="INV-C", max_offers=11), headers=RENDERER
+    )
+    assert alone.json() == results[2]["problem"]
+    conflict = client.post(
+        "/v1/offers",
+        json=offers_body(invoice_id="INV-TAKEN", customer_id="C0002"),
+        headers=RENDERER,
+    )
+    assert conflict.json() == results[3]["problem"]
+    # INV-TAKEN before, INV-A and INV-E now; nothing for the refused items.
+    assert stored_decisions(client) == 3
+
+
+def test_a_batch_decision_is_replayed_by_the_single_route_byte_for_byte(client: Any) -> None:
+    response = client.post(
+        BATCH, json={"invoices": [offers_body(invoice_id="INV-1")]}, headers=RENDERER
+    )
+    item = json.loads(response.text)["results"][0]["decision"]
+    alone = client.post("/v1/offers", json=offers_body(invoice_id="INV-1"), headers=RENDERER)
+    assert alone.json() == item
+    # The stored answer's own bytes inside the batch's answer.
+    assert alone.text in response.text
+
+
+def test_a_single_decision_is_replayed_by_a_batch(client: Any) -> None:
+    alone = client.post("/v1/offers", json=offers_body(invoice_id="INV-1"), headers=RENDERER)
+    results = batch(client, offers_body(invoice_id="INV-1"), offers_body(invoice_id="INV-2"))
+    assert results[0]["decision"] == alone.json()
+    assert results[1]["decision"]["decision_id"] != alone.json()["decision_id"]
+    again = batch(client, offers_body(invoice_id="INV-2"), offers_body(invoice_id="INV-1"))
+    assert [r["decision"] for r in again] == [results[1]["decision"], results[0]["decision"]]
+    assert stored_decisions(client) == 2
+
+
+def test_an_invoice_twice_in_one_batch_is_answered_twice_with_one_decision(client: Any) -> None:
+    results = batch(
+        client,
+        offers_body(invoice_id="INV-1"),
+        offers_body(invoice_id="INV-1", locale="en", max_offers=1),
+        offers_body(invoice_id="INV-1", customer_id="C0002"),
+    )
+    assert [result["status"] for result in results] == [200, 200, 409]
+    assert results[1]["decision"] == results[0]["decision"]
+    assert stored_decisions(client) == 1
+
+
+def test_decisions_are_counted_per_item_and_replays_are_not(client: Any) -> None:
+    batch(
+        client,
+        offers_body(invoice_id="INV-1"),
+        offers_body(invoice_id="INV-2", customer_id="C0002"),
+        offers_body(invoice_id="INV-3", customer_id="C0004"),
+    )
+    batch(client, offers_body(invoice_id="INV-1"), offers_body(invoice_id="INV-4"))
+    registry = client.app.state.services.metrics.registry
+    counted = {
+        policy: registry.get_sample_value("offers_decisions_total", {"policy": policy})
+        for policy in ("model", "none")
+    }
+    assert counted == {"model": 3.0, "none": 1.0}
+    steps = registry.get_sample_value("offers_step_seconds_count", {"step": "decide"})
+    assert steps == 4.0
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ([offers_body()], ["body"]),
+        ({}, ["body", "invoices"]),
+        ({"invoices": []}, ["body", "invoices"]),
+        ({"invoices": [offers_body()] * (MAX_BATCH_INVOICES + 1)}, ["body", "invoices"]),
+        ({"invoices": offers_body()}, ["body", "invoices"]),
+        ({"invoices": [offers_body()], "more": 1}, ["body", "more"]),
+    ],
+    ids=["a list", "no invoices", "none", "501", "not a list", "an unknown field"],
+)
+def test_a_malformed_envelope_is_one_422_problem(client: Any, body: Any, where: list[str]) -> None:
+    response = client.post(BATCH, json=body, headers=RENDERER)
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["type"] == "urn:invoice-offers:problem:validation"
+    assert problem["errors"][0]["loc"] == where
+    assert stored_decisions(client) == 0
+
+
+def test_the_body_limit_is_the_single_routes_times_the_items(client: Any) -> None:
+    limit = client.app.state.services.settings.max_request_bytes
+    items = [offers_body(invoice_id=f"INV-{n:05d}-{'x' * 40}") for n in range(200)]
+    body = json.dumps({"invoices": items})
+    assert limit < len(body) < limit * MAX_BATCH_INVOICES
+    response = client.post(
+        BATCH, content=body, headers={**RENDERER, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == 200
+    too_large = client.post(
+        BATCH,
+        content=b"{" + b" " * (limit * MAX_BATCH_INVOICES) + b"}",
+        headers={**RENDERER, "Content-Type": "application/json"},
+    )
+    assert too_large.status_code == 413
+    single = client.post(
+        "/v1/offers",
+        content=json.dumps(items[:2]),
+        headers={**RENDERER, "Content-Type": "application/json"},
+    )
+    assert single.status_code == 422
+    over = client.post(
+        "/v1/offers",
+        content=b"{" + b" " * limit + b"}",
+        headers={**RENDERER, "Content-Type": "application/json"},
+    )
+    assert over.status_code == 413
+
+
+def test_a_write_that_fails_midway_stores_none_and_answers_503(client: Any) -> None:
+    log = client.app.state.services.log
+    database = Path(log.engine.url.database)
+    with sqlite3.connect(database) as connection:  # the third decision's insert fails
+        connection.execute(
+            "CREATE TRIGGER refuse_third BEFORE INSERT ON decisions "
+            "WHEN NEW.invoice_id = 'INV-3' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+    items = [offers_body(invoice_id=f"INV-{n}") for n in range(1, 5)]
+    response = client.post(BATCH, json={"invoices": items}, headers=RENDERER)
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["type"].endswith("decision-log-unavailable")
+    assert "disk full" not in response.text
+    assert stored_decisions(client) == 0
+    with sqlite3.connect(database) as connection:
+        connection.execute("DROP TRIGGER refuse_third")
+    results = batch(client, *items)
+    assert [result["status"] for result in results] == [200] * 4
+    assert stored_decisions(client) == 4
+
+
+def test_degraded_items_are_not_kept_as_the_invoices_decision(
+    client: Any, features: FakeFeatures
+) -> None:
+    features.fail = "down"
+    down = batch(client, offers_body(invoice_id="INV-1"), offers_body(invoice_id="INV-2"))
+    assert [r["decision"]["degraded"] for r in down] == ["feature_store_unavailable"] * 2
+    assert all(r["decision"]["offers"] == [] for r in down)
+    still_down = batch(client, offers_body(invoice_id="INV-1"))
+    assert still_down[0]["decision"] == down[0]["decision"]
+    features.fail = None
+    recovered = batch(client, offers_body(invoice_id="INV-1"), offers_body(invoice_id="INV-2"))
+    assert all(r["decision"]["degraded"] is None for r in recovered)
+    assert [r["decision"]["decision_id"] for r in recovered] != [
+        r["decision"]["decision_id"] for r in down
+    ]
+    alone = client.post("/v1/offers", json=offers_body(invoice_id="INV-2"), headers=RENDERER)
+    assert alone.json() == recovered[1]["decision"]
+    log = client.app.state.services.log
+    with log.engine.connect() as connection:
+        superseded = connection.exec_driver_sql(
+            "SELECT count(*) FROM superseded_decisions"
+        ).scalar_one()
+    assert superseded == 2
+
+
+@pytest.mark.postgres
+def test_a_batch_on_a_postgresql_log_is_decided_and_replayed(
+    tmp_path: Path, postgres_url: str, pg_schema: str
+) -> None:
+    url = f"{postgres_url}?options=-csearch_path%3D{pg_schema}"
+    with running(make_app(tmp_path, database_url=url)) as client:
+        client.post("/v1/offers", json=offers_body(invoice_id="INV-0"), headers=RENDERER)
+        items = [offers_body(invoice_id=f"INV-{n}") for n in range(4)]
+        items.append(offers_body(invoice_id="INV-0", customer_id="C0002"))
+        results = batch(client, *items)
+        assert [r["status"] for r in results] == [200] * 4 + [409]
+        alone = client.post("/v1/offers", json=offers_body(invoice_id="INV-3"), headers=RENDERER)
+        assert alone.json() == results[3]["decision"]
+        assert stored_decisions(client) == 4
+
+
+def test_a_dry_run_item_is_answered_and_stored_nowhere(client: Any) -> None:
+    results = batch(
+        client,
+        offers_body(invoice_id="INV-1", dry_run=True),
+        offers_body(invoice_id="INV-2"),
+        offers_body(invoice_id="INV-2", dry_run=True),
+    )
+    assert results[0]["decision"]["dry_run"] is True
+    assert "dry_run" not in results[1]["decision"]
+    # A dry run of an invoice decided for real in the same call is answered with that decision.
+    assert results[2]["decision"] == results[1]["decision"]
+    assert stored_decisions(client) == 1
+    real = batch(client, offers_body(invoice_id="INV-1"))
+    assert "dry_run" not in real[0]["decision"]
+    assert real[0]["decision"]["decision_id"] != results[0]["decision"]["decision_id"]
+    assert stored_decisions(client) == 2
+
+
+def test_a_query_parameter_the_batch_does_not_take_is_422_naming_it(client: Any) -> None:
+    """``dry_run`` belongs to each item: asked of the whole batch in the query, it must not be
+    ignored and the invoices decided for real."""
+    body = {"invoices": [offers_body(invoice_id="INV-1"), offers_body(invoice_id="INV-2")]}
+    refused = client.post(BATCH, params={"dry_run": "true"}, json=body, headers=RENDERER)
+    assert refused.status_code == 422
+    assert refused.json()["errors"] == [
+        {"loc": ["query", "dry_run"], "msg": "no such query parameter", "type": "extra_forbidden"}
+    ]
+    assert stored_decisions(client) == 0
+    assert client.post(BATCH, params={"dry_run": "true"}, json=body).status_code == 401

@@ -1,0 +1,288 @@
+"""The pages in a real browser: Debian's Chromium driven by Playwright against the app served by
+uvicorn over HTTP. Signing in through the form, the experiment page against its JSON report, the
+invoice preview against the API's answer. Screenshots go to ``test-artifacts/`` (or
+``OFFERS_TEST_ARTIFACTS``); the path is printed.
+
+Without Chromium or Playwright the tests skip with the reason, unless ``OFFERS_REQUIRE_SERVICES=1``
+(as CI sets: ``.ci/run`` installs both), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from tests.factories.api import KEYS, auth, log_decision, make_app, offers_body
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("OFFERS_TEST_ARTIFACTS", REPOSITORY / "test-artifacts"))
+EXPERIMENT = {
+    "key": "ranker-vs-rules",
+    "description": "Does the ranker beat the rules?",
+    "variants": [
+        {"name": "treatment", "weight": 0.5, "policy": "model"},
+        {"name": "control", "weight": 0.5, "policy": "holdout"},
+    ],
+    "start": "2026-12-01T00:00:00Z",
+    "end": "2027-02-28T23:59:59Z",
+}
+
+
+def _missing(what: str) -> None:
+    if os.environ.get("OFFERS_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{what}, and OFFERS_REQUIRE_SERVICES=1 says it must be there")
+    pytest.skip(f"{what}; .ci/run installs it")
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        _missing("chromium is not installed (apt-get install chromium)")
+    assert found is not None
+    return found
+
+
+@dataclass
+class Served:
+    app: FastAPI
+    base_url: str
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The app (a few customers, tiny models) served by uvicorn on a port of its own."""
+    app = make_app(tmp_path_factory.mktemp("browser"))
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield Served(app, f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser(chromium_path: str) -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed (pip install -e '.[dev]')")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=chromium_path,
+            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@dataclass
+class Tab:
+    page: Any
+    problems: list[str]
+
+
+@pytest.fixture
+def tab(browser: Any) -> Iterator[Tab]:
+    """A fresh browser context (no cookies) and a page that records console errors and failed
+    requests for other sites' assets."""
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on(
+        "request",
+        lambda request: (
+            None
+            if request.url.startswith("http://127.0.0.1")
+            else problems.append(f"asked another site: {request.url}")
+        ),
+    )
+    try:
+        yield Tab(page, problems)
+    finally:
+        context.close()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+    return path
+
+
+def sign_in_through_the_form(tab: Tab, served: Served, page_path: str, role: str) -> None:
+    """Open a page signed out, be sent to the form, enter the key, and land on the page."""
+    page = tab.page
+    page.goto(served.base_url + page_path)
+    assert page.url.startswith(f"{served.base_url}/sign-in?next=")
+    page.fill("#key", KEYS[role])
+    page.click("#sign-in button[type=submit]")
+    page.wait_for_load_state()
+    assert page.url == served.base_url + page_path
+
+
+def test_signed_in_through_the_form_the_experiment_page_shows_the_report(
+    tab: Tab, served: Served
+) -> None:
+    marketing = auth("marketing")
+    with httpx.Client(base_url=served.base_url, headers=marketing) as api:
+        if api.get("/v1/experiments/ranker-vs-rules").status_code == 404:
+            assert api.post("/v1/experiments", json=EXPERIMENT).status_code == 201
+        log = served.app.state.services.log
+        # More decisions than customers: some customers had two invoices in the experiment.
+        for number in range(12):
+            log_decision(log, "treatment", f"T{number % 9}", accepted=number < 4)
+        for number in range(7):
+            log_decision(log, "control", f"K{number % 5}", accepted=False, offers=0)
+        report = api.get("/v1/experiments/ranker-vs-rules/report").json()
+
+    sign_in_through_the_form(tab, served, "/experiments/ranker-vs-rules", "marketing")
+    page = tab.page
+    shot = screenshot(page, "experiment-page.png")
+    assert shot.stat().st_size > 0
+    assert tab.problems == []
+    # Each variant's row shows the report's own counts, whatever else the page shows beside them.
+    rows = page.locator("tr").all()
+    cells_by_variant = {}
+    for row in rows:
+        cells = [" ".join(text.split()) for text in row.locator("th, td").all_inner_texts()]
+        if cells and cells[0] in {variant["name"] for variant in report["variants"]}:
+            cells_by_variant[cells[0]] = cells
+    assert set(cells_by_variant) == {variant["name"] for variant in report["variants"]}
+    counts = {v["name"]: (v["customers"], v["decisions"]) for v in report["variants"]}
+    assert counts == {"treatment": (9, 12), "control": (5, 7)}
+    for variant in report["variants"]:
+        shown = cells_by_variant[variant["name"]]
+        assert str(variant["customers"]) in shown, (variant["name"], shown)
+        assert str(variant["decisions"]) in shown, (variant["name"], shown)
+
+    # The session is the browser's only: scripts cannot read it, and it opens no JSON route.
+    assert page.evaluate("document.cookie") == ""
+    from_the_browser = page.context.request.get(
+        served.base_url + "/v1/experiments/ranker-vs-rules/report"
+    )
+    assert from_the_browser.status == 401
+
+
+def _preview_shows(page: Any) -> dict[str, Any]:
+    return {
+        "source": page.get_attribute("#source", "data-source"),
+        "offers": [
+            element.get_attribute("data-offer-id")
+            for element in page.locator("[data-offer-id]").all()
+        ],
+        "reasons": [" ".join(text.split()) for text in page.locator(".reason").all_inner_texts()],
+        "period": page.inner_text("#usage-period").strip(),
+    }
+
+
+def _api_says(answer: dict[str, Any], source: str) -> dict[str, Any]:
+    period = answer["usage_summary"]["period"]
+    return {
+        "source": source,
+        "offers": [offer["offer_id"] for offer in answer["offers"]],
+        "reasons": [
+            " ".join(reason["text"].split())
+            for offer in answer["offers"]
+            for reason in offer["reasons"]
+        ],
+        "period": f"{period['start']} – {period['end']}",
+    }
+
+
+def test_the_preview_shows_the_invoice_as_the_api_answers_it(tab: Tab, served: Served) -> None:
+    renderer = auth("renderer")
+    with httpx.Client(base_url=served.base_url, headers=renderer) as api:
+        decided = api.post(
+            "/v1/offers", json=offers_body(invoice_id="INV-BROWSER-1", locale="en")
+        ).json()
+        dry = api.post(
+            "/v1/offers",
+            json=offers_body(invoice_id="INV-BROWSER-2", locale="en", dry_run=True),
+        ).json()
+    assert decided["offers"] and dry["offers"]
+
+    sign_in_through_the_form(tab, served, "/preview/invoices/INV-BROWSER-1?locale=en", "renderer")
+    page = tab.page
+    assert _preview_shows(page) == _api_says(decided, "stored")
+    assert decided["decision_id"] in page.inner_text("#source")
+    screenshot(page, "invoice-preview-stored.png")
+
+    query = "customer_id=C0001&invoice_date=2026-11-30&locale=en"
+    page.goto(f"{served.base_url}/preview/invoices/INV-BROWSER-2?{query}")
+    assert _preview_shows(page) == _api_says(dry, "dry-run")
+    assert "Dry run" in page.inner_text("#source")
+    for charge in dry["usage_summary"]["extra_charges"]:
+        assert charge["explanation"] in page.inner_text("#extra-charges")
+    screenshot(page, "invoice-preview.png")
+    assert tab.problems == []
+    assert served.app.state.services.log.find("INV-BROWSER-2") is None
+
+
+def test_signing_out_closes_the_pages(tab: Tab, served: Served) -> None:
+    page = tab.page
+    page.goto(served.base_url + "/sign-in")
+    page.fill("#key", KEYS["marketing"])
+    page.click("#sign-in button[type=submit]")
+    page.wait_for_load_state()
+    assert "Signed in with a marketing key." in page.inner_text("#signed-in")
+    page.click("form[action='/sign-out'] button")
+    page.wait_for_load_state()
+    page.goto(served.base_url + "/experiments/ranker-vs-rules")
+    assert page.url.startswith(f"{served.base_url}/sign-in?next=")
+    assert tab.problems == []
+
+
+def test_a_wrong_key_in_the_form_shows_the_form_again(tab: Tab, served: Served) -> None:
+    page = tab.page
+    page.goto(served.base_url + "/experiments/ranker-vs-rules")
+    wrong = "not-a-key-of-this-api-0123456789"
+    page.fill("#key", wrong)
+    with page.expect_response(served.base_url + "/sign-in") as posted:
+        page.click("#sign-in button[type=submit]")
+    assert posted.value.status == 401
+    assert page.inner_text("#sign-in-error") == "That key is not known."
+    assert wrong not in page.content()
+    assert page.input_value("#key") == ""
+    assert page.context.cookies() == []
+    screenshot(page, "sign-in-wrong-key.png")
+    # The form still knows where to go: the right key now opens the page asked for first.
+    page.fill("#key", KEYS["marketing"])
+    page.click("#sign-in button[type=submit]")
+    page.wait_for_load_state()
+    assert page.url == served.base_url + "/experiments/ranker-vs-rules"
