@@ -330,15 +330,16 @@ def models_list(
             "promotion",
             "rollback",
         ):
-            table.add_column(column)
+            # Names stay whole; the rest wraps to the terminal's width.
+            table.add_column(column, no_wrap=column in ("version", "aliases"))
         for summary in found:
             cells = (
                 summary.version,
                 ", ".join(summary.aliases),
                 _figure(summary.metric_value),
                 _figure(summary.served_value),
-                summary.train_window or "–",
-                summary.validation_window or "–",
+                _window(summary.train_window),
+                _window(summary.validation_window),
                 _moment(summary.created_at),
                 _promotion_text(summary.promotion),
                 _rollback_text(summary.rollback),
@@ -350,6 +351,11 @@ def models_list(
 
 def _figure(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
+
+
+def _window(window: str | None) -> str:
+    # "2026-01-01..2026-10-01" has no space to wrap at; a narrow terminal would cut it.
+    return "–" if window is None else window.replace("..", " to ")
 
 
 def _moment(iso: str | None) -> str:

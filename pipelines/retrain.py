@@ -173,7 +173,12 @@ def _evaluate(ctx: RetrainContext) -> str:
         f"churn AUC {result.churn.metrics.get('val_auc', float('nan')):.4f}"
     )
     if ranker.reused:
-        return f"{summary}; version {ranker.version.version} was evaluated when it was trained"
+        kept = ranker.version.version
+        if "served_model_dr" in ranker.metrics:
+            return f"{summary}; version {kept} kept, its served policy evaluated before"
+        # Kept from `offers train`, which does not replay the served policy: the promotion
+        # gate needs that value, so it is measured now, once, on the kept version's run.
+        return f"{summary}; {_served_policy(ctx)} (version {kept} kept, evaluated now)"
     served = _served_policy(ctx)
     if not has_ground_truth(ctx.data_dir) or ranker.top_offers is None:
         return f"{summary}; {served}; no simulator ground truth here, so no oracle check"

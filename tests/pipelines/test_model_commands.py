@@ -74,7 +74,7 @@ def test_models_list_shows_aliases_metrics_windows_and_records(settings: Setting
     assert "offer-ranker" in text and "val_ndcg_at_3" in text and "churn-risk" in text
     assert "champion" in text and "previous_champion" in text
     assert "0.7000" in text and "9.2500" in text and "0.7321" in text
-    assert "2025-01-01..2026-06-01" in text and "2026-06-01..2026-09-01" in text
+    assert "2025-01-01 to 2026-06-01" in text and "2026-06-01 to 2026-09-01" in text
     assert " from 1" in text  # version 2's promotion record
 
     listing = json.loads(offers("models", "list", "--json").stdout)

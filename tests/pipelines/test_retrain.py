@@ -106,6 +106,26 @@ def test_bad_input_fails_the_first_step(settings: Settings, tmp_path: Path) -> N
     assert champion_version(RANKER_MODEL, settings) == "offer-ranker/1"
 
 
+def test_a_kept_version_never_evaluated_is_evaluated_once(
+    settings: Settings, first_run: retrain.RetrainResult
+) -> None:
+    """The failing run above registered a seed-8 version and stopped before evaluating it, as
+    `offers train` never evaluates: the next retrain keeps that version and measures its served
+    policy then, and the one after reads it from the run."""
+    seed_8 = TrainingConfig(seed=8)
+    kept = run_retrain(settings=settings, training_config=seed_8, show_progress=False)
+    evaluated = kept.steps[STEPS.index("evaluate")].detail
+    assert "unchanged data" in kept.steps[STEPS.index("train")].detail
+    assert "served policy value" in evaluated and "evaluated now" in evaluated
+    version = kept.steps[STEPS.index("train")].detail.split("kept version ")[1].split()[0]
+    run_id = next(
+        v.run_id for v in tracking.versions(RANKER_MODEL, settings) if v.version == version
+    )
+    assert "served_model_dr" in tracking.client(settings).get_run(run_id).data.metrics
+    again = run_retrain(settings=settings, training_config=seed_8, show_progress=False)
+    assert "evaluated before" in again.steps[STEPS.index("evaluate")].detail
+
+
 @pytest.fixture()
 def postgres_settings(postgres_url: str, tmp_path: Path) -> Iterator[Settings]:
     """A fresh database ``mlflow_test`` on the test server, dropped afterwards."""
