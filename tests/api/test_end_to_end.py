@@ -251,3 +251,97 @@ def test_two_workers_both_follow_a_promotion_within_the_poll_interval(tmp_path: 
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _said(result: subprocess.CompletedProcess[str]) -> str:
+    """What a command printed, on either stream, unwrapped."""
+    return " ".join((result.stdout + result.stderr).split())
+
+
+def test_a_version_promote_and_a_rollback_reach_the_api_answers(
+    simulated_world: SimulatedWorld, tmp_path: Path
+) -> None:
+    """The commands an ML engineer runs, against a running API: `offers promote --version`
+    moves the answers to that version, `offers rollback` back to the one before, each within
+    the poll interval, and the registry's aliases say the same."""
+    from training import tracking
+
+    world = simulated_world.copy(tmp_path / "world")
+    env = {
+        **os.environ,
+        "OFFERS_DATA_DIR": str(world.data_dir),
+        "OFFERS_CATALOG": str(CATALOG),
+        "OFFERS_FEATURES_DIR": str(world.features_dir),
+        "OFFERS_FEAST_DIR": str(world.feast_dir),
+        "OFFERS_DATABASE_URL": f"sqlite:///{tmp_path / 'offers.db'}",
+        "MLFLOW_TRACKING_URI": world.mlflow_tracking_uri,
+        "OFFERS_MLFLOW_ARTIFACT_ROOT": str(world.mlflow_artifact_root),
+        "OFFERS_API_KEYS": f"{RENDERER}:renderer",
+        "OFFERS_MODEL_POLL_SECONDS": "1",
+    }
+    # Version 2 from version 1's files: a version the gate finds no better, so only --force
+    # promotes it.
+    client = tracking.client(world)
+    first = client.get_model_version("offer-ranker", "1")
+    client.create_model_version("offer-ranker", first.source, first.run_id)
+    refused = _cli(env, "promote", "--version", "2")
+    assert refused.returncode == 1 and "version 2 not promoted" in _said(refused)
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    customer = _customers_with_consent(world)[0]
+    invoices = iter(range(1_000))
+
+    def answered_by() -> str:
+        # A fresh invoice each time: a stored decision would replay the version that made it.
+        answer = _offers(base, f"INV-E2E-LIFECYCLE-{next(invoices)}", customer)
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["model_version"])
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base}/health/ready", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return server.poll() is not None
+
+    try:
+        _wait_until(ready, 120, "the API ready")
+        assert server.poll() is None
+        assert answered_by() == "offer-ranker/1"
+
+        promoted = _cli(
+            env, "promote", "--version", "2", "--force", "--reason", "trial", "--by", "ml-eng"
+        )
+        assert promoted.returncode == 0, _said(promoted)
+        assert "offer-ranker: version 2 is now champion" in _said(promoted)
+        _wait_until(lambda: answered_by() == "offer-ranker/2", 10, "answers from version 2")
+        aliases = {v.version: v.aliases for v in tracking.versions("offer-ranker", world)}
+        assert aliases["2"] == ("champion",) and aliases["1"] == ("previous_champion",)
+
+        rolled = _cli(env, "rollback", "--model", "offer-ranker", "--reason", "fell")
+        assert rolled.returncode == 0, _said(rolled)
+        assert "offer-ranker: champion 2 → 1 (rolled back)" in _said(rolled)
+        _wait_until(lambda: answered_by() == "offer-ranker/1", 10, "answers from version 1")
+        aliases = {v.version: v.aliases for v in tracking.versions("offer-ranker", world)}
+        assert aliases["1"] == ("champion",) and aliases["2"] == ("previous_champion",)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
