@@ -10,7 +10,9 @@ tables: consent, eligibility, the decline cap, guardrails, the objective and the
   guardrails), the one most accepted in the logs before the month;
 - ``random``: a random offer among those;
 - ``acceptance``: among those, the one the champion model finds likeliest to be accepted, value
-  and floors aside (what the objective and the floors cost in acceptance, next to ``model``).
+  and floors aside (what the objective and the floors cost in acceptance, next to ``model``);
+- ``peer``: the argmax-acceptance peer of ``pipelines/argmax_peer.py``, the comparison baseline,
+  trained on the events before the month; it ignores the guardrails and the objective.
 
 Per policy it reports the share of invoices with an offer, and, against the logged outcomes, the
 off-policy value of its first offer (IPS, self-normalised IPS and doubly robust with bootstrap 95 %
@@ -20,7 +22,10 @@ expected revenue change, customer saving and objective value (the served objecti
 revenue, retention and saving of the first offer, times its hidden acceptance; an offer the
 objective values below zero counts as zero) per invoice, and the share of the achievable lift
 captured: (first offer − random eligible) / (best eligible − random eligible), summed over
-invoices.
+invoices, "eligible" being what the engine lets through for the model policy. Captured lift and
+objective value carry paired bootstrap 95 % intervals resampling customers, for each policy and
+for model − rules and model − peer (``paired_bootstrap``). The ablation lifts each rule in turn,
+and the guardrails the peer ignores together, to say what they cost.
 """
 
 from __future__ import annotations
