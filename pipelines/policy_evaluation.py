@@ -10,7 +10,9 @@ tables: consent, eligibility, the decline cap, guardrails, the objective and the
   guardrails), the one most accepted in the logs before the month;
 - ``random``: a random offer among those;
 - ``acceptance``: among those, the one the champion model finds likeliest to be accepted, value
-  and floors aside (what the objective and the floors cost in acceptance, next to ``model``).
+  and floors aside (what the objective and the floors cost in acceptance, next to ``model``);
+- ``peer``: the argmax-acceptance peer of ``pipelines/argmax_peer.py``, the comparison baseline,
+  trained on the events before the month; it ignores the guardrails and the objective.
 
 Per policy it reports the share of invoices with an offer, and, against the logged outcomes, the
 off-policy value of its first offer (IPS, self-normalised IPS and doubly robust with bootstrap 95 %
@@ -20,13 +22,17 @@ expected revenue change, customer saving and objective value (the served objecti
 revenue, retention and saving of the first offer, times its hidden acceptance; an offer the
 objective values below zero counts as zero) per invoice, and the share of the achievable lift
 captured: (first offer − random eligible) / (best eligible − random eligible), summed over
-invoices.
+invoices, "eligible" being what the engine lets through for the model policy. Captured lift and
+objective value carry paired bootstrap 95 % intervals resampling customers, for each policy and
+for model − rules and model − peer (``paired_bootstrap``). The ablation lifts each rule in turn,
+and the guardrails the peer ignores together, to say what they cost.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -40,6 +46,7 @@ from core.columns import CUSTOMER_KEY
 from core.contract import OFFER_EVENTS
 from core.settings import Settings, get_settings
 from core.tables import read_table
+from pipelines.argmax_peer import GUARDRAILS_IGNORED, PEER_CHOOSES_FROM, ArgmaxPeer
 from pipelines.evaluation_oracle import GROUND_TRUTH_FOLDER, has_ground_truth
 from pipelines.frame_source import FrameFeatureSource, read_decision_frames, start_of_day
 from pipelines.invoice_run.core import ChampionModels, feature_paths, recent_declines
@@ -57,7 +64,12 @@ from training.metrics import off_policy_estimates
 log = logging.getLogger(__name__)
 
 POLICIES = ("model", "rules", "popularity", "random", "acceptance")
+PEER = "peer"
 LIFTED = "lifted:"
+# Ablations of several rules at once: every block the argmax peer ignores, lifted together.
+LIFTED_SETS: dict[str, tuple[str, ...]] = {"guardrails": GUARDRAILS_IGNORED}
+# The paired comparisons: the served model policy less each of these, per customer resample.
+PAIRED = (("model", "rules"), ("model", PEER))
 # Acceptance falls further down the invoice (the simulator's reading order, for the shown set).
 POSITION_FACTOR = (1.0, 0.7, 0.5)
 # The offers eligible for an invoice: through eligibility and the guardrails, whatever the
@@ -80,6 +92,10 @@ class Replayed:
     saving_sek: dict[str, float]
     value_sek: dict[str, float] = field(default_factory=dict)
     shown: dict[str, list[str]] = field(default_factory=dict)
+    # What the argmax peer may choose from: eligible, whatever the guardrails and the objective
+    # made of it (pipelines/argmax_peer.py); and whether the engine decided with personal features.
+    eligible: list[str] = field(default_factory=list)
+    profiled: bool = False
 
 
 def logged_decisions(
@@ -124,7 +140,8 @@ def replay(
     ablations: Sequence[str] = (),
 ) -> list[Replayed]:
     """Decide every logged decision again with each policy, day by day; and with the model
-    policy once more for each rule of ``ablations`` lifted (policy ``lifted:<rule>``)."""
+    policy once more for each rule of ``ablations`` lifted (policy ``lifted:<rule>``; a name of
+    ``LIFTED_SETS`` lifts its rules together)."""
     paths = feature_paths(Path(settings.features_dir))
     scorer = models.scorer()
     greedy = replace(objective, exploration_share=0.0)
@@ -175,7 +192,7 @@ def replay(
                         scorer=scorer,
                         recently_declined=declined.get(customer_id, frozenset()),
                         objective=greedy,
-                        lifted=frozenset({rule}),
+                        lifted=frozenset(LIFTED_SETS.get(rule, (rule,))),
                     )
             except UnknownCustomerError:
                 continue
@@ -200,6 +217,10 @@ def replay(
                 value_sek={
                     r.offer_id: r.value_sek for r in reference.candidates if r.value_sek is not None
                 },
+                eligible=[
+                    r.offer_id for r in reference.candidates if r.blocked_by in PEER_CHOOSES_FROM
+                ],
+                profiled=reference.policy == "model",
             )
             item.shown["model"] = [offer.offer_id for offer in reference.offers]
             for name, decision in decisions.items():
@@ -250,7 +271,9 @@ def _hidden_acceptance(
                 "as_of": r.day,
             }
             for r in replayed
-            for o in dict.fromkeys([*r.passed, *(s for shown in r.shown.values() for s in shown)])
+            for o in dict.fromkeys(
+                [*r.passed, *r.eligible, *(s for shown in r.shown.values() for s in shown)]
+            )
         ]
     )
     if pairs.empty:
@@ -275,6 +298,8 @@ class PolicyEvaluation:
     decisions: int
     policies: dict[str, dict[str, Any]]
     horizon_months: int
+    # paired_bootstrap's intervals, on a simulated world
+    paired: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -283,6 +308,39 @@ class PolicyEvaluation:
             "horizon_months": self.horizon_months,
             "policies": self.policies,
             "ablation": self.ablation(),
+            "paired": self.paired,
+            "peer": self.peer(),
+        }
+
+    def peer(self) -> dict[str, Any]:
+        """The served model policy against the argmax peer: the peer's captured lift, what the
+        guardrails it ignores cost the served policy in captured lift when lifted together (and
+        one at a time, summed), and whether the served policy captures at least the peer's lift
+        less that cost (a negative cost counts as none)."""
+        model, peer = self.policies.get("model", {}), self.policies.get(PEER, {})
+        lifted = self.policies.get(LIFTED + "guardrails", {})
+        if model.get("lift_captured") is None or peer.get("lift_captured") is None:
+            return {}
+        cost = None
+        if lifted.get("lift_captured") is not None:
+            cost = lifted["lift_captured"] - model["lift_captured"]
+        one_at_a_time = [
+            self.policies[LIFTED + rule]["lift_captured"] - model["lift_captured"]
+            for rule in GUARDRAILS_IGNORED
+            if self.policies.get(LIFTED + rule, {}).get("lift_captured") is not None
+        ]
+        return {
+            "ignores": list(GUARDRAILS_IGNORED),
+            "peer_lift_captured": peer["lift_captured"],
+            "peer_lift_captured_of_its_candidates": peer.get("lift_captured_of_its_candidates"),
+            "model_lift_captured": model["lift_captured"],
+            "guardrails_cost_lift_captured": cost,
+            "guardrails_cost_one_at_a_time_summed": float(np.sum(one_at_a_time))
+            if one_at_a_time
+            else None,
+            "model_at_least_peer_less_cost": None
+            if cost is None
+            else model["lift_captured"] >= peer["lift_captured"] - max(cost, 0.0),
         }
 
     def markdown(self) -> str:
@@ -290,14 +348,18 @@ class PolicyEvaluation:
             f"Served policies on {self.decisions:,} logged decisions of {self.month}",
             "",
             "| policy | with an offer | first offer accepted (hidden) | shown set accepted "
-            "(hidden) | lift captured | revenue change / invoice (SEK) | customer saving / "
-            "invoice (SEK) | objective value / invoice (SEK) | IPS | SNIPS | DR (95 % interval) "
-            "| ESS |",
+            "(hidden) | lift captured (95 % interval) | revenue change / invoice (SEK) | "
+            "customer saving / invoice (SEK) | objective value / invoice (SEK) | IPS | SNIPS | "
+            "DR (95 % interval) | ESS |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         served = {n: f for n, f in self.policies.items() if not n.startswith(LIFTED)}
+        intervals = self.paired.get("lift_captured", {})
         for name, figures in served.items():
             dr = figures["off_policy"]["dr"]
+            lift = _fmt(figures.get("lift_captured"), percent=True)
+            if intervals.get(name, {}).get("low") is not None:
+                lift += " ({:.1%}–{:.1%})".format(intervals[name]["low"], intervals[name]["high"])
             lines.append(
                 "| {name} | {offered:.1%} | {first} | {shown} | {lift} | {revenue} | {saving} | "
                 "{value} | {ips:.4f} | {snips:.4f} | {dr:.4f} ({low:.4f}–{high:.4f}) "
@@ -306,7 +368,7 @@ class PolicyEvaluation:
                     offered=figures["with_offer"],
                     first=_fmt(figures.get("first_offer_acceptance")),
                     shown=_fmt(figures.get("shown_set_acceptance")),
-                    lift=_fmt(figures.get("lift_captured"), percent=True),
+                    lift=lift,
                     revenue=_fmt(figures.get("revenue_change_sek")),
                     saving=_fmt(figures.get("customer_saving_sek")),
                     value=_fmt(figures.get("objective_value_sek")),
@@ -318,8 +380,52 @@ class PolicyEvaluation:
                     ess=figures["off_policy"]["effective_sample_size"],
                 )
             )
+        lines += self._paired()
         lines += self._ablation()
         return "\n".join(lines)
+
+    def _paired(self) -> list[str]:
+        differences = self.paired.get("differences", {})
+        lines = []
+        if differences:
+            lines += [
+                "",
+                f"Paired differences, bootstrap 95 % intervals over {self.paired['customers']:,} "
+                f"customers ({self.paired['resamples']:,} resamples)",
+                "",
+                "| difference | Δ lift captured | Δ objective value / invoice (SEK) | beyond the "
+                "interval |",
+                "|---|---|---|---|",
+            ]
+            for name, row in differences.items():
+                lift, value = row["lift_captured"], row["objective_value_sek"]
+                lines.append(
+                    f"| {name.replace('-', ' − ')} | {_ranged(lift, percent=True)} | "
+                    f"{_ranged(value)} | {'yes' if row['beats_beyond_interval'] else 'no'} |"
+                )
+        peer = self.peer()
+        if peer:
+            cost = peer["guardrails_cost_lift_captured"]
+            lines += [
+                "",
+                f"Argmax peer (ignores {', '.join(peer['ignores'])}): lift captured "
+                f"{peer['peer_lift_captured']:.1%} of the engine's eligible lift"
+                + (
+                    ""
+                    if peer["peer_lift_captured_of_its_candidates"] is None
+                    else f" ({peer['peer_lift_captured_of_its_candidates']:.1%} of its own)"
+                )
+                + f"; the served model policy {peer['model_lift_captured']:.1%}; those guardrails"
+                " lifted together change the served policy's captured lift by "
+                + ("–" if cost is None else f"{cost:+.1%}")
+                + "; served ≥ peer − cost: "
+                + (
+                    "–"
+                    if cost is None
+                    else ("yes" if peer["model_at_least_peer_less_cost"] else "no")
+                ),
+            ]
+        return lines
 
     def ablation(self) -> dict[str, dict[str, float | None]]:
         """Per lifted rule: the model policy's figures with it lifted, less the served ones."""
@@ -331,7 +437,12 @@ class PolicyEvaluation:
             row: dict[str, float | None] = {
                 "with_offer": figures["with_offer"] - model["with_offer"]
             }
-            for key in ("first_offer_acceptance", "objective_value_sek", "customer_saving_sek"):
+            for key in (
+                "first_offer_acceptance",
+                "lift_captured",
+                "objective_value_sek",
+                "customer_saving_sek",
+            ):
                 if figures.get(key) is not None and model.get(key) is not None:
                     row[key] = figures[key] - model[key]
             found[name[len(LIFTED) :]] = row
@@ -345,18 +456,28 @@ class PolicyEvaluation:
             "",
             "What each rule costs: the model policy with the rule lifted, less as served",
             "",
-            "| rule lifted | Δ with an offer | Δ first offer accepted (hidden) | Δ objective "
-            "value / invoice (SEK) | Δ customer saving / invoice (SEK) |",
-            "|---|---|---|---|---|",
+            "| rule lifted | Δ with an offer | Δ first offer accepted (hidden) | Δ lift captured "
+            "| Δ objective value / invoice (SEK) | Δ customer saving / invoice (SEK) |",
+            "|---|---|---|---|---|---|",
         ]
         for rule, row in rows.items():
             offered = row["with_offer"] or 0.0
+            lift = row.get("lift_captured")
             lines.append(
                 f"| {rule} | {offered:+.1%} | {_signed(row.get('first_offer_acceptance'))} | "
+                f"{'–' if lift is None else format(lift, '+.1%')} | "
                 f"{_signed(row.get('objective_value_sek'))} | "
                 f"{_signed(row.get('customer_saving_sek'))} |"
             )
         return lines
+
+
+def _ranged(interval: Mapping[str, float | None], *, percent: bool = False) -> str:
+    value, low, high = interval["value"], interval["low"], interval["high"]
+    if value is None or low is None or high is None:
+        return "–"
+    shown = "{:+.1%}" if percent else "{:+.2f}"
+    return f"{shown.format(value)} ({shown.format(low)} to {shown.format(high)})"
 
 
 def _signed(value: float | None) -> str:
@@ -396,37 +517,158 @@ def _figures(
     }
     if hidden is None:
         return figures
-    first_p, shown_p, best, random, revenue, saving, value = [], [], [], [], [], [], []
-    for first, r in zip(firsts, replayed, strict=True):
+    per = per_invoice(replayed, policy, hidden)
+    achievable = float(np.sum(per["best"]) - np.sum(per["random"]))
+    figures.update(
+        first_offer_acceptance=float(np.mean(per["first"])),
+        shown_set_acceptance=float(np.mean(per["shown"])),
+        best_eligible_acceptance=float(np.mean(per["best"])),
+        random_eligible_acceptance=float(np.mean(per["random"])),
+        lift_captured=(float(np.sum(per["first"]) - np.sum(per["random"])) / achievable)
+        if achievable > 0
+        else None,
+        revenue_change_sek=float(np.mean(-per["saving"] * horizon_months)),
+        customer_saving_sek=float(np.mean(per["saving"] * horizon_months)),
+        objective_value_sek=float(np.mean(per["value"])),
+    )
+    return figures
+
+
+def per_invoice(
+    replayed: Sequence[Replayed], policy: str, hidden: Mapping[tuple[str, str], float]
+) -> dict[str, np.ndarray]:
+    """Per invoice, against the hidden acceptance: ``first`` (acceptance of the policy's first
+    offer), ``shown`` (of its shown set), ``best`` and ``random`` (of the best and of a random
+    eligible offer), ``saving`` (the first offer's expected monthly saving) and ``value`` (its
+    objective value times acceptance, 0 for an offer the objective values below zero)."""
+    columns: dict[str, list[float]] = {
+        key: [] for key in ("first", "shown", "best", "random", "saving", "value")
+    }
+    for r in replayed:
+        first = r.shown[policy][0] if r.shown[policy] else None
         p = hidden.get((r.decision_id, first), 0.0) if first else 0.0
-        first_p.append(p)
+        columns["first"].append(p)
         none_accepted = 1.0
         for position, offer in enumerate(r.shown[policy]):
             none_accepted *= 1.0 - POSITION_FACTOR[min(position, 2)] * hidden.get(
                 (r.decision_id, offer), 0.0
             )
-        shown_p.append(1.0 - none_accepted)
-        monthly = r.saving_sek.get(first, 0.0) if first else 0.0
-        revenue.append(-p * monthly * horizon_months)
-        saving.append(p * monthly * horizon_months)
-        value.append(p * max(r.value_sek.get(first, 0.0), 0.0) if first else 0.0)
+        columns["shown"].append(1.0 - none_accepted)
+        columns["saving"].append(p * r.saving_sek.get(first, 0.0) if first else 0.0)
+        columns["value"].append(p * max(r.value_sek.get(first, 0.0), 0.0) if first else 0.0)
         passed = [hidden.get((r.decision_id, o), 0.0) for o in r.passed]
-        best.append(max(passed) if passed else 0.0)
-        random.append(float(np.mean(passed)) if passed else 0.0)
-    achievable = float(np.sum(best) - np.sum(random))
-    figures.update(
-        first_offer_acceptance=float(np.mean(first_p)),
-        shown_set_acceptance=float(np.mean(shown_p)),
-        best_eligible_acceptance=float(np.mean(best)),
-        random_eligible_acceptance=float(np.mean(random)),
-        lift_captured=(float(np.sum(first_p) - np.sum(random)) / achievable)
-        if achievable > 0
-        else None,
-        revenue_change_sek=float(np.mean(revenue)),
-        customer_saving_sek=float(np.mean(saving)),
-        objective_value_sek=float(np.mean(value)),
+        columns["best"].append(max(passed) if passed else 0.0)
+        columns["random"].append(float(np.mean(passed)) if passed else 0.0)
+    return {key: np.asarray(values, dtype=float) for key, values in columns.items()}
+
+
+def _interval(point: float, draws: np.ndarray) -> dict[str, float | None]:
+    finite = draws[np.isfinite(draws)]
+    if not np.isfinite(point) or finite.size == 0:
+        return {"value": None, "low": None, "high": None}
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return {"value": float(point), "low": float(low), "high": float(high)}
+
+
+def paired_bootstrap(
+    replayed: Sequence[Replayed],
+    hidden: Mapping[tuple[str, str], float],
+    policies: Sequence[str],
+    pairs: Sequence[tuple[str, str]] = PAIRED,
+    *,
+    resamples: int = 1_000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Bootstrap 95 % intervals of each policy's captured lift and objective value per invoice,
+    and of the differences ``pairs`` (a − b), from the same resamples of customers.
+
+    The resampled unit is the customer (a customer's invoices stay together, so invoices of one
+    customer are not counted as independent); each resample draws as many customers as there are,
+    with replacement, and every policy and difference is computed on that same draw. Captured
+    lift is a ratio of sums, recomputed on each draw; intervals are the 2.5th and 97.5th
+    percentiles. ``beats_beyond_interval`` of a pair: the interval of a − b in captured lift lies
+    above 0.
+    """
+    if not replayed:
+        raise ValueError("no replayed decisions to resample")
+    if resamples < 2:
+        raise ValueError(f"resamples must be at least 2, not {resamples}")
+    codes, customers = pd.factorize(pd.Series([r.customer_id for r in replayed]))
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(
+        len(customers), np.full(len(customers), 1.0 / len(customers)), resamples
     )
-    return figures
+    weights = np.vstack([np.ones(len(replayed)), counts[:, codes]])  # row 0: the sample itself
+    arrays = {policy: per_invoice(replayed, policy, hidden) for policy in policies}
+    reference = arrays[policies[0]]
+    random = weights @ reference["random"]
+    achievable = weights @ reference["best"] - random
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lift = {
+            p: np.where(achievable > 0, (weights @ a["first"] - random) / achievable, np.nan)
+            for p, a in arrays.items()
+        }
+    value = {p: (weights @ a["value"]) / weights.sum(axis=1) for p, a in arrays.items()}
+    differences = {}
+    for a, b in pairs:
+        if a not in arrays or b not in arrays:
+            continue
+        lift_difference = _interval(lift[a][0] - lift[b][0], (lift[a] - lift[b])[1:])
+        differences[f"{a}-{b}"] = {
+            "lift_captured": lift_difference,
+            "objective_value_sek": _interval(value[a][0] - value[b][0], (value[a] - value[b])[1:]),
+            "beats_beyond_interval": bool((lift_difference["low"] or 0.0) > 0.0),
+        }
+    return {
+        "resampled": "customers",
+        "customers": len(customers),
+        "resamples": resamples,
+        "lift_captured": {p: _interval(d[0], d[1:]) for p, d in lift.items()},
+        "objective_value_sek": {p: _interval(d[0], d[1:]) for p, d in value.items()},
+        "differences": differences,
+    }
+
+
+def _own_lift(
+    replayed: Sequence[Replayed], hidden: Mapping[tuple[str, str], float]
+) -> float | None:
+    """The peer's captured lift against its own candidates (eligible, guardrails ignored) rather
+    than the engine's: (first − random candidate) / (best candidate − random candidate)."""
+    first, best, random = 0.0, 0.0, 0.0
+    for r in replayed:
+        if not r.profiled or not r.eligible:
+            continue  # the peer decides only these itself
+        p = [hidden.get((r.decision_id, o), 0.0) for o in r.eligible]
+        shown = r.shown[PEER]
+        first += hidden.get((r.decision_id, shown[0]), 0.0) if shown else 0.0
+        best, random = best + max(p), random + float(np.mean(p))
+    return (first - random) / (best - random) if best > random else None
+
+
+def choose_by_peer(
+    replayed: Sequence[Replayed], events: pd.DataFrame, settings: Settings, catalog: Catalog
+) -> ArgmaxPeer:
+    """Train the argmax peer on ``events`` before the replayed month and add its choice to every
+    replayed decision as policy ``peer`` (pipelines/argmax_peer.py says what it respects)."""
+    month = min(r.day for r in replayed).replace(day=1)
+    peer = ArgmaxPeer.train(events, Path(settings.features_dir), catalog, start_of_day(month))
+    pairs = pd.DataFrame(
+        [
+            {"decision_id": r.decision_id, CUSTOMER_KEY: r.customer_id, "offer_id": o, "at": r.day}
+            for r in replayed
+            if r.profiled
+            for o in r.eligible
+        ],
+        columns=["decision_id", CUSTOMER_KEY, "offer_id", "at"],
+    )
+    pairs["at"] = pd.to_datetime(pairs["at"]).dt.tz_localize("UTC")
+    chosen = peer.choose(pairs)
+    for r in replayed:
+        if r.profiled:
+            r.shown[PEER] = [chosen[r.decision_id]] if r.decision_id in chosen else []
+        else:  # without profiling consent: what the served engine shows, without personal data
+            r.shown[PEER] = r.shown["model"][:1]
+    return peer
 
 
 def evaluate_served_policies(
@@ -438,9 +680,14 @@ def evaluate_served_policies(
     resamples: int = 300,
     ablation: bool = True,
     models: ChampionModels | None = None,
+    peer: bool | None = None,
+    paired_resamples: int = 1_000,
 ) -> PolicyEvaluation:
     """Replay the logged decisions of ``month`` with each policy and report them; with
-    ``ablation``, also the model policy with each rule of ``LIFTABLE`` lifted in turn.
+    ``ablation``, also the model policy with each rule of ``LIFTABLE`` lifted in turn and with
+    the guardrails the peer ignores lifted together; with ``peer`` (default: ``ablation``), the
+    argmax peer trained on the events before the month. On a simulated world, paired customer
+    bootstrap intervals of captured lift and value (``paired_bootstrap``).
     ``models`` replaces the champions (a candidate before it is promoted)."""
     resolved = settings or get_settings()
     data_dir = Path(resolved.data_dir)
@@ -450,18 +697,38 @@ def evaluate_served_policies(
     if firsts.empty:
         raise ValueError(f"no logged decisions with propensities in {month or 'the newest month'}")
     models = models if models is not None else load_champions(resolved)
-    ablations = sorted(LIFTABLE) if ablation and models.available else []
+    ablations = [*sorted(LIFTABLE), *LIFTED_SETS] if ablation and models.available else []
     replayed = replay(
         firsts, earlier, resolved, catalog, models, objective, seed=seed, ablations=ablations
     )
+    served = list(POLICIES)
+    trained: dict[str, Any] = {}
+    if (ablation if peer is None else peer) and models.available and replayed:
+        started = time.perf_counter()
+        argmax = choose_by_peer(replayed, earlier, resolved, catalog)
+        trained = {
+            "training_rows": argmax.rows,
+            "trained_before": argmax.cutoff.isoformat(),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        served.append(PEER)
     hidden = _hidden_acceptance(replayed, data_dir, catalog) if has_ground_truth(data_dir) else None
     policies = {
         policy: _figures(replayed, policy, hidden, objective.horizon_months, resamples)
-        for policy in (*POLICIES, *(LIFTED + rule for rule in ablations))
+        for policy in (*served, *(LIFTED + rule for rule in ablations))
     }
+    if PEER in policies:
+        policies[PEER]["training"] = trained
+        if hidden is not None:
+            policies[PEER]["lift_captured_of_its_candidates"] = _own_lift(replayed, hidden)
+    paired = (
+        paired_bootstrap(replayed, hidden, served, resamples=paired_resamples, seed=seed)
+        if hidden is not None and replayed
+        else {}
+    )
     logged_month = str(firsts["day"].iloc[0])[:7]
     log.info("evaluated %d decisions of %s", len(replayed), logged_month)
-    return PolicyEvaluation(logged_month, len(replayed), policies, objective.horizon_months)
+    return PolicyEvaluation(logged_month, len(replayed), policies, objective.horizon_months, paired)
 
 
 def served_value(report: PolicyEvaluation) -> float:

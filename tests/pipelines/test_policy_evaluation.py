@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ from pipelines.policy_evaluation import (
     Replayed,
     _figures,
     evaluate_served_policies,
+    paired_bootstrap,
 )
 from serving.decision.engine import LIFTABLE
 from tests.simulated_world import SimulatedWorld
@@ -92,11 +94,12 @@ def test_the_served_engine_is_evaluated_on_the_simulated_world(
     report = evaluate_served_policies(simulated_world.settings, sample=400, seed=1, resamples=50)
     assert report.month == "2026-11"
     assert 300 <= report.decisions <= 400  # logged decisions of customers the features know
-    served = {"model", "rules", "popularity", "random", "acceptance"}
-    assert set(report.policies) == served | {f"lifted:{rule}" for rule in LIFTABLE}
+    served = {"model", "rules", "popularity", "random", "acceptance", "peer"}
+    lifted = {f"lifted:{rule}" for rule in LIFTABLE} | {"lifted:guardrails"}
+    assert set(report.policies) == served | lifted
     for name, figures in report.policies.items():
         assert 0.0 < figures["with_offer"] <= 1.0, name
-        if name in served:  # a lifted rule may reach beyond what is eligible as served
+        if name in served - {"peer"}:  # the peer and a lifted rule may reach beyond that
             # No policy's first offer beats the best eligible one, on average.
             assert figures["first_offer_acceptance"] <= figures["best_eligible_acceptance"]
         assert figures["objective_value_sek"] >= 0.0, name
@@ -107,7 +110,142 @@ def test_the_served_engine_is_evaluated_on_the_simulated_world(
     # A random eligible offer captures about none of the achievable lift.
     assert abs(report.policies["random"]["lift_captured"]) < 0.35
     assert "| model |" in report.markdown()
-    # The ablation: the model policy with each rule lifted in turn, as differences.
-    assert set(report.ablation()) == LIFTABLE
+    # The ablation: the model policy with each rule lifted in turn, as differences, and with the
+    # guardrails the peer ignores lifted together.
+    assert set(report.ablation()) == LIFTABLE | {"guardrails"}
+    # The peer learnt from October's events only, and chose among more offers than the engine.
+    peer = report.policies["peer"]
+    assert peer["training"]["trained_before"] == "2026-11-01T00:00:00+00:00"
+    assert peer["training"]["training_rows"] > 1_000
+    assert peer["with_offer"] >= model["with_offer"]
+    versus = report.peer()
+    assert versus["peer_lift_captured"] == peer["lift_captured"]
+    assert versus["guardrails_cost_lift_captured"] == pytest.approx(
+        report.ablation()["guardrails"]["lift_captured"]
+    )
+    assert isinstance(versus["model_at_least_peer_less_cost"], bool)
+    # Paired intervals over customers, each around its point estimate.
+    paired = report.paired
+    assert paired["resampled"] == "customers" and paired["customers"] <= report.decisions
+    for name in served:
+        interval = paired["lift_captured"][name]
+        assert interval["value"] == pytest.approx(report.policies[name]["lift_captured"])
+        assert interval["low"] <= interval["value"] <= interval["high"], name
+    assert set(paired["differences"]) == {"model-rules", "model-peer"}
+    assert "| model − rules |" in report.markdown() and "Argmax peer" in report.markdown()
     assert report.ablation()["below_acceptance_floor"]["with_offer"] >= 0.0
     assert "What each rule costs" in report.markdown()
+
+
+def _customer_replays(
+    invoices: int, customers: int, choose: dict[str, object], seed: int = 0
+) -> tuple[list[Replayed], dict[tuple[str, str], float]]:
+    """``invoices`` decisions of ``customers`` customers (invoices of a customer repeat), each
+    with a best offer A, a middling B and a worst C of random hidden acceptance; each policy of
+    ``choose`` shows A, B or C by its rule (a function of the invoice's number and a draw)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    replays, hidden = [], {}
+    for number in range(invoices):
+        decision = f"d{number}"
+        worst = float(rng.uniform(0.0, 0.1))
+        middle = worst + float(rng.uniform(0.0, 0.1))
+        hidden |= {
+            (decision, "A"): middle + float(rng.uniform(0.05, 0.15)),
+            (decision, "B"): middle,
+            (decision, "C"): worst,
+        }
+        draw = float(rng.uniform())
+        shown = {name: [rule(number, draw)] for name, rule in choose.items()}  # type: ignore[operator]
+        item = _replay(decision, "A", False, shown)
+        item.customer_id = f"C-{number % customers}"
+        replays.append(item)
+    return replays, hidden
+
+
+def test_the_paired_interval_holds_each_point_estimate_and_resamples_customers() -> None:
+    replays, hidden = _customer_replays(
+        300, 100, {"model": lambda n, u: "A" if u < 0.8 else "C", "rules": lambda n, u: "B"}
+    )
+    paired = paired_bootstrap(replays, hidden, ["model", "rules"], resamples=500, seed=3)
+    assert paired["resampled"] == "customers" and paired["customers"] == 100
+    for policy in ("model", "rules"):
+        lift = paired["lift_captured"][policy]
+        # The point estimate is the report's own figure, and the interval holds it.
+        assert lift["value"] == pytest.approx(
+            _figures(replays, policy, hidden, 12, resamples=20)["lift_captured"]
+        )
+        assert lift["low"] < lift["value"] < lift["high"]
+        value = paired["objective_value_sek"][policy]
+        assert value["low"] < value["value"] < value["high"]
+    difference = paired["differences"]["model-rules"]["lift_captured"]
+    assert difference["value"] == pytest.approx(
+        paired["lift_captured"]["model"]["value"] - paired["lift_captured"]["rules"]["value"]
+    )
+    assert difference["low"] < difference["value"] < difference["high"]
+
+
+def test_a_clear_difference_lies_above_zero_and_identical_policies_around_it() -> None:
+    replays, hidden = _customer_replays(
+        200,
+        80,
+        {
+            "model": lambda n, u: "A",
+            "rules": lambda n, u: "C",
+            "same": lambda n, u: "A",
+            # Best or worst at random, twice independently: equal in expectation only.
+            "coin": lambda n, u: "A" if u < 0.5 else "C",
+            "other_coin": lambda n, u: "A" if (u * 7919) % 1 < 0.5 else "C",
+        },
+    )
+    paired = paired_bootstrap(
+        replays,
+        hidden,
+        ["model", "rules", "same", "coin", "other_coin"],
+        [("model", "rules"), ("model", "same"), ("coin", "other_coin")],
+        resamples=500,
+    )
+    clear = paired["differences"]["model-rules"]
+    # The best eligible offer every time against the worst: all of the lift against below none.
+    assert clear["lift_captured"]["value"] > 1.0
+    assert clear["lift_captured"]["low"] > 0.0 and clear["beats_beyond_interval"]
+    assert clear["objective_value_sek"]["low"] > 0.0
+    same = paired["differences"]["model-same"]
+    assert same["lift_captured"] == {"value": 0.0, "low": 0.0, "high": 0.0}
+    assert not same["beats_beyond_interval"]
+    coins = paired["differences"]["coin-other_coin"]["lift_captured"]
+    assert coins["low"] < 0.0 < coins["high"]
+    assert not paired["differences"]["coin-other_coin"]["beats_beyond_interval"]
+
+
+def test_resampling_customers_widens_the_interval_when_their_invoices_agree() -> None:
+    """A customer's invoices move together: ten invoices of one customer are one observation."""
+    choose = {"model": lambda n, u: "A" if (n // 10) % 2 else "C", "rules": lambda n, u: "B"}
+    clustered, hidden = _customer_replays(400, 40, choose)
+    for item in clustered:  # C-k holds invoices 10k … 10k + 9: one customer, one choice
+        item.customer_id = f"C-{int(item.decision_id[1:]) // 10}"
+    independent, _ = _customer_replays(400, 400, choose)
+    wide = paired_bootstrap(clustered, hidden, ["model", "rules"], resamples=400)
+    narrow = paired_bootstrap(independent, hidden, ["model", "rules"], resamples=400)
+
+    def width(paired: dict[str, Any]) -> float:
+        interval = paired["differences"]["model-rules"]["lift_captured"]
+        return float(interval["high"] - interval["low"])
+
+    assert wide["customers"] == 40 and narrow["customers"] == 400
+    assert width(wide) > 1.5 * width(narrow)
+
+
+def test_the_report_prints_the_intervals_and_the_verdict() -> None:
+    replays, hidden = _customer_replays(
+        120, 60, {"model": lambda n, u: "A", "rules": lambda n, u: "C"}
+    )
+    policies = {p: _figures(replays, p, hidden, 12, resamples=20) for p in ("model", "rules")}
+    paired = paired_bootstrap(replays, hidden, ["model", "rules"], resamples=200)
+    report = PolicyEvaluation("2026-11", 120, policies, 12, paired)
+    text = report.markdown()
+    low = paired["lift_captured"]["model"]["low"]
+    assert "| model | 100.0% | " in text and f"({low:.1%}–" in text
+    assert "| model − rules | +" in text and "| yes |" in text
+    assert report.as_dict()["paired"]["differences"]["model-rules"]["beats_beyond_interval"]
