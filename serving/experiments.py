@@ -28,6 +28,7 @@ from serving.decision.consent import MODEL_PREFIX
 from serving.decision_log import DecisionLog
 from serving.decision_log.experiments import (
     all_experiments,
+    customer_days,
     customer_outcomes,
     find_experiment,
     insert_experiment,
@@ -35,6 +36,7 @@ from serving.decision_log.experiments import (
 )
 from serving.decision_log.records import (
     DEFAULT_LAYER,
+    CustomerDay,
     CustomerOutcome,
     Experiment,
     ExperimentSpec,
@@ -66,6 +68,10 @@ REPORT_DEADLINE_SECONDS = 15.0
 CHURN_WINDOW_DAYS = 90
 MDE_METRIC = "acceptance_rate"
 Status = Literal["scheduled", "running", "stopped", "ended"]
+Period = Literal["day", "week"]
+# Cumulative results are given per invoice date while the dates decided span fewer days than
+# this, per ISO week (Monday to Sunday) after.
+DAILY_UP_TO_DAYS = 31
 
 
 class ExperimentExists(Exception):
@@ -258,6 +264,37 @@ class MinimumDetectable:
 
 
 @dataclass(frozen=True)
+class CumulativePoint:
+    """A variant's acceptance over every invoice dated up to ``through``, as the report computes
+    it: a ratio over customers with the delta-method interval, and against the control."""
+
+    through: dt.date
+    customers: int
+    decisions: int
+    accepted: int
+    acceptance_rate: float | None
+    interval: RateInterval | None
+    difference: RateDifference | None
+
+
+@dataclass(frozen=True)
+class CumulativeSeries:
+    variant: str
+    points: tuple[CumulativePoint, ...]
+
+
+@dataclass(frozen=True)
+class CumulativeResults:
+    """Cumulative acceptance per variant at the end of each day (or ISO week) with decisions,
+    by invoice date: how the result moved as customers came in."""
+
+    metric: str
+    period: Period
+    control: str
+    series: tuple[CumulativeSeries, ...]
+
+
+@dataclass(frozen=True)
 class ExperimentResults:
     """An experiment's report: per variant and customer, against the control, with warnings."""
 
@@ -277,6 +314,7 @@ class ExperimentResults:
     srm: SampleRatio | None
     mde: MinimumDetectable
     variants: tuple[VariantResult, ...]
+    cumulative: CumulativeResults
 
 
 def _interval(bounds: tuple[float, float] | None) -> RateInterval | None:
@@ -338,6 +376,68 @@ def _churn_counts(
     return followed, churned
 
 
+def _period_end(day: dt.date, period: Period) -> dt.date:
+    return day if period == "day" else day + dt.timedelta(days=6 - day.weekday())
+
+
+def cumulative_results(
+    variants: Sequence[str],
+    control: str,
+    days: Sequence[CustomerDay],
+    period: Period | None = None,
+) -> CumulativeResults:
+    """Per variant, at the end of each period with decisions: customers, decisions, accepted,
+    the acceptance rate over customers with its interval, and its difference against ``control``
+    with interval and p-value. ``period`` None: per day while the invoice dates span fewer than
+    ``DAILY_UP_TO_DAYS`` days, else per ISO week."""
+    rows = sorted((row for row in days if row.variant in variants), key=lambda row: row.day)
+    if period is None:
+        span = (rows[-1].day - rows[0].day).days if rows else 0
+        period = "day" if span < DAILY_UP_TO_DAYS else "week"
+    ends = sorted({_period_end(row.day, period) for row in rows})
+    # Per variant, per customer: [decisions, accepted] so far.
+    totals: dict[str, dict[str, list[int]]] = {name: {} for name in variants}
+    points: dict[str, list[CumulativePoint]] = {name: [] for name in variants}
+    position = 0
+    for through in ends:
+        while position < len(rows) and rows[position].day <= through:
+            row = rows[position]
+            counts = totals[row.variant].setdefault(row.customer_id, [0, 0])
+            counts[0] += row.decisions
+            counts[1] += row.accepted
+            position += 1
+        estimates = {
+            name: ratio_estimate(
+                [accepted for _, accepted in totals[name].values()],
+                [decided for decided, _ in totals[name].values()],
+            )
+            for name in variants
+        }
+        base = estimates[control]
+        for name in variants:
+            mine = estimates[name]
+            compared = None
+            if name != control and mine is not None and base is not None:
+                compared = _compared(control, difference(mine, base))
+            points[name].append(
+                CumulativePoint(
+                    through=through,
+                    customers=len(totals[name]),
+                    decisions=sum(decided for decided, _ in totals[name].values()),
+                    accepted=sum(accepted for _, accepted in totals[name].values()),
+                    acceptance_rate=None if mine is None else mine.value,
+                    interval=None if mine is None else _interval(mine.interval()),
+                    difference=compared,
+                )
+            )
+    return CumulativeResults(
+        metric="acceptance_rate",
+        period=period,
+        control=control,
+        series=tuple(CumulativeSeries(name, tuple(points[name])) for name in variants),
+    )
+
+
 def build_report(
     experiment: Experiment,
     outcomes: Sequence[CustomerOutcome],
@@ -347,10 +447,12 @@ def build_report(
     churn_problem: str | None = None,
     churn_window_days: int = CHURN_WINDOW_DAYS,
     decided_first: Sequence[Experiment] = (),
+    days: Sequence[CustomerDay] = (),
 ) -> ExperimentResults:
     """The report from each enrolled customer's outcome (pure: the numbers a reader can
     recompute by hand). ``exits`` None: churn is not reported, and ``churn_problem`` says why;
-    ``decided_first``: the experiments of other layers that take the invoices both cover."""
+    ``decided_first``: the experiments of other layers that take the invoices both cover;
+    ``days``: each customer's decisions per invoice date, for the cumulative results."""
     control = control_variant(experiment)
     arms: dict[str, _Arm] = {variant.name: _Arm([]) for variant in experiment.variants}
     for outcome in outcomes:
@@ -462,6 +564,9 @@ def build_report(
         srm=srm,
         mde=MinimumDetectable(metric=MDE_METRIC, alpha=ALPHA, power=POWER, by_variant=detectable),
         variants=tuple(rows),
+        cumulative=cumulative_results(
+            [variant.name for variant in experiment.variants], control.name, days
+        ),
     )
 
 
@@ -639,6 +744,9 @@ class Experiments:
             exits=exits,
             churn_problem=problem,
             decided_first=decided_first_by(experiment, self.all()),
+            days=self._log.bounded_within(
+                REPORT_DEADLINE_SECONDS, customer_days, self._log, key
+            ),
         )
 
 
@@ -649,6 +757,8 @@ def json_ready(value: object) -> object:
         value = asdict(value)
     if isinstance(value, dt.datetime):
         return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date):
+        return value.isoformat()
     if isinstance(value, dict):
         return {key: json_ready(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

@@ -12,7 +12,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from core.columns import CUSTOMER_KEY
-from serving.decision_log.records import DEFAULT_LAYER, CustomerOutcome, Experiment, Variant
+from serving.decision_log.records import (
+    DEFAULT_LAYER,
+    CustomerDay,
+    CustomerOutcome,
+    Experiment,
+    Variant,
+)
 from serving.decision_log.repository import DecisionLog
 
 
@@ -169,6 +175,59 @@ def customer_outcomes(log: DecisionLog, key: str) -> list[CustomerOutcome]:
             )
         )
     return outcomes
+
+
+def customer_days(log: DecisionLog, key: str) -> list[CustomerDay]:
+    """Per enrolled customer of the experiment and invoice date: decisions, and decisions with a
+    click and with an accept (as :func:`customer_outcomes` counts them)."""
+    tables = log.tables
+    decisions, events = tables.decisions, tables.events
+
+    def flag(kind: str) -> sa.ColumnElement[Any]:
+        return sa.func.max(sa.case((events.c.type == kind, 1), else_=0))
+
+    answered = (
+        sa.select(
+            events.c.decision_id,
+            flag("click").label("clicked"),
+            flag("accept").label("accepted"),
+        )
+        .group_by(events.c.decision_id)
+        .subquery()
+    )
+    query = (
+        sa.select(
+            decisions.c.experiment_variant,
+            decisions.c[CUSTOMER_KEY],
+            decisions.c.invoice_date,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(answered.c.clicked), 0),
+            sa.func.coalesce(sa.func.sum(answered.c.accepted), 0),
+        )
+        .select_from(
+            decisions.outerjoin(answered, answered.c.decision_id == decisions.c.decision_id)
+        )
+        .where(decisions.c.experiment_key == key)
+        .group_by(
+            decisions.c.experiment_variant, decisions.c[CUSTOMER_KEY], decisions.c.invoice_date
+        )
+        .order_by(
+            decisions.c.invoice_date, decisions.c.experiment_variant, decisions.c[CUSTOMER_KEY]
+        )
+    )
+    with log.engine.connect() as connection:
+        rows = connection.execute(query).all()
+    return [
+        CustomerDay(
+            variant=variant,
+            customer_id=customer,
+            day=day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day)),
+            decisions=int(count),
+            clicked=int(clicked),
+            accepted=int(accepted),
+        )
+        for variant, customer, day, count, clicked, accepted in rows
+    ]
 
 
 def _as_utc(value: Any) -> dt.datetime:
