@@ -744,9 +744,7 @@ class Experiments:
             exits=exits,
             churn_problem=problem,
             decided_first=decided_first_by(experiment, self.all()),
-            days=self._log.bounded_within(
-                REPORT_DEADLINE_SECONDS, customer_days, self._log, key
-            ),
+            days=self._log.bounded_within(REPORT_DEADLINE_SECONDS, customer_days, self._log, key),
         )
 
 
