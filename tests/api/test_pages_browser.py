@@ -24,6 +24,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from serving.sign_in_throttle import SignInThrottle
 from tests.factories.api import KEYS, auth, log_decision, make_app, offers_body
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -333,3 +334,40 @@ def test_a_wrong_key_in_the_form_shows_the_form_again(tab: Tab, served: Served) 
     page.click("#sign-in button[type=submit]")
     page.wait_for_load_state()
     assert page.url == served.base_url + "/experiments/ranker-vs-rules"
+
+
+def test_the_form_says_plainly_when_an_address_has_failed_too_often(
+    tab: Tab, served: Served
+) -> None:
+    services = served.app.state.services
+    kept = services.sign_ins
+    services.sign_ins = SignInThrottle(2, 300)  # this test's own count, not the module's
+    try:
+        page = tab.page
+        page.goto(served.base_url + "/sign-in")
+        statuses = []
+        for number in range(3):
+            page.fill("#key", f"not-a-key-of-this-api-{number}")
+            with page.expect_response(served.base_url + "/sign-in") as posted:
+                page.click("#sign-in button[type=submit]")
+            statuses.append(posted.value.status)
+        assert statuses == [401, 401, 429]
+        assert posted.value.headers["retry-after"] == "300"
+        assert page.inner_text("#sign-in-error") == (
+            "Too many failed sign-ins from your address. Try again in 5 minutes."
+        )
+        screenshot(page, "sign-in-too-many.png")
+        # The right key is refused alike while the address is held back.
+        page.fill("#key", KEYS["marketing"])
+        with page.expect_response(served.base_url + "/sign-in") as posted:
+            page.click("#sign-in button[type=submit]")
+        assert posted.value.status == 429
+        assert page.context.cookies() == []
+        # The browser notes each refused form post, and nothing else went wrong.
+        status = "Failed to load resource: the server responded with a status of {}"
+        assert tab.problems == [
+            *[status.format("401 (Unauthorized)")] * 2,
+            *[status.format("429 (Too Many Requests)")] * 2,
+        ]
+    finally:
+        services.sign_ins = kept
