@@ -17,6 +17,7 @@ from serving.decision_log.records import (
     CustomerDay,
     CustomerOutcome,
     Experiment,
+    FirstOffer,
     Variant,
 )
 from serving.decision_log.repository import DecisionLog
@@ -227,6 +228,58 @@ def customer_days(log: DecisionLog, key: str) -> list[CustomerDay]:
             accepted=int(accepted),
         )
         for variant, customer, day, count, clicked, accepted in rows
+    ]
+
+
+def first_offers(log: DecisionLog, key: str) -> tuple[int, list[FirstOffer]]:
+    """The experiment's number of decisions, and the first offer (rank 1) of each decision that
+    showed one, by invoice date and decision."""
+    tables = log.tables
+    decisions, offers, events = tables.decisions, tables.decision_offers, tables.events
+    accepted = (
+        sa.select(events.c.decision_id, events.c.offer_id)
+        .where(events.c.type == "accept")
+        .distinct()
+        .subquery()
+    )
+    query = (
+        sa.select(
+            decisions.c.decision_id,
+            decisions.c[CUSTOMER_KEY],
+            decisions.c.invoice_date,
+            decisions.c.experiment_variant,
+            offers.c.offer_id,
+            offers.c.propensity,
+            accepted.c.offer_id.is_not(None),
+        )
+        .select_from(
+            decisions.join(
+                offers,
+                (offers.c.decision_id == decisions.c.decision_id) & (offers.c.rank == 1),
+            ).outerjoin(
+                accepted,
+                (accepted.c.decision_id == offers.c.decision_id)
+                & (accepted.c.offer_id == offers.c.offer_id),
+            )
+        )
+        .where(decisions.c.experiment_key == key)
+        .order_by(decisions.c.invoice_date, decisions.c.decision_id)
+    )
+    counted = sa.select(sa.func.count()).where(decisions.c.experiment_key == key)
+    with log.engine.connect() as connection:
+        total = int(connection.execute(counted).scalar_one())
+        rows = connection.execute(query).all()
+    return total, [
+        FirstOffer(
+            decision_id=decision_id,
+            customer_id=customer,
+            invoice_date=day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day)),
+            variant=variant,
+            offer_id=offer_id,
+            propensity=None if propensity is None else float(propensity),
+            accepted=bool(was_accepted),
+        )
+        for decision_id, customer, day, variant, offer_id, propensity, was_accepted in rows
     ]
 
 

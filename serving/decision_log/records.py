@@ -161,6 +161,20 @@ class CustomerDay:
 
 
 @dataclass(frozen=True)
+class FirstOffer:
+    """The offer an enrolled customer's decision showed first: its logged propensity (None when
+    none was logged) and whether it was accepted. What off-policy estimates weigh."""
+
+    decision_id: str
+    customer_id: str
+    invoice_date: dt.date
+    variant: str
+    offer_id: str
+    propensity: float | None
+    accepted: bool
+
+
+@dataclass(frozen=True)
 class ConsentChangeRecord:
     """One consent answer as stored: what was answered, when it was received, and when it was
     written to the online store (None until it was)."""

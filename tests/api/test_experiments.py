@@ -847,3 +847,14 @@ def test_the_report_json_carries_the_cumulative_series(client: Any) -> None:
     rows = {row["name"]: row for row in report["variants"]}
     assert series["treatment"][-1]["acceptance_rate"] == rows["treatment"]["acceptance_rate"]
     assert series["treatment"][-1]["interval"] == rows["treatment"]["acceptance_interval"]
+
+
+def test_the_page_of_an_experiment_without_decisions_says_so(client: Any) -> None:
+    client.post("/v1/experiments", json=experiment(), headers=MARKETING)
+    page = client.get("/experiments/ranker-vs-rules", headers=MARKETING)
+    assert page.status_code == 200
+    assert "No decisions yet: nothing to show over time." in page.text
+    # The rate charts are drawn, each variant labelled with no number to show.
+    assert page.text.count('<g class="mark"') == 6
+    assert page.text.count(">no decisions</text>") == 6
+    assert "data-value" not in page.text and 'id="cumulative-chart"' not in page.text

@@ -170,7 +170,7 @@ def test_signed_in_through_the_form_the_experiment_page_shows_the_report(
     _the_charts_show_the_report(page, report)
     charts = page.locator("#cumulative-chart, #difference-chart")
     assert charts.count() == 2
-    screenshot(page, "experiment-charts.png", page.locator("#charts"))
+    screenshot(page, "experiment-charts.png", page.locator("#chart-figures"))
     assert tab.problems == []
 
     # The session is the browser's only: scripts cannot read it, and it opens no JSON route.
