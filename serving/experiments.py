@@ -24,12 +24,14 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from serving.decision.consent import MODEL_PREFIX
 from serving.decision_log import DecisionLog
 from serving.decision_log.experiments import (
     all_experiments,
-    customer_days,
     customer_outcomes,
+    customer_outcomes_by_day,
     find_experiment,
     insert_experiment,
     stop_experiment,
@@ -55,6 +57,7 @@ from serving.experiment_statistics import (
     proportion_difference,
     proportion_interval,
     ratio_estimate,
+    ratio_estimates_by_column,
     sample_ratio_mismatch,
 )
 
@@ -390,43 +393,47 @@ def cumulative_results(
     the acceptance rate over customers with its interval, and its difference against ``control``
     with interval and p-value. ``period`` None: per day while the invoice dates span fewer than
     ``DAILY_UP_TO_DAYS`` days, else per ISO week."""
-    rows = sorted((row for row in days if row.variant in variants), key=lambda row: row.day)
+    rows = [row for row in days if row.variant in variants]
     if period is None:
-        span = (rows[-1].day - rows[0].day).days if rows else 0
+        span = (max(r.day for r in rows) - min(r.day for r in rows)).days if rows else 0
         period = "day" if span < DAILY_UP_TO_DAYS else "week"
-    ends = sorted({_period_end(row.day, period) for row in rows})
-    # Per variant, per customer: [decisions, accepted] so far.
-    totals: dict[str, dict[str, list[int]]] = {name: {} for name in variants}
+    row_ends = {day: _period_end(day, period) for day in {row.day for row in rows}}
+    ends = sorted(set(row_ends.values()))
+    column = {end: index for index, end in enumerate(ends)}
+    estimates: dict[str, list[Estimate | None]] = {}
+    counts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for name in variants:
+        mine = [row for row in rows if row.variant == name]
+        customer = {cid: i for i, cid in enumerate(dict.fromkeys(r.customer_id for r in mine))}
+        # Customers × period ends: decisions and accepted in each period, then up to each end.
+        decided = np.zeros((len(customer), len(ends)))
+        accepted = np.zeros((len(customer), len(ends)))
+        at = (
+            np.array([customer[r.customer_id] for r in mine], dtype=int),
+            np.array([column[row_ends[r.day]] for r in mine], dtype=int),
+        )
+        np.add.at(decided, at, [r.decisions for r in mine])
+        np.add.at(accepted, at, [r.accepted for r in mine])
+        decided, accepted = decided.cumsum(axis=1), accepted.cumsum(axis=1)
+        estimates[name] = ratio_estimates_by_column(accepted, decided)
+        counts[name] = ((decided > 0).sum(axis=0), decided.sum(axis=0), accepted.sum(axis=0))
     points: dict[str, list[CumulativePoint]] = {name: [] for name in variants}
-    position = 0
-    for through in ends:
-        while position < len(rows) and rows[position].day <= through:
-            row = rows[position]
-            counts = totals[row.variant].setdefault(row.customer_id, [0, 0])
-            counts[0] += row.decisions
-            counts[1] += row.accepted
-            position += 1
-        estimates = {
-            name: ratio_estimate(
-                [accepted for _, accepted in totals[name].values()],
-                [decided for decided, _ in totals[name].values()],
-            )
-            for name in variants
-        }
-        base = estimates[control]
+    for index, through in enumerate(ends):
+        base = estimates[control][index]
         for name in variants:
-            mine = estimates[name]
+            mine_estimate = estimates[name][index]
             compared = None
-            if name != control and mine is not None and base is not None:
-                compared = _compared(control, difference(mine, base))
+            if name != control and mine_estimate is not None and base is not None:
+                compared = _compared(control, difference(mine_estimate, base))
+            customers, decisions, accepted_count = counts[name]
             points[name].append(
                 CumulativePoint(
                     through=through,
-                    customers=len(totals[name]),
-                    decisions=sum(decided for decided, _ in totals[name].values()),
-                    accepted=sum(accepted for _, accepted in totals[name].values()),
-                    acceptance_rate=None if mine is None else mine.value,
-                    interval=None if mine is None else _interval(mine.interval()),
+                    customers=int(customers[index]),
+                    decisions=int(decisions[index]),
+                    accepted=int(accepted_count[index]),
+                    acceptance_rate=None if mine_estimate is None else mine_estimate.value,
+                    interval=None if mine_estimate is None else _interval(mine_estimate.interval()),
                     difference=compared,
                 )
             )
@@ -737,14 +744,17 @@ class Experiments:
                 exits = self._exits()
             except ChurnUnavailable as error:
                 problem = str(error)
+        outcomes, days = self._log.bounded_within(
+            REPORT_DEADLINE_SECONDS, customer_outcomes_by_day, self._log, key
+        )
         return build_report(
             experiment,
-            self.outcomes(key),
+            outcomes,
             now=self._now(),
             exits=exits,
             churn_problem=problem,
             decided_first=decided_first_by(experiment, self.all()),
-            days=self._log.bounded_within(REPORT_DEADLINE_SECONDS, customer_days, self._log, key),
+            days=days,
         )
 
 

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import Counter
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from serving.api.schemas import ExperimentCreate
 from serving.decision_log import DecisionLog
 from serving.decision_log.consents import record_consent_change
-from serving.decision_log.experiments import customer_outcomes, insert_experiment
+from serving.decision_log.experiments import (
+    customer_days,
+    customer_outcomes,
+    first_offers,
+    insert_experiment,
+)
 from serving.decision_log.records import (
     ConsentChangeRecord,
     CustomerDay,
@@ -20,7 +27,7 @@ from serving.decision_log.records import (
     ExperimentSpec,
     Variant,
 )
-from serving.experiment_statistics import ratio_estimate
+from serving.experiment_statistics import ratio_estimate, ratio_estimates_by_column
 from serving.experiments import (
     ExperimentExists,
     ExperimentOverlaps,
@@ -751,6 +758,15 @@ def test_experiments_on_postgresql(postgres_url: str, pg_schema: str) -> None:
     treatment = report.variants[0]
     assert treatment.acceptance_interval is not None
     assert treatment.acceptance_interval.high == pytest.approx(0.25 + 0.489991, abs=1e-6)
+    # Per invoice date (PostgreSQL answers dates, SQLite text): the same decisions and accepts.
+    days = customer_days(log, "ranker-vs-rules")
+    assert all(type(row.day) is dt.date for row in days)
+    assert sum(row.decisions for row in days) == sum(o.decisions for o in outcomes.values())
+    assert sum(row.accepted for row in days) == sum(o.accepted for o in outcomes.values())
+    assert report.cumulative.series[0].points[-1].acceptance_rate == treatment.acceptance_rate
+    total, firsts = first_offers(log, "ranker-vs-rules")
+    assert total == sum(o.decisions for o in outcomes.values())
+    assert len(firsts) == sum(o.decisions for o in outcomes.values() if o.offers_shown)
     stopped = store.stop("ranker-vs-rules")
     assert stopped.stopped_at is not None and store.running_on(dt.date(2026, 12, 10)) is None
     log.close()
@@ -846,7 +862,28 @@ def test_the_report_json_carries_the_cumulative_series(client: Any) -> None:
     # The last point is the whole report's figure.
     rows = {row["name"]: row for row in report["variants"]}
     assert series["treatment"][-1]["acceptance_rate"] == rows["treatment"]["acceptance_rate"]
-    assert series["treatment"][-1]["interval"] == rows["treatment"]["acceptance_interval"]
+    assert series["treatment"][-1]["interval"] == pytest.approx(
+        rows["treatment"]["acceptance_interval"]
+    )
+
+
+def test_the_ratio_by_column_is_the_ratio_of_each_column() -> None:
+    rng = np.random.default_rng(5)
+    decided = rng.integers(0, 4, (40, 6)).cumsum(axis=1).astype(float)
+    accepted = np.minimum(decided, rng.integers(0, 3, (40, 6)).cumsum(axis=1))
+    decided[:, 0] = 0  # no decision yet on the first date: no estimate
+    accepted[:, 0] = 0
+    by_column = ratio_estimates_by_column(accepted, decided)
+    assert by_column[0] is None
+    for column in range(1, 6):
+        counted = decided[:, column] > 0  # customers without a decision yet are not counted
+        alone = ratio_estimate(accepted[counted, column], decided[counted, column])
+        found = by_column[column]
+        assert alone is not None and found is not None
+        assert found.value == pytest.approx(alone.value, rel=1e-12)
+        assert found.variance == pytest.approx(alone.variance, rel=1e-12)
+    single = ratio_estimates_by_column(np.array([[1.0]]), np.array([[2.0]]))[0]
+    assert single is not None and single.value == 0.5 and math.isnan(single.variance)
 
 
 def test_the_page_of_an_experiment_without_decisions_says_so(client: Any) -> None:
