@@ -234,6 +234,7 @@ def report_view(report: ExperimentResults) -> RenderableType:
             f"({100 * report.mde.power:.0f} % power, α {report.mde.alpha:g}): {detectable or '–'}"
         )
     )
+    parts.append(cumulative_table(report))
     srm = report.srm
     if srm is not None:
         mismatch = " (mismatch)" if srm.failed else ""
@@ -241,6 +242,27 @@ def report_view(report: ExperimentResults) -> RenderableType:
             Text(f"Sample ratio: chi-square {srm.chi_square:.2f}, p = {srm.p_value:.3g}{mismatch}")
         )
     return Group(*parts)
+
+
+def cumulative_table(report: ExperimentResults) -> Table:
+    """The cumulative acceptance per variant at the end of each day or week, and against the
+    control."""
+    cumulative = report.cumulative
+    period = "invoice date" if cumulative.period == "day" else "week of invoice date (to Sunday)"
+    table = Table(title=f"Cumulative acceptance by {period}, against {cumulative.control}")
+    table.add_column("through")
+    for line in cumulative.series:
+        table.add_column(line.variant, justify="right")
+    for index, point in enumerate(cumulative.series[0].points if cumulative.series else ()):
+        cells = []
+        for line in cumulative.series:
+            mine = line.points[index]
+            cell = _percent(mine.acceptance_rate)
+            if mine.difference is not None:
+                cell += f" ({_points(mine.difference.value)} pp)"
+            cells.append(cell)
+        table.add_row(point.through.isoformat(), *cells)
+    return table
 
 
 def off_policy_view(estimate: OffPolicyEstimate) -> RenderableType:

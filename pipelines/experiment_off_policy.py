@@ -132,13 +132,19 @@ def estimate_from(
     ess = float(figures["effective_sample_size"])
     evaluated = len(replayed)
     warnings = []
-    if ess < MIN_EFFECTIVE_SAMPLE:
+    if ess == 0:
+        warnings.append(
+            f"Unreliable: no logged decision carries weight, since {proposed} would never show "
+            "first what was shown first; IPS and SNIPS say nothing, and the doubly robust "
+            "figure is the champion model's guess alone."
+        )
+    elif ess < MIN_EFFECTIVE_SAMPLE:
         warnings.append(
             f"Unreliable: the estimate rests on an effective sample of {ess:.0f} of "
-            f"{evaluated} logged decisions (fewer than {MIN_EFFECTIVE_SAMPLE}). The logging "
-            f"policy rarely showed first what {proposed} would show, so a few decisions carry "
-            "all the weight; read the intervals as a rough range at best, or run the policy "
-            "as a variant."
+            f"{evaluated} logged decisions (fewer than {MIN_EFFECTIVE_SAMPLE}): a few decisions "
+            f"where {proposed} would show first what was logged with a small propensity carry "
+            "most of the weight, so read the intervals as a rough range at best; log more "
+            f"exploration, or run {proposed} as a variant."
         )
     if agreement < MIN_AGREEMENT:
         warnings.append(

@@ -74,6 +74,7 @@ def test_a_log_without_exploration_is_named() -> None:
         "rules",
         "Every",
     ]
+    assert "no logged decision carries weight" in estimate.warnings[0]
     assert "in only 0.0 % of the decisions" in estimate.warnings[1]
 
 
