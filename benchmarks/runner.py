@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "retrain": "benchmarks.retrain",
     "api": "benchmarks.api",
     "quality": "benchmarks.quality",
+    "experiment-report": "benchmarks.experiment_report",
 }
 
 log = logging.getLogger(__name__)

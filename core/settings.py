@@ -66,6 +66,15 @@ class Settings(BaseSettings):
     session_hours: float = Field(
         default=8.0, gt=0.0, le=24.0 * 30, description="How long a page session lasts."
     )
+    sign_in_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Unknown keys a client address may enter at POST /sign-in within "
+        "OFFERS_SIGN_IN_WINDOW_SECONDS before every sign-in from it is refused (429).",
+    )
+    sign_in_window_seconds: float = Field(
+        default=300.0, gt=0.0, le=86_400.0, description="The window of failed sign-ins counted."
+    )
     spark_master: str = "local[2]"
     mlflow_tracking_uri: str = Field(
         default="sqlite:///mlruns/mlflow.db",

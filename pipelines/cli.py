@@ -676,20 +676,55 @@ def experiments_report(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the JSON of GET /v1/experiments/KEY/report.")
     ] = False,
+    proposed: Annotated[
+        str | None,
+        typer.Option(
+            help="Also estimate a policy that was not run on the experiment's logged decisions "
+            "(off-policy: IPS, SNIPS, doubly robust, effective sample size): model, rules, "
+            "popularity or model:<version>. Reads the feature tables and the registry.",
+        ),
+    ] = None,
+    resamples: Annotated[
+        int, typer.Option(min=20, help="Bootstrap resamples of the off-policy intervals.")
+    ] = 300,
+    data: DataOption = None,
 ) -> None:
     """Print an experiment's report: per variant and customer, against the control, with the
-    sample-ratio test, the minimum detectable effect and warnings."""
-    from pipelines.experiment_commands import report, report_view
+    sample-ratio test, the minimum detectable effect and warnings; with --proposed, an
+    off-policy estimate of a policy that was not run (in the JSON as `off_policy`)."""
+    from core.settings import get_settings
+    from pipelines.experiment_commands import off_policy_view, report, report_view
+    from pipelines.experiment_off_policy import (
+        ProposedPolicyError,
+        check_proposed,
+        estimate_proposed,
+    )
     from serving.experiments import json_ready
 
+    settings = get_settings()
+    if data is not None:
+        settings = settings.model_copy(update={"data_dir": data})
+    estimate = None
     try:
-        results = report(key)
+        if proposed is not None:
+            check_proposed(proposed)
+        results = report(key, settings)
+        if proposed is not None:
+            estimate = estimate_proposed(key, proposed, settings, resamples=resamples)
     except KeyError as error:
         raise _fail(f"no experiment with key {key!r}") from error
+    except ProposedPolicyError as error:
+        raise _fail(str(error)) from error
     if as_json:
-        typer.echo(json.dumps(json_ready(results), indent=2))
+        body = json_ready(results)
+        assert isinstance(body, dict)
+        if estimate is not None:
+            body["off_policy"] = estimate.as_dict()
+        typer.echo(json.dumps(body, indent=2))
         return
     Console().print(report_view(results))
+    if estimate is not None:
+        Console().print(off_policy_view(estimate))
 
 
 @experiments_app.command("simulate")

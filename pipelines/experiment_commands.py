@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from rich.console import Group, RenderableType
@@ -31,6 +31,9 @@ from serving.experiments import (
     contract_exits,
 )
 from serving.scoring_model import challenger_version
+
+if TYPE_CHECKING:
+    from pipelines.experiment_off_policy import OffPolicyEstimate
 
 
 class ExperimentRefused(ValueError):
@@ -231,10 +234,58 @@ def report_view(report: ExperimentResults) -> RenderableType:
             f"({100 * report.mde.power:.0f} % power, α {report.mde.alpha:g}): {detectable or '–'}"
         )
     )
+    parts.append(cumulative_table(report))
     srm = report.srm
     if srm is not None:
         mismatch = " (mismatch)" if srm.failed else ""
         parts.append(
             Text(f"Sample ratio: chi-square {srm.chi_square:.2f}, p = {srm.p_value:.3g}{mismatch}")
         )
+    return Group(*parts)
+
+
+def cumulative_table(report: ExperimentResults) -> Table:
+    """The cumulative acceptance per variant at the end of each day or week, and against the
+    control."""
+    cumulative = report.cumulative
+    period = "invoice date" if cumulative.period == "day" else "week of invoice date (to Sunday)"
+    table = Table(title=f"Cumulative acceptance by {period}, against {cumulative.control}")
+    table.add_column("through")
+    for line in cumulative.series:
+        table.add_column(line.variant, justify="right")
+    for index, point in enumerate(cumulative.series[0].points if cumulative.series else ()):
+        cells = []
+        for line in cumulative.series:
+            mine = line.points[index]
+            cell = _percent(mine.acceptance_rate)
+            if mine.difference is not None:
+                cell += f" ({_points(mine.difference.value)} pp)"
+            cells.append(cell)
+        table.add_row(point.through.isoformat(), *cells)
+    return table
+
+
+def off_policy_view(estimate: OffPolicyEstimate) -> RenderableType:
+    """The off-policy estimate of a proposed policy: warnings first, then the estimators."""
+    from pipelines.experiment_off_policy import interval_text
+
+    heading = Text(
+        f"Proposed policy {estimate.proposed}, not run: its first offer's acceptance estimated on "
+        f"{estimate.evaluated} of the experiment's {estimate.decisions} decisions (those that "
+        f"showed an offer with a logged propensity); logged acceptance "
+        f"{_percent(estimate.logged_acceptance)}, the proposed policy would show the same first "
+        f"offer in {_percent(estimate.agreement)}."
+    )
+    parts: list[RenderableType] = [heading]
+    for warning in estimate.warnings:
+        parts.append(Text(f"warning: {warning}", style="yellow"))
+    table = Table(title=f"Off-policy estimates of {estimate.proposed} (bootstrap 95 % CI)")
+    for column in ("estimator", "acceptance", "interval"):
+        table.add_column(column, justify="left" if column == "estimator" else "right")
+    for name, found in (("IPS", estimate.ips), ("SNIPS", estimate.snips), ("DR", estimate.dr)):
+        table.add_row(name, _percent(found.value), interval_text(found))
+    parts.append(table)
+    parts.append(
+        Text(f"Effective sample size of the weights: {estimate.effective_sample_size:.0f}")
+    )
     return Group(*parts)

@@ -671,6 +671,15 @@ def choose_by_peer(
     return peer
 
 
+def first_offer_estimates(
+    replayed: Sequence[Replayed], policy: str, resamples: int
+) -> dict[str, Any]:
+    """IPS, SNIPS and doubly robust estimates of ``policy``'s first-offer acceptance, with
+    bootstrap intervals and the effective sample size, as ``offers evaluate`` reports them."""
+    figures = _figures(replayed, policy, None, horizon_months=0, resamples=resamples)
+    return dict(figures["off_policy"])
+
+
 def evaluate_served_policies(
     settings: Settings | None = None,
     *,

@@ -60,6 +60,7 @@ from serving.monitoring import DriftMonitor, monitoring_report
 from serving.offers import OffersService
 from serving.offers_response import offers_answer_json
 from serving.scoring_model import ModelHolder, ModelLoader
+from serving.sign_in_throttle import SignInThrottle
 from training.drift import MonitoringReport, profile_of
 
 logger = logging.getLogger("serving.app")
@@ -309,6 +310,7 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
         settings=settings,
         keys=keys,
         sessions=sessions,
+        sign_ins=SignInThrottle(settings.sign_in_max_failures, settings.sign_in_window_seconds),
         catalog=catalog,
         metrics=metrics,
         models=models,

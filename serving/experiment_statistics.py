@@ -77,6 +77,31 @@ def ratio_estimate(numerators: Sequence[float], denominators: Sequence[float]) -
     return Estimate(ratio, variance)
 
 
+def ratio_estimates_by_column(
+    numerators: np.ndarray, denominators: np.ndarray
+) -> list[Estimate | None]:
+    """:func:`ratio_estimate` of every column of two customers × columns arrays at once (the
+    cumulative results: one column per date). A customer whose denominator in a column is 0 is
+    not yet counted there; a column without any denominator is None."""
+    y = np.asarray(numerators, dtype=float)
+    n = np.asarray(denominators, dtype=float)
+    counted = (n > 0).sum(axis=0)
+    totals = n.sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = y.sum(axis=0) / totals
+        squares = ((y - ratios * n) ** 2).sum(axis=0)
+        variances = counted / (counted - 1) * squares / totals**2
+    return [
+        None
+        if totals[column] <= 0
+        else Estimate(
+            float(ratios[column]),
+            float(variances[column]) if counted[column] >= 2 else math.nan,
+        )
+        for column in range(y.shape[1])
+    ]
+
+
 def mean_estimate(values: Sequence[float]) -> Estimate | None:
     """The mean over customers and its variance (sample variance / K)."""
     array = np.asarray(values, dtype=float)

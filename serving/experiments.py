@@ -24,17 +24,21 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from serving.decision.consent import MODEL_PREFIX
 from serving.decision_log import DecisionLog
 from serving.decision_log.experiments import (
     all_experiments,
     customer_outcomes,
+    customer_outcomes_by_day,
     find_experiment,
     insert_experiment,
     stop_experiment,
 )
 from serving.decision_log.records import (
     DEFAULT_LAYER,
+    CustomerDay,
     CustomerOutcome,
     Experiment,
     ExperimentSpec,
@@ -53,6 +57,7 @@ from serving.experiment_statistics import (
     proportion_difference,
     proportion_interval,
     ratio_estimate,
+    ratio_estimates_by_column,
     sample_ratio_mismatch,
 )
 
@@ -66,6 +71,10 @@ REPORT_DEADLINE_SECONDS = 15.0
 CHURN_WINDOW_DAYS = 90
 MDE_METRIC = "acceptance_rate"
 Status = Literal["scheduled", "running", "stopped", "ended"]
+Period = Literal["day", "week"]
+# Cumulative results are given per invoice date while the dates decided span fewer days than
+# this, per ISO week (Monday to Sunday) after.
+DAILY_UP_TO_DAYS = 31
 
 
 class ExperimentExists(Exception):
@@ -258,6 +267,37 @@ class MinimumDetectable:
 
 
 @dataclass(frozen=True)
+class CumulativePoint:
+    """A variant's acceptance over every invoice dated up to ``through``, as the report computes
+    it: a ratio over customers with the delta-method interval, and against the control."""
+
+    through: dt.date
+    customers: int
+    decisions: int
+    accepted: int
+    acceptance_rate: float | None
+    interval: RateInterval | None
+    difference: RateDifference | None
+
+
+@dataclass(frozen=True)
+class CumulativeSeries:
+    variant: str
+    points: tuple[CumulativePoint, ...]
+
+
+@dataclass(frozen=True)
+class CumulativeResults:
+    """Cumulative acceptance per variant at the end of each day (or ISO week) with decisions,
+    by invoice date: how the result moved as customers came in."""
+
+    metric: str
+    period: Period
+    control: str
+    series: tuple[CumulativeSeries, ...]
+
+
+@dataclass(frozen=True)
 class ExperimentResults:
     """An experiment's report: per variant and customer, against the control, with warnings."""
 
@@ -277,6 +317,7 @@ class ExperimentResults:
     srm: SampleRatio | None
     mde: MinimumDetectable
     variants: tuple[VariantResult, ...]
+    cumulative: CumulativeResults
 
 
 def _interval(bounds: tuple[float, float] | None) -> RateInterval | None:
@@ -338,6 +379,72 @@ def _churn_counts(
     return followed, churned
 
 
+def _period_end(day: dt.date, period: Period) -> dt.date:
+    return day if period == "day" else day + dt.timedelta(days=6 - day.weekday())
+
+
+def cumulative_results(
+    variants: Sequence[str],
+    control: str,
+    days: Sequence[CustomerDay],
+    period: Period | None = None,
+) -> CumulativeResults:
+    """Per variant, at the end of each period with decisions: customers, decisions, accepted,
+    the acceptance rate over customers with its interval, and its difference against ``control``
+    with interval and p-value. ``period`` None: per day while the invoice dates span fewer than
+    ``DAILY_UP_TO_DAYS`` days, else per ISO week."""
+    rows = [row for row in days if row.variant in variants]
+    if period is None:
+        span = (max(r.day for r in rows) - min(r.day for r in rows)).days if rows else 0
+        period = "day" if span < DAILY_UP_TO_DAYS else "week"
+    row_ends = {day: _period_end(day, period) for day in {row.day for row in rows}}
+    ends = sorted(set(row_ends.values()))
+    column = {end: index for index, end in enumerate(ends)}
+    estimates: dict[str, list[Estimate | None]] = {}
+    counts: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for name in variants:
+        mine = [row for row in rows if row.variant == name]
+        customer = {cid: i for i, cid in enumerate(dict.fromkeys(r.customer_id for r in mine))}
+        # Customers × period ends: decisions and accepted in each period, then up to each end.
+        decided = np.zeros((len(customer), len(ends)))
+        accepted = np.zeros((len(customer), len(ends)))
+        at = (
+            np.array([customer[r.customer_id] for r in mine], dtype=int),
+            np.array([column[row_ends[r.day]] for r in mine], dtype=int),
+        )
+        np.add.at(decided, at, [r.decisions for r in mine])
+        np.add.at(accepted, at, [r.accepted for r in mine])
+        decided, accepted = decided.cumsum(axis=1), accepted.cumsum(axis=1)
+        estimates[name] = ratio_estimates_by_column(accepted, decided)
+        counts[name] = ((decided > 0).sum(axis=0), decided.sum(axis=0), accepted.sum(axis=0))
+    points: dict[str, list[CumulativePoint]] = {name: [] for name in variants}
+    for index, through in enumerate(ends):
+        base = estimates[control][index]
+        for name in variants:
+            mine_estimate = estimates[name][index]
+            compared = None
+            if name != control and mine_estimate is not None and base is not None:
+                compared = _compared(control, difference(mine_estimate, base))
+            customers, decisions, accepted_count = counts[name]
+            points[name].append(
+                CumulativePoint(
+                    through=through,
+                    customers=int(customers[index]),
+                    decisions=int(decisions[index]),
+                    accepted=int(accepted_count[index]),
+                    acceptance_rate=None if mine_estimate is None else mine_estimate.value,
+                    interval=None if mine_estimate is None else _interval(mine_estimate.interval()),
+                    difference=compared,
+                )
+            )
+    return CumulativeResults(
+        metric="acceptance_rate",
+        period=period,
+        control=control,
+        series=tuple(CumulativeSeries(name, tuple(points[name])) for name in variants),
+    )
+
+
 def build_report(
     experiment: Experiment,
     outcomes: Sequence[CustomerOutcome],
@@ -347,10 +454,12 @@ def build_report(
     churn_problem: str | None = None,
     churn_window_days: int = CHURN_WINDOW_DAYS,
     decided_first: Sequence[Experiment] = (),
+    days: Sequence[CustomerDay] = (),
 ) -> ExperimentResults:
     """The report from each enrolled customer's outcome (pure: the numbers a reader can
     recompute by hand). ``exits`` None: churn is not reported, and ``churn_problem`` says why;
-    ``decided_first``: the experiments of other layers that take the invoices both cover."""
+    ``decided_first``: the experiments of other layers that take the invoices both cover;
+    ``days``: each customer's decisions per invoice date, for the cumulative results."""
     control = control_variant(experiment)
     arms: dict[str, _Arm] = {variant.name: _Arm([]) for variant in experiment.variants}
     for outcome in outcomes:
@@ -462,6 +571,9 @@ def build_report(
         srm=srm,
         mde=MinimumDetectable(metric=MDE_METRIC, alpha=ALPHA, power=POWER, by_variant=detectable),
         variants=tuple(rows),
+        cumulative=cumulative_results(
+            [variant.name for variant in experiment.variants], control.name, days
+        ),
     )
 
 
@@ -632,13 +744,17 @@ class Experiments:
                 exits = self._exits()
             except ChurnUnavailable as error:
                 problem = str(error)
+        outcomes, days = self._log.bounded_within(
+            REPORT_DEADLINE_SECONDS, customer_outcomes_by_day, self._log, key
+        )
         return build_report(
             experiment,
-            self.outcomes(key),
+            outcomes,
             now=self._now(),
             exits=exits,
             churn_problem=problem,
             decided_first=decided_first_by(experiment, self.all()),
+            days=days,
         )
 
 
@@ -649,6 +765,8 @@ def json_ready(value: object) -> object:
         value = asdict(value)
     if isinstance(value, dt.datetime):
         return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date):
+        return value.isoformat()
     if isinstance(value, dict):
         return {key: json_ready(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

@@ -31,6 +31,7 @@ from serving.model_follower import ChampionFollower
 from serving.monitoring import DriftMonitor
 from serving.offers import OffersService
 from serving.scoring_model import ModelHolder
+from serving.sign_in_throttle import SignInThrottle
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Services:
     settings: Settings
     keys: ApiKeys
     sessions: SessionTokens
+    sign_ins: SignInThrottle
     catalog: Catalog
     metrics: ApiMetrics
     models: ModelHolder

@@ -367,6 +367,37 @@ class MinimumDetectableEffect(BaseModel):
     )
 
 
+class CumulativePointReport(BaseModel):
+    through: dt.date = Field(description="The last invoice date counted (a day, or a Sunday).")
+    customers: int = Field(description="Customers with a decision so far.")
+    decisions: int
+    accepted: int
+    acceptance_rate: float | None = Field(description="accepted / decisions so far; null without.")
+    interval: Interval | None = Field(
+        description="95 % delta-method interval, customers as clusters."
+    )
+    difference: Difference | None = Field(
+        description="Against the control at the same date; null for the control."
+    )
+
+
+class CumulativeSeriesReport(BaseModel):
+    variant: str
+    points: list[CumulativePointReport]
+
+
+class CumulativeReport(BaseModel):
+    metric: Literal["acceptance_rate"]
+    period: Literal["day", "week"] = Field(
+        description="Per invoice date while the dates decided span under 31 days, else per ISO "
+        "week (Monday to Sunday)."
+    )
+    control: str
+    series: list[CumulativeSeriesReport] = Field(
+        description="Per variant, one point at the end of every period with decisions."
+    )
+
+
 class ExperimentReport(BaseModel):
     key: str
     description: str
@@ -386,6 +417,9 @@ class ExperimentReport(BaseModel):
     )
     mde: MinimumDetectableEffect
     variants: list[VariantReport]
+    cumulative: CumulativeReport = Field(
+        description="Cumulative acceptance per variant over invoice dates, against the control."
+    )
 
 
 # Operations -------------------------------------------------------------------------------------

@@ -12,7 +12,14 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from core.columns import CUSTOMER_KEY
-from serving.decision_log.records import DEFAULT_LAYER, CustomerOutcome, Experiment, Variant
+from serving.decision_log.records import (
+    DEFAULT_LAYER,
+    CustomerDay,
+    CustomerOutcome,
+    Experiment,
+    FirstOffer,
+    Variant,
+)
 from serving.decision_log.repository import DecisionLog
 
 
@@ -105,6 +112,20 @@ def customer_outcomes(log: DecisionLog, key: str) -> list[CustomerOutcome]:
     """Per enrolled customer of the experiment: decisions, offers shown, impressions, decisions
     clicked and accepted, the first decision's time, the accepted offers' revenue change and the
     first marketing withdrawal after enrolment."""
+    return customer_outcomes_by_day(log, key)[0]
+
+
+def customer_days(log: DecisionLog, key: str) -> list[CustomerDay]:
+    """Per enrolled customer of the experiment and invoice date: decisions, and decisions with a
+    click and with an accept (as :func:`customer_outcomes` counts them)."""
+    return customer_outcomes_by_day(log, key)[1]
+
+
+def customer_outcomes_by_day(
+    log: DecisionLog, key: str
+) -> tuple[list[CustomerOutcome], list[CustomerDay]]:
+    """:func:`customer_outcomes` and :func:`customer_days` from one read of the decisions,
+    grouped by customer and invoice date."""
     tables = log.tables
     decisions, offers, events = tables.decisions, tables.decision_offers, tables.events
     shown = (
@@ -130,12 +151,15 @@ def customer_outcomes(log: DecisionLog, key: str) -> list[CustomerOutcome]:
         sa.select(
             decisions.c.experiment_variant,
             decisions.c[CUSTOMER_KEY],
+            # Read as stored: SQLite's text is parsed once per date (and once per customer for
+            # the first decision's time), not once per row.
+            sa.type_coerce(decisions.c.invoice_date, sa.String),
             sa.func.count(),
             sa.func.coalesce(sa.func.sum(shown.c.shown), 0),
             sa.func.coalesce(sa.func.sum(answered.c.seen), 0),
             sa.func.coalesce(sa.func.sum(answered.c.clicked), 0),
             sa.func.coalesce(sa.func.sum(answered.c.accepted), 0),
-            sa.func.min(decisions.c.created_at),
+            sa.type_coerce(sa.func.min(decisions.c.created_at), sa.String),
         )
         .select_from(
             decisions.outerjoin(shown, shown.c.decision_id == decisions.c.decision_id).outerjoin(
@@ -143,15 +167,36 @@ def customer_outcomes(log: DecisionLog, key: str) -> list[CustomerOutcome]:
             )
         )
         .where(decisions.c.experiment_key == key)
-        .group_by(decisions.c.experiment_variant, decisions.c[CUSTOMER_KEY])
-        .order_by(decisions.c.experiment_variant, decisions.c[CUSTOMER_KEY])
+        .group_by(
+            decisions.c.experiment_variant, decisions.c[CUSTOMER_KEY], decisions.c.invoice_date
+        )
+        .order_by(
+            decisions.c.experiment_variant, decisions.c[CUSTOMER_KEY], decisions.c.invoice_date
+        )
     )
     with log.engine.connect() as connection:
         rows = connection.execute(query).all()
         revenue = _accepted_revenue(log, connection, key)
         objections = _objections(log, connection, key)
+    dates: dict[Any, dt.date] = {}
+    days: list[CustomerDay] = []
+    # Per customer: decisions, offered, seen, clicked, accepted, and the first decision as read.
+    totals: dict[tuple[str, str], list[Any]] = {}
+    for variant, customer, day, count, offered, seen, clicked, accepted, first in rows:
+        if day not in dates:
+            dates[day] = day if isinstance(day, dt.date) else dt.date.fromisoformat(day)
+        days.append(
+            CustomerDay(variant, customer, dates[day], int(count), int(clicked), int(accepted))
+        )
+        sums = totals.get((variant, customer))
+        if sums is None:
+            totals[variant, customer] = [count, offered, seen, clicked, accepted, first]
+        else:
+            for index, value in enumerate((count, offered, seen, clicked, accepted)):
+                sums[index] += value
+            sums[5] = min(sums[5], first)
     outcomes = []
-    for variant, customer, count, offered, seen, clicked, accepted, first in rows:
+    for (variant, customer), (count, offered, seen, clicked, accepted, first) in totals.items():
         change, unpriced = revenue.get(customer, (0.0, 0))
         outcomes.append(
             CustomerOutcome(
@@ -168,7 +213,59 @@ def customer_outcomes(log: DecisionLog, key: str) -> list[CustomerOutcome]:
                 objected_at=objections.get(customer),
             )
         )
-    return outcomes
+    return outcomes, days
+
+
+def first_offers(log: DecisionLog, key: str) -> tuple[int, list[FirstOffer]]:
+    """The experiment's number of decisions, and the first offer (rank 1) of each decision that
+    showed one, by invoice date and decision."""
+    tables = log.tables
+    decisions, offers, events = tables.decisions, tables.decision_offers, tables.events
+    accepted = (
+        sa.select(events.c.decision_id, events.c.offer_id)
+        .where(events.c.type == "accept")
+        .distinct()
+        .subquery()
+    )
+    query = (
+        sa.select(
+            decisions.c.decision_id,
+            decisions.c[CUSTOMER_KEY],
+            decisions.c.invoice_date,
+            decisions.c.experiment_variant,
+            offers.c.offer_id,
+            offers.c.propensity,
+            accepted.c.offer_id.is_not(None),
+        )
+        .select_from(
+            decisions.join(
+                offers,
+                (offers.c.decision_id == decisions.c.decision_id) & (offers.c.rank == 1),
+            ).outerjoin(
+                accepted,
+                (accepted.c.decision_id == offers.c.decision_id)
+                & (accepted.c.offer_id == offers.c.offer_id),
+            )
+        )
+        .where(decisions.c.experiment_key == key)
+        .order_by(decisions.c.invoice_date, decisions.c.decision_id)
+    )
+    counted = sa.select(sa.func.count()).where(decisions.c.experiment_key == key)
+    with log.engine.connect() as connection:
+        total = int(connection.execute(counted).scalar_one())
+        rows = connection.execute(query).all()
+    return total, [
+        FirstOffer(
+            decision_id=decision_id,
+            customer_id=customer,
+            invoice_date=day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day)),
+            variant=variant,
+            offer_id=offer_id,
+            propensity=None if propensity is None else float(propensity),
+            accepted=bool(was_accepted),
+        )
+        for decision_id, customer, day, variant, offer_id, propensity, was_accepted in rows
+    ]
 
 
 def _as_utc(value: Any) -> dt.datetime:

@@ -148,6 +148,33 @@ class CustomerOutcome:
 
 
 @dataclass(frozen=True)
+class CustomerDay:
+    """One enrolled customer's decisions for invoices dated ``day``: how many, and how many of
+    them had a click and an accept (the report's cumulative results over time)."""
+
+    variant: str
+    customer_id: str
+    day: dt.date
+    decisions: int
+    clicked: int
+    accepted: int
+
+
+@dataclass(frozen=True)
+class FirstOffer:
+    """The offer an enrolled customer's decision showed first: its logged propensity (None when
+    none was logged) and whether it was accepted. What off-policy estimates weigh."""
+
+    decision_id: str
+    customer_id: str
+    invoice_date: dt.date
+    variant: str
+    offer_id: str
+    propensity: float | None
+    accepted: bool
+
+
+@dataclass(frozen=True)
 class ConsentChangeRecord:
     """One consent answer as stored: what was answered, when it was received, and when it was
     written to the online store (None until it was)."""

@@ -1,8 +1,10 @@
-"""The experiment page as a browser shows it: a readable table, without any script."""
+"""The experiment page as a browser shows it: a readable table and charts, without any script.
+
+Chromium comes from the ``chromium_path`` fixture (tests/api/conftest.py): missing, the test
+skips, or fails under ``OFFERS_REQUIRE_SERVICES=1``."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
@@ -10,11 +12,10 @@ from typing import Any
 
 import pytest
 
+from tests.api.conftest import missing
 from tests.factories.api import auth, log_decision, make_app, running
 
 pytestmark = pytest.mark.integration
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 EXPERIMENT = {
     "key": "ranker-vs-rules",
@@ -62,8 +63,9 @@ class _Table(HTMLParser):
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
-def test_the_page_shows_the_report_as_a_table_in_a_browser(tmp_path: Path) -> None:
+def test_the_page_shows_the_report_as_a_table_in_a_browser(
+    tmp_path: Path, chromium_path: str
+) -> None:
     marketing = auth("marketing")
     app = make_app(tmp_path)
     with running(app) as client:
@@ -80,7 +82,7 @@ def test_the_page_shows_the_report_as_a_table_in_a_browser(tmp_path: Path) -> No
     saved.write_bytes(page.content)
     dumped = subprocess.run(
         [
-            str(CHROMIUM),
+            chromium_path,
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -109,3 +111,18 @@ def test_the_page_shows_the_report_as_a_table_in_a_browser(tmp_path: Path) -> No
     # 0.3 ± 1.96 · 0.105131.
     assert treatment["Interval"] == "+9.4 to +50.6 pp"
     assert by_name["control"]["Acceptance rate"] == "0.0 %"
+    # The charts are in the page as served, drawn without a script: the acceptance chart's mark
+    # of the treatment carries its rate and interval.
+    assert dumped.count("<svg") == 4
+    assert 'data-variant="treatment" data-metric="acceptance_rate" data-value="0.3"' in dumped
+
+
+def test_a_missing_browser_fails_the_run_when_ci_requires_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OFFERS_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.fail.Exception, match="OFFERS_REQUIRE_SERVICES=1"):
+        missing("chromium is not installed")
+    monkeypatch.delenv("OFFERS_REQUIRE_SERVICES")
+    with pytest.raises(pytest.skip.Exception, match="chromium is not installed"):
+        missing("chromium is not installed")

@@ -3,24 +3,38 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import Counter
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from serving.api.schemas import ExperimentCreate
 from serving.decision_log import DecisionLog
 from serving.decision_log.consents import record_consent_change
-from serving.decision_log.experiments import customer_outcomes, insert_experiment
-from serving.decision_log.records import ConsentChangeRecord, Experiment, ExperimentSpec, Variant
-from serving.experiment_statistics import ratio_estimate
+from serving.decision_log.experiments import (
+    customer_days,
+    customer_outcomes,
+    first_offers,
+    insert_experiment,
+)
+from serving.decision_log.records import (
+    ConsentChangeRecord,
+    CustomerDay,
+    Experiment,
+    ExperimentSpec,
+    Variant,
+)
+from serving.experiment_statistics import ratio_estimate, ratio_estimates_by_column
 from serving.experiments import (
     ExperimentExists,
     ExperimentOverlaps,
     Experiments,
     assign_variant,
     covers,
+    cumulative_results,
 )
 from tests.factories.api import FakeFeatures, auth, customers, log_decision, offers_body
 from tests.factories.decision import consent, heavy_user, profile
@@ -744,6 +758,140 @@ def test_experiments_on_postgresql(postgres_url: str, pg_schema: str) -> None:
     treatment = report.variants[0]
     assert treatment.acceptance_interval is not None
     assert treatment.acceptance_interval.high == pytest.approx(0.25 + 0.489991, abs=1e-6)
+    # Per invoice date (PostgreSQL answers dates, SQLite text): the same decisions and accepts.
+    days = customer_days(log, "ranker-vs-rules")
+    assert all(type(row.day) is dt.date for row in days)
+    assert sum(row.decisions for row in days) == sum(o.decisions for o in outcomes.values())
+    assert sum(row.accepted for row in days) == sum(o.accepted for o in outcomes.values())
+    assert report.cumulative.series[0].points[-1].acceptance_rate == treatment.acceptance_rate
+    total, firsts = first_offers(log, "ranker-vs-rules")
+    assert total == sum(o.decisions for o in outcomes.values())
+    assert len(firsts) == sum(o.decisions for o in outcomes.values() if o.offers_shown)
     stopped = store.stop("ranker-vs-rules")
     assert stopped.stopped_at is not None and store.running_on(dt.date(2026, 12, 10)) is None
     log.close()
+
+
+def _day(variant: str, customer: str, day: int, decisions: int, accepted: int) -> CustomerDay:
+    return CustomerDay(variant, customer, dt.date(2026, 12, day), decisions, accepted, accepted)
+
+
+def test_cumulative_acceptance_is_the_report_computed_up_to_each_day() -> None:
+    days = [
+        _day("treatment", "T1", 1, 1, 1),
+        _day("treatment", "T2", 1, 1, 0),
+        _day("control", "K1", 1, 1, 0),
+        _day("control", "K2", 1, 1, 1),
+        _day("treatment", "T1", 2, 1, 0),
+        _day("treatment", "T3", 2, 2, 2),
+        _day("control", "K1", 2, 1, 0),
+        _day("other", "X1", 2, 5, 5),  # a variant not in the experiment is left out
+    ]
+    results = cumulative_results(["treatment", "control"], "control", days)
+    assert (results.metric, results.period) == ("acceptance_rate", "day")
+    series = {line.variant: line.points for line in results.series}
+    assert list(series) == ["treatment", "control"]
+    first, second = series["treatment"]
+    assert [point.through for point in series["control"]] == [
+        dt.date(2026, 12, 1),
+        dt.date(2026, 12, 2),
+    ]
+    # Through 1 December: 1 of 2 decisions, one per customer: Var = 2/1 · (0.5² + 0.5²) / 2² =
+    # 0.25, so 0.5 ± 1.96 · 0.5; the control is the same, so the difference is 0.
+    assert (first.customers, first.decisions, first.accepted) == (2, 2, 1)
+    assert first.acceptance_rate == 0.5
+    assert first.interval is not None
+    assert (first.interval.low, first.interval.high) == pytest.approx((-0.479982, 1.479982))
+    assert first.difference is not None and first.difference.value == 0.0
+    # Through 2 December: T1 2 decisions 1 accepted, T2 1/0, T3 2/2: R = 3/5, residuals -0.2,
+    # -0.6, 0.8, Var = 3/2 · 1.04 / 25 = 0.0624. Control K1 2/0, K2 1/1: R = 1/3,
+    # Var = 2 · (8/9) / 9 = 16/81. Difference 0.26667 ± 1.96 · √0.259931, p = 0.6009.
+    assert (second.customers, second.decisions, second.accepted) == (3, 5, 3)
+    assert second.acceptance_rate == pytest.approx(0.6)
+    assert second.interval is not None
+    assert second.interval.low == pytest.approx(0.6 - 1.959964 * 0.0624**0.5)
+    assert second.difference is not None and second.difference.interval is not None
+    assert second.difference.against == "control"
+    assert second.difference.value == pytest.approx(0.6 - 1 / 3)
+    assert second.difference.interval.high == pytest.approx(
+        0.6 - 1 / 3 + 1.959964 * (0.0624 + 16 / 81) ** 0.5
+    )
+    assert second.difference.p_value == pytest.approx(0.6009, abs=1e-4)
+    assert series["control"][1].difference is None
+    assert series["control"][1].acceptance_rate == pytest.approx(1 / 3)
+
+
+def test_cumulative_results_go_by_week_over_a_long_experiment() -> None:
+    days = [
+        _day("treatment", "T1", 1, 1, 1),  # a Tuesday: its week ends on Sunday 6 December
+        CustomerDay("treatment", "T2", dt.date(2027, 1, 5), 1, 0, 0),
+    ]
+    results = cumulative_results(["treatment", "control"], "control", days)
+    assert results.period == "week"
+    treatment, control = results.series
+    assert [point.through for point in treatment.points] == [
+        dt.date(2026, 12, 6),
+        dt.date(2027, 1, 10),
+    ]
+    assert [point.acceptance_rate for point in treatment.points] == [1.0, 0.5]
+    # The control has no decisions yet: no rate, and nothing to compare against.
+    assert [point.acceptance_rate for point in control.points] == [None, None]
+    assert treatment.points[1].difference is None
+    assert cumulative_results(["treatment"], "treatment", []).series[0].points == ()
+
+
+def test_the_report_json_carries_the_cumulative_series(client: Any) -> None:
+    client.post("/v1/experiments", json=experiment(), headers=MARKETING)
+    log = client.app.state.services.log
+    for day, accepted in ((3, True), (3, False), (4, True)):
+        at = dt.datetime(2026, 12, day, tzinfo=dt.UTC)
+        log_decision(log, "treatment", f"T{day}", accepted=accepted, at=at)
+        log_decision(log, "rules", f"R{day}", accepted=False, at=at)
+    report = client.get("/v1/experiments/ranker-vs-rules/report", headers=MARKETING).json()
+    cumulative = report["cumulative"]
+    assert (cumulative["metric"], cumulative["period"], cumulative["control"]) == (
+        "acceptance_rate",
+        "day",
+        "treatment",
+    )
+    series = {line["variant"]: line["points"] for line in cumulative["series"]}
+    assert [p["through"] for p in series["treatment"]] == ["2026-12-03", "2026-12-04"]
+    assert [(p["decisions"], p["accepted"]) for p in series["treatment"]] == [(2, 1), (3, 2)]
+    assert [p["acceptance_rate"] for p in series["rules"]] == [0.0, 0.0]
+    assert series["rules"][1]["difference"]["value"] == pytest.approx(-2 / 3)
+    # The last point is the whole report's figure.
+    rows = {row["name"]: row for row in report["variants"]}
+    assert series["treatment"][-1]["acceptance_rate"] == rows["treatment"]["acceptance_rate"]
+    assert series["treatment"][-1]["interval"] == pytest.approx(
+        rows["treatment"]["acceptance_interval"]
+    )
+
+
+def test_the_ratio_by_column_is_the_ratio_of_each_column() -> None:
+    rng = np.random.default_rng(5)
+    decided = rng.integers(0, 4, (40, 6)).cumsum(axis=1).astype(float)
+    accepted = np.minimum(decided, rng.integers(0, 3, (40, 6)).cumsum(axis=1))
+    decided[:, 0] = 0  # no decision yet on the first date: no estimate
+    accepted[:, 0] = 0
+    by_column = ratio_estimates_by_column(accepted, decided)
+    assert by_column[0] is None
+    for column in range(1, 6):
+        counted = decided[:, column] > 0  # customers without a decision yet are not counted
+        alone = ratio_estimate(accepted[counted, column], decided[counted, column])
+        found = by_column[column]
+        assert alone is not None and found is not None
+        assert found.value == pytest.approx(alone.value, rel=1e-12)
+        assert found.variance == pytest.approx(alone.variance, rel=1e-12)
+    single = ratio_estimates_by_column(np.array([[1.0]]), np.array([[2.0]]))[0]
+    assert single is not None and single.value == 0.5 and math.isnan(single.variance)
+
+
+def test_the_page_of_an_experiment_without_decisions_says_so(client: Any) -> None:
+    client.post("/v1/experiments", json=experiment(), headers=MARKETING)
+    page = client.get("/experiments/ranker-vs-rules", headers=MARKETING)
+    assert page.status_code == 200
+    assert "No decisions yet: nothing to show over time." in page.text
+    # The rate charts are drawn, each variant labelled with no number to show.
+    assert page.text.count('<g class="mark"') == 6
+    assert page.text.count(">no decisions</text>") == 6
+    assert "data-value" not in page.text and 'id="cumulative-chart"' not in page.text

@@ -15,6 +15,7 @@ from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from serving.api.deps import SESSION_COOKIE
 from serving.api.routes.pages import same_site_path
 from serving.auth import ApiKeys, SessionTokens
+from serving.sign_in_throttle import SignInThrottle
 from tests.factories.api import KEYS, auth, offers_body
 
 BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
@@ -383,3 +384,86 @@ def test_pages_load_nothing_from_another_site(client: TestClient) -> None:
         assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", page.text), page.url
         assert "<script" not in page.text
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_throttle_counts_failures_per_address_within_the_window() -> None:
+    clock = Clock()
+    throttle = SignInThrottle(3, 60, clock=clock)
+    for _ in range(2):
+        throttle.failed("10.0.0.1")
+        clock.now += 10
+    assert throttle.retry_after("10.0.0.1") is None  # 2 of 3
+    throttle.failed("10.0.0.1")  # at 1020: the third within 60 s
+    assert throttle.retry_after("10.0.0.2") is None  # another address is not held back
+    # The first failure (at 1000) leaves the window at 1060: 40 s from now (1020).
+    assert throttle.retry_after("10.0.0.1") == 40
+    clock.now = 1059.5
+    assert throttle.retry_after("10.0.0.1") == 1
+    clock.now = 1060.0
+    assert throttle.retry_after("10.0.0.1") is None
+    throttle.failed("10.0.0.1")  # 1010, 1020 and 1060 in the window again
+    assert throttle.retry_after("10.0.0.1") == 10
+    with pytest.raises(ValueError, match="max_failures"):
+        SignInThrottle(0, 60)
+
+
+def test_the_throttle_holds_a_bounded_number_of_addresses() -> None:
+    throttle = SignInThrottle(1, 60, clock=Clock(), max_addresses=2)
+    for address in ("a", "b", "c"):
+        throttle.failed(address)
+    assert throttle.retry_after("a") is None  # the least recently failed is forgotten
+    assert throttle.retry_after("b") == 60 and throttle.retry_after("c") == 60
+
+
+def test_too_many_unknown_keys_are_429_whatever_the_next_key(client: TestClient) -> None:
+    clock = Clock()
+    services = client.app.state.services  # type: ignore[attr-defined]
+    services.sign_ins = SignInThrottle(5, 300, clock=clock)
+    for number in range(5):
+        wrong = client.post("/sign-in", data={"key": f"wrong-key-{number}", "next": ""})
+        assert wrong.status_code == 401
+        clock.now += 30  # failures at 1000, 1030, …, 1120
+    # The sixth try, now at 1150, is refused before the key is looked at: a known key gets the
+    # same answer as an unknown one, so the refusal tells nothing about which keys exist.
+    answers = [
+        client.post("/sign-in", data={"key": key, "next": ""}, follow_redirects=False)
+        for key in (KEYS["marketing"], "wrong-key-again")
+    ]
+    for refused in answers:
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == "150"  # the failure at 1000 leaves at 1300
+        assert "Too many failed sign-ins from your address. Try again in 3 minutes." in (
+            refused.text
+        )
+        assert "not known" not in refused.text
+        assert "set-cookie" not in refused.headers
+        assert refused.headers["cache-control"] == "no-store"
+    assert answers[0].text == answers[1].text
+    clock.now = 1300.0  # the first failure has left the window: 4 remain, one more try
+    assert sign_in(client, "marketing").status_code == 303
+
+
+def test_an_empty_key_is_not_counted_as_a_failure(client: TestClient) -> None:
+    services = client.app.state.services  # type: ignore[attr-defined]
+    services.sign_ins = SignInThrottle(1, 300, clock=Clock())
+    for _ in range(3):
+        assert client.post("/sign-in", data={"key": " ", "next": ""}).status_code == 422
+    assert sign_in(client, "marketing").status_code == 303
+
+
+def test_the_limit_by_default_is_five_unknown_keys_in_five_minutes(client: TestClient) -> None:
+    statuses = [
+        client.post("/sign-in", data={"key": f"wrong-{n}", "next": ""}).status_code
+        for n in range(6)
+    ]
+    assert statuses == [401] * 5 + [429]
+    refused = client.post("/sign-in", data={"key": KEYS["marketing"], "next": ""})
+    assert refused.status_code == 429 and 295 <= int(refused.headers["retry-after"]) <= 300

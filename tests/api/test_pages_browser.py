@@ -4,13 +4,13 @@ invoice preview against the API's answer. Screenshots go to ``test-artifacts/`` 
 ``OFFERS_TEST_ARTIFACTS``); the path is printed.
 
 Without Chromium or Playwright the tests skip with the reason, unless ``OFFERS_REQUIRE_SERVICES=1``
-(as CI sets: ``.ci/run`` installs both), where they fail instead.
+(as CI sets: ``.ci/run`` installs both), where they fail instead (the fixtures are in conftest).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
-import shutil
 import socket
 import threading
 import time
@@ -24,6 +24,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
+from serving.sign_in_throttle import SignInThrottle
 from tests.factories.api import KEYS, auth, log_decision, make_app, offers_body
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -40,21 +41,6 @@ EXPERIMENT = {
     "start": "2026-12-01T00:00:00Z",
     "end": "2027-02-28T23:59:59Z",
 }
-
-
-def _missing(what: str) -> None:
-    if os.environ.get("OFFERS_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{what}, and OFFERS_REQUIRE_SERVICES=1 says it must be there")
-    pytest.skip(f"{what}; .ci/run installs it")
-
-
-@pytest.fixture(scope="module")
-def chromium_path() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        _missing("chromium is not installed (apt-get install chromium)")
-    assert found is not None
-    return found
 
 
 @dataclass
@@ -91,23 +77,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         thread.join(timeout=30)
 
 
-@pytest.fixture(scope="module")
-def browser(chromium_path: str) -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed (pip install -e '.[dev]')")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=chromium_path,
-            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
-        )
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
 @dataclass
 class Tab:
     page: Any
@@ -137,10 +106,14 @@ def tab(browser: Any) -> Iterator[Tab]:
         context.close()
 
 
-def screenshot(page: Any, name: str) -> Path:
+def screenshot(page: Any, name: str, part: Any = None) -> Path:
+    """The whole page, or only ``part`` (a locator), saved as an artefact."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / name
-    page.screenshot(path=str(path), full_page=True)
+    if part is None:
+        page.screenshot(path=str(path), full_page=True)
+    else:
+        part.screenshot(path=str(path))
     print(f"screenshot: {path}")
     return path
 
@@ -164,11 +137,14 @@ def test_signed_in_through_the_form_the_experiment_page_shows_the_report(
         if api.get("/v1/experiments/ranker-vs-rules").status_code == 404:
             assert api.post("/v1/experiments", json=EXPERIMENT).status_code == 201
         log = served.app.state.services.log
-        # More decisions than customers: some customers had two invoices in the experiment.
+        # More decisions than customers: some customers had two invoices in the experiment,
+        # over three invoice dates (the cumulative charts' three points).
         for number in range(12):
-            log_decision(log, "treatment", f"T{number % 9}", accepted=number < 4)
+            at = dt.datetime(2026, 12, 1 + number % 3, tzinfo=dt.UTC)
+            log_decision(log, "treatment", f"T{number % 9}", accepted=number < 4, at=at)
         for number in range(7):
-            log_decision(log, "control", f"K{number % 5}", accepted=False, offers=0)
+            at = dt.datetime(2026, 12, 1 + number % 3, tzinfo=dt.UTC)
+            log_decision(log, "control", f"K{number % 5}", accepted=False, offers=0, at=at)
         report = api.get("/v1/experiments/ranker-vs-rules/report").json()
 
     sign_in_through_the_form(tab, served, "/experiments/ranker-vs-rules", "marketing")
@@ -191,12 +167,84 @@ def test_signed_in_through_the_form_the_experiment_page_shows_the_report(
         assert str(variant["customers"]) in shown, (variant["name"], shown)
         assert str(variant["decisions"]) in shown, (variant["name"], shown)
 
+    _the_charts_show_the_report(page, report)
+    charts = page.locator("#cumulative-chart, #difference-chart")
+    assert charts.count() == 2
+    screenshot(page, "experiment-charts.png", page.locator("#chart-figures"))
+    assert tab.problems == []
+
     # The session is the browser's only: scripts cannot read it, and it opens no JSON route.
     assert page.evaluate("document.cookie") == ""
     from_the_browser = page.context.request.get(
         served.base_url + "/v1/experiments/ranker-vs-rules/report"
     )
     assert from_the_browser.status == 401
+
+
+def _numbers(element: Any) -> tuple[float | None, ...]:
+    """The numbers a chart's mark carries: its value and interval, as floats."""
+    found = [element.get_attribute(f"data-{name}") for name in ("value", "low", "high")]
+    return tuple(None if text is None else float(text) for text in found)
+
+
+def _the_charts_show_the_report(page: Any, report: dict[str, Any]) -> None:
+    """Every chart is drawn (an SVG of some size, a mark per number), and each mark's numbers
+    and label are the JSON report's."""
+    for chart in ("acceptance-chart", "click-chart", "cumulative-chart", "difference-chart"):
+        box = page.locator(f"#{chart} svg").bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 60, (chart, box)
+        assert (page.locator(f"#{chart} svg > title").text_content() or "").strip() != ""
+    for metric, chart in (("acceptance", "acceptance-chart"), ("click", "click-chart")):
+        marks = page.locator(f"#{chart} g.mark").all()
+        shown = {mark.get_attribute("data-variant"): _numbers(mark) for mark in marks}
+        expected = {
+            row["name"]: (
+                row[f"{metric}_rate"],
+                row[f"{metric}_interval"]["low"] if row[f"{metric}_interval"] else None,
+                row[f"{metric}_interval"]["high"] if row[f"{metric}_interval"] else None,
+            )
+            for row in report["variants"]
+        }
+        assert shown == expected, metric
+        # The label beside each mark reads the same numbers.
+        treatment = page.locator(f"#{chart} g.mark[data-variant=treatment] text.value")
+        label = treatment.text_content() or ""
+        assert label.startswith(f"{100 * expected['treatment'][0]:.1f} %"), label
+    series = {line["variant"]: line["points"] for line in report["cumulative"]["series"]}
+    rates = {
+        (point.get_attribute("data-variant"), point.get_attribute("data-through")): _numbers(point)
+        for point in page.locator("#cumulative-chart circle.point").all()
+    }
+    assert rates == {
+        (variant, point["through"]): (
+            point["acceptance_rate"],
+            point["interval"]["low"] if point["interval"] else None,
+            point["interval"]["high"] if point["interval"] else None,
+        )
+        for variant, points in series.items()
+        for point in points
+    }
+    assert len(rates) == 6  # two variants, three invoice dates
+    differences = {
+        (point.get_attribute("data-variant"), point.get_attribute("data-through")): _numbers(point)
+        for point in page.locator("#difference-chart circle.point").all()
+    }
+    control = report["cumulative"]["control"]
+    assert differences == {
+        (variant, point["through"]): (
+            point["difference"]["value"],
+            point["difference"]["interval"]["low"],
+            point["difference"]["interval"]["high"],
+        )
+        for variant, points in series.items()
+        if variant != control
+        for point in points
+    }
+    assert len(differences) == 3
+    # The numbers are also text: the table under the charts, a row per date and variant.
+    last = series["treatment"][-1]
+    row = page.locator(f"#cumulative tr[data-variant=treatment][data-through='{last['through']}']")
+    assert f"{100 * last['acceptance_rate']:.1f} %" in row.inner_text()
 
 
 def _preview_shows(page: Any) -> dict[str, Any]:
@@ -286,3 +334,40 @@ def test_a_wrong_key_in_the_form_shows_the_form_again(tab: Tab, served: Served) 
     page.click("#sign-in button[type=submit]")
     page.wait_for_load_state()
     assert page.url == served.base_url + "/experiments/ranker-vs-rules"
+
+
+def test_the_form_says_plainly_when_an_address_has_failed_too_often(
+    tab: Tab, served: Served
+) -> None:
+    services = served.app.state.services
+    kept = services.sign_ins
+    services.sign_ins = SignInThrottle(2, 300)  # this test's own count, not the module's
+    try:
+        page = tab.page
+        page.goto(served.base_url + "/sign-in")
+        statuses = []
+        for number in range(3):
+            page.fill("#key", f"not-a-key-of-this-api-{number}")
+            with page.expect_response(served.base_url + "/sign-in") as posted:
+                page.click("#sign-in button[type=submit]")
+            statuses.append(posted.value.status)
+        assert statuses == [401, 401, 429]
+        assert posted.value.headers["retry-after"] == "300"
+        assert page.inner_text("#sign-in-error") == (
+            "Too many failed sign-ins from your address. Try again in 5 minutes."
+        )
+        screenshot(page, "sign-in-too-many.png")
+        # The right key is refused alike while the address is held back.
+        page.fill("#key", KEYS["marketing"])
+        with page.expect_response(served.base_url + "/sign-in") as posted:
+            page.click("#sign-in button[type=submit]")
+        assert posted.value.status == 429
+        assert page.context.cookies() == []
+        # The browser notes each refused form post, and nothing else went wrong.
+        status = "Failed to load resource: the server responded with a status of {}"
+        assert tab.problems == [
+            *[status.format("401 (Unauthorized)")] * 2,
+            *[status.format("429 (Too Many Requests)")] * 2,
+        ]
+    finally:
+        services.sign_ins = kept

@@ -124,5 +124,11 @@ def test_stop_then_report(database: str, tmp_path: Path) -> None:
         "Minimum detectable effect on the acceptance rate (80 % power, α 0.05): rules 78.1 pp"
         in table.stdout
     )
+    # Over time: one invoice date (5 December), each variant's rate and its difference.
+    assert report["cumulative"]["series"][1]["points"][0]["through"] == "2026-12-05"
+    words = " ".join(table.stdout.split())  # the title wraps over the narrow table
+    assert "Cumulative acceptance by invoice date, against treatment" in words
+    (line,) = [text for text in table.stdout.splitlines() if "2026-12-05" in text]
+    assert "50.0 %" in line and "16.7 % (-33.3 pp)" in line
     missing = run("report", "nope")
     assert missing.exit_code == 1 and "no experiment with key 'nope'" in missing.output

@@ -29,6 +29,7 @@ from serving.api.schemas import (
 )
 from serving.decision.consent import MODEL_PREFIX
 from serving.decision_log.records import Experiment
+from serving.experiment_charts import rate_chart, time_charts
 from serving.experiments import (
     ExperimentEnded,
     ExperimentExists,
@@ -215,4 +216,16 @@ def experiment_page(
     """The report as a page for people: sign in at `/sign-in` with a marketing key (a browser
     without a session is sent there), or send the key as `Authorization: Bearer <key>`."""
     report = _report(experiments, key)
-    return _templates().TemplateResponse(request, "experiment.html", {"report": report})
+    data = report.model_dump(mode="json")
+    dates = sorted({p["through"] for line in data["cumulative"]["series"] for p in line["points"]})
+    return _templates().TemplateResponse(
+        request,
+        "experiment.html",
+        {
+            "report": report,
+            "acceptance_chart": rate_chart(data, "acceptance_rate", "Acceptance rate per variant"),
+            "click_chart": rate_chart(data, "click_rate", "Click rate per variant"),
+            "over_time": time_charts(data),
+            "cumulative_dates": dates,
+        },
+    )

@@ -9,6 +9,7 @@ to Bearer keys. The preview decides through the same ``OffersService`` as ``POST
 from __future__ import annotations
 
 import datetime as dt
+import math
 from functools import cache
 from pathlib import Path as FilePath
 from typing import Annotated, Any
@@ -65,10 +66,18 @@ def _templates() -> Jinja2Templates:
 
 
 def _page(
-    request: Request, template: str, context: dict[str, Any], status_code: int = 200
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
 ) -> HTMLResponse:
     return _templates().TemplateResponse(
-        request, template, context, status_code=status_code, headers=PAGE_HEADERS
+        request,
+        template,
+        context,
+        status_code=status_code,
+        headers={**PAGE_HEADERS, **(headers or {})},
     )
 
 
@@ -123,13 +132,28 @@ def _sign_in_page(
     error: str | None = None,
     role: str | None = None,
     status_code: int = 200,
+    headers: dict[str, str] | None = None,
 ) -> HTMLResponse:
     return _page(
         request,
         "sign_in.html",
         {"next_path": next_path, "error": error, "role": role},
         status_code=status_code,
+        headers=headers,
     )
+
+
+def _client_address(request: Request) -> str:
+    """The address failed sign-ins are counted against (uvicorn reads it from
+    ``X-Forwarded-For`` only when the proxy is one of its ``--forwarded-allow-ips``)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _wait_words(seconds: int) -> str:
+    minutes = math.ceil(seconds / 60)
+    if seconds < 60:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 # Each page refuses a query parameter it does not take (422), as the JSON routes do; the preview
@@ -159,6 +183,18 @@ def sign_in_form(
     responses={
         303: {"description": "Signed in: the session cookie is set; on to `next`."},
         401: {"content": HTML, "description": "The key is not known: the form again."},
+        429: {
+            "content": HTML,
+            "description": "Too many unknown keys from this address within the window "
+            "(OFFERS_SIGN_IN_MAX_FAILURES in OFFERS_SIGN_IN_WINDOW_SECONDS): the form again, "
+            "whatever the key, with `Retry-After` in seconds.",
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds until a sign-in from this address is taken again.",
+                    "schema": {"type": "integer"},
+                }
+            },
+        },
         403: {"model": Problem, "description": "The form was posted from another site."},
         422: {
             "model": ValidationProblem,
@@ -175,15 +211,29 @@ def sign_in(
     next: Annotated[str, Form(max_length=NEXT_MAX_LENGTH)] = "",
 ) -> Response:
     """Trade an API key for a session cookie (HttpOnly, SameSite=Strict, Secure over HTTPS) that
-    the pages accept; the JSON routes do not. The cookie holds a signed token, never the key."""
+    the pages accept; the JSON routes do not. The cookie holds a signed token, never the key.
+    After `OFFERS_SIGN_IN_MAX_FAILURES` unknown keys (5) from one address within
+    `OFFERS_SIGN_IN_WINDOW_SECONDS` (300), every sign-in from it is 429 until the oldest leaves
+    the window."""
     _same_origin(request)
     next_path = same_site_path(next)
+    address = _client_address(request)
+    wait = services.sign_ins.retry_after(address)
+    if wait is not None:  # refused before the key is looked at: it says nothing about the key
+        return _sign_in_page(
+            request,
+            next_path=next_path,
+            error=f"Too many failed sign-ins from your address. Try again in {_wait_words(wait)}.",
+            status_code=429,
+            headers={"Retry-After": str(wait)},
+        )
     if not key.strip():
         return _sign_in_page(
             request, next_path=next_path, error="Enter your API key.", status_code=422
         )
     role = services.keys.role_of(key.strip())
     if role is None:
+        services.sign_ins.failed(address)
         return _sign_in_page(
             request, next_path=next_path, error="That key is not known.", status_code=401
         )
