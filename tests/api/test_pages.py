@@ -373,8 +373,10 @@ def test_the_preview_says_what_is_missing(client: TestClient) -> None:
 
 def test_pages_load_nothing_from_another_site(client: TestClient) -> None:
     client.post("/v1/offers", json=offers_body(), headers=auth("renderer"))
+    client.post("/v1/experiments", json=EXPERIMENT, headers=auth("marketing"))
     pages = [
         client.get("/sign-in"),
+        client.get("/experiments/ranker-vs-rules", headers=auth("marketing")),
         client.get("/preview/invoices/INV-2026-11-0001", headers=auth("renderer")),
         client.get("/preview/invoices/INV-NONE", headers=auth("renderer")),
     ]

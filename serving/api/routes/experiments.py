@@ -21,6 +21,7 @@ from serving.api.deps import (
     ModelDep,
 )
 from serving.api.errors import ProblemError, problem_responses
+from serving.api.routes.pages import PAGE_HEADERS
 from serving.api.schemas import (
     ExperimentCreate,
     ExperimentPublic,
@@ -228,4 +229,5 @@ def experiment_page(
             "over_time": time_charts(data),
             "cumulative_dates": dates,
         },
+        headers=PAGE_HEADERS,
     )
