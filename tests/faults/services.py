@@ -155,8 +155,9 @@ class OffersServer:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> float:
-        """Start the server and wait until /health/ready answers 200; the seconds that took."""
+    def start(self, until: str = "/health/ready") -> float:
+        """Start the server and wait until ``until`` answers 200 (readiness; ``/health/live`` for
+        a server started on a store it cannot be ready on); the seconds that took."""
         command = _pinned(self.command(self.port), self.cpu)
         started = time.monotonic()
         with self.log_path.open("ab") as log:
@@ -168,19 +169,19 @@ class OffersServer:
                 stderr=subprocess.STDOUT,
             )
         deadline = started + READY_SECONDS
-        while not self._ready():
+        while not self._answers(until):
             if self.process.poll() is not None:
                 pytest.fail(f"the server exited at start:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 pytest.fail(
-                    f"the server was not ready within {READY_SECONDS} s:\n{self.log_tail()}"
+                    f"{until} did not answer 200 within {READY_SECONDS} s:\n{self.log_tail()}"
                 )
             time.sleep(0.05)
         return time.monotonic() - started
 
-    def _ready(self) -> bool:
+    def _answers(self, path: str) -> bool:
         try:
-            return httpx.get(f"{self.base_url}/health/ready", timeout=2.0).status_code == 200
+            return httpx.get(f"{self.base_url}{path}", timeout=2.0).status_code == 200
         except httpx.TransportError:
             return False
 
