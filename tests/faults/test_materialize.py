@@ -60,7 +60,7 @@ STORE_WAIT_S = 0.100
 RECOVERY_S = 15.0
 STEADY_S = 3.0
 OLD_END = "2026-06-01"  # the first materialization: values up to here; the refresh: up to now
-LOCK_SEEN_S = 120.0  # materialize imports Feast and reads the feature tables before it writes
+LOCK_SEEN_S = 300.0  # materialize imports Feast and reads the feature tables before it writes
 KILL_AFTER_LOCK_S = 0.2
 
 
