@@ -10,6 +10,7 @@ load and the materialize run on the other."""
 from __future__ import annotations
 
 import itertools
+import re
 import signal
 import sqlite3
 import subprocess
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
 
@@ -95,6 +97,27 @@ def _invoices(customers: list[str], prefix: str) -> Callable[[], Payload]:
         }
 
     return next_body
+
+
+def _steps(base_url: str) -> dict[str, dict[str, float]]:
+    """The server's ``offers_step_seconds`` histogram: per step, the cumulative count per bucket
+    bound (``+Inf`` the total)."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10.0).text
+    steps: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        found = re.match(r"offers_step_seconds_bucket\{(.*)\} ([0-9.e+-]+)$", line)
+        if found is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1)))
+        steps.setdefault(labels["step"], {})[labels["le"]] = float(found.group(2))
+    return steps
+
+
+def _over(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], step: str):
+    """Decisions of ``step`` between two snapshots, and how many of them took over 100 ms."""
+    total = after.get(step, {}).get("+Inf", 0.0) - before.get(step, {}).get("+Inf", 0.0)
+    fast = after.get(step, {}).get("0.1", 0.0) - before.get(step, {}).get("0.1", 0.0)
+    return {"decisions": int(total), "over_100_ms": int(total - fast)}
 
 
 def _writer_holds_lock(database: Path) -> bool:
@@ -217,6 +240,7 @@ def test_materialize_killed_mid_write_never_stalls_requests_and_readiness_tells(
             )
             load.phase = "repaired"
             time.sleep(STEADY_S)
+            steps_before = _steps(server.base_url)
 
             load.phase = "refresh"
             marks["refresh"] = time.monotonic()
@@ -227,6 +251,7 @@ def test_materialize_killed_mid_write_never_stalls_requests_and_readiness_tells(
             marks["refresh_killed"] = time.monotonic()
             time.sleep(STEADY_S)
             marks["stopped"] = time.monotonic()
+            steps_after = _steps(server.base_url)
         finally:
             sent = load.stop()
 
@@ -277,6 +302,11 @@ def test_materialize_killed_mid_write_never_stalls_requests_and_readiness_tells(
             2,
         ),
         "integrity_check": str(integrity),
+        # The server's own step times over the refresh and after its kill: ``decide`` holds
+        # the feature reads, ``log`` the decision log write.
+        "refresh_steps": {
+            step: _over(steps_before, steps_after, step) for step in ("lookup", "decide", "log")
+        },
     }
     targets = Targets()
     while_writing = figures["offers_while_writing_or_killed"]
@@ -288,6 +318,13 @@ def test_materialize_killed_mid_write_never_stalls_requests_and_readiness_tells(
         server_p99 is not None and server_p99 <= STORE_WAIT_S * 1000,
         f"{server_p99} ms",
         f"<= {STORE_WAIT_S * 1000:.0f} ms",
+    )
+    slow = figures["refresh_steps"]["decide"]
+    targets.check(
+        "refresh: decisions whose decide step (feature reads included) took over 100 ms",
+        slow["decisions"] > 0 and slow["over_100_ms"] == 0,
+        slow,
+        "0 of > 0",
     )
     # A store read that waits past the feature timeout (50 ms) answers degraded: none may.
     waited = sum(degraded(s) is not None for s in writing)
