@@ -32,7 +32,10 @@ BENCHMARKS: dict[str, str] = {
     "api": "benchmarks.api",
     "quality": "benchmarks.quality",
     "experiment-report": "benchmarks.experiment_report",
+    "soak": "benchmarks.soak",
 }
+# Benchmarks that take ``minutes`` (how long to hold the load).
+TIMED = frozenset({"soak"})
 
 log = logging.getLogger(__name__)
 
@@ -134,14 +137,25 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def run_benchmarks(names: list[str], quick: bool = False) -> dict[str, dict[str, Any]]:
-    """Run the named benchmarks (all when empty) and return their figures."""
+def run_benchmarks(
+    names: list[str], quick: bool = False, minutes: float | None = None
+) -> dict[str, dict[str, Any]]:
+    """Run the named benchmarks (all when empty) and return their figures; ``minutes`` is how
+    long the timed ones (the soak) hold their load."""
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
         raise KeyError(f"unknown benchmark(s) {unknown}; known: {sorted(BENCHMARKS)}")
+    if minutes is not None and not TIMED.intersection(names):
+        raise KeyError(f"--minutes applies to {', '.join(sorted(TIMED))} only: name it")
+    if minutes is not None and minutes <= 0:
+        raise KeyError(f"--minutes must be positive, got {minutes}")
     results: dict[str, dict[str, Any]] = {}
-    for name in names or list(BENCHMARKS):
+    # Without names, every benchmark but the timed ones: a soak is run on purpose.
+    for name in names or [name for name in BENCHMARKS if name not in TIMED]:
         module = importlib.import_module(BENCHMARKS[name])
         log.info("benchmark %s", name)
-        results[name] = module.run(quick=quick)
+        if name in TIMED:
+            results[name] = module.run(quick=quick, minutes=minutes)
+        else:
+            results[name] = module.run(quick=quick)
     return results

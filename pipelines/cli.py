@@ -799,9 +799,15 @@ def consents_sync(
 def bench(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="simulate, features, retrain, api, quality (default: all)."),
+        typer.Argument(
+            help="simulate, features, retrain, api, quality, soak (default: all but soak)."
+        ),
     ] = None,
     quick: Annotated[bool, typer.Option(help="A smaller world, for a fast check.")] = False,
+    minutes: Annotated[
+        float | None,
+        typer.Option(min=0.1, help="How long `soak` holds its load (default 30; --quick: 2)."),
+    ] = None,
 ) -> None:
     """Run the benchmarks and write their figures to benchmarks/results/ (from the repository)."""
     import subprocess
@@ -814,6 +820,8 @@ def bench(
     command = [sys.executable, "-m", "benchmarks", *(names or [])]
     if quick:
         command.append("--quick")
+    if minutes is not None:
+        command += ["--minutes", str(minutes)]
     raise typer.Exit(subprocess.run(command, check=False).returncode)
 
 

@@ -333,6 +333,29 @@ def open_consent_log(url: str) -> DecisionLog | None:
     return DecisionLog(url) if present else None
 
 
+def changes_known_at(settings: Settings, data_dir: Path, as_of: dt.datetime) -> pd.DataFrame | None:
+    """The consent answers the decision log had received by ``as_of``, stamped by then, that the
+    consents table as of then has not overtaken: what a materialize at ``as_of`` followed by a
+    sync leaves applied online (``changes_to_apply``'s rows). None without a log, or without
+    answers. Raises SQLAlchemy's ``OperationalError`` when the log's database does not answer."""
+    log = open_consent_log(settings.database_url)
+    if log is None:
+        return None
+    try:
+        stored = stored_consent_changes(log)
+    finally:
+        log.close()
+    moment = pd.Timestamp(as_of)
+    moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+    stored = stored[(stored["updated_at"] <= moment) & (stored["received_at"] <= moment)]
+    if stored.empty:
+        return None
+    table = read_table(data_dir, CONSENTS)
+    table = table[pd.to_datetime(table["updated_at"], utc=True) <= moment]
+    winners, _ = changes_to_apply(stored, table)
+    return winners
+
+
 def sync_after_materialize(
     settings: Settings, data_dir: Path | None = None, project: str = PROJECT
 ) -> str:

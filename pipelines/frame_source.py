@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
+from features.consent_changes import apply_consent_answer
 from features.views import (
     CUSTOMER_BILLING,
     CUSTOMER_CONSENT,
@@ -235,21 +236,65 @@ def profiled_customers(
     )
 
 
+def with_consent_changes(consent: pd.DataFrame, changes: pd.DataFrame | None) -> pd.DataFrame:
+    """The consent view's rows with the answers received through the API on top, as ``offers
+    consents sync`` writes them into the online store after a materialize: per customer named in
+    ``changes`` (``consent_sync.changes_known_at``) and holding a row, one more row, the newest
+    with the answers applied in order, stamped with the newest of the row and the answers.
+    A customer without a row is left out, as the sync leaves them."""
+    if changes is None or changes.empty or consent.empty:
+        return consent
+    features = list(DECISION_VIEWS[CONSENT_VIEW])
+    newest = consent.sort_values([CUSTOMER_KEY, EVENT_TIMESTAMP], kind="stable").drop_duplicates(
+        CUSTOMER_KEY, keep="last"
+    )
+    rows = {
+        str(customer): row
+        for customer, row in zip(
+            newest[CUSTOMER_KEY],
+            newest[[EVENT_TIMESTAMP, *features]].to_dict("records"),
+            strict=True,
+        )
+    }
+    added: list[dict[str, Any]] = []
+    for customer, answers in changes.groupby(CUSTOMER_KEY, sort=False):
+        row = rows.get(str(customer))
+        if row is None:
+            continue
+        values = {name: row[name] for name in features}
+        for answer in answers.sort_values("updated_at", kind="stable").itertuples():
+            values = apply_consent_answer(
+                values,
+                str(answer.purpose),
+                bool(answer.granted),
+                granted_before=bool(answer.granted_before),
+            )
+        stamp = max(pd.Timestamp(row[EVENT_TIMESTAMP]), pd.Timestamp(answers["updated_at"].max()))
+        added.append({CUSTOMER_KEY: str(customer), EVENT_TIMESTAMP: stamp, **values})
+    if not added:
+        return consent
+    extra = pd.DataFrame(added, columns=list(consent.columns))
+    return pd.concat([consent, extra.astype(consent.dtypes.to_dict())], ignore_index=True)
+
+
 def read_decision_frames(
     paths: Mapping[str, Path],
     as_of: dt.datetime,
     customer_ids: Iterable[str] | None = None,
     invoice_date: dt.date | None = None,
+    consent_changes: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The frames of every view a decision reads, from ``paths`` (view name → Parquet path).
 
     Consent is read first: profile rows are loaded only for customers whose consent as of
     ``as_of`` lets a decision for an invoice dated ``invoice_date`` (default: the date of
     ``as_of``) read them, so the profile of a customer without profiling consent, with an
-    objection or under 18 never leaves the table.
+    objection or under 18 never leaves the table. ``consent_changes``: the answers received
+    through the API to apply on top of the consent view (:func:`with_consent_changes`).
     """
     wanted = None if customer_ids is None else sorted(set(customer_ids))
     consent = read_view_frame(paths[CONSENT_VIEW], DECISION_VIEWS[CONSENT_VIEW], as_of, wanted)
+    consent = with_consent_changes(consent, consent_changes)
     frames = {CONSENT_VIEW: consent}
     profiled = profiled_customers(consent, as_of, invoice_date)
     for view, features in DECISION_VIEWS.items():

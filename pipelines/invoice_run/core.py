@@ -75,6 +75,9 @@ class DecisionOptions:
     objective: Objective = DEFAULT_OBJECTIVE
     # The moment the feature tables are read as of; None: 00:00 UTC on the invoice date.
     features_as_of: dt.datetime | None = None
+    # The consent answers received through the API, applied on top of the consent view as the
+    # sync applies them online (``consent_sync.changes_known_at``); None: none.
+    consent_changes: pd.DataFrame | None = field(default=None, compare=False, repr=False)
 
     @property
     def features_moment(self) -> dt.datetime:

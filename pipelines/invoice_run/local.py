@@ -29,7 +29,9 @@ def decide_locally(
 ) -> pd.DataFrame:
     """Decide the day's invoices in this process; the output rows by customer and invoice id."""
     as_of = options.features_moment
-    frames = read_decision_frames(paths, as_of, invoices[CUSTOMER_KEY], options.invoice_date)
+    frames = read_decision_frames(
+        paths, as_of, invoices[CUSTOMER_KEY], options.invoice_date, options.consent_changes
+    )
     source = FrameFeatureSource.from_frames(frames, as_of)
     scorer = models.scorer()
     rows = list(

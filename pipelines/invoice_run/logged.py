@@ -104,7 +104,9 @@ def decide_and_log(
     """Decide (or replay) the day's invoices through the API's service, writing new decisions
     to ``log``; the output rows by customer and invoice id."""
     as_of = options.features_moment
-    frames = read_decision_frames(paths, as_of, invoices[CUSTOMER_KEY], options.invoice_date)
+    frames = read_decision_frames(
+        paths, as_of, invoices[CUSTOMER_KEY], options.invoice_date, options.consent_changes
+    )
     source = FrameFeatureSource.from_frames(frames, as_of)
     experiments = Experiments(log)
     holder = ModelHolder(champions_loader(models, settings))

@@ -150,6 +150,22 @@ def _warnings(paths: Mapping[str, Path], as_of: dt.datetime) -> tuple[str, ...]:
     return ()
 
 
+def _consent_changes(settings: Settings, data: Path, moment: dt.datetime) -> pd.DataFrame | None:
+    """The consent answers the API received by ``moment`` (``changes_known_at``): a run honours
+    them as the API does, not only once a materialize and a sync have loaded them."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from pipelines.consent_sync import changes_known_at
+
+    try:
+        return changes_known_at(settings, data, moment)
+    except SQLAlchemyError as error:
+        raise InvoiceRunError(
+            f"the decision log database does not answer ({type(error).__name__}); the consent "
+            "answers it holds must be honoured, so nothing was decided"
+        ) from error
+
+
 def run_invoice_run(
     invoice_date: dt.date,
     out: Path,
@@ -174,8 +190,9 @@ def run_invoice_run(
     The features are the newest rows up to ``features_as_of`` (default: now), as the API's
     online store holds them: consent the latest known, and the usage moved back to the
     invoice's billing period by the engine's time rule, so the run and the API decide alike
-    whatever the day the run is made. Declines in ``offer_events`` count when known by 00:00 UTC
-    on the invoice date.
+    whatever the day the run is made; the consent answers received through the API (stored in
+    the decision log) applied on top, as the API honours them. Declines in ``offer_events`` count
+    when known by 00:00 UTC on the invoice date.
 
     ``models`` defaults to the registry's champions. Raises ``ContractError`` (invalid input
     tables), ``CatalogError`` or :class:`InvoiceRunError` (no feature tables, or the Spark engine
@@ -195,12 +212,14 @@ def run_invoice_run(
     require_valid(data, catalog)
     paths = feature_paths(Path(features_dir or resolved.features_dir))
     check_features(paths)
+    moment = features_as_of or dt.datetime.now(dt.UTC)
     options = DecisionOptions(
         invoice_date=invoice_date,
         locale=locale,
         max_offers=max_offers,
         objective=Objective.from_settings(resolved),
-        features_as_of=features_as_of or dt.datetime.now(dt.UTC),
+        features_as_of=moment,
+        consent_changes=_consent_changes(resolved, data, moment),
     )
     as_of = start_of_day(invoice_date)
 

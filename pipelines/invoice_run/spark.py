@@ -129,7 +129,11 @@ class PartitionJob:
         as_of = self.options.features_moment
         paths = {view: Path(path) for view, path in self.paths.items()}
         frames = read_decision_frames(
-            paths, as_of, invoices[CUSTOMER_KEY], self.options.invoice_date
+            paths,
+            as_of,
+            invoices[CUSTOMER_KEY],
+            self.options.invoice_date,
+            self.options.consent_changes,
         )
         source = FrameFeatureSource.from_frames(frames, as_of)
         declined = {

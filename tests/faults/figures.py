@@ -33,6 +33,11 @@ def latency_ms(latencies_s: Sequence[float]) -> dict[str, float | int | None]:
     }
 
 
+def server_latency_ms(sent: Iterable[Sent]) -> dict[str, float | int | None]:
+    """The app's own time (Server-Timing) of the answers that carry it: count, p50, p99, max."""
+    return latency_ms([s.server_ms / 1000.0 for s in sent if s.server_ms is not None])
+
+
 def answers(sent: Iterable[Sent]) -> dict[str, int]:
     """How many requests got each status; ``no_answer``: refused, reset or timed out."""
     counts = Counter("no_answer" if s.status is None else str(s.status) for s in sent)
@@ -56,6 +61,7 @@ def phase_figures(sent: Sequence[Sent], phase: str) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "offers": {
             **latency_ms([s.latency_s for s in offers]),
+            "server": server_latency_ms(offers),
             "answers": answers(offers),
             "degraded": sum(degraded(s) is not None for s in offers),
         },

@@ -31,6 +31,7 @@ class Sent:
     retry_after: str | None
     payload: Payload
     error: str | None
+    server_ms: float | None = None  # the app's own time (Server-Timing), without queueing
 
     @property
     def answered_at(self) -> float:
@@ -50,6 +51,14 @@ class Stream:
     method: str
     path: str
     next_payload: Callable[[], Payload | None]
+
+
+def _server_ms(header: str | None) -> float | None:
+    """``app;dur=1.234`` → 1.234; None without the header."""
+    for part in (header or "").split(";"):
+        if part.strip().startswith("dur="):
+            return float(part.strip()[4:])
+    return None
 
 
 def live_probes(rate_per_s: float) -> Stream:
@@ -161,6 +170,7 @@ class PacedLoad:
         body = b""
         retry_after: str | None = None
         error: str | None = None
+        server_ms: float | None = None
         try:
             response = await asyncio.wait_for(
                 client.request(stream.method, stream.path, json=payload or None),
@@ -168,6 +178,7 @@ class PacedLoad:
             )
             status, body = response.status_code, response.content
             retry_after = response.headers.get("retry-after")
+            server_ms = _server_ms(response.headers.get("server-timing"))
         except (httpx.HTTPError, TimeoutError, OSError) as failure:
             error = type(failure).__name__
         sent = Sent(
@@ -180,6 +191,7 @@ class PacedLoad:
             retry_after=retry_after,
             payload=payload,
             error=error,
+            server_ms=server_ms,
         )
         self.sent.append(sent)
         if self.on_answer is not None:

@@ -155,8 +155,9 @@ class OffersServer:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> float:
-        """Start the server and wait until /health/ready answers 200; the seconds that took."""
+    def start(self, until: str = "/health/ready") -> float:
+        """Start the server and wait until ``until`` answers 200 (readiness; ``/health/live`` for
+        a server started on a store it cannot be ready on); the seconds that took."""
         command = _pinned(self.command(self.port), self.cpu)
         started = time.monotonic()
         with self.log_path.open("ab") as log:
@@ -168,19 +169,19 @@ class OffersServer:
                 stderr=subprocess.STDOUT,
             )
         deadline = started + READY_SECONDS
-        while not self._ready():
+        while not self._answers(until):
             if self.process.poll() is not None:
                 pytest.fail(f"the server exited at start:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 pytest.fail(
-                    f"the server was not ready within {READY_SECONDS} s:\n{self.log_tail()}"
+                    f"{until} did not answer 200 within {READY_SECONDS} s:\n{self.log_tail()}"
                 )
             time.sleep(0.05)
         return time.monotonic() - started
 
-    def _ready(self) -> bool:
+    def _answers(self, path: str) -> bool:
         try:
-            return httpx.get(f"{self.base_url}/health/ready", timeout=2.0).status_code == 200
+            return httpx.get(f"{self.base_url}{path}", timeout=2.0).status_code == 200
         except httpx.TransportError:
             return False
 
@@ -217,6 +218,87 @@ class OffersServer:
         trace: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class PreloadedServer(OffersServer):
+    """The offers server forked from a process that imported its modules once
+    (``tests.faults.preloaded``): each start costs the app's own start-up (stores, models,
+    warm-up), not the imports. Killed with SIGKILL by its own pid, as a server is."""
+
+    def __init__(self, environment: dict[str, str], log_path: Path, cpu: int | None) -> None:
+        super().__init__(environment, log_path, cpu)
+        self.zygote: subprocess.Popen[str] | None = None
+        self.pid: int | None = None
+
+    def _zygote(self) -> subprocess.Popen[str]:
+        if self.zygote is None or self.zygote.poll() is not None:
+            command = [sys.executable, "-m", "tests.faults.preloaded", "--port", str(self.port)]
+            with self.log_path.open("ab") as log:
+                self.zygote = subprocess.Popen(
+                    _pinned(command, self.cpu),
+                    env=self.environment,
+                    cwd=ROOT,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    text=True,
+                )
+            assert self.zygote.stdout is not None
+            if self.zygote.stdout.readline().strip() != "preloaded":
+                pytest.fail(f"the preloading process did not start:\n{self.log_tail()}")
+        return self.zygote
+
+    def start(self, until: str = "/health/ready") -> float:
+        """Fork a server and wait until ``until`` answers 200; the seconds from the fork."""
+        zygote = self._zygote()
+        assert zygote.stdin is not None and zygote.stdout is not None
+        started = time.monotonic()
+        zygote.stdin.write("start\n")
+        zygote.stdin.flush()
+        self.pid = int(zygote.stdout.readline())
+        deadline = started + READY_SECONDS
+        while not self._answers(until):
+            if not _alive(self.pid):
+                pytest.fail(f"the server exited at start:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                pytest.fail(
+                    f"{until} did not answer 200 within {READY_SECONDS} s:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+        return time.monotonic() - started
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, no lifespan exit."""
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, number: int) -> None:
+        if self.pid is not None and _alive(self.pid):
+            os.kill(self.pid, number)
+            wait_for(lambda: not _alive(self.pid or 0), 15, "the server ended", every=0.01)
+        self.pid = None
+
+    def stop(self) -> None:
+        self._signal(signal.SIGTERM)
+        if self.zygote is not None and self.zygote.poll() is None:
+            assert self.zygote.stdin is not None
+            with contextlib.suppress(OSError):
+                self.zygote.stdin.write("exit\n")
+                self.zygote.stdin.close()
+            try:
+                self.zygote.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.zygote.kill()
+                self.zygote.wait(timeout=10)
+        self.zygote = None
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a process that ended but was not reaped yet is not alive)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 # A private redis-server -------------------------------------------------------------------------

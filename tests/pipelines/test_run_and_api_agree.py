@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from core.catalog import load_catalog
-from core.contract import INVOICES, OFFER_EVENTS
+from core.contract import CONSENTS, INVOICES, OFFER_EVENTS
 from core.settings import Settings
 from core.tables import read_table
 from features.store import PROJECT
@@ -237,3 +237,185 @@ def test_the_run_and_the_api_give_every_invoice_the_same_decision(
     assert {"model", "holdout"} <= policies
     assert shown > 0
     assert declines > 0
+
+
+# A consent change recorded on the invoice's day -------------------------------------------------
+
+
+CONSENT_DAY = dt.date(2026, 11, 20)
+
+
+@pytest.fixture(scope="module")
+def consent_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, pd.DataFrame]:
+    """A small world, its store materialised now, and the invoices of ``CONSENT_DAY``."""
+    root = tmp_path_factory.mktemp("consent-day")
+    settings = world(root, 3, 200)
+    materialised_up_to(settings, dt.datetime.now(dt.UTC))
+    invoices = read_table(settings.data_dir, INVOICES)
+    billed = invoices[invoices["invoice_date"] == pd.Timestamp(CONSENT_DAY)]
+    assert len(billed) > 10
+    return settings, billed
+
+
+def _decision(answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer without what names the request (the ids differ between the three paths)."""
+    return {
+        name: value for name, value in answer.items() if name not in ("decision_id", "invoice_id")
+    }
+
+
+@pytest.mark.slow
+def test_batch_single_and_run_honour_a_same_day_consent_change_alike(
+    tmp_path: Path, consent_world: tuple[Settings, pd.DataFrame]
+) -> None:
+    """A consent answer received through POST /v1/consents, stamped on the invoice's day, is
+    honoured the same way by POST /v1/offers/batch, POST /v1/offers and `offers invoice-run`
+    (which reads the answers the decision log received, as a materialize followed by `offers
+    consents sync` leaves the online store): for the customer it names and for the rest of the
+    day's invoices, byte for byte but for the ids.
+
+    Each example has decision logs of its own (one would replay the last example's answers);
+    the API's holds the world's history.
+    Not generated: a grant older than the customer's online row (the API defers it to the next
+    sync) and an answer the consents table overtakes (the next materialize drops it); in both
+    the online store lags until the sync, by design."""
+    from hypothesis import HealthCheck, assume, given
+    from hypothesis import settings as hypothesis_settings
+    from hypothesis import strategies as st
+
+    from features.consent_rows import ConsentRowWrite
+
+    world_settings_, billed = consent_world
+    table = read_table(world_settings_.data_dir, CONSENTS)
+    table_updated = pd.to_datetime(table["updated_at"], utc=True)
+    events = read_table(world_settings_.data_dir, OFFER_EVENTS)
+    customers = sorted(billed["customer_id"].unique())
+    examples = iter(range(1, 1000))
+    honoured: list[tuple[str, bool, str]] = []
+
+    @hypothesis_settings(
+        max_examples=8,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        customer=st.sampled_from(customers),
+        purpose=st.sampled_from(["marketing", "profiling"]),
+        granted=st.booleans(),
+        minute=st.integers(0, 24 * 60 - 1),
+    )
+    def agree(customer: str, purpose: str, granted: bool, minute: int) -> None:
+        updated_at = start_of_day(CONSENT_DAY) + dt.timedelta(minutes=minute)
+        overtaken = (
+            (table["customer_id"] == customer)
+            & (table["purpose"] == purpose)
+            & (table_updated > updated_at)
+        )
+        assume(not overtaken.any())
+        number = next(examples)
+        api_url = f"sqlite:///{tmp_path / f'api-{number}.db'}"
+        run_url = f"sqlite:///{tmp_path / f'run-{number}.db'}"
+        # The world's earlier offers and declines, as the API logged them (the run reads them
+        # from offer_events).
+        api_log = DecisionLog(api_url)
+        try:
+            log_history(api_log, events, CONSENT_DAY)
+        finally:
+            api_log.close()
+        with running(
+            feast_app(world_settings_.model_copy(update={"database_url": api_url}), PROJECT)
+        ) as client:
+            services = client.app.state.services
+            source = services.feature_store.current()
+            assert source is not None
+            original = source.read_consent_row(customer)  # as the materialize left it
+            assert original is not None
+            try:
+                stored = client.post(
+                    "/v1/consents",
+                    json={
+                        "change_id": f"CC-DAY-{number}",
+                        "customer_id": customer,
+                        "purpose": purpose,
+                        "granted": granted,
+                        "updated_at": updated_at.isoformat(),
+                    },
+                    headers=auth("consent"),
+                )
+                assert stored.status_code == 202, stored.text
+                assume(stored.json()["online"] == "applied")
+                items = [
+                    {"invoice_id": f"{i}-B", "customer_id": c, "invoice_date": "2026-11-20"}
+                    for i, c in zip(billed["invoice_id"], billed["customer_id"], strict=True)
+                ]
+                batch = client.post(
+                    "/v1/offers/batch", json={"invoices": items}, headers=auth("renderer")
+                )
+                assert batch.status_code == 200, batch.text
+                by_batch = {
+                    item["invoice_id"].removesuffix("-B"): _decision(result["decision"])
+                    for item, result in zip(items, batch.json()["results"], strict=True)
+                }
+                mine = billed[billed["customer_id"] == customer]["invoice_id"].iloc[0]
+                single = client.post(
+                    "/v1/offers",
+                    json={
+                        "invoice_id": f"{mine}-S",
+                        "customer_id": customer,
+                        "invoice_date": "2026-11-20",
+                    },
+                    headers=auth("renderer"),
+                )
+                assert single.status_code == 200, single.text
+                # The run's own log holds the answers the API's received (in one shared log
+                # the run would replay the API's decisions).
+                with services.log.engine.connect() as connection:
+                    received = (
+                        connection.execute(services.log.tables.consent_changes.select())
+                        .mappings()
+                        .all()
+                    )
+            finally:
+                source.write_consent_row(
+                    ConsentRowWrite(customer, dict(original.values), original.event_time)
+                )
+        run_log = DecisionLog(run_url)
+        try:
+            with run_log.engine.begin() as connection:
+                connection.execute(
+                    run_log.tables.consent_changes.insert(), [dict(row) for row in received]
+                )
+        finally:
+            run_log.close()
+        out = tmp_path / f"run-{number}.parquet"
+        run_invoice_run(
+            CONSENT_DAY,
+            out,
+            settings=world_settings_.model_copy(update={"database_url": run_url}),
+            models=MODELS,
+            features_as_of=dt.datetime.now(dt.UTC),
+        )
+        by_run = {
+            row["invoice_id"]: _decision(json.loads(row["decision"]))
+            for row in pd.read_parquet(out).to_dict("records")
+        }
+
+        answer = _decision(single.json())
+        assert answer["consent"][purpose] is granted
+        assert by_batch[mine] == answer, (customer, purpose, granted)
+        assert by_run[mine] == answer, (customer, purpose, granted)
+        differing = {
+            invoice: {
+                name: (by_run[invoice].get(name), decision.get(name))
+                for name in decision
+                if by_run[invoice].get(name) != decision.get(name)
+            }
+            for invoice, decision in by_batch.items()
+            if by_run.get(invoice) != decision
+        }
+        assert not differing, differing
+        honoured.append((purpose, granted, answer["policy"]))
+
+    agree()
+    # The examples changed decisions: a withdrawal of marketing answered with no offers.
+    assert honoured, "no example was decided"

@@ -1,0 +1,376 @@
+"""``offers features materialize`` run, and killed with SIGKILL in the middle of its write, while
+the server answers 50 offers a second from the same SQLite online store.
+
+Two materializations are killed mid-transaction: the first one into an empty store (the server
+has nothing to read: readiness must say so until a rerun repairs it), then a refresh of a store
+that holds older values (the server keeps reading the last committed values: WAL mode, no reader
+waits on the writer or on what the killed writer left behind). The server runs on one core; the
+load and the materialize run on the other."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+
+from core.settings import Settings
+from tests.faults.figures import (
+    Targets,
+    answers,
+    degraded,
+    latency_ms,
+    phase_figures,
+    record_figures,
+    server_latency_ms,
+)
+from tests.faults.load import PacedLoad, Payload, Stream, live_probes
+from tests.faults.scenario import (
+    check_live,
+    first_ok_after,
+    is_full,
+    seconds_to_recovery,
+    server_values,
+)
+from tests.faults.services import (
+    RENDERER,
+    ROOT,
+    Cores,
+    OffersServer,
+    wait_for,
+)
+from tests.simulated_world import SimulatedTables, world_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
+
+OFFERS_PER_S = 50.0
+LIVE_PER_S = 10.0
+READY_PER_S = 4.0
+# The issue's bound: no offers request waits longer on the store's writer (the feature timeout,
+# 50 ms, is what a request may wait on the store; the rest is the decision and the log write).
+STORE_WAIT_S = 0.100
+RECOVERY_S = 15.0
+STEADY_S = 3.0
+OLD_END = "2026-06-01"  # the first materialization: values up to here; the refresh: up to now
+LOCK_SEEN_S = 300.0  # materialize imports Feast and reads the feature tables before it writes
+KILL_AFTER_LOCK_S = 0.2
+
+
+@pytest.fixture(scope="module")
+def features_world(simulated_tables: SimulatedTables, tmp_path_factory: pytest.TempPathFactory):
+    """The shared world's feature tables, built once for this module; each test applies its own
+    Feast registry and online store."""
+    from features.pipeline import build_features
+
+    root = tmp_path_factory.mktemp("materialize-world")
+    settings = world_settings(root, data_dir=simulated_tables.settings.data_dir)
+    build_features(settings=settings, features_dir=settings.features_dir)
+    return settings
+
+
+def _world_customers(settings: Settings, count: int = 500) -> list[str]:
+    customers = pd.read_parquet(settings.data_dir / "customers.parquet", columns=["customer_id"])
+    return customers["customer_id"].head(count).tolist()
+
+
+def _invoices(customers: list[str], prefix: str) -> Callable[[], Payload]:
+    numbers = itertools.count(1)
+
+    def next_body() -> Payload:
+        number = next(numbers)
+        return {
+            "invoice_id": f"{prefix}-{number}",
+            "customer_id": customers[number % len(customers)],
+            "invoice_date": "2026-11-30",
+            "locale": "sv",
+            "max_offers": 3,
+        }
+
+    return next_body
+
+
+def _steps(base_url: str) -> dict[str, dict[str, float]]:
+    """The server's ``offers_step_seconds`` histogram: per step, the cumulative count per bucket
+    bound (``+Inf`` the total)."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10.0).text
+    steps: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        found = re.match(r"offers_step_seconds_bucket\{(.*)\} ([0-9.e+-]+)$", line)
+        if found is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1)))
+        steps.setdefault(labels["step"], {})[labels["le"]] = float(found.group(2))
+    return steps
+
+
+def _over(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], step: str):
+    """Decisions of ``step`` between two snapshots, and how many of them took over 100 ms."""
+    total = after.get(step, {}).get("+Inf", 0.0) - before.get(step, {}).get("+Inf", 0.0)
+    fast = after.get(step, {}).get("0.1", 0.0) - before.get(step, {}).get("0.1", 0.0)
+    return {"decisions": int(total), "over_100_ms": int(total - fast)}
+
+
+def _writer_holds_lock(database: Path) -> bool:
+    """True while another connection holds the write lock of ``database`` (a write transaction
+    is open); takes and releases the lock at once otherwise."""
+    connection = sqlite3.connect(database, timeout=0, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError as error:
+        return "locked" in str(error)
+    finally:
+        connection.close()
+
+
+def _materialize(environment: dict[str, str], cpu: int | None, end: str | None) -> list[str]:
+    """``offers features materialize`` on the load's core, at a low priority: a batch job beside
+    the load generator, which must keep its schedule to measure the server."""
+    command = ["nice", "-n", "10", sys.executable, "-m", "pipelines.cli", "features", "materialize"]
+    command += ["--end", end] if end else []
+    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
+
+
+def _kill_mid_write(
+    environment: dict[str, str], cpu: int | None, end: str | None, database: Path, log: Path
+) -> float:
+    """Start a materialize, SIGKILL it while its write transaction is open; the seconds from its
+    start to the kill. Fails when it finished (or died) before it was seen writing."""
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            _materialize(environment, cpu, end),
+            env=environment,
+            cwd=ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    started = time.monotonic()
+    try:
+        while not _writer_holds_lock(database):
+            if process.poll() is not None:
+                pytest.fail(f"materialize exited ({process.returncode}) before it was seen writing")
+            if time.monotonic() - started > LOCK_SEEN_S:
+                pytest.fail(f"materialize did not start writing within {LOCK_SEEN_S} s")
+            time.sleep(0.02)
+        time.sleep(KILL_AFTER_LOCK_S)  # well inside the transaction, not at its first row
+        assert _writer_holds_lock(database), "materialize still writes at the moment of the kill"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    return time.monotonic() - started
+
+
+def test_materialize_killed_mid_write_never_stalls_requests_and_readiness_tells(
+    tmp_path: Path, cores: Cores, empty_registry: dict[str, str], features_world: Settings
+) -> None:
+    """At 50 offers a second: a first materialize killed mid-write leaves the store empty and
+    readiness 503 until a rerun repairs it; a refresh killed mid-write leaves the last committed
+    values readable and readiness 200. No offers answer waits on the writer (p99 and max under
+    100 ms while materialize writes and after its kill)."""
+    from features.store import apply_repository
+
+    settings = world_settings(
+        tmp_path, data_dir=features_world.data_dir, features_dir=features_world.features_dir
+    )
+    apply_repository(settings)  # registry and empty tables, as before a first materialize
+    database = Path(settings.feast_dir) / "online.db"
+    assert database.exists(), "apply created the online store's file"
+    environment = server_values(settings, empty_registry, f"sqlite:///{tmp_path / 'offers.db'}")
+    customers = _world_customers(features_world)
+    marks: dict[str, float] = {}
+    kills: dict[str, float] = {}
+    materialize_log = tmp_path / "materialize.log"
+
+    with OffersServer(environment, tmp_path / "server.log", cores.server) as server:
+        startup_s = server.start(until="/health/live")
+        load = PacedLoad(
+            server.base_url,
+            RENDERER,
+            [
+                Stream("offers", OFFERS_PER_S, "POST", "/v1/offers", _invoices(customers, "M")),
+                live_probes(LIVE_PER_S),
+                Stream("ready", READY_PER_S, "GET", "/health/ready", dict),
+            ],
+            cpu=cores.load,
+            request_timeout_s=10.0,
+        ).start()
+        try:
+            load.phase = "empty"
+            time.sleep(STEADY_S)
+
+            load.phase = "first_materialize"
+            kills["first_s"] = _kill_mid_write(
+                environment, cores.load, OLD_END, database, materialize_log
+            )
+            load.phase = "after_first_kill"
+            marks["first_killed"] = time.monotonic()
+            time.sleep(STEADY_S)
+
+            load.phase = "repair"
+            with materialize_log.open("ab") as output:
+                repaired = subprocess.run(
+                    _materialize(environment, cores.load, OLD_END),
+                    env=environment,
+                    cwd=ROOT,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    timeout=300,
+                    check=False,
+                )
+            assert repaired.returncode == 0, materialize_log.read_text(errors="replace")[-3000:]
+            marks["repaired"] = time.monotonic()
+            wait_for(
+                first_ok_after(load, marks["repaired"], is_full),
+                RECOVERY_S,
+                "a full answer after the rerun of materialize",
+            )
+            load.phase = "repaired"
+            time.sleep(STEADY_S)
+            steps_before = _steps(server.base_url)
+
+            load.phase = "refresh"
+            marks["refresh"] = time.monotonic()
+            kills["refresh_s"] = _kill_mid_write(
+                environment, cores.load, None, database, materialize_log
+            )
+            load.phase = "after_refresh_kill"
+            marks["refresh_killed"] = time.monotonic()
+            time.sleep(STEADY_S)
+            marks["stopped"] = time.monotonic()
+            steps_after = _steps(server.base_url)
+        finally:
+            sent = load.stop()
+
+    with sqlite3.connect(database) as connection:
+        (integrity,) = connection.execute("PRAGMA integrity_check").fetchone()
+    connection.close()
+
+    phases = (
+        "empty",
+        "first_materialize",
+        "after_first_kill",
+        "repair",
+        "repaired",
+        "refresh",
+        "after_refresh_kill",
+    )
+
+    def ready_statuses(phase: str, before: float) -> dict[str, int]:
+        return answers(
+            s for s in sent if s.stream == "ready" and s.phase == phase and s.answered_at < before
+        )
+
+    writing = [
+        s
+        for s in sent
+        if s.stream == "offers"
+        and s.phase in ("first_materialize", "after_first_kill", "refresh", "after_refresh_kill")
+    ]
+    figures: dict[str, Any] = {
+        "offers_per_s": OFFERS_PER_S,
+        "server_startup_s": round(startup_s, 1),
+        "cores": {"server": cores.server, "load": cores.load},
+        "materialize_start_to_kill_s": {name: round(value, 1) for name, value in kills.items()},
+        "phases": {phase: phase_figures(sent, phase) for phase in phases},
+        "readiness": {phase: ready_statuses(phase, marks["stopped"]) for phase in phases},
+        "offers_while_writing_or_killed": {
+            **latency_ms([s.latency_s for s in writing]),
+            "server": server_latency_ms(writing),
+            "answers": answers(writing),
+        },
+        "full_answers_after_repair_s": round(
+            seconds_to_recovery(
+                [s for s in sent if s.stream == "offers"],
+                marks["repaired"],
+                marks["refresh"],
+                is_full,
+            ),
+            2,
+        ),
+        "integrity_check": str(integrity),
+        # The server's own step times over the refresh and after its kill: ``decide`` holds
+        # the feature reads, ``log`` the decision log write.
+        "refresh_steps": {
+            step: _over(steps_before, steps_after, step) for step in ("lookup", "decide", "log")
+        },
+    }
+    targets = Targets()
+    while_writing = figures["offers_while_writing_or_killed"]
+    # What a request waits on the store is inside the app's own time; the client's latency also
+    # holds the two cores' queueing, which a shared machine varies (recorded, not judged).
+    server_p99 = while_writing["server"]["p99_ms"]
+    targets.check(
+        "offers while materialize writes or after its kill: server-side p99",
+        server_p99 is not None and server_p99 <= STORE_WAIT_S * 1000,
+        f"{server_p99} ms",
+        f"<= {STORE_WAIT_S * 1000:.0f} ms",
+    )
+    slow = figures["refresh_steps"]["decide"]
+    targets.check(
+        "refresh: decisions whose decide step (feature reads included) took over 100 ms",
+        slow["decisions"] > 0 and slow["over_100_ms"] == 0,
+        slow,
+        "0 of > 0",
+    )
+    # A store read that waits past the feature timeout (50 ms) answers degraded: none may.
+    waited = sum(degraded(s) is not None for s in writing)
+    targets.check(
+        "offers while materialize writes or after its kill: reads past the feature timeout",
+        waited == 0,
+        waited,
+        "0",
+    )
+    statuses = sorted(while_writing["answers"])
+    targets.check(
+        "offers answers while writing: only 200 and 404 (unknown in an empty store)",
+        set(statuses) <= {"200", "404"},
+        statuses,
+        "200, 404",
+    )
+    for phase in ("empty", "after_first_kill"):
+        found = figures["readiness"][phase]
+        targets.check(
+            f"{phase}: readiness 503",
+            bool(found) and set(found) == {"503"},
+            found,
+            "503 only",
+        )
+    for phase in ("repaired", "after_refresh_kill"):
+        found = figures["readiness"][phase]
+        targets.check(
+            f"{phase}: readiness 200", bool(found) and set(found) == {"200"}, found, "200 only"
+        )
+    after_refresh = [
+        s for s in sent if s.stream == "offers" and s.phase in ("refresh", "after_refresh_kill")
+    ]
+    targets.check(
+        "refresh killed mid-write: every offers answer full",
+        bool(after_refresh) and all(is_full(s) for s in after_refresh),
+        sum(not is_full(s) for s in after_refresh),
+        "0 otherwise",
+    )
+    recovery = figures["full_answers_after_repair_s"]
+    targets.check(
+        "full answers after the rerun",
+        recovery <= RECOVERY_S,
+        f"{recovery} s",
+        f"<= {RECOVERY_S:.0f} s",
+    )
+    targets.check("online store PRAGMA integrity_check", integrity == "ok", integrity, "ok")
+    check_live(targets, sent, phases)
+    record_figures("materialize_killed_mid_write_sqlite", {**figures, "targets": targets.checked})
+    targets.assert_met()
