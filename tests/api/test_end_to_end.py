@@ -294,7 +294,10 @@ def test_a_version_promote_and_a_rollback_reach_the_api_answers(
     # promotes it.
     client = tracking.client(world)
     first = client.get_model_version("offer-ranker", "1")
-    client.create_model_version("offer-ranker", first.source, first.run_id)
+    # The files' own location: MLflow resolves a `models:/` source through its global tracking
+    # URI, which another test may have pointed elsewhere.
+    files = client.get_model_version_download_uri("offer-ranker", "1")
+    client.create_model_version("offer-ranker", files, first.run_id)
     refused = _cli(env, "promote", "--version", "2")
     assert refused.returncode == 1 and "version 2 not promoted" in _said(refused)
 

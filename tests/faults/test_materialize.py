@@ -63,7 +63,9 @@ RECOVERY_S = 15.0
 STEADY_S = 3.0
 OLD_END = "2026-06-01"  # the first materialization: values up to here; the refresh: up to now
 LOCK_SEEN_S = 300.0  # materialize imports Feast and reads the feature tables before it writes
-KILL_AFTER_LOCK_S = 0.2
+# Rows are written from the moment the lock is taken; a longer wait overslept a view's whole
+# transaction on a busy machine (the test's own sleep stretched), and the kill came too late.
+KILL_AFTER_LOCK_S = 0.02
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +165,7 @@ def _kill_mid_write(
             if time.monotonic() - started > LOCK_SEEN_S:
                 pytest.fail(f"materialize did not start writing within {LOCK_SEEN_S} s")
             time.sleep(0.02)
-        time.sleep(KILL_AFTER_LOCK_S)  # well inside the transaction, not at its first row
+        time.sleep(KILL_AFTER_LOCK_S)  # inside the transaction, past its BEGIN
         assert _writer_holds_lock(database), "materialize still writes at the moment of the kill"
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
