@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         default=8.0, gt=0.0, le=24.0 * 30, description="How long a page session lasts."
     )
     spark_master: str = "local[2]"
+    invoice_run_slice_invoices: int = Field(
+        default=50_000,
+        ge=1,
+        description="Invoices an invoice run decides, writes and can resume from at a time.",
+    )
     mlflow_tracking_uri: str = Field(
         default="sqlite:///mlruns/mlflow.db",
         validation_alias="MLFLOW_TRACKING_URI",
