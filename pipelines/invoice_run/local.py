@@ -45,7 +45,7 @@ class LocalSlices:
         frames = read_decision_frames(
             self.paths, as_of, invoices[CUSTOMER_KEY], options.invoice_date
         )
-        source = FrameFeatureSource.from_frames(frames, as_of)
+        source = FrameFeatureSource.from_frames(frames, as_of, invoice_date=options.invoice_date)
         del frames
         rows = list(
             decide_invoices(

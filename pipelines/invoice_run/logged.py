@@ -115,7 +115,7 @@ class LoggedSlices:
         frames = read_decision_frames(
             self.paths, as_of, invoices[CUSTOMER_KEY], options.invoice_date
         )
-        source = FrameFeatureSource.from_frames(frames, as_of)
+        source = FrameFeatureSource.from_frames(frames, as_of, invoice_date=options.invoice_date)
         del frames
         metrics = ApiMetrics()
         service = OffersService(

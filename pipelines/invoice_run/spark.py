@@ -131,7 +131,9 @@ class PartitionJob:
         frames = read_decision_frames(
             paths, as_of, invoices[CUSTOMER_KEY], self.options.invoice_date
         )
-        source = FrameFeatureSource.from_frames(frames, as_of)
+        source = FrameFeatureSource.from_frames(
+            frames, as_of, invoice_date=self.options.invoice_date
+        )
         declined = {
             customer: frozenset(offers)
             for customer, offers in zip(invoices[CUSTOMER_KEY], invoices["declined"], strict=True)
