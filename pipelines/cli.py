@@ -485,6 +485,14 @@ def invoice_run(
             "the finished slices (default: OFFERS_INVOICE_RUN_SLICE_INVOICES, 50,000).",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Processes deciding slices at once (more than 1 needs --no-log and the local "
+            "engine).",
+        ),
+    ] = 1,
 ) -> None:
     """Decide offers for every customer billed on a date (same decisions as the API).
 
@@ -519,6 +527,7 @@ def invoice_run(
             max_offers=max_offers,
             log_decisions=not no_log,
             slice_invoices=slice_invoices,
+            workers=workers,
         )
     except ValueError as error:
         raise _fail(str(error)) from error

@@ -176,6 +176,7 @@ def run_invoice_run(
     log_decisions: bool = True,
     features_as_of: dt.datetime | None = None,
     slice_invoices: int | None = None,
+    workers: int = 1,
 ) -> InvoiceRunSummary:
     """Decide the offers of every invoice dated ``invoice_date`` and write them to ``out``.
 
@@ -194,7 +195,8 @@ def run_invoice_run(
     ``OFFERS_INVOICE_RUN_SLICE_INVOICES``), writing each slice atomically beside ``out``; a
     start after an interrupted one (``kill -9`` included) skips the slices it finished and
     decides the rest as of the same moment, so ``out`` is what an uninterrupted run writes
-    (:mod:`.slices`).
+    (:mod:`.slices`). ``workers`` above one (``--no-log`` only) decides slices in that many
+    processes.
 
     ``models`` defaults to the registry's champions. Raises ``ContractError`` (invalid input
     tables), ``CatalogError`` or :class:`InvoiceRunError` (no feature tables, or the Spark engine
@@ -202,6 +204,13 @@ def run_invoice_run(
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be local or spark, not {engine!r}")
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    if workers > 1 and (log_decisions or engine != "local"):
+        raise InvoiceRunError(
+            "more than one worker decides only a --no-log run of the local engine; the logged "
+            "run writes the decision log from one process"
+        )
     if engine == "spark" and log_decisions:
         raise InvoiceRunError(
             "the Spark engine does not write the decision log yet; pass --no-log for a run "
@@ -299,6 +308,7 @@ def run_invoice_run(
                 key=key,
                 features_as_of=moment,
                 decide=LocalSlices(paths, catalog, options, champions, declined).decide,
+                workers=workers,
             )
         written = sliced.written
     decided = time.perf_counter()

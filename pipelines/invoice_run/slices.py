@@ -17,10 +17,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import logging
+import multiprocessing
 import shutil
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,6 +192,49 @@ class SliceStore:
 COUNTS = ("written", "replayed", "conflicts")
 
 
+# What a worker process of a parallel run decides with: set before the workers fork, so that
+# neither the decider (models, catalog, declines) nor the day's invoices are pickled per slice.
+_WORK: tuple[Callable[[pd.DataFrame, dt.datetime], SliceOutcome], pd.DataFrame, dt.datetime]
+_WORK_LOCK = threading.Lock()
+
+
+def _decide_forked(bounds: tuple[int, int]) -> SliceOutcome:
+    decide, invoices, moment = _WORK
+    start, end = bounds
+    return decide(invoices.iloc[start:end].reset_index(drop=True), moment)
+
+
+def _outcomes(
+    pending: list[tuple[int, tuple[int, int]]],
+    invoices: pd.DataFrame,
+    moment: dt.datetime,
+    decide: Callable[[pd.DataFrame, dt.datetime], SliceOutcome],
+    workers: int,
+) -> Iterator[tuple[int, SliceOutcome]]:
+    """Each pending slice's outcome, in slice order; in ``workers`` forked processes when more
+    than one, at most two slices a worker decided ahead of the one written."""
+    if workers <= 1 or len(pending) <= 1:
+        for index, (start, end) in pending:
+            yield index, decide(invoices.iloc[start:end].reset_index(drop=True), moment)
+        return
+    global _WORK
+    with _WORK_LOCK:
+        _WORK = (decide, invoices, moment)
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            waiting: deque[tuple[int, Future[SliceOutcome]]] = deque()
+            queue = iter(pending)
+            for index, bounds in itertools.islice(queue, 2 * workers):
+                waiting.append((index, pool.submit(_decide_forked, bounds)))
+            while waiting:
+                index, future = waiting.popleft()
+                outcome = future.result()
+                following = next(queue, None)
+                if following is not None:
+                    waiting.append((following[0], pool.submit(_decide_forked, following[1])))
+                yield index, outcome
+
+
 def decide_in_slices(
     invoices: pd.DataFrame,
     *,
@@ -196,10 +244,16 @@ def decide_in_slices(
     key: str,
     features_as_of: dt.datetime,
     decide: Callable[[pd.DataFrame, dt.datetime], SliceOutcome],
+    workers: int = 1,
 ) -> SlicedRun:
     """Decide ``invoices`` (sorted by customer and invoice id) slice after slice with
     ``decide(slice, features_as_of)``, resuming from the finished slices of an earlier start of
-    the same run, then write ``out`` from the slices and remove them."""
+    the same run, then write ``out`` from the slices and remove them.
+
+    ``workers`` above one: slices are decided in that many processes forked from this one (a
+    ``decide`` that writes nothing but its rows, as the ``--no-log`` engine's); this process
+    writes each slice and the manifest, in slice order.
+    """
     bounds = slice_bounds(invoices[CUSTOMER_KEY], size)
     store = SliceStore(out)
     finished, moment = store.resume(key, len(bounds), features_as_of)
@@ -207,14 +261,13 @@ def decide_in_slices(
     for counts in finished.values():
         for name in COUNTS:
             totals[name] += int(counts.get(name, 0))
-    for index, (start, end) in enumerate(bounds):
-        if index in finished:
-            continue
-        outcome = decide(invoices.iloc[start:end].reset_index(drop=True), moment)
+    pending = [(index, span) for index, span in enumerate(bounds) if index not in finished]
+    for index, outcome in _outcomes(pending, invoices, moment, decide, workers):
         counts = {name: int(getattr(outcome, name)) for name in COUNTS}
         store.finish(index, decision_table(outcome.rows, day), counts)
         for name in COUNTS:
             totals[name] += counts[name]
+        start, end = bounds[index]
         logger.info("slice %d of %d: %d invoices decided", index + 1, len(bounds), end - start)
     written = write_decisions(store.tables(len(bounds)), day, out)
     store.remove()
