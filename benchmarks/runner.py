@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, str] = {
     "retrain": "benchmarks.retrain",
     "api": "benchmarks.api",
     "quality": "benchmarks.quality",
+    "invoice-run": "benchmarks.invoice_run",
 }
 
 log = logging.getLogger(__name__)

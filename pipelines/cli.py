@@ -779,7 +779,9 @@ def consents_sync(
 def bench(
     names: Annotated[
         list[str] | None,
-        typer.Argument(help="simulate, features, retrain, api, quality (default: all)."),
+        typer.Argument(
+            help="simulate, features, retrain, api, quality, invoice-run (default: all)."
+        ),
     ] = None,
     quick: Annotated[bool, typer.Option(help="A smaller world, for a fast check.")] = False,
 ) -> None:
