@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.settings import Settings
-from pipelines.invoice_run import run_invoice_run
+from pipelines.invoice_run import InvoiceRunError, run_invoice_run
 from pipelines.invoice_run.slices import MANIFEST, SliceStore, slice_bounds, slices_folder
 from tests.simulated_world import SimulatedWorld
 
@@ -159,3 +159,31 @@ def test_slices_never_split_a_customer() -> None:
     assert slice_bounds(pd.Series([], dtype=str), 3) == []
     with pytest.raises(ValueError, match="at least one"):
         slice_bounds(customers, 0)
+
+
+def test_two_workers_write_the_one_workers_file(
+    simulated_world: SimulatedWorld, tmp_path: Path
+) -> None:
+    settings = _settings(simulated_world, tmp_path)
+    outs = {workers: tmp_path / f"{workers}.parquet" for workers in (1, 2)}
+    summaries = {
+        workers: run_invoice_run(
+            INVOICE_DATE,
+            out,
+            settings=settings,
+            slice_invoices=200,
+            log_decisions=False,
+            workers=workers,
+        )
+        for workers, out in outs.items()
+    }
+    assert summaries[2].slices == summaries[1].slices >= 5
+    assert summaries[2].decided == summaries[1].decided == summaries[1].invoices
+    assert outs[2].read_bytes() == outs[1].read_bytes()
+
+
+def test_more_than_one_worker_needs_no_log(simulated_world: SimulatedWorld, tmp_path: Path) -> None:
+    out = tmp_path / "decisions.parquet"
+    with pytest.raises(InvoiceRunError, match="--no-log"):
+        run_invoice_run(INVOICE_DATE, out, settings=_settings(simulated_world, tmp_path), workers=2)
+    assert not out.exists() and not slices_folder(out).exists()
