@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, str] = {
     "quality": "benchmarks.quality",
     "experiment-report": "benchmarks.experiment_report",
     "soak": "benchmarks.soak",
+    "invoice-run": "benchmarks.invoice_run",
 }
 # Benchmarks that take ``minutes`` (how long to hold the load).
 TIMED = frozenset({"soak"})

@@ -76,6 +76,11 @@ class Settings(BaseSettings):
         default=300.0, gt=0.0, le=86_400.0, description="The window of failed sign-ins counted."
     )
     spark_master: str = "local[2]"
+    invoice_run_slice_invoices: int = Field(
+        default=50_000,
+        ge=1,
+        description="Invoices an invoice run decides, writes and can resume from at a time.",
+    )
     mlflow_tracking_uri: str = Field(
         default="sqlite:///mlruns/mlflow.db",
         validation_alias="MLFLOW_TRACKING_URI",

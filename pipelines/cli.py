@@ -483,6 +483,22 @@ def invoice_run(
             "spark).",
         ),
     ] = False,
+    slice_invoices: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Invoices decided and written at a time; a rerun after an interruption skips "
+            "the finished slices (default: OFFERS_INVOICE_RUN_SLICE_INVOICES, 50,000).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Processes deciding slices at once (more than 1 needs --no-log and the local "
+            "engine).",
+        ),
+    ] = 1,
 ) -> None:
     """Decide offers for every customer billed on a date (same decisions as the API).
 
@@ -492,6 +508,9 @@ def invoice_run(
     duplicates nothing. A call to a PostgreSQL log may take up to 120 s here, not the API's
     OFFERS_DATABASE_TIMEOUT_MS. The features are the newest known when the run is made, as the API's
     online store holds them, with the usage moved back to the invoices' billing period.
+
+    The invoices are decided in slices, each written atomically beside --out; run the same
+    command again after an interruption and the finished slices are not decided again.
     """
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -513,6 +532,8 @@ def invoice_run(
             locale="en" if locale == "en" else "sv",
             max_offers=max_offers,
             log_decisions=not no_log,
+            slice_invoices=slice_invoices,
+            workers=workers,
         )
     except ValueError as error:
         raise _fail(str(error)) from error
@@ -800,7 +821,8 @@ def bench(
     names: Annotated[
         list[str] | None,
         typer.Argument(
-            help="simulate, features, retrain, api, quality, soak (default: all but soak)."
+            help="simulate, features, retrain, api, quality, experiment-report, invoice-run, soak "
+            "(default: all but soak)."
         ),
     ] = None,
     quick: Annotated[bool, typer.Option(help="A smaller world, for a fast check.")] = False,

@@ -30,10 +30,11 @@ from features.views import (
     CUSTOMER_USAGE,
 )
 from serving.decision.consent import allowed_policy
-from serving.decision.inputs import ConsentState
+from serving.decision.inputs import ConsentState, usage_rows_as_of
 
 CONSENT_VIEW = "customer_consent"
-ACCOUNT_VIEWS = ("customer_usage", "customer_contract", "customer_billing")
+USAGE_VIEW = "customer_usage"
+ACCOUNT_VIEWS = (USAGE_VIEW, "customer_contract", "customer_billing")
 PROFILE_VIEW = "customer_profile"
 # The customer views one decision may read, with their features in columns.py order.
 DECISION_VIEWS: dict[str, tuple[str, ...]] = {
@@ -117,6 +118,20 @@ class _ViewRows:
             name: column[position] for name, column in zip(self.features, self.columns, strict=True)
         }
 
+    def moved_to(self, invoice_date: dt.date) -> _ViewRows:
+        """The usage view's rows moved back to the invoice's billing period all at once
+        (:func:`~serving.decision.inputs.usage_rows_as_of`), as the engine moves each row it
+        reads: reading a moved row, the engine finds it in the billing period already."""
+        customers = list(self.positions)
+        rows = usage_rows_as_of(
+            [self.read_or_empty(customer) for customer in customers], invoice_date
+        )
+        unknown = {name for row in rows for name in row} - set(self.features)
+        if unknown:
+            raise KeyError(f"moving the usage back sets features the view lacks: {sorted(unknown)}")
+        columns = tuple([row[name] for row in rows] for name in self.features)
+        return _ViewRows(self.features, columns, {c: p for p, c in enumerate(customers)})
+
     def read_or_empty(self, customer_id: str) -> dict[str, Any]:
         row = self.read(customer_id)
         return row if row is not None else dict.fromkeys(self.features)
@@ -141,12 +156,20 @@ class FrameFeatureSource:
         frames: Mapping[str, pd.DataFrame],
         as_of: dt.datetime,
         ttl: Mapping[str, dt.timedelta | None] | None = None,
+        invoice_date: dt.date | None = None,
     ) -> FrameFeatureSource:
-        """From one frame per customer feature view (``customer_id``, ``event_timestamp``, …)."""
+        """From one frame per customer feature view (``customer_id``, ``event_timestamp``, …).
+
+        ``invoice_date``: every invoice read through this source is dated then, and the usage
+        rows are moved back to its billing period here, all at once, rather than one by one
+        in the engine (which finds them moved; the values are the same).
+        """
         views = {}
         for view, features in DECISION_VIEWS.items():
             latest = latest_rows(frames[view], as_of, features, (ttl or {}).get(view))
             views[view] = _ViewRows.from_latest(latest, features)
+        if invoice_date is not None:
+            views[USAGE_VIEW] = views[USAGE_VIEW].moved_to(invoice_date)
         return cls(views, as_of)
 
     def customers(self) -> int:

@@ -288,6 +288,14 @@ class OffersService:
         """
         started = time.perf_counter()
         stored = self.log.find_many([request.invoice_id for request in requests])
+        # The decline cap of every invoice that may be decided, read at once: the call's new
+        # decisions are written only after all are decided, so each reads the log as it was.
+        to_decide = [
+            (request.customer_id, request.invoice_id)
+            for request in requests
+            if (previous := stored.get(request.invoice_id)) is None or previous.provisional
+        ]
+        declines = self.log.recent_declines_many(to_decide, self._decline_cap)
         looked_up = time.perf_counter()
         answers: list[InvoiceOutcome | None] = [None] * len(requests)
         first_asked: dict[str, int] = {}
@@ -312,7 +320,9 @@ class OffersService:
             arm = arms[index] if arms is not None else None
             try:
                 decision, scorer = self._decide(
-                    request, arm or self.arm(request.customer_id, request.invoice_date)
+                    request,
+                    arm or self.arm(request.customer_id, request.invoice_date),
+                    declines.get((request.customer_id, request.invoice_id), frozenset()),
                 )
             except UnknownCustomerError as error:
                 answers[index] = error
@@ -396,17 +406,20 @@ class OffersService:
             },
         )
 
-    def _decide(self, request: DecisionRequest, arm: Arm) -> tuple[Decision, LightGBMScorer | None]:
-        """The decision, and the scorer it was offered: the serving models are read once."""
+    def _decide(
+        self, request: DecisionRequest, arm: Arm, logged_declines: frozenset[str]
+    ) -> tuple[Decision, LightGBMScorer | None]:
+        """The decision, and the scorer it was offered: the serving models are read once.
+        ``logged_declines``: the offers the log's declines block for this invoice."""
         policy, assignment = arm.policy, arm.assignment
         scorer, degraded = _scorer(policy, self._serving_models(policy))
         source = self.feature_store.current()
         try:
             if source is None:
                 raise FeatureStoreUnavailable("not_open")
-            declined = self.log.recent_declines(
-                request.customer_id, self._decline_cap, deciding=request.invoice_id
-            ) | self._declined_elsewhere.get(request.customer_id, frozenset())
+            declined = logged_declines | self._declined_elsewhere.get(
+                request.customer_id, frozenset()
+            )
             decision = decide(
                 request,
                 source,

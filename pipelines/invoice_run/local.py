@@ -1,8 +1,10 @@
-"""The invoice run's local engine: the day's feature rows in memory, one decision after another."""
+"""The invoice run's local engine: a slice's feature rows in memory, its invoices decided here."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -17,25 +19,43 @@ from pipelines.invoice_run.core import (
     DecisionOptions,
     decide_invoices,
 )
+from pipelines.invoice_run.slices import SliceOutcome
 
 
-def decide_locally(
-    invoices: pd.DataFrame,
-    paths: Mapping[str, Path],
-    catalog: Catalog,
-    options: DecisionOptions,
-    models: ChampionModels,
-    declined: Mapping[str, frozenset[str]],
-) -> pd.DataFrame:
-    """Decide the day's invoices in this process; the output rows by customer and invoice id."""
-    as_of = options.features_moment
-    frames = read_decision_frames(
-        paths, as_of, invoices[CUSTOMER_KEY], options.invoice_date, options.consent_changes
-    )
-    source = FrameFeatureSource.from_frames(frames, as_of)
-    scorer = models.scorer()
-    rows = list(
-        decide_invoices(invoices, source, catalog, options, scorer=scorer, declined=declined)
-    )
-    frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
-    return frame.sort_values(ORDER, kind="stable").reset_index(drop=True)
+class LocalSlices:
+    """Decides slice after slice in this process with the champion alone, nothing logged."""
+
+    def __init__(
+        self,
+        paths: Mapping[str, Path],
+        catalog: Catalog,
+        options: DecisionOptions,
+        models: ChampionModels,
+        declined: Mapping[str, frozenset[str]],
+    ) -> None:
+        self.paths = paths
+        self.catalog = catalog
+        self.options = options
+        self.declined = declined
+        self.scorer = models.scorer()
+
+    def decide(self, invoices: pd.DataFrame, as_of: dt.datetime) -> SliceOutcome:
+        """One slice's output rows, by customer and invoice id."""
+        options = replace(self.options, features_as_of=as_of)
+        frames = read_decision_frames(
+            self.paths, as_of, invoices[CUSTOMER_KEY], options.invoice_date, options.consent_changes
+        )
+        source = FrameFeatureSource.from_frames(frames, as_of, invoice_date=options.invoice_date)
+        del frames
+        rows = list(
+            decide_invoices(
+                invoices,
+                source,
+                self.catalog,
+                options,
+                scorer=self.scorer,
+                declined=self.declined,
+            )
+        )
+        frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
+        return SliceOutcome(frame.sort_values(ORDER, kind="stable").reset_index(drop=True))

@@ -16,9 +16,9 @@ not hold).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from pipelines.invoice_run.core import (
     answer_row,
     decision_id_for,
 )
+from pipelines.invoice_run.slices import SliceOutcome, slice_bounds
 from serving.decision.inputs import DecisionRequest
 from serving.decision_log import DecisionLog
 from serving.experiments import Experiments
@@ -48,7 +49,7 @@ from training.registry import CHURN_MODEL, RANKER_MODEL, LoadedModel, load_versi
 logger = logging.getLogger(__name__)
 
 # Invoices per call of the service: each call's new decisions are one transaction, and memory
-# holds one call's decision records at a time.
+# holds one call's decision records at a time. A customer's invoices share a call.
 INVOICES_PER_WRITE = 2_000
 # The longest one call to a PostgreSQL log may take in the run, in place of the request path's
 # OFFERS_DATABASE_TIMEOUT_MS (2 s): a part's write (up to INVOICES_PER_WRITE decisions, their
@@ -56,17 +57,6 @@ INVOICES_PER_WRITE = 2_000
 # each under the server's 10 s statement_timeout, and must not be cut off like a request. A log
 # that does not answer at all still ends the run with an error after this, instead of holding it.
 LOG_CALL_DEADLINE_SECONDS = 120.0
-
-
-@dataclass(frozen=True)
-class LoggedDecisions:
-    """The output rows, and what the decision log holds of them."""
-
-    rows: pd.DataFrame
-    written: int  # decisions new to the log
-    replayed: int  # invoices the log already held a decision for
-    conflicts: int  # invoices the log holds for another customer: not decided, no row
-    experiment: str | None  # the experiment that assigned the day's invoices
 
 
 def champions_loader(models: ChampionModels, settings: Settings) -> ModelLoader:
@@ -91,79 +81,93 @@ def champions_loader(models: ChampionModels, settings: Settings) -> ModelLoader:
     )
 
 
-def decide_and_log(
-    invoices: pd.DataFrame,
-    paths: Mapping[str, Path],
-    catalog: Catalog,
-    options: DecisionOptions,
-    models: ChampionModels,
-    declined: Mapping[str, frozenset[str]],
-    settings: Settings,
-    log: DecisionLog,
-) -> LoggedDecisions:
-    """Decide (or replay) the day's invoices through the API's service, writing new decisions
-    to ``log``; the output rows by customer and invoice id."""
-    as_of = options.features_moment
-    frames = read_decision_frames(
-        paths, as_of, invoices[CUSTOMER_KEY], options.invoice_date, options.consent_changes
-    )
-    source = FrameFeatureSource.from_frames(frames, as_of)
-    experiments = Experiments(log)
-    holder = ModelHolder(champions_loader(models, settings))
-    # The challengers of the experiments not ended when the billing day starts.
-    holder.start(experiments.challenger_policies(start_of_day(options.invoice_date)))
-    metrics = ApiMetrics()
-    service = OffersService(
-        catalog=catalog,
-        models=holder,
-        log=log,
-        experiments=experiments,
-        feature_store=ReadyFeatures(source),
-        metrics=metrics,
-        render=offers_answer_json,
-        decline_cap_invoices=settings.decline_cap_invoices,
-        objective=options.objective,
-        decision_ids=lambda request: decision_id_for(request.invoice_id),
-        declined_elsewhere=declined,
-    )
-    requests = [
-        DecisionRequest(
-            invoice_id=str(invoice_id),
-            customer_id=str(customer_id),
-            invoice_date=options.invoice_date,
-            locale=options.locale,
-            max_offers=options.max_offers,
+class LoggedSlices:
+    """Decides slice after slice through one offers service: the champions, the experiments and
+    the counters are set up once per run; each slice brings its own customers' feature rows."""
+
+    def __init__(
+        self,
+        paths: Mapping[str, Path],
+        catalog: Catalog,
+        options: DecisionOptions,
+        models: ChampionModels,
+        declined: Mapping[str, frozenset[str]],
+        settings: Settings,
+        log: DecisionLog,
+    ) -> None:
+        self.paths = paths
+        self.catalog = catalog
+        self.options = options
+        self.declined = declined
+        self.settings = settings
+        self.log = log
+        self.experiments = Experiments(log)
+        self.holder = ModelHolder(champions_loader(models, settings))
+        # The challengers of the experiments not ended when the billing day starts.
+        self.holder.start(self.experiments.challenger_policies(start_of_day(options.invoice_date)))
+        running = self.experiments.running_on(options.invoice_date)
+        self.experiment = None if running is None else running.key
+
+    def decide(self, invoices: pd.DataFrame, as_of: dt.datetime) -> SliceOutcome:
+        """Decide (or replay) one slice's invoices, writing its new decisions to the log; the
+        output rows by customer and invoice id."""
+        options = self.options
+        frames = read_decision_frames(
+            self.paths, as_of, invoices[CUSTOMER_KEY], options.invoice_date, options.consent_changes
         )
-        for invoice_id, customer_id in zip(
-            invoices["invoice_id"], invoices[CUSTOMER_KEY], strict=True
+        source = FrameFeatureSource.from_frames(frames, as_of, invoice_date=options.invoice_date)
+        del frames
+        metrics = ApiMetrics()
+        service = OffersService(
+            catalog=self.catalog,
+            models=self.holder,
+            log=self.log,
+            experiments=self.experiments,
+            feature_store=ReadyFeatures(source),
+            metrics=metrics,
+            render=offers_answer_json,
+            decline_cap_invoices=self.settings.decline_cap_invoices,
+            objective=options.objective,
+            decision_ids=lambda request: decision_id_for(request.invoice_id),
+            declined_elsewhere=self.declined,
         )
-    ]
-    rows: list[dict[str, Any]] = []
-    conflicts = 0
-    for start in range(0, len(requests), INVOICES_PER_WRITE):
-        for answer in service.answer_many(requests[start : start + INVOICES_PER_WRITE]):
-            if isinstance(answer, InvoiceAnswer):
-                rows.append(answer_row(answer.answer_json))
-            elif isinstance(answer, InvoiceCustomerConflict):
-                conflicts += 1
-            # An unknown customer is skipped, as the local engine skips it; the summary counts it.
-    written = int(
-        sum(
-            sample.value
-            for family in metrics.decisions.collect()
-            for sample in family.samples
-            if sample.name.endswith("_total")
+        requests = [
+            DecisionRequest(
+                invoice_id=str(invoice_id),
+                customer_id=str(customer_id),
+                invoice_date=options.invoice_date,
+                locale=options.locale,
+                max_offers=options.max_offers,
+            )
+            for invoice_id, customer_id in zip(
+                invoices["invoice_id"], invoices[CUSTOMER_KEY], strict=True
+            )
+        ]
+        rows: list[dict[str, Any]] = []
+        conflicts = 0
+        for start, end in slice_bounds(invoices[CUSTOMER_KEY], INVOICES_PER_WRITE):
+            for answer in service.answer_many(requests[start:end]):
+                if isinstance(answer, InvoiceAnswer):
+                    rows.append(answer_row(answer.answer_json))
+                elif isinstance(answer, InvoiceCustomerConflict):
+                    conflicts += 1
+                # An unknown customer is skipped, as the local engine skips it; the summary
+                # counts it.
+        written = int(
+            sum(
+                sample.value
+                for family in metrics.decisions.collect()
+                for sample in family.samples
+                if sample.name.endswith("_total")
+            )
         )
-    )
-    if conflicts:
-        # No ids in the log: the summary counts these invoices.
-        logger.warning("%d invoices are decided in the log for another customer", conflicts)
-    frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
-    running = experiments.running_on(options.invoice_date)
-    return LoggedDecisions(
-        rows=frame.sort_values(ORDER, kind="stable").reset_index(drop=True),
-        written=written,
-        replayed=len(rows) - written,
-        conflicts=conflicts,
-        experiment=None if running is None else running.key,
-    )
+        if conflicts:
+            # No ids in the log: the summary counts these invoices.
+            logger.warning("%d invoices are decided in the log for another customer", conflicts)
+        frame = pd.DataFrame(rows, columns=ROW_COLUMNS)
+        return SliceOutcome(
+            rows=frame.sort_values(ORDER, kind="stable").reset_index(drop=True),
+            written=written,
+            replayed=len(rows) - written,
+            conflicts=conflicts,
+        )

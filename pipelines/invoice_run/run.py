@@ -22,6 +22,7 @@ from core.tables import read_table
 from core.validation import require_valid
 from pipelines.frame_source import start_of_day
 from pipelines.invoice_run.core import (
+    ORDER,
     ChampionModels,
     DecisionOptions,
     InvoiceRunError,
@@ -29,10 +30,10 @@ from pipelines.invoice_run.core import (
     feature_paths,
     invoices_of_day,
     recent_declines,
-    write_decisions,
 )
-from pipelines.invoice_run.local import decide_locally
-from pipelines.invoice_run.logged import LOG_CALL_DEADLINE_SECONDS, decide_and_log
+from pipelines.invoice_run.local import LocalSlices
+from pipelines.invoice_run.logged import LOG_CALL_DEADLINE_SECONDS, LoggedSlices
+from pipelines.invoice_run.slices import decide_in_slices, run_key
 from pipelines.invoice_run.spark import decide_with_spark
 from serving.decision.arbitration import Objective
 from serving.decision.inputs import Locale
@@ -83,6 +84,8 @@ class InvoiceRunSummary:
     replayed: int = 0  # invoices the log already held a decision for
     conflicts: int = 0  # invoices the log holds for another customer
     experiment: str | None = None  # the experiment that assigned variants
+    slices: int = 0  # slices of the local engine
+    resumed_slices: int = 0  # slices an earlier, interrupted start had finished
 
     @property
     def unknown_customers(self) -> int:
@@ -94,6 +97,14 @@ class InvoiceRunSummary:
         """Decisions per second of the deciding step (feature reads included, Spark start too)."""
         return self.decided / self.decide_seconds if self.decide_seconds > 0 else 0.0
 
+    def _slice_lines(self) -> list[str]:
+        if not self.slices:
+            return []
+        line = f"  slices: {self.slices:,}"
+        if self.resumed_slices:
+            line += f" ({self.resumed_slices:,} finished by an earlier start, not decided again)"
+        return [line]
+
     def __str__(self) -> str:
         policies = ", ".join(f"{name} {count:,}" for name, count in sorted(self.policies.items()))
         model = self.model_version or "none (rules decide)"
@@ -103,6 +114,7 @@ class InvoiceRunSummary:
             f"  deciding took {self.decide_seconds:.1f} s "
             f"({self.decisions_per_second:,.0f} decisions/s)",
             f"  policies: {policies or 'none'}; offers shown: {self.offers_shown:,}",
+            *self._slice_lines(),
             f"  model: {model}",
         ]
         if self.logged is None:
@@ -179,6 +191,8 @@ def run_invoice_run(
     models: ChampionModels | None = None,
     log_decisions: bool = True,
     features_as_of: dt.datetime | None = None,
+    slice_invoices: int | None = None,
+    workers: int = 1,
 ) -> InvoiceRunSummary:
     """Decide the offers of every invoice dated ``invoice_date`` and write them to ``out``.
 
@@ -194,12 +208,26 @@ def run_invoice_run(
     the decision log) applied on top, as the API honours them. Declines in ``offer_events`` count
     when known by 00:00 UTC on the invoice date.
 
+    The local engine decides ``slice_invoices`` invoices at a time (default
+    ``OFFERS_INVOICE_RUN_SLICE_INVOICES``), writing each slice atomically beside ``out``; a
+    start after an interrupted one (``kill -9`` included) skips the slices it finished and
+    decides the rest as of the same moment, so ``out`` is what an uninterrupted run writes
+    (:mod:`.slices`). ``workers`` above one (``--no-log`` only) decides slices in that many
+    processes.
+
     ``models`` defaults to the registry's champions. Raises ``ContractError`` (invalid input
     tables), ``CatalogError`` or :class:`InvoiceRunError` (no feature tables, or the Spark engine
     asked to log), all ``ValueError``, before anything is written.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be local or spark, not {engine!r}")
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    if workers > 1 and (log_decisions or engine != "local"):
+        raise InvoiceRunError(
+            "more than one worker decides only a --no-log run of the local engine; the logged "
+            "run writes the decision log from one process"
+        )
     if engine == "spark" and log_decisions:
         raise InvoiceRunError(
             "the Spark engine does not write the decision log yet; pass --no-log for a run "
@@ -223,7 +251,9 @@ def run_invoice_run(
     )
     as_of = start_of_day(invoice_date)
 
-    invoices = invoices_of_day(data, invoice_date)
+    # In output order: each slice's rows follow the previous slice's.
+    invoices = invoices_of_day(data, invoice_date).sort_values(ORDER, kind="stable")
+    invoices = invoices.reset_index(drop=True)
     events = read_table(data, OFFER_EVENTS)
     declined = recent_declines(events, as_of, resolved.decline_cap_invoices, invoices[CUSTOMER_KEY])
     del events
@@ -241,24 +271,65 @@ def run_invoice_run(
     )
 
     deciding = time.perf_counter()
-    logged = None
-    if log_decisions:
-        # Not the request path's deadline: the run's bulk writes take longer than a request may.
-        log = DecisionLog.from_settings(resolved, deadline_s=LOG_CALL_DEADLINE_SECONDS)
-        try:
-            logged = decide_and_log(
-                invoices, paths, catalog, options, champions, declined, resolved, log
-            )
-        finally:
-            log.close()
-        written = write_decisions([logged.rows], invoice_date, out)
-    elif engine == "spark":
+    sliced = None
+    experiment = None
+    if engine == "spark":
         written = decide_with_spark(
             invoices, paths, catalog, options, champions, declined, resolved, out=out
         )
     else:
-        rows = decide_locally(invoices, paths, catalog, options, champions, declined)
-        written = write_decisions([rows], invoice_date, out)
+        size = slice_invoices or resolved.invoice_run_slice_invoices
+        key = run_key(
+            invoices,
+            size=size,
+            settings={
+                "invoice_date": invoice_date.isoformat(),
+                "logged": log_decisions,
+                "locale": locale,
+                "max_offers": max_offers,
+                "objective": repr(options.objective),
+                "decline_cap_invoices": resolved.decline_cap_invoices,
+                "features_as_of": None if features_as_of is None else features_as_of.isoformat(),
+                "models": [
+                    None if model is None else model.version
+                    for model in (champions.ranker, champions.churn)
+                ],
+                "database": resolved.database_url if log_decisions else None,
+            },
+            feature_files=paths,
+        )
+        moment = options.features_moment
+        if log_decisions:
+            # Not the request path's deadline: the run's bulk writes take longer than a request.
+            log = DecisionLog.from_settings(resolved, deadline_s=LOG_CALL_DEADLINE_SECONDS)
+            try:
+                logged_slices = LoggedSlices(
+                    paths, catalog, options, champions, declined, resolved, log
+                )
+                sliced = decide_in_slices(
+                    invoices,
+                    day=invoice_date,
+                    out=out,
+                    size=size,
+                    key=key,
+                    features_as_of=moment,
+                    decide=logged_slices.decide,
+                )
+                experiment = logged_slices.experiment
+            finally:
+                log.close()
+        else:
+            sliced = decide_in_slices(
+                invoices,
+                day=invoice_date,
+                out=out,
+                size=size,
+                key=key,
+                features_as_of=moment,
+                decide=LocalSlices(paths, catalog, options, champions, declined).decide,
+                workers=workers,
+            )
+        written = sliced.written
     decided = time.perf_counter()
     summary = InvoiceRunSummary(
         invoice_date=invoice_date,
@@ -272,10 +343,12 @@ def run_invoice_run(
         seconds=time.perf_counter() - started,
         decide_seconds=decided - deciding,
         warnings=_warnings(paths, as_of) if len(invoices) else (),
-        logged=None if logged is None else logged.written,
-        replayed=0 if logged is None else logged.replayed,
-        conflicts=0 if logged is None else logged.conflicts,
-        experiment=None if logged is None else logged.experiment,
+        logged=sliced.logged if sliced is not None and log_decisions else None,
+        replayed=0 if sliced is None else sliced.replayed,
+        conflicts=0 if sliced is None else sliced.conflicts,
+        experiment=experiment if log_decisions else None,
+        slices=0 if sliced is None else sliced.slices,
+        resumed_slices=0 if sliced is None else sliced.resumed,
     )
     for warning in summary.warnings:
         logger.warning("invoice run %s: %s", invoice_date, warning)

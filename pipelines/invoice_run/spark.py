@@ -65,6 +65,8 @@ class ModelText:
     version: str
     feature_names: tuple[str, ...]
     calibrator: Mapping[str, Any]
+    # The ranker's metadata: the segments' acceptance rates order non-personalised offers.
+    metadata: Mapping[str, Any]
 
     @classmethod
     def from_loaded(cls, model: LoadedModel) -> ModelText:
@@ -73,6 +75,7 @@ class ModelText:
             version=model.version,
             feature_names=tuple(model.feature_names),
             calibrator=model.calibrator.to_dict(),
+            metadata=dict(model.metadata),
         )
 
     def load(self) -> LoadedModel:
@@ -81,6 +84,7 @@ class ModelText:
             version=self.version,
             feature_names=list(self.feature_names),
             calibrator=Calibrator.from_dict(self.calibrator),
+            metadata=dict(self.metadata),
         )
 
 
@@ -135,7 +139,9 @@ class PartitionJob:
             self.options.invoice_date,
             self.options.consent_changes,
         )
-        source = FrameFeatureSource.from_frames(frames, as_of)
+        source = FrameFeatureSource.from_frames(
+            frames, as_of, invoice_date=self.options.invoice_date
+        )
         declined = {
             customer: frozenset(offers)
             for customer, offers in zip(invoices[CUSTOMER_KEY], invoices["declined"], strict=True)

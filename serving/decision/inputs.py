@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -268,38 +268,69 @@ def usage_as_of(row: Mapping[str, Any], invoice_date: dt.date) -> Mapping[str, A
     and the 3- and 6-month means, maxima, trends and overage counts are computed again from them,
     as the feature transform computes them. SMS and roaming days are kept for the newest month
     only, so for an earlier one they are unknown (None). A row whose newest month is the billing
-    period or earlier is returned as it is.
+    period or earlier is returned as it is. A row already moved back is returned as it is.
     """
-    newest = as_date(row.get("usage_month_m1"))
+    return usage_rows_as_of([row], invoice_date)[0]
+
+
+def usage_rows_as_of(
+    rows: Sequence[Mapping[str, Any]], invoice_date: dt.date
+) -> list[Mapping[str, Any]]:
+    """:func:`usage_as_of` of each row, the rows to move computed together over arrays (the
+    invoice run moves a slice's customers at once); each result equals the row's own."""
     period = billing_period_start(invoice_date)
-    if newest is None or newest <= period:
-        return row
-    lag = (newest.year - period.year) * 12 + newest.month - period.month
-    shifted = dict(row)
+    moving: list[int] = []
+    lags: list[int] = []
+    for position, row in enumerate(rows):
+        newest = as_date(row.get("usage_month_m1"))
+        if newest is not None and newest > period:
+            moving.append(position)
+            lags.append((newest.year - period.year) * 12 + newest.month - period.month)
+    result: list[Mapping[str, Any]] = list(rows)
+    if not moving:
+        return result
+    count = len(moving)
+    shifted = [dict(rows[position]) for position in moving]
+    # Each row's months from its lag on, unknown past the sixth: columns lag … lag + 5 of the
+    # months padded with six unknown ones.
+    take = np.minimum(np.asarray(lags)[:, None] + np.arange(USAGE_MONTHS)[None, :], USAGE_MONTHS)
     histories: dict[str, np.ndarray] = {}
     for measure in MONTHLY_MEASURES:
-        values = [as_float(row.get(f"{measure}_m{month}")) for month in range(1, USAGE_MONTHS + 1)]
-        moved = (values[lag:] + [math.nan] * USAGE_MONTHS)[:USAGE_MONTHS]
-        histories[measure] = np.array([moved], dtype=float)
-        for month, value in enumerate(moved, start=1):
-            shifted[f"{measure}_m{month}"] = None if math.isnan(value) else value
+        padded = np.full((count, USAGE_MONTHS + 1), math.nan)
+        for month in range(1, USAGE_MONTHS + 1):
+            key = f"{measure}_m{month}"
+            padded[:, month - 1] = [as_float(row.get(key)) for row in shifted]
+        moved = np.take_along_axis(padded, take, axis=1)
+        histories[measure] = moved
+        for month in range(1, USAGE_MONTHS + 1):
+            key = f"{measure}_m{month}"
+            for row, value in zip(shifted, moved[:, month - 1].tolist(), strict=True):
+                row[key] = None if math.isnan(value) else value
+    updates: dict[str, list[Any]] = {}
     for measure in _WINDOWED:
         for stat, stats in window_stats(histories[measure], (3, 6)).items():
-            shifted[f"{measure}_{stat}"] = _known(stats[0])
-    months_ago = -np.arange(USAGE_MONTHS, dtype=float)[None, :]
+            updates[f"{measure}_{stat}"] = _known_all(stats)
+    months_ago = np.broadcast_to(-np.arange(USAGE_MONTHS, dtype=float)[None, :], (count, 6))
     for measure in _TRENDED:
-        shifted[f"{measure}_trend_6m"] = _known(
-            least_squares_slope(months_ago, histories[measure])[0]
+        updates[f"{measure}_trend_6m"] = _known_all(
+            least_squares_slope(months_ago, histories[measure])
         )
-    shifted["overage_sek_avg_3m"] = _known(
-        window_stats(histories["overage_sek"], (3,))["avg_3m"][0]
+    updates["overage_sek_avg_3m"] = _known_all(
+        window_stats(histories["overage_sek"], (3,))["avg_3m"]
     )
-    shifted["months_over_allowance_6m"] = int((np.nan_to_num(histories["overage_sek"]) > 0).sum())
+    updates["months_over_allowance_6m"] = [
+        int(over) for over in (np.nan_to_num(histories["overage_sek"]) > 0).sum(axis=1).tolist()
+    ]
     for name in _NEWEST_MONTH_ONLY:
-        shifted[name] = None
-    shifted["usage_month_m1"] = period.isoformat() if lag < USAGE_MONTHS else None
-    return shifted
+        updates[name] = [None] * count
+    updates["usage_month_m1"] = [period.isoformat() if lag < USAGE_MONTHS else None for lag in lags]
+    for name, values in updates.items():
+        for row, value in zip(shifted, values, strict=True):
+            row[name] = value
+    for position, row in zip(moving, shifted, strict=True):
+        result[position] = row
+    return result
 
 
-def _known(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
+def _known_all(values: np.ndarray) -> list[float | None]:
+    return [None if math.isnan(value) else float(value) for value in values.tolist()]

@@ -342,6 +342,85 @@ class DecisionLog:
         declines = [Decline(offer_id, decision_id) for decision_id, offer_id in rows if offer_id]
         return cap.capped(declines, latest)
 
+    def recent_declines_many(
+        self, deciding: Sequence[tuple[str, str]], invoices: int
+    ) -> dict[tuple[str, str], frozenset[str]]:
+        """:meth:`recent_declines` of many (customer id, invoice being decided) pairs, read in a
+        few queries (one per :data:`FIND_MANY_CHUNK` customers) rather than one per invoice."""
+        pairs = list(dict.fromkeys(deciding))
+        cap = DeclineCap(invoices)
+        if cap.window == 0 or not pairs:
+            return dict.fromkeys(pairs, frozenset())
+        if len(pairs) == 1:
+            customer_id, invoice_id = pairs[0]
+            return {pairs[0]: self.recent_declines(customer_id, invoices, deciding=invoice_id)}
+        return self.bounded(self._recent_declines_many, pairs, cap)
+
+    def _recent_declines_many(
+        self, pairs: list[tuple[str, str]], cap: DeclineCap
+    ) -> dict[tuple[str, str], frozenset[str]]:
+        deciding: dict[str, list[str]] = {}
+        for customer_id, invoice_id in pairs:
+            deciding.setdefault(customer_id, []).append(invoice_id)
+        # Each customer's latest decisions, the invoices being decided among them or not: as many
+        # more as the customer has invoices being decided, so that the window stays full.
+        reach = cap.window + max(len(invoice_ids) for invoice_ids in deciding.values())
+        decisions, events = self.tables.decisions, self.tables.events
+        customers = list(deciding)
+        # Per customer, newest first: its decisions (decision id, invoice id) and declines.
+        latest: dict[str, list[tuple[str, str]]] = {}
+        declines: dict[str, list[Decline]] = {}
+        with self.engine.connect() as connection:
+            for start in range(0, len(customers), FIND_MANY_CHUNK):
+                chunk = customers[start : start + FIND_MANY_CHUNK]
+                ranked = (
+                    sa.select(
+                        decisions.c.customer_id,
+                        decisions.c.invoice_id,
+                        decisions.c.decision_id,
+                        sa.func.row_number()
+                        .over(
+                            partition_by=decisions.c.customer_id,
+                            order_by=(
+                                decisions.c.invoice_date.desc(),
+                                decisions.c.created_at.desc(),
+                            ),
+                        )
+                        .label("place"),
+                    )
+                    .where(decisions.c.customer_id.in_(chunk))
+                    .subquery("ranked")
+                )
+                declined = sa.and_(
+                    events.c.decision_id == ranked.c.decision_id, events.c.type == "decline"
+                )
+                rows = connection.execute(
+                    sa.select(
+                        ranked.c.customer_id,
+                        ranked.c.invoice_id,
+                        ranked.c.decision_id,
+                        events.c.offer_id,
+                    )
+                    .select_from(ranked.outerjoin(events, declined))
+                    .where(ranked.c.place <= reach)
+                    .order_by(ranked.c.customer_id, ranked.c.place)
+                )
+                for customer_id, invoice_id, decision_id, offer_id in rows:
+                    known = latest.setdefault(customer_id, [])
+                    if not known or known[-1][0] != decision_id:
+                        known.append((decision_id, invoice_id))
+                    if offer_id:
+                        declines.setdefault(customer_id, []).append(Decline(offer_id, decision_id))
+        result: dict[tuple[str, str], frozenset[str]] = {}
+        for customer_id, invoice_id in pairs:
+            before = [
+                decision_id
+                for decision_id, decided in latest.get(customer_id, [])
+                if decided != invoice_id
+            ][: cap.window]
+            result[(customer_id, invoice_id)] = cap.capped(declines.get(customer_id, []), before)
+        return result
+
     # The request path's statements: straight on sqlite3 for a SQLite log, else through SQLAlchemy.
 
     def _select(

@@ -296,6 +296,33 @@ def test_declines_count_only_in_the_customers_last_invoices(log: DecisionLog) ->
     assert log.recent_declines("C3", 3) == frozenset()
 
 
+def test_declines_read_for_many_invoices_at_once_are_each_invoices_own(log: DecisionLog) -> None:
+    decisions = [
+        record(f"INV-{day}", day=day, offers=("PLAN_30GB", f"ADDON_{day}")) for day in (1, 2, 3, 4)
+    ]
+    for decision in decisions:
+        log.record(decision)
+    log.record_event(event(decisions[0], "ADDON_1", "decline"))
+    log.record_event(event(decisions[2], "ADDON_3", "decline"))
+    log.record_event(event(decisions[3], "PLAN_30GB", "decline"))
+    log.record_event(event(decisions[3], "ADDON_4", "click"))
+    other = record("INV-OTHER", customer_id="C2", offers=("ADDON_9",))
+    log.record(other)
+    log.record_event(event(other, "ADDON_9", "decline"))
+    # A fifth invoice of C1, C1's fourth decided again (its own decision is not before it), C2's
+    # and a customer the log has never seen, in one read.
+    pairs = [("C1", "INV-5"), ("C1", "INV-4"), ("C2", "INV-X"), ("C3", "INV-Y")]
+    for cap in (0, 1, 3, 4):
+        many = log.recent_declines_many(pairs, cap)
+        assert many == {
+            pair: log.recent_declines(pair[0], cap, deciding=pair[1]) for pair in pairs
+        }, cap
+    assert log.recent_declines_many(pairs, 3)[("C1", "INV-5")] == {"ADDON_3", "PLAN_30GB"}
+    assert log.recent_declines_many(pairs, 3)[("C1", "INV-4")] == {"ADDON_1", "ADDON_3"}
+    assert log.recent_declines_many(pairs, 3)[("C2", "INV-X")] == {"ADDON_9"}
+    assert log.recent_declines_many([], 3) == {}
+
+
 def test_an_event_is_stored_once(log: DecisionLog) -> None:
     decision = record("INV-1")
     log.record(decision)

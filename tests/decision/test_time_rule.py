@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from features.transforms.customer_usage import usage_features
-from serving.decision.inputs import billing_period_start, usage_as_of
+from serving.decision.inputs import billing_period_start, usage_as_of, usage_rows_as_of
 
 
 @pytest.mark.parametrize(
@@ -98,3 +98,32 @@ def test_a_billing_period_older_than_the_row_holds_has_no_usage() -> None:
     shifted = usage_as_of(november, dt.date(2026, 4, 20))  # March: seven months back
     assert shifted["usage_month_m1"] is None
     assert all(shifted[f"data_gb_m{m}"] is None for m in range(1, 7))
+
+
+def test_rows_moved_together_equal_each_row_moved_alone() -> None:
+    """The invoice run moves a slice's rows at once: each equals the engine's one-row move, value
+    for value and key for key, and the engine leaves a moved row as it is."""
+    rows = []
+    for months, newest in [
+        (8, "2026-11-01"),
+        (8, "2026-09-01"),
+        (3, "2026-11-01"),
+        (8, "2026-06-01"),
+    ]:
+        frame = _usage(months)
+        rows.append(_row(frame, newest))
+    rows.append(dict.fromkeys(rows[0]))  # a customer without usage rows
+    invoice_date = dt.date(2026, 11, 20)  # October: lags 1, none, 1, none, unknown
+    together = usage_rows_as_of(rows, invoice_date)
+    alone = [usage_as_of(row, invoice_date) for row in rows]
+    assert [list(row.items()) for row in together] == [list(row.items()) for row in alone]
+    assert together[1] is rows[1] and together[3] is rows[3] and together[4] is rows[4]
+    assert together[0]["usage_month_m1"] == "2026-10-01"
+    assert together[0]["data_gb_m1"] == rows[0]["data_gb_m2"]
+    assert all(usage_as_of(row, invoice_date) is row for row in together)
+    many = usage_rows_as_of(rows, dt.date(2026, 7, 10))  # June: November's row moved five back
+    assert many[0]["data_gb_m1"] == rows[0]["data_gb_m6"]
+    assert many[0]["data_gb_m2"] is None
+    assert [list(row.items()) for row in many] == [
+        list(usage_as_of(row, dt.date(2026, 7, 10)).items()) for row in rows
+    ]

@@ -289,6 +289,22 @@ def test_the_spark_engine_writes_the_same_rows(
     pd.testing.assert_frame_equal(spark, local)
 
 
+def test_the_models_sent_to_spark_executors_keep_the_segments_acceptance() -> None:
+    """Non-personalised offers are ordered by the segment's acceptance in the ranker's metadata:
+    an executor's copy of the ranker must order them as the driver's does."""
+    from dataclasses import replace
+
+    from pipelines.invoice_run.spark import ModelText
+
+    rates = {"consumer": {"PAY_EINVOICE": 0.3, "PAY_AUTOGIRO": 0.1}}
+    served = replace(ranker("4"), metadata={"segment_offer_acceptance": rates})
+    copied = ModelText.from_loaded(served).load()
+    assert copied.metadata == served.metadata
+    scorer = ChampionModels(ranker=copied, churn=churn("2")).scorer()
+    assert scorer is not None
+    assert scorer.segment_acceptance("consumer") == {"PAY_EINVOICE": 0.3, "PAY_AUTOGIRO": 0.1}
+
+
 def test_without_a_champion_rules_decide(
     world: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

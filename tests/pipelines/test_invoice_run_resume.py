@@ -1,0 +1,189 @@
+"""An invoice run killed with ``kill -9`` and started again: the finished slices are not decided
+again, no decision is logged twice, and the output is the uninterrupted run's, byte for byte.
+
+The session's simulated world (its champions in the MLflow registry) is decided by ``offers
+invoice-run`` in a child process, in slices of a few dozen invoices; the child is killed as soon
+as its manifest names a finished slice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from core.settings import Settings
+from pipelines.invoice_run import InvoiceRunError, run_invoice_run
+from pipelines.invoice_run.slices import MANIFEST, SliceStore, slice_bounds, slices_folder
+from tests.simulated_world import SimulatedWorld
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+INVOICE_DATE = dt.date(2026, 11, 20)
+SLICE = 40
+
+
+def _settings(world: SimulatedWorld, folder: Path) -> Settings:
+    folder.mkdir(parents=True, exist_ok=True)
+    return world.settings.model_copy(update={"database_url": f"sqlite:///{folder / 'offers.db'}"})
+
+
+def _environment(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPOSITORY),
+        "OFFERS_DATA_DIR": str(settings.data_dir),
+        "OFFERS_CATALOG": str(settings.catalog),
+        "OFFERS_FEATURES_DIR": str(settings.features_dir),
+        "OFFERS_FEAST_DIR": str(settings.feast_dir),
+        "OFFERS_DATABASE_URL": settings.database_url,
+        "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+        "OFFERS_MLFLOW_ARTIFACT_ROOT": str(settings.mlflow_artifact_root),
+    }
+
+
+def _finished(out: Path) -> int:
+    try:
+        manifest = json.loads((slices_folder(out) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0
+    return len(manifest["finished"])
+
+
+def _logged(settings: Settings) -> tuple[int, int]:
+    """Decisions in the log, and distinct invoices among them."""
+    database = settings.database_url.removeprefix("sqlite:///")
+    with closing(sqlite3.connect(database)) as connection:
+        total, invoices = connection.execute(
+            "SELECT count(*), count(DISTINCT invoice_id) FROM decisions"
+        ).fetchone()
+    return int(total), int(invoices)
+
+
+def test_a_run_killed_after_a_slice_resumes_and_writes_the_uninterrupted_output(
+    simulated_world: SimulatedWorld, tmp_path: Path
+) -> None:
+    interrupted = _settings(simulated_world, tmp_path / "interrupted")
+    out = tmp_path / "interrupted" / "decisions.parquet"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "invoice-run",
+            "--invoice-date",
+            INVOICE_DATE.isoformat(),
+            "--out",
+            str(out),
+            "--slice-invoices",
+            str(SLICE),
+        ],
+        cwd=tmp_path,
+        env=_environment(interrupted),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 240
+    while _finished(out) == 0 and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL, child.stderr.read() if child.stderr else ""
+    finished_before = _finished(out)
+    assert finished_before >= 1
+    assert not out.exists()
+    written_before, _ = _logged(interrupted)
+    assert written_before >= finished_before * SLICE
+
+    resumed = run_invoice_run(INVOICE_DATE, out, settings=interrupted, slice_invoices=SLICE)
+
+    assert resumed.resumed_slices == finished_before
+    assert resumed.slices > finished_before
+    assert resumed.decided == resumed.invoices > 300
+    # Every invoice's decision is in the log once: the interrupted slice's logged decisions
+    # were replayed, not made again.
+    assert _logged(interrupted) == (resumed.decided, resumed.decided)
+    # The summary counts every slice, those of the first start too; an invoice whose decision
+    # the first start logged without finishing its slice is replayed.
+    assert resumed.logged is not None
+    assert resumed.logged + resumed.replayed == resumed.decided
+    assert not slices_folder(out).exists()
+
+    uninterrupted = _settings(simulated_world, tmp_path / "uninterrupted")
+    reference = tmp_path / "uninterrupted" / "decisions.parquet"
+    whole = run_invoice_run(INVOICE_DATE, reference, settings=uninterrupted, slice_invoices=SLICE)
+    assert whole.resumed_slices == 0
+    assert whole.logged == whole.decided == resumed.decided
+    assert out.read_bytes() == reference.read_bytes()
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(reference))
+
+
+def test_a_run_of_other_inputs_does_not_reuse_the_slices(
+    simulated_world: SimulatedWorld, tmp_path: Path
+) -> None:
+    settings = _settings(simulated_world, tmp_path)
+    out = tmp_path / "decisions.parquet"
+    first = run_invoice_run(
+        INVOICE_DATE, out, settings=settings, slice_invoices=500, log_decisions=False
+    )
+    # Slices left behind by a run of another slice size (as if it had been interrupted) are
+    # another run's: discarded, not mixed into this output.
+    store = SliceStore(out)
+    store.resume("another run", 2, dt.datetime(2026, 11, 20, tzinfo=dt.UTC))
+    store.finish(0, pa.table({"invoice_id": ["X"]}), {})
+    again = run_invoice_run(
+        INVOICE_DATE, out, settings=settings, slice_invoices=500, log_decisions=False
+    )
+    assert again.resumed_slices == 0
+    assert again.decided == first.decided
+    assert "X" not in set(pq.read_table(out).column("invoice_id").to_pylist())
+
+
+def test_slices_never_split_a_customer() -> None:
+    customers = pd.Series(["A", "A", "B", "C", "C", "C", "D"])
+    assert slice_bounds(customers, 2) == [(0, 2), (2, 6), (6, 7)]
+    assert slice_bounds(customers, 10) == [(0, 7)]
+    assert slice_bounds(pd.Series([], dtype=str), 3) == []
+    with pytest.raises(ValueError, match="at least one"):
+        slice_bounds(customers, 0)
+
+
+def test_two_workers_write_the_one_workers_file(
+    simulated_world: SimulatedWorld, tmp_path: Path
+) -> None:
+    settings = _settings(simulated_world, tmp_path)
+    outs = {workers: tmp_path / f"{workers}.parquet" for workers in (1, 2)}
+    summaries = {
+        workers: run_invoice_run(
+            INVOICE_DATE,
+            out,
+            settings=settings,
+            slice_invoices=200,
+            log_decisions=False,
+            workers=workers,
+        )
+        for workers, out in outs.items()
+    }
+    assert summaries[2].slices == summaries[1].slices >= 5
+    assert summaries[2].decided == summaries[1].decided == summaries[1].invoices
+    assert outs[2].read_bytes() == outs[1].read_bytes()
+
+
+def test_more_than_one_worker_needs_no_log(simulated_world: SimulatedWorld, tmp_path: Path) -> None:
+    out = tmp_path / "decisions.parquet"
+    with pytest.raises(InvoiceRunError, match="--no-log"):
+        run_invoice_run(INVOICE_DATE, out, settings=_settings(simulated_world, tmp_path), workers=2)
+    assert not out.exists() and not slices_folder(out).exists()
