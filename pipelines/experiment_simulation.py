@@ -1,9 +1,11 @@
 """``offers experiments simulate KEY --cycles N``: an experiment run on a simulated world.
 
 For each of the world's newest N months (a cycle), every invoice of that month (the ``invoices``
-table) is decided as the API decides it: the experiment assigns the customer a variant (only
-customers who may be marketed to are enrolled), the engine decides under the variant's policy and
-the decision is stored in the decision log. The world's hidden behaviour then answers each shown
+table) is decided by the API's own offers service (``OffersService.answer_many``, as the batch
+endpoint and the invoice run): the running experiment assigns the customer a variant (only
+customers who may be marketed to are enrolled), the engine decides under the variant's policy with
+the log's decline cap, and the decisions are stored in the decision log, one write per part, with
+decision ids derived from the invoice ids as the invoice run's are. The world's hidden behaviour then answers each shown
 offer (``closed_loop.hidden_outcomes``), and its answers are stored as offer events the way
 ``POST /v1/events`` stores them: an impression for every shown offer, then a click, an accept or a
 decline. The experiment's report follows.
@@ -30,22 +32,18 @@ from core.tables import read_table
 from pipelines.closed_loop import ANSWER_DELAY, hidden_outcomes
 from pipelines.evaluation_oracle import has_ground_truth
 from pipelines.frame_source import FrameFeatureSource, read_decision_frames, start_of_day
-from pipelines.invoice_run.core import ChampionModels, feature_paths
+from pipelines.invoice_run.core import decision_id_for, feature_paths
+from pipelines.invoice_run.logged import INVOICES_PER_WRITE, champions_loader
 from pipelines.invoice_run.run import load_champions
 from serving.decision.arbitration import Objective
 from serving.decision.consent import MODEL_PREFIX
-from serving.decision.engine import decide
-from serving.decision.inputs import DecisionRequest, ExperimentAssignment, UnknownCustomerError
+from serving.decision.inputs import DecisionRequest
 from serving.decision_log import DecisionLog, EventRecord
-from serving.experiments import (
-    ExperimentResults,
-    Experiments,
-    assign_variant,
-    contract_exits,
-    covers,
-)
-from serving.offers import decision_record
-from serving.scoring_model import LightGBMScorer, challenger_version
+from serving.experiments import ExperimentResults, Experiments, contract_exits, covers
+from serving.metrics import ApiMetrics
+from serving.offers import InvoiceAnswer, OffersService, ReadyFeatures
+from serving.offers_response import offers_answer_json
+from serving.scoring_model import ModelHolder
 
 # What the simulator's outcome adds as events after the impression.
 EVENTS_OF_OUTCOME = {
@@ -67,23 +65,6 @@ class SimulatedExperiment:
     report: ExperimentResults
 
 
-def _scorers(
-    experiment_policies: set[str], champions: ChampionModels, settings: Settings
-) -> dict[str, LightGBMScorer | None]:
-    """The scorer of each variant's policy: the champion's, or a challenger version's."""
-    from training.registry import RANKER_MODEL, load_version
-
-    champion = champions.scorer()
-    scorers: dict[str, LightGBMScorer | None] = {}
-    for policy in experiment_policies:
-        if policy.startswith(MODEL_PREFIX) and champions.churn is not None:
-            ranker = load_version(RANKER_MODEL, challenger_version(policy), settings)
-            scorers[policy] = LightGBMScorer(ranker, champions.churn)
-        else:
-            scorers[policy] = champion
-    return scorers
-
-
 def simulate_experiment(
     key: str, cycles: int, settings: Settings, *, seed: int = 0
 ) -> SimulatedExperiment:
@@ -103,14 +84,18 @@ def simulate_experiment(
         experiment = experiments.get(key)
         catalog = load_catalog(settings.catalog)
         objective = Objective.from_settings(settings)
-        scorers = _scorers(
-            {variant.policy for variant in experiment.variants}, load_champions(settings), settings
+        # The models as an API worker holds them: the champions, and the experiment's
+        # challenger versions loaded before the first invoice.
+        models = ModelHolder(champions_loader(load_champions(settings), settings))
+        models.start(
+            sorted({v.policy for v in experiment.variants if v.policy.startswith(MODEL_PREFIX)})
         )
         invoices = read_table(data_dir, INVOICES)[["invoice_id", CUSTOMER_KEY, "invoice_date"]]
         month_starts = invoices["invoice_date"].dt.to_period("M").dt.to_timestamp()
         months = sorted({day.date() for day in month_starts})[-cycles:]
         rng = np.random.default_rng(seed)
         paths = feature_paths(Path(settings.features_dir))
+        metrics = ApiMetrics()
         decided = enrolled = stored_events = 0
         for month in months:
             of_month = invoices[month_starts == pd.Timestamp(month)]
@@ -121,58 +106,63 @@ def simulate_experiment(
                     continue
                 as_of = start_of_day(day)
                 group = group.sort_values("invoice_id", kind="stable")
-                frames = read_decision_frames(paths, as_of, group[CUSTOMER_KEY])
-                source = FrameFeatureSource.from_frames(frames, as_of)
-                for invoice_id, customer_id in zip(
-                    group["invoice_id"].astype(str), group[CUSTOMER_KEY].astype(str), strict=True
-                ):
-                    if log.find(invoice_id) is not None:
-                        continue
-                    variant = assign_variant(
-                        experiment.key, customer_id, experiment.variants, experiment.layer
-                    )
-                    request = DecisionRequest(
+                frames = read_decision_frames(paths, as_of, group[CUSTOMER_KEY], day)
+                source = FrameFeatureSource.from_frames(frames, as_of, invoice_date=day)
+                # The API's own service: the running experiment's arm, the engine, the decline
+                # cap and one write per call; decision ids follow from the invoice ids, as the
+                # invoice run's do. An invoice the log holds is replayed, not decided again.
+                service = OffersService(
+                    catalog=catalog,
+                    models=models,
+                    log=log,
+                    experiments=experiments,
+                    feature_store=ReadyFeatures(source),
+                    metrics=metrics,
+                    render=offers_answer_json,
+                    decline_cap_invoices=settings.decline_cap_invoices,
+                    objective=objective,
+                    decision_ids=lambda request: decision_id_for(request.invoice_id),
+                )
+                requests = [
+                    DecisionRequest(
                         invoice_id=invoice_id,
                         customer_id=customer_id,
                         invoice_date=day,
                         locale="sv",
                         max_offers=3,
                     )
-                    try:
-                        decision = decide(
-                            request,
-                            source,
-                            catalog,
-                            policy=variant.policy,
-                            scorer=scorers[variant.policy],
-                            recently_declined=log.recent_declines(
-                                customer_id, settings.decline_cap_invoices, deciding=invoice_id
-                            ),
-                            experiment=ExperimentAssignment(
-                                key=experiment.key, variant=variant.name
-                            ),
-                            objective=objective,
-                        )
-                    except UnknownCustomerError:
-                        continue
-                    decision_id = str(uuid.UUID(int=int(rng.integers(0, 2**63)) << 64 | decided))
-                    answer = json.dumps({"decision_id": decision_id, **decision.to_public_dict()})
-                    record = decision_record(decision, decision_id, answer)
-                    _, created = log.record(record)
-                    if not created:
-                        continue
-                    decided += 1
-                    enrolled += decision.experiment is not None
-                    for offer in decision.offers:
-                        shown_rows.append(
-                            {
-                                "decision_id": decision_id,
-                                CUSTOMER_KEY: customer_id,
-                                "offer_id": offer.offer_id,
-                                "shown_at": as_of,
-                                "rank": offer.rank,
-                            }
-                        )
+                    for invoice_id, customer_id in zip(
+                        group["invoice_id"].astype(str),
+                        group[CUSTOMER_KEY].astype(str),
+                        strict=True,
+                    )
+                ]
+                for start in range(0, len(requests), INVOICES_PER_WRITE):
+                    part = requests[start : start + INVOICES_PER_WRITE]
+                    held = log.find_many([request.invoice_id for request in part])
+                    # An invoice already decided is left as it is, and so are its events.
+                    fresh = [
+                        request
+                        for request in part
+                        if request.invoice_id not in held or held[request.invoice_id].provisional
+                    ]
+                    for answer in service.answer_many(fresh) if fresh else ():
+                        if not isinstance(answer, InvoiceAnswer):
+                            continue  # an unknown customer, or an invoice of another customer
+                        public = json.loads(answer.answer_json)
+                        decided += 1
+                        arm = public.get("experiment")
+                        enrolled += arm is not None and arm.get("key") == experiment.key
+                        for offer in public["offers"]:
+                            shown_rows.append(
+                                {
+                                    "decision_id": public["decision_id"],
+                                    CUSTOMER_KEY: public[CUSTOMER_KEY],
+                                    "offer_id": offer["offer_id"],
+                                    "shown_at": as_of,
+                                    "rank": offer["rank"],
+                                }
+                            )
             if shown_rows:
                 stored_events += _answer(pd.DataFrame(shown_rows), data_dir, catalog, rng, log)
         return SimulatedExperiment(
