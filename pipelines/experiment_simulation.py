@@ -5,10 +5,10 @@ table) is decided by the API's own offers service (``OffersService.answer_many``
 endpoint and the invoice run): the running experiment assigns the customer a variant (only
 customers who may be marketed to are enrolled), the engine decides under the variant's policy with
 the log's decline cap, and the decisions are stored in the decision log, one write per part, with
-decision ids derived from the invoice ids as the invoice run's are. The world's hidden behaviour then answers each shown
-offer (``closed_loop.hidden_outcomes``), and its answers are stored as offer events the way
-``POST /v1/events`` stores them: an impression for every shown offer, then a click, an accept or a
-decline. The experiment's report follows.
+decision ids derived from the invoice ids as the invoice run's are. The world's hidden behaviour
+then answers each shown offer (``closed_loop.hidden_outcomes``), and its answers are stored as
+offer events the way ``POST /v1/events`` stores them: an impression for every shown offer, then a
+click, an accept or a decline. The experiment's report follows.
 
 An invoice already decided in the log is left as it is, so running it again adds nothing. The
 world's usage, bills and contracts do not change with the engine's offers (as in the closed loop).
