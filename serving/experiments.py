@@ -631,7 +631,8 @@ def _warnings(
     unpriced = sum(outcome.unpriced_accepts for outcome in outcomes)
     if unpriced:
         warnings.append(
-            f"{unpriced} accepted offers had no logged saving (the segment's fixed list) and "
+            f"{unpriced} accepted offers had neither a logged saving nor a fee change "
+            "(decided before fee changes were logged, or with today's plan fee unknown) and "
             "count 0 in the revenue change."
         )
     return warnings

@@ -330,7 +330,10 @@ class VariantReport(BaseModel):
         description="95 % delta-method interval, customers as clusters."
     )
     revenue_change_sek_per_customer: float | None = Field(
-        description="Mean over customers of the monthly bill change their accepted offers make."
+        description=(
+            "Mean over customers of the monthly bill change their accepted offers make: the "
+            "negative of the logged customer saving, else the offer's fee change."
+        )
     )
     revenue_change_interval: Interval | None
     churn: ChurnReport | None = Field(

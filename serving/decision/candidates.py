@@ -181,3 +181,25 @@ def customer_saving(offer: Offer, account: Account, fit: PlanFit) -> float:
     elif offer.kind == "payment_help" and not is_debt_help(offer):
         saving += account.invoice_fee_last_sek
     return round(saving, 2)
+
+
+def fee_change(offer: Offer, account: Account, price_sek: float) -> float | None:
+    """What the offer changes the customer's monthly fees by at the price shown, from contract
+    and billing facts alone (no usage, so it may be stated without profiling consent).
+
+    A plan or a loyalty price replaces today's plan fee (a loyalty price is a discount on it);
+    an add-on adds its fee; a way to pay that avoids the invoice fee removes the fee last
+    charged; payment help for a debt changes no fee. ``None`` when the current plan fee is
+    unknown and the offer would replace it.
+    """
+    if offer.kind == "addon":
+        return round(price_sek, 2)
+    if offer.kind == "payment_help":
+        avoided = 0.0 if is_debt_help(offer) else account.invoice_fee_last_sek
+        return round(price_sek - avoided, 2)
+    # Account reads an unknown fee as 0; a fee change against it would be the whole price.
+    if not account.current_plan_id or math.isnan(
+        as_float(account.features.get("current_monthly_fee_sek"))
+    ):
+        return None
+    return round(price_sek - account.current_monthly_fee_sek, 2)

@@ -37,6 +37,7 @@ from serving.decision.candidates import (
     PlanFit,
     customer_saving,
     eligibility,
+    fee_change,
     offer_matrix,
     plan_fit_matrix,
     shown_price,
@@ -142,6 +143,9 @@ class CandidateRecord:
     blocked_by: str | None
     price_sek: float | None = None
     customer_saving_sek_per_month: float | None = None
+    # What the offer changes the customer's monthly fees by at the price shown (contract and
+    # billing facts, no usage: kept for the segment's fixed list too), for experiment reports.
+    fee_change_sek_per_month: float | None = None
     acceptance_probability: float | None = None
     expected_value_sek: float | None = None
     # The objective's value over the horizon before acceptance (arbitration.offer_value).
@@ -315,6 +319,7 @@ def _passes_guardrails(
         blocked,
         price_sek=round(candidate.price_sek, 2),
         customer_saving_sek_per_month=candidate.saving_sek,
+        fee_change_sek_per_month=fee_change(candidate.offer, account, candidate.price_sek),
         **values,
     )
     return blocked is None

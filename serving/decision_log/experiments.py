@@ -279,7 +279,7 @@ def _accepted_revenue(
     log: DecisionLog, connection: sa.Connection, key: str
 ) -> dict[str, tuple[float, int]]:
     """Per customer: the monthly revenue change of the offers they accepted, and how many
-    accepted offers had no logged saving to compute it from (the segment's fixed list)."""
+    accepted offers had neither a logged saving nor a fee change to compute it from."""
     decisions, events = log.tables.decisions, log.tables.events
     query = (
         sa.select(
@@ -303,13 +303,19 @@ def _accepted_revenue(
 
 
 def monthly_revenue_change(logged: Mapping[str, Any], offer_id: str) -> float | None:
-    """What an accepted offer changes the customer's monthly bill by, for the usage they had:
-    the negative of the customer's saving the engine logged for it (plan fit: fees plus
-    overage). None when no saving was logged (an offer from the segment's fixed list)."""
+    """What an accepted offer changes the customer's monthly bill by, from what the engine
+    logged for it: the negative of the customer's saving when there is one (plan fit: fees plus
+    the overage of the usage they had), else its fee change at the price shown (the segment's
+    fixed list, decided without usage: the catalog fee against today's plan fee, an add-on's
+    fee, a loyalty discount, an invoice fee avoided). None when neither was logged (decided
+    before fee changes were logged, or with today's plan fee unknown)."""
     for candidate in logged.get("candidates") or ():
         if candidate.get("offer_id") == offer_id:
             saving = candidate.get("customer_saving_sek_per_month")
-            return None if saving is None else -float(saving)
+            if saving is not None:
+                return -float(saving)
+            change = candidate.get("fee_change_sek_per_month")
+            return None if change is None else float(change)
     return None
 
 

@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 
 from serving.api.schemas import ExperimentCreate
-from serving.decision_log import DecisionLog
+from serving.decision.engine import decide
+from serving.decision_log import DecisionLog, DecisionRecord, EventRecord, LoggedOffer
 from serving.decision_log.consents import record_consent_change
 from serving.decision_log.experiments import (
     customer_days,
     customer_outcomes,
     first_offers,
     insert_experiment,
+    monthly_revenue_change,
 )
 from serving.decision_log.records import (
     ConsentChangeRecord,
@@ -37,7 +39,15 @@ from serving.experiments import (
     cumulative_results,
 )
 from tests.factories.api import FakeFeatures, auth, customers, log_decision, offers_body
-from tests.factories.decision import consent, heavy_user, profile
+from tests.factories.decision import (
+    FakeFeatureSource,
+    account,
+    consent,
+    heavy_user,
+    make_catalog,
+    profile,
+    request,
+)
 
 MARKETING = auth("marketing")
 
@@ -181,7 +191,8 @@ def test_an_invoice_date_is_covered_from_start_to_end() -> None:
 def hand_made_log(log: DecisionLog) -> None:
     """treatment (model): T0 has 4 decisions, all accepted (a plan costing 50 SEK a month more),
     T1–T3 4 decisions each, none accepted; rules: R0–R7 one decision each, R0 and R1 accepted
-    (R0's plan saves 20 SEK a month, R1's offer has no logged saving); control (holdout): K0, K1,
+    (R0's plan saves 20 SEK a month, R1's offer has neither a logged saving nor a fee change, as
+    decisions logged before fee changes were kept); control (holdout): K0, K1,
     no offers. Every decision with offers has an impression and a click."""
     for customer in range(4):
         for _ in range(4):
@@ -300,8 +311,9 @@ def test_the_report_counts_customers_against_the_champion_variant(client: Any) -
     warnings = report["warnings"]
     assert warnings[0].startswith("Churn is not reported: the contracts table could not be read")
     assert warnings[1] == (
-        "1 accepted offers had no logged saving (the segment's fixed list) and count 0 in the "
-        "revenue change."
+        "1 accepted offers had neither a logged saving nor a fee change (decided before fee "
+        "changes were logged, or with today's plan fee unknown) and count 0 in the revenue "
+        "change."
     )
 
     page = client.get("/experiments/ranker-vs-rules", headers=MARKETING)
@@ -664,6 +676,62 @@ def test_customer_outcomes_come_from_the_logged_decisions_and_events(tmp_path: A
     assert first.first_decided_at == dt.datetime(2026, 12, 5, tzinfo=dt.UTC)
     assert outcomes["control", "C3"].offers_shown == 0
     assert customer_outcomes(log, "nope") == []
+    log.close()
+
+
+def test_a_segment_list_accept_changes_revenue_by_the_catalog_fee_difference(
+    tmp_path: Any,
+) -> None:
+    """A customer without profiling consent on Mobil 30 GB (299 kr) is decided by the engine
+    (the segment's fixed list, no usage read) and accepts the featured Mobil 15 GB, shown at its
+    new-customer price of 219 kr: the report's revenue change is 219 - 299 = -80 kr a month,
+    priced, not counted 0."""
+    source = FakeFeatureSource(
+        consent_row=consent(profiling=False),
+        account_row=account(
+            current_plan_id="PLAN_30GB",
+            current_monthly_fee_sek=299.0,
+            current_new_customer_fee_sek=279.0,
+            current_data_gb=30.0,
+        ),
+    )
+    decision = decide(
+        request(),
+        source,
+        make_catalog(),
+        policy="model",
+        scorer=None,
+        recently_declined=frozenset(),
+    )
+    assert decision.policy == "non_personalised"
+    assert [offer.offer_id for offer in decision.offers] == ["LOYALTY_NEW_PRICE", "PLAN_15GB"]
+    assert all(offer.customer_saving_sek_per_month is None for offer in decision.offers)
+    log = DecisionLog(f"sqlite:///{tmp_path / 'log.db'}")
+    now = dt.datetime(2026, 12, 5, tzinfo=dt.UTC)
+    log.record(
+        DecisionRecord(
+            decision_id="D1",
+            invoice_id=decision.invoice_id,
+            customer_id=decision.customer_id,
+            invoice_date=decision.invoice_date,
+            created_at=now,
+            policy=decision.policy,
+            model_version=None,
+            experiment_key="ranker-vs-rules",
+            experiment_variant="treatment",
+            degraded=None,
+            consent={"marketing": True},
+            response_json="{}",
+            log=decision.log_details(),
+            offers=tuple(LoggedOffer(o.offer_id, o.rank, 1.0, None) for o in decision.offers),
+        )
+    )
+    log.record_event(EventRecord("A-D1", "D1", "PLAN_15GB", "accept", now, now))
+    (outcome,) = customer_outcomes(log, "ranker-vs-rules")
+    assert outcome.accepted == 1 and outcome.unpriced_accepts == 0
+    assert outcome.revenue_change_sek == pytest.approx(219.0 - 299.0)
+    # The loyalty price, had it been taken: the new-customer price of their plan against today's.
+    assert monthly_revenue_change(decision.log_details(), "LOYALTY_NEW_PRICE") == -20.0
     log.close()
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from core.catalog import Catalog
 from features.views import OFFER_ATTRIBUTES
-from serving.decision.candidates import eligibility, offer_attributes
+from serving.decision.candidates import eligibility, fee_change, offer_attributes, shown_price
 from serving.decision.engine import Decision, decide
 from serving.decision.inputs import Account
 from tests.factories.decision import (
@@ -189,3 +189,54 @@ def test_offer_attributes_follow_the_feature_view() -> None:
     addon = offer_attributes(OFFERS["ADDON_DATA_10GB"])
     assert addon["offer_kind_code"] == 1.0
     assert math.isnan(addon["offer_new_customer_fee_sek"])  # same price as for new customers
+
+
+def test_the_segment_list_states_each_offers_fee_change_without_usage() -> None:
+    """A customer without profiling consent on Mobil 30 GB (299 kr, 279 kr for new customers)
+    who paid a 29 kr invoice fee: the fixed list's offers are logged with what they change the
+    monthly fees by, from the catalog and the contract alone; the answer does not carry it."""
+    row = account(
+        current_plan_id="PLAN_30GB",
+        current_monthly_fee_sek=299.0,
+        current_new_customer_fee_sek=279.0,
+        current_data_gb=30.0,
+        current_roaming_data_gb=10.0,
+        invoice_fee_last_sek=29.0,
+    )
+    source = FakeFeatureSource(consent_row=consent(profiling=False), account_row=row)
+    decision = decide(
+        request(max_offers=10),
+        source,
+        CATALOG,
+        policy="model",
+        scorer=None,
+        recently_declined=frozenset(),
+    )
+    assert decision.policy == "non_personalised" and "profile" not in source.calls
+    records = {record.offer_id: record for record in decision.candidates}
+    changes = {
+        offer.offer_id: records[offer.offer_id].fee_change_sek_per_month
+        for offer in decision.offers
+    }
+    # The featured plan at its new-customer price against today's fee, the loyalty price
+    # against today's fee, the invoice fee a way to pay avoids.
+    assert changes == {
+        "LOYALTY_NEW_PRICE": -20.0,
+        "PAY_EINVOICE": -29.0,
+        "PAY_AUTOGIRO": -29.0,
+        "PLAN_15GB": 219.0 - 299.0,
+    }
+    assert all(records[o].customer_saving_sek_per_month is None for o in changes)
+    assert records["ADDON_DATA_10GB"].fee_change_sek_per_month is None  # not on the list
+    assert all("fee_change_sek_per_month" not in o for o in decision.to_public_dict()["offers"])
+
+
+def test_an_add_ons_fee_change_is_its_fee_and_an_unknown_plan_fee_states_none() -> None:
+    known = Account.from_features(heavy_user())
+    streaming, plan = OFFERS["ADDON_STREAMING"], OFFERS["PLAN_15GB"]
+    assert fee_change(streaming, known, shown_price(streaming, known)) == 99.0
+    assert fee_change(plan, known, shown_price(plan, known)) == 219.0 - 179.0
+    assert fee_change(OFFERS["PAY_INSTALMENT"], known, 0.0) == 0.0  # a debt plan adds no fee
+    unknown = Account.from_features(heavy_user(current_monthly_fee_sek=None))
+    assert fee_change(plan, unknown, shown_price(plan, unknown)) is None
+    assert fee_change(streaming, unknown, shown_price(streaming, unknown)) == 99.0

@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from serving.decision_log import DecisionLog
 from serving.decision_log.records import ExperimentSpec, Variant
@@ -52,6 +53,20 @@ def test_a_cycle_decides_answers_and_reports(
     assert difference.value == pytest.approx(-(treatment.acceptance_rate or 0.0))
     assert report.srm is not None and not report.srm.failed
     assert run.events >= treatment.offers_shown
+    # Customers without profiling consent got the segment's fixed list, and some accepted from it:
+    # each accept is priced by its fee change, so none counts 0 and nothing warns.
+    log = DecisionLog(settings.database_url)
+    decisions, events = log.tables.decisions, log.tables.events
+    with log.engine.connect() as connection:
+        segment_list_accepts = connection.execute(
+            sa.select(sa.func.count())
+            .select_from(events.join(decisions, decisions.c.decision_id == events.c.decision_id))
+            .where(events.c.type == "accept", decisions.c.policy == "non_personalised")
+        ).scalar_one()
+    log.close()
+    assert segment_list_accepts > 0
+    assert not [warning for warning in report.warnings if "revenue change" in warning]
+    assert treatment.revenue_change_sek_per_customer is not None
 
     again = simulate_experiment("ranker-vs-holdout", 1, settings, seed=3)
     assert (again.decisions, again.events) == (0, 0)  # invoices already decided stay as they are
