@@ -33,7 +33,7 @@ import pyarrow.dataset as ds
 
 from core.columns import EVENT_TIMESTAMP
 from core.settings import Settings
-from features.views import RELOADED_WHOLE
+from features.views import RELOADED_WHOLE, WRITTEN_LAST
 
 if TYPE_CHECKING:
     from feast import FeatureStore, FeatureView
@@ -510,10 +510,12 @@ def materialize_views(
             raise ValueError(f"unknown feature views {unknown}; run `offers features apply`")
     if not chosen:
         raise ValueError("no feature views are registered; run `offers features apply` first")
-    # The views reloaded whole go last: a reload of the consent view undoes the consent changes
-    # made through the API until `offers consents sync` applies them again, and run last, that
-    # lasts from its commit to the sync's, not through the loads of the other views as well.
-    chosen.sort(key=lambda view: view.name in RELOADED_WHOLE)
+    # The views reloaded whole go last but one: a reload of the consent view undoes the consent
+    # changes made through the API until `offers consents sync` applies them again, and run late,
+    # that lasts from its commit to the sync's, not through the loads of the other views as well.
+    # The offers' attributes (a catalog's few rows) come after it: readiness reads them, so a
+    # first run stopped before its end leaves the store not ready.
+    chosen.sort(key=lambda view: (view.name == WRITTEN_LAST, view.name in RELOADED_WHOLE))
     writer = online_writer(store, settings)
     loads: list[ViewLoad] = []
     with _progress(show_progress) as task:

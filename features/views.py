@@ -93,6 +93,12 @@ CUSTOMER_CONSENT: dict[str, FeatureType] = {
 # per customer and change, so a whole reload stays small.
 RELOADED_WHOLE = frozenset({"customer_consent"})
 
+# The view every materialize writes last, after the views reloaded whole. Readiness reads one
+# offer's attributes from the online store, so a first materialize stopped before its end (killed,
+# or failed; Redis has no transaction across views) leaves the store not ready, rather than ready
+# with customers whose consent rows are not written yet (every answer 404 unknown).
+WRITTEN_LAST = "offer_attributes"
+
 OFFER_ATTRIBUTES: dict[str, FeatureType] = {
     "offer_kind_code": "int",
     "offer_monthly_fee_sek": "float",

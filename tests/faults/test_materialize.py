@@ -1,14 +1,17 @@
 """``offers features materialize`` run, and killed with SIGKILL in the middle of its write, while
-the server answers 50 offers a second from the same SQLite online store.
+the server answers 50 offers a second from the same online store: SQLite, then Redis.
 
 Two materializations are killed mid-transaction: the first one into an empty store (the server
 has nothing to read: readiness must say so until a rerun repairs it), then a refresh of a store
 that holds older values (the server keeps reading the last committed values: WAL mode, no reader
-waits on the writer or on what the killed writer left behind). The server runs on one core; the
-load and the materialize run on the other."""
+waits on the writer or on what the killed writer left behind). On Redis, which materialize writes
+in pipelines without a transaction, the same two kills; readiness reads an offer's attributes,
+which materialize writes last. The server runs on one core; the load and the materialize run on
+the other."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import re
 import signal
@@ -47,6 +50,8 @@ from tests.faults.services import (
     ROOT,
     Cores,
     OffersServer,
+    PrivateRedis,
+    require_program,
     wait_for,
 )
 from tests.simulated_world import SimulatedTables, world_settings
@@ -375,4 +380,320 @@ def test_materialize_killed_mid_write_never_stalls_requests_and_readiness_tells(
     targets.check("online store PRAGMA integrity_check", integrity == "ok", integrity, "ok")
     check_live(targets, sent, phases)
     record_figures("materialize_killed_mid_write_sqlite", {**figures, "targets": targets.checked})
+    targets.assert_met()
+
+
+# Redis ------------------------------------------------------------------------------------------
+
+# The test polls Redis's own count of HSET calls (one per entity and view) this often while a
+# materialize runs; at the first count inside the window it kills, with nothing in between.
+REDIS_POLL_S = 0.002
+REDIS_MATERIALIZE_S = 300.0
+
+
+def _hset_calls(client: Any) -> int:
+    """HSET calls the Redis server has run since it started (INFO commandstats)."""
+    return int(client.info("commandstats").get("cmdstat_hset", {}).get("calls", 0))
+
+
+def _kill_redis_mid_write(
+    environment: dict[str, str],
+    cpu: int | None,
+    end: str | None,
+    client: Any,
+    window: tuple[int, int],
+    log: Path,
+) -> dict[str, Any]:
+    """Start a materialize and SIGKILL it as soon as the HSETs it has run are strictly inside
+    ``window`` (``low < written < high``, ``high`` what a whole run writes). What was written
+    when the kill was decided and once it was dead, and the seconds from its start to the kill.
+    Fails when it finished (or died) before it was seen inside the window."""
+    low, high = window
+    before = _hset_calls(client)
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            _materialize(environment, cpu, end),
+            env=environment,
+            cwd=ROOT,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    started = time.monotonic()
+    try:
+        while True:
+            written = _hset_calls(client) - before
+            if low < written < high:
+                process.send_signal(signal.SIGKILL)
+                break
+            if process.poll() is not None:
+                pytest.fail(
+                    f"materialize exited ({process.returncode}) after {written} of {high} "
+                    f"writes, before it was seen between {low} and {high}"
+                )
+            if time.monotonic() - started > REDIS_MATERIALIZE_S:
+                pytest.fail(f"materialize did not write within {REDIS_MATERIALIZE_S} s")
+            time.sleep(REDIS_POLL_S)
+        killed_s = time.monotonic() - started
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    # Commands the killed process had already sent are still run by Redis: read once it is dead.
+    return {
+        "start_to_kill_s": round(killed_s, 2),
+        "writes_of_a_whole_run": high,
+        "written_when_seen": written,
+        "written_once_dead": _hset_calls(client) - before,
+    }
+
+
+def _reference_writes(features_world: Settings, folder: Path, url: str) -> dict[str, int]:
+    """HSETs (entities) per view of an uninterrupted first materialize up to OLD_END and of the
+    refresh after it, into another Redis database with its own registry: what a whole run of
+    each writes."""
+    from features.store import apply_repository, materialize
+
+    settings = world_settings(
+        folder,
+        data_dir=features_world.data_dir,
+        features_dir=features_world.features_dir,
+        online_store=url,
+    )
+    apply_repository(settings)
+    first = materialize(dt.datetime.fromisoformat(OLD_END), settings, show_progress=False)
+    refresh = materialize(None, settings, show_progress=False)
+    return {
+        **{f"first:{load.view}": load.entities for load in first.views},
+        **{f"refresh:{load.view}": load.entities for load in refresh.views},
+    }
+
+
+def test_materialize_into_redis_killed_mid_write_never_stalls_requests_and_readiness_tells(
+    tmp_path: Path, cores: Cores, empty_registry: dict[str, str], features_world: Settings
+) -> None:
+    """At 50 offers a second from a private Redis: a first materialize killed once every
+    customer view but the consent view is written (its pipelines have no transaction: part of
+    the store is there, not the offers' attributes) leaves readiness 503 until a rerun repairs
+    it; a refresh killed past half its writes leaves a mix of older and newer values, every one
+    readable, and readiness 200. No offers answer waits on the writer (server-side p99 and max
+    under 100 ms, none degraded)."""
+    from features.store import apply_repository
+
+    private = PrivateRedis(require_program("redis-server"), tmp_path / "redis")
+    private.start()
+    try:
+        reference = _reference_writes(features_world, tmp_path / "reference", f"{private.url}/1")
+        first_total = sum(n for view, n in reference.items() if view.startswith("first:"))
+        refresh_total = sum(n for view, n in reference.items() if view.startswith("refresh:"))
+        consent = reference["first:customer_consent"]
+        settings = world_settings(
+            tmp_path,
+            data_dir=features_world.data_dir,
+            features_dir=features_world.features_dir,
+            online_store=private.url,
+        )
+        apply_repository(settings)  # registry, and an empty database 0
+        environment = server_values(settings, empty_registry, f"sqlite:///{tmp_path / 'offers.db'}")
+        customers = _world_customers(features_world)
+        marks: dict[str, float] = {}
+        kills: dict[str, dict[str, Any]] = {}
+        materialize_log = tmp_path / "materialize.log"
+        with (
+            private.client() as client,
+            OffersServer(environment, tmp_path / "server.log", cores.server) as server,
+        ):
+            assert client.dbsize() == 0, "database 0 is empty before the first materialize"
+            startup_s = server.start(until="/health/live")
+            load = PacedLoad(
+                server.base_url,
+                RENDERER,
+                [
+                    Stream("offers", OFFERS_PER_S, "POST", "/v1/offers", _invoices(customers, "R")),
+                    live_probes(LIVE_PER_S),
+                    Stream("ready", READY_PER_S, "GET", "/health/ready", dict),
+                ],
+                cpu=cores.load,
+                request_timeout_s=10.0,
+            ).start()
+            try:
+                load.phase = "empty"
+                time.sleep(STEADY_S)
+
+                # Killed in its consent view (or just after it, before the offers' attributes):
+                # every customer view but consent written, not the catalog's offers.
+                load.phase = "first_materialize"
+                kills["first"] = _kill_redis_mid_write(
+                    environment,
+                    cores.load,
+                    OLD_END,
+                    client,
+                    (first_total - consent, first_total),
+                    materialize_log,
+                )
+                load.phase = "after_first_kill"
+                marks["first_killed"] = time.monotonic()
+                kills["first"]["keys_once_dead"] = int(client.dbsize())
+                time.sleep(STEADY_S)
+
+                load.phase = "repair"
+                with materialize_log.open("ab") as output:
+                    repaired = subprocess.run(
+                        _materialize(environment, cores.load, OLD_END),
+                        env=environment,
+                        cwd=ROOT,
+                        stdout=output,
+                        stderr=subprocess.STDOUT,
+                        timeout=REDIS_MATERIALIZE_S,
+                        check=False,
+                    )
+                assert repaired.returncode == 0, materialize_log.read_text(errors="replace")[-3000:]
+                marks["repaired"] = time.monotonic()
+                wait_for(
+                    first_ok_after(load, marks["repaired"], is_full),
+                    RECOVERY_S,
+                    "a full answer after the rerun of materialize",
+                )
+                load.phase = "repaired"
+                time.sleep(STEADY_S)
+                steps_before = _steps(server.base_url)
+
+                load.phase = "refresh"
+                marks["refresh"] = time.monotonic()
+                # Killed past half its writes: some views refreshed, one in part, some not.
+                kills["refresh"] = _kill_redis_mid_write(
+                    environment,
+                    cores.load,
+                    None,
+                    client,
+                    (refresh_total // 2, refresh_total),
+                    materialize_log,
+                )
+                load.phase = "after_refresh_kill"
+                marks["refresh_killed"] = time.monotonic()
+                time.sleep(STEADY_S)
+                marks["stopped"] = time.monotonic()
+                steps_after = _steps(server.base_url)
+            finally:
+                sent = load.stop()
+    finally:
+        private.kill()
+
+    phases = (
+        "empty",
+        "first_materialize",
+        "after_first_kill",
+        "repair",
+        "repaired",
+        "refresh",
+        "after_refresh_kill",
+    )
+
+    def ready_statuses(phase: str, before: float) -> dict[str, int]:
+        return answers(
+            s for s in sent if s.stream == "ready" and s.phase == phase and s.answered_at < before
+        )
+
+    writing = [
+        s
+        for s in sent
+        if s.stream == "offers"
+        and s.phase in ("first_materialize", "after_first_kill", "refresh", "after_refresh_kill")
+    ]
+    figures: dict[str, Any] = {
+        "offers_per_s": OFFERS_PER_S,
+        "server_startup_s": round(startup_s, 1),
+        "cores": {"server": cores.server, "load": cores.load},
+        "writes_per_view_of_whole_runs": reference,
+        "kills": kills,
+        "phases": {phase: phase_figures(sent, phase) for phase in phases},
+        "readiness": {phase: ready_statuses(phase, marks["stopped"]) for phase in phases},
+        "offers_while_writing_or_killed": {
+            **latency_ms([s.latency_s for s in writing]),
+            "server": server_latency_ms(writing),
+            "answers": answers(writing),
+        },
+        "full_answers_after_repair_s": round(
+            seconds_to_recovery(
+                [s for s in sent if s.stream == "offers"],
+                marks["repaired"],
+                marks["refresh"],
+                is_full,
+            ),
+            2,
+        ),
+        "refresh_steps": {
+            step: _over(steps_before, steps_after, step) for step in ("lookup", "decide", "log")
+        },
+    }
+    targets = Targets()
+    for name, killed in kills.items():
+        targets.check(
+            f"{name} materialize killed mid-write: writes done once it was dead",
+            0 < killed["written_once_dead"] < killed["writes_of_a_whole_run"],
+            killed["written_once_dead"],
+            f"> 0 and < {killed['writes_of_a_whole_run']}",
+        )
+    while_writing = figures["offers_while_writing_or_killed"]
+    for figure in ("p99_ms", "max_ms"):
+        found = while_writing["server"][figure]
+        targets.check(
+            f"offers while materialize writes or after its kill: server-side {figure[:-3]}",
+            found is not None and found <= STORE_WAIT_S * 1000,
+            f"{found} ms",
+            f"<= {STORE_WAIT_S * 1000:.0f} ms",
+        )
+    slow = figures["refresh_steps"]["decide"]
+    targets.check(
+        "refresh: decisions whose decide step (feature reads included) took over 100 ms",
+        slow["decisions"] > 0 and slow["over_100_ms"] == 0,
+        slow,
+        "0 of > 0",
+    )
+    # A store read that waits past the feature timeout (50 ms) answers degraded: none may.
+    waited = sum(degraded(s) is not None for s in writing)
+    targets.check(
+        "offers while materialize writes or after its kill: reads past the feature timeout",
+        waited == 0,
+        waited,
+        "0",
+    )
+    statuses = sorted(while_writing["answers"])
+    targets.check(
+        "offers answers while writing: only 200 and 404 (unknown in an empty store)",
+        set(statuses) <= {"200", "404"},
+        statuses,
+        "200, 404",
+    )
+    for phase in ("empty", "after_first_kill"):
+        found = figures["readiness"][phase]
+        targets.check(
+            f"{phase}: readiness 503",
+            bool(found) and set(found) == {"503"},
+            found,
+            "503 only",
+        )
+    for phase in ("repaired", "after_refresh_kill"):
+        found = figures["readiness"][phase]
+        targets.check(
+            f"{phase}: readiness 200", bool(found) and set(found) == {"200"}, found, "200 only"
+        )
+    after_refresh = [
+        s for s in sent if s.stream == "offers" and s.phase in ("refresh", "after_refresh_kill")
+    ]
+    targets.check(
+        "refresh killed mid-write: every offers answer full",
+        bool(after_refresh) and all(is_full(s) for s in after_refresh),
+        sum(not is_full(s) for s in after_refresh),
+        "0 otherwise",
+    )
+    recovery = figures["full_answers_after_repair_s"]
+    targets.check(
+        "full answers after the rerun",
+        recovery <= RECOVERY_S,
+        f"{recovery} s",
+        f"<= {RECOVERY_S:.0f} s",
+    )
+    check_live(targets, sent, phases)
+    record_figures("materialize_killed_mid_write_redis", {**figures, "targets": targets.checked})
     targets.assert_met()

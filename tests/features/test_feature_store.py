@@ -117,6 +117,13 @@ def test_build_writes_one_table_per_view_and_materialize_loads_every_entity(repo
     }
 
 
+def test_the_consent_view_and_then_the_offers_attributes_are_written_last(repo: Repo) -> None:
+    """Readiness reads an offer's attributes: written after every customer view, a first
+    materialize stopped before its end leaves the store not ready."""
+    order = [load.view for load in repo.report.views]
+    assert order[-2:] == ["customer_consent", "offer_attributes"]
+
+
 def test_training_frame_is_point_in_time_correct(repo: Repo) -> None:
     def utc(text: str) -> pd.Timestamp:
         return pd.Timestamp(text, tz="UTC")
