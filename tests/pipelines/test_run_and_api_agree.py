@@ -264,6 +264,11 @@ def _decision(answer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# The batch, the single request and the run decide one invoice under three invoice ids here, and
+# whether a decision explores is drawn from its invoice id: exploration would differ by id alone.
+NO_EXPLORATION = {"exploration_share": 0.0}
+
+
 @pytest.mark.slow
 def test_batch_single_and_run_honour_a_same_day_consent_change_alike(
     tmp_path: Path, consent_world: tuple[Settings, pd.DataFrame]
@@ -323,7 +328,10 @@ def test_batch_single_and_run_honour_a_same_day_consent_change_alike(
         finally:
             api_log.close()
         with running(
-            feast_app(world_settings_.model_copy(update={"database_url": api_url}), PROJECT)
+            feast_app(
+                world_settings_.model_copy(update={**NO_EXPLORATION, "database_url": api_url}),
+                PROJECT,
+            )
         ) as client:
             services = client.app.state.services
             source = services.feature_store.current()
@@ -391,7 +399,7 @@ def test_batch_single_and_run_honour_a_same_day_consent_change_alike(
         run_invoice_run(
             CONSENT_DAY,
             out,
-            settings=world_settings_.model_copy(update={"database_url": run_url}),
+            settings=world_settings_.model_copy(update={**NO_EXPLORATION, "database_url": run_url}),
             models=MODELS,
             features_as_of=dt.datetime.now(dt.UTC),
         )
