@@ -29,9 +29,17 @@ from core.tables import read_table
 from pipelines.declined_offers import MOMENT, blocked_offers
 from pipelines.frame_source import DECISION_VIEWS, start_of_day
 from serving.decision.arbitration import DEFAULT_OBJECTIVE, Objective
+from serving.decision.candidates import PlanFitTable
 from serving.decision.decline_cap import DeclineCap
 from serving.decision.engine import Decision, decide
-from serving.decision.inputs import DecisionRequest, FeatureSource, Locale, UnknownCustomerError
+from serving.decision.inputs import (
+    Account,
+    DecisionRequest,
+    FeatureSource,
+    Locale,
+    UnknownCustomerError,
+    usage_as_of,
+)
 from serving.offers_response import offers_answer_json
 from serving.scoring_model import LightGBMScorer
 from training.registry import LoadedModel
@@ -218,8 +226,18 @@ def decide_invoices(
     """Decide each invoice (``invoice_id``, ``customer_id``) as the API would; yield output rows.
 
     An invoice whose customer the features do not know is skipped (the API answers 404).
+    The invoices' plan fit against the catalog is worked out first, for all their accounts at
+    once (:class:`~serving.decision.candidates.PlanFitTable`); each decision reads its rows.
     """
     policy = "model" if scorer is not None else "rules"
+    customers = dict.fromkeys(invoices[CUSTOMER_KEY].tolist())
+    plan_fits = PlanFitTable(
+        [
+            Account.from_features(usage_as_of(source.read_account(customer), options.invoice_date))
+            for customer in customers
+        ],
+        catalog.offers,
+    )
     for invoice_id, customer_id in zip(invoices["invoice_id"], invoices[CUSTOMER_KEY], strict=True):
         request = DecisionRequest(
             invoice_id=invoice_id,
@@ -237,6 +255,7 @@ def decide_invoices(
                 scorer=scorer,
                 recently_declined=declined.get(customer_id, frozenset()),
                 objective=options.objective,
+                plan_fits=plan_fits,
             )
         except UnknownCustomerError:
             # No ids in the log: the run's summary counts these invoices (decided vs invoices).

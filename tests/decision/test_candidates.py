@@ -6,13 +6,21 @@ import datetime as dt
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 
 from core.catalog import Catalog
 from features.views import OFFER_ATTRIBUTES
-from serving.decision.candidates import eligibility, offer_attributes
+from serving.decision.candidates import (
+    _FIT_ACCOUNT_INPUTS,
+    PlanFitTable,
+    eligibility,
+    offer_attributes,
+    offer_matrix,
+    plan_fit_matrix,
+)
 from serving.decision.engine import Decision, decide
-from serving.decision.inputs import Account
+from serving.decision.inputs import Account, as_float
 from tests.factories.decision import (
     INVOICE_DATE,
     FakeFeatureSource,
@@ -189,3 +197,32 @@ def test_offer_attributes_follow_the_feature_view() -> None:
     addon = offer_attributes(OFFERS["ADDON_DATA_10GB"])
     assert addon["offer_kind_code"] == 1.0
     assert math.isnan(addon["offer_new_customer_fee_sek"])  # same price as for new customers
+
+
+def test_plan_fit_table_holds_each_accounts_own_plan_fit() -> None:
+    """Worked out for many accounts at once, each account's rows are the ones it gets alone;
+    an account or offer the table does not hold is worked out as before."""
+    accounts = [
+        Account.from_features(account()),
+        Account.from_features(heavy_user()),
+        Account.from_features(account(data_gb_m3=None, current_data_gb=math.nan)),
+    ]
+    offers = list(CATALOG.offers)
+    table = PlanFitTable(accounts, offers)
+    chosen = [offers[3], offers[0], offers[-1]]
+    for one in accounts:
+        alone = plan_fit_matrix(one, offer_matrix(chosen))
+        read = plan_fit_matrix(one, offer_matrix(chosen), known=table, offer_list=chosen)
+        assert read.tobytes() == alone.tobytes()
+        assert table.rows(one_inputs(one), chosen) is not None
+    heavy = plan_fit_matrix(accounts[1], offer_matrix([OFFERS["PLAN_15GB"]]))
+    # Mobil 5 GB at 179 kr with 9, 8.5 and 9.5 GB used: 116 kr of data overage a month.
+    assert heavy[0, 0] == 295.0
+    other = Account.from_features(heavy_user(data_gb_m1=20.0))
+    assert table.rows(one_inputs(other), chosen) is None
+    stranger = offer("PLAN_X", kind="plan", monthly_fee_sek=1.0)
+    assert table.rows(one_inputs(accounts[0]), [stranger]) is None
+
+
+def one_inputs(one: Account) -> np.ndarray:
+    return np.array([as_float(one.features.get(name)) for name in _FIT_ACCOUNT_INPUTS])
