@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -193,9 +194,58 @@ def decision_row(decision: Decision) -> dict[str, Any]:
     return answer_row(offers_answer_json(decision, decision_id_for(decision.invoice_id)))
 
 
+# Where an answer's parts begin and end in its compact JSON. A key's quote right after a comma
+# never occurs inside a JSON string (a quote there is written ``\\"``), so the first ``,"offers":[``
+# is the answer's own, and no part holds the keys that follow it.
+_HEAD_END = ',"experiment":'
+_OFFERS_START = ',"offers":'
+_SUMMARY_START = ',"usage_summary":'
+_SUMMARY_END = ',"degraded":'
+# The answer's numbers (pydantic) and ``json.dumps`` differ only below 1e-4: ``0.00001`` and
+# ``1.5e-7`` against ``1e-05`` and ``1.5e-07``. A part holding such a number is written again.
+_WRITTEN_OTHERWISE = re.compile(r"\d(?:e-|\.0000)")
+
+
+def _compact_part(part: str) -> str:
+    """``_compact(json.loads(part))`` for a compact part of an answer: the part's own bytes
+    unless one of its numbers is written otherwise by ``json.dumps``."""
+    if _WRITTEN_OTHERWISE.search(part) is None:
+        return part
+    return _compact(json.loads(part))
+
+
 def answer_row(answer_json: str) -> dict[str, Any]:
     """One output row of a POST /v1/offers answer, as answered or replayed from the decision
-    log: ``decision`` holds its bytes without ``decision_id`` (the answer's first field)."""
+    log: ``decision`` holds its bytes without ``decision_id`` (the answer's first field);
+    ``offers`` and ``usage_summary`` their parts as ``json.dumps`` writes them compactly."""
+    head_end = answer_json.find(_HEAD_END)
+    offers_start = answer_json.find(_OFFERS_START)
+    summary_start = answer_json.find(_SUMMARY_START, offers_start)
+    summary_end = answer_json.rfind(_SUMMARY_END)
+    if min(head_end, offers_start, summary_start, summary_end) < 0 or not (
+        head_end < offers_start < summary_start < summary_end
+    ):
+        return _parsed_answer_row(answer_json)
+    public = json.loads(answer_json[:head_end] + "}")
+    decision_id = public["decision_id"]
+    first_field = f'{{"decision_id":"{decision_id}",'
+    if not answer_json.startswith(first_field):
+        raise ValueError("an offers answer starts with its decision_id")
+    summary = answer_json[summary_start + len(_SUMMARY_START) : summary_end]
+    return {
+        "invoice_id": public["invoice_id"],
+        CUSTOMER_KEY: public[CUSTOMER_KEY],
+        "decision_id": decision_id,
+        "policy": public["policy"],
+        "model_version": public["model_version"],
+        "offers": _compact_part(answer_json[offers_start + len(_OFFERS_START) : summary_start]),
+        "usage_summary": None if summary == "null" else _compact_part(summary),
+        "decision": "{" + answer_json[len(first_field) :],
+    }
+
+
+def _parsed_answer_row(answer_json: str) -> dict[str, Any]:
+    """:func:`answer_row` by parsing the whole answer."""
     public = json.loads(answer_json)
     decision_id = public["decision_id"]
     first_field = f'{{"decision_id":"{decision_id}",'
