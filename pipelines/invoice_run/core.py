@@ -34,7 +34,6 @@ from serving.decision.candidates import PlanFitTable
 from serving.decision.decline_cap import DeclineCap
 from serving.decision.engine import Decision, decide
 from serving.decision.inputs import (
-    Account,
     DecisionRequest,
     FeatureSource,
     Locale,
@@ -264,6 +263,25 @@ def _parsed_answer_row(answer_json: str) -> dict[str, Any]:
     }
 
 
+class _AccountsRead:
+    """A feature source whose account rows were read already (for the plan fit): each decision
+    reads the same row again without a second lookup."""
+
+    def __init__(self, source: FeatureSource, accounts: Mapping[str, dict[str, Any]]) -> None:
+        self._source = source
+        self._accounts = accounts
+
+    def read_consent(self, customer_id: str) -> dict[str, Any] | None:
+        return self._source.read_consent(customer_id)
+
+    def read_account(self, customer_id: str) -> dict[str, Any]:
+        row = self._accounts.get(customer_id)
+        return self._source.read_account(customer_id) if row is None else row
+
+    def read_account_and_profile(self, customer_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self._source.read_account_and_profile(customer_id)
+
+
 def decide_invoices(
     invoices: pd.DataFrame,
     source: FeatureSource,
@@ -280,14 +298,11 @@ def decide_invoices(
     once (:class:`~serving.decision.candidates.PlanFitTable`); each decision reads its rows.
     """
     policy = "model" if scorer is not None else "rules"
-    customers = dict.fromkeys(invoices[CUSTOMER_KEY].tolist())
+    accounts = {customer: source.read_account(customer) for customer in invoices[CUSTOMER_KEY]}
     plan_fits = PlanFitTable(
-        [
-            Account.from_features(usage_as_of(source.read_account(customer), options.invoice_date))
-            for customer in customers
-        ],
-        catalog.offers,
+        (usage_as_of(row, options.invoice_date) for row in accounts.values()), catalog.offers
     )
+    source = _AccountsRead(source, accounts)
     for invoice_id, customer_id in zip(invoices["invoice_id"], invoices[CUSTOMER_KEY], strict=True):
         request = DecisionRequest(
             invoice_id=invoice_id,

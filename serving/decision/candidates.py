@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -129,9 +130,10 @@ _FIT_ACCOUNT_INPUTS = (*USAGE_INPUTS, *CONTRACT_INPUTS)
 _OFFER_INPUT_POSITIONS = [list(OFFER_ATTRIBUTES).index(name) for name in OFFER_INPUTS]
 
 
-def _fit_inputs(account: Account) -> np.ndarray:
-    """The account's plan-fit inputs (``USAGE_INPUTS``, ``CONTRACT_INPUTS``), NaN when unknown."""
-    return np.array([as_float(account.features.get(name)) for name in _FIT_ACCOUNT_INPUTS])
+def _fit_inputs(features: Mapping[str, Any]) -> np.ndarray:
+    """An account's plan-fit inputs (``USAGE_INPUTS``, ``CONTRACT_INPUTS``), NaN when unknown,
+    from its features (``Account.features``)."""
+    return np.array([as_float(features.get(name)) for name in _FIT_ACCOUNT_INPUTS])
 
 
 def _fit_block(customers: np.ndarray, offers: np.ndarray) -> np.ndarray:
@@ -167,7 +169,7 @@ def plan_fit_matrix(
     n = len(offers)
     if n == 0:
         return np.empty((0, len(PLAN_FIT_OUTPUTS)))
-    customer = _fit_inputs(account)
+    customer = _fit_inputs(account.features)
     if known is not None:
         rows = known.rows(customer, offer_list)
         if rows is not None:
@@ -183,7 +185,9 @@ class PlanFitTable:
 
     CHUNK_CUSTOMERS = 2_000
 
-    def __init__(self, accounts: Sequence[Account], offers: Sequence[Offer]) -> None:
+    def __init__(self, accounts: Iterable[Mapping[str, Any]], offers: Sequence[Offer]) -> None:
+        """``accounts``: the accounts' features as the engine reads them (``Account.features``:
+        the account row as of the invoice's billing period)."""
         self._offers = {offer.offer_id: (position, offer) for position, offer in enumerate(offers)}
         self._index: dict[bytes, int] = {}
         inputs: list[np.ndarray] = []

@@ -12,15 +12,15 @@ import pytest
 from core.catalog import Catalog
 from features.views import OFFER_ATTRIBUTES
 from serving.decision.candidates import (
-    _FIT_ACCOUNT_INPUTS,
     PlanFitTable,
+    _fit_inputs,
     eligibility,
     offer_attributes,
     offer_matrix,
     plan_fit_matrix,
 )
 from serving.decision.engine import Decision, decide
-from serving.decision.inputs import Account, as_float
+from serving.decision.inputs import Account
 from tests.factories.decision import (
     INVOICE_DATE,
     FakeFeatureSource,
@@ -208,7 +208,7 @@ def test_plan_fit_table_holds_each_accounts_own_plan_fit() -> None:
         Account.from_features(account(data_gb_m3=None, current_data_gb=math.nan)),
     ]
     offers = list(CATALOG.offers)
-    table = PlanFitTable(accounts, offers)
+    table = PlanFitTable([one.features for one in accounts], offers)
     chosen = [offers[3], offers[0], offers[-1]]
     for one in accounts:
         alone = plan_fit_matrix(one, offer_matrix(chosen))
@@ -225,4 +225,4 @@ def test_plan_fit_table_holds_each_accounts_own_plan_fit() -> None:
 
 
 def one_inputs(one: Account) -> np.ndarray:
-    return np.array([as_float(one.features.get(name)) for name in _FIT_ACCOUNT_INPUTS])
+    return _fit_inputs(one.features)
