@@ -63,11 +63,25 @@ def offer_attributes(offer: Offer) -> dict[str, float]:
     }
 
 
+# Each catalog offer's attribute row, worked out once: offers are frozen, and a decision asks for
+# the same few dozen again and again. By the offer object's id, the offer kept with its row so
+# that the id is not reused while the entry lives.
+_ATTRIBUTE_ROWS: dict[int, tuple[Offer, tuple[float, ...]]] = {}
+
+
+def _attribute_row(offer: Offer) -> tuple[float, ...]:
+    held = _ATTRIBUTE_ROWS.get(id(offer))
+    if held is None or held[0] is not offer:
+        held = (offer, tuple(offer_attributes(offer).values()))
+        _ATTRIBUTE_ROWS[id(offer)] = held
+    return held[1]
+
+
 def offer_matrix(offers: Sequence[Offer]) -> np.ndarray:
     """Offer attributes, one row per offer, columns in ``OFFER_ATTRIBUTES`` order."""
     if not offers:
         return np.empty((0, len(OFFER_ATTRIBUTES)))
-    return np.array([list(offer_attributes(offer).values()) for offer in offers], dtype=float)
+    return np.array([_attribute_row(offer) for offer in offers], dtype=float)
 
 
 def eligibility(
