@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -200,15 +199,26 @@ _HEAD_END = ',"experiment":'
 _OFFERS_START = ',"offers":'
 _SUMMARY_START = ',"usage_summary":'
 _SUMMARY_END = ',"degraded":'
+
+
 # The answer's numbers (pydantic) and ``json.dumps`` differ only below 1e-4: ``0.00001`` and
-# ``1.5e-7`` against ``1e-05`` and ``1.5e-07``. A part holding such a number is written again.
-_WRITTEN_OTHERWISE = re.compile(r"\d(?:e-|\.0000)")
+# ``1.5e-7`` against ``1e-05`` and ``1.5e-07``. A part holding such a number (or text that looks
+# like one, as "e-faktura" after a digit would) is written again.
+def _written_otherwise(part: str) -> bool:
+    if ".0000" in part:
+        return True
+    at = part.find("e-")
+    while at > 0:
+        if part[at - 1].isdigit():
+            return True
+        at = part.find("e-", at + 2)
+    return False
 
 
 def _compact_part(part: str) -> str:
     """``_compact(json.loads(part))`` for a compact part of an answer: the part's own bytes
     unless one of its numbers is written otherwise by ``json.dumps``."""
-    if _WRITTEN_OTHERWISE.search(part) is None:
+    if not _written_otherwise(part):
         return part
     return _compact(json.loads(part))
 

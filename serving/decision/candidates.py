@@ -137,7 +137,7 @@ class PlanFit:
 
     @classmethod
     def from_row(cls, row: np.ndarray) -> PlanFit:
-        return cls(*(float(value) for value in row))
+        return cls(*row.tolist())
 
 
 _FIT_ACCOUNT_INPUTS = (*USAGE_INPUTS, *CONTRACT_INPUTS)
