@@ -292,6 +292,18 @@ class _AccountsRead:
         return self._source.read_account_and_profile(customer_id)
 
 
+def slice_plan_fits(
+    source: FeatureSource, customers: Iterable[str], catalog: Catalog, invoice_date: dt.date
+) -> tuple[FeatureSource, PlanFitTable]:
+    """A slice's plan fit against the catalog, for all its customers' accounts at once, and the
+    source its decisions read: the same, with the account rows read here kept."""
+    accounts = {customer: source.read_account(customer) for customer in customers}
+    plan_fits = PlanFitTable(
+        (usage_as_of(row, invoice_date) for row in accounts.values()), catalog.offers
+    )
+    return _AccountsRead(source, accounts), plan_fits
+
+
 def decide_invoices(
     invoices: pd.DataFrame,
     source: FeatureSource,
@@ -308,11 +320,9 @@ def decide_invoices(
     once (:class:`~serving.decision.candidates.PlanFitTable`); each decision reads its rows.
     """
     policy = "model" if scorer is not None else "rules"
-    accounts = {customer: source.read_account(customer) for customer in invoices[CUSTOMER_KEY]}
-    plan_fits = PlanFitTable(
-        (usage_as_of(row, options.invoice_date) for row in accounts.values()), catalog.offers
+    source, plan_fits = slice_plan_fits(
+        source, invoices[CUSTOMER_KEY], catalog, options.invoice_date
     )
-    source = _AccountsRead(source, accounts)
     for invoice_id, customer_id in zip(invoices["invoice_id"], invoices[CUSTOMER_KEY], strict=True):
         request = DecisionRequest(
             invoice_id=invoice_id,
