@@ -79,7 +79,8 @@ def latest_rows(
     keep = (stamps <= moment).to_numpy()
     if ttl:
         keep &= (stamps >= moment - pd.Timedelta(ttl)).to_numpy()
-    known = frame.loc[keep, [CUSTOMER_KEY, *features]].assign(_at=stamps[keep].to_numpy())
+    # The instants as a datetime array, in row order (not boxed one by one as Timestamps).
+    known = frame.loc[keep, [CUSTOMER_KEY, *features]].assign(_at=stamps[keep].array)
     known = known.sort_values([CUSTOMER_KEY, "_at"], kind="stable")
     newest = known.drop_duplicates(CUSTOMER_KEY, keep="last")
     return newest.drop(columns="_at").reset_index(drop=True)

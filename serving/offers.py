@@ -29,6 +29,7 @@ from typing import Protocol
 
 from core.catalog import Catalog
 from serving.decision.arbitration import DEFAULT_OBJECTIVE, Objective
+from serving.decision.candidates import PlanFitTable
 from serving.decision.consent import MODEL_PREFIX
 from serving.decision.engine import Decision, decide, fallback_decision
 from serving.decision.inputs import (
@@ -164,10 +165,13 @@ class OffersService:
         invoice_date_window_days: tuple[int, int] = (400, 45),
         decision_ids: Callable[[DecisionRequest], str] = new_decision_id,
         declined_elsewhere: Mapping[str, frozenset[str]] | None = None,
+        plan_fits: PlanFitTable | None = None,
     ) -> None:
         """``decision_ids`` names each new decision (the API: a random UUID; the invoice run: one
         derived from the invoice id). ``declined_elsewhere``: per customer, offers that declines
-        the log does not hold block (the invoice run's ``offer_events``), on top of the log's."""
+        the log does not hold block (the invoice run's ``offer_events``), on top of the log's.
+        ``plan_fits``: plan fit worked out beforehand for the accounts to decide (the invoice
+        run's slice); the decisions read their rows there (see ``decide``)."""
         self.catalog = catalog
         self.models = models
         self.log = log
@@ -181,6 +185,7 @@ class OffersService:
         self.invoice_date_window_days = invoice_date_window_days
         self._decision_ids = decision_ids
         self._declined_elsewhere = declined_elsewhere or {}
+        self._plan_fits = plan_fits
         # A SQLite file or memory database: choosing an arm or replaying never waits on another
         # machine. The log's database does not change while the service runs.
         self.log_is_local = log.is_local
@@ -430,6 +435,7 @@ class OffersService:
                 experiment=assignment,
                 degraded=degraded,
                 objective=self.objective,
+                plan_fits=self._plan_fits,
             )
         except FeatureStoreUnavailable:
             decision = fallback_decision(

@@ -29,9 +29,16 @@ from core.tables import read_table
 from pipelines.declined_offers import MOMENT, blocked_offers
 from pipelines.frame_source import DECISION_VIEWS, start_of_day
 from serving.decision.arbitration import DEFAULT_OBJECTIVE, Objective
+from serving.decision.candidates import PlanFitTable
 from serving.decision.decline_cap import DeclineCap
 from serving.decision.engine import Decision, decide
-from serving.decision.inputs import DecisionRequest, FeatureSource, Locale, UnknownCustomerError
+from serving.decision.inputs import (
+    DecisionRequest,
+    FeatureSource,
+    Locale,
+    UnknownCustomerError,
+    usage_as_of,
+)
 from serving.offers_response import offers_answer_json
 from serving.scoring_model import LightGBMScorer
 from training.registry import LoadedModel
@@ -185,9 +192,69 @@ def decision_row(decision: Decision) -> dict[str, Any]:
     return answer_row(offers_answer_json(decision, decision_id_for(decision.invoice_id)))
 
 
+# Where an answer's parts begin and end in its compact JSON. A key's quote right after a comma
+# never occurs inside a JSON string (a quote there is written ``\\"``), so the first ``,"offers":[``
+# is the answer's own, and no part holds the keys that follow it.
+_HEAD_END = ',"experiment":'
+_OFFERS_START = ',"offers":'
+_SUMMARY_START = ',"usage_summary":'
+_SUMMARY_END = ',"degraded":'
+
+
+# The answer's numbers (pydantic) and ``json.dumps`` differ only below 1e-4: ``0.00001`` and
+# ``1.5e-7`` against ``1e-05`` and ``1.5e-07``. A part holding such a number (or text that looks
+# like one, as "e-faktura" after a digit would) is written again.
+def _written_otherwise(part: str) -> bool:
+    if ".0000" in part:
+        return True
+    at = part.find("e-")
+    while at > 0:
+        if part[at - 1].isdigit():
+            return True
+        at = part.find("e-", at + 2)
+    return False
+
+
+def _compact_part(part: str) -> str:
+    """``_compact(json.loads(part))`` for a compact part of an answer: the part's own bytes
+    unless one of its numbers is written otherwise by ``json.dumps``."""
+    if not _written_otherwise(part):
+        return part
+    return _compact(json.loads(part))
+
+
 def answer_row(answer_json: str) -> dict[str, Any]:
     """One output row of a POST /v1/offers answer, as answered or replayed from the decision
-    log: ``decision`` holds its bytes without ``decision_id`` (the answer's first field)."""
+    log: ``decision`` holds its bytes without ``decision_id`` (the answer's first field);
+    ``offers`` and ``usage_summary`` their parts as ``json.dumps`` writes them compactly."""
+    head_end = answer_json.find(_HEAD_END)
+    offers_start = answer_json.find(_OFFERS_START)
+    summary_start = answer_json.find(_SUMMARY_START, offers_start)
+    summary_end = answer_json.rfind(_SUMMARY_END)
+    if min(head_end, offers_start, summary_start, summary_end) < 0 or not (
+        head_end < offers_start < summary_start < summary_end
+    ):
+        return _parsed_answer_row(answer_json)
+    public = json.loads(answer_json[:head_end] + "}")
+    decision_id = public["decision_id"]
+    first_field = f'{{"decision_id":"{decision_id}",'
+    if not answer_json.startswith(first_field):
+        raise ValueError("an offers answer starts with its decision_id")
+    summary = answer_json[summary_start + len(_SUMMARY_START) : summary_end]
+    return {
+        "invoice_id": public["invoice_id"],
+        CUSTOMER_KEY: public[CUSTOMER_KEY],
+        "decision_id": decision_id,
+        "policy": public["policy"],
+        "model_version": public["model_version"],
+        "offers": _compact_part(answer_json[offers_start + len(_OFFERS_START) : summary_start]),
+        "usage_summary": None if summary == "null" else _compact_part(summary),
+        "decision": "{" + answer_json[len(first_field) :],
+    }
+
+
+def _parsed_answer_row(answer_json: str) -> dict[str, Any]:
+    """:func:`answer_row` by parsing the whole answer."""
     public = json.loads(answer_json)
     decision_id = public["decision_id"]
     first_field = f'{{"decision_id":"{decision_id}",'
@@ -206,6 +273,37 @@ def answer_row(answer_json: str) -> dict[str, Any]:
     }
 
 
+class _AccountsRead:
+    """A feature source whose account rows were read already (for the plan fit): each decision
+    reads the same row again without a second lookup."""
+
+    def __init__(self, source: FeatureSource, accounts: Mapping[str, dict[str, Any]]) -> None:
+        self._source = source
+        self._accounts = accounts
+
+    def read_consent(self, customer_id: str) -> dict[str, Any] | None:
+        return self._source.read_consent(customer_id)
+
+    def read_account(self, customer_id: str) -> dict[str, Any]:
+        row = self._accounts.get(customer_id)
+        return self._source.read_account(customer_id) if row is None else row
+
+    def read_account_and_profile(self, customer_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        return self._source.read_account_and_profile(customer_id)
+
+
+def slice_plan_fits(
+    source: FeatureSource, customers: Iterable[str], catalog: Catalog, invoice_date: dt.date
+) -> tuple[FeatureSource, PlanFitTable]:
+    """A slice's plan fit against the catalog, for all its customers' accounts at once, and the
+    source its decisions read: the same, with the account rows read here kept."""
+    accounts = {customer: source.read_account(customer) for customer in customers}
+    plan_fits = PlanFitTable(
+        (usage_as_of(row, invoice_date) for row in accounts.values()), catalog.offers
+    )
+    return _AccountsRead(source, accounts), plan_fits
+
+
 def decide_invoices(
     invoices: pd.DataFrame,
     source: FeatureSource,
@@ -218,8 +316,13 @@ def decide_invoices(
     """Decide each invoice (``invoice_id``, ``customer_id``) as the API would; yield output rows.
 
     An invoice whose customer the features do not know is skipped (the API answers 404).
+    The invoices' plan fit against the catalog is worked out first, for all their accounts at
+    once (:class:`~serving.decision.candidates.PlanFitTable`); each decision reads its rows.
     """
     policy = "model" if scorer is not None else "rules"
+    source, plan_fits = slice_plan_fits(
+        source, invoices[CUSTOMER_KEY], catalog, options.invoice_date
+    )
     for invoice_id, customer_id in zip(invoices["invoice_id"], invoices[CUSTOMER_KEY], strict=True):
         request = DecisionRequest(
             invoice_id=invoice_id,
@@ -237,6 +340,7 @@ def decide_invoices(
                 scorer=scorer,
                 recently_declined=declined.get(customer_id, frozenset()),
                 objective=options.objective,
+                plan_fits=plan_fits,
             )
         except UnknownCustomerError:
             # No ids in the log: the run's summary counts these invoices (decided vs invoices).

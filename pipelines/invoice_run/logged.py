@@ -35,6 +35,7 @@ from pipelines.invoice_run.core import (
     DecisionOptions,
     answer_row,
     decision_id_for,
+    slice_plan_fits,
 )
 from pipelines.invoice_run.slices import SliceOutcome, slice_bounds
 from serving.decision.inputs import DecisionRequest
@@ -117,19 +118,23 @@ class LoggedSlices:
         )
         source = FrameFeatureSource.from_frames(frames, as_of, invoice_date=options.invoice_date)
         del frames
+        read, plan_fits = slice_plan_fits(
+            source, invoices[CUSTOMER_KEY], self.catalog, options.invoice_date
+        )
         metrics = ApiMetrics()
         service = OffersService(
             catalog=self.catalog,
             models=self.holder,
             log=self.log,
             experiments=self.experiments,
-            feature_store=ReadyFeatures(source),
+            feature_store=ReadyFeatures(read),
             metrics=metrics,
             render=offers_answer_json,
             decline_cap_invoices=self.settings.decline_cap_invoices,
             objective=options.objective,
             decision_ids=lambda request: decision_id_for(request.invoice_id),
             declined_elsewhere=self.declined,
+            plan_fits=plan_fits,
         )
         requests = [
             DecisionRequest(

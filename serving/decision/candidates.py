@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -62,11 +63,25 @@ def offer_attributes(offer: Offer) -> dict[str, float]:
     }
 
 
+# Each catalog offer's attribute row, worked out once: offers are frozen, and a decision asks for
+# the same few dozen again and again. By the offer object's id, the offer kept with its row so
+# that the id is not reused while the entry lives.
+_ATTRIBUTE_ROWS: dict[int, tuple[Offer, tuple[float, ...]]] = {}
+
+
+def _attribute_row(offer: Offer) -> tuple[float, ...]:
+    held = _ATTRIBUTE_ROWS.get(id(offer))
+    if held is None or held[0] is not offer:
+        held = (offer, tuple(offer_attributes(offer).values()))
+        _ATTRIBUTE_ROWS[id(offer)] = held
+    return held[1]
+
+
 def offer_matrix(offers: Sequence[Offer]) -> np.ndarray:
     """Offer attributes, one row per offer, columns in ``OFFER_ATTRIBUTES`` order."""
     if not offers:
         return np.empty((0, len(OFFER_ATTRIBUTES)))
-    return np.array([list(offer_attributes(offer).values()) for offer in offers], dtype=float)
+    return np.array([_attribute_row(offer) for offer in offers], dtype=float)
 
 
 def eligibility(
@@ -122,28 +137,102 @@ class PlanFit:
 
     @classmethod
     def from_row(cls, row: np.ndarray) -> PlanFit:
-        return cls(*(float(value) for value in row))
+        return cls(*row.tolist())
 
 
 _FIT_ACCOUNT_INPUTS = (*USAGE_INPUTS, *CONTRACT_INPUTS)
 _OFFER_INPUT_POSITIONS = [list(OFFER_ATTRIBUTES).index(name) for name in OFFER_INPUTS]
 
 
-def plan_fit_matrix(account: Account, offers: np.ndarray) -> np.ndarray:
-    """Plan fit for every offer row at once (one frame, one call of the training function).
+def _fit_inputs(features: Mapping[str, Any]) -> np.ndarray:
+    """An account's plan-fit inputs (``USAGE_INPUTS``, ``CONTRACT_INPUTS``), NaN when unknown,
+    from its features (``Account.features``)."""
+    return np.array([as_float(features.get(name)) for name in _FIT_ACCOUNT_INPUTS])
 
-    ``offers`` is an :func:`offer_matrix`; the result has ``PLAN_FIT_OUTPUTS`` columns.
-    """
-    n = len(offers)
-    if n == 0:
-        return np.empty((0, len(PLAN_FIT_OUTPUTS)))
-    customer = np.array([as_float(account.features.get(name)) for name in _FIT_ACCOUNT_INPUTS])
+
+def _fit_block(customers: np.ndarray, offers: np.ndarray) -> np.ndarray:
+    """Plan fit of every customer row (``_fit_inputs``) against every offer row (an
+    :func:`offer_matrix`), customer after customer: ``customers × offers`` rows of
+    ``PLAN_FIT_OUTPUTS``. Each row is worked out on its own, so it is the same however many
+    customers are worked out with it."""
+    n_customers, n_offers = len(customers), len(offers)
     block = np.hstack(
-        [np.broadcast_to(customer, (n, len(customer))), offers[:, _OFFER_INPUT_POSITIONS]]
+        [
+            np.repeat(customers, n_offers, axis=0),
+            np.tile(offers[:, _OFFER_INPUT_POSITIONS], (n_customers, 1)),
+        ]
     )
     names = (*_FIT_ACCOUNT_INPUTS, *OFFER_INPUTS)
     fits = plan_fit_arrays({name: block[:, i] for i, name in enumerate(names)})
     return np.column_stack([fits[name] for name in PLAN_FIT_OUTPUTS])
+
+
+def plan_fit_matrix(
+    account: Account,
+    offers: np.ndarray,
+    *,
+    known: PlanFitTable | None = None,
+    offer_list: Sequence[Offer] = (),
+) -> np.ndarray:
+    """Plan fit for every offer row at once (one call of the training function).
+
+    ``offers`` is an :func:`offer_matrix`; the result has ``PLAN_FIT_OUTPUTS`` columns.
+    ``known``: plan fit already worked out for many accounts at once (the invoice run's slice),
+    used when it holds this account's inputs and ``offer_list`` (the offers of ``offers``).
+    """
+    n = len(offers)
+    if n == 0:
+        return np.empty((0, len(PLAN_FIT_OUTPUTS)))
+    customer = _fit_inputs(account.features)
+    if known is not None:
+        rows = known.rows(customer, offer_list)
+        if rows is not None:
+            return rows
+    return _fit_block(customer[None, :], offers)
+
+
+class PlanFitTable:
+    """Plan fit of many accounts against the same offers, worked out in one call of the
+    training function (in chunks), then read per decision: a decision finds its rows here
+    instead of working them out for its account alone. Keyed by the account's plan-fit inputs
+    themselves, so an account whose inputs it does not hold is worked out as before."""
+
+    CHUNK_CUSTOMERS = 2_000
+
+    def __init__(self, accounts: Iterable[Mapping[str, Any]], offers: Sequence[Offer]) -> None:
+        """``accounts``: the accounts' features as the engine reads them (``Account.features``:
+        the account row as of the invoice's billing period)."""
+        self._offers = {offer.offer_id: (position, offer) for position, offer in enumerate(offers)}
+        self._index: dict[bytes, int] = {}
+        inputs: list[np.ndarray] = []
+        for account in accounts:
+            customer = _fit_inputs(account)
+            key = customer.tobytes()
+            if key not in self._index:
+                self._index[key] = len(inputs)
+                inputs.append(customer)
+        attributes = offer_matrix(offers)
+        width = len(PLAN_FIT_OUTPUTS)
+        self._fits = np.empty((len(inputs), len(offers), width))
+        for start in range(0, len(inputs), self.CHUNK_CUSTOMERS):
+            chunk = np.array(inputs[start : start + self.CHUNK_CUSTOMERS])
+            if len(offers):
+                self._fits[start : start + len(chunk)] = _fit_block(chunk, attributes).reshape(
+                    len(chunk), len(offers), width
+                )
+
+    def rows(self, customer: np.ndarray, offers: Sequence[Offer]) -> np.ndarray | None:
+        """Plan fit rows of ``offers`` for these inputs; None when the table lacks either."""
+        index = self._index.get(customer.tobytes())
+        if index is None:
+            return None
+        positions = []
+        for offer in offers:
+            held = self._offers.get(offer.offer_id)
+            if held is None or held[1] is not offer:
+                return None
+            positions.append(held[0])
+        return self._fits[index, positions]
 
 
 @dataclass(frozen=True)

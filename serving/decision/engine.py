@@ -35,6 +35,7 @@ from serving.decision.candidates import (
     TENURE_TOO_SHORT,
     Candidate,
     PlanFit,
+    PlanFitTable,
     customer_saving,
     eligibility,
     fee_change,
@@ -257,6 +258,8 @@ class _Work:
     model_inputs: dict[str, float | str | None] | None = None
     # Rules an evaluation lifts to measure what they cost (LIFTABLE); never in a served decision.
     lifted: frozenset[str] = frozenset()
+    # Plan fit worked out beforehand for many accounts at once (the invoice run's slice).
+    known_fits: PlanFitTable | None = None
 
     def block(self, code: str | None) -> str | None:
         return None if code in self.lifted else code
@@ -348,7 +351,7 @@ def _personalised(
             if plan.offer_id not in known
         ]
     attributes = offer_matrix(fit_offers)
-    fit_rows = plan_fit_matrix(account, attributes)
+    fit_rows = plan_fit_matrix(account, attributes, known=work.known_fits, offer_list=fit_offers)
     work.fits = {o.offer_id: PlanFit.from_row(r) for o, r in zip(fit_offers, fit_rows, strict=True)}
     candidates = [
         Candidate(
@@ -527,12 +530,15 @@ def decide(
     degraded: str | None = None,
     objective: Objective = DEFAULT_OBJECTIVE,
     lifted: frozenset[str] = frozenset(),
+    plan_fits: PlanFitTable | None = None,
 ) -> Decision:
     """Decide the offers for one invoice.
 
     ``objective`` holds the arbitration's weights, horizon and floors and the upgrade threshold
     (``Objective.from_settings``). ``lifted`` names eligibility rules, guardrails and floors
     (``LIFTABLE``) to leave out, for ``offers evaluate``'s ablation only; consent never is.
+    ``plan_fits``: plan fit worked out beforehand for many invoices' accounts at once (the
+    invoice run's slice); the decision reads its rows there, the same numbers it would work out.
 
     ``policy`` is what the caller wants (``model``, ``rules``, ``non_personalised``, ``holdout``,
     ``model:<version>`` with the matching scorer); consent can only lower it. A model request
@@ -551,7 +557,9 @@ def decide(
     if unknown:
         raise ValueError(f"rules that cannot be lifted: {sorted(unknown)}")
     work = _Work(
-        policy="rules" if allowed == "model" and scorer is None else allowed, lifted=lifted
+        policy="rules" if allowed == "model" and scorer is None else allowed,
+        lifted=lifted,
+        known_fits=plan_fits,
     )
     profile: dict[str, Any] | None = None
     if work.policy == "model":
@@ -601,6 +609,7 @@ def decide(
         segment=consent.segment,
         invoice_date=request.invoice_date,
         plan_fits=work.fits or None,
+        known_fits=plan_fits,
     )
     # The model's version whenever the model policy decided, also when no offer was eligible and
     # nothing needed scoring: the answer names what would have ranked.

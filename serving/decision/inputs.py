@@ -140,6 +140,8 @@ class Scorer(Protocol):
 
 def as_float(value: Any) -> float:
     """A feature value as float; missing (None, NaN, pandas NA, empty text) becomes NaN."""
+    if type(value) is float:
+        return value
     if value is None or (isinstance(value, str) and not value):
         return math.nan
     try:

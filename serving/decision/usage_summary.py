@@ -19,7 +19,13 @@ import numpy as np
 
 from core.catalog import Catalog, Offer
 from core.plan_fit import FIT_MONTHS, TARIFF, Tariff, overage_sek
-from serving.decision.candidates import PlanFit, customer_saving, offer_matrix, plan_fit_matrix
+from serving.decision.candidates import (
+    PlanFit,
+    PlanFitTable,
+    customer_saving,
+    offer_matrix,
+    plan_fit_matrix,
+)
 from serving.decision.guardrails import fair_price
 from serving.decision.inputs import Account, Locale, as_date, as_float
 from serving.decision.reasons import format_amount, format_gb, format_sek, reason
@@ -341,8 +347,10 @@ def build_usage_summary(
     segment: str,
     invoice_date: dt.date,
     plan_fits: Mapping[str, PlanFit] | None = None,
+    known_fits: PlanFitTable | None = None,
 ) -> UsageSummaryDict:
-    """The usage summary. ``plan_fits`` may carry plan fit already computed by offer id."""
+    """The usage summary. ``plan_fits`` may carry plan fit already computed by offer id;
+    ``known_fits`` plan fit worked out for many accounts at once (see ``plan_fit_matrix``)."""
     plan = catalog.by_id().get(account.current_plan_id)
     current: PlanInfo = {
         "plan_id": account.current_plan_id,
@@ -367,7 +375,7 @@ def build_usage_summary(
     if detail_level == "detailed":
         plans = insight_plans(catalog, account, segment, invoice_date)
         if plan_fits is None or any(p.offer_id not in plan_fits for p in plans):
-            rows = plan_fit_matrix(account, offer_matrix(plans))
+            rows = plan_fit_matrix(account, offer_matrix(plans), known=known_fits, offer_list=plans)
             plan_fits = {
                 p.offer_id: PlanFit.from_row(row) for p, row in zip(plans, rows, strict=True)
             }

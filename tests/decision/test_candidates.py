@@ -6,11 +6,21 @@ import datetime as dt
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 
 from core.catalog import Catalog
 from features.views import OFFER_ATTRIBUTES
-from serving.decision.candidates import eligibility, fee_change, offer_attributes, shown_price
+from serving.decision.candidates import (
+    PlanFitTable,
+    _fit_inputs,
+    eligibility,
+    fee_change,
+    offer_attributes,
+    offer_matrix,
+    plan_fit_matrix,
+    shown_price,
+)
 from serving.decision.engine import Decision, decide
 from serving.decision.inputs import Account
 from tests.factories.decision import (
@@ -240,3 +250,32 @@ def test_an_add_ons_fee_change_is_its_fee_and_an_unknown_plan_fee_states_none() 
     unknown = Account.from_features(heavy_user(current_monthly_fee_sek=None))
     assert fee_change(plan, unknown, shown_price(plan, unknown)) is None
     assert fee_change(streaming, unknown, shown_price(streaming, unknown)) == 99.0
+
+
+def test_plan_fit_table_holds_each_accounts_own_plan_fit() -> None:
+    """Worked out for many accounts at once, each account's rows are the ones it gets alone;
+    an account or offer the table does not hold is worked out as before."""
+    accounts = [
+        Account.from_features(account()),
+        Account.from_features(heavy_user()),
+        Account.from_features(account(data_gb_m3=None, current_data_gb=math.nan)),
+    ]
+    offers = list(CATALOG.offers)
+    table = PlanFitTable([one.features for one in accounts], offers)
+    chosen = [offers[3], offers[0], offers[-1]]
+    for one in accounts:
+        alone = plan_fit_matrix(one, offer_matrix(chosen))
+        read = plan_fit_matrix(one, offer_matrix(chosen), known=table, offer_list=chosen)
+        assert read.tobytes() == alone.tobytes()
+        assert table.rows(one_inputs(one), chosen) is not None
+    heavy = plan_fit_matrix(accounts[1], offer_matrix([OFFERS["PLAN_15GB"]]))
+    # Mobil 5 GB at 179 kr with 9, 8.5 and 9.5 GB used: 116 kr of data overage a month.
+    assert heavy[0, 0] == 295.0
+    other = Account.from_features(heavy_user(data_gb_m1=20.0))
+    assert table.rows(one_inputs(other), chosen) is None
+    stranger = offer("PLAN_X", kind="plan", monthly_fee_sek=1.0)
+    assert table.rows(one_inputs(accounts[0]), [stranger]) is None
+
+
+def one_inputs(one: Account) -> np.ndarray:
+    return _fit_inputs(one.features)
