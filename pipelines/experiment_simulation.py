@@ -31,7 +31,7 @@ from core.settings import Settings
 from core.tables import read_table
 from pipelines.closed_loop import ANSWER_DELAY, hidden_outcomes
 from pipelines.evaluation_oracle import has_ground_truth
-from pipelines.frame_source import FrameFeatureSource, read_decision_frames, start_of_day
+from pipelines.frame_source import decision_source, start_of_day
 from pipelines.invoice_run.core import decision_id_for, feature_paths
 from pipelines.invoice_run.logged import INVOICES_PER_WRITE, champions_loader
 from pipelines.invoice_run.run import load_champions
@@ -106,8 +106,7 @@ def simulate_experiment(
                     continue
                 as_of = start_of_day(day)
                 group = group.sort_values("invoice_id", kind="stable")
-                frames = read_decision_frames(paths, as_of, group[CUSTOMER_KEY], day)
-                source = FrameFeatureSource.from_frames(frames, as_of, invoice_date=day)
+                source = decision_source(paths, as_of, group[CUSTOMER_KEY], day)
                 # The API's own service: the running experiment's arm, the engine, the decline
                 # cap and one write per call; decision ids follow from the invoice ids, as the
                 # invoice run's do. An invoice the log holds is replayed, not decided again.

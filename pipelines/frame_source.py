@@ -327,3 +327,16 @@ def read_decision_frames(
         customers = profiled if view == PROFILE_VIEW else wanted
         frames[view] = read_view_frame(paths[view], features, as_of, customers)
     return frames
+
+
+def decision_source(
+    paths: Mapping[str, Path],
+    as_of: dt.datetime,
+    customer_ids: Iterable[str],
+    invoice_date: dt.date,
+    consent_changes: pd.DataFrame | None = None,
+) -> FrameFeatureSource:
+    """The feature source of one day's (or slice's) decisions: :func:`read_decision_frames`
+    for these customers, held as the API's online store would hold them on ``as_of``."""
+    frames = read_decision_frames(paths, as_of, customer_ids, invoice_date, consent_changes)
+    return FrameFeatureSource.from_frames(frames, as_of, invoice_date=invoice_date)

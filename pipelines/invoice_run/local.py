@@ -11,7 +11,7 @@ import pandas as pd
 
 from core.catalog import Catalog
 from core.columns import CUSTOMER_KEY
-from pipelines.frame_source import FrameFeatureSource, read_decision_frames
+from pipelines.frame_source import decision_source
 from pipelines.invoice_run.core import (
     ORDER,
     ROW_COLUMNS,
@@ -42,11 +42,9 @@ class LocalSlices:
     def decide(self, invoices: pd.DataFrame, as_of: dt.datetime) -> SliceOutcome:
         """One slice's output rows, by customer and invoice id."""
         options = replace(self.options, features_as_of=as_of)
-        frames = read_decision_frames(
+        source = decision_source(
             self.paths, as_of, invoices[CUSTOMER_KEY], options.invoice_date, options.consent_changes
         )
-        source = FrameFeatureSource.from_frames(frames, as_of, invoice_date=options.invoice_date)
-        del frames
         rows = list(
             decide_invoices(
                 invoices,

@@ -27,7 +27,7 @@ import pandas as pd
 from core.catalog import Catalog
 from core.columns import CUSTOMER_KEY
 from core.settings import Settings
-from pipelines.frame_source import FrameFeatureSource, read_decision_frames, start_of_day
+from pipelines.frame_source import decision_source, start_of_day
 from pipelines.invoice_run.core import (
     ORDER,
     ROW_COLUMNS,
@@ -113,11 +113,9 @@ class LoggedSlices:
         """Decide (or replay) one slice's invoices, writing its new decisions to the log; the
         output rows by customer and invoice id."""
         options = self.options
-        frames = read_decision_frames(
+        source = decision_source(
             self.paths, as_of, invoices[CUSTOMER_KEY], options.invoice_date, options.consent_changes
         )
-        source = FrameFeatureSource.from_frames(frames, as_of, invoice_date=options.invoice_date)
-        del frames
         read, plan_fits = slice_plan_fits(
             source, invoices[CUSTOMER_KEY], self.catalog, options.invoice_date
         )
