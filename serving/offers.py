@@ -31,7 +31,7 @@ from core.catalog import Catalog
 from serving.decision.arbitration import DEFAULT_OBJECTIVE, Objective
 from serving.decision.candidates import PlanFitTable
 from serving.decision.consent import MODEL_PREFIX
-from serving.decision.engine import Decision, decide, fallback_decision
+from serving.decision.engine import Decision, DecisionCall, decide_many, fallback_decision
 from serving.decision.inputs import (
     DecisionRequest,
     ExperimentAssignment,
@@ -306,6 +306,7 @@ class OffersService:
         first_asked: dict[str, int] = {}
         repeats: list[int] = []
         new: list[_NewDecision] = []
+        waiting: list[tuple[int, DecisionRequest, StoredDecision | None, bool, Arm]] = []
         for index, request in enumerate(requests):
             dry_run = dry_runs is not None and dry_runs[index]
             if request.invoice_id in first_asked:
@@ -321,17 +322,32 @@ class OffersService:
                 if not previous.provisional:
                     answers[index] = InvoiceAnswer(previous.response_json, stored=True)
                     continue
-            deciding = time.perf_counter()
             arm = arms[index] if arms is not None else None
-            try:
-                decision, scorer = self._decide(
+            waiting.append(
+                (
+                    index,
                     request,
+                    previous,
+                    dry_run,
                     arm or self.arm(request.customer_id, request.invoice_date),
-                    declines.get((request.customer_id, request.invoice_id), frozenset()),
                 )
-            except UnknownCustomerError as error:
-                answers[index] = error
+            )
+        deciding = time.perf_counter()
+        outcomes = self._decide_many(
+            [
+                (request, arm, declines.get((request.customer_id, request.invoice_id), frozenset()))
+                for _, request, _, _, arm in waiting
+            ]
+        )
+        # The invoices were decided together: each is counted an equal share of the time.
+        decide_seconds = (time.perf_counter() - deciding) / max(len(waiting), 1)
+        for (index, request, previous, dry_run, _), (outcome, scorer) in zip(
+            waiting, outcomes, strict=True
+        ):
+            if isinstance(outcome, UnknownCustomerError):
+                answers[index] = outcome
                 continue
+            decision = outcome
             decision_id = self._decision_ids(request)
             if dry_run:
                 answers[index] = InvoiceAnswer(
@@ -361,7 +377,7 @@ class OffersService:
                     record=record,
                     superseding=None if previous is None else previous.decision_id,
                     churn_model_version=churn_model_version,
-                    decide_seconds=time.perf_counter() - deciding,
+                    decide_seconds=decide_seconds,
                 )
             )
         decided = time.perf_counter()
@@ -411,39 +427,47 @@ class OffersService:
             },
         )
 
-    def _decide(
-        self, request: DecisionRequest, arm: Arm, logged_declines: frozenset[str]
-    ) -> tuple[Decision, LightGBMScorer | None]:
-        """The decision, and the scorer it was offered: the serving models are read once.
-        ``logged_declines``: the offers the log's declines block for this invoice."""
-        policy, assignment = arm.policy, arm.assignment
-        scorer, degraded = _scorer(policy, self._serving_models(policy))
-        source = self.feature_store.current()
-        try:
-            if source is None:
-                raise FeatureStoreUnavailable("not_open")
+    def _decide_many(
+        self, invoices: Sequence[tuple[DecisionRequest, Arm, frozenset[str]]]
+    ) -> list[tuple[Decision | UnknownCustomerError, LightGBMScorer | None]]:
+        """Each invoice's decision (or the unknown customer), and the scorer it was offered: the
+        serving models are read once per invoice. All are decided in one engine call, so the
+        models score them together. Per invoice: the request, its arm, and the offers the log's
+        declines block for it."""
+        calls: list[DecisionCall] = []
+        scorers: list[LightGBMScorer | None] = []
+        for request, arm, logged_declines in invoices:
+            policy = arm.policy
+            scorer, degraded = _scorer(policy, self._serving_models(policy))
             declined = logged_declines | self._declined_elsewhere.get(
                 request.customer_id, frozenset()
             )
-            decision = decide(
-                request,
+            calls.append(DecisionCall(request, policy, scorer, declined, arm.assignment, degraded))
+            scorers.append(scorer)
+        source = self.feature_store.current()
+        outcomes: list[Decision | Exception] = (
+            [FeatureStoreUnavailable("not_open")] * len(calls)
+            if source is None
+            else decide_many(
+                calls,
                 source,
                 self.catalog,
-                policy=policy,
-                scorer=scorer,
-                recently_declined=declined,
-                experiment=assignment,
-                degraded=degraded,
                 objective=self.objective,
                 plan_fits=self._plan_fits,
             )
-        except FeatureStoreUnavailable:
-            decision = fallback_decision(
-                request,
-                requested_policy=policy,
-                degraded=FEATURE_STORE_UNAVAILABLE,
-            )
-        return decision, scorer
+        )
+        decided: list[tuple[Decision | UnknownCustomerError, LightGBMScorer | None]] = []
+        for call, outcome, scorer in zip(calls, outcomes, scorers, strict=True):
+            if isinstance(outcome, FeatureStoreUnavailable):
+                outcome = fallback_decision(
+                    call.request,
+                    requested_policy=call.policy,
+                    degraded=FEATURE_STORE_UNAVAILABLE,
+                )
+            elif isinstance(outcome, Exception) and not isinstance(outcome, UnknownCustomerError):
+                raise outcome
+            decided.append((outcome, scorer))
+        return decided
 
     def _serving_models(self, policy: str) -> ServingModels:
         """The serving models, with the policy's challenger loaded here if it can be."""

@@ -91,9 +91,8 @@ class LightGBMScorer:
             self._ranker.booster.predict(matrix, pred_contrib=True, num_threads=1), dtype=float
         )
 
-    def churn_risk(self, row: np.ndarray) -> float:
-        matrix = np.asarray(row, dtype=np.float64).reshape(1, -1)
-        return float(self.churn.predict_proba(matrix)[0])
+    def churn_risks(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.churn.predict_proba(np.asarray(rows, dtype=np.float64)), dtype=float)
 
     def segment_acceptance(self, segment: str) -> Mapping[str, float]:
         # Registered before the ranker kept these rates: empty, and the catalog order stands.
@@ -105,7 +104,7 @@ class LightGBMScorer:
         ranker_row = np.zeros((1, len(RANKER_FEATURES)))
         self.acceptance(ranker_row)
         self.contributions(ranker_row)
-        self.churn_risk(np.zeros(len(CHURN_FEATURES)))
+        self.churn_risks(np.zeros((1, len(CHURN_FEATURES))))
 
 
 @dataclass(frozen=True)

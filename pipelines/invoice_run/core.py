@@ -31,7 +31,7 @@ from pipelines.frame_source import DECISION_VIEWS, start_of_day
 from serving.decision.arbitration import DEFAULT_OBJECTIVE, Objective
 from serving.decision.candidates import PlanFitTable
 from serving.decision.decline_cap import DeclineCap
-from serving.decision.engine import Decision, decide
+from serving.decision.engine import Decision, DecisionCall, decide_many
 from serving.decision.inputs import (
     DecisionRequest,
     FeatureSource,
@@ -65,6 +65,9 @@ OUTPUT_SCHEMA = pa.schema(
 ROW_COLUMNS = [name for name in OUTPUT_SCHEMA.names if name != "invoice_date"]
 # The order of the output's rows.
 ORDER = [CUSTOMER_KEY, "invoice_id"]
+# Invoices decided in one engine call (one model call per step for all of them): enough that a
+# call's fixed cost is spread thin, few enough that their open decisions stay small in memory.
+DECIDED_TOGETHER = 1_000
 
 
 class InvoiceRunError(ValueError):
@@ -318,35 +321,42 @@ def decide_invoices(
     An invoice whose customer the features do not know is skipped (the API answers 404).
     The invoices' plan fit against the catalog is worked out first, for all their accounts at
     once (:class:`~serving.decision.candidates.PlanFitTable`); each decision reads its rows.
+    They are decided ``DECIDED_TOGETHER`` at a time by the engine's ``decide_many``: one model
+    call per step for all of them, each decision the one the API would make alone.
     """
     policy = "model" if scorer is not None else "rules"
     source, plan_fits = slice_plan_fits(
         source, invoices[CUSTOMER_KEY], catalog, options.invoice_date
     )
-    for invoice_id, customer_id in zip(invoices["invoice_id"], invoices[CUSTOMER_KEY], strict=True):
-        request = DecisionRequest(
-            invoice_id=invoice_id,
-            customer_id=customer_id,
-            invoice_date=options.invoice_date,
-            locale=options.locale,
-            max_offers=options.max_offers,
-        )
-        try:
-            decision = decide(
-                request,
-                source,
-                catalog,
+    pairs = list(zip(invoices["invoice_id"], invoices[CUSTOMER_KEY], strict=True))
+    for start in range(0, len(pairs), DECIDED_TOGETHER):
+        calls = [
+            DecisionCall(
+                DecisionRequest(
+                    invoice_id=invoice_id,
+                    customer_id=customer_id,
+                    invoice_date=options.invoice_date,
+                    locale=options.locale,
+                    max_offers=options.max_offers,
+                ),
                 policy=policy,
                 scorer=scorer,
                 recently_declined=declined.get(customer_id, frozenset()),
-                objective=options.objective,
-                plan_fits=plan_fits,
             )
-        except UnknownCustomerError:
-            # No ids in the log: the run's summary counts these invoices (decided vs invoices).
-            logger.warning("an invoice's customer is not in the features; not decided")
-            continue
-        yield decision_row(decision)
+            for invoice_id, customer_id in pairs[start : start + DECIDED_TOGETHER]
+        ]
+        outcomes = decide_many(
+            calls, source, catalog, objective=options.objective, plan_fits=plan_fits
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, UnknownCustomerError):
+                # No ids in the log: the run's summary counts these invoices (decided vs
+                # invoices).
+                logger.warning("an invoice's customer is not in the features; not decided")
+                continue
+            if isinstance(outcome, Exception):
+                raise outcome
+            yield decision_row(outcome)
 
 
 # --- output ---------------------------------------------------------------------------------------

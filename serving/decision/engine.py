@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from core.catalog import Catalog, Offer
 from core.columns import CUSTOMER_KEY
 from serving.decision.arbitration import (
@@ -69,8 +71,8 @@ from serving.decision.scoring import (
     Contribution,
     Scores,
     candidate_ranker_matrix,
-    score,
-    top_contributions,
+    score_many,
+    top_contributions_many,
 )
 from serving.decision.usage_summary import UsageSummaryDict, build_usage_summary, insight_plans
 from training.model_inputs import CUSTOMER_FEATURES, monitored_inputs
@@ -251,6 +253,9 @@ class _Work:
     policy: Policy
     records: dict[str, CandidateRecord] = field(default_factory=dict)
     fits: dict[str, PlanFit] = field(default_factory=dict)
+    candidates: list[Candidate] = field(default_factory=list)
+    # The candidates' model matrix while it waits for the model (cleared once scored).
+    rows: np.ndarray | None = None
     scores: Scores | None = None
     degraded: str | None = None
     picks: list[_Pick] = field(default_factory=list)
@@ -328,7 +333,7 @@ def _passes_guardrails(
     return blocked is None
 
 
-def _personalised(
+def _candidates(
     request: DecisionRequest,
     profile: dict[str, Any] | None,
     catalog: Catalog,
@@ -337,9 +342,9 @@ def _personalised(
     scorer: Scorer | None,
     recently_declined: frozenset[str],
     work: _Work,
-    objective: Objective,
 ) -> None:
-    """Model or rules: candidates, plan fit, scores, guardrails, then arbitration or rules."""
+    """Model or rules, first part: eligible candidates with their plan fit and, for the model,
+    the matrix to score (``work.rows``)."""
     eligible = _eligible(catalog.offers, account, consent, request, recently_declined, work)
     # Plan fit once for the candidates and, for a detailed usage summary, the plans it compares.
     fit_offers = list(eligible)
@@ -353,7 +358,7 @@ def _personalised(
     attributes = offer_matrix(fit_offers)
     fit_rows = plan_fit_matrix(account, attributes, known=work.known_fits, offer_list=fit_offers)
     work.fits = {o.offer_id: PlanFit.from_row(r) for o, r in zip(fit_offers, fit_rows, strict=True)}
-    candidates = [
+    work.candidates = [
         Candidate(
             offer=offer,
             price_sek=shown_price(offer, account),
@@ -363,24 +368,45 @@ def _personalised(
         )
         for row, offer in enumerate(eligible)
     ]
-
-    if work.policy == "model" and scorer is not None and candidates:
+    if work.policy == "model" and scorer is not None and work.candidates:
         # The profile was read only because the consent gate allowed "model" (adults with
         # profiling consent).
         features = {**account.features, **(profile or {})}
-        rows = candidate_ranker_matrix(
+        work.rows = candidate_ranker_matrix(
             features, consent.segment, attributes[: len(eligible)], fit_rows[: len(eligible)]
         )
+
+
+def _score_all(opened: Sequence[_Open]) -> None:
+    """Score every opened decision's candidates, one model call per scorer for all of them. A
+    model that fails leaves its decisions to the rules (``fallback``, ``model_error``)."""
+    waiting: dict[int, list[tuple[_Open, np.ndarray]]] = {}
+    for decision in opened:
+        if decision.work.rows is not None:
+            waiting.setdefault(id(decision.call.scorer), []).append((decision, decision.work.rows))
+    for group in waiting.values():
+        scorer = group[0][0].call.scorer
+        assert scorer is not None, "only decisions with a scorer have rows to score"
         try:
-            work.scores = score(scorer, rows)
+            scored = score_many(scorer, [rows for _, rows in group])
         except Exception as error:
             # The error type only: a model's message may quote the feature values it was given.
             log.error("scoring failed (%s); deciding by rules", type(error).__name__)
-            work.policy, work.degraded = "rules", MODEL_ERROR
-        else:
+            for decision, _ in group:
+                decision.work.policy, decision.work.degraded = "rules", MODEL_ERROR
+                decision.work.rows = None
+            continue
+        for (decision, _), scores in zip(group, scored, strict=True):
+            decision.work.scores, decision.work.rows = scores, None
             # Every candidate row holds the same customer inputs: the first row's suffice.
-            work.model_inputs = monitored_inputs(rows[0, : len(CUSTOMER_FEATURES)])
+            decision.work.model_inputs = monitored_inputs(scores.rows[0, : len(CUSTOMER_FEATURES)])
 
+
+def _arbitrate(
+    request: DecisionRequest, account: Account, work: _Work, objective: Objective
+) -> None:
+    """Model or rules, second part: guardrails, then the objective's arbitration or the rules."""
+    candidates = work.candidates
     scores = work.scores
     if scores is None:
         shown = [c for c in candidates if _passes_guardrails(c, account, work, objective)]
@@ -433,6 +459,42 @@ def _personalised(
                 chosen.candidate, round(chosen.acceptance, 4), chosen.expected_value_sek, propensity
             )
         )
+
+
+def _explain_all(opened: Sequence[_Open]) -> dict[int, list[list[Contribution]]]:
+    """The shown offers' contributions per decision (keyed by ``id``), one model call per
+    scorer for all of them. Explanations cost most of a decision's time: only the offers shown.
+    """
+    waiting: dict[int, list[_Open]] = {}
+    for decision in opened:
+        work = decision.work
+        if work.scores is not None and decision.call.scorer is not None and work.picks:
+            waiting.setdefault(id(decision.call.scorer), []).append(decision)
+    explained: dict[int, list[list[Contribution]]] = {}
+    for group in waiting.values():
+        scorer = group[0].call.scorer
+        assert scorer is not None, "only scored decisions are explained"
+        shown_rows = [
+            decision.work.scores.rows[[pick.candidate.row for pick in decision.work.picks]]
+            for decision in group
+            if decision.work.scores is not None
+        ]
+        try:
+            contributions = top_contributions_many(scorer, shown_rows)
+        except Exception as error:
+            # The model did score and choose these offers, so the policy stays ``model`` (unlike
+            # a scoring failure, where the rules choose and the answer is ``fallback``); only the
+            # explanations are missing, which ``degraded`` says. Reasons then come from the
+            # plan-fit facts alone. The error type only: a message may quote feature values.
+            log.error(
+                "explaining offers failed (%s); shown without contributions", type(error).__name__
+            )
+            for decision in group:
+                decision.work.degraded = decision.work.degraded or MODEL_ERROR
+            continue
+        for decision, contributed in zip(group, contributions, strict=True):
+            explained[id(decision)] = contributed
+    return explained
 
 
 def _kind(candidate: Candidate) -> str:
@@ -518,6 +580,34 @@ def _worded(
     return tuple(offers)
 
 
+@dataclass(frozen=True)
+class DecisionCall:
+    """One invoice to decide and what is particular to it; :func:`decide_many` shares the rest.
+
+    ``policy`` is what the caller wants (``model``, ``rules``, ``non_personalised``, ``holdout``,
+    ``model:<version>`` with the matching scorer); consent can only lower it. ``degraded`` says
+    why a model that was asked for is missing (``scorer`` None then).
+    """
+
+    request: DecisionRequest
+    policy: str
+    scorer: Scorer | None
+    recently_declined: frozenset[str] = frozenset()
+    experiment: ExperimentAssignment | None = None
+    degraded: str | None = None
+
+
+@dataclass
+class _Open:
+    """One decision between the engine's steps: read and filtered, waiting for the models."""
+
+    call: DecisionCall
+    consent: ConsentState
+    allowed: Policy
+    account: Account
+    work: _Work
+
+
 def decide(
     request: DecisionRequest,
     source: FeatureSource,
@@ -532,30 +622,86 @@ def decide(
     lifted: frozenset[str] = frozenset(),
     plan_fits: PlanFitTable | None = None,
 ) -> Decision:
-    """Decide the offers for one invoice.
+    """Decide the offers for one invoice: :func:`decide_many` with one invoice.
+
+    A model request without a scorer is decided by rules: reported as ``rules`` when there is no
+    model yet (``degraded`` None), as ``fallback`` when ``degraded`` says why the model is
+    missing. A model that fails while scoring is likewise decided by rules, reported as
+    ``fallback`` with ``degraded`` ``model_error``. Raises :class:`UnknownCustomerError` when the
+    feature store has never seen the customer, and whatever the feature source raises.
+    """
+    call = DecisionCall(request, policy, scorer, recently_declined, experiment, degraded)
+    (outcome,) = decide_many(
+        [call], source, catalog, objective=objective, lifted=lifted, plan_fits=plan_fits
+    )
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def decide_many(
+    calls: Sequence[DecisionCall],
+    source: FeatureSource,
+    catalog: Catalog,
+    *,
+    objective: Objective = DEFAULT_OBJECTIVE,
+    lifted: frozenset[str] = frozenset(),
+    plan_fits: PlanFitTable | None = None,
+) -> list[Decision | Exception]:
+    """Decide many invoices at once, each as it would be decided alone, in order.
+
+    Each step runs for every invoice before the next: consent, features, candidates and plan fit;
+    then one acceptance call and one churn call for all the invoices a model scores; guardrails
+    and arbitration; one ``pred_contrib`` call for all the offers shown; reasons and the usage
+    summary. An invoice whose features cannot be read is answered with the exception its read
+    raised (:class:`UnknownCustomerError` for a customer the store has never seen); the others
+    are decided all the same.
 
     ``objective`` holds the arbitration's weights, horizon and floors and the upgrade threshold
     (``Objective.from_settings``). ``lifted`` names eligibility rules, guardrails and floors
     (``LIFTABLE``) to leave out, for ``offers evaluate``'s ablation only; consent never is.
     ``plan_fits``: plan fit worked out beforehand for many invoices' accounts at once (the
-    invoice run's slice); the decision reads its rows there, the same numbers it would work out.
-
-    ``policy`` is what the caller wants (``model``, ``rules``, ``non_personalised``, ``holdout``,
-    ``model:<version>`` with the matching scorer); consent can only lower it. A model request
-    without a scorer is decided by rules: reported as ``rules`` when there is no model yet
-    (``degraded`` None), as ``fallback`` when ``degraded`` says why the model is missing. A model
-    that fails while scoring is likewise decided by rules, reported as ``fallback`` with
-    ``degraded`` ``model_error``. Raises :class:`UnknownCustomerError` when the feature store has
-    never seen the customer.
+    invoice run's slice); the decisions read their rows there, the same numbers they would work
+    out.
     """
+    unknown = lifted - LIFTABLE
+    if unknown:
+        raise ValueError(f"rules that cannot be lifted: {sorted(unknown)}")
+    opened: list[_Open | Exception] = []
+    for call in calls:
+        try:
+            opened.append(_open(call, source, catalog, objective, lifted, plan_fits))
+        except Exception as error:  # this invoice's answer; the caller says what it means
+            opened.append(error)
+    live = [decision for decision in opened if isinstance(decision, _Open)]
+    _score_all(live)
+    for decision in live:
+        if decision.work.policy in ("model", "rules"):
+            _arbitrate(decision.call.request, decision.account, decision.work, objective)
+    explained = _explain_all(live)
+    return [
+        decision
+        if isinstance(decision, Exception)
+        else _finish(decision, explained.get(id(decision)), catalog, plan_fits)
+        for decision in opened
+    ]
+
+
+def _open(
+    call: DecisionCall,
+    source: FeatureSource,
+    catalog: Catalog,
+    objective: Objective,
+    lifted: frozenset[str],
+    plan_fits: PlanFitTable | None,
+) -> _Open:
+    """Consent, features and candidates: everything before the models."""
+    request, scorer = call.request, call.scorer
     consent_row = source.read_consent(request.customer_id)
     if consent_row is None:
         raise UnknownCustomerError(request.customer_id)
     consent = ConsentState.from_features(consent_row, request.invoice_date)
-    allowed = allowed_policy(policy, consent)
-    unknown = lifted - LIFTABLE
-    if unknown:
-        raise ValueError(f"rules that cannot be lifted: {sorted(unknown)}")
+    allowed = allowed_policy(call.policy, consent)
     work = _Work(
         policy="rules" if allowed == "model" and scorer is None else allowed,
         lifted=lifted,
@@ -571,32 +717,35 @@ def decide(
     # One rule for time, in the API and the batch alike: the invoice describes its billing
     # period, never a month that had not ended on its date.
     account = Account.from_features(usage_as_of(account_row, request.invoice_date))
-
-    personalised = work.policy in ("model", "rules")
-    if personalised:
-        _personalised(
-            request, profile, catalog, account, consent, scorer, recently_declined, work, objective
+    if work.policy in ("model", "rules"):
+        _candidates(
+            request,
+            profile,
+            catalog,
+            account,
+            consent,
+            scorer,
+            call.recently_declined,
+            work,
         )
     elif work.policy == "non_personalised":
         _non_personalised(
-            request, catalog, account, consent, recently_declined, work, objective, scorer
+            request, catalog, account, consent, call.recently_declined, work, objective, scorer
         )
+    return _Open(call=call, consent=consent, allowed=allowed, account=account, work=work)
 
-    contributions: list[list[Contribution]] = [[] for _ in work.picks]
-    if work.scores is not None and scorer is not None and work.picks:
-        # Explanations cost most of a decision's time: only for the offers shown.
-        rows = work.scores.rows[[pick.candidate.row for pick in work.picks]]
-        try:
-            contributions = top_contributions(scorer, rows)
-        except Exception as error:
-            # The model did score and choose these offers, so the policy stays ``model`` (unlike
-            # a scoring failure, where the rules choose and the answer is ``fallback``); only the
-            # explanations are missing, which ``degraded`` says. Reasons then come from the
-            # plan-fit facts alone. The error type only: a message may quote feature values.
-            log.error(
-                "explaining offers failed (%s); shown without contributions", type(error).__name__
-            )
-            work.degraded = work.degraded or MODEL_ERROR
+
+def _finish(
+    opened: _Open,
+    explained: list[list[Contribution]] | None,
+    catalog: Catalog,
+    plan_fits: PlanFitTable | None,
+) -> Decision:
+    """Reasons, the usage summary and the answer."""
+    call, work, consent, account = opened.call, opened.work, opened.consent, opened.account
+    request, scorer = call.request, call.scorer
+    personalised = work.policy in ("model", "rules")
+    contributions = explained if explained is not None else [[] for _ in work.picks]
     offers = _worded(work.picks, contributions, account, consent, request, personalised)
     for offer in offers:
         work.update(offer.offer_id, rank=offer.rank)
@@ -615,7 +764,7 @@ def decide(
     # nothing needed scoring: the answer names what would have ranked.
     scored = work.policy == "model" and scorer is not None
     policy_used: Policy = work.policy
-    if allowed == "model" and work.policy == "rules" and (degraded or work.degraded):
+    if opened.allowed == "model" and work.policy == "rules" and (call.degraded or work.degraded):
         # A model was asked for and allowed, but it was down or failed: the rules chose the
         # offers (kept), and the policy says a part was down (docs/http-api.md, degraded
         # answers). With no model yet (nothing degraded) the rules are the policy.
@@ -625,16 +774,16 @@ def decide(
         customer_id=request.customer_id,
         invoice_date=request.invoice_date,
         locale=request.locale,
-        requested_policy=policy,
+        requested_policy=call.policy,
         policy=policy_used,
         model_version=scorer.model_version if scored and scorer is not None else None,
         # Only customers who may be marketed to are enrolled: a customer without marketing
         # consent, or who objected, is in no experiment (and in no report).
-        experiment=None if allowed == "none" else experiment,
+        experiment=None if opened.allowed == "none" else call.experiment,
         consent=consent,
         offers=offers,
         usage_summary=summary,
-        degraded=degraded or work.degraded,
+        degraded=call.degraded or work.degraded,
         candidates=tuple(
             work.records[offer.offer_id]
             for offer in catalog.offers

@@ -128,8 +128,8 @@ class Scorer(Protocol):
         """LightGBM ``pred_contrib``: shape ``(n, n_features + 1)``, the last column the bias."""
         ...
 
-    def churn_risk(self, row: np.ndarray) -> float:
-        """Churn probability for one row of ``training.model_inputs.churn_matrix``."""
+    def churn_risks(self, rows: np.ndarray) -> np.ndarray:
+        """Churn probability per row of ``training.model_inputs.churn_matrix``."""
         ...
 
     def segment_acceptance(self, segment: str) -> Mapping[str, float]:

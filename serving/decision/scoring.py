@@ -10,7 +10,7 @@ path; tests/decision/test_scoring.py holds the two equal.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -123,9 +123,31 @@ def candidate_ranker_matrix(
 
 def score(scorer: Scorer, rows: np.ndarray) -> Scores:
     """Acceptance per candidate row and the customer's churn risk."""
-    acceptance = np.clip(np.asarray(scorer.acceptance(rows), dtype=float), 0.0, 1.0)
-    churn = float(scorer.churn_risk(rows[0, _churn_positions()])) if len(rows) else 0.0
-    return Scores(rows=rows, acceptance=acceptance, churn_risk=min(max(churn, 0.0), 1.0))
+    (scores,) = score_many(scorer, [rows])
+    return scores
+
+
+def score_many(scorer: Scorer, matrices: Sequence[np.ndarray]) -> list[Scores]:
+    """:func:`score` for many decisions' candidate matrices (each non-empty): one acceptance
+    call for all their rows and one churn call for all their customers, since a model call's
+    fixed cost is most of what a decision's few rows cost. LightGBM scores each row on its own,
+    so every decision gets the numbers it would get alone."""
+    if not matrices:
+        return []
+    acceptance = np.clip(np.asarray(scorer.acceptance(np.vstack(matrices)), dtype=float), 0.0, 1.0)
+    churn = np.clip(
+        np.asarray(
+            scorer.churn_risks(np.vstack([rows[:1, _churn_positions()] for rows in matrices])),
+            dtype=float,
+        ),
+        0.0,
+        1.0,
+    )
+    ends = np.cumsum([len(rows) for rows in matrices])
+    return [
+        Scores(rows=rows, acceptance=acceptance[end - len(rows) : end], churn_risk=float(risk))
+        for rows, end, risk in zip(matrices, ends, churn, strict=True)
+    ]
 
 
 def top_contributions(
@@ -135,26 +157,34 @@ def top_contributions(
     if len(rows) == 0:
         return []
     contributions = np.asarray(scorer.contributions(rows), dtype=float)[:, : len(RANKER_FEATURES)]
-    result = []
-    for row, values in zip(rows, contributions, strict=True):
-        # Stable sort: equal shares keep the feature order, so the output is deterministic.
-        # The place on the invoice is the same for every served offer: it explains nothing
-        # about the customer.
-        order = [
-            j
-            for j in np.argsort(-np.abs(values), kind="stable")
-            if values[j] != 0.0 and j != _position_at()
-        ][:top]
-        result.append(
-            [
-                Contribution(
-                    feature=RANKER_FEATURES[j],
-                    value=None
-                    if math.isnan(row[j]) or RANKER_FEATURES[j] in UNDISCLOSED_VALUES
-                    else round(float(row[j]), 4),
-                    contribution=round(float(values[j]), 4),
-                )
-                for j in order
-            ]
+    return [_top(row, values, top) for row, values in zip(rows, contributions, strict=True)]
+
+
+def top_contributions_many(
+    scorer: Scorer, matrices: Sequence[np.ndarray], top: int = TOP_CONTRIBUTIONS
+) -> list[list[list[Contribution]]]:
+    """:func:`top_contributions` for many decisions' shown rows, in one model call."""
+    explained = top_contributions(scorer, np.vstack(matrices), top) if matrices else []
+    ends = np.cumsum([len(rows) for rows in matrices])
+    return [explained[end - len(rows) : end] for rows, end in zip(matrices, ends, strict=True)]
+
+
+def _top(row: np.ndarray, values: np.ndarray, top: int) -> list[Contribution]:
+    # Stable sort: equal shares keep the feature order, so the output is deterministic.
+    # The place on the invoice is the same for every served offer: it explains nothing
+    # about the customer.
+    order = [
+        j
+        for j in np.argsort(-np.abs(values), kind="stable")
+        if values[j] != 0.0 and j != _position_at()
+    ][:top]
+    return [
+        Contribution(
+            feature=RANKER_FEATURES[j],
+            value=None
+            if math.isnan(row[j]) or RANKER_FEATURES[j] in UNDISCLOSED_VALUES
+            else round(float(row[j]), 4),
+            contribution=round(float(values[j]), 4),
         )
-    return result
+        for j in order
+    ]

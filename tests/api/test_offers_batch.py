@@ -275,3 +275,35 @@ def test_a_query_parameter_the_batch_does_not_take_is_422_naming_it(client: Any)
     ]
     assert stored_decisions(client) == 0
     assert client.post(BATCH, params={"dry_run": "true"}, json=body).status_code == 401
+
+
+def test_a_batch_is_scored_in_one_model_call_per_step(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving.scoring_model import LightGBMScorer
+
+    calls: list[tuple[str, int]] = []
+    for name in ("acceptance", "churn_risks", "contributions"):
+        original = getattr(LightGBMScorer, name)
+
+        def counted(self: Any, rows: Any, _original: Any = original, _name: str = name) -> Any:
+            calls.append((_name, len(rows)))
+            return _original(self, rows)
+
+        monkeypatch.setattr(LightGBMScorer, name, counted)
+    items = [
+        offers_body(invoice_id=f"INV-M{number}", customer_id=customer)
+        for number, customer in enumerate(["C0001", "C0002", "C0001", "C0003", "C0002"])
+    ]
+    results = batch(client, *items)
+
+    policies = [result["decision"]["policy"] for result in results]
+    assert policies == ["model", "model", "model", "non_personalised", "model"]
+    shown = sum(len(r["decision"]["offers"]) for r in results if r["decision"]["policy"] == "model")
+    assert [name for name, _ in calls] == ["acceptance", "churn_risks", "contributions"]
+    assert calls[1] == ("churn_risks", 4)  # the four invoices the model decided
+    assert calls[2] == ("contributions", shown)
+    # Each answer is the one the single route gives for the same invoice (replayed, stored).
+    for item, result in zip(items, results, strict=True):
+        alone = client.post("/v1/offers", json=item, headers=RENDERER)
+        assert alone.json() == result["decision"]

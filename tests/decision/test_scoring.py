@@ -90,8 +90,8 @@ class FixedContributions:
     def acceptance(self, rows: np.ndarray) -> np.ndarray:
         return np.zeros(len(rows))
 
-    def churn_risk(self, row: np.ndarray) -> float:
-        return 0.0
+    def churn_risks(self, rows: np.ndarray) -> np.ndarray:
+        return np.zeros(len(rows))
 
     def segment_acceptance(self, segment: str) -> dict[str, float]:
         return {}

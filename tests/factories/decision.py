@@ -412,9 +412,9 @@ class FakeScorer:
         values = np.nan_to_num(rows) * self._weights
         return np.hstack([values, np.full((len(rows), 1), -1.0)])
 
-    def churn_risk(self, row: np.ndarray) -> float:
-        self.calls.append(("churn_risk", len(row)))
-        return self.churn
+    def churn_risks(self, rows: np.ndarray) -> np.ndarray:
+        self.calls.append(("churn_risks", len(rows)))
+        return np.full(len(rows), self.churn)
 
     def segment_acceptance(self, segment: str) -> Mapping[str, float]:
         return self.segment_rates.get(segment, {})
@@ -434,8 +434,8 @@ class BoosterScorer:
     def contributions(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self._ranker.predict(rows, pred_contrib=True, num_threads=1), dtype=float)
 
-    def churn_risk(self, row: np.ndarray) -> float:
-        return float(self._churn.predict(row.reshape(1, -1), num_threads=1)[0])
+    def churn_risks(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self._churn.predict(rows, num_threads=1), dtype=float)
 
     def segment_acceptance(self, segment: str) -> Mapping[str, float]:
         return {}

@@ -71,7 +71,7 @@ def test_the_champions_pyfunc_predicts_the_probability_the_api_serves(settings: 
 
     churn_rows = _rows(CHURN_FEATURES, 50, seed=2)
     churn = _pyfunc(settings, "models:/churn-risk@champion")
-    risks = [serving.scorer.churn_risk(row) for row in churn_rows.to_numpy()]
+    risks = serving.scorer.churn_risks(churn_rows.to_numpy())
     np.testing.assert_allclose(churn.predict(churn_rows), risks, rtol=0, atol=1e-9)
 
 
