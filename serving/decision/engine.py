@@ -9,7 +9,7 @@ import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -64,6 +64,7 @@ from serving.decision.inputs import (
     Scorer,
     UnknownCustomerError,
     usage_as_of,
+    usage_rows_as_of,
 )
 from serving.decision.reasons import Reason, offer_reasons
 from serving.decision.rules import non_personalised_offers, rules_order
@@ -606,6 +607,11 @@ class _Open:
     allowed: Policy
     account: Account
     work: _Work
+    profile: dict[str, Any] | None = None
+
+    @property
+    def personalised(self) -> bool:
+        return self.work.policy in ("model", "rules")
 
 
 def decide(
@@ -667,17 +673,49 @@ def decide_many(
     unknown = lifted - LIFTABLE
     if unknown:
         raise ValueError(f"rules that cannot be lifted: {sorted(unknown)}")
-    opened: list[_Open | Exception] = []
+    read: list[_Read | Exception] = []
     for call in calls:
         try:
-            opened.append(_open(call, source, catalog, objective, lifted, plan_fits))
+            read.append(_read(call, source, lifted, plan_fits))
         except Exception as error:  # this invoice's answer; the caller says what it means
-            opened.append(error)
+            read.append(error)
+    opened = _accounts(read)
     live = [decision for decision in opened if isinstance(decision, _Open)]
-    _score_all(live)
     for decision in live:
-        if decision.work.policy in ("model", "rules"):
-            _arbitrate(decision.call.request, decision.account, decision.work, objective)
+        if decision.work.policy == "non_personalised":
+            call = decision.call
+            _non_personalised(
+                call.request,
+                catalog,
+                decision.account,
+                decision.consent,
+                call.recently_declined,
+                decision.work,
+                objective,
+                call.scorer,
+            )
+    personalised = [decision for decision in live if decision.personalised]
+    if plan_fits is None and len(live) > 1:
+        # Plan fit against the catalog for all the accounts at once (candidates and usage
+        # summaries): the numbers each decision would work out alone, in one numpy pass instead
+        # of one per invoice.
+        plan_fits = PlanFitTable((decision.account.features for decision in live), catalog.offers)
+    for decision in personalised:
+        decision.work.known_fits = plan_fits
+        _candidates(
+            decision.call.request,
+            decision.profile,
+            catalog,
+            decision.account,
+            decision.consent,
+            decision.call.scorer,
+            decision.call.recently_declined,
+            decision.work,
+        )
+        decision.profile = None  # read for the model matrix only
+    _score_all(live)
+    for decision in personalised:
+        _arbitrate(decision.call.request, decision.account, decision.work, objective)
     explained = _explain_all(live)
     return [
         decision
@@ -687,15 +725,25 @@ def decide_many(
     ]
 
 
-def _open(
+@dataclass
+class _Read:
+    """One decision's consent and feature rows, read."""
+
+    call: DecisionCall
+    consent: ConsentState
+    allowed: Policy
+    work: _Work
+    account_row: Mapping[str, Any]
+    profile: dict[str, Any] | None
+
+
+def _read(
     call: DecisionCall,
     source: FeatureSource,
-    catalog: Catalog,
-    objective: Objective,
     lifted: frozenset[str],
     plan_fits: PlanFitTable | None,
-) -> _Open:
-    """Consent, features and candidates: everything before the models."""
+) -> _Read:
+    """Consent first, then the feature rows the consent allows."""
     request, scorer = call.request, call.scorer
     consent_row = source.read_consent(request.customer_id)
     if consent_row is None:
@@ -714,25 +762,37 @@ def _open(
         account_row, profile = source.read_account_and_profile(request.customer_id)
     else:
         account_row = source.read_account(request.customer_id)
-    # One rule for time, in the API and the batch alike: the invoice describes its billing
-    # period, never a month that had not ended on its date.
-    account = Account.from_features(usage_as_of(account_row, request.invoice_date))
-    if work.policy in ("model", "rules"):
-        _candidates(
-            request,
-            profile,
-            catalog,
-            account,
-            consent,
-            scorer,
-            call.recently_declined,
-            work,
+    return _Read(call, consent, allowed, work, account_row, profile)
+
+
+def _accounts(read: Sequence[_Read | Exception]) -> list[_Open | Exception]:
+    """Each read decision's account as of its invoice's billing period.
+
+    One rule for time, in the API and the batch alike: the invoice describes its billing period,
+    never a month that had not ended on its date. The rows of one invoice date are moved back
+    together, over arrays (each the row's own ``usage_as_of``)."""
+    by_date: dict[dt.date, list[int]] = {}
+    for position, item in enumerate(read):
+        if isinstance(item, _Read):
+            by_date.setdefault(item.call.request.invoice_date, []).append(position)
+    accounts: dict[int, Account] = {}
+    for invoice_date, positions in by_date.items():
+        rows = [cast(_Read, read[position]).account_row for position in positions]
+        for position, row in zip(positions, usage_rows_as_of(rows, invoice_date), strict=True):
+            accounts[position] = Account.from_features(row)
+    return [
+        item
+        if isinstance(item, Exception)
+        else _Open(
+            call=item.call,
+            consent=item.consent,
+            allowed=item.allowed,
+            account=accounts[position],
+            work=item.work,
+            profile=item.profile,
         )
-    elif work.policy == "non_personalised":
-        _non_personalised(
-            request, catalog, account, consent, call.recently_declined, work, objective, scorer
-        )
-    return _Open(call=call, consent=consent, allowed=allowed, account=account, work=work)
+        for position, item in enumerate(read)
+    ]
 
 
 def _finish(
@@ -744,7 +804,7 @@ def _finish(
     """Reasons, the usage summary and the answer."""
     call, work, consent, account = opened.call, opened.work, opened.consent, opened.account
     request, scorer = call.request, call.scorer
-    personalised = work.policy in ("model", "rules")
+    personalised = opened.personalised
     contributions = explained if explained is not None else [[] for _ in work.picks]
     offers = _worded(work.picks, contributions, account, consent, request, personalised)
     for offer in offers:
