@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 _DOUBLE = struct.Struct("<d")
 # SQLite's own default lock wait, for readers nobody has bounded (the batch paths).
 DEFAULT_SQLITE_BUSY_SECONDS = 5.0
+# Keys read in one Redis pipeline: a batch endpoint call's invoices.
+MANY_KEYS = 500
 MMAP_BYTES = 1 << 34  # address space only; the operating system's page cache holds the pages
 
 
@@ -151,7 +153,7 @@ class OnlineReader:
         self.names = [feature for view in views for feature in view.features]
         self._views = views
         config = store.config.online_store
-        self._backend: Callable[[bytes], dict[str, Any]] | None = None
+        self._backend: _SqliteRead | _RedisRead | None = None
         if config.type == "sqlite":
             self._backend = _SqliteRead(store, views, sqlite_busy_seconds)
         elif config.type == "redis":
@@ -171,8 +173,8 @@ class OnlineReader:
             return dict(response.to_dict())
         result: dict[str, list[Any]] = {self.join_key: list(entity_ids)}
         result.update({name: [] for name in self.names})
-        for entity_id in entity_ids:
-            values = self._backend(self._key(entity_id))
+        keys = entity_keys(self.join_key, list(entity_ids)) if entity_ids else []
+        for values in self._backend.many(keys):
             for name in self.names:
                 result[name].append(values[name])
         return result
@@ -237,20 +239,29 @@ class _SqliteRead:
             self.local.connection = None
 
     def __call__(self, key: bytes) -> dict[str, Any]:
-        try:
-            rows = self._connection().execute(self.statement, (key,)).fetchall()
-        except sqlite3.OperationalError as error:
-            if "readonly" not in str(error):
-                raise
-            log.warning("online store needs recovery after an interrupted write; recovering")
-            self._recover()
-            rows = self._connection().execute(self.statement, (key,)).fetchall()
+        rows = self._execute(self.statement, (key,))
         values = dict(self.empty)
         for number, feature, raw in rows:
             decode = self.decoders[number].get(feature)
             if decode is not None:
                 values[feature] = decode(raw)
         return values
+
+    def many(self, keys: Sequence[bytes]) -> list[dict[str, Any]]:
+        """Each key's values, in order. One statement per key: an indexed look-up in a mapped
+        file costs microseconds, and one statement for many keys measured no faster (the values'
+        decoding is the cost)."""
+        return [self(key) for key in keys]
+
+    def _execute(self, statement: str, parameters: Sequence[bytes]) -> list[Any]:
+        try:
+            return self._connection().execute(statement, parameters).fetchall()
+        except sqlite3.OperationalError as error:
+            if "readonly" not in str(error):
+                raise
+            log.warning("online store needs recovery after an interrupted write; recovering")
+            self._recover()
+            return self._connection().execute(statement, parameters).fetchall()
 
 
 class _RedisRead:
@@ -273,7 +284,20 @@ class _RedisRead:
                 self.decoders.append(decoder)
 
     def __call__(self, key: bytes) -> dict[str, Any]:
-        raw_values = self.client.hmget(key + self.project, self.fields)
+        return self._decoded(self.client.hmget(key + self.project, self.fields))
+
+    def many(self, keys: Sequence[bytes]) -> list[dict[str, Any]]:
+        """Each key's values, in order: one ``HMGET`` per key, sent in one pipeline, one round trip
+        per ``MANY_KEYS`` keys."""
+        values: list[dict[str, Any]] = []
+        for start in range(0, len(keys), MANY_KEYS):
+            pipeline = self.client.pipeline(transaction=False)
+            for key in keys[start : start + MANY_KEYS]:
+                pipeline.hmget(key + self.project, self.fields)
+            values.extend(self._decoded(raw_values) for raw_values in pipeline.execute())
+        return values
+
+    def _decoded(self, raw_values: Sequence[bytes | None]) -> dict[str, Any]:
         return {
             name: decode(raw)
             for name, decode, raw in zip(self.names, self.decoders, raw_values, strict=True)

@@ -203,6 +203,30 @@ class FeastFeatureSource:
             name: row[name] for name in PROFILE_NAMES
         }
 
+    def read_consents(self, customer_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """:meth:`read_consent` of each customer, in order, in one bounded read of the store."""
+        return [
+            None if all(value is None for value in row.values()) else row
+            for row in self._read_many(CONSENT_FEATURES, customer_ids)
+        ]
+
+    def read_accounts(self, customer_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """:meth:`read_account` of each customer, in order, in one bounded read of the store."""
+        return self._read_many(ACCOUNT_FEATURES, customer_ids)
+
+    def read_accounts_and_profiles(
+        self, customer_ids: Sequence[str]
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """:meth:`read_account_and_profile` of each customer, in order, in one bounded read;
+        only with each one's profiling consent."""
+        return [
+            (
+                {name: row[name] for name in ACCOUNT_NAMES},
+                {name: row[name] for name in PROFILE_NAMES},
+            )
+            for row in self._read_many(ACCOUNT_AND_PROFILE_FEATURES, customer_ids)
+        ]
+
     def probe(self) -> None:
         """One bounded read of a key, as a request reads, for readiness; raises
         ``FeatureStoreUnavailable`` when the store does not answer within the timeout, or
@@ -246,6 +270,25 @@ class FeastFeatureSource:
 
     def _read(self, features: list[str], customer_id: str) -> dict[str, Any]:
         return self._bounded(self._fetch, features, customer_id)
+
+    def _read_many(self, features: list[str], customer_ids: Sequence[str]) -> list[dict[str, Any]]:
+        if not self._direct:
+            # A watchdog bounds each read by the request's timeout, which a read of many
+            # customers may rightly exceed: read them one by one.
+            return [self._read(features, customer_id) for customer_id in customer_ids]
+        return self._bounded(self._fetch_many, features, customer_ids)
+
+    def _fetch_many(self, features: list[str], customer_ids: Sequence[str]) -> list[dict[str, Any]]:
+        if not customer_ids:
+            return []
+        response = self._store.get_online_features(
+            features=features, entity_rows=[{CUSTOMER_KEY: value} for value in customer_ids]
+        ).to_dict()
+        columns = [(name, values) for name, values in response.items() if name != CUSTOMER_KEY]
+        return [
+            {name: values[position] for name, values in columns}
+            for position in range(len(customer_ids))
+        ]
 
     def _bounded(self, call: Callable[..., Answer], *arguments: Any) -> Answer:
         try:

@@ -61,6 +61,7 @@ from serving.decision.inputs import (
     ExperimentAssignment,
     FeatureSource,
     Locale,
+    ManyCustomersSource,
     Scorer,
     UnknownCustomerError,
     usage_as_of,
@@ -673,13 +674,7 @@ def decide_many(
     unknown = lifted - LIFTABLE
     if unknown:
         raise ValueError(f"rules that cannot be lifted: {sorted(unknown)}")
-    read: list[_Read | Exception] = []
-    for call in calls:
-        try:
-            read.append(_read(call, source, lifted, plan_fits))
-        except Exception as error:  # this invoice's answer; the caller says what it means
-            read.append(error)
-    opened = _accounts(read)
+    opened = _accounts(_read_all(calls, source, lifted, plan_fits))
     live = [decision for decision in opened if isinstance(decision, _Open)]
     for decision in live:
         if decision.work.policy == "non_personalised":
@@ -737,6 +732,29 @@ class _Read:
     profile: dict[str, Any] | None
 
 
+def _read_all(
+    calls: Sequence[DecisionCall],
+    source: FeatureSource,
+    lifted: frozenset[str],
+    plan_fits: PlanFitTable | None,
+) -> list[_Read | Exception]:
+    """Each invoice's consent, then the feature rows its consent allows: for many invoices from
+    a store that reads many customers at once, one read per kind of row for all of them."""
+    if len(calls) > 1 and isinstance(source, ManyCustomersSource):
+        try:
+            return _read_together(calls, source, lifted, plan_fits)
+        except Exception as error:
+            # The store failed the read: every invoice answers as it would have alone.
+            return [error] * len(calls)
+    read: list[_Read | Exception] = []
+    for call in calls:
+        try:
+            read.append(_read(call, source, lifted, plan_fits))
+        except Exception as error:  # this invoice's answer; the caller says what it means
+            read.append(error)
+    return read
+
+
 def _read(
     call: DecisionCall,
     source: FeatureSource,
@@ -744,25 +762,67 @@ def _read(
     plan_fits: PlanFitTable | None,
 ) -> _Read:
     """Consent first, then the feature rows the consent allows."""
-    request, scorer = call.request, call.scorer
-    consent_row = source.read_consent(request.customer_id)
+    customer_id = call.request.customer_id
+    consent_row = source.read_consent(customer_id)
     if consent_row is None:
-        raise UnknownCustomerError(request.customer_id)
-    consent = ConsentState.from_features(consent_row, request.invoice_date)
-    allowed = allowed_policy(call.policy, consent)
-    work = _Work(
-        policy="rules" if allowed == "model" and scorer is None else allowed,
-        lifted=lifted,
-        known_fits=plan_fits,
-    )
+        raise UnknownCustomerError(customer_id)
+    consent, allowed, work = _gate(call, consent_row, lifted, plan_fits)
     profile: dict[str, Any] | None = None
     if work.policy == "model":
         # Only here may the profile be read; with the account in one read, one store round trip
         # fewer for the decisions that cost most.
-        account_row, profile = source.read_account_and_profile(request.customer_id)
+        account_row, profile = source.read_account_and_profile(customer_id)
     else:
-        account_row = source.read_account(request.customer_id)
+        account_row = source.read_account(customer_id)
     return _Read(call, consent, allowed, work, account_row, profile)
+
+
+def _read_together(
+    calls: Sequence[DecisionCall],
+    source: ManyCustomersSource,
+    lifted: frozenset[str],
+    plan_fits: PlanFitTable | None,
+) -> list[_Read | Exception]:
+    """:func:`_read` for many invoices: all consents in one read, then in one read each the
+    accounts with profiles of those the consent gate lets the model decide (only theirs) and the
+    others' accounts."""
+    consent_rows = source.read_consents([call.request.customer_id for call in calls])
+    read: list[_Read | Exception] = []
+    for call, consent_row in zip(calls, consent_rows, strict=True):
+        if consent_row is None:
+            read.append(UnknownCustomerError(call.request.customer_id))
+            continue
+        consent, allowed, work = _gate(call, consent_row, lifted, plan_fits)
+        read.append(_Read(call, consent, allowed, work, account_row={}, profile=None))
+    gated = [item for item in read if isinstance(item, _Read)]
+    by_model = [item for item in gated if item.work.policy == "model"]
+    others = [item for item in gated if item.work.policy != "model"]
+    with_profiles = source.read_accounts_and_profiles(
+        [item.call.request.customer_id for item in by_model]
+    )
+    for item, (account_row, profile) in zip(by_model, with_profiles, strict=True):
+        item.account_row, item.profile = account_row, profile
+    accounts = source.read_accounts([item.call.request.customer_id for item in others])
+    for item, account_row in zip(others, accounts, strict=True):
+        item.account_row = account_row
+    return read
+
+
+def _gate(
+    call: DecisionCall,
+    consent_row: Mapping[str, Any],
+    lifted: frozenset[str],
+    plan_fits: PlanFitTable | None,
+) -> tuple[ConsentState, Policy, _Work]:
+    """The consent gate: the policy consent allows, and the decision's work under it."""
+    consent = ConsentState.from_features(consent_row, call.request.invoice_date)
+    allowed = allowed_policy(call.policy, consent)
+    work = _Work(
+        policy="rules" if allowed == "model" and call.scorer is None else allowed,
+        lifted=lifted,
+        known_fits=plan_fits,
+    )
+    return consent, allowed, work
 
 
 def _accounts(read: Sequence[_Read | Exception]) -> list[_Open | Exception]:

@@ -10,7 +10,7 @@ import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -112,6 +112,26 @@ class FeatureSource(Protocol):
     def read_account_and_profile(self, customer_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """What ``read_account`` reads and the ``CUSTOMER_PROFILE`` values, in one read where the
         store allows; only ever called once the consent gate allowed profiling."""
+        ...
+
+
+@runtime_checkable
+class ManyCustomersSource(FeatureSource, Protocol):
+    """A feature source that reads many customers at once (an online store in one statement or
+    one pipeline); the engine uses it when it decides many invoices together."""
+
+    def read_consents(self, customer_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """``read_consent`` of each customer, in order."""
+        ...
+
+    def read_accounts(self, customer_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """``read_account`` of each customer, in order."""
+        ...
+
+    def read_accounts_and_profiles(
+        self, customer_ids: Sequence[str]
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """``read_account_and_profile`` of each customer, in order."""
         ...
 
 

@@ -57,6 +57,23 @@ def test_a_customer_feast_never_saw_is_unknown(source: FeastFeatureSource) -> No
     assert source.read_consent("C-NEVER-SEEN") is None
 
 
+def reads_many_as_one_by_one(source: FeastFeatureSource) -> None:
+    """Many customers in one read, in the order asked, each as its own read gives it."""
+    asked = ["C0003", "C-NEVER-SEEN", "C0001", "C0002", "C0001"]
+    assert source.read_consents(asked) == [source.read_consent(c) for c in asked]
+    assert source.read_consents(asked)[1] is None
+    known = [c for c in asked if c != "C-NEVER-SEEN"]
+    assert source.read_accounts(known) == [source.read_account(c) for c in known]
+    assert source.read_accounts_and_profiles(known) == [
+        source.read_account_and_profile(c) for c in known
+    ]
+    assert source.read_accounts([]) == []
+
+
+def test_the_feast_source_reads_many_customers_at_once(source: FeastFeatureSource) -> None:
+    reads_many_as_one_by_one(source)
+
+
 def test_the_api_decides_from_the_feast_store(sqlite_settings: Settings) -> None:
     app = create_app(
         sqlite_settings,
@@ -78,6 +95,40 @@ def test_the_api_decides_from_the_feast_store(sqlite_settings: Settings) -> None
     assert body["offers"] and body["usage_summary"]["plan"]["plan_id"] == "PLAN_5GB"
     assert unknown.status_code == 404
     assert summary.status_code == 200 and summary.json()["detail_level"] == "basic"
+
+
+def test_the_batch_endpoint_decides_from_the_feast_store_as_the_single_route(
+    sqlite_settings: Settings,
+) -> None:
+    app = create_app(
+        sqlite_settings,
+        connectors=Connectors(model_loader=lambda settings: FakeRegistry().loader()),
+    )
+    renderer = auth("renderer")
+    items = [
+        offers_body(invoice_id=f"INV-B{number}", customer_id=customer)
+        for number, customer in enumerate(["C0001", "C0003", "C9999", "C0002", "C0004"])
+    ]
+    with running(app) as client:
+        response = client.post("/v1/offers/batch", json={"invoices": items}, headers=renderer)
+        alone = [
+            client.post(
+                "/v1/offers",
+                json={**item, "invoice_id": item["invoice_id"] + "-ALONE"},
+                headers=renderer,
+            )
+            for item in items
+        ]
+    results = response.json()["results"]
+    assert [result["status"] for result in results] == [200, 200, 404, 200, 200]
+    policies = [result["decision"]["policy"] for result in results if result["status"] == 200]
+    assert policies == ["model", "non_personalised", "model", "none"]
+    for result, single in zip(results, alone, strict=True):
+        if result["status"] != 200:
+            assert single.status_code == result["status"]
+            continue
+        batched = {**result["decision"], "invoice_id": None, "decision_id": None}
+        assert {**single.json(), "invoice_id": None, "decision_id": None} == batched
 
 
 def test_an_unreachable_redis_fails_each_read_at_once(
@@ -136,6 +187,7 @@ def test_the_feast_source_reads_redis(tmp_path: Path, redis_url: str) -> None:
         together = opened.read_account_and_profile("C0001")
         assert together == (opened.read_account("C0001"), opened.read_profile("C0001"))
         assert together[0]["current_plan_id"] == "PLAN_5GB"
+        reads_many_as_one_by_one(opened)  # one pipeline of HMGETs
     finally:
         opened.close()
         store.teardown()

@@ -184,3 +184,53 @@ def test_a_model_that_fails_leaves_its_invoices_to_the_rules_and_no_others() -> 
 def test_lifting_an_unknown_rule_is_refused_before_anything_is_read() -> None:
     with pytest.raises(ValueError, match="cannot be lifted"):
         decide_many([], _customers(), CATALOG, lifted=frozenset({"consent"}))
+
+
+class ReadsMany(Customers):
+    """Reads many customers at once and records whose profile was read."""
+
+    def __init__(self, rows: Any) -> None:
+        super().__init__(rows)
+        self.profiles_read: list[str] = []
+        self.reads = 0
+
+    def read_consents(self, customer_ids: list[str]) -> list[dict[str, Any] | None]:
+        self.reads += 1
+        return [self.read_consent(customer) for customer in customer_ids]
+
+    def read_accounts(self, customer_ids: list[str]) -> list[dict[str, Any]]:
+        self.reads += 1
+        return [self.read_account(customer) for customer in customer_ids]
+
+    def read_accounts_and_profiles(
+        self, customer_ids: list[str]
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        self.reads += 1
+        self.profiles_read += customer_ids
+        return [self.read_account_and_profile(customer) for customer in customer_ids]
+
+
+def test_many_customers_are_read_together_and_profiles_only_where_consent_allows() -> None:
+    champion, challenger = _scorer("offer-ranker/1", 1), _scorer("offer-ranker/2", 7)
+    calls = _calls(champion, challenger)
+    together = ReadsMany(_customers().rows)
+
+    outcomes = decide_many(calls, together, CATALOG)
+
+    assert outcomes[:-1] == decide_many(calls[:-1], _customers(), CATALOG)
+    assert isinstance(outcomes[-1], UnknownCustomerError)
+    assert together.reads == 3  # consents, accounts with profiles, the other accounts
+    # The eight the model decides; not the rules arm's, the objector's or the business
+    # customer's without profiling consent.
+    assert sorted(together.profiles_read) == [f"C{n:04d}" for n in range(1, 9)]
+
+
+class StoreDown(ReadsMany):
+    def read_accounts(self, customer_ids: list[str]) -> list[dict[str, Any]]:
+        raise ConnectionError("the online store went away")
+
+
+def test_a_store_that_fails_a_read_of_many_fails_each_invoice_as_alone() -> None:
+    champion, challenger = _scorer("offer-ranker/1", 1), _scorer("offer-ranker/2", 7)
+    outcomes = decide_many(_calls(champion, challenger), StoreDown(_customers().rows), CATALOG)
+    assert all(isinstance(outcome, ConnectionError) for outcome in outcomes)
