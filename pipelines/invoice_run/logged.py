@@ -35,6 +35,7 @@ from pipelines.invoice_run.core import (
     DecisionOptions,
     answer_row,
     decision_id_for,
+    loaded_objects_left_out_of_collections,
     slice_plan_fits,
 )
 from pipelines.invoice_run.slices import SliceOutcome, slice_bounds
@@ -148,14 +149,15 @@ class LoggedSlices:
         ]
         rows: list[dict[str, Any]] = []
         conflicts = 0
-        for start, end in slice_bounds(invoices[CUSTOMER_KEY], INVOICES_PER_WRITE):
-            for answer in service.answer_many(requests[start:end]):
-                if isinstance(answer, InvoiceAnswer):
-                    rows.append(answer_row(answer.answer_json))
-                elif isinstance(answer, InvoiceCustomerConflict):
-                    conflicts += 1
-                # An unknown customer is skipped, as the local engine skips it; the summary
-                # counts it.
+        with loaded_objects_left_out_of_collections():
+            for start, end in slice_bounds(invoices[CUSTOMER_KEY], INVOICES_PER_WRITE):
+                for answer in service.answer_many(requests[start:end]):
+                    if isinstance(answer, InvoiceAnswer):
+                        rows.append(answer_row(answer.answer_json))
+                    elif isinstance(answer, InvoiceCustomerConflict):
+                        conflicts += 1
+                    # An unknown customer is skipped, as the local engine skips it; the summary
+                    # counts it.
         written = int(
             sum(
                 sample.value
