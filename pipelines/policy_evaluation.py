@@ -25,7 +25,9 @@ captured: (first offer − random eligible) / (best eligible − random eligible
 invoices, "eligible" being what the engine lets through for the model policy. Captured lift and
 objective value carry paired bootstrap 95 % intervals resampling customers, for each policy and
 for model − rules and model − peer (``paired_bootstrap``). The ablation lifts each rule in turn,
-and the guardrails the peer ignores together, to say what they cost.
+and the guardrails the peer ignores together, to say what they cost; and the gap between the peer
+and the model policy with those guardrails lifted is split into what the objective's weighting
+costs and what the model's acceptance estimates cost (``peer_gap``).
 """
 
 from __future__ import annotations
@@ -300,6 +302,8 @@ class PolicyEvaluation:
     horizon_months: int
     # paired_bootstrap's intervals, on a simulated world
     paired: dict[str, Any] = field(default_factory=dict)
+    # peer_gap's split of the peer's lead over the model policy with the guardrails lifted
+    gap: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -341,6 +345,7 @@ class PolicyEvaluation:
             "model_at_least_peer_less_cost": None
             if cost is None
             else model["lift_captured"] >= peer["lift_captured"] - max(cost, 0.0),
+            "gap_with_guardrails_lifted": self.gap or None,
         }
 
     def markdown(self) -> str:
@@ -424,6 +429,20 @@ class PolicyEvaluation:
                     if cost is None
                     else ("yes" if peer["model_at_least_peer_less_cost"] else "no")
                 ),
+            ]
+        if self.gap:
+            gap, lifts = self.gap, self.gap["lift_captured"]
+            lines += [
+                "",
+                f"The peer's lead over the model policy with those guardrails lifted, "
+                f"{gap['gap']:+.1%}: the objective's weighting {gap['objective_weighting']:+.1%} "
+                f"(the hidden acceptance × value order captures {lifts['hidden_value_order']:.1%}),"
+                f" the model's acceptance estimates {gap['acceptance_estimates']:+.1%}, invoices "
+                f"the model does not decide {gap['undecided_by_the_model']:+.1%}; the model's "
+                f"likeliest offer among the peer's candidates captures "
+                f"{lifts['model_likeliest']:.1%} (the hidden best on "
+                f"{gap['likeliest_is_hidden_best']['model']:.1%} of the invoices, the peer's on "
+                f"{gap['likeliest_is_hidden_best']['peer']:.1%})",
             ]
         return lines
 
@@ -645,6 +664,98 @@ def _own_lift(
     return (first - random) / (best - random) if best > random else None
 
 
+def _likeliest(scores: Mapping[str, float], among: Sequence[str]) -> str | None:
+    """The offer of ``among`` with the highest score (the offer id breaks ties), or None."""
+    scored = [o for o in among if o in scores]
+    return max(scored, key=lambda o: (scores[o], o)) if scored else None
+
+
+def peer_gap(
+    replayed: Sequence[Replayed], hidden: Mapping[tuple[str, str], float]
+) -> dict[str, Any]:
+    """Where the argmax peer's lead over the model policy with the guardrails lifted comes from.
+
+    On the invoices the model decides, both choose among the same offers (eligible, the
+    guardrails and floors ignored): the peer by its classifier's acceptance, the engine by the
+    champion's acceptance × the objective's value. Two more orders of those offers tell the
+    causes apart: the champion's acceptance alone (``model_likeliest``: the model against the
+    peer, objective aside), and the hidden acceptance × the objective's value among the offers
+    the engine may show (``hidden_value_order``: the objective with acceptance known exactly).
+    In captured lift (the engine's eligible set as the reference, as for every policy), the gap
+    peer − engine is the sum of
+
+    - ``objective_weighting``: peer − hidden value order, what no acceptance model can win back
+      while the objective weighs value;
+    - ``acceptance_estimates``: hidden value order − engine, what the champion's acceptance
+      estimates cost under the objective's weighting;
+    - ``undecided_by_the_model``: the invoices without profiling consent, where the peer shows
+      what the served engine shows and the engine decides without the model.
+
+    Per acceptance estimate, also the share of those invoices where its likeliest offer is the
+    hidden best, and that offer's mean hidden acceptance. Needs the ``lifted:guardrails`` and
+    ``peer`` choices; empty without them.
+    """
+    lifted = LIFTED + "guardrails"
+    if not replayed or any(lifted not in r.shown or PEER not in r.shown for r in replayed):
+        return {}
+    orders = ("peer", "engine", "model_likeliest", "hidden_value_order")
+    decided = {name: 0.0 for name in orders}
+    undecided = {"peer": 0.0, "engine": 0.0}
+    best_total = random_total = 0.0
+    # per estimate: [invoices whose likeliest offer is the hidden best, its hidden acceptance]
+    ranking: dict[str, list[float]] = {"model": [0, 0.0], "peer": [0, 0.0]}
+    invoices, hidden_best = 0, 0.0
+
+    def accepted(r: Replayed, offer: str | None) -> float:
+        return hidden.get((r.decision_id, offer), 0.0) if offer is not None else 0.0
+
+    for r in replayed:
+        reference = [accepted(r, o) for o in r.passed]
+        best_total += max(reference) if reference else 0.0
+        random_total += float(np.mean(reference)) if reference else 0.0
+        peer_first = r.shown[PEER][0] if r.shown[PEER] else None
+        engine_first = r.shown[lifted][0] if r.shown[lifted] else None
+        if not (r.profiled and r.eligible):
+            undecided["peer"] += accepted(r, peer_first)
+            undecided["engine"] += accepted(r, engine_first)
+            continue
+        showable = [o for o in r.eligible if r.value_sek.get(o, 0.0) > 0]
+        value_order = {o: accepted(r, o) * r.value_sek[o] for o in showable}
+        likeliest = _likeliest(r.model_acceptance, r.eligible)
+        decided["peer"] += accepted(r, peer_first)
+        decided["engine"] += accepted(r, engine_first)
+        decided["model_likeliest"] += accepted(r, likeliest)
+        decided["hidden_value_order"] += accepted(r, _likeliest(value_order, showable))
+        top = max(accepted(r, o) for o in r.eligible)
+        invoices, hidden_best = invoices + 1, hidden_best + top
+        for name, chosen in (("model", likeliest), ("peer", peer_first)):
+            ranking[name][0] += int(chosen is not None and accepted(r, chosen) >= top)
+            ranking[name][1] += accepted(r, chosen)
+    achievable = best_total - random_total
+    if achievable <= 0 or invoices == 0:
+        return {}
+
+    def lift(first: float) -> float:
+        return (first - random_total) / achievable
+
+    undecided_total = undecided["peer"]
+    lifts = {name: lift(decided[name] + undecided_total) for name in orders}
+    lifts["engine"] = lift(decided["engine"] + undecided["engine"])
+    return {
+        "invoices_decided_by_the_model": invoices,
+        "lift_captured": lifts,
+        "gap": lifts["peer"] - lifts["engine"],
+        "objective_weighting": (decided["peer"] - decided["hidden_value_order"]) / achievable,
+        "acceptance_estimates": (decided["hidden_value_order"] - decided["engine"]) / achievable,
+        "undecided_by_the_model": (undecided["peer"] - undecided["engine"]) / achievable,
+        "likeliest_is_hidden_best": {name: hits / invoices for name, (hits, _) in ranking.items()},
+        "likeliest_hidden_acceptance": {
+            name: total / invoices for name, (_, total) in ranking.items()
+        },
+        "hidden_best_acceptance": hidden_best / invoices,
+    }
+
+
 def choose_by_peer(
     replayed: Sequence[Replayed], events: pd.DataFrame, settings: Settings, catalog: Catalog
 ) -> ArgmaxPeer:
@@ -735,9 +846,12 @@ def evaluate_served_policies(
         if hidden is not None and replayed
         else {}
     )
+    gap = peer_gap(replayed, hidden) if hidden is not None and PEER in policies else {}
     logged_month = str(firsts["day"].iloc[0])[:7]
     log.info("evaluated %d decisions of %s", len(replayed), logged_month)
-    return PolicyEvaluation(logged_month, len(replayed), policies, objective.horizon_months, paired)
+    return PolicyEvaluation(
+        logged_month, len(replayed), policies, objective.horizon_months, paired, gap
+    )
 
 
 def served_value(report: PolicyEvaluation) -> float:

@@ -13,6 +13,7 @@ from pipelines.policy_evaluation import (
     _figures,
     evaluate_served_policies,
     paired_bootstrap,
+    peer_gap,
 )
 from serving.decision.engine import LIFTABLE
 from tests.simulated_world import SimulatedWorld
@@ -124,6 +125,15 @@ def test_the_served_engine_is_evaluated_on_the_simulated_world(
         report.ablation()["guardrails"]["lift_captured"]
     )
     assert isinstance(versus["model_at_least_peer_less_cost"], bool)
+    # The peer's lead over the engine with the guardrails lifted, split into its causes.
+    gap = versus["gap_with_guardrails_lifted"]
+    assert gap["lift_captured"]["peer"] == pytest.approx(peer["lift_captured"])
+    lifted_lift = report.policies["lifted:guardrails"]["lift_captured"]
+    assert gap["lift_captured"]["engine"] == pytest.approx(lifted_lift)
+    parts = ("objective_weighting", "acceptance_estimates", "undecided_by_the_model")
+    assert sum(gap[part] for part in parts) == pytest.approx(peer["lift_captured"] - lifted_lift)
+    assert 0.0 <= gap["likeliest_is_hidden_best"]["model"] <= 1.0
+    assert "the objective's weighting" in report.markdown()
     # Paired intervals over customers, each around its point estimate.
     paired = report.paired
     assert paired["resampled"] == "customers" and paired["customers"] <= report.decisions
@@ -249,3 +259,74 @@ def test_the_report_prints_the_intervals_and_the_verdict() -> None:
     assert "| model | 100.0% | " in text and f"({low:.1%}–" in text
     assert "| model − rules | +" in text and "| yes |" in text
     assert report.as_dict()["paired"]["differences"]["model-rules"]["beats_beyond_interval"]
+
+
+def _unguarded(
+    decision: str,
+    passed: list[str],
+    hidden: dict[str, float],
+    model: dict[str, float],
+    value: dict[str, float],
+    shown: dict[str, list[str]],
+    profiled: bool = True,
+) -> tuple[Replayed, dict[tuple[str, str], float]]:
+    item = _replay(decision, passed[0], False, shown)
+    item.passed, item.eligible, item.profiled = passed, list(hidden), profiled
+    item.model_acceptance, item.value_sek = model, value
+    return item, {(decision, offer): p for offer, p in hidden.items()}
+
+
+def test_the_peers_lead_splits_into_the_objective_the_estimates_and_the_undecided() -> None:
+    lifted = "lifted:guardrails"
+    # d1: C is blocked by a guardrail, likeliest in truth and to the model; the engine with the
+    # guardrails lifted weighs A's value above it (0.15 × 500 > 0.35 × 200).
+    d1, h1 = _unguarded(
+        "d1",
+        ["A", "B"],
+        {"A": 0.1, "B": 0.2, "C": 0.4},
+        {"A": 0.15, "B": 0.3, "C": 0.35},
+        {"A": 500.0, "B": 100.0, "C": 200.0},
+        {"peer": ["C"], lifted: ["A"]},
+    )
+    # d2: the peer shows the likeliest A; by value even the hidden acceptance prefers B
+    # (0.1 × 400 > 0.3 × 100), so the objective, not the model, gives up A here.
+    d2, h2 = _unguarded(
+        "d2",
+        ["A", "B"],
+        {"A": 0.3, "B": 0.1},
+        {"A": 0.1, "B": 0.2},
+        {"A": 100.0, "B": 400.0},
+        {"peer": ["A"], lifted: ["B"]},
+    )
+    # d3: no profiling consent; the peer shows what the served engine shows (A).
+    d3, h3 = _unguarded(
+        "d3",
+        ["A", "B"],
+        {"A": 0.2, "B": 0.0},
+        {},
+        {},
+        {"peer": ["A"], lifted: ["B"]},
+        profiled=False,
+    )
+    gap = peer_gap([d1, d2, d3], h1 | h2 | h3)
+    # Reference (the engine's eligible offers): best 0.2 + 0.3 + 0.2, random 0.15 + 0.2 + 0.1.
+    achievable, random = 0.25, 0.45
+    assert gap["lift_captured"]["peer"] == pytest.approx((0.4 + 0.3 + 0.2 - random) / achievable)
+    assert gap["lift_captured"]["engine"] == pytest.approx((0.1 + 0.1 + 0.0 - random) / achievable)
+    assert gap["lift_captured"]["hidden_value_order"] == pytest.approx(
+        (0.4 + 0.1 + 0.2 - random) / achievable
+    )
+    assert gap["lift_captured"]["model_likeliest"] == pytest.approx(
+        (0.4 + 0.1 + 0.2 - random) / achievable
+    )
+    assert gap["objective_weighting"] == pytest.approx((0.7 - 0.5) / achievable)
+    assert gap["acceptance_estimates"] == pytest.approx((0.5 - 0.2) / achievable)
+    assert gap["undecided_by_the_model"] == pytest.approx(0.2 / achievable)
+    assert gap["gap"] == pytest.approx(2.8)
+    assert gap["invoices_decided_by_the_model"] == 2
+    assert gap["likeliest_is_hidden_best"] == {"model": 0.5, "peer": 1.0}
+    assert gap["likeliest_hidden_acceptance"]["model"] == pytest.approx(0.25)
+    assert gap["hidden_best_acceptance"] == pytest.approx(0.35)
+    # Without the lifted engine's choices there is nothing to split.
+    del d1.shown[lifted]
+    assert peer_gap([d1, d2, d3], h1 | h2 | h3) == {}
