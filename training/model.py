@@ -393,9 +393,10 @@ def fit_ranker(
 ) -> FittedModel:
     """Acceptance model: binary against LambdaRank (grouped by decision), over tree budgets.
 
-    Chosen on the tune set (the newest training months) by NDCG@3 among candidates fitted on at
-    most ``sweep_rows`` rows; the chosen one is refitted on all of ``train`` and calibrated on
-    the tune set.
+    Chosen on the tune set (the newest training months) by the AUC of the offers shown first
+    (``tune_first_auc``: the place the served policy fills; NDCG@3 is reported beside it) among
+    candidates fitted on at most ``sweep_rows`` rows; the chosen one is refitted on all of
+    ``train`` and calibrated on the tune set.
     """
     candidates = _fit_candidates(train, tune, objectives, budgets, seed, True, sweep_rows)
     return _finish(candidates, train, tune, "tune_first_auc", {"seed": seed}, ranking=True)
