@@ -434,6 +434,8 @@ class OffersService:
         serving models are read once per invoice. All are decided in one engine call, so the
         models score them together. Per invoice: the request, its arm, and the offers the log's
         declines block for it."""
+        if not invoices:  # replays only: the feature store is not touched
+            return []
         calls: list[DecisionCall] = []
         scorers: list[LightGBMScorer | None] = []
         for request, arm, logged_declines in invoices:

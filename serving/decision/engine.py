@@ -74,6 +74,7 @@ from serving.decision.scoring import (
     Scores,
     candidate_ranker_matrix,
     score_many,
+    top_contributions,
     top_contributions_many,
 )
 from serving.decision.usage_summary import UsageSummaryDict, build_usage_summary, insight_plans
@@ -390,18 +391,28 @@ def _score_all(opened: Sequence[_Open]) -> None:
         scorer = group[0][0].call.scorer
         assert scorer is not None, "only decisions with a scorer have rows to score"
         try:
-            scored = score_many(scorer, [rows for _, rows in group])
-        except Exception as error:
-            # The error type only: a model's message may quote the feature values it was given.
-            log.error("scoring failed (%s); deciding by rules", type(error).__name__)
-            for decision, _ in group:
+            scored: list[Scores | None] = list(score_many(scorer, [rows for _, rows in group]))
+        except Exception:
+            # Each alone, so that an input only one invoice has fails that invoice only.
+            scored = [_score_alone(scorer, rows) for _, rows in group]
+        for (decision, _), scores in zip(group, scored, strict=True):
+            if scores is None:
                 decision.work.policy, decision.work.degraded = "rules", MODEL_ERROR
                 decision.work.rows = None
-            continue
-        for (decision, _), scores in zip(group, scored, strict=True):
+                continue
             decision.work.scores, decision.work.rows = scores, None
             # Every candidate row holds the same customer inputs: the first row's suffice.
             decision.work.model_inputs = monitored_inputs(scores.rows[0, : len(CUSTOMER_FEATURES)])
+
+
+def _score_alone(scorer: Scorer, rows: np.ndarray) -> Scores | None:
+    try:
+        (scores,) = score_many(scorer, [rows])
+    except Exception as error:
+        # The error type only: a model's message may quote the feature values it was given.
+        log.error("scoring failed (%s); deciding by rules", type(error).__name__)
+        return None
+    return scores
 
 
 def _arbitrate(
@@ -482,21 +493,33 @@ def _explain_all(opened: Sequence[_Open]) -> dict[int, list[list[Contribution]]]
             if decision.work.scores is not None
         ]
         try:
-            contributions = top_contributions_many(scorer, shown_rows)
-        except Exception as error:
-            # The model did score and choose these offers, so the policy stays ``model`` (unlike
-            # a scoring failure, where the rules choose and the answer is ``fallback``); only the
-            # explanations are missing, which ``degraded`` says. Reasons then come from the
-            # plan-fit facts alone. The error type only: a message may quote feature values.
-            log.error(
-                "explaining offers failed (%s); shown without contributions", type(error).__name__
+            contributions: list[list[list[Contribution]] | None] = list(
+                top_contributions_many(scorer, shown_rows)
             )
-            for decision in group:
-                decision.work.degraded = decision.work.degraded or MODEL_ERROR
-            continue
+        except Exception:
+            # Each alone, so that an input only one invoice has fails that invoice only.
+            contributions = [_explain_alone(scorer, rows) for rows in shown_rows]
         for decision, contributed in zip(group, contributions, strict=True):
+            if contributed is None:
+                # The model did score and choose these offers, so the policy stays ``model``
+                # (unlike a scoring failure, where the rules choose and the answer is
+                # ``fallback``); only the explanations are missing, which ``degraded`` says.
+                # Reasons then come from the plan-fit facts alone.
+                decision.work.degraded = decision.work.degraded or MODEL_ERROR
+                continue
             explained[id(decision)] = contributed
     return explained
+
+
+def _explain_alone(scorer: Scorer, rows: np.ndarray) -> list[list[Contribution]] | None:
+    try:
+        return top_contributions(scorer, rows)
+    except Exception as error:
+        # The error type only: a message may quote feature values.
+        log.error(
+            "explaining offers failed (%s); shown without contributions", type(error).__name__
+        )
+        return None
 
 
 def _kind(candidate: Candidate) -> str:
@@ -741,17 +764,14 @@ def _read_all(
     """Each invoice's consent, then the feature rows its consent allows: for many invoices from
     a store that reads many customers at once, one read per kind of row for all of them."""
     if len(calls) > 1 and isinstance(source, ManyCustomersSource):
-        try:
-            return _read_together(calls, source, lifted, plan_fits)
-        except Exception as error:
-            # The store failed the read: every invoice answers as it would have alone.
-            return [error] * len(calls)
+        return _read_together(calls, source, lifted, plan_fits)
     read: list[_Read | Exception] = []
     for call in calls:
         try:
             read.append(_read(call, source, lifted, plan_fits))
         except Exception as error:  # this invoice's answer; the caller says what it means
-            read.append(error)
+            # Without its traceback, which would hold this frame and so every invoice's rows.
+            read.append(error.with_traceback(None))
     return read
 
 
@@ -786,7 +806,11 @@ def _read_together(
     """:func:`_read` for many invoices: all consents in one read, then in one read each the
     accounts with profiles of those the consent gate lets the model decide (only theirs) and the
     others' accounts."""
-    consent_rows = source.read_consents([call.request.customer_id for call in calls])
+    try:
+        consent_rows = source.read_consents([call.request.customer_id for call in calls])
+    except Exception as error:
+        # The store failed the read: every invoice answers as it would have alone.
+        return [error.with_traceback(None)] * len(calls)
     read: list[_Read | Exception] = []
     for call, consent_row in zip(calls, consent_rows, strict=True):
         if consent_row is None:
@@ -797,12 +821,18 @@ def _read_together(
     gated = [item for item in read if isinstance(item, _Read)]
     by_model = [item for item in gated if item.work.policy == "model"]
     others = [item for item in gated if item.work.policy != "model"]
-    with_profiles = source.read_accounts_and_profiles(
-        [item.call.request.customer_id for item in by_model]
-    )
+    try:
+        with_profiles = source.read_accounts_and_profiles(
+            [item.call.request.customer_id for item in by_model]
+        )
+        accounts = source.read_accounts([item.call.request.customer_id for item in others])
+    except Exception as error:
+        # The store failed after the consents: the customers it knows answer with the failure,
+        # as each would have alone; an unknown customer stays unknown.
+        failed = error.with_traceback(None)
+        return [failed if isinstance(item, _Read) else item for item in read]
     for item, (account_row, profile) in zip(by_model, with_profiles, strict=True):
         item.account_row, item.profile = account_row, profile
-    accounts = source.read_accounts([item.call.request.customer_id for item in others])
     for item, account_row in zip(others, accounts, strict=True):
         item.account_row = account_row
     return read

@@ -85,6 +85,40 @@ def test_a_hanging_store_does_not_pile_up_reads() -> None:
     source.close()
 
 
+def test_many_customers_are_read_in_one_read_when_the_store_bounds_its_own() -> None:
+    store = SlowStore(
+        {
+            "C0001": {**consent(), **account(), **profile()},
+            "C0002": {**consent(profiling=False), **account(tenure_months=7), **profile()},
+        }
+    )
+    direct = FeastFeatureSource(store, timeout_ms=1000, store_bounds_reads=True)
+    asked = ["C0002", "C9999", "C0001"]
+    assert direct.read_consents(asked) == [
+        direct.read_consent("C0002"),
+        None,
+        direct.read_consent("C0001"),
+    ]
+    assert direct.read_accounts(["C0002", "C0001"])[0]["tenure_months"] == 7
+    store.asked.clear()
+    direct.read_accounts_and_profiles(["C0001", "C0002"])
+    assert store.asked == [[*ACCOUNT_FEATURES, *PROFILE_FEATURES]]  # one read for both
+    direct.close()
+
+
+def test_a_hanging_store_fails_a_read_of_many_within_one_timeout() -> None:
+    """Behind a watchdog each customer is read within the request's timeout: the first that
+    times out ends the read of many, so a batch waits one timeout, not one per customer."""
+    source = FeastFeatureSource(_store(delay=0.5), timeout_ms=20)
+    started = time.perf_counter()
+    with pytest.raises(FeatureStoreUnavailable) as unavailable:
+        source.read_consents(["C0001"] * 20)
+    assert unavailable.value.reason == "timeout"
+    assert time.perf_counter() - started < 0.25
+    assert source.recently_failed
+    source.close()
+
+
 def test_a_failing_store_is_unavailable_naming_the_error() -> None:
     store = _store()
     store.error = ConnectionError("redis gone")

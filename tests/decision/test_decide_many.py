@@ -3,6 +3,7 @@ per step for all of them, and one invoice's trouble kept to that invoice."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import lightgbm as lgb
@@ -106,9 +107,11 @@ def _calls(champion: Counted, challenger: Counted) -> list[DecisionCall]:
         customer = f"C{number:04d}"
         on_challenger = number in (3, 4)
         policy = "model:2" if on_challenger else "rules" if number == 9 else "model"
+        # One invoice dated before the rows' newest month ended: its usage is moved back.
+        dated = {"invoice_date": dt.date(2026, 10, 20)} if number == 6 else {}
         calls.append(
             DecisionCall(
-                request(invoice_id=f"INV-{number}", customer_id=customer, max_offers=2),
+                request(invoice_id=f"INV-{number}", customer_id=customer, max_offers=2, **dated),
                 policy=policy,
                 scorer=challenger if on_challenger else champion,
                 recently_declined=frozenset({"PLAN_30GB"}) if number == 5 else frozenset(),
@@ -150,6 +153,10 @@ def test_each_invoice_is_decided_as_it_would_be_alone() -> None:
     }
     assert len(shown) > 1
     assert "PLAN_30GB" not in {offer.offer_id for offer in decided[4].offers}
+    assert decided[5].usage_summary is not None
+    assert decided[5].usage_summary["period"]["start"] == "2026-09-01"
+    assert decided[6].usage_summary is not None
+    assert decided[6].usage_summary["period"]["start"] == "2026-10-01"
 
 
 def test_the_models_are_called_once_per_step_for_all_the_invoices() -> None:
@@ -181,9 +188,15 @@ def test_a_model_that_fails_leaves_its_invoices_to_the_rules_and_no_others() -> 
     assert (decided[8].policy, decided[8].degraded) == ("rules", None)
 
 
+class NeverRead(Customers):
+    def read_consent(self, customer_id: str) -> dict[str, Any] | None:
+        raise AssertionError("read before the lifted rules were checked")
+
+
 def test_lifting_an_unknown_rule_is_refused_before_anything_is_read() -> None:
+    calls = _calls(_scorer("offer-ranker/1", 1), _scorer("offer-ranker/2", 7))
     with pytest.raises(ValueError, match="cannot be lifted"):
-        decide_many([], _customers(), CATALOG, lifted=frozenset({"consent"}))
+        decide_many(calls, NeverRead(_customers().rows), CATALOG, lifted=frozenset({"consent"}))
 
 
 class ReadsMany(Customers):
@@ -233,4 +246,40 @@ class StoreDown(ReadsMany):
 def test_a_store_that_fails_a_read_of_many_fails_each_invoice_as_alone() -> None:
     champion, challenger = _scorer("offer-ranker/1", 1), _scorer("offer-ranker/2", 7)
     outcomes = decide_many(_calls(champion, challenger), StoreDown(_customers().rows), CATALOG)
+    # The accounts' read failed: the known customers answer with the failure; the customer the
+    # consent read did not find is still unknown (404, not a fallback decision).
+    assert all(isinstance(outcome, ConnectionError) for outcome in outcomes[:-1])
+    assert isinstance(outcomes[-1], UnknownCustomerError)
+
+
+class ConsentsDown(ReadsMany):
+    def read_consents(self, customer_ids: list[str]) -> list[dict[str, Any] | None]:
+        raise ConnectionError("the online store went away")
+
+
+def test_a_store_that_fails_the_consents_read_fails_every_invoice() -> None:
+    champion, challenger = _scorer("offer-ranker/1", 1), _scorer("offer-ranker/2", 7)
+    outcomes = decide_many(_calls(champion, challenger), ConsentsDown(_customers().rows), CATALOG)
     assert all(isinstance(outcome, ConnectionError) for outcome in outcomes)
+
+
+class OneBadRow(Counted):
+    """A model that fails on one customer's inputs (tenure 42 months), whatever else it gets."""
+
+    def acceptance(self, rows: np.ndarray) -> np.ndarray:
+        if (rows[:, RANKER_FEATURES.index("tenure_months")] == 42).any():
+            raise ValueError("input out of range")
+        return super().acceptance(rows)
+
+
+def test_a_model_that_fails_on_one_invoice_sends_only_that_one_to_the_rules() -> None:
+    champion = _scorer("offer-ranker/1", 1, OneBadRow)
+    challenger = _scorer("offer-ranker/2", 7)
+    outcomes = decide_many(_calls(champion, challenger), _customers(), CATALOG)
+    decided = [outcome for outcome in outcomes if not isinstance(outcome, Exception)]
+    # C0007 has 42 months of tenure; the batch call failed, each invoice was scored alone.
+    assert [(d.customer_id, d.policy) for d in decided if d.policy != "model"][:1] == [
+        ("C0007", "fallback")
+    ]
+    assert decided[6].degraded == MODEL_ERROR
+    assert all(d.policy == "model" and d.degraded is None for d in decided[:6] + decided[7:8])

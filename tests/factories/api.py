@@ -355,10 +355,10 @@ class SlowStore:
             time.sleep(self.delay)
         if self.error is not None:
             raise self.error
-        customer = self.rows.get(entity_rows[0]["customer_id"], {})
+        ids = [row["customer_id"] for row in entity_rows]
         names = [reference.split(":", 1)[1] for reference in features]
-        values = {"customer_id": [entity_rows[0]["customer_id"]]}
-        values.update({name: [customer.get(name)] for name in names})
+        values: dict[str, list[Any]] = {"customer_id": ids}
+        values.update({name: [self.rows.get(c, {}).get(name) for c in ids] for name in names})
         return _Response(values)
 
 
