@@ -52,6 +52,19 @@ def test_the_usage_summary_of_an_unknown_customer_is_404(client: Any) -> None:
     assert response.json()["detail"] == "customer C9999 is not known"
 
 
+@pytest.mark.parametrize(("day", "status"), [("0001-01-31", 422), ("0001-02-01", 200)])
+def test_an_invoice_date_without_a_billing_period_is_422_naming_it(
+    client: Any, day: str, status: int
+) -> None:
+    response = client.get(f"/v1/customers/C0001/usage-summary?invoice_date={day}", headers=RENDERER)
+    assert response.status_code == status
+    if status == 422:
+        assert response.json()["errors"][0]["loc"] == ["query", "invoice_date"]
+        assert "no billing period" in response.json()["detail"]
+    else:
+        assert response.json()["period"] in (None, {"start": "0001-01-01", "end": "0001-01-31"})
+
+
 def test_the_usage_summary_without_the_store_is_503_with_retry_after(tmp_path: Path) -> None:
     features = FakeFeatures()
     features.fail = "timeout"

@@ -19,6 +19,10 @@ from serving.offers_response import UsageSummary
 router = APIRouter(prefix="/v1", tags=["usage"])
 
 
+# The first invoice date whose billing period (the calendar month before it) has a date.
+FIRST_INVOICE_DATE = dt.date(1, 2, 1)
+
+
 @router.get(
     "/customers/{customer_id}/usage-summary",
     response_model=UsageSummary,
@@ -37,6 +41,15 @@ def usage_summary(
     locale: Annotated[Locale, Query()] = "sv",
 ) -> UsageSummary:
     """The usage summary alone; `detailed` (trends, plan fit) only with usage_insights consent."""
+    if invoice_date is not None and invoice_date < FIRST_INVOICE_DATE:
+        # Its billing period, the month before, would begin before year 1: no date to name.
+        message = f"invoice_date {invoice_date.isoformat()} has no billing period before it"
+        raise ProblemError(
+            422,
+            message,
+            kind="validation",
+            errors=[{"loc": ["query", "invoice_date"], "msg": message, "type": "value_error"}],
+        )
     if source is None:
         # A store that was down at start (or since) is reopened by the first request after it.
         source = services.current_features()
