@@ -240,40 +240,44 @@ def answer_row(answer_json: str) -> dict[str, Any]:
         head_end < offers_start < summary_start < summary_end
     ):
         return _parsed_answer_row(answer_json)
-    public = json.loads(answer_json[:head_end] + "}")
-    decision_id = public["decision_id"]
-    first_field = f'{{"decision_id":"{decision_id}",'
-    if not answer_json.startswith(first_field):
-        raise ValueError("an offers answer starts with its decision_id")
     summary = answer_json[summary_start + len(_SUMMARY_START) : summary_end]
-    return {
-        "invoice_id": public["invoice_id"],
-        CUSTOMER_KEY: public[CUSTOMER_KEY],
-        "decision_id": decision_id,
-        "policy": public["policy"],
-        "model_version": public["model_version"],
-        "offers": _compact_part(answer_json[offers_start + len(_OFFERS_START) : summary_start]),
-        "usage_summary": None if summary == "null" else _compact_part(summary),
-        "decision": "{" + answer_json[len(first_field) :],
-    }
+    return _row(
+        json.loads(answer_json[:head_end] + "}"),
+        answer_json,
+        offers=_compact_part(answer_json[offers_start + len(_OFFERS_START) : summary_start]),
+        usage_summary=None if summary == "null" else _compact_part(summary),
+    )
 
 
 def _parsed_answer_row(answer_json: str) -> dict[str, Any]:
     """:func:`answer_row` by parsing the whole answer."""
     public = json.loads(answer_json)
+    summary = public["usage_summary"]
+    return _row(
+        public,
+        answer_json,
+        offers=_compact(public["offers"]),
+        usage_summary=None if summary is None else _compact(summary),
+    )
+
+
+def _row(
+    public: dict[str, Any], answer_json: str, *, offers: str, usage_summary: str | None
+) -> dict[str, Any]:
+    """The output row from the answer's head fields, its compact parts and the answer itself
+    without its leading ``decision_id`` (the row keeps that in its own column)."""
     decision_id = public["decision_id"]
     first_field = f'{{"decision_id":"{decision_id}",'
     if not answer_json.startswith(first_field):
         raise ValueError("an offers answer starts with its decision_id")
-    summary = public["usage_summary"]
     return {
         "invoice_id": public["invoice_id"],
         CUSTOMER_KEY: public[CUSTOMER_KEY],
         "decision_id": decision_id,
         "policy": public["policy"],
         "model_version": public["model_version"],
-        "offers": _compact(public["offers"]),
-        "usage_summary": None if summary is None else _compact(summary),
+        "offers": offers,
+        "usage_summary": usage_summary,
         "decision": "{" + answer_json[len(first_field) :],
     }
 
