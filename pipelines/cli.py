@@ -821,8 +821,8 @@ def bench(
     names: Annotated[
         list[str] | None,
         typer.Argument(
-            help="simulate, features, retrain, api, quality, experiment-report, invoice-run, soak "
-            "(default: all but soak)."
+            help="simulate, features, retrain, api, quality, experiment-report, invoice-run, "
+            "invoice-run-million, soak (default: all but soak and invoice-run-million)."
         ),
     ] = None,
     quick: Annotated[bool, typer.Option(help="A smaller world, for a fast check.")] = False,

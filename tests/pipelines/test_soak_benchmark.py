@@ -1,5 +1,5 @@
 """The soak benchmark's arithmetic and its registration: what ``offers bench soak`` reports as
-drift, and the ``--minutes`` option only the soak takes."""
+drift, the ``--minutes`` option only the soak takes, and what a plain ``offers bench`` runs."""
 
 from __future__ import annotations
 
@@ -57,3 +57,10 @@ def test_minutes_is_refused_without_the_soak_and_when_not_positive() -> None:
         run_benchmarks(["api"], minutes=5)
     with pytest.raises(KeyError, match="--minutes must be positive"):
         run_benchmarks(["soak"], minutes=0)
+
+
+def test_a_plain_bench_leaves_out_the_soak_and_the_million_invoices() -> None:
+    from benchmarks.runner import BENCHMARKS, default_benchmarks
+
+    assert {"soak", "invoice-run-million"} <= set(BENCHMARKS)
+    assert set(BENCHMARKS) - set(default_benchmarks()) == {"soak", "invoice-run-million"}
