@@ -43,6 +43,7 @@ from serving.api.errors import (
 )
 from serving.api.routes import admin, consents, events, experiments, health, offers, pages, usage
 from serving.api.schemas import MAX_BATCH_INVOICES
+from serving.api.together import WaitingDecisions
 from serving.auth import ApiKeys, SessionTokens, derived_session_secret
 from serving.consents import ConsentService
 from serving.decision.arbitration import Objective
@@ -306,6 +307,21 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
         challengers=lambda: experiments_store.challenger_policies(dt.datetime.now(dt.UTC)),
         interval_seconds=settings.model_poll_seconds,
     )
+    offers_service = OffersService(
+        catalog=catalog,
+        models=models,
+        log=log,
+        experiments=experiments_store,
+        feature_store=feature_store,
+        metrics=metrics,
+        render=offers_answer_json,
+        decline_cap_invoices=settings.decline_cap_invoices,
+        objective=Objective.from_settings(settings),
+        invoice_date_window_days=(
+            settings.invoice_date_past_days,
+            settings.invoice_date_future_days,
+        ),
+    )
     services = Services(
         settings=settings,
         keys=keys,
@@ -317,24 +333,11 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
         log=log,
         experiments=experiments_store,
         feature_store=feature_store,
-        offers=OffersService(
-            catalog=catalog,
-            models=models,
-            log=log,
-            experiments=experiments_store,
-            feature_store=feature_store,
-            metrics=metrics,
-            render=offers_answer_json,
-            decline_cap_invoices=settings.decline_cap_invoices,
-            objective=Objective.from_settings(settings),
-            invoice_date_window_days=(
-                settings.invoice_date_past_days,
-                settings.invoice_date_future_days,
-            ),
-        ),
+        offers=offers_service,
         consents=ConsentService(log=log, feature_store=feature_store, metrics=metrics),
         follower=follower,
         drift=drift,
+        waiting=WaitingDecisions(offers_service),
     )
     warm_up(services)
     return services

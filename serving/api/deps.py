@@ -20,6 +20,7 @@ from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBea
 from core.catalog import Catalog
 from core.settings import Settings
 from serving.api.errors import ProblemError
+from serving.api.together import WaitingDecisions
 from serving.auth import ApiKeys, Role, SessionTokens, may_call
 from serving.consents import ConsentService
 from serving.decision.inputs import FeatureSource
@@ -52,6 +53,7 @@ class Services:
     consents: ConsentService
     follower: ChampionFollower
     drift: DriftMonitor
+    waiting: WaitingDecisions
 
     @property
     def features(self) -> OnlineFeatureSource | None:
@@ -111,6 +113,10 @@ async def get_offers(services: ServicesDep) -> OffersService:
     return services.offers
 
 
+async def get_waiting(services: ServicesDep) -> WaitingDecisions:
+    return services.waiting
+
+
 async def get_consents(services: ServicesDep) -> ConsentService:
     return services.consents
 
@@ -126,6 +132,7 @@ DecisionLogDep = Annotated[DecisionLog, Depends(get_decision_log)]
 ExperimentsDep = Annotated[Experiments, Depends(get_experiments)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
 OffersDep = Annotated[OffersService, Depends(get_offers)]
+WaitingDep = Annotated[WaitingDecisions, Depends(get_waiting)]
 ConsentsDep = Annotated[ConsentService, Depends(get_consents)]
 FollowerDep = Annotated[ChampionFollower, Depends(get_follower)]
 

@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from serving.api.deps import OffersDep, RendererRole
+from serving.api.deps import OffersDep, RendererRole, WaitingDep
 from serving.api.errors import (
     ProblemError,
     field_errors,
@@ -42,18 +42,21 @@ router = APIRouter(prefix="/v1", tags=["offers"])
     response_model=OffersResponse,
     responses=problem_responses(401, 403, 404, 409, 413, 422, 503),
 )
-async def decide_offers(body: OffersRequest, offers: OffersDep, _: RendererRole) -> Response:
+async def decide_offers(
+    body: OffersRequest, offers: OffersDep, waiting: WaitingDep, _: RendererRole
+) -> Response:
     """Decide the offers for one invoice; the same invoice_id always gets the same decision.
 
     With `"dry_run": true` the decision is answered but logged, counted and stored nowhere."""
     request = decision_request(body, offers, dt.datetime.now(dt.UTC).date())
     # On the event loop only when nothing on the path can wait: choosing the arm may read the
     # experiments from the log, and a slow database, store or registry must never stall the loop.
+    # There, requests that arrive together are decided together (serving.api.together).
     dry_run = body.dry_run
     if offers.log_is_local:
         arm = offers.arm(request.customer_id, request.invoice_date)
         if offers.answers_without_waiting(arm):
-            return _answer(offers, request, arm, dry_run)
+            return _response(await waiting.answer(request, arm, dry_run))
         return await run_in_threadpool(_answer, offers, request, arm, dry_run)
     return await run_in_threadpool(_answer, offers, request, None, dry_run)
 
@@ -112,6 +115,12 @@ def _answer(
     except (UnknownCustomerError, InvoiceCustomerConflict) as error:
         raise _refused(error) from error
     return Response(content=answer, media_type="application/json")
+
+
+def _response(outcome: InvoiceOutcome) -> Response:
+    if isinstance(outcome, InvoiceAnswer):
+        return Response(content=outcome.answer_json, media_type="application/json")
+    raise _refused(outcome)
 
 
 def _problem_item(problem: ProblemError) -> str:
