@@ -115,7 +115,7 @@ def _validate(ctx: RetrainContext) -> str:
 
     catalog = load_catalog(ctx.settings.catalog)
     ctx.values["catalog"] = catalog
-    report = require_valid(ctx.data_dir, catalog)
+    report = require_valid(ctx.data_dir, catalog, remember_in=ctx.settings.features_dir)
     return _first_line(report.describe())
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.catalog import Catalog
@@ -135,10 +136,17 @@ class ChampionModels:
 
 def invoices_of_day(data_dir: Path, day: dt.date) -> pd.DataFrame:
     """``invoice_id`` and ``customer_id`` of the invoices dated ``day``, by invoice id."""
-    invoices = read_table(data_dir, INVOICES)
-    dated = invoices.loc[
-        invoices["invoice_date"] == pd.Timestamp(day), ["invoice_id", CUSTOMER_KEY]
-    ]
+    # The day's rows are picked in Arrow, before millions of ids become Python strings. A date
+    # column may be stored as dates or as UTC timestamps at midnight: as dates, both compare.
+    invoices = read_table(
+        data_dir,
+        INVOICES,
+        columns=[CUSTOMER_KEY, "invoice_date"],
+        rows=lambda table: pc.equal(
+            pc.cast(table["invoice_date"], pa.date32()), pa.scalar(day, pa.date32())
+        ),
+    )
+    dated = invoices[["invoice_id", CUSTOMER_KEY]]
     return dated.sort_values("invoice_id", kind="stable").reset_index(drop=True)
 
 

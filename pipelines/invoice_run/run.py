@@ -237,8 +237,9 @@ def run_invoice_run(
     resolved = settings or get_settings()
     data = Path(data_dir or resolved.data_dir)
     catalog = load_catalog(resolved.catalog)
-    require_valid(data, catalog)
-    paths = feature_paths(Path(features_dir or resolved.features_dir))
+    features_folder = Path(features_dir or resolved.features_dir)
+    require_valid(data, catalog, remember_in=features_folder)
+    paths = feature_paths(features_folder)
     check_features(paths)
     moment = features_as_of or dt.datetime.now(dt.UTC)
     options = DecisionOptions(

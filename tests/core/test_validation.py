@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
@@ -27,7 +28,7 @@ from core.contract import (
     Table,
 )
 from core.tables import ContractError, Problem, read_table, read_tables
-from core.validation import ValidationReport, require_valid, validate_tables
+from core.validation import VALIDATED_RECORD, ValidationReport, require_valid, validate_tables
 
 Frames = dict[str, pd.DataFrame]
 
@@ -261,6 +262,68 @@ def test_require_valid_gives_the_same_report_and_writes_nothing(tmp_path: Path) 
     assert sorted((path.name, path.stat().st_mtime_ns) for path in folder.iterdir()) == before
 
 
+def test_tables_found_valid_and_unchanged_are_not_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_world(tmp_path / "world")
+    before = sorted((path.name, path.stat().st_mtime_ns) for path in folder.iterdir())
+    remember = tmp_path / "features"
+
+    first = require_valid(folder, CATALOG, remember_in=remember)
+    assert not first.remembered
+    assert (remember / VALIDATED_RECORD).is_file()
+    reads: list[str] = []
+    monkeypatch.setattr(
+        "core.validation.read_table", lambda data_dir, table: reads.append(table.name)
+    )
+
+    again = require_valid(folder, CATALOG, remember_in=remember)
+
+    assert reads == []
+    assert again.remembered and again.row_counts == first.row_counts
+    assert "unchanged since they were checked" in again.describe()
+    # The input folder is never written to.
+    assert sorted((path.name, path.stat().st_mtime_ns) for path in folder.iterdir()) == before
+
+
+def test_a_table_changed_after_it_was_found_valid_is_checked_again(tmp_path: Path) -> None:
+    folder = write_world(tmp_path / "world")
+    remember = tmp_path / "features"
+    require_valid(folder, CATALOG, remember_in=remember)
+    frames = valid_frames()
+    frames["invoices"].loc[0, "customer_id"] = "C-NOBODY"
+    write_table(folder, INVOICES, frames["invoices"])
+
+    with pytest.raises(ContractError, match="C-NOBODY"):
+        require_valid(folder, CATALOG, remember_in=remember)
+    # Still refused: a refusal is never remembered as valid.
+    with pytest.raises(ContractError, match="C-NOBODY"):
+        require_valid(folder, CATALOG, remember_in=remember)
+
+
+def test_another_catalog_or_a_removed_table_is_checked_again(tmp_path: Path) -> None:
+    folder = write_world(tmp_path / "world")
+    remember = tmp_path / "features"
+    require_valid(folder, CATALOG, remember_in=remember)
+    without_plan = Catalog(offers=tuple(o for o in CATALOG.offers if o.offer_id != "PLAN_5GB"))
+
+    with pytest.raises(ContractError, match="PLAN_5GB"):
+        require_valid(folder, without_plan, remember_in=remember)
+    (folder / OFFER_EVENTS.file_name).unlink()
+    with pytest.raises(ContractError, match="file not found"):
+        require_valid(folder, CATALOG, remember_in=remember)
+
+
+def test_a_folder_that_cannot_be_written_only_costs_the_record(tmp_path: Path) -> None:
+    folder = write_world(tmp_path / "world")
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("", encoding="utf-8")
+
+    report = require_valid(folder, CATALOG, remember_in=not_a_folder / "features")
+
+    assert not report.remembered and report.row_counts["customers"] == 3
+
+
 def test_extra_columns_are_accepted_and_not_read(tmp_path: Path) -> None:
     frames = valid_frames()
     usage = frames[USAGE_MONTHLY.name]
@@ -292,6 +355,46 @@ def test_read_tables_gives_the_documented_dtypes(tmp_path: Path) -> None:
     assert events.loc[0, "outcome_at"] == _utc("2026-10-03 18:12")
     assert tables["invoices"]["sent_to_collection"].dtype == bool
     assert tables["usage_monthly"]["data_gb"].dtype == float
+
+
+@pytest.mark.parametrize("stored_as", [pa.date32(), pa.timestamp("us"), pa.timestamp("ns", "UTC")])
+def test_a_days_invoices_are_read_alone_whatever_type_holds_the_date(
+    tmp_path: Path, stored_as: pa.DataType
+) -> None:
+    from pipelines.invoice_run.core import invoices_of_day
+
+    folder = write_world(tmp_path / "world")
+    invoices = valid_frames()["invoices"]
+    if pa.types.is_timestamp(stored_as):
+        invoices["invoice_date"] = pd.to_datetime(
+            invoices["invoice_date"], utc=stored_as.tz is not None
+        )
+    schema = INVOICES.arrow_schema()
+    at = schema.get_field_index("invoice_date")
+    write_table(folder, INVOICES, invoices, schema.set(at, pa.field("invoice_date", stored_as)))
+
+    day = invoices_of_day(folder, _day("2026-10-31"))
+    read = read_table(
+        folder,
+        INVOICES,
+        columns=["invoice_date", "reminders"],
+        rows=lambda table: pc.equal(table["reminders"], 0),
+    )
+
+    assert day.to_dict("list") == {
+        "invoice_id": ["INV-0002", "INV-0004", "INV-0006"],
+        "customer_id": ["C001", "C002", "C003"],
+    }
+    assert list(read.columns) == ["invoice_id", "invoice_date", "reminders"]  # and the key
+    assert read["invoice_id"].tolist() == [
+        "INV-0001",
+        "INV-0002",
+        "INV-0004",
+        "INV-0005",
+        "INV-0006",
+    ]
+    with pytest.raises(ValueError, match="the invoices table has no column colour"):
+        read_table(folder, INVOICES, columns=["colour"])
 
 
 def test_pandas_datetimes_at_midnight_are_dates_and_naive_timestamps_are_utc(
