@@ -157,10 +157,14 @@ class SliceStore:
         self._write_manifest()
         return {}, features_as_of
 
-    def finish(self, index: int, table: pa.Table, counts: Mapping[str, int]) -> None:
-        """Write a slice's rows, then name it finished in the manifest; each step atomic."""
+    def write(self, index: int, table: pa.Table) -> None:
+        """Write a slice's rows, atomically; a worker process may (only the manifest names it
+        finished)."""
         with replacing(self.path(index), durable=True) as (temporary,):
             pq.write_table(table, temporary)
+
+    def mark_finished(self, index: int, counts: Mapping[str, int]) -> None:
+        """Name a written slice finished in the manifest, atomically."""
         finished: dict[str, Any] = self._manifest["finished"]
         finished[str(index)] = dict(counts)
         self._write_manifest()
@@ -194,45 +198,60 @@ COUNTS = ("written", "replayed", "conflicts")
 
 # What a worker process of a parallel run decides with: set before the workers fork, so that
 # neither the decider (models, catalog, declines) nor the day's invoices are pickled per slice.
-_WORK: tuple[Callable[[pd.DataFrame, dt.datetime], SliceOutcome], pd.DataFrame, dt.datetime]
+_WORK: _Slices
 _WORK_LOCK = threading.Lock()
 
 
-def _decide_forked(bounds: tuple[int, int]) -> SliceOutcome:
-    decide, invoices, moment = _WORK
-    start, end = bounds
-    return decide(invoices.iloc[start:end].reset_index(drop=True), moment)
+@dataclass(frozen=True)
+class _Slices:
+    """Deciding one slice and writing its rows: in this process, or in a forked worker, which
+    then hands back only the slice's counts (not its rows) for the manifest."""
+
+    decide: Callable[[pd.DataFrame, dt.datetime], SliceOutcome]
+    invoices: pd.DataFrame
+    moment: dt.datetime
+    store: SliceStore
+    day: dt.date
+
+    def decide_and_write(self, index: int, bounds: tuple[int, int]) -> dict[str, int]:
+        start, end = bounds
+        outcome = self.decide(self.invoices.iloc[start:end].reset_index(drop=True), self.moment)
+        self.store.write(index, decision_table(outcome.rows, self.day))
+        return {name: int(getattr(outcome, name)) for name in COUNTS}
 
 
-def _outcomes(
-    pending: list[tuple[int, tuple[int, int]]],
-    invoices: pd.DataFrame,
-    moment: dt.datetime,
-    decide: Callable[[pd.DataFrame, dt.datetime], SliceOutcome],
-    workers: int,
-) -> Iterator[tuple[int, SliceOutcome]]:
-    """Each pending slice's outcome, in slice order; in ``workers`` forked processes when more
-    than one, at most two slices a worker decided ahead of the one written."""
+def _decide_forked(index: int, bounds: tuple[int, int]) -> dict[str, int]:
+    return _WORK.decide_and_write(index, bounds)
+
+
+def _finished(
+    pending: list[tuple[int, tuple[int, int]]], work: _Slices, workers: int
+) -> Iterator[tuple[int, dict[str, int]]]:
+    """Each pending slice decided and written, with its counts, in slice order; in ``workers``
+    forked processes when more than one, at most two slices a worker decided ahead of the one
+    marked finished."""
     if workers <= 1 or len(pending) <= 1:
-        for index, (start, end) in pending:
-            yield index, decide(invoices.iloc[start:end].reset_index(drop=True), moment)
+        for index, bounds in pending:
+            yield index, work.decide_and_write(index, bounds)
         return
     global _WORK
     with _WORK_LOCK:
-        _WORK = (decide, invoices, moment)
+        _WORK = work
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            waiting: deque[tuple[int, Future[SliceOutcome]]] = deque()
+            waiting: deque[tuple[int, Future[dict[str, int]]]] = deque()
             queue = iter(pending)
             for index, bounds in itertools.islice(queue, 2 * workers):
-                waiting.append((index, pool.submit(_decide_forked, bounds)))
+                waiting.append((index, pool.submit(_decide_forked, index, bounds)))
             while waiting:
                 index, future = waiting.popleft()
-                outcome = future.result()
+                counts = future.result()
                 following = next(queue, None)
                 if following is not None:
-                    waiting.append((following[0], pool.submit(_decide_forked, following[1])))
-                yield index, outcome
+                    waiting.append(
+                        (following[0], pool.submit(_decide_forked, following[0], following[1]))
+                    )
+                yield index, counts
 
 
 def decide_in_slices(
@@ -251,8 +270,8 @@ def decide_in_slices(
     the same run, then write ``out`` from the slices and remove them.
 
     ``workers`` above one: slices are decided in that many processes forked from this one (a
-    ``decide`` that writes nothing but its rows, as the ``--no-log`` engine's); this process
-    writes each slice and the manifest, in slice order.
+    ``decide`` that writes nothing but its rows, as the ``--no-log`` engine's), each writing its
+    slice's file; this process names them finished in the manifest, in slice order.
     """
     bounds = slice_bounds(invoices[CUSTOMER_KEY], size)
     store = SliceStore(out)
@@ -262,9 +281,9 @@ def decide_in_slices(
         for name in COUNTS:
             totals[name] += int(counts.get(name, 0))
     pending = [(index, span) for index, span in enumerate(bounds) if index not in finished]
-    for index, outcome in _outcomes(pending, invoices, moment, decide, workers):
-        counts = {name: int(getattr(outcome, name)) for name in COUNTS}
-        store.finish(index, decision_table(outcome.rows, day), counts)
+    work = _Slices(decide, invoices, moment, store, day)
+    for index, counts in _finished(pending, work, workers):
+        store.mark_finished(index, counts)
         for name in COUNTS:
             totals[name] += counts[name]
         start, end = bounds[index]

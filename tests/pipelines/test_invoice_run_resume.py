@@ -143,7 +143,8 @@ def test_a_run_of_other_inputs_does_not_reuse_the_slices(
     # another run's: discarded, not mixed into this output.
     store = SliceStore(out)
     store.resume("another run", 2, dt.datetime(2026, 11, 20, tzinfo=dt.UTC))
-    store.finish(0, pa.table({"invoice_id": ["X"]}), {})
+    store.write(0, pa.table({"invoice_id": ["X"]}))
+    store.mark_finished(0, {})
     again = run_invoice_run(
         INVOICE_DATE, out, settings=settings, slice_invoices=500, log_decisions=False
     )
@@ -180,6 +181,44 @@ def test_two_workers_write_the_one_workers_file(
     assert summaries[2].slices == summaries[1].slices >= 5
     assert summaries[2].decided == summaries[1].decided == summaries[1].invoices
     assert outs[2].read_bytes() == outs[1].read_bytes()
+
+
+def test_a_run_of_two_workers_that_fails_midway_resumes_from_the_slices_they_wrote(
+    simulated_world: SimulatedWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.invoice_run.local import LocalSlices
+
+    settings = _settings(simulated_world, tmp_path)
+    whole = tmp_path / "whole.parquet"
+    run_invoice_run(INVOICE_DATE, whole, settings=settings, slice_invoices=200, log_decisions=False)
+    out = tmp_path / "decisions.parquet"
+    original = LocalSlices.decide
+    decided = {"slices": 0}
+
+    def fails_on_a_workers_second_slice(self: LocalSlices, invoices: pd.DataFrame, as_of: object):
+        # Each forked worker counts its own slices: its second one fails.
+        decided["slices"] += 1
+        if decided["slices"] == 2 and os.getpid() != parent:
+            raise RuntimeError("a worker lost its slice")
+        return original(self, invoices, as_of)  # type: ignore[arg-type]
+
+    parent = os.getpid()
+    monkeypatch.setattr(LocalSlices, "decide", fails_on_a_workers_second_slice)
+    with pytest.raises(RuntimeError, match="lost its slice"):
+        run_invoice_run(
+            INVOICE_DATE, out, settings=settings, slice_invoices=200, log_decisions=False, workers=2
+        )
+    finished = _finished(out)
+    assert finished >= 1  # the slices before the lost one, each written by its worker
+    monkeypatch.setattr(LocalSlices, "decide", original)
+
+    again = run_invoice_run(
+        INVOICE_DATE, out, settings=settings, slice_invoices=200, log_decisions=False, workers=2
+    )
+
+    assert again.resumed_slices == finished
+    assert out.read_bytes() == whole.read_bytes()
+    assert not slices_folder(out).exists()
 
 
 def test_more_than_one_worker_needs_no_log(simulated_world: SimulatedWorld, tmp_path: Path) -> None:
