@@ -125,10 +125,12 @@ class _MemorySampler(threading.Thread):
         self.join(timeout=5)
 
     def run(self) -> None:
-        while not self._stopped.wait(1.0):
+        while True:  # a sample at once, then one a second until stopped
             total = sum(_pss_kb(pid) for pid in _tree(self._pid))
             if total:
                 self.peak_mb = max(self.peak_mb or 0, round(total / 1024))
+            if self._stopped.wait(1.0):
+                return
 
 
 def _tree(pid: int) -> list[int]:
@@ -427,7 +429,12 @@ def measure(root: Path, world: dict[str, int], catalog: Path, spark: bool) -> di
         ),
         # The same without counting a page shared by a run and its workers more than once.
         "peak_memory_mb_all_processes": max(
-            step.get("peak_memory_mb_all_processes") or 0 for step in (two, one, logged)
+            (
+                step["peak_memory_mb_all_processes"]
+                for step in (two, one, logged)
+                if step.get("peak_memory_mb_all_processes") is not None
+            ),
+            default=None,
         ),
         "target_rss_mb": TARGET_RSS_MB,
     }

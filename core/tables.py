@@ -339,7 +339,8 @@ def read_table(
 
     ``columns``: only these (and the table's key); ``rows``: a boolean mask over the Arrow table
     read, whose rows are kept before anything becomes Python objects (a few rows of a large table
-    are read in a fraction of the time).
+    are read in a fraction of the time); only those rows are checked, and a problem's row numbers
+    count them.
 
     Raises :class:`ContractError` when the file is missing, unreadable, lacks a column, holds a
     column of the wrong type or a null where the contract allows none. Row-level rules (keys,
@@ -362,7 +363,13 @@ def read_table(
             [Problem(path, None, f"not a readable Parquet file ({_first_line(error)})")]
         ) from error
     if rows is not None:
-        arrow_table = arrow_table.filter(rows(arrow_table))
+        # The kept rows only are checked below, and their row numbers count kept rows.
+        try:
+            arrow_table = arrow_table.filter(rows(arrow_table))
+        except pa.ArrowException as error:
+            raise ContractError(
+                [Problem(path, None, f"rows could not be picked ({_first_line(error)})")]
+            ) from error
     # Pandas metadata in the file would restore its own index and dtypes; the contract decides here.
     return _convert(arrow_table.replace_schema_metadata(None), table, path)
 

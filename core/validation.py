@@ -9,10 +9,10 @@ Every problem found is gathered into one :class:`ContractError`; each line names
 column and up to five rows at fault (row number in the file, key values and the bad value).
 
 :func:`require_valid`, which the commands that read the tables call, may remember what it found
-valid: a record in a folder the command writes anyway (the feature tables' folder), never in the
-input folder, names each input file's size and modification time, the catalog and these rules;
-while all are unchanged the tables are not read again (a 2.6-million-customer world takes about a
-minute to check). ``offers validate`` always reads every row.
+valid: a record in the feature tables' folder, never in the input folder, names each input file's
+size, modification and change times, the catalog and these rules; while all are unchanged the
+tables are not read again (a 2.6-million-customer world takes about a minute to check).
+``offers validate`` always reads every row.
 
 Two choices the contract leaves open:
 - A contract's ``valid_to`` is the day it ended; the next one may start that same day, not before.
@@ -318,7 +318,12 @@ VALIDATED_RECORD = ".validated-input.json"
 # contract) does not count.
 _RULES = hashlib.sha256(
     b"".join(
-        Path(module).read_bytes() for module in (__file__, Path(__file__).with_name("contract.py"))
+        Path(module).read_bytes()
+        for module in (
+            __file__,
+            Path(__file__).with_name("contract.py"),
+            Path(__file__).with_name("tables.py"),
+        )
     )
 ).hexdigest()
 
@@ -328,11 +333,12 @@ def require_valid(
 ) -> ValidationReport:
     """Refuse input that breaks the contract; commands call this before they write anything.
 
-    ``remember_in``: a folder the command writes anyway, where a record of tables found valid is
-    kept. Tables found valid before, unchanged since (each file's size and modification time),
-    with the same catalog and rules, are then not read again, and the report says how many rows
-    they had. Otherwise every table is checked (:func:`validate_tables`) and, when valid and
-    unchanged while checked, recorded there (a folder that cannot be written is only logged).
+    ``remember_in``: the feature tables' folder, where a record of tables found valid is kept
+    (only when the folder exists; nothing is created for it). Tables found valid before and
+    unchanged since (each file's size, modification and change times), with the same catalog and
+    rules, are then not read again, and the report says how many rows they had. Otherwise every
+    table is checked (:func:`validate_tables`) and, when valid and unchanged while checked,
+    recorded there (a folder that cannot be written is only logged).
     Nothing is ever written to ``data_dir``.
     """
     if remember_in is None:
@@ -354,7 +360,6 @@ def require_valid(
         records[key] = {"fingerprint": before, "row_counts": report.row_counts}
         temporary = record_path.with_name(f"{VALIDATED_RECORD}.{os.getpid()}.tmp")
         try:
-            record_path.parent.mkdir(parents=True, exist_ok=True)
             temporary.write_text(json.dumps(records, indent=1), encoding="utf-8")
             temporary.replace(record_path)
         except OSError as error:
@@ -377,7 +382,15 @@ def _fingerprint(data_dir: Path, catalog: Catalog) -> dict[str, object]:
         )
         try:
             files[table.name] = [
-                [str(part.relative_to(data_dir)), status.st_size, status.st_mtime_ns]
+                # The change time too: a copy that keeps the modification time (cp -p,
+                # rsync -a) still gets a new one, and nobody can set it.
+                [
+                    str(part.relative_to(data_dir)),
+                    status.st_size,
+                    status.st_mtime_ns,
+                    status.st_ctime_ns,
+                    status.st_ino,
+                ]
                 for part in parts
                 for status in (part.stat(),)
             ]

@@ -6,7 +6,9 @@ the decision log, a call of each model and a log transaction with its fsync. Her
 joins a waiting list on the event loop, and the list is decided one turn of the loop later,
 once the other requests that were ready at the same moment have joined it: all of them in one
 :meth:`serving.offers.OffersService.answer_many`, the function behind ``POST /v1/offers/batch``,
-so each is decided, stored and replayed exactly as it would have been alone.
+so each is decided, stored and replayed exactly as it would have been alone. A customer's second
+invoice waits for the next call (alone, it would see the first one's decision in the log), and a
+call that fails is made again request by request, so that one request's failure is its own.
 
 An idle server answers a lone request one turn of the loop later (a few microseconds); a busy
 one decides what queued up behind the previous call together, which is what lets one worker
@@ -47,8 +49,8 @@ class WaitingDecisions:
         self.calls = 0  # engine calls made, for the metrics and tests
 
     async def answer(self, request: DecisionRequest, arm: Arm, dry_run: bool) -> InvoiceOutcome:
-        """The invoice's outcome, as ``OffersService.answer_many`` gives it; raises what that
-        call raised (a database that cannot store the decisions) for every request of the call."""
+        """The invoice's outcome, as ``OffersService.answer_many`` gives it; raises what deciding
+        this request alone raised (a database that cannot store its decision)."""
         loop = asyncio.get_running_loop()
         waiting = _Waiting(request, arm, dry_run, loop.create_future())
         self._waiting.append(waiting)
@@ -58,27 +60,60 @@ class WaitingDecisions:
         return await waiting.outcome
 
     def _decide_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
-        group, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
+        group = self._take_group()
         if self._waiting:  # the rest after this call, with whatever joins them meanwhile
             loop.call_soon(self._decide_waiting, loop)
         else:
             self._scheduled = False
-        # A request whose client went away is not decided: nobody would see the answer.
+        # A request whose task was cancelled (a server shutting down) is not decided.
         group = [waiting for waiting in group if not waiting.outcome.done()]
-        if not group:
-            return
-        self.calls += 1
         try:
-            outcomes = self._offers.answer_many(
-                [waiting.request for waiting in group],
-                [waiting.arm for waiting in group],
-                dry_runs=[waiting.dry_run for waiting in group],
-            )
-        except Exception as error:  # every request of the call answers it (503 for a database)
-            for waiting in group:
+            if len(group) > 1:
+                self.calls += 1
+                try:
+                    self._settle(group, self._answer_many(group))
+                    return
+                except Exception:
+                    pass  # made again request by request below: one request cannot fail all
+            for waiting in group:  # alone: what one request raises is that request's answer
+                self.calls += 1
+                try:
+                    self._settle([waiting], self._answer_many([waiting]))
+                except Exception as error:  # the route answers it (503 for the log)
+                    if not waiting.outcome.done():
+                        waiting.outcome.set_exception(error)
+        finally:
+            for waiting in group:  # never leave a request waiting for good
                 if not waiting.outcome.done():
-                    waiting.outcome.set_exception(error)
-            return
+                    waiting.outcome.set_exception(RuntimeError("the decision was not made"))
+
+    def _take_group(self) -> list[_Waiting]:
+        """The next call's requests, in arrival order: at most ``most_together``, and one per
+        customer. A customer's second invoice waits for the next call, because deciding alone it
+        would see the first one's decision in the log (its decline cap counts the customer's
+        invoices)."""
+        group: list[_Waiting] = []
+        later: list[_Waiting] = []
+        customers: set[str] = set()
+        for waiting in self._waiting:
+            customer = waiting.request.customer_id
+            if len(group) < self._most and customer not in customers:
+                group.append(waiting)
+                customers.add(customer)
+            else:
+                later.append(waiting)
+        self._waiting = later
+        return group
+
+    def _answer_many(self, group: list[_Waiting]) -> list[InvoiceOutcome]:
+        return self._offers.answer_many(
+            [waiting.request for waiting in group],
+            [waiting.arm for waiting in group],
+            dry_runs=[waiting.dry_run for waiting in group],
+        )
+
+    @staticmethod
+    def _settle(group: list[_Waiting], outcomes: list[InvoiceOutcome]) -> None:
         for waiting, outcome in zip(group, outcomes, strict=True):
             if not waiting.outcome.done():
                 waiting.outcome.set_result(outcome)

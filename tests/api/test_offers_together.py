@@ -76,7 +76,7 @@ BODIES = [
 ]
 
 
-def test_requests_arriving_together_are_decided_in_one_call_each_as_alone(
+def test_requests_arriving_together_are_decided_together_each_as_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from serving.scoring_model import LightGBMScorer
@@ -93,8 +93,10 @@ def test_requests_arriving_together_are_decided_in_one_call_each_as_alone(
         calls.clear()  # the models' warm-up at start
         answered = together(client, BODIES)
         waiting = services_of(client).waiting
-        assert waiting.calls == 1
-        assert len(calls) == 1  # one acceptance call for every invoice the model decided
+        # One invoice per customer and call: T1-T5, then T6 and T7 (C0001's and C0002's second),
+        # then T8 (C0001's third); alone, each would see the one before it in the log.
+        assert waiting.calls == 3
+        assert len(calls) == 2  # the model's invoices of the first call together, then T6
         stored = stored_decisions(client)
         replayed = client.post("/v1/offers", json=BODIES[0], headers=RENDERER)
     with running(make_app(tmp_path / "alone", features=BoundedFeatures())) as client:
@@ -134,9 +136,7 @@ def test_a_lone_request_is_decided_at_once(client: Any) -> None:
     assert stored_decisions(client) == 1
 
 
-def test_a_write_that_fails_answers_every_request_of_the_call_503_and_stores_none(
-    client: Any,
-) -> None:
+def test_a_write_that_fails_for_one_request_fails_that_request_alone(client: Any) -> None:
     log = services_of(client).log
     database = Path(log.engine.url.database)
     with sqlite3.connect(database) as connection:  # the third decision's insert fails
@@ -144,15 +144,23 @@ def test_a_write_that_fails_answers_every_request_of_the_call_503_and_stores_non
             "CREATE TRIGGER refuse_third BEFORE INSERT ON decisions "
             "WHEN NEW.invoice_id = 'INV-W3' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
         )
-    bodies = [offers_body(invoice_id=f"INV-W{n}") for n in range(1, 5)]
+    customers = ["C0001", "C0002", "C0003", "C0004"]
+    bodies = [
+        offers_body(invoice_id=f"INV-W{n}", customer_id=customer)
+        for n, customer in enumerate(customers, start=1)
+    ]
     responses = together(client, bodies)
-    assert [response.status_code for response in responses] == [503] * 4
-    assert all(response.headers["retry-after"] == "1" for response in responses)
-    assert all("disk full" not in response.text for response in responses)
-    assert stored_decisions(client) == 0
+    assert [response.status_code for response in responses] == [200, 200, 503, 200]
+    assert responses[2].headers["retry-after"] == "1"
+    assert "disk full" not in responses[2].text
+    # The call for all four failed and stored none; each was then decided alone.
+    assert services_of(client).waiting.calls == 5
+    assert stored_decisions(client) == 3
     with sqlite3.connect(database) as connection:
         connection.execute("DROP TRIGGER refuse_third")
-    assert [response.status_code for response in together(client, bodies)] == [200] * 4
+    again = together(client, bodies)
+    assert [response.status_code for response in again] == [200] * 4
+    assert [r.text for r in again[:2]] == [r.text for r in responses[:2]]  # replayed
     assert stored_decisions(client) == 4
 
 
@@ -161,11 +169,12 @@ def test_more_requests_than_one_call_takes_are_decided_in_calls_of_at_most_that_
 ) -> None:
     from serving.api.together import MOST_TOGETHER
 
+    # Customers the store does not know: each a 404, all decided (and refused) together.
     bodies = [
-        offers_body(invoice_id=f"INV-M{n}", customer_id=f"C000{1 + n % 3}")
+        offers_body(invoice_id=f"INV-M{n}", customer_id=f"C9{n:03d}")
         for n in range(MOST_TOGETHER + 5)
     ]
     responses = together(client, bodies)
-    assert [response.status_code for response in responses] == [200] * len(bodies)
+    assert [response.status_code for response in responses] == [404] * len(bodies)
     assert services_of(client).waiting.calls == 2
-    assert stored_decisions(client) == len(bodies)
+    assert stored_decisions(client) == 0
