@@ -21,6 +21,7 @@ import itertools
 import json
 import logging
 import multiprocessing
+import os
 import shutil
 import threading
 from collections import deque
@@ -158,10 +159,22 @@ class SliceStore:
         return {}, features_as_of
 
     def write(self, index: int, table: pa.Table) -> None:
-        """Write a slice's rows, atomically; a worker process may (only the manifest names it
-        finished)."""
+        """Write a slice's rows under its name, atomically (only the manifest names it finished)."""
         with replacing(self.path(index), durable=True) as (temporary,):
             pq.write_table(table, temporary)
+
+    def write_unnamed(self, index: int, table: pa.Table) -> Path:
+        """Write a slice's rows, fsynced, under a name of this process's own, for the run to
+        :meth:`adopt`: a worker that outlives a killed run can then never replace a slice of the
+        next start."""
+        written = self.folder / f".{self.path(index).name}.{os.getpid()}.written"
+        with replacing(written, durable=True) as (temporary,):
+            pq.write_table(table, temporary)
+        return written
+
+    def adopt(self, index: int, written: Path) -> None:
+        """Give a worker's file its slice's name (atomic)."""
+        os.replace(written, self.path(index))
 
     def mark_finished(self, index: int, counts: Mapping[str, int]) -> None:
         """Name a written slice finished in the manifest, atomically."""
@@ -207,28 +220,39 @@ class _Slices:
     """Deciding one slice and writing its rows: in this process, or in a forked worker, which
     then hands back only the slice's counts (not its rows) for the manifest."""
 
-    decide: Callable[[pd.DataFrame, dt.datetime], SliceOutcome]
+    decide_slice: Callable[[pd.DataFrame, dt.datetime], SliceOutcome]
     invoices: pd.DataFrame
     moment: dt.datetime
     store: SliceStore
     day: dt.date
 
-    def decide_and_write(self, index: int, bounds: tuple[int, int]) -> dict[str, int]:
+    def decide(self, bounds: tuple[int, int]) -> tuple[pa.Table, dict[str, int]]:
         start, end = bounds
-        outcome = self.decide(self.invoices.iloc[start:end].reset_index(drop=True), self.moment)
-        self.store.write(index, decision_table(outcome.rows, self.day))
-        return {name: int(getattr(outcome, name)) for name in COUNTS}
+        outcome = self.decide_slice(
+            self.invoices.iloc[start:end].reset_index(drop=True), self.moment
+        )
+        counts = {name: int(getattr(outcome, name)) for name in COUNTS}
+        return decision_table(outcome.rows, self.day), counts
+
+    def decide_and_write(self, index: int, bounds: tuple[int, int]) -> dict[str, int]:
+        table, counts = self.decide(bounds)
+        self.store.write(index, table)
+        return counts
 
 
-def _decide_forked(index: int, bounds: tuple[int, int]) -> dict[str, int]:
-    return _WORK.decide_and_write(index, bounds)
+def _decide_forked(index: int, bounds: tuple[int, int], run: int) -> tuple[Path, dict[str, int]]:
+    table, counts = _WORK.decide(bounds)
+    if os.getppid() != run:  # the run that forked this worker is gone: nobody will adopt it
+        raise RuntimeError("the invoice run this worker decided for has ended")
+    return _WORK.store.write_unnamed(index, table), counts
 
 
 def _finished(
     pending: list[tuple[int, tuple[int, int]]], work: _Slices, workers: int
 ) -> Iterator[tuple[int, dict[str, int]]]:
     """Each pending slice decided and written, with its counts, in slice order; in ``workers``
-    forked processes when more than one, at most two slices a worker decided ahead of the one
+    forked processes when more than one (each writing its slice under a name of its own, which
+    this process gives the slice's name), at most two slices a worker decided ahead of the one
     marked finished."""
     if workers <= 1 or len(pending) <= 1:
         for index, bounds in pending:
@@ -238,20 +262,30 @@ def _finished(
     with _WORK_LOCK:
         _WORK = work
         context = multiprocessing.get_context("fork")
+        run = os.getpid()
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            waiting: deque[tuple[int, Future[dict[str, int]]]] = deque()
+            waiting: deque[tuple[int, Future[tuple[Path, dict[str, int]]]]] = deque()
             queue = iter(pending)
             for index, bounds in itertools.islice(queue, 2 * workers):
-                waiting.append((index, pool.submit(_decide_forked, index, bounds)))
-            while waiting:
-                index, future = waiting.popleft()
-                counts = future.result()
-                following = next(queue, None)
-                if following is not None:
-                    waiting.append(
-                        (following[0], pool.submit(_decide_forked, following[0], following[1]))
-                    )
-                yield index, counts
+                waiting.append((index, pool.submit(_decide_forked, index, bounds, run)))
+            try:
+                while waiting:
+                    index, future = waiting.popleft()
+                    written, counts = future.result()
+                    work.store.adopt(index, written)
+                    following = next(queue, None)
+                    if following is not None:
+                        waiting.append(
+                            (
+                                following[0],
+                                pool.submit(_decide_forked, following[0], following[1], run),
+                            )
+                        )
+                    yield index, counts
+            except BaseException:
+                # The slices not started are not decided; those being decided end with the pool.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
 
 
 def decide_in_slices(

@@ -210,6 +210,10 @@ def test_a_run_of_two_workers_that_fails_midway_resumes_from_the_slices_they_wro
         )
     finished = _finished(out)
     assert finished >= 1  # the slices before the lost one, each written by its worker
+    # A slice bears its name only once the run has named it finished: what a worker wrote
+    # beyond that has a name of the worker's own.
+    named = sorted(slices_folder(out).glob("slice-*.parquet"))
+    assert len(named) == finished
     monkeypatch.setattr(LocalSlices, "decide", original)
 
     again = run_invoice_run(
