@@ -21,11 +21,9 @@ Two choices the contract leaves open:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -49,6 +47,7 @@ from core.contract import (
     USAGE_MONTHLY,
     Table,
 )
+from core.files import replacing
 from core.tables import ContractError, Problem, input_table_path, read_table, row_examples
 
 __all__ = [
@@ -356,22 +355,20 @@ def require_valid(
         logger.info("%s: the input tables are unchanged since they were found valid", data_dir)
         return ValidationReport(Path(data_dir), dict(known.get("row_counts", {})), remembered=True)
     report = validate_tables(data_dir, catalog)
-    if _fingerprint(Path(data_dir), catalog) == before:  # not changed while being read
+    unchanged = _fingerprint(Path(data_dir), catalog) == before  # not changed while being read
+    if unchanged and record_path.parent.is_dir():
         records[key] = {"fingerprint": before, "row_counts": report.row_counts}
-        temporary = record_path.with_name(f"{VALIDATED_RECORD}.{os.getpid()}.tmp")
         try:
-            temporary.write_text(json.dumps(records, indent=1), encoding="utf-8")
-            temporary.replace(record_path)
+            with replacing(record_path) as (temporary,):
+                temporary.write_text(json.dumps(records, indent=1), encoding="utf-8")
         except OSError as error:
-            with contextlib.suppress(OSError):
-                temporary.unlink(missing_ok=True)
             logger.info("%s: not recorded as valid (%s)", data_dir, error.strerror or error)
     return report
 
 
 def _fingerprint(data_dir: Path, catalog: Catalog) -> dict[str, object]:
-    """What a validation depends on: each table file's size and modification time (None for a
-    missing one), the catalog and the rules."""
+    """What a validation depends on: each table file's size, modification and change times and
+    inode (None for a missing table), the catalog and the rules."""
     files: dict[str, list[list[object]] | None] = {}
     for table in TABLES:
         path = input_table_path(data_dir, table)

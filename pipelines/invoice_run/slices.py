@@ -160,8 +160,7 @@ class SliceStore:
 
     def write(self, index: int, table: pa.Table) -> None:
         """Write a slice's rows under its name, atomically (only the manifest names it finished)."""
-        with replacing(self.path(index), durable=True) as (temporary,):
-            pq.write_table(table, temporary)
+        self.adopt(index, self.write_unnamed(index, table))
 
     def write_unnamed(self, index: int, table: pa.Table) -> Path:
         """Write a slice's rows, fsynced, under a name of this process's own, for the run to
@@ -218,7 +217,7 @@ _WORK_LOCK = threading.Lock()
 @dataclass(frozen=True)
 class _Slices:
     """Deciding one slice and writing its rows: in this process, or in a forked worker, which
-    then hands back only the slice's counts (not its rows) for the manifest."""
+    then hands back only its file and the slice's counts (not its rows)."""
 
     decide_slice: Callable[[pd.DataFrame, dt.datetime], SliceOutcome]
     invoices: pd.DataFrame
@@ -226,7 +225,7 @@ class _Slices:
     store: SliceStore
     day: dt.date
 
-    def decide(self, bounds: tuple[int, int]) -> tuple[pa.Table, dict[str, int]]:
+    def table_and_counts(self, bounds: tuple[int, int]) -> tuple[pa.Table, dict[str, int]]:
         start, end = bounds
         outcome = self.decide_slice(
             self.invoices.iloc[start:end].reset_index(drop=True), self.moment
@@ -235,13 +234,13 @@ class _Slices:
         return decision_table(outcome.rows, self.day), counts
 
     def decide_and_write(self, index: int, bounds: tuple[int, int]) -> dict[str, int]:
-        table, counts = self.decide(bounds)
+        table, counts = self.table_and_counts(bounds)
         self.store.write(index, table)
         return counts
 
 
 def _decide_forked(index: int, bounds: tuple[int, int], run: int) -> tuple[Path, dict[str, int]]:
-    table, counts = _WORK.decide(bounds)
+    table, counts = _WORK.table_and_counts(bounds)
     if os.getppid() != run:  # the run that forked this worker is gone: nobody will adopt it
         raise RuntimeError("the invoice run this worker decided for has ended")
     return _WORK.store.write_unnamed(index, table), counts
@@ -266,8 +265,12 @@ def _finished(
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             waiting: deque[tuple[int, Future[tuple[Path, dict[str, int]]]]] = deque()
             queue = iter(pending)
-            for index, bounds in itertools.islice(queue, 2 * workers):
+
+            def submit(index: int, bounds: tuple[int, int]) -> None:
                 waiting.append((index, pool.submit(_decide_forked, index, bounds, run)))
+
+            for index, bounds in itertools.islice(queue, 2 * workers):
+                submit(index, bounds)
             try:
                 while waiting:
                     index, future = waiting.popleft()
@@ -275,12 +278,7 @@ def _finished(
                     work.store.adopt(index, written)
                     following = next(queue, None)
                     if following is not None:
-                        waiting.append(
-                            (
-                                following[0],
-                                pool.submit(_decide_forked, following[0], following[1], run),
-                            )
-                        )
+                        submit(*following)
                     yield index, counts
             except BaseException:
                 # The slices not started are not decided; those being decided end with the pool.

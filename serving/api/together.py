@@ -46,7 +46,7 @@ class WaitingDecisions:
         self._most = most_together
         self._waiting: list[_Waiting] = []
         self._scheduled = False
-        self.calls = 0  # engine calls made, for the metrics and tests
+        self.calls = 0  # calls of answer_many made, as tests read them
 
     async def answer(self, request: DecisionRequest, arm: Arm, dry_run: bool) -> InvoiceOutcome:
         """The invoice's outcome, as ``OffersService.answer_many`` gives it; raises what deciding
@@ -68,24 +68,36 @@ class WaitingDecisions:
         # A request whose task was cancelled (a server shutting down) is not decided.
         group = [waiting for waiting in group if not waiting.outcome.done()]
         try:
-            if len(group) > 1:
-                self.calls += 1
-                try:
-                    self._settle(group, self._answer_many(group))
-                    return
-                except Exception:
-                    pass  # made again request by request below: one request cannot fail all
+            if len(group) > 1 and self._decided(group):
+                return
             for waiting in group:  # alone: what one request raises is that request's answer
-                self.calls += 1
-                try:
-                    self._settle([waiting], self._answer_many([waiting]))
-                except Exception as error:  # the route answers it (503 for the log)
-                    if not waiting.outcome.done():
-                        waiting.outcome.set_exception(error)
+                self._decided([waiting])
         finally:
             for waiting in group:  # never leave a request waiting for good
                 if not waiting.outcome.done():
                     waiting.outcome.set_exception(RuntimeError("the decision was not made"))
+
+    def _decided(self, group: list[_Waiting]) -> bool:
+        """Decide ``group`` in one call and settle each request with its outcome; False, with
+        nothing settled, when the call raised for a group of several (they are then decided
+        alone), and for one request its error (503 for the log, as the route answers it)."""
+        self.calls += 1
+        try:
+            outcomes = self._offers.answer_many(
+                [waiting.request for waiting in group],
+                [waiting.arm for waiting in group],
+                dry_runs=[waiting.dry_run for waiting in group],
+            )
+        except Exception as error:
+            if len(group) > 1:
+                return False
+            (waiting,) = group
+            waiting.outcome.set_exception(error)
+            return True
+        for waiting, outcome in zip(group, outcomes, strict=True):
+            if not waiting.outcome.done():
+                waiting.outcome.set_result(outcome)
+        return True
 
     def _take_group(self) -> list[_Waiting]:
         """The next call's requests, in arrival order: at most ``most_together``, and one per
@@ -104,16 +116,3 @@ class WaitingDecisions:
                 later.append(waiting)
         self._waiting = later
         return group
-
-    def _answer_many(self, group: list[_Waiting]) -> list[InvoiceOutcome]:
-        return self._offers.answer_many(
-            [waiting.request for waiting in group],
-            [waiting.arm for waiting in group],
-            dry_runs=[waiting.dry_run for waiting in group],
-        )
-
-    @staticmethod
-    def _settle(group: list[_Waiting], outcomes: list[InvoiceOutcome]) -> None:
-        for waiting, outcome in zip(group, outcomes, strict=True):
-            if not waiting.outcome.done():
-                waiting.outcome.set_result(outcome)

@@ -128,12 +128,16 @@ def test_requests_arriving_together_are_decided_together_each_as_alone(
     assert stored == 4  # INV-T1, T2, T4, T5; not the unknown customer nor the dry run
 
 
-def test_a_lone_request_is_decided_at_once(client: Any) -> None:
-    (response,) = together(client, [offers_body(invoice_id="INV-LONE")])
+def test_a_lone_request_is_decided_in_a_call_of_its_own_and_replayed(client: Any) -> None:
+    body = offers_body(invoice_id="INV-LONE")
+    (response,) = together(client, [body])
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
+    answer = json.loads(response.text)
+    assert (answer["invoice_id"], answer["policy"]) == ("INV-LONE", "model") and answer["offers"]
     assert services_of(client).waiting.calls == 1
     assert stored_decisions(client) == 1
+    assert client.post("/v1/offers", json=body, headers=RENDERER).text == response.text
 
 
 def test_a_write_that_fails_for_one_request_fails_that_request_alone(client: Any) -> None:

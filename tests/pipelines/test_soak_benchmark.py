@@ -64,3 +64,27 @@ def test_a_plain_bench_leaves_out_the_soak_and_the_million_invoices() -> None:
 
     assert {"soak", "invoice-run-million"} <= set(BENCHMARKS)
     assert set(BENCHMARKS) - set(default_benchmarks()) == {"soak", "invoice-run-million"}
+
+
+def test_the_invoice_runs_memory_counts_a_page_shared_after_a_fork_once() -> None:
+    import subprocess
+    import sys
+
+    from benchmarks.invoice_run import _MemorySampler
+
+    # 200 MiB written before the fork (shared with the child) and 100 MiB only the child writes:
+    # about 300 MiB together, not the 500 that adding both processes' resident sizes gives.
+    program = (
+        "import os, time\n"
+        'shared = bytearray(b"x") * (200 * 2**20)\n'
+        "if os.fork() == 0:\n"
+        '    own = bytearray(b"x") * (100 * 2**20); time.sleep(2.5); os._exit(0)\n'
+        "time.sleep(3); os.wait()\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", program])
+    sampler = _MemorySampler(child.pid)
+    sampler.start()
+    child.wait()
+    sampler.stop()
+    assert sampler.peak_mb is not None
+    assert 300 <= sampler.peak_mb < 420
