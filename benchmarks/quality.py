@@ -86,6 +86,8 @@ def measure_profile(root: Path, profile: str, seed: int, customers: int) -> dict
             "model_lift_captured": model["lift_captured"],
             "lift_at_least_70_percent": (model["lift_captured"] or 0.0) >= TARGET_LIFT,
             "value_per_invoice_at_least_rules": value(model) >= value(rules),
+            "money_terms_value_at_least_rules": model["money_terms_value_sek"]
+            >= rules["money_terms_value_sek"],
             "model_minus_rules_lift_captured": versus_rules["lift_captured"],
             "model_minus_rules_objective_value_sek": versus_rules["objective_value_sek"],
             "model_beats_rules_beyond_the_interval": versus_rules["beats_beyond_interval"],

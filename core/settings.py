@@ -94,8 +94,8 @@ class Settings(BaseSettings):
         default=3, ge=0, description="A declined offer is not shown again for this many invoices."
     )
     # The arbitration's objective (serving/decision/arbitration.py): acceptance × (weight_revenue
-    # × revenue change + weight_retention × retention value + weight_customer × customer saving)
-    # over horizon_months.
+    # × revenue change + weight_retention × retention value + weight_customer × customer saving
+    # + accepted_offer_value_sek) over horizon_months.
     weight_revenue: float = Field(default=1.0, ge=0.0, description="Weight of revenue change.")
     weight_retention: float = Field(
         default=1.0, ge=0.0, description="Weight of the revenue kept by lower churn risk."
@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     horizon_months: int = Field(default=12, ge=1, le=60, description="The objective's horizon.")
     churn_reduction: float = Field(
         default=0.3, ge=0.0, le=1.0, description="Share of churn risk an accepted saving removes."
+    )
+    accepted_offer_value_sek: float = Field(
+        default=150.0,
+        ge=0.0,
+        description="What any accepted offer is worth beyond its money terms (SEK, the horizon).",
     )
     min_acceptance: float = Field(
         default=0.02, ge=0.0, le=1.0, description="No offer below this acceptance probability."

@@ -19,8 +19,9 @@ off-policy value of its first offer (IPS, self-normalised IPS and doubly robust 
 intervals and the effective sample size, from the logged propensities). On a simulated world it
 also reports the simulator's hidden acceptance of the first offer and of the shown set, the
 expected revenue change, customer saving and objective value (the served objective's weighted
-revenue, retention and saving of the first offer, times its hidden acceptance; an offer the
-objective values below zero counts as zero) per invoice, and the share of the achievable lift
+revenue, retention and saving of the first offer and its accepted offer value, times its hidden
+acceptance; an offer the objective values below zero counts as zero) per invoice, the same value
+of the money terms alone (without the accepted offer value), and the share of the achievable lift
 captured: (first offer − random eligible) / (best eligible − random eligible), summed over
 invoices, "eligible" being what the engine lets through for the model policy. Captured lift and
 objective value carry paired bootstrap 95 % intervals resampling customers, for each policy and
@@ -354,9 +355,9 @@ class PolicyEvaluation:
             "",
             "| policy | with an offer | first offer accepted (hidden) | shown set accepted "
             "(hidden) | lift captured (95 % interval) | revenue change / invoice (SEK) | "
-            "customer saving / invoice (SEK) | objective value / invoice (SEK) | IPS | SNIPS | "
-            "DR (95 % interval) | ESS |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "customer saving / invoice (SEK) | objective value / invoice (SEK) | of which money "
+            "terms (SEK) | IPS | SNIPS | DR (95 % interval) | ESS |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         served = {n: f for n, f in self.policies.items() if not n.startswith(LIFTED)}
         intervals = self.paired.get("lift_captured", {})
@@ -367,7 +368,7 @@ class PolicyEvaluation:
                 lift += " ({:.1%}–{:.1%})".format(intervals[name]["low"], intervals[name]["high"])
             lines.append(
                 "| {name} | {offered:.1%} | {first} | {shown} | {lift} | {revenue} | {saving} | "
-                "{value} | {ips:.4f} | {snips:.4f} | {dr:.4f} ({low:.4f}–{high:.4f}) "
+                "{value} | {money} | {ips:.4f} | {snips:.4f} | {dr:.4f} ({low:.4f}–{high:.4f}) "
                 "| {ess:.0f} |".format(
                     name=name,
                     offered=figures["with_offer"],
@@ -377,6 +378,7 @@ class PolicyEvaluation:
                     revenue=_fmt(figures.get("revenue_change_sek")),
                     saving=_fmt(figures.get("customer_saving_sek")),
                     value=_fmt(figures.get("objective_value_sek")),
+                    money=_fmt(figures.get("money_terms_value_sek")),
                     ips=figures["off_policy"]["ips"]["value"],
                     snips=figures["off_policy"]["snips"]["value"],
                     dr=dr["value"],
@@ -460,6 +462,7 @@ class PolicyEvaluation:
                 "first_offer_acceptance",
                 "lift_captured",
                 "objective_value_sek",
+                "money_terms_value_sek",
                 "customer_saving_sek",
             ):
                 if figures.get(key) is not None and model.get(key) is not None:
@@ -515,6 +518,7 @@ def _figures(
     hidden: Mapping[tuple[str, str], float] | None,
     horizon_months: int,
     resamples: int,
+    accepted_offer_value_sek: float = 0.0,
 ) -> dict[str, Any]:
     firsts = [r.shown[policy][0] if r.shown[policy] else None for r in replayed]
     rewards = np.array([float(r.accepted) for r in replayed])
@@ -536,7 +540,7 @@ def _figures(
     }
     if hidden is None:
         return figures
-    per = per_invoice(replayed, policy, hidden)
+    per = per_invoice(replayed, policy, hidden, accepted_offer_value_sek)
     achievable = float(np.sum(per["best"]) - np.sum(per["random"]))
     figures.update(
         first_offer_acceptance=float(np.mean(per["first"])),
@@ -549,19 +553,25 @@ def _figures(
         revenue_change_sek=float(np.mean(-per["saving"] * horizon_months)),
         customer_saving_sek=float(np.mean(per["saving"] * horizon_months)),
         objective_value_sek=float(np.mean(per["value"])),
+        money_terms_value_sek=float(np.mean(per["money"])),
     )
     return figures
 
 
 def per_invoice(
-    replayed: Sequence[Replayed], policy: str, hidden: Mapping[tuple[str, str], float]
+    replayed: Sequence[Replayed],
+    policy: str,
+    hidden: Mapping[tuple[str, str], float],
+    accepted_offer_value_sek: float = 0.0,
 ) -> dict[str, np.ndarray]:
     """Per invoice, against the hidden acceptance: ``first`` (acceptance of the policy's first
     offer), ``shown`` (of its shown set), ``best`` and ``random`` (of the best and of a random
-    eligible offer), ``saving`` (the first offer's expected monthly saving) and ``value`` (its
-    objective value times acceptance, 0 for an offer the objective values below zero)."""
+    eligible offer), ``saving`` (the first offer's expected monthly saving), ``value`` (its
+    objective value times acceptance, 0 for an offer the objective values below zero) and
+    ``money`` (the same without the objective's accepted offer value: its weighted revenue,
+    retention and saving alone)."""
     columns: dict[str, list[float]] = {
-        key: [] for key in ("first", "shown", "best", "random", "saving", "value")
+        key: [] for key in ("first", "shown", "best", "random", "saving", "value", "money")
     }
     for r in replayed:
         first = r.shown[policy][0] if r.shown[policy] else None
@@ -574,7 +584,10 @@ def per_invoice(
             )
         columns["shown"].append(1.0 - none_accepted)
         columns["saving"].append(p * r.saving_sek.get(first, 0.0) if first else 0.0)
-        columns["value"].append(p * max(r.value_sek.get(first, 0.0), 0.0) if first else 0.0)
+        value = max(r.value_sek.get(first, 0.0), 0.0) if first else 0.0
+        columns["value"].append(p * value)
+        # A positive value holds the accepted offer value on top of positive money terms.
+        columns["money"].append(p * max(value - accepted_offer_value_sek, 0.0))
         passed = [hidden.get((r.decision_id, o), 0.0) for o in r.passed]
         columns["best"].append(max(passed) if passed else 0.0)
         columns["random"].append(float(np.mean(passed)) if passed else 0.0)
@@ -834,7 +847,14 @@ def evaluate_served_policies(
         served.append(PEER)
     hidden = _hidden_acceptance(replayed, data_dir, catalog) if has_ground_truth(data_dir) else None
     policies = {
-        policy: _figures(replayed, policy, hidden, objective.horizon_months, resamples)
+        policy: _figures(
+            replayed,
+            policy,
+            hidden,
+            objective.horizon_months,
+            resamples,
+            accepted_offer_value_sek=objective.accepted_offer_value_sek,
+        )
         for policy in (*served, *(LIFTED + rule for rule in ablations))
     }
     if PEER in policies:

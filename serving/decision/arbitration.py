@@ -5,11 +5,17 @@ Each candidate that passed eligibility and the guardrails is scored as
     acceptance × value,   value = w_revenue × revenue change
                                   + w_retention × retention value
                                   + w_customer × customer saving
+                                  + accepted offer value (only when the rest is positive)
 
 over ``horizon_months``. The revenue change is what the customer would pay a month on the offer
 minus what they pay now (the negative of their saving, from plan fit at the price shown); the
 retention value is ``churn_risk × churn_reduction × what the customer pays now`` for offers that
-leave the customer better off; the customer saving is the plan-fit saving.
+leave the customer better off; the customer saving is the plan-fit saving. The accepted offer
+value is what an offer the customer takes is worth whatever its money terms: an offer taken is
+one that fits (and an invoice line not taken costs attention, a declined one blocks the offer for
+the next invoices). It is added only to an offer whose money terms are already positive, so it
+never makes an offer worth showing; it tempers the money terms' spread, so that an unlikely offer
+of large revenue does not lead an invoice over a likely one of modest value.
 
 Offers that cost the operator revenue (a cheaper plan that fits, a loyalty price, a fee-free way to
 pay, payment help) are shown only for a stated customer benefit (:func:`benefit_reason`), and the
@@ -56,8 +62,10 @@ class Objective:
     Defaults: a krona of revenue and a krona of retained revenue count alike; a krona the customer
     saves counts half (``weight_customer`` 0.5), so an upgrade is worth half its fee step and a
     saving offer half its saving, plus retention. An accepted saving offer removes 30 % of the
-    churn risk. Below 2 % acceptance, or 1 SEK of expected value over the year, an offer is left
-    off the invoice. An upgrade needs a recent month with 80 % of an allowance it raises used.
+    churn risk. Any accepted offer is worth 150 SEK more (``accepted_offer_value_sek``, the README's
+    "The objective" says what it did on the behaviour worlds). Below 2 % acceptance, or 1 SEK of
+    expected value over the year, an offer is left off the invoice. An upgrade needs a recent
+    month with 80 % of an allowance it raises used.
     """
 
     weight_revenue: float = 1.0
@@ -65,6 +73,7 @@ class Objective:
     weight_customer: float = 0.5
     horizon_months: int = 12
     churn_reduction: float = 0.3
+    accepted_offer_value_sek: float = 150.0
     min_acceptance: float = 0.02
     min_value_sek: float = 1.0
     upgrade_usage_share: float = NEARLY_USED_SHARE
@@ -79,6 +88,7 @@ class Objective:
             weight_customer=settings.weight_customer,
             horizon_months=settings.horizon_months,
             churn_reduction=settings.churn_reduction,
+            accepted_offer_value_sek=settings.accepted_offer_value_sek,
             min_acceptance=settings.min_acceptance,
             min_value_sek=settings.min_value_sek,
             upgrade_usage_share=settings.upgrade_usage_share,
@@ -143,6 +153,8 @@ def offer_value(
     value = objective.weight_retention * retention + objective.weight_customer * saving
     if reason is None:
         value += objective.weight_revenue * revenue_change
+    if value > 0:  # an offer without positive money terms stays unshown (see the module text)
+        value += objective.accepted_offer_value_sek
     return OfferValue(
         revenue_change_sek=round(revenue_change, 2),
         retention_sek=round(retention, 2),

@@ -47,17 +47,19 @@ ACCEPTANCE = {
     "PAY_INSTALMENT": 0.20,
 }
 # Hand-computed with the defaults (weights 1, 1, 0.5; horizon 12; churn risk 0.5, reduction
-# 0.3): retention is 0.5 × 0.3 × 295 × 12 = 531 kr for offers with a customer benefit, which are
-# valued at 0.5 × saving × 12 + 531; an upgrade with no benefit at (1 − 0.5) × extra fee × 12.
+# 0.3; 150 kr for an accepted offer): retention is 0.5 × 0.3 × 295 × 12 = 531 kr for offers with
+# a customer benefit, which are valued at 0.5 × saving × 12 + 531 + 150; an upgrade with no
+# benefit at (1 − 0.5) × extra fee × 12 + 150.
+ACCEPTED = 150.0
 EXPECTED = {
-    "LOYALTY_NEW_PRICE": 0.5 * (0.5 * 30 * 12 + 531),  # 355.5
-    "ADDON_DATA_10GB": 0.4 * (0.5 * 37 * 12 + 531),  # 301.2
-    "PLAN_15GB": 0.3 * (0.5 * 76 * 12 + 531),  # 296.1
-    "PAY_EINVOICE": 0.2 * (0.5 * 29 * 12 + 531),  # 141.0
-    "PAY_AUTOGIRO": 0.2 * (0.5 * 29 * 12 + 531),  # 141.0
-    "PLAN_30GB": 0.1 * (0.5 * 16 * 12 + 531),  # 62.7
-    "PLAN_UNLIMITED": 0.01 * 0.5 * 104 * 12,  # 6.24, below the 2 % acceptance floor
-    "PLAN_60GB": 0.01 * 0.5 * 74 * 12,  # 4.44, below the 2 % acceptance floor
+    "LOYALTY_NEW_PRICE": 0.5 * (0.5 * 30 * 12 + 531 + ACCEPTED),  # 430.5
+    "ADDON_DATA_10GB": 0.4 * (0.5 * 37 * 12 + 531 + ACCEPTED),  # 361.2
+    "PLAN_15GB": 0.3 * (0.5 * 76 * 12 + 531 + ACCEPTED),  # 341.1
+    "PAY_EINVOICE": 0.2 * (0.5 * 29 * 12 + 531 + ACCEPTED),  # 171.0
+    "PAY_AUTOGIRO": 0.2 * (0.5 * 29 * 12 + 531 + ACCEPTED),  # 171.0
+    "PLAN_30GB": 0.1 * (0.5 * 16 * 12 + 531 + ACCEPTED),  # 77.7
+    "PLAN_UNLIMITED": 0.01 * (0.5 * 104 * 12 + ACCEPTED),  # 7.74, below the 2 % floor
+    "PLAN_60GB": 0.01 * (0.5 * 74 * 12 + ACCEPTED),  # 5.94, below the 2 % floor
 }
 # Paid add-ons that raise no allowance the customer nearly used: blocked, never valued.
 UNJUSTIFIED = ("ADDON_EU_ROAMING", "ADDON_STREAMING", "ADDON_EXTRA_SIM")
@@ -123,8 +125,8 @@ IN_TROUBLE = Account.from_features(account(unpaid_reminders=1))
 
 
 def test_the_objective_formula() -> None:
-    # A saving of 20 kr a month: 0.5 × 240 + 0.4 × 0.3 × 300 × 12 = 120 + 432; the revenue it
-    # gives up is not held against it.
+    # A saving of 20 kr a month: 0.5 × 240 + 0.4 × 0.3 × 300 × 12 + 150 = 120 + 432 + 150; the
+    # revenue it gives up is not held against it.
     saving = offer_value(_candidate("PLAN_X", 20.0), GOOD_STANDING, 0.4, 300.0)
     assert saving.benefit_reason == PLAN_FIT_SAVING
     assert (saving.revenue_change_sek, saving.retention_sek, saving.customer_saving_sek) == (
@@ -132,20 +134,44 @@ def test_the_objective_formula() -> None:
         432.0,
         240.0,
     )
-    assert saving.value_sek == pytest.approx(552.0)
-    # An upsell of 50 kr keeps nobody: 1 × 600 − 0.5 × 600, whatever the churn risk.
+    assert saving.value_sek == pytest.approx(552.0 + ACCEPTED)
+    # An upsell of 50 kr keeps nobody: 1 × 600 − 0.5 × 600 + 150, whatever the churn risk.
     upsell = offer_value(_candidate("ADD_X", -50.0, "addon"), GOOD_STANDING, 0.4, 300.0)
     assert upsell.benefit_reason is None and upsell.retention_sek == 0.0
-    assert upsell.value_sek == pytest.approx(300.0)
-    # The weights and horizon come from settings.
+    assert upsell.value_sek == pytest.approx(300.0 + ACCEPTED)
+    # The weights, the horizon and the accepted offer's value come from settings.
     objective = Objective.from_settings(
         Settings(  # type: ignore[call-arg]
-            _env_file=None, weight_revenue=2.0, weight_customer=0.0, horizon_months=24
+            _env_file=None,
+            weight_revenue=2.0,
+            weight_customer=0.0,
+            horizon_months=24,
+            accepted_offer_value_sek=0.0,
         )
     )
     assert offer_value(
         _candidate("ADD_X", -50.0, "addon"), GOOD_STANDING, 0.4, 300.0, objective
     ).value_sek == pytest.approx(2.0 * 50 * 24)
+
+
+def test_the_accepted_offer_value_tempers_revenue_against_acceptance() -> None:
+    # A 50 kr upsell at 6 % against a 10 kr loyalty saving at 25 % (churn risk 0, so no
+    # retention). Money terms alone: 0.06 × 300 = 18 leads 0.25 × 60 = 15. With 150 kr for an
+    # accepted offer: 0.06 × 450 = 27 against 0.25 × 210 = 52.5, the likely offer leads.
+    upsell, loyalty = _candidate("ADD_X", -50.0, "addon"), _candidate("LOYAL", 10.0, "loyalty")
+    without = replace(DEFAULT_OBJECTIVE, accepted_offer_value_sek=0.0)
+
+    def expected(candidate: Candidate, p: float, objective: Objective) -> float:
+        return p * offer_value(candidate, GOOD_STANDING, 0.0, 300.0, objective).value_sek
+
+    assert expected(upsell, 0.06, without) == pytest.approx(18.0)
+    assert expected(loyalty, 0.25, without) == pytest.approx(15.0)
+    assert expected(upsell, 0.06, DEFAULT_OBJECTIVE) == pytest.approx(27.0)
+    assert expected(loyalty, 0.25, DEFAULT_OBJECTIVE) == pytest.approx(52.5)
+    # It never makes an offer of no positive money value worth showing, however large.
+    generous = replace(DEFAULT_OBJECTIVE, accepted_offer_value_sek=10_000.0)
+    idle = offer_value(_candidate("HELP", 0.0, "payment_help"), GOOD_STANDING, 0.2, 300.0, generous)
+    assert idle.value_sek == 0.0 and floor_block(0.9, idle.value_sek, generous) == NO_VALUE
 
 
 def test_offers_that_cost_revenue_need_a_stated_benefit() -> None:
@@ -232,12 +258,14 @@ PROBABILITIES = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
     which=st.sampled_from(VARIED),
     raise_by=st.floats(min_value=0.0, max_value=1.0, allow_nan=False),
     weights=st.tuples(st.floats(0.0, 3.0), st.floats(0.0, 3.0), st.floats(0.0, 3.0)),
+    accepted_offer_value=st.floats(0.0, 1_000.0),
 )
 def test_raising_acceptance_never_lowers_a_rank(
     acceptance: tuple[float, ...],
     which: str,
     raise_by: float,
     weights: tuple[float, float, float],
+    accepted_offer_value: float,
 ) -> None:
     """Through the whole engine: guardrails, objective, floors and the cut."""
     objective = replace(
@@ -245,6 +273,7 @@ def test_raising_acceptance_never_lowers_a_rank(
         weight_revenue=weights[0],
         weight_retention=weights[1],
         weight_customer=weights[2],
+        accepted_offer_value_sek=accepted_offer_value,
     )
     before = dict(zip(VARIED, acceptance, strict=True))
     after = {**before, which: min(1.0, before[which] + raise_by)}

@@ -74,6 +74,17 @@ def test_the_best_policy_captures_all_the_lift_and_no_offer_loses_it() -> None:
     assert worst["lift_captured"] == pytest.approx((0.1 + 0.0 - 0.3) / 0.4)
     # C is worth less than nothing to the objective: counted as nothing, not as a gain.
     assert worst["objective_value_sek"] == pytest.approx((0.0 + 0.0) / 2)
+    # Without an accepted offer value in the objective, the money terms are the whole value.
+    assert best["money_terms_value_sek"] == best["objective_value_sek"]
+
+
+def test_the_money_terms_leave_out_the_accepted_offer_value() -> None:
+    # With 50 kr for an accepted offer, A's 400 is 350 of money terms and B's 100 is 50.
+    best = _figures(REPLAYS, "best", HIDDEN, 12, resamples=20, accepted_offer_value_sek=50.0)
+    assert best["objective_value_sek"] == pytest.approx((0.4 * 400 + 0.3 * 100) / 2)
+    assert best["money_terms_value_sek"] == pytest.approx((0.4 * 350 + 0.3 * 50) / 2)
+    worst = _figures(REPLAYS, "worst", HIDDEN, 12, resamples=20, accepted_offer_value_sek=50.0)
+    assert worst["money_terms_value_sek"] == 0.0  # C's −5 stays nothing, never −55
 
 
 def test_off_policy_value_follows_the_logged_outcomes() -> None:
