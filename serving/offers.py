@@ -3,7 +3,8 @@
 One function, :meth:`OffersService.answer_many`, answers a list of invoices: ``POST /v1/offers``
 calls it with one, ``POST /v1/offers/batch`` with up to 500 and the invoice run with a billing
 date's invoices, part after part. It decides every invoice first, then writes all new decisions
-in one transaction.
+in one transaction; a customer's several new invoices in one call are decided in rounds, one
+transaction each, so that each sees the one before it in the log, as if sent one after another.
 
 The same invoice_id always gets the same answer: a decision stored for it is replayed, and a new
 one is recorded in the decision log before it is answered. A provisional decision (degraded and
@@ -110,9 +111,20 @@ class ReadyFeatures:
         return self.source
 
 
+@dataclass(frozen=True)
+class _Undecided:
+    """An invoice of the call to decide: no decision stored for it, or a provisional one."""
+
+    index: int
+    request: DecisionRequest
+    previous: StoredDecision | None
+    dry_run: bool
+    arm: Arm
+
+
 @dataclass
 class _NewDecision:
-    """A decision made in this call, waiting for the one write of the call."""
+    """A decision made in this call, waiting for the one write of its round."""
 
     index: int
     request: DecisionRequest
@@ -276,8 +288,21 @@ class OffersService:
         arms: Sequence[Arm] | None = None,
         dry_runs: Sequence[bool] | None = None,
     ) -> list[InvoiceOutcome]:
-        """Each invoice's answer, in order: the stored one, or a new decision; all new decisions
-        are recorded in one transaction before any is answered.
+        """Each invoice's answer, in order: the stored one, or a new decision; new decisions are
+        recorded before any is answered.
+
+        Each invoice is answered as it would be if the invoices were sent alone, one after another
+        in the order given. The order matters only for a customer's several new invoices: the
+        decline cap counts the customer's latest invoices in the log, so each must see the
+        decisions of the ones listed before it. The order given, not the invoice date: the batch
+        route answers each item as ``POST /v1/offers`` would, in the order given (an invoice given
+        twice is answered with the first one's decision), the waiting single requests are decided
+        in the order they arrived, and a caller that wants the date order sorts its list. Such
+        invoices are decided in rounds (:func:`_rounds`): a round decides at most one invoice per
+        customer for real, all in one engine call, and records its decisions in one transaction
+        before the next round reads the decline cap. Without a customer's second new invoice (a
+        renderer sending one invoice per customer) there is one round: one engine call and one
+        durable write for the whole call.
 
         A stored provisional decision is decided afresh; the new decision replaces it when it is
         not provisional itself, else the stored answer stands. An invoice asked twice in one call
@@ -289,24 +314,16 @@ class OffersService:
         ``arms`` None: each chosen here. An invoice decided for another customer is answered with
         :class:`InvoiceCustomerConflict`, one whose customer the feature store has never seen with
         ``UnknownCustomerError``; the others are answered all the same. A database that cannot
-        store the decisions raises, and none of them is stored.
+        store a round's decisions (or read its decline cap) raises, and none of that round's nor
+        a later round's is stored; an earlier round's stay stored, replayed when asked again.
         """
         started = time.perf_counter()
         stored = self.log.find_many([request.invoice_id for request in requests])
-        # The decline cap of every invoice that may be decided, read at once: the call's new
-        # decisions are written only after all are decided, so each reads the log as it was.
-        to_decide = [
-            (request.customer_id, request.invoice_id)
-            for request in requests
-            if (previous := stored.get(request.invoice_id)) is None or previous.provisional
-        ]
-        declines = self.log.recent_declines_many(to_decide, self._decline_cap)
-        looked_up = time.perf_counter()
+        found_seconds = time.perf_counter() - started
         answers: list[InvoiceOutcome | None] = [None] * len(requests)
         first_asked: dict[str, int] = {}
         repeats: list[int] = []
-        new: list[_NewDecision] = []
-        waiting: list[tuple[int, DecisionRequest, StoredDecision | None, bool, Arm]] = []
+        waiting: list[_Undecided] = []
         for index, request in enumerate(requests):
             dry_run = dry_runs is not None and dry_runs[index]
             if request.invoice_id in first_asked:
@@ -324,7 +341,7 @@ class OffersService:
                     continue
             arm = arms[index] if arms is not None else None
             waiting.append(
-                (
+                _Undecided(
                     index,
                     request,
                     previous,
@@ -332,24 +349,54 @@ class OffersService:
                     arm or self.arm(request.customer_id, request.invoice_date),
                 )
             )
+        for undecided in _rounds(waiting):
+            self._decide_round(undecided, answers, found_seconds)
+        for index in repeats:
+            answers[index] = _repeated(requests, index, answers, first_asked, stored)
+        complete = [answer for answer in answers if answer is not None]
+        assert len(complete) == len(requests), "every invoice is answered"
+        return complete
+
+    def _decide_round(
+        self,
+        undecided: Sequence[_Undecided],
+        answers: list[InvoiceOutcome | None],
+        found_seconds: float,
+    ) -> None:
+        """Decide one round's invoices (at most one per customer for real) in one engine call,
+        record the new decisions in one transaction and set their answers in ``answers``.
+
+        Each invoice's decline cap is read from the log as it is now, with the earlier rounds'
+        decisions in it. ``found_seconds``: the call's look-up of stored decisions, counted in
+        each decision's look-up with the round's read of the decline cap."""
+        reading = time.perf_counter()
+        declines = self.log.recent_declines_many(
+            [(item.request.customer_id, item.request.invoice_id) for item in undecided],
+            self._decline_cap,
+        )
+        lookup = found_seconds + time.perf_counter() - reading
         deciding = time.perf_counter()
         outcomes = self._decide_many(
             [
-                (request, arm, declines.get((request.customer_id, request.invoice_id), frozenset()))
-                for _, request, _, _, arm in waiting
+                (
+                    item.request,
+                    item.arm,
+                    declines.get((item.request.customer_id, item.request.invoice_id), frozenset()),
+                )
+                for item in undecided
             ]
         )
         # The invoices were decided together: each is counted an equal share of the time.
-        decide_seconds = (time.perf_counter() - deciding) / max(len(waiting), 1)
-        for (index, request, previous, dry_run, _), (outcome, scorer) in zip(
-            waiting, outcomes, strict=True
-        ):
+        decide_seconds = (time.perf_counter() - deciding) / max(len(undecided), 1)
+        new: list[_NewDecision] = []
+        for item, (outcome, scorer) in zip(undecided, outcomes, strict=True):
+            index, request, previous = item.index, item.request, item.previous
             if isinstance(outcome, UnknownCustomerError):
                 answers[index] = outcome
                 continue
             decision = outcome
             decision_id = self._decision_ids(request)
-            if dry_run:
+            if item.dry_run:
                 answers[index] = InvoiceAnswer(
                     self._render(decision, decision_id, dry_run=True), stored=False
                 )
@@ -380,28 +427,25 @@ class OffersService:
                     decide_seconds=decide_seconds,
                 )
             )
-        decided = time.perf_counter()
-        written = self.log.record_many([(item.record, item.superseding) for item in new])
-        logged = time.perf_counter()
-        for item, (kept, created) in zip(new, written, strict=True):
+        if not new:  # replays, refusals and dry runs: nothing to write
+            return
+        writing = time.perf_counter()
+        written = self.log.record_many([(made.record, made.superseding) for made in new])
+        write = time.perf_counter() - writing
+        for made, (kept, created) in zip(new, written, strict=True):
             if not created:  # another request for this invoice committed first: answer with that
-                answers[item.index] = (
+                answers[made.index] = (
                     InvoiceAnswer(kept.response_json, stored=True)
-                    if kept.customer_id == item.request.customer_id
-                    else InvoiceCustomerConflict(item.request.invoice_id)
+                    if kept.customer_id == made.request.customer_id
+                    else InvoiceCustomerConflict(made.request.invoice_id)
                 )
                 continue
-            answers[item.index] = InvoiceAnswer(item.record.response_json, stored=True)
-            self._count(item, lookup=looked_up - started, write=logged - decided)
-        for index in repeats:
-            answers[index] = _repeated(requests, index, answers, first_asked, stored)
-        complete = [answer for answer in answers if answer is not None]
-        assert len(complete) == len(requests), "every invoice is answered"
-        return complete
+            answers[made.index] = InvoiceAnswer(made.record.response_json, stored=True)
+            self._count(made, lookup=lookup, write=write)
 
     def _count(self, item: _NewDecision, *, lookup: float, write: float) -> None:
-        """Metrics and the log line of one new decision; the look-up and the write are the
-        call's, shared by its decisions."""
+        """Metrics and the log line of one new decision; the look-up and the write are its
+        round's, shared by the round's decisions."""
         record = item.record
         total = lookup + item.decide_seconds + write
         metrics = self.metrics
@@ -491,6 +535,29 @@ class OffersService:
                     extra={"policy": policy, "error": type(error).__name__},
                 )
         return models
+
+
+def _rounds(undecided: Sequence[_Undecided]) -> list[list[_Undecided]]:
+    """The invoices to decide in rounds, so that each is decided after the customer's invoices
+    before it in the call are recorded, as if the call's invoices were sent one after another.
+
+    An invoice's round is the number of the customer's invoices before it that are decided for
+    real, so a round holds at most one of those per customer. A dry run is stored nowhere: it
+    waits for the customer's invoices before it like any other, but no invoice after it waits for
+    it. Within a round the invoices keep the call's order. Without a customer's second invoice
+    decided for real there is one round.
+    """
+    rounds: list[list[_Undecided]] = []
+    decided_before: dict[str, int] = {}
+    for item in undecided:
+        customer = item.request.customer_id
+        place = decided_before.get(customer, 0)
+        if place == len(rounds):
+            rounds.append([])
+        rounds[place].append(item)
+        if not item.dry_run:
+            decided_before[customer] = place + 1
+    return rounds
 
 
 def _repeated(

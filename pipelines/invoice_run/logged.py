@@ -4,9 +4,10 @@ The day's invoices go through :meth:`serving.offers.OffersService.answer_many`, 
 behind ``POST /v1/offers`` and ``POST /v1/offers/batch``, part after part: an invoice the log
 already holds a decision for is replayed (a rerun duplicates nothing, and an invoice the API
 decided keeps the API's decision), the running experiment assigns each customer's variant with
-the API's assignment, and each part's new decisions are written in one transaction. The decision
-ids are derived from the invoice ids, and ``POST /v1/offers`` replays them; events for them are
-accepted like any other.
+the API's assignment, and each part's new decisions are written in one transaction (a
+customer's second invoice of the day in one after the first's, so that it sees the first in the
+log as the API would). The decision ids are derived from the invoice ids, and ``POST /v1/offers``
+replays them; events for them are accepted like any other.
 
 The feature source is the run's frames as of the run's moment (what an online store materialised
 then holds, as the API reads it), and the offers a customer declined lately are the decision

@@ -205,7 +205,11 @@ def _stored_decisions(log: Any) -> dict[str, str]:
     return {invoice_id: decision_id for invoice_id, decision_id in rows}
 
 
-LOCKED = [offers_body(invoice_id=f"LOCKED-{n}") for n in range(3)]
+# One invoice per customer: the batch is one round, its decisions one write.
+LOCKED = [
+    offers_body(invoice_id=f"LOCKED-{n}", customer_id=customer)
+    for n, customer in enumerate(("C0001", "C0002", "C0003"))
+]
 
 
 @pytest.mark.integration

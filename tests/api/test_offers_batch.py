@@ -1,5 +1,6 @@
 """POST /v1/offers/batch: each item answered as POST /v1/offers would answer it, in order, with
-the new decisions stored in one transaction."""
+the new decisions stored in one transaction (one per round when a customer has several new
+invoices in the batch)."""
 
 from __future__ import annotations
 
@@ -191,7 +192,11 @@ def test_a_write_that_fails_midway_stores_none_and_answers_503(client: Any) -> N
             "CREATE TRIGGER refuse_third BEFORE INSERT ON decisions "
             "WHEN NEW.invoice_id = 'INV-3' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
         )
-    items = [offers_body(invoice_id=f"INV-{n}") for n in range(1, 5)]
+    customers = ["C0001", "C0002", "C0003", "C0004"]
+    items = [
+        offers_body(invoice_id=f"INV-{n}", customer_id=customer)
+        for n, customer in enumerate(customers, start=1)
+    ]
     response = client.post(BATCH, json={"invoices": items}, headers=RENDERER)
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
@@ -202,6 +207,29 @@ def test_a_write_that_fails_midway_stores_none_and_answers_503(client: Any) -> N
         connection.execute("DROP TRIGGER refuse_third")
     results = batch(client, *items)
     assert [result["status"] for result in results] == [200] * 4
+    assert stored_decisions(client) == 4
+
+
+def test_a_write_that_fails_in_a_later_round_keeps_the_earlier_rounds(client: Any) -> None:
+    """A customer's invoices are decided one round each: the rounds written before the one that
+    fails stay stored, and the same batch sent again replays them and decides the rest."""
+    log = client.app.state.services.log
+    database = Path(log.engine.url.database)
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            "CREATE TRIGGER refuse_third BEFORE INSERT ON decisions "
+            "WHEN NEW.invoice_id = 'INV-3' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+    items = [offers_body(invoice_id=f"INV-{n}") for n in range(1, 5)]  # all C0001's
+    response = client.post(BATCH, json={"invoices": items}, headers=RENDERER)
+    assert response.status_code == 503
+    assert stored_decisions(client) == 2  # INV-1 and INV-2, one round each
+    first = [client.post("/v1/offers", json=item, headers=RENDERER).json() for item in items[:2]]
+    with sqlite3.connect(database) as connection:
+        connection.execute("DROP TRIGGER refuse_third")
+    results = batch(client, *items)
+    assert [result["status"] for result in results] == [200] * 4
+    assert [result["decision"] for result in results[:2]] == first
     assert stored_decisions(client) == 4
 
 
@@ -277,9 +305,8 @@ def test_a_query_parameter_the_batch_does_not_take_is_422_naming_it(client: Any)
     assert client.post(BATCH, params={"dry_run": "true"}, json=body).status_code == 401
 
 
-def test_a_batch_is_scored_in_one_model_call_per_step(
-    client: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _counting_model_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Each call of the scorer's steps from now on, with the rows it scored."""
     from serving.scoring_model import LightGBMScorer
 
     calls: list[tuple[str, int]] = []
@@ -291,9 +318,18 @@ def test_a_batch_is_scored_in_one_model_call_per_step(
             return _original(self, rows)
 
         monkeypatch.setattr(LightGBMScorer, name, counted)
+    return calls
+
+
+def test_a_batch_is_scored_in_one_model_call_per_step(
+    client: Any, features: FakeFeatures, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    features.rows["C0005"] = features.rows["C0001"]
+    features.rows["C0006"] = features.rows["C0002"]
+    calls = _counting_model_calls(monkeypatch)
     items = [
         offers_body(invoice_id=f"INV-M{number}", customer_id=customer)
-        for number, customer in enumerate(["C0001", "C0002", "C0001", "C0003", "C0002"])
+        for number, customer in enumerate(["C0001", "C0002", "C0005", "C0003", "C0006"])
     ]
     results = batch(client, *items)
 
@@ -303,3 +339,105 @@ def test_a_batch_is_scored_in_one_model_call_per_step(
     assert [name for name, _ in calls] == ["acceptance", "churn_risks", "contributions"]
     assert calls[1] == ("churn_risks", 4)  # the four invoices the model decided
     assert calls[2] == ("contributions", shown)
+
+
+def test_a_customers_second_invoice_is_scored_in_a_round_after_the_first(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _counting_model_calls(monkeypatch)
+    items = [
+        offers_body(invoice_id=f"INV-M{number}", customer_id=customer)
+        for number, customer in enumerate(["C0001", "C0002", "C0001", "C0003", "C0002"])
+    ]
+    results = batch(client, *items)
+
+    policies = [result["decision"]["policy"] for result in results]
+    assert policies == ["model", "model", "model", "non_personalised", "model"]
+    # INV-M0, M1 and M3 first (M3 by the segment's list, without the model), then M2 and M4.
+    assert [(name, rows) for name, rows in calls if name == "churn_risks"] == [
+        ("churn_risks", 2),
+        ("churn_risks", 2),
+    ]
+
+
+def _decided_and_declined(client: Any) -> str:
+    """C0001's invoice INV-OLD decided, and the first offer it showed declined: that offer."""
+    old = client.post("/v1/offers", json=offers_body(invoice_id="INV-OLD"), headers=RENDERER)
+    declined: str = old.json()["offers"][0]["offer_id"]
+    event = {
+        "event_id": "EV-OLD",
+        "decision_id": old.json()["decision_id"],
+        "offer_id": declined,
+        "type": "decline",
+        "occurred_at": "2026-11-30T12:00:00Z",
+    }
+    assert client.post("/v1/events", json=event, headers=RENDERER).status_code == 202
+    return declined
+
+
+def _counting_writes(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of each write of decisions to the log, from now on."""
+    log = client.app.state.services.log
+    writes: list[int] = []
+    write = log.record_many
+
+    def counted(pending: Any) -> Any:
+        writes.append(len(pending))
+        return write(pending)
+
+    monkeypatch.setattr(log, "record_many", counted)
+    return writes
+
+
+def _without_decision_id(answer: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in answer.items() if key != "decision_id"}
+
+
+def test_a_customers_invoices_in_one_batch_are_answered_as_if_sent_one_after_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decline cap counts the customer's latest invoices: a customer's later invoice in the
+    batch must see the earlier one's decision in the log, as it would sent after it alone. With a
+    cap of one invoice, INV-OLD's decline blocks its offer on INV-A but no longer on INV-B (one
+    invoice later), nor on a dry run after INV-B; a dry run before INV-A still sees it."""
+    items = [
+        offers_body(invoice_id="INV-DRY1", dry_run=True),
+        offers_body(invoice_id="INV-A"),
+        offers_body(invoice_id="INV-OTHER", customer_id="C0002"),
+        offers_body(invoice_id="INV-B"),
+        offers_body(invoice_id="INV-DRY2", dry_run=True),
+    ]
+    with running(make_app(tmp_path / "batch", decline_cap_invoices=1)) as client:
+        declined = _decided_and_declined(client)
+        writes = _counting_writes(client, monkeypatch)
+        together = [result["decision"] for result in batch(client, *items)]
+        replayed = [result["decision"] for result in batch(client, *items[1:4])]
+    with running(make_app(tmp_path / "alone", decline_cap_invoices=1)) as client:
+        _decided_and_declined(client)
+        alone = [client.post("/v1/offers", json=item, headers=RENDERER).json() for item in items]
+
+    shown = [[offer["offer_id"] for offer in answer["offers"]] for answer in alone]
+    assert declined not in shown[0] and declined not in shown[1]
+    assert declined in shown[3] and declined in shown[4]  # the decline is two invoices ago
+    assert [_without_decision_id(answer) for answer in together] == [
+        _without_decision_id(answer) for answer in alone
+    ]
+    # INV-A and INV-OTHER in one write, then INV-B after them; the dry runs in none.
+    assert writes == [2, 1]
+    assert replayed == together[1:4]
+
+
+def test_a_batch_of_one_invoice_per_customer_is_written_once(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes = _counting_writes(client, monkeypatch)
+    results = batch(
+        client,
+        offers_body(invoice_id="INV-1", customer_id="C0001"),
+        offers_body(invoice_id="INV-2", customer_id="C0002"),
+        offers_body(invoice_id="INV-3", customer_id="C0003"),
+        offers_body(invoice_id="INV-4", customer_id="C0001", dry_run=True),
+        offers_body(invoice_id="INV-1", customer_id="C0001"),
+    )
+    assert [result["status"] for result in results] == [200] * 5
+    assert writes == [3]

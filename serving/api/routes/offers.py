@@ -67,7 +67,10 @@ async def decide_offers(
     responses=problem_responses(401, 403, 413, 422, 503),
 )
 def decide_offers_batch(body: OffersBatchRequest, offers: OffersDep, _: RendererRole) -> Response:
-    """Decide the offers for 1–500 invoices, each as POST /v1/offers would, answered in order."""
+    """Decide the offers for 1–500 invoices, each as POST /v1/offers would, answered in order.
+
+    The items are answered as if sent one after another in the order given: a customer's later
+    invoice sees the earlier one's decision (the decline cap counts the customer's invoices)."""
     return _answer_batch(offers, body.invoices)
 
 
