@@ -236,7 +236,7 @@ def _per_invoice_loop(settings: Any, day: dt.date, sample: int) -> dict[str, Any
         DecisionOptions,
         feature_paths,
         invoices_of_day,
-        recent_declines,
+        recent_declines_by_invoice,
     )
     from pipelines.invoice_run.logged import LoggedSlices
     from pipelines.invoice_run.run import load_champions
@@ -251,8 +251,8 @@ def _per_invoice_loop(settings: Any, day: dt.date, sample: int) -> dict[str, Any
     invoices = invoices.sample(n=min(sample, len(invoices)), random_state=SEED)
     invoices = invoices.sort_values([CUSTOMER_KEY, "invoice_id"]).reset_index(drop=True)
     events = read_table(settings.data_dir, OFFER_EVENTS)
-    declined = recent_declines(
-        events, start_of_day(day), settings.decline_cap_invoices, invoices[CUSTOMER_KEY]
+    declined = recent_declines_by_invoice(
+        events, start_of_day(day), settings.decline_cap_invoices, invoices
     )
     del events
     options = DecisionOptions(

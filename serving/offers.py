@@ -180,8 +180,10 @@ class OffersService:
         plan_fits: PlanFitTable | None = None,
     ) -> None:
         """``decision_ids`` names each new decision (the API: a random UUID; the invoice run: one
-        derived from the invoice id). ``declined_elsewhere``: per customer, offers that declines
-        the log does not hold block (the invoice run's ``offer_events``), on top of the log's.
+        derived from the invoice id). ``declined_elsewhere``: per invoice id, offers that
+        declines the log does not hold block (the invoice run's ``offer_events``, a customer's
+        later invoice of the day reaching as many fewer back as are decided before it), on top
+        of the log's.
         ``plan_fits``: plan fit worked out beforehand for the accounts to decide (the invoice
         run's slice); the decisions read their rows there (see ``decide``)."""
         self.catalog = catalog
@@ -486,7 +488,7 @@ class OffersService:
             policy = arm.policy
             scorer, degraded = _scorer(policy, self._serving_models(policy))
             declined = logged_declines | self._declined_elsewhere.get(
-                request.customer_id, frozenset()
+                request.invoice_id, frozenset()
             )
             calls.append(DecisionCall(request, policy, scorer, declined, arm.assignment, degraded))
             scorers.append(scorer)

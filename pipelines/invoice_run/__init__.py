@@ -30,6 +30,7 @@ from pipelines.invoice_run.core import (
     decision_row,
     feature_paths,
     recent_declines,
+    recent_declines_by_invoice,
 )
 from pipelines.invoice_run.run import InvoiceRunSummary, load_champions, run_invoice_run
 
@@ -44,5 +45,6 @@ __all__ = [
     "feature_paths",
     "load_champions",
     "recent_declines",
+    "recent_declines_by_invoice",
     "run_invoice_run",
 ]

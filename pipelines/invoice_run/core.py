@@ -174,6 +174,32 @@ def recent_declines(
     return {customer: frozenset(offers) for customer, offers in declined.items()}
 
 
+def recent_declines_by_invoice(
+    events: pd.DataFrame, before: dt.datetime, invoices_cap: int, invoices: pd.DataFrame
+) -> dict[str, frozenset[str]]:
+    """Per invoice of ``invoices`` (``invoice_id``, ``customer_id``, in the order they are
+    decided), the offers the decline cap of ``invoices_cap`` invoices blocks, from
+    ``offer_events`` as at ``before`` (see :func:`recent_declines`).
+
+    A customer's invoices of one day are decided one after another, as the API decides them when
+    they are sent so: the customer's i-th invoice of the day (from 0) has the i decided before it
+    among its latest invoices, none declined yet, so its cap reaches ``invoices_cap − i`` of the
+    customer's invoices in ``offer_events``. Invoices without a blocked offer are left out.
+    """
+    place = invoices.groupby(CUSTOMER_KEY, sort=False).cumcount().to_numpy()
+    invoice_ids = invoices["invoice_id"].astype(str).to_numpy()
+    customers = invoices[CUSTOMER_KEY].astype(str).to_numpy()
+    found: dict[str, frozenset[str]] = {}
+    for earlier_today in range(min(int(place.max(initial=-1)) + 1, max(invoices_cap, 0))):
+        at = place == earlier_today
+        blocked = recent_declines(events, before, invoices_cap - earlier_today, customers[at])
+        for invoice_id, customer in zip(invoice_ids[at], customers[at], strict=True):
+            offers = blocked.get(customer)
+            if offers:
+                found[invoice_id] = offers
+    return found
+
+
 def feature_paths(features_dir: Path) -> dict[str, Path]:
     """The Parquet feature table of each customer view a decision reads."""
     return {view: Path(features_dir) / f"{view}.parquet" for view in DECISION_VIEWS}
@@ -350,6 +376,9 @@ def decide_invoices(
 ) -> Iterator[dict[str, Any]]:
     """Decide each invoice (``invoice_id``, ``customer_id``) as the API would; yield output rows.
 
+    ``declined``: per invoice id, the offers the decline cap blocks
+    (:func:`recent_declines_by_invoice`).
+
     An invoice whose customer the features do not know is skipped (the API answers 404).
     The invoices' plan fit against the catalog is worked out first, for all their accounts at
     once (:class:`~serving.decision.candidates.PlanFitTable`); each decision reads its rows.
@@ -374,7 +403,7 @@ def decide_invoices(
                     ),
                     policy=policy,
                     scorer=scorer,
-                    recently_declined=declined.get(customer_id, frozenset()),
+                    recently_declined=declined.get(invoice_id, frozenset()),
                 )
                 for invoice_id, customer_id in pairs[start : start + DECIDED_TOGETHER]
             ]

@@ -23,7 +23,9 @@ from pipelines.invoice_run.slices import SliceOutcome
 
 
 class LocalSlices:
-    """Decides slice after slice in this process with the champion alone, nothing logged."""
+    """Decides slice after slice in this process with the champion alone, nothing logged.
+
+    ``declined``: per invoice id, what the decline cap blocks (``recent_declines_by_invoice``)."""
 
     def __init__(
         self,

@@ -86,7 +86,9 @@ def champions_loader(models: ChampionModels, settings: Settings) -> ModelLoader:
 
 class LoggedSlices:
     """Decides slice after slice through one offers service: the champions, the experiments and
-    the counters are set up once per run; each slice brings its own customers' feature rows."""
+    the counters are set up once per run; each slice brings its own customers' feature rows.
+    ``declined``: per invoice id, what the decline cap blocks in ``offer_events``
+    (``recent_declines_by_invoice``), on top of the log's declines."""
 
     def __init__(
         self,

@@ -15,7 +15,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core.catalog import load_catalog
-from core.columns import CUSTOMER_KEY
 from core.contract import OFFER_EVENTS
 from core.settings import Settings, get_settings
 from core.tables import read_table
@@ -29,7 +28,7 @@ from pipelines.invoice_run.core import (
     check_features,
     feature_paths,
     invoices_of_day,
-    recent_declines,
+    recent_declines_by_invoice,
 )
 from pipelines.invoice_run.local import LocalSlices
 from pipelines.invoice_run.logged import LOG_CALL_DEADLINE_SECONDS, LoggedSlices
@@ -256,7 +255,7 @@ def run_invoice_run(
     invoices = invoices_of_day(data, invoice_date).sort_values(ORDER, kind="stable")
     invoices = invoices.reset_index(drop=True)
     events = read_table(data, OFFER_EVENTS)
-    declined = recent_declines(events, as_of, resolved.decline_cap_invoices, invoices[CUSTOMER_KEY])
+    declined = recent_declines_by_invoice(events, as_of, resolved.decline_cap_invoices, invoices)
     del events
     champions = models if models is not None else load_champions(resolved)
     try:

@@ -143,8 +143,8 @@ class PartitionJob:
             frames, as_of, invoice_date=self.options.invoice_date
         )
         declined = {
-            customer: frozenset(offers)
-            for customer, offers in zip(invoices[CUSTOMER_KEY], invoices["declined"], strict=True)
+            invoice_id: frozenset(offers)
+            for invoice_id, offers in zip(invoices["invoice_id"], invoices["declined"], strict=True)
             if offers is not None and len(offers)
         }
         rows = decide_invoices(
@@ -217,8 +217,8 @@ def decide_with_spark(
                 "invoice_id": invoices["invoice_id"].astype(str),
                 CUSTOMER_KEY: invoices[CUSTOMER_KEY].astype(str),
                 "declined": [
-                    sorted(declined.get(customer, frozenset()))
-                    for customer in invoices[CUSTOMER_KEY]
+                    sorted(declined.get(str(invoice_id), frozenset()))
+                    for invoice_id in invoices["invoice_id"]
                 ],
             }
         )

@@ -36,6 +36,7 @@ from pipelines.invoice_run import (
     decision_row,
     feature_paths,
     recent_declines,
+    recent_declines_by_invoice,
     run_invoice_run,
 )
 from serving.decision.arbitration import Objective
@@ -501,6 +502,46 @@ def test_declines_of_the_last_decisions_before_the_date_count() -> None:
     assert recent_declines(events, before, invoices=3, customer_ids=["C3"]) == {
         "C3": frozenset({"PLAN_30GB"})
     }
+
+
+def test_a_customers_later_invoice_of_the_day_reaches_fewer_invoices_back() -> None:
+    # C1's decisions before the date: D2 (PLAN_60GB declined), D3, D4 (PLAN_5GB declined).
+    events = _events(
+        [
+            ("D2", "C1", "PLAN_60GB", "2026-08-01 06:00", "declined", "2026-08-02"),
+            ("D3", "C1", "PLAN_15GB", "2026-09-01 06:00", "clicked", "2026-09-01"),
+            ("D4", "C1", "PLAN_5GB", "2026-10-01 06:00", "declined", "2026-10-05"),
+            ("D7", "C3", "PLAN_30GB", "2026-11-10 06:00", "declined", None),
+        ]
+    )
+    # In the order they are decided: C1's three invoices of the day, C3's one.
+    invoices = pd.DataFrame(
+        {
+            "invoice_id": ["I-1a", "I-1b", "I-1c", "I-3"],
+            "customer_id": ["C1", "C1", "C1", "C3"],
+        }
+    )
+    before = start_of_day(INVOICE_DATE)
+    # With a cap of 3: the first reaches D2..D4; the second has I-1a among its last three, so
+    # D3, D4; the third has I-1a and I-1b, so D4 alone. As the API decides them one by one.
+    assert recent_declines_by_invoice(events, before, 3, invoices) == {
+        "I-1a": frozenset({"PLAN_60GB", "PLAN_5GB"}),
+        "I-1b": frozenset({"PLAN_5GB"}),
+        "I-1c": frozenset({"PLAN_5GB"}),
+        "I-3": frozenset({"PLAN_30GB"}),
+    }
+    # With a cap of 2: the third reaches nothing before the day; with 1, only the first does.
+    assert recent_declines_by_invoice(events, before, 2, invoices) == {
+        "I-1a": frozenset({"PLAN_5GB"}),
+        "I-1b": frozenset({"PLAN_5GB"}),
+        "I-3": frozenset({"PLAN_30GB"}),
+    }
+    assert recent_declines_by_invoice(events, before, 1, invoices) == {
+        "I-1a": frozenset({"PLAN_5GB"}),
+        "I-3": frozenset({"PLAN_30GB"}),
+    }
+    assert recent_declines_by_invoice(events, before, 0, invoices) == {}
+    assert recent_declines_by_invoice(events, before, 3, invoices.iloc[:0]) == {}
 
 
 # --- real decisions: the decision log ---------------------------------------------------------

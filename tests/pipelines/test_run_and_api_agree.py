@@ -28,7 +28,7 @@ from core.settings import Settings
 from core.tables import read_table
 from features.store import PROJECT
 from pipelines.frame_source import start_of_day
-from pipelines.invoice_run import ChampionModels, run_invoice_run
+from pipelines.invoice_run import ChampionModels, recent_declines_by_invoice, run_invoice_run
 from serving.decision_log import DecisionLog, DecisionRecord, EventRecord, LoggedOffer
 from serving.decision_log.records import ExperimentSpec, Variant
 from serving.experiments import Experiments
@@ -237,6 +237,86 @@ def test_the_run_and_the_api_give_every_invoice_the_same_decision(
     assert {"model", "holdout"} <= policies
     assert shown > 0
     assert declines > 0
+
+
+# A customer's second invoice of the day --------------------------------------------------------
+
+
+def with_second_invoices(settings: Settings, day: dt.date) -> pd.DataFrame:
+    """Give every customer billed on ``day`` a second invoice that day (id ``<first>-B``) in the
+    world's invoices table; returns the day's invoices in the order they are decided."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    path = Path(settings.data_dir) / "invoices.parquet"
+    table = pq.read_table(path)
+    dates = pc.cast(table["invoice_date"], pa.date32())
+    second = table.filter(pc.equal(dates, pa.scalar(day, pa.date32())))
+    ids = pc.binary_join_element_wise(second["invoice_id"], pa.scalar("-B"), "")
+    field = table.schema.field("invoice_id")
+    second = second.set_column(second.schema.get_field_index("invoice_id"), field, ids)
+    pq.write_table(pa.concat_tables([table, second]), path)
+    invoices = read_table(settings.data_dir, INVOICES)
+    billed = invoices[invoices["invoice_date"] == pd.Timestamp(day)]
+    return billed.sort_values(["customer_id", "invoice_id"]).reset_index(drop=True)
+
+
+def test_a_customers_second_invoice_of_the_day_is_decided_as_the_api_decides_it(
+    tmp_path: Path,
+) -> None:
+    """The API decides a customer's second invoice with the first in its log: a decline cap of
+    one invoice then reaches no earlier invoice. The run, logged or not, decides it alike."""
+    day = dt.date(2026, 11, 20)
+    moment = dt.datetime.now(dt.UTC)
+    settings = world(tmp_path, 3, 250).model_copy(update={"decline_cap_invoices": 1})
+    billed = with_second_invoices(settings, day)
+    seconds = billed[billed["invoice_id"].str.endswith("-B")]
+    assert len(seconds) > 20 and len(billed) == 2 * len(seconds)
+    events = read_table(settings.data_dir, OFFER_EVENTS)
+    # The world exercises the rule: some customers declined an offer on their last invoice,
+    # which blocks it on the first invoice of the day and no longer on the second.
+    firsts_blocked = recent_declines_by_invoice(events, start_of_day(day), 1, billed)
+    assert any(not invoice.endswith("-B") for invoice in firsts_blocked)
+    assert not any(invoice.endswith("-B") for invoice in firsts_blocked)
+
+    log = DecisionLog(settings.database_url)
+    try:
+        log_history(log, events, day)
+    finally:
+        log.close()
+    with_experiment(settings.database_url)
+    materialised_up_to(settings, moment)
+    api = api_answers(settings, billed, day)
+
+    run_settings = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'run.db'}"})
+    with_experiment(run_settings.database_url)
+    logged_out, what_if_out = tmp_path / "logged.parquet", tmp_path / "what-if.parquet"
+    run_invoice_run(day, logged_out, settings=run_settings, models=MODELS, features_as_of=moment)
+    run_invoice_run(
+        day,
+        what_if_out,
+        settings=run_settings,
+        models=MODELS,
+        features_as_of=moment,
+        log_decisions=False,
+    )
+    logged = {row["invoice_id"]: row for row in pd.read_parquet(logged_out).to_dict("records")}
+    what_if = {row["invoice_id"]: row for row in pd.read_parquet(what_if_out).to_dict("records")}
+    assert set(logged) == set(what_if) == set(api) == set(billed["invoice_id"])
+    unblocked = 0
+    for invoice_id, row in logged.items():
+        ours = json.loads(row["decision"])
+        assert ours == without_id(json.loads(api[invoice_id])), invoice_id
+        if ours["policy"] == "model":  # the champion, as the run without the log decides
+            offers = [o["offer_id"] for o in ours["offers"]]
+            assert [o["offer_id"] for o in json.loads(what_if[invoice_id]["offers"])] == offers
+        first = invoice_id.removesuffix("-B")
+        if invoice_id.endswith("-B") and first in firsts_blocked:
+            shown = {o["offer_id"] for o in ours["offers"]}
+            unblocked += bool(shown & firsts_blocked[first])
+    # Some second invoices show an offer the first invoice's cap kept off.
+    assert unblocked > 0
 
 
 # A consent change recorded on the invoice's day -------------------------------------------------
