@@ -6,8 +6,8 @@ the decision log, a call of each model and a log transaction with its fsync. Her
 joins a waiting list on the event loop, and the list is decided one turn of the loop later,
 once the other requests that were ready at the same moment have joined it: all of them in one
 :meth:`serving.offers.OffersService.answer_many`, the function behind ``POST /v1/offers/batch``,
-so each is decided, stored and replayed exactly as it would have been alone (a customer's second
-invoice in one of its rounds after the first, whose decision it then sees in the log), and a
+so each is decided, stored and replayed exactly as it would have been alone. A customer's second
+invoice waits for the next call (alone, it would see the first one's decision in the log), and a
 call that fails is made again request by request, so that one request's failure is its own.
 
 An idle server answers a lone request one turn of the loop later (a few microseconds); a busy
@@ -100,8 +100,19 @@ class WaitingDecisions:
         return True
 
     def _take_group(self) -> list[_Waiting]:
-        """The next call's requests: the first ``most_together`` in arrival order. A customer's
-        second invoice among them is decided after the first is recorded (``answer_many``'s
-        rounds), as it would be alone."""
-        group, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
+        """The next call's requests, in arrival order: at most ``most_together``, and one per
+        customer. A customer's second invoice waits for the next call, because deciding alone it
+        would see the first one's decision in the log (its decline cap counts the customer's
+        invoices)."""
+        group: list[_Waiting] = []
+        later: list[_Waiting] = []
+        customers: set[str] = set()
+        for waiting in self._waiting:
+            customer = waiting.request.customer_id
+            if len(group) < self._most and customer not in customers:
+                group.append(waiting)
+                customers.add(customer)
+            else:
+                later.append(waiting)
+        self._waiting = later
         return group
