@@ -890,7 +890,12 @@ def served_metrics(report: PolicyEvaluation) -> dict[str, float]:
         figures = report.policies[policy]
         metrics[f"served_{policy}_with_offer"] = figures["with_offer"]
         metrics[f"served_{policy}_dr"] = figures["off_policy"]["dr"]["value"]
-        for key in ("first_offer_acceptance", "lift_captured", "objective_value_sek"):
+        for key in (
+            "first_offer_acceptance",
+            "lift_captured",
+            "objective_value_sek",
+            "money_terms_value_sek",
+        ):
             if figures.get(key) is not None:
                 metrics[f"served_{policy}_{key}"] = figures[key]
     return metrics

@@ -210,12 +210,14 @@ def _served_policy(ctx: RetrainContext) -> str:
         served_metrics,
         served_value,
     )
+    from serving.decision.arbitration import Objective
     from training import tracking
     from training.registry import (
         CHAMPION_METRIC_PREFIX,
         CHURN_MODEL,
         RANKER_MODEL,
         SERVED_COMPARED_VERSION_TAG,
+        SERVED_OBJECTIVE_TAG,
         load_version,
     )
 
@@ -235,6 +237,14 @@ def _served_policy(ctx: RetrainContext) -> str:
         metrics=served_metrics(report),
         text_artifacts={"evaluation/served_policy.md": report.markdown()},
         settings=ctx.settings,
+    )
+    # What the value was measured with: a later `offers promote --version` compares it with a
+    # champion's own figure only when the champion's was measured alike.
+    tracking.set_version_tags(
+        RANKER_MODEL,
+        result.ranker.version.version,
+        {SERVED_OBJECTIVE_TAG: Objective.from_settings(ctx.settings).valuation()},
+        ctx.settings,
     )
     ctx.values["served_candidate"] = served_value(report)
     text = f"served policy value {served_value(report):.4f}"

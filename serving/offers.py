@@ -302,9 +302,10 @@ class OffersService:
         in the order they arrived, and a caller that wants the date order sorts its list. Such
         invoices are decided in rounds (:func:`_rounds`): a round decides at most one invoice per
         customer for real, all in one engine call, and records its decisions in one transaction
-        before the next round reads the decline cap. Without a customer's second new invoice (a
-        renderer sending one invoice per customer) there is one round: one engine call and one
-        durable write for the whole call.
+        before the next round reads the decline cap. Without a customer's invoice after one of the
+        customer's decided for real (a renderer sending one invoice per customer), or with a
+        decline cap of no invoices, there is one round: one engine call and one durable write
+        for the whole call.
 
         A stored provisional decision is decided afresh; the new decision replaces it when it is
         not provisional itself, else the stored answer stands. An invoice asked twice in one call
@@ -351,7 +352,8 @@ class OffersService:
                     arm or self.arm(request.customer_id, request.invoice_date),
                 )
             )
-        for undecided in _rounds(waiting):
+        # With a cap of no invoices no decision moves another's window: one round will do.
+        for undecided in _rounds(waiting) if self._decline_cap > 0 else [waiting]:
             self._decide_round(undecided, answers, found_seconds)
         for index in repeats:
             answers[index] = _repeated(requests, index, answers, first_asked, stored)
@@ -546,8 +548,8 @@ def _rounds(undecided: Sequence[_Undecided]) -> list[list[_Undecided]]:
     An invoice's round is the number of the customer's invoices before it that are decided for
     real, so a round holds at most one of those per customer. A dry run is stored nowhere: it
     waits for the customer's invoices before it like any other, but no invoice after it waits for
-    it. Within a round the invoices keep the call's order. Without a customer's second invoice
-    decided for real there is one round.
+    it. Within a round the invoices keep the call's order. Without a customer's invoice after one
+    of the customer's decided for real there is one round.
     """
     rounds: list[list[_Undecided]] = []
     decided_before: dict[str, int] = {}

@@ -46,6 +46,9 @@ SERVED_VALUE_METRICS = ("served_model_objective_value_sek", "served_model_dr")
 # Set by the retrain on a candidate ranker whose served policy it also evaluated with the champion
 # on the same logged decisions; the champion's figures are then on the candidate's run, prefixed.
 SERVED_COMPARED_VERSION_TAG = "served_compared_with_champion"
+# The objective a version's served value was measured with (Objective.valuation()): values of
+# different objectives are not compared.
+SERVED_OBJECTIVE_TAG = "served_objective"
 # A candidate ranker is not promoted when the served policy's value falls below the champion's by
 # more than this share: the offline metric alone does not decide what invoices show.
 SERVED_VALUE_TOLERANCE = 0.02
@@ -197,8 +200,17 @@ def served_comparison(
 ) -> ServedComparison | None:
     """Both served-policy values under the first name of ``SERVED_VALUE_METRICS`` logged for both,
     or None. The champion's figure on the candidate's run (the same logged decisions) is preferred
-    to the one on its own run (another month, perhaps)."""
+    to the one on its own run (another month, perhaps); the latter only when both were measured
+    with the same objective (:data:`SERVED_OBJECTIVE_TAG`), else None."""
     like_for_like = candidate.tags.get(SERVED_COMPARED_VERSION_TAG) == current.version
+    if not like_for_like and _objectives_differ(candidate, current):
+        return None
+    return _both_served_values(candidate, current, like_for_like)
+
+
+def _both_served_values(
+    candidate: tracking.VersionInfo, current: tracking.VersionInfo, like_for_like: bool
+) -> ServedComparison | None:
     for metric in SERVED_VALUE_METRICS:
         candidate_value = candidate.metrics.get(metric)
         champion_value = (
@@ -209,6 +221,13 @@ def served_comparison(
         if _finite(candidate_value) and _finite(champion_value):
             return ServedComparison(metric, candidate_value, champion_value, like_for_like)
     return None
+
+
+def _objectives_differ(candidate: tracking.VersionInfo, current: tracking.VersionInfo) -> bool:
+    """Whether the two versions' served values were measured with different (or unknown)
+    objectives."""
+    objective = candidate.tags.get(SERVED_OBJECTIVE_TAG)
+    return objective is None or objective != current.tags.get(SERVED_OBJECTIVE_TAG)
 
 
 def _finite(value: float | None) -> TypeGuard[float]:
@@ -238,6 +257,16 @@ def promotion_gate(
         )
     served = None if current is None else served_comparison(candidate, current)
     blocked = None if served is None else served_policy_blocks(served.candidate, served.champion)
+    if (
+        served is None
+        and current is not None
+        and _both_served_values(candidate, current, like_for_like=False) is not None
+    ):
+        return replace(
+            decision,
+            reason=f"{decision.reason}; served values not compared: the champion's was measured "
+            "with another objective (or an unknown one) and not on the candidate's decisions",
+        )
     if served is None or blocked is None:
         return decision
     where = "on the same logged decisions" if served.like_for_like else "each as logged"

@@ -184,8 +184,12 @@ def recent_declines_by_invoice(
     A customer's invoices of one day are decided one after another, as the API decides them when
     they are sent so: the customer's i-th invoice of the day (from 0) has the i decided before it
     among its latest invoices, none declined yet, so its cap reaches ``invoices_cap − i`` of the
-    customer's invoices in ``offer_events``. Invoices without a blocked offer are left out.
+    customer's invoices in ``offer_events``. A decision of one of ``invoices`` already in
+    ``offer_events`` (decided earlier by the API) is not one of their earlier invoices. Invoices
+    without a blocked offer are left out.
     """
+    if "invoice_id" in events:
+        events = events[~events["invoice_id"].isin(invoices["invoice_id"])]
     place = invoices.groupby(CUSTOMER_KEY, sort=False).cumcount().to_numpy()
     invoice_ids = invoices["invoice_id"].astype(str).to_numpy()
     customers = invoices[CUSTOMER_KEY].astype(str).to_numpy()

@@ -13,9 +13,10 @@ retention value is ``churn_risk × churn_reduction × what the customer pays now
 leave the customer better off; the customer saving is the plan-fit saving. The accepted offer
 value is what an offer the customer takes is worth whatever its money terms: an offer taken is
 one that fits (and an invoice line not taken costs attention, a declined one blocks the offer for
-the next invoices). It is added only to an offer whose money terms are already positive, so it
-never makes an offer worth showing; it tempers the money terms' spread, so that an unlikely offer
-of large revenue does not lead an invoice over a likely one of modest value.
+the next invoices). It is added only to an offer whose money terms are already positive, and the
+floors below read the money terms alone, so it never makes an offer worth showing; it orders
+the offers that are, tempering the money terms' spread, so that an unlikely offer of large revenue
+does not lead an invoice over a likely one of modest value.
 
 Offers that cost the operator revenue (a cheaper plan that fits, a loyalty price, a fee-free way to
 pay, payment help) are shown only for a stated customer benefit (:func:`benefit_reason`), and the
@@ -25,14 +26,14 @@ value is not positive is never shown, so the product is never larger because the
 likely to take the offer: with everything else equal, a higher acceptance never lowers a rank.
 
 ``max_offers`` is a maximum, not a quota: below ``min_acceptance``, or below ``min_value_sek`` of
-acceptance × value, an offer is not shown (an invoice line nobody takes costs the customer's
+acceptance × money terms, an offer is not shown (an invoice line nobody takes costs the customer's
 attention).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 from serving.decision.candidates import Candidate
@@ -64,8 +65,8 @@ class Objective:
     saving offer half its saving, plus retention. An accepted saving offer removes 30 % of the
     churn risk. Any accepted offer is worth 150 SEK more (``accepted_offer_value_sek``, the README's
     "The objective" says what it did on the behaviour worlds). Below 2 % acceptance, or 1 SEK of
-    expected value over the year, an offer is left off the invoice. An upgrade needs a recent
-    month with 80 % of an allowance it raises used.
+    acceptance × money terms over the year, an offer is left off the invoice. An upgrade needs a
+    recent month with 80 % of an allowance it raises used.
     """
 
     weight_revenue: float = 1.0
@@ -79,6 +80,13 @@ class Objective:
     upgrade_usage_share: float = NEARLY_USED_SHARE
     # Share of model decisions that explore (exploration.py); the API's default is in settings.
     exploration_share: float = 0.0
+
+    def valuation(self) -> str:
+        """The settings that value a served decision (all but the exploration share), as one
+        string: served values measured under different ones are not comparable."""
+        fields = asdict(self)
+        fields.pop("exploration_share")
+        return ",".join(f"{name}={value}" for name, value in fields.items())
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Objective:
@@ -116,6 +124,9 @@ class OfferValue:
     retention_sek: float
     customer_saving_sek: float
     benefit_reason: str | None
+    # The weighted revenue, retention and saving: what the floors read.
+    money_sek: float
+    # The money terms and, when they are positive, the accepted offer value: what ranks.
     value_sek: float
 
 
@@ -150,27 +161,28 @@ def offer_value(
         if reason is not None
         else 0.0
     )
-    value = objective.weight_retention * retention + objective.weight_customer * saving
+    money = objective.weight_retention * retention + objective.weight_customer * saving
     if reason is None:
-        value += objective.weight_revenue * revenue_change
-    if value > 0:  # an offer without positive money terms stays unshown (see the module text)
-        value += objective.accepted_offer_value_sek
+        money += objective.weight_revenue * revenue_change
     return OfferValue(
         revenue_change_sek=round(revenue_change, 2),
         retention_sek=round(retention, 2),
         customer_saving_sek=round(saving, 2),
         benefit_reason=reason,
-        value_sek=value,
+        money_sek=money,
+        value_sek=money + objective.accepted_offer_value_sek if money > 0 else money,
     )
 
 
-def floor_block(acceptance: float, value_sek: float, objective: Objective) -> str | None:
-    """Why an offer with this acceptance and value is not worth an invoice line, or ``None``."""
-    if value_sek <= 0:
+def floor_block(acceptance: float, money_sek: float, objective: Objective) -> str | None:
+    """Why an offer with this acceptance and these money terms (:attr:`OfferValue.money_sek`)
+    is not worth an invoice line, or ``None``. The floors read the money terms alone, so the
+    accepted offer value never makes an offer worth showing."""
+    if money_sek <= 0:
         return NO_VALUE
     if acceptance < objective.min_acceptance:
         return BELOW_ACCEPTANCE_FLOOR
-    if acceptance * value_sek < objective.min_value_sek:
+    if acceptance * money_sek < objective.min_value_sek:
         return BELOW_VALUE_FLOOR
     return None
 

@@ -443,7 +443,7 @@ def _arbitrate(
             expected_value_sek=value,
             value_sek=round(terms.value_sek, 2),
         )
-        blocked = floor_block(p, terms.value_sek, objective)
+        blocked = floor_block(p, terms.money_sek, objective)
         if blocked != NO_VALUE:
             blocked = work.block(blocked)
         if blocked is not None:

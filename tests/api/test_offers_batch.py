@@ -441,3 +441,19 @@ def test_a_batch_of_one_invoice_per_customer_is_written_once(
     )
     assert [result["status"] for result in results] == [200] * 5
     assert writes == [3]
+
+
+def test_without_a_decline_cap_a_customers_invoices_are_written_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a cap of no invoices no decision changes what another may show: one round, one write.
+    items = [offers_body(invoice_id=f"INV-{n}") for n in range(4)]
+    with running(make_app(tmp_path / "batch", decline_cap_invoices=0)) as client:
+        writes = _counting_writes(client, monkeypatch)
+        together = [result["decision"] for result in batch(client, *items)]
+    with running(make_app(tmp_path / "alone", decline_cap_invoices=0)) as client:
+        alone = [client.post("/v1/offers", json=item, headers=RENDERER).json() for item in items]
+    assert writes == [4]
+    assert [_without_decision_id(answer) for answer in together] == [
+        _without_decision_id(answer) for answer in alone
+    ]

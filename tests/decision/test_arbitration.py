@@ -172,6 +172,37 @@ def test_the_accepted_offer_value_tempers_revenue_against_acceptance() -> None:
     generous = replace(DEFAULT_OBJECTIVE, accepted_offer_value_sek=10_000.0)
     idle = offer_value(_candidate("HELP", 0.0, "payment_help"), GOOD_STANDING, 0.2, 300.0, generous)
     assert idle.value_sek == 0.0 and floor_block(0.9, idle.value_sek, generous) == NO_VALUE
+    # Nor one of tiny money value: the value floor reads the money terms alone. A saving of
+    # 0.05 kr a month (churn risk 0): 0.5 × 0.6 = 0.3 kr; at 0.5 acceptance 0.15 kr < 1 kr.
+    tiny = offer_value(_candidate("PLAN_X", 0.05), GOOD_STANDING, 0.0, 300.0, generous)
+    assert tiny.money_sek == pytest.approx(0.3) and tiny.value_sek == pytest.approx(10_000.3)
+    assert floor_block(0.5, tiny.money_sek, generous) == BELOW_VALUE_FLOOR
+    # At its edge: 2 kr of money terms at 0.5 acceptance is 1 kr, shown.
+    edge = offer_value(_candidate("PLAN_X", 2.0 / 6.0), GOOD_STANDING, 0.0, 300.0, generous)
+    assert floor_block(0.5, edge.money_sek, generous) is None
+
+
+def test_the_engine_leaves_off_an_offer_of_tiny_money_value_whatever_it_would_rank() -> None:
+    # The loyalty price's retention at churn risk 0 is nothing and its saving 30 kr a month is
+    # worth 180 kr; PLAN_30GB saves 16 kr (96 kr). A value floor of 15 kr of acceptance × money
+    # terms: the loyalty price at 0.5 (90 kr) stays, PLAN_30GB at 0.1 (9.6 kr) goes, although
+    # with the accepted offer value it scores 0.1 × 246 = 24.6 kr.
+    objective = replace(DEFAULT_OBJECTIVE, min_value_sek=15.0)
+    source = FakeFeatureSource(account_row=heavy_user(invoice_fee_last_sek=29.0))
+    decision = decide(
+        request(max_offers=10),
+        source,
+        CATALOG,
+        policy="model",
+        scorer=FakeScorer(CATALOG, ACCEPTANCE, churn=0.0, default=0.01),
+        recently_declined=frozenset(),
+        objective=objective,
+    )
+    records = {r.offer_id: r for r in decision.candidates}
+    assert records["PLAN_30GB"].blocked_by == BELOW_VALUE_FLOOR
+    assert records["PLAN_30GB"].expected_value_sek == pytest.approx(0.1 * (96 + ACCEPTED))
+    assert records["LOYALTY_NEW_PRICE"].blocked_by is None
+    assert "PLAN_30GB" not in [o.offer_id for o in decision.offers]
 
 
 def test_offers_that_cost_revenue_need_a_stated_benefit() -> None:

@@ -102,9 +102,12 @@ def log_version(  # type: ignore[no-untyped-def]
 ):
     """Register a version of ``model_name`` with the given run metrics; returns its VersionInfo.
 
-    ``metadata``: more of the model's metadata (the calibrator's is always there)."""
+    ``tags``: version tags beside the default objective's served-value tag (which a tag of that
+    name replaces). ``metadata``: more of the model's metadata (the calibrator's is always
+    there)."""
+    from serving.decision.arbitration import DEFAULT_OBJECTIVE
     from training.calibration import Calibrator
-    from training.registry import EXPECTED_FEATURES
+    from training.registry import EXPECTED_FEATURES, SERVED_OBJECTIVE_TAG
     from training.tracking import RunRecord, log_training_run
 
     names = feature_names or list(EXPECTED_FEATURES[model_name])
@@ -122,7 +125,7 @@ def log_version(  # type: ignore[no-untyped-def]
         input_example=example,
         output_example=booster.predict(example.to_numpy()),
         model_metadata={"calibrator": calibrator or {"kind": "sigmoid"}, **(metadata or {})},
-        version_tags=tags or {},
+        version_tags={SERVED_OBJECTIVE_TAG: DEFAULT_OBJECTIVE.valuation(), **(tags or {})},
         calibrator=Calibrator.from_dict(calibrator or {"kind": "sigmoid"}),
     )
     return log_training_run(record, booster, settings)

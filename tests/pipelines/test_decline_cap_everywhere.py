@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from pipelines.evaluation_oracle import capped_candidates
-from pipelines.invoice_run import recent_declines
+from pipelines.invoice_run import recent_declines, recent_declines_by_invoice
 from serving.decision.decline_cap import Decline, DeclineCap
 from serving.decision_log import DecisionLog, DecisionRecord, EventRecord, LoggedOffer
 
@@ -136,7 +136,11 @@ def by_invoice_run(case: Case) -> frozenset[str]:
     if events.empty:
         return frozenset()
     declined = recent_declines(events, next_invoice(case), case.cap, ["C1", "C2"])
-    return declined.get("C1", frozenset())
+    # As the run reads it: per invoice of the day being decided.
+    day = pd.DataFrame({"invoice_id": ["NEXT-1", "NEXT-2"], "customer_id": ["C1", "C2"]})
+    by_invoice = recent_declines_by_invoice(events, next_invoice(case), case.cap, day)
+    assert by_invoice.get("NEXT-1", frozenset()) == declined.get("C1", frozenset())
+    return by_invoice.get("NEXT-1", frozenset())
 
 
 def by_evaluation(case: Case) -> frozenset[str]:

@@ -102,8 +102,12 @@ def _invoices_of_day(world: Settings) -> pd.DataFrame:
 
 
 def _declines(world: Settings) -> dict[str, frozenset[str]]:
+    """Per invoice id of the day, what the decline cap blocks, as the run reads it."""
     events = read_table(world.data_dir, OFFER_EVENTS)
-    return recent_declines(events, start_of_day(INVOICE_DATE), world.decline_cap_invoices)
+    invoices = _invoices_of_day(world).sort_values(["customer_id", "invoice_id"])
+    return recent_declines_by_invoice(
+        events, start_of_day(INVOICE_DATE), world.decline_cap_invoices, invoices
+    )
 
 
 # --- the local run --------------------------------------------------------------------------------
@@ -188,7 +192,7 @@ def test_recently_declined_offers_are_not_shown_again(
     declines = _declines(world)
     checked = 0
     for row in _records(rows):
-        declined = declines.get(row["customer_id"], frozenset())
+        declined = declines.get(row["invoice_id"], frozenset())
         if declined:
             checked += 1
             assert not declined & {offer["offer_id"] for offer in json.loads(row["offers"])}
@@ -216,7 +220,7 @@ def online_source(world: Settings) -> Iterator[Any]:
 def _handful(rows: pd.DataFrame, declines: dict[str, frozenset[str]]) -> pd.DataFrame:
     """A few invoices of every policy, and some whose customer declined an offer lately."""
     picked = [group.head(4) for _, group in rows.groupby("policy")]
-    picked.append(rows[rows["customer_id"].isin(declines)].head(4))
+    picked.append(rows[rows["invoice_id"].isin(declines)].head(4))
     return pd.concat(picked).drop_duplicates("invoice_id")
 
 
@@ -247,7 +251,7 @@ def test_the_api_decision_path_gives_the_same_decisions(
             catalog,
             policy="model",
             scorer=scorer,
-            recently_declined=declines.get(row["customer_id"], frozenset()),
+            recently_declined=declines.get(row["invoice_id"], frozenset()),
             objective=Objective.from_settings(world),  # as the API's service is given it
         )
         batch_offers = json.loads(row["offers"])
@@ -461,6 +465,7 @@ def _events(rows: list[tuple[str, str, str, str, str, str | None]]) -> pd.DataFr
         [
             {
                 "decision_id": decision,
+                "invoice_id": f"I-{decision}",
                 "customer_id": customer,
                 "offer_id": offer,
                 "shown_at": pd.Timestamp(shown, tz="UTC"),
@@ -522,6 +527,17 @@ def test_a_customers_later_invoice_of_the_day_reaches_fewer_invoices_back() -> N
         }
     )
     before = start_of_day(INVOICE_DATE)
+    # A decision of the day's I-1b already exported (the API decided it, dated ahead): not an
+    # invoice before the day's invoices, whatever it declined.
+    events = pd.concat(
+        [
+            events,
+            _events([("D9", "C1", "ADDON_DATA_10GB", "2026-11-19 23:00", "declined", None)]).assign(
+                invoice_id="I-1b"
+            ),
+        ],
+        ignore_index=True,
+    )
     # With a cap of 3: the first reaches D2..D4; the second has I-1a among its last three, so
     # D3, D4; the third has I-1a and I-1b, so D4 alone. As the API decides them one by one.
     assert recent_declines_by_invoice(events, before, 3, invoices) == {

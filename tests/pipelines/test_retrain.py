@@ -12,12 +12,14 @@ import pytest
 from core.settings import Settings
 from pipelines import retrain
 from pipelines.retrain import STEPS, PipelineStepError, run_retrain
+from serving.decision.arbitration import Objective
 from tests.factories.training import log_version
 from tests.simulated_world import SimulatedWorld
 from training import tracking
 from training.registry import (
     CHURN_MODEL,
     RANKER_MODEL,
+    SERVED_OBJECTIVE_TAG,
     champion_version,
     load_champion,
     promote_models,
@@ -55,6 +57,11 @@ def test_every_step_runs_in_order_and_promotes_the_first_versions(
     assert 0.0 <= run.data.metrics["served_model_with_offer"] <= 1.0
     assert "served_model_lift_captured" in run.data.metrics
     assert "served_rules_objective_value_sek" in run.data.metrics
+    assert "served_model_money_terms_value_sek" in run.data.metrics
+    # ... and what they were measured with, for a later promotion's comparison.
+    objective = tracking.versions(RANKER_MODEL, settings)[0].tags[SERVED_OBJECTIVE_TAG]
+    assert objective == Objective.from_settings(settings).valuation()
+    assert "accepted_offer_value_sek=150.0" in objective
     usage = pd.read_parquet(Path(settings.features_dir) / "customer_usage.parquet")
     raw_usage = pd.read_parquet(Path(settings.data_dir) / "usage_monthly.parquet")
     # One snapshot per customer and month of usage: nobody with usage is left out.

@@ -188,6 +188,18 @@ def api_answers(settings: Settings, invoices: pd.DataFrame, day: dt.date) -> dic
     return answers
 
 
+def single_answers(settings: Settings, invoices: pd.DataFrame, day: dt.date) -> dict[str, str]:
+    """Each invoice's answer through POST /v1/offers, sent one after another in the given order."""
+    answers: dict[str, str] = {}
+    with running(feast_app(settings, PROJECT)) as client:
+        for invoice, customer in zip(invoices["invoice_id"], invoices["customer_id"], strict=True):
+            body = {"invoice_id": invoice, "customer_id": customer, "invoice_date": day.isoformat()}
+            response = client.post("/v1/offers", json=body, headers=auth("renderer"))
+            assert response.status_code == 200, response.text
+            answers[invoice] = response.text
+    return answers
+
+
 def without_id(answer: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in answer.items() if name != "decision_id"}
 
@@ -266,7 +278,8 @@ def test_a_customers_second_invoice_of_the_day_is_decided_as_the_api_decides_it(
     tmp_path: Path,
 ) -> None:
     """The API decides a customer's second invoice with the first in its log: a decline cap of
-    one invoice then reaches no earlier invoice. The run, logged or not, decides it alike."""
+    one invoice then reaches no earlier invoice. The batch endpoint and the run, logged or not,
+    decide it alike."""
     day = dt.date(2026, 11, 20)
     moment = dt.datetime.now(dt.UTC)
     settings = world(tmp_path, 3, 250).model_copy(update={"decline_cap_invoices": 1})
@@ -287,7 +300,21 @@ def test_a_customers_second_invoice_of_the_day_is_decided_as_the_api_decides_it(
         log.close()
     with_experiment(settings.database_url)
     materialised_up_to(settings, moment)
-    api = api_answers(settings, billed, day)
+    api = single_answers(settings, billed, day)
+    # The batch endpoint, on a log of its own with the same history, answers alike.
+    batch_settings = settings.model_copy(
+        update={"database_url": f"sqlite:///{tmp_path / 'batch.db'}"}
+    )
+    log = DecisionLog(batch_settings.database_url)
+    try:
+        log_history(log, events, day)
+    finally:
+        log.close()
+    with_experiment(batch_settings.database_url)
+    batch = api_answers(batch_settings, billed, day)
+    assert {i: without_id(json.loads(a)) for i, a in batch.items()} == {
+        i: without_id(json.loads(a)) for i, a in api.items()
+    }
 
     run_settings = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'run.db'}"})
     with_experiment(run_settings.database_url)

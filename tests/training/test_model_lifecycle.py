@@ -15,6 +15,7 @@ from training.registry import (
     CHURN_MODEL,
     RANKER_MODEL,
     SERVED_COMPARED_VERSION_TAG,
+    SERVED_OBJECTIVE_TAG,
     ModelInputsMismatch,
     RollbackRefused,
     UnknownVersion,
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.integration
 
 NDCG = "val_ndcg_at_3"
 SERVED = "served_model_objective_value_sek"
+OBJECTIVE = SERVED_OBJECTIVE_TAG
 WINDOWS = {"train_window": "2025-01-01..2026-06-01", "validation_window": "2026-06-01..2026-09-01"}
 
 
@@ -105,6 +107,28 @@ def test_the_served_policy_check_applies_when_both_runs_have_it(settings: Settin
     # Without the figure on the candidate's run the primary metric alone decides.
     log_version(settings, RANKER_MODEL, {NDCG: 0.80})
     assert promote_version(RANKER_MODEL, "4", settings).promoted
+
+
+def test_served_values_of_different_objectives_are_not_compared_each_as_logged(
+    settings: Settings,
+) -> None:
+    log_version(settings, RANKER_MODEL, {NDCG: 0.60, SERVED: 10.0}, tags={OBJECTIVE: "old"})
+    promote_models(RANKER_MODEL, settings)
+    # Worth 5 % less, but measured with another objective: the primary metric alone decides,
+    # and the reason says the served values were not compared.
+    log_version(settings, RANKER_MODEL, {NDCG: 0.70, SERVED: 9.5}, tags={OBJECTIVE: "new"})
+    decision = promote_version(RANKER_MODEL, "2", settings)
+    assert decision.promoted
+    assert "served values not compared" in decision.reason
+    # The champion's figure on the candidate's own decisions is compared whatever the objective.
+    log_version(
+        settings,
+        RANKER_MODEL,
+        {NDCG: 0.80, SERVED: 9.0, CHAMPION_METRIC_PREFIX + SERVED: 10.0},
+        tags={OBJECTIVE: "newer", SERVED_COMPARED_VERSION_TAG: "2"},
+    )
+    refused = promote_version(RANKER_MODEL, "3", settings)
+    assert not refused.promoted and "on the same logged decisions" in refused.reason
 
 
 def test_the_champions_served_value_on_the_same_decisions_is_preferred(
