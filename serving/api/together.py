@@ -18,6 +18,7 @@ keep up with more requests than it could decide one at a time.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 
 from serving.decision.inputs import DecisionRequest
@@ -34,6 +35,7 @@ class _Waiting:
     arm: Arm
     dry_run: bool
     outcome: asyncio.Future[InvoiceOutcome]
+    joined: float  # time.perf_counter() when the request joined the list
 
 
 class WaitingDecisions:
@@ -52,7 +54,7 @@ class WaitingDecisions:
         """The invoice's outcome, as ``OffersService.answer_many`` gives it; raises what deciding
         this request alone raised (a database that cannot store its decision)."""
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(request, arm, dry_run, loop.create_future())
+        waiting = _Waiting(request, arm, dry_run, loop.create_future(), time.perf_counter())
         self._waiting.append(waiting)
         if not self._scheduled:
             self._scheduled = True
@@ -67,6 +69,10 @@ class WaitingDecisions:
             self._scheduled = False
         # A request whose task was cancelled (a server shutting down) is not decided.
         group = [waiting for waiting in group if not waiting.outcome.done()]
+        # How long each waited for its call: the steps of its decision do not count the wait.
+        started = time.perf_counter()
+        for waiting in group:
+            self._offers.metrics.observe_steps({"wait": started - waiting.joined})
         try:
             if len(group) > 1 and self._decided(group):
                 return

@@ -182,3 +182,29 @@ def test_more_requests_than_one_call_takes_are_decided_in_calls_of_at_most_that_
     assert [response.status_code for response in responses] == [404] * len(bodies)
     assert services_of(client).waiting.calls == 2
     assert stored_decisions(client) == 0
+
+
+def _wait_observations(client: Any) -> tuple[float, float]:
+    """The count and sum of the ``wait`` step in the app's metrics."""
+    text = client.get("/metrics", headers=RENDERER).text
+    found = {}
+    for line in text.splitlines():
+        for part in ("count", "sum"):
+            if line.startswith(f'offers_step_seconds_{part}{{step="wait"}}'):
+                found[part] = float(line.rsplit(" ", 1)[1])
+    return found.get("count", 0.0), found.get("sum", 0.0)
+
+
+def test_each_waiting_request_counts_its_wait_in_the_metrics(client: Any) -> None:
+    from serving.api.together import MOST_TOGETHER
+
+    # The ones that did not fit into the first call waited for it to be decided.
+    bodies = [
+        offers_body(invoice_id=f"INV-W{n}", customer_id=f"C9{n:03d}")
+        for n in range(MOST_TOGETHER + 5)
+    ]
+    before, _ = _wait_observations(client)
+    together(client, bodies)
+    count, total = _wait_observations(client)
+    assert count - before == len(bodies)
+    assert total > 0.0
