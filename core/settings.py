@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     accepted_offer_value_sek: float = Field(
         default=150.0,
         ge=0.0,
-        description="What any accepted offer is worth beyond its money terms (SEK, the horizon).",
+        description="What an accepted offer of positive money terms is worth beyond them (SEK).",
     )
     min_acceptance: float = Field(
         default=0.02, ge=0.0, le=1.0, description="No offer below this acceptance probability."

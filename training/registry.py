@@ -6,7 +6,8 @@ metric: NDCG@3 for ``offer-ranker``, AUC for ``churn-risk``. The candidate must 
 rows, that like-for-like figure is used; otherwise the champion's own logged figure is.
 
 A chosen version (``offers promote --version N``) passes the same check and, when the served
-policy's value is logged for both, the retrain's served-policy check (:func:`promotion_gate`);
+policy's values can be compared (:func:`served_comparison`: on the candidate's own decisions, or
+both measured with the same objective), the retrain's served-policy check (:func:`promotion_gate`);
 ``--force`` skips both and is recorded. Every promotion moves the aliases in
 :func:`_move_champion` alone: ``previous_champion`` to the version that was champion, then
 ``champion``, then the record on the promoted version's tags. :func:`rollback_models` moves
@@ -241,9 +242,10 @@ def promotion_gate(
     margin: float,
 ) -> PromotionDecision:
     """The checks of automatic promotion for a chosen version: the primary metric against the
-    champion's by the margin (:func:`decide_promotion`), then, when the served policy's value is
-    logged for both, the retrain's served-policy tolerance (:func:`served_policy_blocks`). A
-    refusal names the check that failed and by how much."""
+    champion's by the margin (:func:`decide_promotion`), then, when the served policy's values
+    can be compared (:func:`served_comparison`), the retrain's served-policy tolerance
+    (:func:`served_policy_blocks`). A refusal names the check that failed and by how much; values
+    that cannot be compared are named in the reason of a promotion."""
     decision = decide_promotion(model, candidate, current, margin)
     if decision.already_champion:
         return decision

@@ -20,8 +20,9 @@ does not lead an invoice over a likely one of modest value.
 
 Offers that cost the operator revenue (a cheaper plan that fits, a loyalty price, a fee-free way to
 pay, payment help) are shown only for a stated customer benefit (:func:`benefit_reason`), and the
-revenue they give up is not held against them: they are valued at ``w_customer × saving +
-w_retention × retention``, so among them the order follows benefit × acceptance. An offer whose
+revenue they give up is not held against them: their money terms are ``w_customer × saving +
+w_retention × retention``, so among them the order follows (benefit + accepted offer value) ×
+acceptance. An offer whose
 value is not positive is never shown, so the product is never larger because the customer is less
 likely to take the offer: with everything else equal, a higher acceptance never lowers a rank.
 
@@ -63,8 +64,9 @@ class Objective:
     Defaults: a krona of revenue and a krona of retained revenue count alike; a krona the customer
     saves counts half (``weight_customer`` 0.5), so an upgrade is worth half its fee step and a
     saving offer half its saving, plus retention. An accepted saving offer removes 30 % of the
-    churn risk. Any accepted offer is worth 150 SEK more (``accepted_offer_value_sek``, the README's
-    "The objective" says what it did on the behaviour worlds). Below 2 % acceptance, or 1 SEK of
+    churn risk. An accepted offer whose money terms are positive is worth 150 SEK more
+    (``accepted_offer_value_sek``; the README's "The objective" says what it did on the behaviour
+    worlds). Below 2 % acceptance, or 1 SEK of
     acceptance × money terms over the year, an offer is left off the invoice. An upgrade needs a
     recent month with 80 % of an allowance it raises used.
     """
