@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from serving.api.schemas import MAX_BATCH_INVOICES, OffersBatchResponse
-from tests.factories.api import FakeFeatures, auth, make_app, offers_body, running
+from tests.factories.api import (
+    FakeFeatures,
+    auth,
+    counting_writes,
+    make_app,
+    offers_body,
+    running,
+)
 
 RENDERER = auth("renderer")
 BATCH = "/v1/offers/batch"
@@ -376,17 +383,8 @@ def _decided_and_declined(client: Any) -> str:
 
 
 def _counting_writes(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The size of each write of decisions to the log, from now on."""
-    log = client.app.state.services.log
-    writes: list[int] = []
-    write = log.record_many
-
-    def counted(pending: Any) -> Any:
-        writes.append(len(pending))
-        return write(pending)
-
-    monkeypatch.setattr(log, "record_many", counted)
-    return writes
+    """The size of each write of decisions to the app's log, from now on."""
+    return counting_writes(client.app.state.services.log, monkeypatch)
 
 
 def _without_decision_id(answer: dict[str, Any]) -> dict[str, Any]:

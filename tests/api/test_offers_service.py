@@ -30,7 +30,7 @@ from serving.offers import (
     OffersService,
 )
 from serving.scoring_model import ModelHolder, ModelLoadFailed
-from tests.factories.api import CATALOG, FakeFeatures, FakeRegistry, ranker
+from tests.factories.api import CATALOG, FakeFeatures, FakeRegistry, counting_writes, ranker
 
 DAY = dt.date(2026, 11, 30)
 
@@ -185,14 +185,7 @@ def test_many_invoices_are_answered_in_order_with_one_write(
 ) -> None:
     offers = service(log)
     offers.answer(invoice(1))
-    writes: list[int] = []
-    write = log.record_many
-
-    def counted(pending: Any) -> Any:
-        writes.append(len(pending))
-        return write(pending)
-
-    monkeypatch.setattr(log, "record_many", counted)
+    writes = counting_writes(log, monkeypatch)
     answers = offers.answer_many(
         [
             invoice(2),

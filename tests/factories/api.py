@@ -457,3 +457,16 @@ def feast_app(settings: Settings, project: str) -> FastAPI:
             model_loader=lambda opened: FakeRegistry().loader(),
         ),
     )
+
+
+def counting_writes(log: DecisionLog, monkeypatch: Any) -> list[int]:
+    """The size of each write of decisions to ``log`` (``record_many``), from now on."""
+    writes: list[int] = []
+    write = log.record_many
+
+    def counted(pending: Any) -> Any:
+        writes.append(len(pending))
+        return write(pending)
+
+    monkeypatch.setattr(log, "record_many", counted)
+    return writes

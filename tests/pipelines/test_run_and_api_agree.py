@@ -159,6 +159,18 @@ def log_history(log: DecisionLog, events: pd.DataFrame, day: dt.date) -> int:
     return declines
 
 
+def log_with_history(url: str, events: pd.DataFrame, day: dt.date) -> int:
+    """A decision log at ``url`` holding the world's history before ``day`` (:func:`log_history`)
+    and the running experiment; returns how many declines."""
+    log = DecisionLog(url)
+    try:
+        declines = log_history(log, events, day)
+    finally:
+        log.close()
+    with_experiment(url)
+    return declines
+
+
 def with_experiment(url: str) -> None:
     log = DecisionLog(url)
     try:
@@ -214,12 +226,8 @@ def test_the_run_and_the_api_give_every_invoice_the_same_decision(
     billed = invoices[invoices["invoice_date"] == pd.Timestamp(day)]
     assert len(billed) > 20
 
-    log = DecisionLog(settings.database_url)
-    try:
-        declines = log_history(log, read_table(settings.data_dir, OFFER_EVENTS), day)
-    finally:
-        log.close()
-    with_experiment(settings.database_url)
+    events = read_table(settings.data_dir, OFFER_EVENTS)
+    declines = log_with_history(settings.database_url, events, day)
     materialised_up_to(settings, moment)
     api = api_answers(settings, billed, day)
 
@@ -293,24 +301,14 @@ def test_a_customers_second_invoice_of_the_day_is_decided_as_the_api_decides_it(
     assert any(not invoice.endswith("-B") for invoice in firsts_blocked)
     assert not any(invoice.endswith("-B") for invoice in firsts_blocked)
 
-    log = DecisionLog(settings.database_url)
-    try:
-        log_history(log, events, day)
-    finally:
-        log.close()
-    with_experiment(settings.database_url)
+    log_with_history(settings.database_url, events, day)
     materialised_up_to(settings, moment)
     api = single_answers(settings, billed, day)
     # The batch endpoint, on a log of its own with the same history, answers alike.
     batch_settings = settings.model_copy(
         update={"database_url": f"sqlite:///{tmp_path / 'batch.db'}"}
     )
-    log = DecisionLog(batch_settings.database_url)
-    try:
-        log_history(log, events, day)
-    finally:
-        log.close()
-    with_experiment(batch_settings.database_url)
+    log_with_history(batch_settings.database_url, events, day)
     batch = api_answers(batch_settings, billed, day)
     assert {i: without_id(json.loads(a)) for i, a in batch.items()} == {
         i: without_id(json.loads(a)) for i, a in api.items()
