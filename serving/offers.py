@@ -352,8 +352,7 @@ class OffersService:
                     arm or self.arm(request.customer_id, request.invoice_date),
                 )
             )
-        # With a cap of no invoices no decision moves another's window: one round will do.
-        for undecided in _rounds(waiting) if self._decline_cap > 0 else [waiting]:
+        for undecided in _rounds(waiting, self._decline_cap):
             self._decide_round(undecided, answers, found_seconds)
         for index in repeats:
             answers[index] = _repeated(requests, index, answers, first_asked, stored)
@@ -541,7 +540,7 @@ class OffersService:
         return models
 
 
-def _rounds(undecided: Sequence[_Undecided]) -> list[list[_Undecided]]:
+def _rounds(undecided: Sequence[_Undecided], decline_cap: int) -> list[list[_Undecided]]:
     """The invoices to decide in rounds, so that each is decided after the customer's invoices
     before it in the call are recorded, as if the call's invoices were sent one after another.
 
@@ -549,8 +548,11 @@ def _rounds(undecided: Sequence[_Undecided]) -> list[list[_Undecided]]:
     real, so a round holds at most one of those per customer. A dry run is stored nowhere: it
     waits for the customer's invoices before it like any other, but no invoice after it waits for
     it. Within a round the invoices keep the call's order. Without a customer's invoice after one
-    of the customer's decided for real there is one round.
+    of the customer's decided for real there is one round, and with a ``decline_cap`` of no
+    invoices (no decision then changes what another may show) there is one too.
     """
+    if decline_cap <= 0:
+        return [list(undecided)] if undecided else []
     rounds: list[list[_Undecided]] = []
     decided_before: dict[str, int] = {}
     for item in undecided:

@@ -328,17 +328,21 @@ def _counting_model_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, in
     return calls
 
 
+def _invoices_of(*customers: str) -> list[dict[str, Any]]:
+    """One invoice per customer given, ``INV-M0`` onwards, in that order."""
+    return [
+        offers_body(invoice_id=f"INV-M{number}", customer_id=customer)
+        for number, customer in enumerate(customers)
+    ]
+
+
 def test_a_batch_is_scored_in_one_model_call_per_step(
     client: Any, features: FakeFeatures, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     features.rows["C0005"] = features.rows["C0001"]
     features.rows["C0006"] = features.rows["C0002"]
     calls = _counting_model_calls(monkeypatch)
-    items = [
-        offers_body(invoice_id=f"INV-M{number}", customer_id=customer)
-        for number, customer in enumerate(["C0001", "C0002", "C0005", "C0003", "C0006"])
-    ]
-    results = batch(client, *items)
+    results = batch(client, *_invoices_of("C0001", "C0002", "C0005", "C0003", "C0006"))
 
     policies = [result["decision"]["policy"] for result in results]
     assert policies == ["model", "model", "model", "non_personalised", "model"]
@@ -352,11 +356,7 @@ def test_a_customers_second_invoice_is_scored_in_a_round_after_the_first(
     client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = _counting_model_calls(monkeypatch)
-    items = [
-        offers_body(invoice_id=f"INV-M{number}", customer_id=customer)
-        for number, customer in enumerate(["C0001", "C0002", "C0001", "C0003", "C0002"])
-    ]
-    results = batch(client, *items)
+    results = batch(client, *_invoices_of("C0001", "C0002", "C0001", "C0003", "C0002"))
 
     policies = [result["decision"]["policy"] for result in results]
     assert policies == ["model", "model", "model", "non_personalised", "model"]

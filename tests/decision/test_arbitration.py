@@ -69,6 +69,7 @@ def _decide(
     max_offers: int,
     acceptance: dict[str, float] = ACCEPTANCE,
     objective: Objective = DEFAULT_OBJECTIVE,
+    churn_risk: float = 0.5,
     **account_values: float,
 ) -> tuple[list[str], dict[str, float | None], dict[str, str | None]]:
     source = FakeFeatureSource(account_row=heavy_user(invoice_fee_last_sek=29.0, **account_values))
@@ -77,7 +78,7 @@ def _decide(
         source,
         CATALOG,
         policy="model",
-        scorer=FakeScorer(CATALOG, acceptance, churn=0.5, default=0.01),
+        scorer=FakeScorer(CATALOG, acceptance, churn=churn_risk, default=0.01),
         recently_declined=frozenset(),
         objective=objective,
     )
@@ -188,21 +189,11 @@ def test_the_engine_leaves_off_an_offer_of_tiny_money_value_whatever_it_would_ra
     # terms: the loyalty price at 0.5 (90 kr) stays, PLAN_30GB at 0.1 (9.6 kr) goes, although
     # with the accepted offer value it scores 0.1 × 246 = 24.6 kr.
     objective = replace(DEFAULT_OBJECTIVE, min_value_sek=15.0)
-    source = FakeFeatureSource(account_row=heavy_user(invoice_fee_last_sek=29.0))
-    decision = decide(
-        request(max_offers=10),
-        source,
-        CATALOG,
-        policy="model",
-        scorer=FakeScorer(CATALOG, ACCEPTANCE, churn=0.0, default=0.01),
-        recently_declined=frozenset(),
-        objective=objective,
-    )
-    records = {r.offer_id: r for r in decision.candidates}
-    assert records["PLAN_30GB"].blocked_by == BELOW_VALUE_FLOOR
-    assert records["PLAN_30GB"].expected_value_sek == pytest.approx(0.1 * (96 + ACCEPTED))
-    assert records["LOYALTY_NEW_PRICE"].blocked_by is None
-    assert "PLAN_30GB" not in [o.offer_id for o in decision.offers]
+    shown, values, blocks = _decide(10, ACCEPTANCE, objective, churn_risk=0.0)
+    assert blocks["PLAN_30GB"] == BELOW_VALUE_FLOOR
+    assert values["PLAN_30GB"] == pytest.approx(0.1 * (96 + ACCEPTED))
+    assert blocks["LOYALTY_NEW_PRICE"] is None
+    assert "PLAN_30GB" not in shown and "LOYALTY_NEW_PRICE" in shown
 
 
 def test_offers_that_cost_revenue_need_a_stated_benefit() -> None:
