@@ -272,6 +272,10 @@ _NEWEST_MONTH_ONLY = (
     "sms_max_6m",
 )
 USAGE_MONTHS = 6
+_MONTH_KEYS = tuple(
+    tuple(f"{measure}_m{month}" for month in range(1, USAGE_MONTHS + 1))
+    for measure in MONTHLY_MEASURES
+)
 
 
 def billing_period_start(invoice_date: dt.date) -> dt.date:
@@ -313,41 +317,49 @@ def usage_rows_as_of(
         return result
     count = len(moving)
     shifted = [dict(rows[position]) for position in moving]
-    # Each row's months from its lag on, unknown past the sixth: columns lag … lag + 5 of the
-    # months padded with six unknown ones.
+    # Every measure's months in one array, [measure, row, month], padded with a seventh unknown
+    # month; each row's months from its lag on are columns lag … lag + 5 (unknown past the
+    # sixth). All measures go through each numpy step together: deciding one invoice, numpy's
+    # cost per call is what counts.
+    padded = np.full((len(MONTHLY_MEASURES), count, USAGE_MONTHS + 1), math.nan)
+    padded[:, :, :USAGE_MONTHS] = [
+        [[as_float(row.get(key)) for key in keys] for row in shifted] for keys in _MONTH_KEYS
+    ]
     take = np.minimum(np.asarray(lags)[:, None] + np.arange(USAGE_MONTHS)[None, :], USAGE_MONTHS)
-    histories: dict[str, np.ndarray] = {}
-    for measure in MONTHLY_MEASURES:
-        padded = np.full((count, USAGE_MONTHS + 1), math.nan)
-        for month in range(1, USAGE_MONTHS + 1):
-            key = f"{measure}_m{month}"
-            padded[:, month - 1] = [as_float(row.get(key)) for row in shifted]
-        moved = np.take_along_axis(padded, take, axis=1)
-        histories[measure] = moved
-        for month in range(1, USAGE_MONTHS + 1):
-            key = f"{measure}_m{month}"
-            for row, value in zip(shifted, moved[:, month - 1].tolist(), strict=True):
+    moved = np.take_along_axis(
+        padded, np.broadcast_to(take, (len(MONTHLY_MEASURES), *take.shape)), 2
+    )
+    for keys, measure_rows in zip(_MONTH_KEYS, moved.tolist(), strict=True):
+        for row, months in zip(shifted, measure_rows, strict=True):
+            for key, value in zip(keys, months, strict=True):
                 row[key] = None if math.isnan(value) else value
+    measures = len(MONTHLY_MEASURES)
+    # Means and maxima of every measure in one call (the overage's 6-month ones go unused).
+    stats = {
+        stat: values.reshape(measures, count)
+        for stat, values in window_stats(moved.reshape(measures * count, -1), (3, 6)).items()
+    }
     updates: dict[str, list[Any]] = {}
     for measure in _WINDOWED:
-        for stat, stats in window_stats(histories[measure], (3, 6)).items():
-            updates[f"{measure}_{stat}"] = _known_all(stats)
-    months_ago = np.broadcast_to(-np.arange(USAGE_MONTHS, dtype=float)[None, :], (count, 6))
-    for measure in _TRENDED:
-        updates[f"{measure}_trend_6m"] = _known_all(
-            least_squares_slope(months_ago, histories[measure])
-        )
+        for stat, values in stats.items():
+            updates[f"{measure}_{stat}"] = _known_all(values[MONTHLY_MEASURES.index(measure)])
+    trended = moved[[MONTHLY_MEASURES.index(measure) for measure in _TRENDED]]
+    months_ago = np.broadcast_to(-np.arange(USAGE_MONTHS, dtype=float), (len(_TRENDED) * count, 6))
+    slopes = least_squares_slope(months_ago, trended.reshape(len(months_ago), -1))
+    for measure, values in zip(_TRENDED, slopes.reshape(len(_TRENDED), count), strict=True):
+        updates[f"{measure}_trend_6m"] = _known_all(values)
+    overage = moved[MONTHLY_MEASURES.index("overage_sek")]
     updates["overage_sek_avg_3m"] = _known_all(
-        window_stats(histories["overage_sek"], (3,))["avg_3m"]
+        stats["avg_3m"][MONTHLY_MEASURES.index("overage_sek")]
     )
     updates["months_over_allowance_6m"] = [
-        int(over) for over in (np.nan_to_num(histories["overage_sek"]) > 0).sum(axis=1).tolist()
+        int(over) for over in (np.nan_to_num(overage) > 0).sum(axis=1).tolist()
     ]
     for name in _NEWEST_MONTH_ONLY:
         updates[name] = [None] * count
     updates["usage_month_m1"] = [period.isoformat() if lag < USAGE_MONTHS else None for lag in lags]
-    for name, values in updates.items():
-        for row, value in zip(shifted, values, strict=True):
+    for name, updated in updates.items():
+        for row, value in zip(shifted, updated, strict=True):
             row[name] = value
     for position, row in zip(moving, shifted, strict=True):
         result[position] = row

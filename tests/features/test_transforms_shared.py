@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
-from core.trends import least_squares_slope, window_stats
+from core.trends import SlopeSums, least_squares_slope, window_stats
 from features.transforms.dates import day_of, days_of, instants_of, utc_timestamps
 from features.transforms.events import EventIndex, monthly_grid, take_rows
 from features.transforms.frames import empty_table
@@ -72,6 +72,24 @@ def test_slopes_and_window_statistics_count_only_known_values() -> None:
     assert stats["avg_1m"][0] == 4.0 and stats["max_3m"][0] == 4.0
     assert stats["avg_3m"][0] == 2.5
     assert np.isnan(stats["avg_3m"][1]) and np.isnan(stats["max_1m"][1])
+
+
+def test_a_slope_over_whole_rows_equals_the_sums_added_a_month_at_a_time() -> None:
+    """The usage trend (whole rows at once) and the billing trend (SlopeSums, a month at a time)
+    are the same least-squares slope, to the last bit."""
+    rng = np.random.default_rng(3)
+    y = rng.normal(20.0, 8.0, size=(500, 6))
+    y[rng.random(y.shape) < 0.25] = np.nan
+    x = np.broadcast_to(-np.arange(6.0), y.shape).copy()
+    x[rng.random(x.shape) < 0.05] = np.nan
+    sums = SlopeSums((len(y),))
+    for month in range(y.shape[1]):
+        known = ~(np.isnan(x[:, month]) | np.isnan(y[:, month]))
+        sums.add((slice(None),), x[:, month], y[:, month], known)
+    month_by_month = sums.slope()
+    whole_rows = least_squares_slope(x, y)
+    assert np.isnan(whole_rows).sum() > 0  # rows with fewer than two known months
+    assert np.array_equal(whole_rows, month_by_month, equal_nan=True)
 
 
 def test_an_empty_table_has_the_views_columns_and_types() -> None:
