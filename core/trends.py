@@ -34,7 +34,8 @@ def least_squares_slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
     The sums are taken over each row at once (the engine calls this for a single invoice too,
     where numpy's cost per call, not per value, is what counts); :class:`SlopeSums` adds the same
-    sums a column at a time, in the same order.
+    sums a column at a time, in the same order for rows of fewer than eight months (numpy adds
+    longer rows pairwise, which may differ in the last bit).
     """
     sums = SlopeSums((x.shape[0],))
     known = ~(np.isnan(x) | np.isnan(y))

@@ -344,7 +344,9 @@ def usage_rows_as_of(
         for stat, values in stats.items():
             updates[f"{measure}_{stat}"] = _known_all(values[MONTHLY_MEASURES.index(measure)])
     trended = moved[[MONTHLY_MEASURES.index(measure) for measure in _TRENDED]]
-    months_ago = np.broadcast_to(-np.arange(USAGE_MONTHS, dtype=float), (len(_TRENDED) * count, 6))
+    months_ago = np.broadcast_to(
+        -np.arange(USAGE_MONTHS, dtype=float), (len(_TRENDED) * count, USAGE_MONTHS)
+    )
     slopes = least_squares_slope(months_ago, trended.reshape(len(months_ago), -1))
     for measure, values in zip(_TRENDED, slopes.reshape(len(_TRENDED), count), strict=True):
         updates[f"{measure}_trend_6m"] = _known_all(values)
