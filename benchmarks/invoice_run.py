@@ -13,7 +13,7 @@ whose busiest billing date of the last month is decided. In the same run, each a
 
 ``offers bench invoice-run`` decides a 300,000-customer world's busiest date (about 118,000
 invoices) and extrapolates the million from the measured rates, and says so.
-``offers bench invoice-run-million`` (never run by default: about 40 minutes on two cores) decides a
+``offers bench invoice-run-million`` (never run by default: 35–55 minutes on two cores) decides a
 world of 2.6 million customers whose busiest billing date holds more than a million invoices, so the
 target's time and memory are measured, not extrapolated.
 """

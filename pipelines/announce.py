@@ -7,6 +7,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 
 from core.columns import CUSTOMER_KEY
 
@@ -39,8 +40,13 @@ def ensure_api_keys(env_file: Path = ENV_FILE) -> str:
     return renderer
 
 
-def example_customer(data_dir: Path) -> str:
-    """An adult customer whose latest consents allow personalised offers, for the example call."""
+# The example call's invoice: an invoice of the simulated world's last billing month.
+EXAMPLE_INVOICE_DATE = "2026-11-30"
+
+
+def example_customer(data_dir: Path, invoice_date: str = EXAMPLE_INVOICE_DATE) -> str:
+    """An adult customer whose latest consents allow personalised offers and who holds a contract
+    on ``invoice_date`` (a customer who left long ago gets no invoice), for the example call."""
     import pandas as pd
 
     try:
@@ -51,10 +57,31 @@ def example_customer(data_dir: Path) -> str:
     latest = consents.sort_values("updated_at").groupby([CUSTOMER_KEY, "purpose"]).tail(1)
     granted = latest[latest["granted"]].groupby(CUSTOMER_KEY)["purpose"].agg(set)
     adults = set(customers.loc[customers["birth_year"] <= 1990, CUSTOMER_KEY])
+    under_contract = _under_contract(data_dir, pd.Timestamp(invoice_date))
     for customer_id, purposes in granted.items():
-        if {"marketing", "profiling", "usage_insights"} <= purposes and customer_id in adults:
+        if (
+            {"marketing", "profiling", "usage_insights"} <= purposes
+            and customer_id in adults
+            and (under_contract is None or customer_id in under_contract)
+        ):
             return str(customer_id)
     return str(customers[CUSTOMER_KEY].iloc[0]) if len(customers) else "C0000001"
+
+
+def _under_contract(data_dir: Path, day: Any) -> set[str] | None:
+    """Customers with a contract valid on ``day``; None when the contracts cannot be read."""
+    import pandas as pd
+
+    try:
+        contracts = pd.read_parquet(
+            data_dir / "contracts.parquet", columns=[CUSTOMER_KEY, "valid_from", "valid_to"]
+        )
+    except (OSError, ValueError, KeyError):
+        return None
+    starts = pd.to_datetime(contracts["valid_from"])
+    ends = pd.to_datetime(contracts["valid_to"])
+    valid = (starts <= day) & (ends.isna() | (ends >= day))
+    return set(contracts.loc[valid, CUSTOMER_KEY].astype(str))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         f"    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
         '    -d \'{"invoice_id": "INV-2026-11-EXAMPLE", '
         f'"customer_id": "{customer}", '
-        '"invoice_date": "2026-11-30", "locale": "sv", "max_offers": 3}\'\n\n'
+        f'"invoice_date": "{EXAMPLE_INVOICE_DATE}", "locale": "sv", "max_offers": 3}}\'\n\n'
         "The invoice as the customer will see it, in a browser (sign in with the same key):\n\n"
         f"  {base}/preview/invoices/INV-2026-11-EXAMPLE?customer_id={customer}"
-        "&invoice_date=2026-11-30&locale=en\n\n"
+        f"&invoice_date={EXAMPLE_INVOICE_DATE}&locale=en\n\n"
         f"  docs: {base}/docs   health: {base}/health/ready\n\n"
     )
     return 0

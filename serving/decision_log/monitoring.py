@@ -103,7 +103,7 @@ def monitored_period(
         inputs = connection.execute(newest).scalars().all()
         outcomes = [
             Outcomes(_day(found), int(n), float(predicted), int(k))
-            for found, n, predicted, k in connection.execute(per_day).tuples()
+            for found, n, predicted, k in connection.execute(per_day)
         ]
     return MonitoredPeriod(
         since=since,

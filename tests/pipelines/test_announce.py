@@ -46,3 +46,36 @@ def test_the_example_customer_is_an_adult_with_every_consent(tmp_path: Path) -> 
         }
     ).to_parquet(tmp_path / "customers.parquet")
     assert example_customer(tmp_path) == "C3"
+
+
+def test_the_example_customer_holds_a_contract_on_the_example_invoice_date(
+    tmp_path: Path,
+) -> None:
+    """A customer who left before the example invoice's date gets no invoice: not the example."""
+    at = pd.Timestamp("2026-01-01", tz="UTC")
+    rows = [
+        (customer, purpose, True, at)
+        for customer in ("C1", "C2", "C3")
+        for purpose in ("marketing", "profiling", "usage_insights")
+    ]
+    pd.DataFrame(rows, columns=["customer_id", "purpose", "granted", "updated_at"]).to_parquet(
+        tmp_path / "consents.parquet"
+    )
+    pd.DataFrame(
+        {
+            "customer_id": ["C1", "C2", "C3"],
+            "birth_year": [1970, 1975, 1980],
+            "signup_date": [dt.date(2019, 1, 1)] * 3,
+        }
+    ).to_parquet(tmp_path / "customers.parquet")
+    pd.DataFrame(
+        {
+            # C1 left in 2025; C2's contract starts after the example's date; C3's is open-ended.
+            "customer_id": ["C1", "C2", "C3"],
+            "valid_from": [dt.date(2019, 1, 1), dt.date(2026, 12, 1), dt.date(2019, 1, 1)],
+            "valid_to": [dt.date(2025, 9, 30), None, None],
+        }
+    ).to_parquet(tmp_path / "contracts.parquet")
+    assert example_customer(tmp_path, "2026-11-30") == "C3"
+    # On the day C1 still held its contract, C1 (the first who qualifies) is the example.
+    assert example_customer(tmp_path, "2025-09-30") == "C1"
