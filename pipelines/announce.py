@@ -44,9 +44,15 @@ def ensure_api_keys(env_file: Path = ENV_FILE) -> str:
 EXAMPLE_INVOICE_DATE = "2026-11-30"
 
 
-def example_customer(data_dir: Path, invoice_date: str = EXAMPLE_INVOICE_DATE) -> str:
+def example_customer(
+    data_dir: Path, invoice_date: str = EXAMPLE_INVOICE_DATE, features_dir: Path | None = None
+) -> str:
     """An adult customer whose latest consents allow personalised offers and who holds a contract
-    on ``invoice_date`` (a customer who left long ago gets no invoice), for the example call."""
+    on ``invoice_date`` (a customer who left long ago gets no invoice), for the example call.
+
+    Among them, one who paid for usage above the plan's allowance in the last three months (the
+    feature tables in ``features_dir``), when there is one: an invoice where an offer may be worth
+    showing, so the example shows what an offer and its reasons look like."""
     import pandas as pd
 
     try:
@@ -58,14 +64,37 @@ def example_customer(data_dir: Path, invoice_date: str = EXAMPLE_INVOICE_DATE) -
     granted = latest[latest["granted"]].groupby(CUSTOMER_KEY)["purpose"].agg(set)
     adults = set(customers.loc[customers["birth_year"] <= 1990, CUSTOMER_KEY])
     under_contract = _under_contract(data_dir, pd.Timestamp(invoice_date))
-    for customer_id, purposes in granted.items():
-        if (
-            {"marketing", "profiling", "usage_insights"} <= purposes
-            and customer_id in adults
-            and (under_contract is None or customer_id in under_contract)
-        ):
-            return str(customer_id)
+    qualifying = [
+        str(customer_id)
+        for customer_id, purposes in granted.items()
+        if {"marketing", "profiling", "usage_insights"} <= purposes
+        and customer_id in adults
+        and (under_contract is None or customer_id in under_contract)
+    ]
+    paying_overage = _paying_overage(features_dir) if features_dir is not None else set()
+    for customer_id in qualifying:
+        if customer_id in paying_overage:
+            return customer_id
+    if qualifying:
+        return qualifying[0]
     return str(customers[CUSTOMER_KEY].iloc[0]) if len(customers) else "C0000001"
+
+
+def _paying_overage(features_dir: Path) -> set[str]:
+    """Customers whose usage features of the newest snapshot show overage paid in the last three
+    months; none when the feature tables cannot be read."""
+    import pandas as pd
+
+    try:
+        usage = pd.read_parquet(
+            features_dir / "customer_usage.parquet",
+            columns=[CUSTOMER_KEY, "event_timestamp", "overage_sek_avg_3m"],
+        )
+    except (OSError, ValueError, KeyError):
+        return set()
+    # The newest snapshot: a customer without a row there has left, and is no example anyway.
+    newest = usage[usage["event_timestamp"] == usage["event_timestamp"].max()]
+    return set(newest.loc[newest["overage_sek_avg_3m"] > 0, CUSTOMER_KEY].astype(str))
 
 
 def _under_contract(data_dir: Path, day: Any) -> set[str] | None:
@@ -92,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     from core.settings import Settings
 
     key = ensure_api_keys()
-    customer = example_customer(Settings().data_dir)
+    settings = Settings()
+    customer = example_customer(settings.data_dir, features_dir=settings.features_dir)
     base = f"http://{args.host}:{args.port}"
     sys.stdout.write(
         "\nThe API is starting on "

@@ -79,3 +79,38 @@ def test_the_example_customer_holds_a_contract_on_the_example_invoice_date(
     assert example_customer(tmp_path, "2026-11-30") == "C3"
     # On the day C1 still held its contract, C1 (the first who qualifies) is the example.
     assert example_customer(tmp_path, "2025-09-30") == "C1"
+
+
+def test_the_example_prefers_a_customer_who_paid_overage_in_the_newest_snapshot(
+    tmp_path: Path,
+) -> None:
+    at = pd.Timestamp("2026-01-01", tz="UTC")
+    rows = [
+        (customer, purpose, True, at)
+        for customer in ("C1", "C2", "C3")
+        for purpose in ("marketing", "profiling", "usage_insights")
+    ]
+    pd.DataFrame(rows, columns=["customer_id", "purpose", "granted", "updated_at"]).to_parquet(
+        tmp_path / "consents.parquet"
+    )
+    pd.DataFrame(
+        {
+            "customer_id": ["C1", "C2", "C3"],
+            "birth_year": [1970, 1975, 1980],
+            "signup_date": [dt.date(2019, 1, 1)] * 3,
+        }
+    ).to_parquet(tmp_path / "customers.parquet")
+    features = tmp_path / "features"
+    features.mkdir()
+    october, november = (pd.Timestamp(day, tz="UTC") for day in ("2026-10-01", "2026-11-01"))
+    pd.DataFrame(
+        {
+            # C1 paid overage only in an older snapshot; C3 in the newest.
+            "customer_id": ["C1", "C1", "C2", "C3"],
+            "event_timestamp": [october, november, november, november],
+            "overage_sek_avg_3m": [45.0, 0.0, None, 12.5],
+        }
+    ).to_parquet(features / "customer_usage.parquet")
+    assert example_customer(tmp_path, features_dir=features) == "C3"
+    # Without feature tables to read, the first customer who qualifies.
+    assert example_customer(tmp_path, features_dir=tmp_path / "none") == "C1"
