@@ -25,26 +25,39 @@ def test_local_keys_are_written_once_and_reused(
     assert ensure_api_keys(tmp_path / ".env") == key
 
 
-def test_the_example_customer_is_an_adult_with_every_consent(tmp_path: Path) -> None:
-    at = pd.Timestamp("2026-01-01", tz="UTC")
-    later = at + pd.Timedelta(days=30)
+CONSENTED_AT = pd.Timestamp("2026-01-01", tz="UTC")
+PURPOSES = ("marketing", "profiling", "usage_insights")
+
+
+def _customers(
+    data_dir: Path, birth_years: dict[str, int], withdrawn: tuple[tuple[str, str], ...] = ()
+) -> None:
+    """The customers and consents tables: each customer of ``birth_years`` granted every purpose,
+    then withdrew each (customer, purpose) of ``withdrawn`` a month later."""
+    later = CONSENTED_AT + pd.Timedelta(days=30)
     rows = [
-        # C1 is a minor with every consent; C2 withdrew profiling later; C3 qualifies.
-        *[("C1", p, True, at) for p in ("marketing", "profiling", "usage_insights")],
-        *[("C2", p, True, at) for p in ("marketing", "profiling", "usage_insights")],
-        ("C2", "profiling", False, later),
-        *[("C3", p, True, at) for p in ("marketing", "profiling", "usage_insights")],
+        *[
+            (customer, purpose, True, CONSENTED_AT)
+            for customer in birth_years
+            for purpose in PURPOSES
+        ],
+        *[(customer, purpose, False, later) for customer, purpose in withdrawn],
     ]
     pd.DataFrame(rows, columns=["customer_id", "purpose", "granted", "updated_at"]).to_parquet(
-        tmp_path / "consents.parquet"
+        data_dir / "consents.parquet"
     )
     pd.DataFrame(
         {
-            "customer_id": ["C1", "C2", "C3"],
-            "birth_year": [2012, 1970, 1980],
-            "signup_date": [dt.date(2020, 1, 1)] * 3,
+            "customer_id": list(birth_years),
+            "birth_year": list(birth_years.values()),
+            "signup_date": [dt.date(2019, 1, 1)] * len(birth_years),
         }
-    ).to_parquet(tmp_path / "customers.parquet")
+    ).to_parquet(data_dir / "customers.parquet")
+
+
+def test_the_example_customer_is_an_adult_with_every_consent(tmp_path: Path) -> None:
+    # C1 is a minor with every consent; C2 withdrew profiling later; C3 qualifies.
+    _customers(tmp_path, {"C1": 2012, "C2": 1970, "C3": 1980}, withdrawn=(("C2", "profiling"),))
     assert example_customer(tmp_path) == "C3"
 
 
@@ -52,22 +65,7 @@ def test_the_example_customer_holds_a_contract_on_the_example_invoice_date(
     tmp_path: Path,
 ) -> None:
     """A customer who left before the example invoice's date gets no invoice: not the example."""
-    at = pd.Timestamp("2026-01-01", tz="UTC")
-    rows = [
-        (customer, purpose, True, at)
-        for customer in ("C1", "C2", "C3")
-        for purpose in ("marketing", "profiling", "usage_insights")
-    ]
-    pd.DataFrame(rows, columns=["customer_id", "purpose", "granted", "updated_at"]).to_parquet(
-        tmp_path / "consents.parquet"
-    )
-    pd.DataFrame(
-        {
-            "customer_id": ["C1", "C2", "C3"],
-            "birth_year": [1970, 1975, 1980],
-            "signup_date": [dt.date(2019, 1, 1)] * 3,
-        }
-    ).to_parquet(tmp_path / "customers.parquet")
+    _customers(tmp_path, {"C1": 1970, "C2": 1975, "C3": 1980})
     pd.DataFrame(
         {
             # C1 left in 2025; C2's contract starts after the example's date; C3's is open-ended.
@@ -84,22 +82,7 @@ def test_the_example_customer_holds_a_contract_on_the_example_invoice_date(
 def test_the_example_prefers_a_customer_who_paid_overage_in_the_newest_snapshot(
     tmp_path: Path,
 ) -> None:
-    at = pd.Timestamp("2026-01-01", tz="UTC")
-    rows = [
-        (customer, purpose, True, at)
-        for customer in ("C1", "C2", "C3")
-        for purpose in ("marketing", "profiling", "usage_insights")
-    ]
-    pd.DataFrame(rows, columns=["customer_id", "purpose", "granted", "updated_at"]).to_parquet(
-        tmp_path / "consents.parquet"
-    )
-    pd.DataFrame(
-        {
-            "customer_id": ["C1", "C2", "C3"],
-            "birth_year": [1970, 1975, 1980],
-            "signup_date": [dt.date(2019, 1, 1)] * 3,
-        }
-    ).to_parquet(tmp_path / "customers.parquet")
+    _customers(tmp_path, {"C1": 1970, "C2": 1975, "C3": 1980})
     features = tmp_path / "features"
     features.mkdir()
     october, november = (pd.Timestamp(day, tz="UTC") for day in ("2026-10-01", "2026-11-01"))
