@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, ParamSpec, TypeVar
 
 import sqlalchemy as sa
@@ -365,52 +365,17 @@ class DecisionLog:
         # Each customer's latest decisions, the invoices being decided among them or not: as many
         # more as the customer has invoices being decided, so that the window stays full.
         reach = cap.window + max(len(invoice_ids) for invoice_ids in deciding.values())
-        decisions, events = self.tables.decisions, self.tables.events
-        customers = list(deciding)
         # Per customer, newest first: its decisions (decision id, invoice id) and declines.
         latest: dict[str, list[tuple[str, str]]] = {}
         declines: dict[str, list[Decline]] = {}
-        with self.engine.connect() as connection:
-            for start in range(0, len(customers), FIND_MANY_CHUNK):
-                chunk = customers[start : start + FIND_MANY_CHUNK]
-                ranked = (
-                    sa.select(
-                        decisions.c.customer_id,
-                        decisions.c.invoice_id,
-                        decisions.c.decision_id,
-                        sa.func.row_number()
-                        .over(
-                            partition_by=decisions.c.customer_id,
-                            order_by=(
-                                decisions.c.invoice_date.desc(),
-                                decisions.c.created_at.desc(),
-                            ),
-                        )
-                        .label("place"),
-                    )
-                    .where(decisions.c.customer_id.in_(chunk))
-                    .subquery("ranked")
-                )
-                declined = sa.and_(
-                    events.c.decision_id == ranked.c.decision_id, events.c.type == "decline"
-                )
-                rows = connection.execute(
-                    sa.select(
-                        ranked.c.customer_id,
-                        ranked.c.invoice_id,
-                        ranked.c.decision_id,
-                        events.c.offer_id,
-                    )
-                    .select_from(ranked.outerjoin(events, declined))
-                    .where(ranked.c.place <= reach)
-                    .order_by(ranked.c.customer_id, ranked.c.place)
-                )
-                for customer_id, invoice_id, decision_id, offer_id in rows:
-                    known = latest.setdefault(customer_id, [])
-                    if not known or known[-1][0] != decision_id:
-                        known.append((decision_id, invoice_id))
-                    if offer_id:
-                        declines.setdefault(customer_id, []).append(Decline(offer_id, decision_id))
+        for customer_id, invoice_id, decision_id, offer_id in self._latest_decisions(
+            list(deciding), reach
+        ):
+            known = latest.setdefault(customer_id, [])
+            if not known or known[-1][0] != decision_id:
+                known.append((decision_id, invoice_id))
+            if offer_id:
+                declines.setdefault(customer_id, []).append(Decline(offer_id, decision_id))
         result: dict[tuple[str, str], frozenset[str]] = {}
         for customer_id, invoice_id in pairs:
             before = [
@@ -420,6 +385,29 @@ class DecisionLog:
             ][: cap.window]
             result[(customer_id, invoice_id)] = cap.capped(declines.get(customer_id, []), before)
         return result
+
+    def _latest_decisions(
+        self, customers: list[str], reach: int
+    ) -> Iterator[tuple[str, str, str, str | None]]:
+        """(customer id, invoice id, decision id, declined offer id or None) of each customer's
+        latest ``reach`` decisions, a customer's rows together and newest first."""
+        if self._sqlite is not None:
+            statement = self._sqlite.customer_declines
+            with sqlite_connection(self.engine) as sqlite:
+                for customer_id in customers:
+                    parameters = {CUSTOMER_KEY: customer_id, "invoices": reach, "deciding": ""}
+                    rows = sqlite.execute(statement.sql, statement.parameters(parameters))
+                    for decision_id, invoice_id, offer_id in rows.fetchall():
+                        yield customer_id, invoice_id, decision_id, offer_id
+            return
+        with self.engine.connect() as connection:
+            for start in range(0, len(customers), FIND_MANY_CHUNK):
+                chunk = customers[start : start + FIND_MANY_CHUNK]
+                rows = connection.execute(
+                    self.statements.recent_declines_many, {"customer_ids": chunk, "reach": reach}
+                )
+                for customer_id, invoice_id, decision_id, offer_id in rows:
+                    yield customer_id, invoice_id, decision_id, offer_id
 
     # The request path's statements: straight on sqlite3 for a SQLite log, else through SQLAlchemy.
 

@@ -61,6 +61,7 @@ class SqliteStatement:
 class SqliteStatements:
     find: SqliteStatement
     recent_declines: SqliteStatement
+    customer_declines: SqliteStatement
     insert_decision: SqliteStatement
     insert_offers: SqliteStatement
     copy_superseded: SqliteStatement
@@ -74,6 +75,7 @@ def build_sqlite_statements(
     return SqliteStatements(
         find=SqliteStatement(statements.find, dialect),
         recent_declines=SqliteStatement(statements.recent_declines, dialect),
+        customer_declines=SqliteStatement(statements.customer_declines, dialect),
         insert_decision=SqliteStatement(
             statements.insert_decision, dialect, [c.name for c in tables.decisions.columns]
         ),

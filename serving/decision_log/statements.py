@@ -20,6 +20,13 @@ class Statements:
     # The live decisions of many invoices at once, each with its invoice id.
     find_many: sa.Select[Any]
     recent_declines: sa.Select[Any]
+    # The same with each decision's invoice id, for ``recent_declines_many`` on SQLite: there an
+    # indexed look-up per customer costs a quarter of the window query below (measured with
+    # about 20 decisions a customer, 5 to 64 customers a call).
+    customer_declines: sa.Select[Any]
+    # The latest decisions (up to ``reach`` each) and their declines of many customers at once:
+    # one round trip to a database server for a whole chunk of customers.
+    recent_declines_many: sa.Select[Any]
     offers_of: sa.Select[Any]
     find_event: sa.Select[Any]
     insert_decision: sa.Insert
@@ -36,7 +43,12 @@ def build_statements(tables: LogTables) -> Statements:
     # The customer's latest decisions, one per invoice, and the offers declined in them; not the
     # invoice being decided, whose provisional decision may be stored.
     latest = (
-        sa.select(decisions.c.decision_id, decisions.c.invoice_date, decisions.c.created_at)
+        sa.select(
+            decisions.c.decision_id,
+            decisions.c.invoice_id,
+            decisions.c.invoice_date,
+            decisions.c.created_at,
+        )
         .where(
             decisions.c.customer_id == sa.bindparam(CUSTOMER_KEY),
             decisions.c.invoice_id != sa.bindparam("deciding"),
@@ -50,6 +62,25 @@ def build_statements(tables: LogTables) -> Statements:
     provisional = sa.and_(
         decisions.c.degraded.is_not(None),
         ~sa.exists().where(offers.c.decision_id == decisions.c.decision_id),
+    )
+    # Per customer, newest first: each decision's place among the customer's decisions.
+    ranked = (
+        sa.select(
+            decisions.c.customer_id,
+            decisions.c.invoice_id,
+            decisions.c.decision_id,
+            sa.func.row_number()
+            .over(
+                partition_by=decisions.c.customer_id,
+                order_by=(decisions.c.invoice_date.desc(), decisions.c.created_at.desc()),
+            )
+            .label("place"),
+        )
+        .where(decisions.c.customer_id.in_(sa.bindparam("customer_ids", expanding=True)))
+        .subquery("ranked")
+    )
+    declined_in_ranked = sa.and_(
+        events.c.decision_id == ranked.c.decision_id, events.c.type == "decline"
     )
     superseded = tables.superseded_decisions
     replaced = sa.bindparam("superseded_id", type_=sa.String(36))
@@ -70,6 +101,15 @@ def build_statements(tables: LogTables) -> Statements:
         recent_declines=sa.select(latest.c.decision_id, events.c.offer_id)
         .select_from(latest.outerjoin(events, declined))
         .order_by(latest.c.invoice_date.desc(), latest.c.created_at.desc()),
+        customer_declines=sa.select(latest.c.decision_id, latest.c.invoice_id, events.c.offer_id)
+        .select_from(latest.outerjoin(events, declined))
+        .order_by(latest.c.invoice_date.desc(), latest.c.created_at.desc()),
+        recent_declines_many=sa.select(
+            ranked.c.customer_id, ranked.c.invoice_id, ranked.c.decision_id, events.c.offer_id
+        )
+        .select_from(ranked.outerjoin(events, declined_in_ranked))
+        .where(ranked.c.place <= sa.bindparam("reach", type_=sa.Integer))
+        .order_by(ranked.c.customer_id, ranked.c.place),
         offers_of=sa.select(decisions.c.decision_id, offers.c.offer_id)
         .select_from(decisions.outerjoin(offers, offers.c.decision_id == decisions.c.decision_id))
         .where(decisions.c.decision_id == sa.bindparam("decision_id")),
