@@ -167,6 +167,7 @@ class DecisionLog:
         key = WARM_UP_ID
         self.find(key)
         self.recent_declines(key, 1)
+        self.recent_declines_many([(key, key), (f"{key}-2", key)], 1)
         self.offers_of(key)
         self.find_event(key)
         now = dt.datetime.now(dt.UTC)
@@ -345,8 +346,9 @@ class DecisionLog:
     def recent_declines_many(
         self, deciding: Sequence[tuple[str, str]], invoices: int
     ) -> dict[tuple[str, str], frozenset[str]]:
-        """:meth:`recent_declines` of many (customer id, invoice being decided) pairs, read in a
-        few queries (one per :data:`FIND_MANY_CHUNK` customers) rather than one per invoice."""
+        """:meth:`recent_declines` of many (customer id, invoice being decided) pairs, read once
+        per customer rather than once per invoice: on SQLite one indexed look-up per customer, on
+        a database server one query per :data:`FIND_MANY_CHUNK` customers."""
         pairs = list(dict.fromkeys(deciding))
         cap = DeclineCap(invoices)
         if cap.window == 0 or not pairs:
@@ -386,15 +388,18 @@ class DecisionLog:
             result[(customer_id, invoice_id)] = cap.capped(declines.get(customer_id, []), before)
         return result
 
+    # The request path's statements: straight on sqlite3 for a SQLite log, else through SQLAlchemy.
+
     def _latest_decisions(
         self, customers: list[str], reach: int
     ) -> Iterator[tuple[str, str, str, str | None]]:
         """(customer id, invoice id, decision id, declined offer id or None) of each customer's
-        latest ``reach`` decisions, a customer's rows together and newest first."""
+        latest ``reach`` decisions, newest first, a decision's rows together."""
         if self._sqlite is not None:
             statement = self._sqlite.customer_declines
             with sqlite_connection(self.engine) as sqlite:
                 for customer_id in customers:
+                    # "" leaves no invoice out: the caller drops each pair's own invoice.
                     parameters = {CUSTOMER_KEY: customer_id, "invoices": reach, "deciding": ""}
                     rows = sqlite.execute(statement.sql, statement.parameters(parameters))
                     for decision_id, invoice_id, offer_id in rows.fetchall():
@@ -408,8 +413,6 @@ class DecisionLog:
                 )
                 for customer_id, invoice_id, decision_id, offer_id in rows:
                     yield customer_id, invoice_id, decision_id, offer_id
-
-    # The request path's statements: straight on sqlite3 for a SQLite log, else through SQLAlchemy.
 
     def _select(
         self, name: Literal["find", "recent_declines"], parameters: dict[str, Any]

@@ -101,9 +101,10 @@ def build_statements(tables: LogTables) -> Statements:
         recent_declines=sa.select(latest.c.decision_id, events.c.offer_id)
         .select_from(latest.outerjoin(events, declined))
         .order_by(latest.c.invoice_date.desc(), latest.c.created_at.desc()),
+        # The decision id last: a decision's rows stay together even where two decisions tie.
         customer_declines=sa.select(latest.c.decision_id, latest.c.invoice_id, events.c.offer_id)
         .select_from(latest.outerjoin(events, declined))
-        .order_by(latest.c.invoice_date.desc(), latest.c.created_at.desc()),
+        .order_by(latest.c.invoice_date.desc(), latest.c.created_at.desc(), latest.c.decision_id),
         recent_declines_many=sa.select(
             ranked.c.customer_id, ranked.c.invoice_id, ranked.c.decision_id, events.c.offer_id
         )

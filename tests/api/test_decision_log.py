@@ -323,6 +323,27 @@ def test_declines_read_for_many_invoices_at_once_are_each_invoices_own(log: Deci
     assert log.recent_declines_many([], 3) == {}
 
 
+def test_declines_of_decisions_made_at_the_same_instant_count_once_each(
+    log: DecisionLog,
+) -> None:
+    # Three invoices decided at the same instant, each with two declines, after two older ones:
+    # the last three invoices are exactly the three tied ones, whatever order the log reads them.
+    older = [record(f"OLD-{day}", day=day, offers=(f"OLD_{day}",)) for day in (1, 2)]
+    tied = [record(f"TIED-{n}", day=5, offers=(f"A_{n}", f"B_{n}")) for n in range(3)]
+    for decision in (*older, *tied):
+        log.record(decision)
+        for offer in (offer.offer_id for offer in decision.offers):
+            log.record_event(event(decision, offer, "decline"))
+    expected = {f"{kind}_{n}" for kind in ("A", "B") for n in range(3)}
+    pairs = [("C1", "NEW-1"), ("C1", "NEW-2"), ("C2", "NEW-3")]
+    many = log.recent_declines_many(pairs, 3)
+    assert many[("C1", "NEW-1")] == expected
+    assert many[("C1", "NEW-2")] == expected
+    assert log.recent_declines("C1", 3) == expected
+    # One invoice more reaches the newer of the two older ones.
+    assert log.recent_declines_many(pairs, 4)[("C1", "NEW-1")] == expected | {"OLD_2"}
+
+
 def test_an_event_is_stored_once(log: DecisionLog) -> None:
     decision = record("INV-1")
     log.record(decision)
