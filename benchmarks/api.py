@@ -4,10 +4,11 @@
 2. For each online store (SQLite, its file read once into the page cache first; then Redis):
    starts ``offers serve`` in its own process pinned to one CPU (``taskset``) and drives it from
    a second process pinned to the other, with an open-loop load generator at fixed rates; every
-   request is a new invoice, so every answer is a fresh decision with explanations, usage summary
-   and a durable log write. Reports client and server (``Server-Timing``) p50/p99/p99.9 and the
-   saturation rate; then the same server with ``POST /v1/offers/batch`` calls of ``BATCH_SIZE``
-   fresh invoices each, side by side.
+   request is a new invoice of a customer billed in the world's newest billing month, with that
+   invoice's date, the customers drawn through the whole population, so every answer is a fresh
+   decision with explanations, usage summary and a durable log write. Reports client and server
+   (``Server-Timing``) p50/p99/p99.9 and the saturation rate; then the same server with
+   ``POST /v1/offers/batch`` calls of ``BATCH_SIZE`` fresh invoices each, side by side.
 3. In one process, the same decisions made two ways: the engine as served (the consent read, then
    account and profile in one read, numpy model inputs, ``pred_contrib`` for the shown offers
    only) and the straightforward path (Feast SDK with the feature service and ``to_df``, MLflow
@@ -111,35 +112,51 @@ def _wait_ready(port: int, timeout_s: float = 120.0) -> None:
 
 
 def billed_customers(work: Path, limit: int = 5000) -> list[str]:
-    """Customers of the newest billing day: the ones an invoice run would ask for."""
+    """A sample of the customers billed in the newest billing month."""
+    return [customer for customer, _ in newest_month_invoices(work)[:limit]]
+
+
+def newest_month_invoices(work: Path) -> list[tuple[str, str]]:
+    """Every customer billed in the world's newest billing month, with that invoice's date
+    (ISO), in a random order: what renderers print in a month, customers drawn from the whole
+    population rather than a few thousand of them again and again."""
     import pandas as pd
 
-    invoices = pd.read_parquet(work / "raw" / "invoices.parquet", columns=[CUSTOMER_KEY])
-    customers = invoices[CUSTOMER_KEY].drop_duplicates()
-    return customers.sample(n=min(limit, len(customers)), random_state=7).tolist()
+    invoices = pd.read_parquet(
+        work / "raw" / "invoices.parquet", columns=[CUSTOMER_KEY, "invoice_date"]
+    )
+    dates = pd.to_datetime(invoices["invoice_date"])
+    newest = dates.max()
+    in_month = invoices[(dates.dt.year == newest.year) & (dates.dt.month == newest.month)]
+    latest = in_month.assign(invoice_date=dates[in_month.index].dt.strftime("%Y-%m-%d"))
+    latest = latest.drop_duplicates(CUSTOMER_KEY, keep="last").sample(frac=1.0, random_state=7)
+    return list(zip(latest[CUSTOMER_KEY], latest["invoice_date"], strict=True))
 
 
 def _load_worker(
     port: int,
-    customers: list[str],
+    invoices: list[tuple[str, str]],
     rate: float,
     duration_s: float,
     tag: str,
     out: Any,
     batch_size: int = 0,
+    start: int = 0,
 ) -> None:
     """Requests at ``rate`` a second: single ``POST /v1/offers`` calls, or with ``batch_size``
-    calls of ``POST /v1/offers/batch`` carrying that many fresh invoices each."""
+    calls of ``POST /v1/offers/batch`` carrying that many fresh invoices each; the customers
+    from ``start`` on in ``invoices``."""
     from benchmarks.loadgen import run_open_loop
 
     if LOAD_CPU is not None:
         os.sched_setaffinity(0, {LOAD_CPU})
 
     def invoice(index: int) -> dict[str, object]:
+        customer, invoice_date = invoices[(start + index) % len(invoices)]
         return {
             "invoice_id": f"BENCH-{tag}-{index}",
-            CUSTOMER_KEY: customers[index % len(customers)],
-            "invoice_date": "2026-11-30",
+            CUSTOMER_KEY: customer,
+            "invoice_date": invoice_date,
             "locale": "sv",
             "max_offers": 3,
         }
@@ -165,12 +182,19 @@ def _load_worker(
 
 
 def _run_rate(
-    port: int, customers: list[str], rate: float, duration_s: float, tag: str, batch_size: int = 0
+    port: int,
+    invoices: list[tuple[str, str]],
+    rate: float,
+    duration_s: float,
+    tag: str,
+    batch_size: int = 0,
+    start: int = 0,
 ):
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     worker = context.Process(
-        target=_load_worker, args=(port, customers, rate, duration_s, tag, queue, batch_size)
+        target=_load_worker,
+        args=(port, invoices, rate, duration_s, tag, queue, batch_size, start),
     )
     worker.start()
     summary: dict[str, Any] = queue.get(timeout=duration_s + 120)
@@ -191,7 +215,7 @@ def _kept_up(step: dict[str, Any]) -> bool:
 
 def drive(
     port: int,
-    customers: list[str],
+    invoices: list[tuple[str, str]],
     rates: tuple[int, ...],
     duration_s: float,
     tag: str,
@@ -201,17 +225,23 @@ def drive(
 
     A few seconds at a low rate first, not recorded, so that the first step does not pay for
     cold caches. The target rate runs ``TARGET_REPEATS`` times: this machine is shared and one
-    run's p99 moves by a millisecond from one run to the next.
+    run's p99 moves by a millisecond from one run to the next. Each step draws the customers
+    after the previous step's, so a customer comes back only once the whole population has.
     """
     warm_up_rate = 2 if batch_size else 50
-    _run_rate(port, customers, warm_up_rate, WARM_UP_SECONDS, f"{tag}-warm-up", batch_size)
+    drawn = 0
+
+    def step(rate: float, seconds: float, name: str) -> dict[str, Any]:
+        nonlocal drawn
+        summary = _run_rate(port, invoices, rate, seconds, name, batch_size, drawn)
+        drawn += int(summary["sent"]) * max(batch_size, 1)
+        return summary
+
+    step(warm_up_rate, WARM_UP_SECONDS, f"{tag}-warm-up")
     steps: list[dict[str, Any]] = []
     for rate in rates:
         repeats = TARGET_REPEATS if rate == TARGET_RATE and not batch_size else 1
-        runs = [
-            _run_rate(port, customers, rate, duration_s, f"{tag}-{rate}-{repeat}", batch_size)
-            for repeat in range(repeats)
-        ]
+        runs = [step(rate, duration_s, f"{tag}-{rate}-{repeat}") for repeat in range(repeats)]
         steps.extend(runs)
         if not all(_kept_up(run) for run in runs):
             break
@@ -235,7 +265,7 @@ def warm_page_cache(path: Path, chunk_bytes: int = 16 << 20) -> float:
     return round(time.perf_counter() - started, 1)
 
 
-def serve_and_drive(env: dict[str, str], customers: list[str], quick: bool, tag: str):
+def serve_and_drive(env: dict[str, str], invoices: list[tuple[str, str]], quick: bool, tag: str):
     # Invoice ids unique to this run: an id already in the decision log would be a replay, not a
     # decision, and replays are far cheaper.
     tag = f"{tag}-{time.time_ns()}"
@@ -250,10 +280,10 @@ def serve_and_drive(env: dict[str, str], customers: list[str], quick: bool, tag:
         _wait_ready(port)
         rates = LOOP_RATES[:4] if quick else LOOP_RATES
         duration_s = 5.0 if quick else 15.0
-        steps, saturation = drive(port, customers, rates, duration_s, tag)
+        steps, saturation = drive(port, invoices, rates, duration_s, tag)
         batch_rates = BATCH_RATES[:3] if quick else BATCH_RATES
         batch_steps, batch_saturation = drive(
-            port, customers, batch_rates, duration_s, f"{tag}-batch", BATCH_SIZE
+            port, invoices, batch_rates, duration_s, f"{tag}-batch", BATCH_SIZE
         )
     finally:
         server.terminate()
@@ -395,14 +425,20 @@ def in_process_comparison(env: dict[str, str], customers: list[str], decisions: 
 def run(quick: bool = False) -> dict[str, Any]:
     customers_in_world = world_customers(quick)
     work = prepare_world(customers_in_world)
-    customers = billed_customers(work)
-    figures: dict[str, Any] = {"customers_in_world": customers_in_world, "quick": quick}
+    invoices = newest_month_invoices(work)
+    customers = [customer for customer, _ in invoices]
+    figures: dict[str, Any] = {
+        "customers_in_world": customers_in_world,
+        "customers_drawn_from": len(invoices),
+        "invoice_dates": sorted({invoice_date for _, invoice_date in invoices}),
+        "quick": quick,
+    }
     warm_page_cache(work / "feast" / "online.db")
     figures["in_process"] = in_process_comparison(_env(work), customers, 200 if quick else 1000)
     figures["page_cache_warm_up_s"] = warm_page_cache(work / "feast" / "online.db")
-    figures["http_sqlite"] = serve_and_drive(_env(work), customers, quick, "sqlite")
+    figures["http_sqlite"] = serve_and_drive(_env(work), invoices, quick, "sqlite")
     redis_env = prepare_redis(work)
-    figures["http_redis"] = serve_and_drive(redis_env, customers, quick, "redis")
+    figures["http_redis"] = serve_and_drive(redis_env, invoices, quick, "redis")
     saturation = max(
         figures["http_sqlite"]["saturation_rate_per_s"],
         figures["http_redis"]["saturation_rate_per_s"],
