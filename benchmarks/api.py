@@ -129,7 +129,8 @@ def newest_month_invoices(work: Path) -> list[tuple[str, str]]:
     newest = dates.max()
     in_month = invoices[(dates.dt.year == newest.year) & (dates.dt.month == newest.month)]
     latest = in_month.assign(invoice_date=dates[in_month.index].dt.strftime("%Y-%m-%d"))
-    latest = latest.drop_duplicates(CUSTOMER_KEY, keep="last").sample(frac=1.0, random_state=7)
+    latest = latest.sort_values("invoice_date").drop_duplicates(CUSTOMER_KEY, keep="last")
+    latest = latest.sample(frac=1.0, random_state=7)
     return list(zip(latest[CUSTOMER_KEY], latest["invoice_date"], strict=True))
 
 
@@ -220,8 +221,10 @@ def drive(
     duration_s: float,
     tag: str,
     batch_size: int = 0,
-):
+    start: int = 0,
+) -> tuple[list[dict[str, Any]], int, int]:
     """Each rate from a separate process; stops after the first rate the server cannot keep.
+    Answers the steps, the saturation rate and where in ``invoices`` the next requests start.
 
     A few seconds at a low rate first, not recorded, so that the first step does not pay for
     cold caches. The target rate runs ``TARGET_REPEATS`` times: this machine is shared and one
@@ -229,7 +232,7 @@ def drive(
     after the previous step's, so a customer comes back only once the whole population has.
     """
     warm_up_rate = 2 if batch_size else 50
-    drawn = 0
+    drawn = start
 
     def step(rate: float, seconds: float, name: str) -> dict[str, Any]:
         nonlocal drawn
@@ -248,7 +251,7 @@ def drive(
     rates_kept = {s["target_rate_per_s"] for s in steps if _kept_up(s)}
     rates_missed = {s["target_rate_per_s"] for s in steps if not _kept_up(s)}
     saturation = max(rates_kept - rates_missed, default=0)
-    return steps, saturation * max(batch_size, 1)
+    return steps, saturation * max(batch_size, 1), drawn
 
 
 def warm_page_cache(path: Path, chunk_bytes: int = 16 << 20) -> float:
@@ -265,7 +268,9 @@ def warm_page_cache(path: Path, chunk_bytes: int = 16 << 20) -> float:
     return round(time.perf_counter() - started, 1)
 
 
-def serve_and_drive(env: dict[str, str], invoices: list[tuple[str, str]], quick: bool, tag: str):
+def serve_and_drive(
+    env: dict[str, str], invoices: list[tuple[str, str]], quick: bool, tag: str, start: int = 0
+):
     # Invoice ids unique to this run: an id already in the decision log would be a replay, not a
     # decision, and replays are far cheaper.
     tag = f"{tag}-{time.time_ns()}"
@@ -280,10 +285,10 @@ def serve_and_drive(env: dict[str, str], invoices: list[tuple[str, str]], quick:
         _wait_ready(port)
         rates = LOOP_RATES[:4] if quick else LOOP_RATES
         duration_s = 5.0 if quick else 15.0
-        steps, saturation = drive(port, invoices, rates, duration_s, tag)
+        steps, saturation, drawn = drive(port, invoices, rates, duration_s, tag, start=start)
         batch_rates = BATCH_RATES[:3] if quick else BATCH_RATES
-        batch_steps, batch_saturation = drive(
-            port, invoices, batch_rates, duration_s, f"{tag}-batch", BATCH_SIZE
+        batch_steps, batch_saturation, _ = drive(
+            port, invoices, batch_rates, duration_s, f"{tag}-batch", BATCH_SIZE, start=drawn
         )
     finally:
         server.terminate()
@@ -427,18 +432,22 @@ def run(quick: bool = False) -> dict[str, Any]:
     work = prepare_world(customers_in_world)
     invoices = newest_month_invoices(work)
     customers = [customer for customer, _ in invoices]
+    # Each run starts at a place of its own in the shuffled list, so that runs on the same world
+    # do not decide the same customers again and again.
+    start = int(np.random.default_rng().integers(len(invoices)))
     figures: dict[str, Any] = {
         "customers_in_world": customers_in_world,
         "customers_drawn_from": len(invoices),
+        "first_invoice_drawn": start,
         "invoice_dates": sorted({invoice_date for _, invoice_date in invoices}),
         "quick": quick,
     }
     warm_page_cache(work / "feast" / "online.db")
     figures["in_process"] = in_process_comparison(_env(work), customers, 200 if quick else 1000)
     figures["page_cache_warm_up_s"] = warm_page_cache(work / "feast" / "online.db")
-    figures["http_sqlite"] = serve_and_drive(_env(work), invoices, quick, "sqlite")
+    figures["http_sqlite"] = serve_and_drive(_env(work), invoices, quick, "sqlite", start)
     redis_env = prepare_redis(work)
-    figures["http_redis"] = serve_and_drive(redis_env, invoices, quick, "redis")
+    figures["http_redis"] = serve_and_drive(redis_env, invoices, quick, "redis", start)
     saturation = max(
         figures["http_sqlite"]["saturation_rate_per_s"],
         figures["http_redis"]["saturation_rate_per_s"],
