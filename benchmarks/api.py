@@ -312,7 +312,9 @@ def serve_and_drive(
     }
 
 
-def in_process_comparison(env: dict[str, str], customers: list[str], decisions: int) -> dict:
+def in_process_comparison(
+    env: dict[str, str], invoices: list[tuple[str, str]], decisions: int
+) -> dict:
     """Decisions per second, one thread: the served engine against the straightforward path."""
     import datetime as dt
 
@@ -338,11 +340,14 @@ def in_process_comparison(env: dict[str, str], customers: list[str], decisions: 
         scorer = LightGBMScorer(
             load_champion("offer-ranker", settings), load_champion("churn-risk", settings)
         )
-        sample = customers[:decisions]
-        day = dt.date(2026, 11, 30)
+        # The HTTP load's invoices, each on its own date.
+        sample = [
+            (customer, dt.date.fromisoformat(invoice_date))
+            for customer, invoice_date in invoices[:decisions]
+        ]
 
         started = time.perf_counter()
-        for index, customer in enumerate(sample):
+        for index, (customer, day) in enumerate(sample):
             request = DecisionRequest(f"CMP-{index}", customer, day, "sv", 3)
             decide(
                 request,
@@ -365,7 +370,7 @@ def in_process_comparison(env: dict[str, str], customers: list[str], decisions: 
                         policy="model",
                         scorer=scorer,
                     )
-                    for index, customer in enumerate(
+                    for index, (customer, day) in enumerate(
                         sample[first : first + BATCH_SIZE], start=first
                     )
                 ],
@@ -381,10 +386,10 @@ def in_process_comparison(env: dict[str, str], customers: list[str], decisions: 
         pyfunc_ranker = mlflow.pyfunc.load_model("models:/offer-ranker@champion")
         pyfunc_churn = mlflow.pyfunc.load_model("models:/churn-risk@champion")
         booster = scorer._ranker.booster
-        offers = [o for o in catalog.offers if o.is_valid_on(day)]
         consent_refs = [f"customer_consent:{n}" for n in ("consent_marketing", "segment")]
         started = time.perf_counter()
-        for customer in sample:
+        for customer, day in sample:
+            offers = [o for o in catalog.offers if o.is_valid_on(day)]
             store.get_online_features(
                 features=consent_refs, entity_rows=[{CUSTOMER_KEY: customer}]
             ).to_df()
@@ -431,7 +436,6 @@ def run(quick: bool = False) -> dict[str, Any]:
     customers_in_world = world_customers(quick)
     work = prepare_world(customers_in_world)
     invoices = newest_month_invoices(work)
-    customers = [customer for customer, _ in invoices]
     # Each run starts at a place of its own in the shuffled list, so that runs on the same world
     # do not decide the same customers again and again.
     start = int(np.random.default_rng().integers(len(invoices)))
@@ -443,7 +447,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "quick": quick,
     }
     warm_page_cache(work / "feast" / "online.db")
-    figures["in_process"] = in_process_comparison(_env(work), customers, 200 if quick else 1000)
+    figures["in_process"] = in_process_comparison(_env(work), invoices, 200 if quick else 1000)
     figures["page_cache_warm_up_s"] = warm_page_cache(work / "feast" / "online.db")
     figures["http_sqlite"] = serve_and_drive(_env(work), invoices, quick, "sqlite", start)
     redis_env = prepare_redis(work)
