@@ -339,8 +339,8 @@ class DecisionLog:
         # No invoice id is empty (an id has a character at least), so "" leaves none out.
         parameters = {CUSTOMER_KEY: customer_id, "invoices": cap.window, "deciding": deciding or ""}
         rows = self.bounded(self._select, "recent_declines", parameters)
-        latest = list(dict.fromkeys(decision_id for decision_id, _ in rows))
-        declines = [Decline(offer_id, decision_id) for decision_id, offer_id in rows if offer_id]
+        latest = list(dict.fromkeys(decision_id for decision_id, _, _ in rows))
+        declines = [Decline(offer_id, decision_id) for decision_id, _, offer_id in rows if offer_id]
         return cap.capped(declines, latest)
 
     def recent_declines_many(
@@ -396,7 +396,7 @@ class DecisionLog:
         """(customer id, invoice id, decision id, declined offer id or None) of each customer's
         latest ``reach`` decisions, newest first, a decision's rows together."""
         if self._sqlite is not None:
-            statement = self._sqlite.customer_declines
+            statement = self._sqlite.recent_declines
             with sqlite_connection(self.engine) as sqlite:
                 for customer_id in customers:
                     # "" leaves no invoice out: the caller drops each pair's own invoice.

@@ -61,7 +61,6 @@ class SqliteStatement:
 class SqliteStatements:
     find: SqliteStatement
     recent_declines: SqliteStatement
-    customer_declines: SqliteStatement
     insert_decision: SqliteStatement
     insert_offers: SqliteStatement
     copy_superseded: SqliteStatement
@@ -75,7 +74,6 @@ def build_sqlite_statements(
     return SqliteStatements(
         find=SqliteStatement(statements.find, dialect),
         recent_declines=SqliteStatement(statements.recent_declines, dialect),
-        customer_declines=SqliteStatement(statements.customer_declines, dialect),
         insert_decision=SqliteStatement(
             statements.insert_decision, dialect, [c.name for c in tables.decisions.columns]
         ),

@@ -19,11 +19,10 @@ class Statements:
     find: sa.Select[Any]
     # The live decisions of many invoices at once, each with its invoice id.
     find_many: sa.Select[Any]
+    # One customer's latest decisions (decision id, invoice id) and the offers declined in them;
+    # also ``recent_declines_many``'s way on SQLite, where an indexed look-up per customer costs a
+    # quarter of the window query below (about 20 decisions a customer, 5 to 64 customers a call).
     recent_declines: sa.Select[Any]
-    # The same with each decision's invoice id, for ``recent_declines_many`` on SQLite: there an
-    # indexed look-up per customer costs a quarter of the window query below (measured with
-    # about 20 decisions a customer, 5 to 64 customers a call).
-    customer_declines: sa.Select[Any]
     # The latest decisions (up to ``reach`` each) and their declines of many customers at once:
     # one round trip to a database server for a whole chunk of customers.
     recent_declines_many: sa.Select[Any]
@@ -98,11 +97,8 @@ def build_statements(tables: LogTables) -> Statements:
             decisions.c.response,
             provisional.label("provisional"),
         ).where(decisions.c.invoice_id.in_(sa.bindparam("invoice_ids", expanding=True))),
-        recent_declines=sa.select(latest.c.decision_id, events.c.offer_id)
-        .select_from(latest.outerjoin(events, declined))
-        .order_by(latest.c.invoice_date.desc(), latest.c.created_at.desc()),
         # The decision id last: a decision's rows stay together even where two decisions tie.
-        customer_declines=sa.select(latest.c.decision_id, latest.c.invoice_id, events.c.offer_id)
+        recent_declines=sa.select(latest.c.decision_id, latest.c.invoice_id, events.c.offer_id)
         .select_from(latest.outerjoin(events, declined))
         .order_by(latest.c.invoice_date.desc(), latest.c.created_at.desc(), latest.c.decision_id),
         recent_declines_many=sa.select(
