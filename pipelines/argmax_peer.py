@@ -150,10 +150,14 @@ class ArgmaxPeer:
 
     def choose(self, pairs: pd.DataFrame) -> dict[str, str]:
         """Per ``decision_id`` of ``pairs``, the offer with the highest predicted acceptance."""
-        if pairs.empty:
-            return {}
-        scored = pairs.assign(p=self.acceptance(pairs)).sort_values(
-            ["decision_id", "p", "offer_id"], ascending=[True, False, True]
-        )
-        best = scored.drop_duplicates("decision_id")
-        return dict(zip(best["decision_id"].astype(str), best["offer_id"].astype(str), strict=True))
+        return likeliest_offers(pairs.assign(p=self.acceptance(pairs)))
+
+
+def likeliest_offers(scored: pd.DataFrame) -> dict[str, str]:
+    """Per ``decision_id`` of ``scored``, the ``offer_id`` with the highest ``p``; on a tie the
+    first offer id."""
+    if scored.empty:
+        return {}
+    ordered = scored.sort_values(["decision_id", "p", "offer_id"], ascending=[True, False, True])
+    best = ordered.drop_duplicates("decision_id")
+    return dict(zip(best["decision_id"].astype(str), best["offer_id"].astype(str), strict=True))

@@ -49,7 +49,12 @@ from core.columns import CUSTOMER_KEY
 from core.contract import OFFER_EVENTS
 from core.settings import Settings, get_settings
 from core.tables import read_table
-from pipelines.argmax_peer import GUARDRAILS_IGNORED, PEER_CHOOSES_FROM, ArgmaxPeer
+from pipelines.argmax_peer import (
+    GUARDRAILS_IGNORED,
+    PEER_CHOOSES_FROM,
+    ArgmaxPeer,
+    likeliest_offers,
+)
 from pipelines.evaluation_oracle import GROUND_TRUTH_FOLDER, has_ground_truth
 from pipelines.frame_source import FrameFeatureSource, read_decision_frames, start_of_day
 from pipelines.invoice_run.core import ChampionModels, feature_paths, recent_declines
@@ -68,11 +73,15 @@ log = logging.getLogger(__name__)
 
 POLICIES = ("model", "rules", "popularity", "random", "acceptance")
 PEER = "peer"
+# The same peer held to the engine's eligibility and guardrails: it chooses its likeliest offer
+# among those the lift is measured against (``Replayed.passed``), so its captured lift against
+# the served policy's compares the two orders under the same rules.
+PEER_WITHIN_GUARDRAILS = "peer_within_guardrails"
 LIFTED = "lifted:"
 # Ablations of several rules at once: every block the argmax peer ignores, lifted together.
 LIFTED_SETS: dict[str, tuple[str, ...]] = {"guardrails": GUARDRAILS_IGNORED}
 # The paired comparisons: the served model policy less each of these, per customer resample.
-PAIRED = (("model", "rules"), ("model", PEER))
+PAIRED = (("model", "rules"), ("model", PEER), ("model", PEER_WITHIN_GUARDRAILS))
 # Acceptance falls further down the invoice (the simulator's reading order, for the shown set).
 POSITION_FACTOR = (1.0, 0.7, 0.5)
 # The offers eligible for an invoice: through eligibility and the guardrails, whatever the
@@ -321,8 +330,10 @@ class PolicyEvaluation:
         """The served model policy against the argmax peer: the peer's captured lift, what the
         guardrails it ignores cost the served policy in captured lift when lifted together (and
         one at a time, summed), and whether the served policy captures at least the peer's lift
-        less that cost (a negative cost counts as none)."""
+        less that cost (a negative cost counts as none); and the peer held to the same
+        guardrails (``PEER_WITHIN_GUARDRAILS``) beside the served policy."""
         model, peer = self.policies.get("model", {}), self.policies.get(PEER, {})
+        guarded = self.policies.get(PEER_WITHIN_GUARDRAILS, {})
         lifted = self.policies.get(LIFTED + "guardrails", {})
         if model.get("lift_captured") is None or peer.get("lift_captured") is None:
             return {}
@@ -346,6 +357,10 @@ class PolicyEvaluation:
             "model_at_least_peer_less_cost": None
             if cost is None
             else model["lift_captured"] >= peer["lift_captured"] - max(cost, 0.0),
+            "peer_within_guardrails_lift_captured": guarded.get("lift_captured"),
+            "model_at_least_peer_within_guardrails": None
+            if guarded.get("lift_captured") is None
+            else model["lift_captured"] >= guarded["lift_captured"],
             "gap_with_guardrails_lifted": self.gap or None,
         }
 
@@ -430,7 +445,9 @@ class PolicyEvaluation:
                     "–"
                     if cost is None
                     else ("yes" if peer["model_at_least_peer_less_cost"] else "no")
-                ),
+                )
+                + "; the peer held to the same guardrails "
+                + _fmt(peer["peer_within_guardrails_lift_captured"], percent=True),
             ]
         if self.gap:
             gap, lifts = self.gap, self.gap["lift_captured"]
@@ -773,7 +790,8 @@ def choose_by_peer(
     replayed: Sequence[Replayed], events: pd.DataFrame, settings: Settings, catalog: Catalog
 ) -> ArgmaxPeer:
     """Train the argmax peer on ``events`` before the replayed month and add its choice to every
-    replayed decision as policy ``peer`` (pipelines/argmax_peer.py says what it respects)."""
+    replayed decision as policy ``peer`` (pipelines/argmax_peer.py says what it respects), and
+    its likeliest offer among those the guardrails let through as ``peer_within_guardrails``."""
     month = min(r.day for r in replayed).replace(day=1)
     peer = ArgmaxPeer.train(events, Path(settings.features_dir), catalog, start_of_day(month))
     pairs = pd.DataFrame(
@@ -786,12 +804,21 @@ def choose_by_peer(
         columns=["decision_id", CUSTOMER_KEY, "offer_id", "at"],
     )
     pairs["at"] = pd.to_datetime(pairs["at"]).dt.tz_localize("UTC")
-    chosen = peer.choose(pairs)
+    pairs["p"] = peer.acceptance(pairs)
+    passed = {(r.decision_id, o) for r in replayed if r.profiled for o in r.passed}
+    within = [
+        (d, o) in passed for d, o in zip(pairs["decision_id"], pairs["offer_id"], strict=True)
+    ]
+    chosen = {
+        PEER: likeliest_offers(pairs),
+        PEER_WITHIN_GUARDRAILS: likeliest_offers(pairs[np.asarray(within, dtype=bool)]),
+    }
     for r in replayed:
-        if r.profiled:
-            r.shown[PEER] = [chosen[r.decision_id]] if r.decision_id in chosen else []
-        else:  # without profiling consent: what the served engine shows, without personal data
-            r.shown[PEER] = r.shown["model"][:1]
+        for name, choices in chosen.items():
+            if r.profiled:
+                r.shown[name] = [choices[r.decision_id]] if r.decision_id in choices else []
+            else:  # without profiling consent: what the served engine shows, without personal data
+                r.shown[name] = r.shown["model"][:1]
     return peer
 
 
@@ -844,7 +871,7 @@ def evaluate_served_policies(
             "trained_before": argmax.cutoff.isoformat(),
             "seconds": round(time.perf_counter() - started, 1),
         }
-        served.append(PEER)
+        served += [PEER, PEER_WITHIN_GUARDRAILS]
     hidden = _hidden_acceptance(replayed, data_dir, catalog) if has_ground_truth(data_dir) else None
     policies = {
         policy: _figures(

@@ -7,10 +7,12 @@ from typing import Any
 
 import pytest
 
+from pipelines import policy_evaluation
 from pipelines.policy_evaluation import (
     PolicyEvaluation,
     Replayed,
     _figures,
+    choose_by_peer,
     evaluate_served_policies,
     paired_bootstrap,
     peer_gap,
@@ -107,6 +109,7 @@ def test_the_served_engine_is_evaluated_on_the_simulated_world(
     assert report.month == "2026-11"
     assert 300 <= report.decisions <= 400  # logged decisions of customers the features know
     served = {"model", "rules", "popularity", "random", "acceptance", "peer"}
+    served |= {"peer_within_guardrails"}
     lifted = {f"lifted:{rule}" for rule in LIFTABLE} | {"lifted:guardrails"}
     assert set(report.policies) == served | lifted
     for name, figures in report.policies.items():
@@ -152,7 +155,18 @@ def test_the_served_engine_is_evaluated_on_the_simulated_world(
         interval = paired["lift_captured"][name]
         assert interval["value"] == pytest.approx(report.policies[name]["lift_captured"])
         assert interval["low"] <= interval["value"] <= interval["high"], name
-    assert set(paired["differences"]) == {"model-rules", "model-peer"}
+    assert set(paired["differences"]) == {
+        "model-rules",
+        "model-peer",
+        "model-peer_within_guardrails",
+    }
+    # The peer held to the guardrails chooses among fewer offers than the peer.
+    within = report.policies["peer_within_guardrails"]
+    assert within["first_offer_acceptance"] <= within["best_eligible_acceptance"]
+    assert versus["peer_within_guardrails_lift_captured"] == within["lift_captured"]
+    assert versus["model_at_least_peer_within_guardrails"] == (
+        model["lift_captured"] >= within["lift_captured"]
+    )
     assert "| model − rules |" in report.markdown() and "Argmax peer" in report.markdown()
     assert report.ablation()["below_acceptance_floor"]["with_offer"] >= 0.0
     assert "What each rule costs" in report.markdown()
@@ -341,3 +355,52 @@ def test_the_peers_lead_splits_into_the_objective_the_estimates_and_the_undecide
     # Without the lifted engine's choices there is nothing to split.
     del d1.shown[lifted]
     assert peer_gap([d1, d2, d3], h1 | h2 | h3) == {}
+
+
+class _FixedPeer:
+    """An argmax peer whose acceptance is given per (decision, offer)."""
+
+    def __init__(self, acceptance: dict[tuple[str, str], float]) -> None:
+        self._acceptance = acceptance
+
+    def acceptance(self, pairs: Any) -> Any:
+        return [
+            self._acceptance[(d, o)]
+            for d, o in zip(pairs["decision_id"], pairs["offer_id"], strict=True)
+        ]
+
+
+def test_the_peer_held_to_the_guardrails_takes_its_likeliest_offer_they_let_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def replayed(decision: str, eligible: list[str], passed: list[str], profiled: bool) -> Replayed:
+        item = _replay(decision, "A", False, {"model": ["B", "C"]})
+        item.eligible, item.passed, item.profiled = eligible, passed, profiled
+        return item
+
+    items = [
+        # The peer's likeliest (A) is blocked by a guardrail: held to them, C (0.3 > 0.2).
+        replayed("d1", ["A", "B", "C", "D"], ["B", "C"], True),
+        # B and C tie: the first offer id, as ArgmaxPeer.choose breaks ties.
+        replayed("d2", ["B", "C"], ["B", "C"], True),
+        # Every eligible offer blocked: the peer held to the guardrails shows nothing.
+        replayed("d3", ["A"], [], True),
+        # No profiling consent: both show what the served engine shows.
+        replayed("d4", ["A", "B"], ["B"], False),
+    ]
+    scores = {
+        ("d1", "A"): 0.5,
+        ("d1", "B"): 0.2,
+        ("d1", "C"): 0.3,
+        ("d1", "D"): 0.1,
+        ("d2", "B"): 0.4,
+        ("d2", "C"): 0.4,
+        ("d3", "A"): 0.6,
+    }
+    monkeypatch.setattr(
+        policy_evaluation.ArgmaxPeer, "train", classmethod(lambda *_: _FixedPeer(scores))
+    )
+    settings: Any = type("Settings", (), {"features_dir": "features"})()
+    choose_by_peer(items, events=None, settings=settings, catalog=None)  # type: ignore[arg-type]
+    assert [r.shown["peer"] for r in items] == [["A"], ["B"], ["A"], ["B"]]
+    assert [r.shown["peer_within_guardrails"] for r in items] == [["C"], ["B"], [], ["B"]]
