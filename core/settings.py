@@ -139,7 +139,10 @@ class Settings(BaseSettings):
         default=400, ge=1, description="Oldest invoice_date a request may carry, in days."
     )
     invoice_date_future_days: int = Field(
-        default=45, ge=0, description="Furthest invoice_date ahead of today a request may carry."
+        # Two months ahead, as the product contract has it, whichever two months they are.
+        default=62,
+        ge=0,
+        description="Furthest invoice_date ahead of today a request may carry.",
     )
     feature_timeout_ms: float = Field(default=50.0, gt=0)
     model_poll_seconds: float = Field(

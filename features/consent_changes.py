@@ -70,11 +70,12 @@ def apply_consent_answer(
     return updated
 
 
-def answer_change_id(answer: ConsentAnswer) -> str:
-    """A change id derived from the answer itself, so that loading a file twice stores it once.
+def answer_change_id(answer: ConsentAnswer, source: str = "file") -> str:
+    """A change id derived from the answer itself, so that loading a file twice (or sending an
+    answer without a ``change_id`` twice) stores it once; ``source`` says where it came from.
 
     Within the API's identifier rule (letters, digits, ``._-``, at most 64 characters).
     """
     moment = answer.updated_at.astimezone(dt.UTC).isoformat(timespec="microseconds")
     text = "\x1f".join((answer.customer_id, answer.purpose, str(bool(answer.granted)), moment))
-    return "file-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
+    return f"{source}-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]

@@ -1,8 +1,8 @@
 """API keys and roles (docs/http-api.md): ``OFFERS_API_KEYS`` is a comma list of ``key:role``.
 
-renderer: offers, events, usage summaries. marketing: experiments and their reports.
-consent: consent answers (the customer's consent system). admin: everything, model reload
-included. Health and metrics need no key.
+renderer: offers, events, usage summaries, consent answers. marketing: experiments and their
+reports. consent: consent answers only (a key for the customer's consent system). admin:
+everything, model reload included. Health and metrics need no key.
 
 A browser that signed in with a key holds a session token instead (:class:`SessionTokens`): signed
 with the server's secret, expiring, naming the key only by an HMAC of its digest, so the cookie

@@ -37,7 +37,7 @@ class VariantSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Identifier
-    weight: float = Field(gt=0.0, le=1.0, allow_inf_nan=False)
+    weight: float = Field(gt=0.0, le=1.0, allow_inf_nan=False, strict=True)
     policy: str = Field(
         pattern=VARIANT_POLICY_PATTERN,
         description="model, rules, non_personalised, holdout, or model:<version> (a challenger).",

@@ -174,7 +174,7 @@ class OffersService:
         decline_cap_invoices: int,
         objective: Objective = DEFAULT_OBJECTIVE,
         challenger_retries: ChallengerRetries | None = None,
-        invoice_date_window_days: tuple[int, int] = (400, 45),
+        invoice_date_window_days: tuple[int, int] = (400, 62),
         decision_ids: Callable[[DecisionRequest], str] = new_decision_id,
         declined_elsewhere: Mapping[str, frozenset[str]] | None = None,
         plan_fits: PlanFitTable | None = None,
@@ -204,13 +204,24 @@ class OffersService:
         # machine. The log's database does not change while the service runs.
         self.log_is_local = log.is_local
 
-    def invoice_date_problem(self, day: dt.date, today: dt.date) -> str | None:
+    def invoice_date_problem(
+        self, day: dt.date, today: dt.date, *, bound_past: bool = True
+    ) -> str | None:
         """Why an invoice date is refused, or None: it must lie in a window around today, so that
-        no request can move a decision (or a customer's age) far into the past or future."""
+        no request can move a decision (or a customer's age) far into the past or future.
+        Without ``bound_past`` only its future end holds (a usage summary of an old invoice is
+        the customer's own data, printed again)."""
         back, ahead = self.invoice_date_window_days
         earliest, latest = today - dt.timedelta(days=back), today + dt.timedelta(days=ahead)
+        if not bound_past and day <= latest:
+            return None
         if earliest <= day <= latest:
             return None
+        if not bound_past:
+            return (
+                f"invoice_date {day.isoformat()} is after {latest.isoformat()} "
+                f"({ahead} days ahead of today)"
+            )
         return (
             f"invoice_date {day.isoformat()} is outside {earliest.isoformat()} to "
             f"{latest.isoformat()} ({back} days back to {ahead} days ahead of today)"

@@ -164,23 +164,25 @@ async def current_role(
 CurrentRole = Annotated[Role, Depends(current_role)]
 
 
-def require_role(needed: Role) -> Callable[[Role], Awaitable[Role]]:
-    """A guard that lets ``needed`` and admin through, and answers 403 to other roles."""
+def require_role(*allowed: Role) -> Callable[[Role], Awaitable[Role]]:
+    """A guard that lets the ``allowed`` roles and admin through, and answers 403 to others."""
+    named = " or ".join(allowed)
 
     async def guard(role: CurrentRole) -> Role:
-        if not may_call(role, needed):
+        if not any(may_call(role, needed) for needed in allowed):
             raise ProblemError(
-                403, f"this route needs the {needed} role; the key has {role}", kind="forbidden"
+                403, f"this route needs the {named} role; the key has {role}", kind="forbidden"
             )
         return role
 
-    guard.__name__ = f"require_{needed}"
+    guard.__name__ = "require_" + "_or_".join(allowed)
     return guard
 
 
 RendererRole = Annotated[Role, Depends(require_role("renderer"))]
 MarketingRole = Annotated[Role, Depends(require_role("marketing"))]
-ConsentRole = Annotated[Role, Depends(require_role("consent"))]
+# The consent system's own role, or the renderer's as the product contract has it.
+ConsentRole = Annotated[Role, Depends(require_role("consent", "renderer"))]
 AdminRole = Annotated[Role, Depends(require_role("admin"))]
 
 

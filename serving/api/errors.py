@@ -130,11 +130,32 @@ def field_errors(items: Sequence[Any], prefix: Sequence[str | int] = ()) -> list
     return [
         {
             "loc": [*prefix, *item.get("loc", ())],
-            "msg": item.get("msg", ""),
+            "msg": _public_message(item),
             "type": item.get("type", ""),
         }
         for item in items
     ]
+
+
+def _public_message(item: Any) -> str:
+    # Pydantic names its own classes where a JSON object was expected ("a valid dictionary or
+    # instance of OffersRequest"); the caller sent JSON, so say it in JSON's words.
+    if item.get("type") in ("model_type", "dict_type"):
+        return "Input should be a JSON object"
+    return str(item.get("msg", ""))
+
+
+def invoice_date_out_of_range(problem: str, where: str) -> ProblemError:
+    """422 ``invoice-date-out-of-range`` for an ``invoice_date`` in the body or the query
+    (``where``), with the window in ``problem``."""
+    return ProblemError(
+        422,
+        problem,
+        kind="invoice-date-out-of-range",
+        errors=[
+            {"loc": [where, "invoice_date"], "msg": problem, "type": "invoice_date_out_of_range"}
+        ],
+    )
 
 
 def validation_detail(errors: list[dict[str, Any]]) -> str:

@@ -229,19 +229,30 @@ class ConsentIn(BaseModel):
         },
     )
 
-    change_id: Identifier
+    change_id: Identifier | None = Field(
+        default=None,
+        description=(
+            "The caller's id for this answer; without one, an id derived from the answer "
+            "(customer, purpose, granted, updated_at), so the same answer sent again is "
+            "stored once."
+        ),
+    )
     customer_id: Identifier
     purpose: ConsentPurpose
     granted: bool = Field(strict=True)
-    updated_at: ZonedDatetime = Field(
-        description="When the customer answered, with its zone; at most 5 minutes ahead of now."
+    updated_at: ZonedDatetime | None = Field(
+        default=None,
+        description=(
+            "When the customer answered, with its zone; at most 5 minutes ahead of now. "
+            "Without it: the moment the answer is received."
+        ),
     )
 
     @field_validator("updated_at")
     @classmethod
-    def _not_ahead(cls, value: dt.datetime) -> dt.datetime:
+    def _not_ahead(cls, value: dt.datetime | None) -> dt.datetime | None:
         latest = dt.datetime.now(dt.UTC) + CONSENT_CLOCK_SKEW
-        if value > latest:
+        if value is not None and value > latest:
             raise ValueError(
                 "must not be more than 5 minutes ahead of the server's clock "
                 f"({latest:%Y-%m-%dT%H:%M:%SZ})"

@@ -257,24 +257,26 @@ def _trends(account: Account, first: dt.date | None) -> list[Trend]:
         None if first is None else _months_back(first, back).isoformat()
         for back in range(TREND_MONTHS - 1, -1, -1)
     ]
+    # Rounded as the usage lines round the same measure: whole minutes, so the newest month's
+    # trend reads as its usage line does.
     measures: Sequence[
-        tuple[Literal["data", "voice", "roaming", "overage"], str, Literal["GB", "min", "SEK"]]
+        tuple[Literal["data", "voice", "roaming", "overage"], str, Literal["GB", "min", "SEK"], int]
     ] = (
-        ("data", "data_gb", "GB"),
-        ("voice", "voice_minutes", "min"),
-        ("roaming", "roaming_data_gb", "GB"),
-        ("overage", "overage_sek", "SEK"),
+        ("data", "data_gb", "GB", 2),
+        ("voice", "voice_minutes", "min", 0),
+        ("roaming", "roaming_data_gb", "GB", 2),
+        ("overage", "overage_sek", "SEK", 2),
     )
     return [
         {
             "measure": measure,
             "unit": unit,
             "months": [
-                {"month": month, "used": _value(f, f"{column}_m{TREND_MONTHS - i}")}
+                {"month": month, "used": _value(f, f"{column}_m{TREND_MONTHS - i}", decimals)}
                 for i, month in enumerate(months)
             ],
         }
-        for measure, column, unit in measures
+        for measure, column, unit, decimals in measures
     ]
 
 

@@ -76,7 +76,12 @@ def offer_events(log: DecisionLog) -> pa.Table:
         columns["policy"].append(policy)
         columns["propensity"].append(p)
         columns["outcome"].append(outcome)
-        columns["outcome_at"].append(best[1] if best and outcome != "ignored" else None)
+        # An outcome comes after its offer was shown (the data contract). The API takes events
+        # stamped up to a few minutes before their decision (clocks differ), and logs written
+        # before it checked may hold earlier ones: such an outcome counts at the decision's time.
+        columns["outcome_at"].append(
+            max(best[1], created_at) if best and outcome != "ignored" else None
+        )
     return pa.Table.from_pydict(columns, schema=OFFER_EVENTS.arrow_schema())
 
 

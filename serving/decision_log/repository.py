@@ -511,10 +511,16 @@ class DecisionLog:
 
     def offers_of(self, decision_id: str) -> frozenset[str] | None:
         """The offers shown in a decision; None when there is no such decision."""
+        shown = self.shown_in(decision_id)
+        return None if shown is None else shown[1]
+
+    def shown_in(self, decision_id: str) -> tuple[dt.datetime, frozenset[str]] | None:
+        """When a decision was made and the offers it showed; None when there is no such
+        decision."""
         rows = self.bounded(self._rows, self.statements.offers_of, {"decision_id": decision_id})
         if not rows:
             return None
-        return frozenset(row[1] for row in rows if row[1] is not None)
+        return rows[0][0], frozenset(row[1] for row in rows if row[1] is not None)
 
     # Events ---------------------------------------------------------------------------------
 

@@ -107,7 +107,7 @@ def build_statements(tables: LogTables) -> Statements:
         .select_from(ranked.outerjoin(events, declined_in_ranked))
         .where(ranked.c.place <= sa.bindparam("reach", type_=sa.Integer))
         .order_by(ranked.c.customer_id, ranked.c.place),
-        offers_of=sa.select(decisions.c.decision_id, offers.c.offer_id)
+        offers_of=sa.select(decisions.c.created_at, offers.c.offer_id)
         .select_from(decisions.outerjoin(offers, offers.c.decision_id == decisions.c.decision_id))
         .where(decisions.c.decision_id == sa.bindparam("decision_id")),
         find_event=sa.select(events).where(events.c.event_id == sa.bindparam("event_id")),

@@ -30,7 +30,7 @@ from tests.factories.decision import consent, heavy_user, profile
 
 RENDERER, CONSENT = auth("renderer"), auth("consent")
 # What the app accepts by default (Settings.invoice_date_past_days / _future_days).
-PAST_DAYS, FUTURE_DAYS = 400, 45
+PAST_DAYS, FUTURE_DAYS = 400, 62
 
 
 class ProfileReads(FakeFeatures):

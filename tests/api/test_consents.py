@@ -45,20 +45,46 @@ def _stored(client: Any) -> int:
         return int(connection.execute(query).scalar_one())
 
 
-@pytest.mark.parametrize(("role", "status"), [("consent", 202), ("admin", 202)])
-def test_the_consent_role_and_admin_may_record_a_consent(
-    client: Any, role: str, status: int
+@pytest.mark.parametrize("role", ["consent", "renderer", "admin"])
+def test_the_consent_role_the_renderer_and_admin_may_record_a_consent(
+    client: Any, role: str
 ) -> None:
     response = client.post("/v1/consents", json=_body(), headers=auth(role))
-    assert response.status_code == status
+    assert response.status_code == 202
 
 
-@pytest.mark.parametrize("role", ["renderer", "marketing"])
-def test_other_roles_are_refused(client: Any, role: str) -> None:
-    response = client.post("/v1/consents", json=_body(), headers=auth(role))
+def test_the_marketing_role_is_refused(client: Any) -> None:
+    response = client.post("/v1/consents", json=_body(), headers=auth("marketing"))
     assert response.status_code == 403
-    assert response.json()["detail"] == f"this route needs the consent role; the key has {role}"
+    assert response.json()["detail"] == (
+        "this route needs the consent or renderer role; the key has marketing"
+    )
     assert _stored(client) == 0
+
+
+def test_an_answer_as_the_product_contract_writes_it_is_taken_and_honoured(
+    client: Any, features: FakeFeatures
+) -> None:
+    # No change_id and no updated_at: the answer holds from when it was received.
+    renderer = auth("renderer")
+    before = dt.datetime.now(dt.UTC)
+    answer = {"customer_id": "C0001", "purpose": "marketing", "granted": False}
+    response = client.post("/v1/consents", json=answer, headers=renderer)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["online"] == "applied"
+    assert before <= dt.datetime.fromisoformat(body["updated_at"]) <= dt.datetime.now(dt.UTC)
+    assert body["change_id"].startswith("answer-")
+    assert _consent_row(features, "C0001")["consent_marketing"] == 0
+    decided = client.post("/v1/offers", json=offers_body(invoice_id="INV-C"), headers=renderer)
+    assert (decided.json()["policy"], decided.json()["offers"]) == ("none", [])
+    # With its updated_at, the same answer again is the same change: stored once.
+    stamped = {**answer, "updated_at": (NOW - dt.timedelta(minutes=2)).isoformat()}
+    first = client.post("/v1/consents", json=stamped, headers=renderer)
+    again = client.post("/v1/consents", json=stamped, headers=renderer)
+    assert (first.status_code, again.status_code) == (202, 200)
+    assert again.json()["change_id"] == first.json()["change_id"] != body["change_id"]
+    assert _stored(client) == 2
 
 
 def test_a_withdrawal_is_stored_and_applied_to_the_online_row(

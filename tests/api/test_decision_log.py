@@ -21,7 +21,7 @@ from core.tables import read_table, schema_problems
 from serving.decision_log import DecisionLog, DecisionRecord, EventRecord, LoggedOffer
 from serving.decision_log.database import create_log_engine
 from serving.decision_log.export import merge_into_offer_events
-from tests.factories.api import FakeFeatures, auth, make_app, offers_body, running
+from tests.factories.api import FakeFeatures, auth, just_now, make_app, offers_body, running
 
 pytestmark = pytest.mark.integration
 
@@ -427,6 +427,24 @@ def test_export_appends_outcomes_in_the_contract_schema(log: DecisionLog, tmp_pa
     assert pq.read_table(out).num_rows == 6
 
 
+def test_an_outcome_stamped_before_its_decision_is_exported_at_the_decisions_time(
+    log: DecisionLog, tmp_path: Path
+) -> None:
+    decision = record("INV-1")
+    log.record(decision)
+    # Within the API's clock skew, or stored before the API refused earlier moments.
+    log.record_event(event(decision, "PLAN_30GB", "accept", -4))
+    log.record_event(event(decision, "ADDON_DATA_10GB", "decline", -60 * 24 * 365))
+    out = tmp_path / "raw" / "offer_events.parquet"
+    assert merge_into_offer_events(log, out) == 2
+    assert schema_problems(out.parent, OFFER_EVENTS) == []
+    frame = read_table(out.parent, OFFER_EVENTS)
+    assert sorted(zip(frame["outcome"], frame["outcome_at"], strict=True)) == [
+        ("accepted", decision.created_at),
+        ("declined", decision.created_at),
+    ]
+
+
 def test_a_failed_export_leaves_the_file_as_it_was(
     log: DecisionLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -463,7 +481,7 @@ def test_the_api_logs_to_postgresql_by_configuration(
                 "decision_id": decision["decision_id"],
                 "offer_id": decision["offers"][0]["offer_id"],
                 "type": "accept",
-                "occurred_at": "2026-12-01T10:00:00Z",
+                "occurred_at": just_now(),
             },
             headers=renderer,
         )

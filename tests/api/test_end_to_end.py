@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from core.settings import Settings
+from tests.factories.api import just_now
 from tests.simulated_world import SimulatedWorld
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -145,7 +146,7 @@ def test_the_same_invoice_gets_the_same_decision_and_events_are_stored(
             "decision_id": decision["decision_id"],
             "offer_id": decision["offers"][0]["offer_id"],
             "type": "impression",
-            "occurred_at": "2026-11-20T08:00:00Z",
+            "occurred_at": just_now(),
         }
         headers = {"Authorization": f"Bearer {RENDERER}"}
         assert httpx.post(f"{api}/v1/events", json=event, headers=headers).status_code == 202

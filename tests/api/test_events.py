@@ -1,7 +1,9 @@
-"""POST /v1/events: stored once, repeats answered 200, unknown decisions and offers refused."""
+"""POST /v1/events: stored once, repeats answered 200, another event under a stored id 409,
+unknown decisions and offers and impossible times refused."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -19,13 +21,19 @@ def decision(client: Any) -> dict[str, Any]:
     return body
 
 
+def _in_three_minutes() -> dt.datetime:
+    """A moment after the decision the test just made, with whole seconds."""
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=3)).replace(microsecond=0)
+
+
 def _event(decision: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    later = _in_three_minutes().astimezone(dt.timezone(dt.timedelta(hours=1)))
     event = {
         "event_id": "EV-0001",
         "decision_id": decision["decision_id"],
         "offer_id": decision["offers"][0]["offer_id"],
         "type": "accept",
-        "occurred_at": "2026-12-02T09:30:00+01:00",
+        "occurred_at": later.isoformat(),
     }
     event.update(overrides)
     return event
@@ -46,17 +54,76 @@ def test_an_event_is_stored_and_answered_202(client: Any, decision: dict[str, An
     assert response.status_code == 202
     body = response.json()
     assert body["event_id"] == "EV-0001" and body["type"] == "accept"
-    assert body["occurred_at"] == "2026-12-02T08:30:00Z"  # kept in UTC
+    sent = dt.datetime.fromisoformat(_event(decision)["occurred_at"])
+    assert body["occurred_at"] == f"{sent.astimezone(dt.UTC):%Y-%m-%dT%H:%M:%S}Z"  # kept in UTC
     stored = client.app.state.services.log.find_event("EV-0001")
     assert stored is not None and stored.offer_id == decision["offers"][0]["offer_id"]
 
 
 def test_the_same_event_again_is_200_and_stored_once(client: Any, decision: dict[str, Any]) -> None:
-    first = client.post("/v1/events", json=_event(decision), headers=RENDERER)
-    again = client.post("/v1/events", json=_event(decision, type="decline"), headers=RENDERER)
+    event = _event(decision)
+    first = client.post("/v1/events", json=event, headers=RENDERER)
+    # The same moment written in another zone is the same event.
+    moment = dt.datetime.fromisoformat(event["occurred_at"]).astimezone(dt.UTC)
+    again = client.post(
+        "/v1/events", json={**event, "occurred_at": moment.isoformat()}, headers=RENDERER
+    )
     assert (first.status_code, again.status_code) == (202, 200)
-    assert again.json() == first.json()  # the first one stands
+    assert again.json() == first.json()
     assert _stored_events(client) == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"type": "decline"},
+        {"offer_id": "NO_SUCH_OFFER"},
+        {"decision_id": "00000000-0000-0000-0000-000000000000"},
+        {"occurred_at": (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)).isoformat()},
+    ],
+)
+def test_another_event_under_a_stored_event_id_is_409_and_the_first_stands(
+    client: Any, decision: dict[str, Any], change: dict[str, Any]
+) -> None:
+    first = client.post("/v1/events", json=_event(decision), headers=RENDERER)
+    other = client.post("/v1/events", json=_event(decision, **change), headers=RENDERER)
+    assert (first.status_code, other.status_code) == (202, 409)
+    problem = other.json()
+    assert problem["type"] == "urn:invoice-offers:problem:event-conflict"
+    assert problem["detail"].startswith(
+        f"event EV-0001 is stored with another {next(iter(change))}"
+    )
+    stored = client.app.state.services.log.find_event("EV-0001")
+    assert stored is not None and stored.type == "accept"
+    assert _stored_events(client) == 1
+
+
+def test_an_event_before_its_decision_or_ahead_of_the_clock_is_422(
+    client: Any, decision: dict[str, Any]
+) -> None:
+    shown = client.app.state.services.log.shown_in(decision["decision_id"])
+    assert shown is not None
+    decided_at = shown[0]
+    now = dt.datetime.now(dt.UTC)
+    for moment, says in (
+        (decided_at - dt.timedelta(minutes=6), "is before decision"),
+        (dt.datetime(1990, 1, 1, tzinfo=dt.UTC), "is before decision"),
+        (now + dt.timedelta(minutes=10), "ahead of the server's clock"),
+        (dt.datetime(2999, 12, 31, tzinfo=dt.UTC), "ahead of the server's clock"),
+    ):
+        response = client.post(
+            "/v1/events", json=_event(decision, occurred_at=moment.isoformat()), headers=RENDERER
+        )
+        assert response.status_code == 422, moment
+        assert response.json()["errors"][0]["loc"] == ["body", "occurred_at"]
+        assert says in response.json()["detail"]
+    # Clocks differ a little: a few minutes before the decision or ahead of now is taken.
+    for number, moment in enumerate(
+        (decided_at - dt.timedelta(minutes=4), now + dt.timedelta(minutes=4))
+    ):
+        event = _event(decision, event_id=f"EV-SKEW-{number}", occurred_at=moment.isoformat())
+        assert client.post("/v1/events", json=event, headers=RENDERER).status_code == 202
+    assert _stored_events(client) == 2
 
 
 def test_an_unknown_decision_is_422(client: Any, decision: dict[str, Any]) -> None:

@@ -126,6 +126,9 @@ def test_the_same_key_again_is_409(client: Any) -> None:
             "repeated: a",
         ),
         ({"variants": [{"name": "a", "weight": 1.0, "policy": "best"}]}, "policy"),
+        # A weight is a JSON number, as max_offers and planned_customers are.
+        ({"variants": [{"name": "a", "weight": "1", "policy": "rules"}]}, "valid number"),
+        ({"variants": [{"name": "a", "weight": True, "policy": "rules"}]}, "valid number"),
         ({"variants": [{"name": "a", "weight": 1.0, "policy": "model:"}]}, "policy"),
         ({"variants": []}, "variants"),
         ({"start": "2027-03-01T00:00:00Z"}, "start must be before end"),

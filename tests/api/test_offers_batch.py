@@ -16,6 +16,7 @@ from tests.factories.api import (
     FakeFeatures,
     auth,
     counting_writes,
+    just_now,
     make_app,
     offers_body,
     running,
@@ -159,6 +160,18 @@ def test_a_malformed_envelope_is_one_422_problem(client: Any, body: Any, where: 
     assert problem["type"] == "urn:invoice-offers:problem:validation"
     assert problem["errors"][0]["loc"] == where
     assert stored_decisions(client) == 0
+
+
+@pytest.mark.parametrize("item", [1, "INV-1", [offers_body()], None])
+def test_an_item_that_is_no_json_object_is_its_own_422_in_json_words(
+    client: Any, item: Any
+) -> None:
+    results = batch(client, offers_body(invoice_id="INV-1"), item)
+    assert [result["status"] for result in results] == [200, 422]
+    problem = results[1]["problem"]
+    assert problem["errors"][0]["loc"] == ["body"]  # as POST /v1/offers would name it
+    assert problem["errors"][0]["msg"] == "Input should be a JSON object"
+    assert "OffersRequest" not in json.dumps(problem) and "dictionary" not in json.dumps(problem)
 
 
 def test_the_body_limit_is_the_single_routes_times_the_items(client: Any) -> None:
@@ -376,7 +389,7 @@ def _decided_and_declined(client: Any) -> str:
         "decision_id": old.json()["decision_id"],
         "offer_id": declined,
         "type": "decline",
-        "occurred_at": "2026-11-30T12:00:00Z",
+        "occurred_at": just_now(),
     }
     assert client.post("/v1/events", json=event, headers=RENDERER).status_code == 202
     return declined

@@ -13,8 +13,9 @@ from fastapi.testclient import TestClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from serving.api.deps import SESSION_COOKIE
-from serving.api.routes.pages import same_site_path
+from serving.api.routes.pages import _templates, preview_context, same_site_path
 from serving.auth import ApiKeys, SessionTokens
+from serving.offers_response import OffersResponse
 from serving.sign_in_throttle import SignInThrottle
 from tests.factories.api import KEYS, auth, offers_body
 
@@ -315,6 +316,46 @@ def test_the_preview_of_a_decided_invoice_replays_its_stored_decision(client: Te
         headers=auth("renderer"),
     )
     assert _shown(with_customer) == _expected(decided, "stored")
+
+
+@pytest.mark.parametrize(
+    ("locale", "saves", "costs_more"),
+    [
+        ("en", "You save SEK 31.44/month", "SEK 262.65/month more than you pay now"),
+        ("sv", "Du sparar 31,44 kr/mån", "262,65 kr/mån mer än du betalar nu"),
+    ],
+)
+def test_the_preview_never_calls_an_offer_that_costs_more_a_saving(
+    client: TestClient, locale: str, saves: str, costs_more: str
+) -> None:
+    answer = client.post(
+        "/v1/offers", json=offers_body(dry_run=True, locale=locale), headers=auth("renderer")
+    ).json()
+    template = {**answer["offers"][0], "reasons": []}
+    answer["offers"] = [
+        {**template, "offer_id": "SAVES", "rank": 1, "customer_saving_sek_per_month": 31.44},
+        {**template, "offer_id": "COSTS", "rank": 2, "customer_saving_sek_per_month": -262.65},
+        {**template, "offer_id": "SAME", "rank": 3, "customer_saving_sek_per_month": 0.0},
+    ]
+    page = (
+        _templates()
+        .get_template("preview.html")
+        .render(
+            preview_context(OffersResponse.model_validate(answer), False, locale)  # type: ignore[arg-type]
+        )
+    )
+    offers = OFFER_ID.findall(page)
+    assert offers == ["SAVES", "COSTS", "SAME"]
+    # Each offer's text, from its title to the next offer's.
+    blocks = re.split(r'data-offer-id="[^"]+"', page.split('id="offers"')[1])[1:]
+    text = {
+        offer: " ".join(re.sub(r"<[^>]+>", " ", block).replace("\xa0", " ").split())
+        for offer, block in zip(offers, blocks, strict=True)
+    }
+    assert saves in text["SAVES"] and costs_more not in text["SAVES"]
+    assert costs_more in text["COSTS"] and "-262" not in text["COSTS"]
+    assert "save" not in text["COSTS"] and "sparar" not in text["COSTS"]
+    assert "You save" not in text["SAME"] and "Du sparar" not in text["SAME"]
 
 
 def test_the_preview_explains_each_extra_charge_in_the_customers_language(

@@ -27,7 +27,7 @@ NEEDED: dict[tuple[str, str], str | tuple[str, ...]] = {
     ("POST", "/v1/offers/batch"): "renderer",
     ("GET", "/v1/customers/{customer_id}/usage-summary"): "renderer",
     ("POST", "/v1/events"): "renderer",
-    ("POST", "/v1/consents"): "consent",
+    ("POST", "/v1/consents"): ("consent", "renderer"),
     ("GET", "/v1/experiments"): "marketing",
     ("POST", "/v1/experiments"): "marketing",
     ("GET", "/v1/experiments/{key}"): "marketing",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,39 @@ def test_a_feature_store_that_comes_back_is_reopened_by_a_usage_summary_request(
         assert app.state.services.features is store
     assert (down.status_code, back.status_code) == (503, 200)
     assert back.json()["plan"]["plan_id"] == "PLAN_5GB"
+
+
+def test_an_invoice_date_further_ahead_than_the_offers_route_takes_is_422_naming_it(
+    client: Any,
+) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    last = today + dt.timedelta(days=62)
+    for day, status in (
+        (last, 200),
+        (last + dt.timedelta(days=1), 422),
+        (dt.date(9999, 12, 31), 422),
+    ):
+        response = client.get(
+            "/v1/customers/C0001/usage-summary",
+            params={"invoice_date": day.isoformat()},
+            headers=RENDERER,
+        )
+        assert response.status_code == status, day
+        offers = client.post(
+            "/v1/offers",
+            json=offers_body(invoice_id=f"INV-{day}", invoice_date=day.isoformat(), dry_run=True),
+            headers=RENDERER,
+        )
+        assert offers.status_code == status, day  # the same window as the offers route's end
+    problem = response.json()
+    assert problem["type"].endswith("invoice-date-out-of-range")
+    assert problem["errors"][0]["loc"] == ["query", "invoice_date"]
+    assert f"is after {last.isoformat()} (62 days ahead of today)" in problem["detail"]
+    # Old invoices are printed again: a summary from years back is answered.
+    old = client.get(
+        "/v1/customers/C0001/usage-summary", params={"invoice_date": "2019-03-10"}, headers=RENDERER
+    )
+    assert old.status_code == 200
 
 
 @pytest.mark.parametrize("value", ["0", "1764460800", "20261130", "30/11/2026"])

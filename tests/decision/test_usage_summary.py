@@ -133,6 +133,22 @@ def test_no_overage_no_charge_and_unlimited_is_null() -> None:
     assert voice["included"] is None  # unlimited
 
 
+def test_the_newest_months_trend_reads_as_its_usage_line() -> None:
+    features = {**SMALL_PLAN, "voice_minutes_m1": 25.6, "voice_minutes_m2": 310.4}
+    summary = build_usage_summary(
+        Account.from_features(features),
+        CATALOG,
+        locale="en",
+        detail_level="detailed",
+        segment="consumer",
+        invoice_date=INVOICE_DATE,
+    )
+    line = next(line for line in summary["usage"] if line["measure"] == "voice")
+    trend = next(t for t in summary["trends"] or [] if t["measure"] == "voice")
+    assert line["used"] == trend["months"][-1]["used"] == 26.0  # whole minutes, both
+    assert trend["months"][-2]["used"] == 310.0
+
+
 def test_detailed_summary_adds_trends_and_plan_fit_insight() -> None:
     summary = _summary(detail="detailed")
     assert summary["detail_level"] == "detailed"

@@ -44,6 +44,11 @@ KEYS = {
 }
 
 
+def just_now() -> str:
+    """An event's ``occurred_at``: now, so after the decision the test made just before."""
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
 def auth(role: str) -> dict[str, str]:
     """The Authorization header of a role's key (or of an unknown key for ``"wrong"``)."""
     key = KEYS.get(role, "not-a-known-key-0123456789")

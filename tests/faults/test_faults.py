@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from core.database import sqlalchemy_url
 from core.settings import Settings
-from tests.factories.api import build_feast_store
+from tests.factories.api import build_feast_store, just_now
 from tests.faults.figures import (
     Targets,
     answers,
@@ -303,7 +303,7 @@ class Acknowledged:
             "decision_id": decision_id,
             "offer_id": offer_id,
             "type": self.rng.choice(["impression", "click", "decline"]),
-            "occurred_at": "2026-11-30T08:00:00Z",
+            "occurred_at": just_now(),
         }
 
 

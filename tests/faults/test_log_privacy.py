@@ -14,7 +14,14 @@ from urllib.parse import quote, urlparse
 import httpx
 import pytest
 
-from tests.factories.api import KEYS, api_settings, build_feast_store, customers, offers_body
+from tests.factories.api import (
+    KEYS,
+    api_settings,
+    build_feast_store,
+    customers,
+    just_now,
+    offers_body,
+)
 from tests.factories.decision import consent, heavy_user, profile
 from tests.faults.services import (
     RENDERER,
@@ -68,7 +75,7 @@ def _event(event_id: str, decision_id: str, offer_id: str) -> dict[str, Any]:
         "decision_id": decision_id,
         "offer_id": offer_id,
         "type": "impression",
-        "occurred_at": "2026-11-30T08:00:00Z",
+        "occurred_at": just_now(),
     }
 
 

@@ -46,7 +46,7 @@ from serving.decision_log import DecisionLog, DecisionRecord
 from serving.decision_log.circuit import DecisionLogUnavailable
 from serving.decision_log.records import ExperimentSpec, Variant
 from serving.experiments import Experiments, assign_variant
-from tests.factories.api import auth, churn, make_app, ranker, running
+from tests.factories.api import auth, churn, just_now, make_app, ranker, running
 from tests.simulated_world import SimulatedWorld
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -596,7 +596,7 @@ def test_the_runs_decisions_are_replayed_by_the_api_and_take_events(
                 "decision_id": shown["decision_id"],
                 "offer_id": offer,
                 "type": "impression",
-                "occurred_at": "2026-11-21T08:00:00Z",
+                "occurred_at": just_now(),
             },
             headers=auth("renderer"),
         )

@@ -1,10 +1,13 @@
-"""Consent answers: stored durably, then applied to the online store at once (role consent)."""
+"""Consent answers: stored durably, then applied to the online store at once (role consent or
+renderer)."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from fastapi import APIRouter, Response
 
-from features.consent_changes import ConsentAnswer
+from features.consent_changes import ConsentAnswer, answer_change_id
 from serving.api.deps import ConsentRole, ConsentsDep
 from serving.api.errors import ProblemError, problem_responses
 from serving.api.schemas import ConsentIn, ConsentPublic
@@ -48,15 +51,17 @@ def record_consent(
     body: ConsentIn, consents: ConsentsDep, _: ConsentRole, response: Response
 ) -> ConsentPublic:
     """Store a consent answer, then apply it to the online store: the next decision for the
-    customer reads it. 202 once stored, 200 for a change_id stored before with the same answer."""
+    customer reads it. 202 once stored, 200 for a change_id stored before with the same answer
+    (without a change_id: the same answer at the same updated_at)."""
     answer = ConsentAnswer(
         customer_id=body.customer_id,
         purpose=body.purpose,
         granted=body.granted,
-        updated_at=body.updated_at,
+        updated_at=body.updated_at or dt.datetime.now(dt.UTC),
     )
+    change_id = body.change_id or answer_change_id(answer, source="answer")
     try:
-        result = consents.record(body.change_id, answer)
+        result = consents.record(change_id, answer)
     except ConsentChangeConflict as error:
         raise ProblemError(409, str(error), kind="consent-change-conflict") from error
     except FeatureStoreUnavailable as error:

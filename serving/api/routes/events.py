@@ -13,6 +13,10 @@ from serving.decision_log import EventRecord
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
+# The renderer's clock and this server's may differ a little: an event stamped this much before
+# its decision was made, or ahead of this server's clock, is taken as it is; more is refused.
+EVENT_CLOCK_SKEW = dt.timedelta(minutes=5)
+
 
 def _public(event: EventRecord) -> EventPublic:
     return EventPublic(
@@ -40,7 +44,7 @@ def _unprocessable(field: str, detail: str, kind: str) -> ProblemError:
     response_model=EventPublic,
     responses={
         200: {"model": EventPublic, "description": "This event_id was stored before; unchanged."},
-        **problem_responses(401, 403, 413, 422, 503),
+        **problem_responses(401, 403, 409, 413, 422, 503),
     },
 )
 def record_event(
@@ -50,21 +54,38 @@ def record_event(
     _: RendererRole,
     response: Response,
 ) -> EventPublic:
-    """Store an impression, click, accept or decline; 202 once durably stored, 200 for a repeat."""
+    """Store an impression, click, accept or decline; 202 once durably stored, 200 for a repeat,
+    409 for an event_id stored before with another event."""
     stored = log.find_event(event.event_id)
     if stored is not None:
         response.status_code = 200
-        return _public(stored)
-    offers = log.offers_of(event.decision_id)
-    if offers is None:
+        return _public(_same_event(stored, event))
+    shown = log.shown_in(event.decision_id)
+    if shown is None:
         raise _unprocessable(
             "decision_id", f"no decision {event.decision_id} is logged", "unknown-decision"
         )
+    decided_at, offers = shown
     if event.offer_id not in offers:
         raise _unprocessable(
             "offer_id",
             f"offer {event.offer_id} was not shown in decision {event.decision_id}",
             "offer-not-in-decision",
+        )
+    received_at = dt.datetime.now(dt.UTC)
+    if event.occurred_at < decided_at - EVENT_CLOCK_SKEW:
+        raise _unprocessable(
+            "occurred_at",
+            f"is before decision {event.decision_id} was made "
+            f"({decided_at:%Y-%m-%dT%H:%M:%SZ}): the offer was not shown yet",
+            "validation",
+        )
+    if event.occurred_at > received_at + EVENT_CLOCK_SKEW:
+        raise _unprocessable(
+            "occurred_at",
+            "must not be more than 5 minutes ahead of the server's clock "
+            f"({received_at + EVENT_CLOCK_SKEW:%Y-%m-%dT%H:%M:%SZ})",
+            "validation",
         )
     record = EventRecord(
         event_id=event.event_id,
@@ -72,11 +93,30 @@ def record_event(
         offer_id=event.offer_id,
         type=event.type,
         occurred_at=event.occurred_at,
-        received_at=dt.datetime.now(dt.UTC),
+        received_at=received_at,
     )
     stored, created = log.record_event(record)
     if created:
         metrics.events.labels(event.type).inc()
     else:  # the same event_id arrived twice at once; the first one stored wins
         response.status_code = 200
+        _same_event(stored, event)
     return _public(stored)
+
+
+def _same_event(stored: EventRecord, sent: EventIn) -> EventRecord:
+    """``stored`` when ``sent`` is the same event again; 409 when the id names another one, which
+    would otherwise be lost while its sender was told it was stored."""
+    differ = [
+        field
+        for field in ("decision_id", "offer_id", "type", "occurred_at")
+        if getattr(stored, field) != getattr(sent, field)
+    ]
+    if differ:
+        raise ProblemError(
+            409,
+            f"event {sent.event_id} is stored with another {', '.join(differ)}; "
+            "a new event needs an event_id of its own",
+            kind="event-conflict",
+        )
+    return stored

@@ -19,6 +19,7 @@ from serving.api.deps import OffersDep, RendererRole, WaitingDep
 from serving.api.errors import (
     ProblemError,
     field_errors,
+    invoice_date_out_of_range,
     problem_json,
     problem_responses,
     validation_detail,
@@ -79,18 +80,7 @@ def decision_request(body: OffersRequest, offers: OffersService, today: dt.date)
     day = body.invoice_date or today
     problem = offers.invoice_date_problem(day, today)
     if problem is not None:
-        raise ProblemError(
-            422,
-            problem,
-            kind="invoice-date-out-of-range",
-            errors=[
-                {
-                    "loc": ["body", "invoice_date"],
-                    "msg": problem,
-                    "type": "invoice_date_out_of_range",
-                }
-            ],
-        )
+        raise invoice_date_out_of_range(problem, "body")
     return DecisionRequest(
         invoice_id=body.invoice_id,
         customer_id=body.customer_id,

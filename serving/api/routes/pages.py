@@ -29,7 +29,13 @@ from serving.api.deps import (
     ServicesDep,
     SignInNeeded,
 )
-from serving.api.errors import Problem, ProblemError, ValidationProblem, problem_responses
+from serving.api.errors import (
+    Problem,
+    ProblemError,
+    ValidationProblem,
+    invoice_date_out_of_range,
+    problem_responses,
+)
 from serving.api.schemas import OffersRequest
 from serving.decision.inputs import DecisionRequest, Locale, UnknownCustomerError
 from serving.decision.reasons import format_amount, format_sek
@@ -315,6 +321,7 @@ LABELS: dict[str, dict[str, str]] = {
         "no_offers": "Inga erbjudanden på den här fakturan.",
         "per_month": "/mån",
         "saving": "Du sparar",
+        "costs_more": "mer än du betalar nu",
         "unknown": "uppgift saknas",
     },
     "en": {
@@ -338,6 +345,7 @@ LABELS: dict[str, dict[str, str]] = {
         "no_offers": "No offers on this invoice.",
         "per_month": "/month",
         "saving": "You save",
+        "costs_more": "more than you pay now",
         "unknown": "not known",
     },
 }
@@ -400,18 +408,7 @@ def invoice_preview(
         day = invoice_date or today
         problem = offers.invoice_date_problem(day, today)
         if problem is not None:  # refused as POST /v1/offers refuses it
-            raise ProblemError(
-                422,
-                problem,
-                kind="invoice-date-out-of-range",
-                errors=[
-                    {
-                        "loc": ["query", "invoice_date"],
-                        "msg": problem,
-                        "type": "invoice_date_out_of_range",
-                    }
-                ],
-            )
+            raise invoice_date_out_of_range(problem, "query")
         request_to_decide = DecisionRequest(
             invoice_id=invoice_id,
             customer_id=customer_id,
@@ -440,19 +437,20 @@ def invoice_preview(
             "run: the offers decided as POST /v1/offers would decide them, stored nowhere.",
         )
     answer = OffersResponse.model_validate_json(preview.answer_json)
+    return _page(request, "preview.html", preview_context(answer, preview.stored, locale))
+
+
+def preview_context(answer: OffersResponse, stored: bool, locale: Locale) -> dict[str, Any]:
+    """What ``preview.html`` shows of an answer."""
     labels = LABELS[locale]
-    return _page(
-        request,
-        "preview.html",
-        {
-            "answer": answer,
-            "stored": preview.stored,
-            "locale": locale,
-            "labels": labels,
-            # The engine's own formats, so the page reads like the reasons it shows.
-            "money": lambda value: format_sek(value, locale, whole=False),
-            "quantity": lambda value: (
-                labels["unknown"] if value is None else format_amount(value, locale)
-            ),
-        },
-    )
+    return {
+        "answer": answer,
+        "stored": stored,
+        "locale": locale,
+        "labels": labels,
+        # The engine's own formats, so the page reads like the reasons it shows.
+        "money": lambda value: format_sek(value, locale, whole=False),
+        "quantity": lambda value: (
+            labels["unknown"] if value is None else format_amount(value, locale)
+        ),
+    }

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from serving.api.deps import CatalogDep, FeaturesDep, RendererRole, ServicesDep
-from serving.api.errors import ProblemError, problem_responses
+from serving.api.errors import ProblemError, invoice_date_out_of_range, problem_responses
 from serving.api.schemas import INVOICE_DATE_DESCRIPTION, IsoDate, Locale
 from serving.decision.engine import summarise_usage
 from serving.decision.inputs import UnknownCustomerError
@@ -50,6 +50,11 @@ def usage_summary(
             kind="validation",
             errors=[{"loc": ["query", "invoice_date"], "msg": message, "type": "value_error"}],
         )
+    today = dt.datetime.now(dt.UTC).date()
+    ahead = services.offers.invoice_date_problem(invoice_date or today, today, bound_past=False)
+    if ahead is not None:
+        # No month after the newest one ended is known; the offers route refuses the same date.
+        raise invoice_date_out_of_range(ahead, "query")
     if source is None:
         # A store that was down at start (or since) is reopened by the first request after it.
         source = services.current_features()
@@ -60,7 +65,7 @@ def usage_summary(
             customer_id,
             source,
             catalog,
-            invoice_date=invoice_date or dt.datetime.now(dt.UTC).date(),
+            invoice_date=invoice_date or today,
             locale=locale,
         )
     except UnknownCustomerError as error:
