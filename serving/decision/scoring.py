@@ -39,6 +39,9 @@ TOP_CONTRIBUTIONS = 5
 # Personal attributes whose value is never repeated beside a contribution: the answer (and the
 # decision log, which stores it) says that age weighed, not the customer's age.
 UNDISCLOSED_VALUES = frozenset({"age", "satisfaction"})
+# Inputs whose value is a code, not a quantity: that the offer's identity weighed is said, its
+# code (a number derived from the offer id) would mean nothing to a reader.
+CODED_VALUES = frozenset({"offer_identity_code"})
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,7 @@ def _top(row: np.ndarray, values: np.ndarray, top: int) -> list[Contribution]:
         Contribution(
             feature=RANKER_FEATURES[j],
             value=None
-            if math.isnan(row[j]) or RANKER_FEATURES[j] in UNDISCLOSED_VALUES
+            if math.isnan(row[j]) or RANKER_FEATURES[j] in UNDISCLOSED_VALUES | CODED_VALUES
             else round(float(row[j]), 4),
             contribution=round(float(values[j]), 4),
         )

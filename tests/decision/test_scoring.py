@@ -160,3 +160,15 @@ def test_age_and_satisfaction_weigh_without_their_values() -> None:
         ("satisfaction", None, -0.5),
         ("tenure_months", 48.0, 0.1),
     ]
+
+
+def test_the_offers_identity_weighs_without_its_code() -> None:
+    scorer = FixedContributions({"offer_identity_code": 0.6, "offer_monthly_fee_sek": -0.2})
+    rows = np.full((1, len(RANKER_FEATURES)), 2.0)
+    rows[0, RANKER_FEATURES.index("offer_identity_code")] = 12_940_565.0
+    rows[0, RANKER_FEATURES.index("offer_monthly_fee_sek")] = 299.0
+    result = top_contributions(scorer, rows)[0]
+    assert [(c.feature, c.value, c.contribution) for c in result] == [
+        ("offer_identity_code", None, 0.6),
+        ("offer_monthly_fee_sek", 299.0, -0.2),
+    ]
