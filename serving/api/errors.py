@@ -138,9 +138,10 @@ def field_errors(items: Sequence[Any], prefix: Sequence[str | int] = ()) -> list
 
 
 def _public_message(item: Any) -> str:
-    # Pydantic names its own classes where a JSON object was expected ("a valid dictionary or
-    # instance of OffersRequest"); the caller sent JSON, so say it in JSON's words.
-    if item.get("type") in ("model_type", "dict_type"):
+    # Pydantic names its own types where a JSON object was expected ("a valid dictionary or
+    # instance of OffersRequest", "… or object to extract fields from"); the caller sent JSON, so
+    # say it in JSON's words, on every route and for a batch's item alike.
+    if item.get("type") in ("model_type", "model_attributes_type", "dict_type"):
         return "Input should be a JSON object"
     return str(item.get("msg", ""))
 

@@ -191,7 +191,12 @@ class EventIn(BaseModel):
     decision_id: Identifier
     offer_id: Identifier
     type: EventType
-    occurred_at: UtcDatetime
+    occurred_at: UtcDatetime = Field(
+        description=(
+            "When the customer did it (UTC without a zone); not more than 5 minutes before its "
+            "decision was made nor ahead of the server's clock."
+        )
+    )
 
 
 class EventPublic(BaseModel):

@@ -4,6 +4,7 @@ reaches the online store, and what it answers when the store is down."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 import pytest
@@ -299,6 +300,7 @@ def test_a_store_that_is_down_answers_503_and_a_retry_applies_the_stored_change(
     problem = down.json()
     assert problem["type"] == "urn:invoice-offers:problem:feature-store-unavailable"
     assert "the consent change is stored" in problem["detail"]
+    assert "change_id CC-0001 is sent again" in problem["detail"]
     assert "offers consents sync" in problem["detail"]
     stored = find_consent_change(client.app.state.services.log, "CC-0001")
     assert stored is not None and stored.applied_at is None
@@ -311,6 +313,21 @@ def test_a_store_that_is_down_answers_503_and_a_retry_applies_the_stored_change(
     assert _consent_row(features, "C0001")["consent_marketing"] == 0
     stored = find_consent_change(client.app.state.services.log, "CC-0001")
     assert stored is not None and stored.applied_at is not None
+
+
+def test_an_answer_without_change_id_stored_while_the_store_is_down_names_its_id(
+    client: Any, features: FakeFeatures
+) -> None:
+    answer = {key: value for key, value in _body().items() if key != "change_id"}
+    features.fail = "timeout"
+    down = client.post("/v1/consents", json=answer, headers=CONSENT)
+    assert down.status_code == 503
+    named = re.search(r"stored as change (answer-[0-9a-f]{40})", down.json()["detail"])
+    assert named is not None and "with its updated_at" in down.json()["detail"]
+    features.fail = None
+    retry = client.post("/v1/consents", json=answer, headers=CONSENT)
+    assert (retry.status_code, retry.json()["change_id"]) == (200, named.group(1))
+    assert retry.json()["online"] == "applied" and _stored(client) == 1
 
 
 def test_a_store_that_never_opened_answers_503(tmp_path: Any) -> None:

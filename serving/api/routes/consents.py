@@ -16,10 +16,18 @@ from serving.feature_reader import FeatureStoreUnavailable
 
 router = APIRouter(prefix="/v1", tags=["consents"])
 
-STORED_NOT_APPLIED = (
-    "the feature store is unavailable; the consent change is stored and will be applied when "
-    "the same change_id is sent again or by `offers consents sync`"
-)
+
+def _stored_not_applied(change_id: str, derived: bool) -> str:
+    """The 503's detail: the change is stored, under which id, and how it gets applied."""
+    again = (
+        f"the same answer with its updated_at is sent again (stored as change {change_id})"
+        if derived
+        else f"change_id {change_id} is sent again"
+    )
+    return (
+        "the feature store is unavailable; the consent change is stored and will be applied when "
+        f"{again} or by `offers consents sync`"
+    )
 
 
 def _public(result: ConsentResult) -> ConsentPublic:
@@ -66,7 +74,10 @@ def record_consent(
         raise ProblemError(409, str(error), kind="consent-change-conflict") from error
     except FeatureStoreUnavailable as error:
         raise ProblemError(
-            503, STORED_NOT_APPLIED, kind="feature-store-unavailable", headers={"Retry-After": "1"}
+            503,
+            _stored_not_applied(change_id, derived=body.change_id is None),
+            kind="feature-store-unavailable",
+            headers={"Retry-After": "1"},
         ) from error
     if not result.created:
         response.status_code = 200

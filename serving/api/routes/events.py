@@ -43,7 +43,10 @@ def _unprocessable(field: str, detail: str, kind: str) -> ProblemError:
     status_code=202,
     response_model=EventPublic,
     responses={
-        200: {"model": EventPublic, "description": "This event_id was stored before; unchanged."},
+        200: {
+            "model": EventPublic,
+            "description": "This event was stored before under this event_id; the first stands.",
+        },
         **problem_responses(401, 403, 409, 413, 422, 503),
     },
 )
@@ -105,11 +108,13 @@ def record_event(
 
 
 def _same_event(stored: EventRecord, sent: EventIn) -> EventRecord:
-    """``stored`` when ``sent`` is the same event again; 409 when the id names another one, which
-    would otherwise be lost while its sender was told it was stored."""
+    """``stored`` when ``sent`` is the same event again; 409 when the id names another one (another
+    decision, offer or type), which would otherwise be lost while its sender was told it was
+    stored. A retry stamped again (another ``occurred_at`` only) is the same event: the first
+    stamp stands."""
     differ = [
         field
-        for field in ("decision_id", "offer_id", "type", "occurred_at")
+        for field in ("decision_id", "offer_id", "type")
         if getattr(stored, field) != getattr(sent, field)
     ]
     if differ:
