@@ -231,6 +231,26 @@ async def refuse_unknown_query(request: Request, _: CurrentRole) -> None:
 
 KnownQueryOnly = Depends(refuse_unknown_query)
 
+# What a route that takes no body accepts as "nothing": many clients send an empty object.
+_NO_CONTENT = frozenset({b"", b"{}", b"null"})
+
+
+async def refuse_body(request: Request, _: CurrentRole) -> None:
+    """422 for a body sent to a route that takes none (an empty object aside), as for an unknown
+    field: whatever it meant to say is not read. After the key is checked."""
+    body = b"".join((await request.body()).split())
+    if body not in _NO_CONTENT:
+        detail = "this route takes no body"
+        raise ProblemError(
+            422,
+            detail,
+            kind="validation",
+            errors=[{"loc": ["body"], "msg": detail, "type": "extra_forbidden"}],
+        )
+
+
+NoBody = Depends(refuse_body)
+
 
 # Pages ------------------------------------------------------------------------------------------
 # A browser cannot send a Bearer key: pages also take the session cookie that POST /sign-in sets.

@@ -562,6 +562,19 @@ def test_a_stopped_experiment_assigns_nobody_and_says_so(client: Any) -> None:
     )
 
 
+def test_a_stop_with_a_body_is_422_and_stops_nothing(client: Any) -> None:
+    client.post("/v1/experiments", json=experiment(start="2026-01-01T00:00:00Z"), headers=MARKETING)
+    path = "/v1/experiments/ranker-vs-rules/stop"
+    refused = client.post(path, json={"reason": "done", "at": "2027-01-01"}, headers=MARKETING)
+    assert refused.status_code == 422
+    assert refused.json()["detail"] == "this route takes no body"
+    assert client.app.state.services.experiments.running_on(dt.date(2026, 12, 10)) is not None
+    # Many clients send an empty object with every POST: that is no body.
+    assert client.post(path, json={}, headers=MARKETING).status_code == 200
+    # The key is checked first: a caller without one learns nothing about the body.
+    assert client.post(path, json={"reason": "done"}).status_code == 401
+
+
 def test_an_ended_experiment_cannot_be_stopped(client: Any) -> None:
     ended = experiment(start="2020-01-01T00:00:00Z", end="2020-02-01T00:00:00Z")
     assert client.post("/v1/experiments", json=ended, headers=MARKETING).status_code == 201

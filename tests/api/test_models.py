@@ -171,6 +171,16 @@ def test_admin_reload_loads_the_new_champion(setup: Any) -> None:
     assert again["changed"] is False
 
 
+def test_a_reload_with_a_body_is_422_and_loads_nothing(setup: Any) -> None:
+    client, registry = setup
+    registry.champions["offer-ranker"] = ranker("2")
+    refused = client.post("/v1/admin/reload", json={"version": "3"}, headers=ADMIN)
+    assert refused.status_code == 422
+    assert refused.json()["errors"][0]["loc"] == ["body"]
+    body = client.post("/v1/offers", json=offers_body(), headers=RENDERER).json()
+    assert body["model_version"] == "offer-ranker/1"
+
+
 @pytest.mark.parametrize(
     ("champion", "status", "named", "reason"),
     [

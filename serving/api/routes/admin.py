@@ -6,7 +6,7 @@ import datetime as dt
 
 from fastapi import APIRouter
 
-from serving.api.deps import AdminRole, ExperimentsDep, FollowerDep, MetricsDep, ModelDep
+from serving.api.deps import AdminRole, ExperimentsDep, FollowerDep, MetricsDep, ModelDep, NoBody
 from serving.api.errors import ProblemError, problem_responses
 from serving.api.schemas import ModelsPublic
 from serving.scoring_model import ModelLoadFailed, ModelMismatch, NoChampion
@@ -15,7 +15,10 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
 @router.post(
-    "/reload", response_model=ModelsPublic, responses=problem_responses(401, 403, 409, 503)
+    "/reload",
+    response_model=ModelsPublic,
+    responses=problem_responses(401, 403, 409, 422, 503),
+    dependencies=[NoBody],
 )
 def reload_models(
     models: ModelDep,

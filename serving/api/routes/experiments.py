@@ -19,6 +19,7 @@ from serving.api.deps import (
     MarketingPage,
     MarketingRole,
     ModelDep,
+    NoBody,
 )
 from serving.api.errors import ProblemError, problem_responses
 from serving.api.routes.pages import PAGE_HEADERS
@@ -155,6 +156,7 @@ def overlap_detail(other: Experiment) -> str:
     "/v1/experiments/{key}/stop",
     response_model=ExperimentPublic,
     responses=problem_responses(401, 403, 404, 409, 422),
+    dependencies=[NoBody],
 )
 def stop_experiment(
     key: ExperimentKey, experiments: ExperimentsDep, _: MarketingRole
