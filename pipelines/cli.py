@@ -576,10 +576,16 @@ def events_export(
     out: Annotated[Path | None, typer.Option(help="offer_events Parquet to write.")] = None,
 ) -> None:
     """Append logged decisions and their events to offer_events for the next retraining."""
-    from serving.decision_log.export import export_offer_events
+    from serving.decision_log.export import OUTCOME_WINDOW, export_offer_events
 
-    written = export_offer_events(out=out)
-    console.print(f"{written} offer events exported")
+    export = export_offer_events(out=out)
+    console.print(f"{export.exported} offer events exported")
+    if export.waiting:
+        console.print(
+            f"{export.waiting} shown offers wait for their outcome: exported once accepted or "
+            f"{OUTCOME_WINDOW.days} days after they were shown (until then, training would read "
+            "them as not accepted)"
+        )
 
 
 def _variant(text: str) -> dict[str, object]:

@@ -64,6 +64,7 @@ from serving.decision.inputs import (
     ManyCustomersSource,
     Scorer,
     UnknownCustomerError,
+    has_account,
     usage_as_of,
     usage_rows_as_of,
 )
@@ -861,6 +862,12 @@ def _accounts(read: Sequence[_Read | Exception]) -> list[_Open | Exception]:
     One rule for time, in the API and the batch alike: the invoice describes its billing period,
     never a month that had not ended on its date. The rows of one invoice date are moved back
     together, over arrays (each the row's own ``usage_as_of``)."""
+    read = [
+        item
+        if isinstance(item, Exception) or has_account(item.account_row)
+        else UnknownCustomerError(item.call.request.customer_id)
+        for item in read
+    ]
     by_date: dict[dt.date, list[int]] = {}
     for position, item in enumerate(read):
         if isinstance(item, _Read):
@@ -958,7 +965,10 @@ def summarise_usage(
     if consent_row is None:
         raise UnknownCustomerError(customer_id)
     consent = ConsentState.from_features(consent_row, invoice_date)
-    account = Account.from_features(usage_as_of(source.read_account(customer_id), invoice_date))
+    account_row = source.read_account(customer_id)
+    if not has_account(account_row):
+        raise UnknownCustomerError(customer_id)
+    account = Account.from_features(usage_as_of(account_row, invoice_date))
     return build_usage_summary(
         account,
         catalog,

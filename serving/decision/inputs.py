@@ -22,7 +22,8 @@ ADULT_AGE = 18
 
 
 class UnknownCustomerError(LookupError):
-    """The feature store has never seen this customer (the API answers 404)."""
+    """The feature store has never seen this customer, or holds no account of theirs (the API
+    answers 404)."""
 
     def __init__(self, customer_id: str) -> None:
         super().__init__(f"unknown customer {customer_id}")
@@ -192,6 +193,17 @@ def as_date(value: Any) -> dt.date | None:
         except ValueError:
             return None
     return None
+
+
+def has_account(row: Mapping[str, Any]) -> bool:
+    """True when the store holds the customer's account (their plan), not only a consent row.
+
+    The consent view is reloaded whole on every materialize; the others load what changed. A
+    customer whose rows were erased and who comes back in the consent view alone (or whose
+    account rows are not materialized yet) has nothing to decide from or summarise: unknown.
+    """
+    plan_id = row.get("current_plan_id")
+    return isinstance(plan_id, str) and plan_id != ""
 
 
 @dataclass(frozen=True)

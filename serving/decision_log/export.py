@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -16,6 +16,7 @@ from core.contract import OFFER_EVENTS
 from core.files import replacing
 from core.settings import get_settings
 from serving.decision_log.repository import DecisionLog
+from training.labels import RANKER_LABEL_DAYS
 
 # The strongest event decides an offer's outcome in offer_events; no event or only an impression:
 # ignored.
@@ -23,8 +24,28 @@ _OUTCOME_BY_EVENT = {"accept": "accepted", "decline": "declined", "click": "clic
 _EVENT_STRENGTH = {"impression": 0, "click": 1, "decline": 2, "accept": 3}
 
 
-def offer_events(log: DecisionLog) -> pa.Table:
-    """Every logged offer with its outcome, in the offer_events contract schema."""
+# How long a shown offer's outcome stays open: training labels an offer accepted when it was
+# accepted within this window, so before it has passed, "not accepted" is not known yet.
+OUTCOME_WINDOW = dt.timedelta(days=RANKER_LABEL_DAYS)
+
+
+class Export(NamedTuple):
+    exported: int
+    # Shown offers left for a later export: not accepted, and their outcome window still open.
+    waiting: int
+
+
+def offer_events(log: DecisionLog, known_by: dt.datetime | None = None) -> pa.Table:
+    """Every logged offer with its outcome, in the offer_events contract schema.
+
+    With ``known_by``, only the offers whose outcome is known by then: accepted, or shown at
+    least ``OUTCOME_WINDOW`` before it. An offer shown an hour ago and not answered yet would
+    otherwise reach training as not accepted.
+    """
+    return _offer_events(log, known_by)[0]
+
+
+def _offer_events(log: DecisionLog, known_by: dt.datetime | None) -> tuple[pa.Table, int]:
     tables = log.tables
     decisions, offers, events = tables.decisions, tables.decision_offers, tables.events
     shown = sa.select(
@@ -55,6 +76,7 @@ def offer_events(log: DecisionLog) -> pa.Table:
         ):
             strongest[key] = (strength, occurred_at, kind)
     columns: dict[str, list[Any]] = {name: [] for name in OFFER_EVENTS.column_names}
+    waiting = 0
     for (
         decision_id,
         invoice_id,
@@ -67,6 +89,13 @@ def offer_events(log: DecisionLog) -> pa.Table:
     ) in shown_rows:
         best = strongest.get((decision_id, offer_id))
         outcome = _OUTCOME_BY_EVENT.get(best[2], "ignored") if best else "ignored"
+        if (
+            known_by is not None
+            and outcome != "accepted"
+            and created_at + OUTCOME_WINDOW > known_by
+        ):
+            waiting += 1
+            continue
         columns["decision_id"].append(decision_id)
         columns["invoice_id"].append(invoice_id)
         columns[CUSTOMER_KEY].append(customer_id)
@@ -82,20 +111,24 @@ def offer_events(log: DecisionLog) -> pa.Table:
         columns["outcome_at"].append(
             max(best[1], created_at) if best and outcome != "ignored" else None
         )
-    return pa.Table.from_pydict(columns, schema=OFFER_EVENTS.arrow_schema())
+    return pa.Table.from_pydict(columns, schema=OFFER_EVENTS.arrow_schema()), waiting
 
 
-def merge_into_offer_events(log: DecisionLog, out: Path) -> int:
-    """Merge the logged offers into the offer_events file at ``out``; return the rows exported.
+def merge_into_offer_events(log: DecisionLog, out: Path, now: dt.datetime | None = None) -> Export:
+    """Merge the logged offers whose outcome is known ``now`` into the offer_events file at
+    ``out``; return the rows exported and the shown offers left for a later export.
 
     Rows already in the file stay, except those the log has again (same decision_id and
     offer_id), which take the log's newer outcome. The file is replaced in one rename, so a
-    failure leaves the old file as it was.
+    failure leaves the old file as it was. Nothing is written when there is nothing to export
+    and no file yet.
     """
-    fresh = offer_events(log)
+    fresh, waiting = _offer_events(log, now or dt.datetime.now(dt.UTC))
+    if fresh.num_rows == 0 and not out.exists():
+        return Export(0, waiting)
     merged = _merged_with_file(out, fresh) if out.exists() else fresh
     _write_atomically(merged, out)
-    return fresh.num_rows
+    return Export(fresh.num_rows, waiting)
 
 
 def _row_keys(table: pa.Table) -> pa.Array:
@@ -126,7 +159,7 @@ def _write_atomically(table: pa.Table, out: Path) -> None:
         pq.write_table(table, temporary)
 
 
-def export_offer_events(out: Path | None = None) -> int:
+def export_offer_events(out: Path | None = None) -> Export:
     """Append the logged decisions and their outcomes to offer_events (``offers events export``)."""
     settings = get_settings()
     target = out or settings.data_dir / OFFER_EVENTS.file_name

@@ -26,6 +26,8 @@ from tests.factories.api import FakeFeatures, auth, just_now, make_app, offers_b
 pytestmark = pytest.mark.integration
 
 T0 = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
+# An export after every outcome window of the decisions made around T0 has passed.
+LATER = T0 + dt.timedelta(days=60)
 
 
 def record(
@@ -400,7 +402,7 @@ def test_export_appends_outcomes_in_the_contract_schema(log: DecisionLog, tmp_pa
     _write_existing(out, [earlier, stale])
     log.record_event(event(second, "LOYALTY_NEW_PRICE", "decline", 7))
 
-    assert merge_into_offer_events(log, out) == 5
+    assert merge_into_offer_events(log, out, LATER).exported == 5
     assert schema_problems(out.parent, OFFER_EVENTS) == []
     frame = read_table(out.parent, OFFER_EVENTS)  # raises on a null where none is allowed
     assert len(frame) == 6  # the earlier row kept, the stale one replaced
@@ -423,7 +425,7 @@ def test_export_appends_outcomes_in_the_contract_schema(log: DecisionLog, tmp_pa
         {"rank": 3, "policy": "model", "propensity": 1.0}
     ]
 
-    assert merge_into_offer_events(log, out) == 5  # again: nothing doubled
+    assert merge_into_offer_events(log, out, LATER) == (5, 0)  # again: nothing doubled
     assert pq.read_table(out).num_rows == 6
 
 
@@ -436,7 +438,7 @@ def test_an_outcome_stamped_before_its_decision_is_exported_at_the_decisions_tim
     log.record_event(event(decision, "PLAN_30GB", "accept", -4))
     log.record_event(event(decision, "ADDON_DATA_10GB", "decline", -60 * 24 * 365))
     out = tmp_path / "raw" / "offer_events.parquet"
-    assert merge_into_offer_events(log, out) == 2
+    assert merge_into_offer_events(log, out, LATER) == (2, 0)
     assert schema_problems(out.parent, OFFER_EVENTS) == []
     frame = read_table(out.parent, OFFER_EVENTS)
     assert sorted(zip(frame["outcome"], frame["outcome_at"], strict=True)) == [
@@ -445,12 +447,40 @@ def test_an_outcome_stamped_before_its_decision_is_exported_at_the_decisions_tim
     ]
 
 
+def test_an_offer_is_exported_once_its_outcome_is_known(log: DecisionLog, tmp_path: Path) -> None:
+    decision = record("INV-1", offers=("PLAN_30GB", "ADDON_DATA_10GB", "PAY_AUTOGIRO"))
+    log.record(decision)
+    log.record_event(event(decision, "PLAN_30GB", "accept", 60))
+    log.record_event(event(decision, "PAY_AUTOGIRO", "decline", 90))
+    out = tmp_path / "raw" / "offer_events.parquet"
+    # A day after: the accept is final; the others may still be accepted within 14 days.
+    assert merge_into_offer_events(log, out, T0 + dt.timedelta(days=1)) == (1, 2)
+    assert read_table(out.parent, OFFER_EVENTS)["outcome"].tolist() == ["accepted"]
+    # The window is still open a moment before its end, and closed at it.
+    window = dt.timedelta(days=14)
+    assert merge_into_offer_events(log, out, T0 + window - dt.timedelta(seconds=1)) == (1, 2)
+    assert merge_into_offer_events(log, out, T0 + window) == (3, 0)
+    exported = read_table(out.parent, OFFER_EVENTS)
+    assert sorted(zip(exported["offer_id"], exported["outcome"], strict=True)) == [
+        ("ADDON_DATA_10GB", "ignored"),
+        ("PAY_AUTOGIRO", "declined"),
+        ("PLAN_30GB", "accepted"),
+    ]
+
+
+def test_nothing_to_export_writes_no_file(log: DecisionLog, tmp_path: Path) -> None:
+    log.record(record("INV-1"))
+    out = tmp_path / "raw" / "offer_events.parquet"
+    assert merge_into_offer_events(log, out, T0) == (0, 2)
+    assert not out.exists()  # a world's folder is not started by an empty export
+
+
 def test_a_failed_export_leaves_the_file_as_it_was(
     log: DecisionLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log.record(record("INV-1"))
     out = tmp_path / "offer_events.parquet"
-    merge_into_offer_events(log, out)
+    merge_into_offer_events(log, out, LATER)
     before = out.read_bytes()
 
     def broken(*args: Any, **kwargs: Any) -> None:
@@ -459,7 +489,7 @@ def test_a_failed_export_leaves_the_file_as_it_was(
     log.record(record("INV-2"))
     monkeypatch.setattr(pq, "write_table", broken)
     with pytest.raises(OSError, match="disk full"):
-        merge_into_offer_events(log, out)
+        merge_into_offer_events(log, out, LATER)
     assert out.read_bytes() == before
     assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")] == []
 

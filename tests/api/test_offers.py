@@ -135,6 +135,32 @@ def test_an_unknown_customer_is_404(client: Any) -> None:
     assert response.json()["detail"] == "customer C9999 is not known"
 
 
+def test_a_customer_with_a_consent_row_but_no_account_is_404_on_every_route(
+    client: Any, features: FakeFeatures
+) -> None:
+    # Erased, then back in the consent view alone (it is reloaded whole on every materialize):
+    # nothing to decide from or summarise, and never a 500.
+    consent_row, _, _ = features.rows["C0001"]
+    features.rows["C0001"] = (consent_row, {}, {})
+    single = client.post("/v1/offers", json=offers_body(), headers=RENDERER)
+    assert single.status_code == 404
+    assert single.json()["detail"] == "customer C0001 is not known"
+    summary = client.get("/v1/customers/C0001/usage-summary", headers=RENDERER)
+    assert summary.status_code == 404
+    batch = client.post(
+        "/v1/offers/batch",
+        json={
+            "invoices": [
+                offers_body(invoice_id="INV-B1"),
+                offers_body(invoice_id="INV-B2", customer_id="C0002"),
+            ]
+        },
+        headers=RENDERER,
+    ).json()["results"]
+    assert [item["status"] for item in batch] == [404, 200]
+    assert client.app.state.services.log.find("INV-2026-11-0001") is None
+
+
 def test_the_same_invoice_gets_the_same_decision_even_if_asked_differently(
     client: Any, features: FakeFeatures
 ) -> None:
