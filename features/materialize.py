@@ -487,6 +487,29 @@ def _progress(show: bool) -> Iterator[Callable[[str, int], Advance]]:
         yield task
 
 
+# Beside the registry: the online store's rows may be older than the feature tables' history, so
+# the next materialize reloads every view from the beginning (the file says why).
+WHOLE_RELOAD_FILE = "reload-whole"
+
+
+def request_whole_reload(settings: Settings, reason: str) -> None:
+    """Make the next materialize reload every view from the beginning.
+
+    An incremental materialize loads only rows dated after the last one's end: a history that
+    changed before it (another world simulated into the same folder, a customer erased from the
+    online store while the tables still hold them) would otherwise never reach the store.
+    """
+    folder = Path(settings.feast_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / WHOLE_RELOAD_FILE).write_text(reason.strip() + "\n")
+
+
+def whole_reload_requested(settings: Settings) -> str | None:
+    """Why the next materialize reloads every view whole, or None."""
+    path = Path(settings.feast_dir) / WHOLE_RELOAD_FILE
+    return path.read_text().strip() if path.exists() else None
+
+
 def materialize_views(
     store: FeatureStore,
     settings: Settings,
@@ -495,9 +518,16 @@ def materialize_views(
     views: list[str] | None = None,
     engine: Literal["bulk", "feast"] = "bulk",
     show_progress: bool = True,
+    whole: bool = False,
 ) -> MaterializeReport:
-    """Materialize the named feature views (all when None) up to ``end`` (now when None)."""
+    """Materialize the named feature views (all when None) up to ``end`` (now when None):
+    each from its last materialized end, or from the beginning with ``whole`` or when a whole
+    reload was requested (:func:`request_whole_reload`; done once every view is loaded)."""
     started = time.perf_counter()
+    requested = whole_reload_requested(settings)
+    if requested is not None:
+        logger.info("reloading every view from the beginning: %s", requested)
+    whole = whole or requested is not None
     end = _utc(end) if end is not None else dt.datetime.now(dt.UTC)
     chosen = [
         view
@@ -520,7 +550,9 @@ def materialize_views(
     loads: list[ViewLoad] = []
     with _progress(show_progress) as task:
         for view in chosen:
-            loads.append(_materialize_view(store, view, end, engine, writer, task))
+            loads.append(_materialize_view(store, view, end, engine, writer, task, whole))
+    if requested is not None and views is None:
+        (Path(settings.feast_dir) / WHOLE_RELOAD_FILE).unlink(missing_ok=True)
     report = MaterializeReport(
         online_store=store.config.online_store.type,
         engine=engine,
@@ -547,11 +579,12 @@ def _materialize_view(
     engine: str,
     writer: OnlineWriter,
     task: Callable[[str, int], Advance],
+    whole: bool = False,
 ) -> ViewLoad:
     view_started = time.perf_counter()
     start = view.most_recent_end_time
     start = _utc(start) if start is not None else None
-    if view.name in RELOADED_WHOLE:
+    if view.name in RELOADED_WHOLE or whole:
         start = None
     path = source_path(store, view)
     if not path.exists():

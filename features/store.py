@@ -165,17 +165,26 @@ def materialize(
     project: str = PROJECT,
     engine: Literal["bulk", "feast"] = "bulk",
     show_progress: bool = True,
+    whole: bool = False,
 ) -> MaterializeReport:
     """Load the newest feature values up to ``end`` (default now, UTC) into the online store.
 
     Incremental like Feast: each view continues from its last materialized end time, kept in the
-    registry. ``engine="bulk"`` (the default) writes the newest row per entity straight into the
-    online store's own layout; ``engine="feast"`` runs Feast's ``materialize`` for comparison.
+    registry; from the beginning with ``whole``, or once after a whole reload was requested
+    (``features.materialize.request_whole_reload``). ``engine="bulk"`` (the default) writes the
+    newest row per entity straight into the online store's own layout; ``engine="feast"`` runs
+    Feast's ``materialize`` for comparison.
     """
     from features.materialize import materialize_views
 
     settings = settings or get_settings()
     store = open_store(settings, project)
     return materialize_views(
-        store, settings, end=end, views=views, engine=engine, show_progress=show_progress
+        store,
+        settings,
+        end=end,
+        views=views,
+        engine=engine,
+        show_progress=show_progress,
+        whole=whole,
     )

@@ -90,6 +90,12 @@ def simulate(
         )
     except ValueError as error:
         raise _fail(str(error)) from error
+    if Path(target).resolve() == Path(settings.data_dir).resolve():
+        from features.materialize import request_whole_reload
+
+        # A new world's history replaces the old one's: an incremental materialize would keep
+        # the old world's values for every row dated before its last end.
+        request_whole_reload(settings, f"a new world was simulated into {target}")
     console.print(summary.describe())
 
 
@@ -137,8 +143,17 @@ def features_materialize(
         str | None, typer.Option(help="Materialize up to this UTC date or time (default: now).")
     ] = None,
     data: DataOption = None,
+    whole: Annotated[
+        bool,
+        typer.Option(
+            "--whole",
+            help="Reload every view from the beginning: after the tables' history changed "
+            "(corrected source data), not only grew.",
+        ),
+    ] = False,
 ) -> None:
-    """Load the newest feature values into the online store, incrementally; then apply the
+    """Load the newest feature values into the online store, incrementally (from the beginning
+    with --whole, and once after a new world was simulated or a customer erased); then apply the
     consent changes received through the API again (`offers consents sync`)."""
     from core.settings import get_settings
     from features.store import materialize
@@ -148,7 +163,7 @@ def features_materialize(
         end_time = dt.datetime.fromisoformat(end) if end else None
     except ValueError as error:
         raise _fail(f"--end {end!r} is not an ISO date or time") from error
-    report = materialize(end=end_time)
+    report = materialize(end=end_time, whole=whole)
     console.print(report.describe())
     try:
         synced = sync_after_materialize(get_settings(), data)

@@ -38,12 +38,17 @@ def erase_customer(settings: Settings, customer_id: str, store: Any = None) -> C
     """Erase the customer from the online store (``store``, or the one the settings name) and
     then from the decision log."""
     from features.erasure import erase_online_values
+    from features.materialize import request_whole_reload
     from features.store import open_store
     from serving.decision_log import DecisionLog
     from serving.decision_log.erasure import erase_customer as erase_from_log
 
     store = store if store is not None else open_store(settings)
     online_values = erase_online_values(store, customer_id)
+    # Every materialize reloads the consent view whole, the others only what is new: without a
+    # whole reload the customer would come back as a consent row alone (unknown to the API) while
+    # the source tables still hold them.
+    request_whole_reload(settings, "customer values were erased from the online store")
     log = DecisionLog(settings.database_url)
     try:
         erased = erase_from_log(log, customer_id, online_values)

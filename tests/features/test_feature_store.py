@@ -23,7 +23,7 @@ import pytest
 from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP, OFFER_KEY
 from core.database import sqlalchemy_url
 from core.settings import Settings
-from features.materialize import MaterializeReport
+from features.materialize import MaterializeReport, request_whole_reload, whole_reload_requested
 from features.pipeline import build_features
 from features.store import apply_repository, materialize, open_store, repo_config
 from features.training_frame import historical_features, historical_features_by_ref
@@ -404,6 +404,43 @@ def test_a_consent_recorded_late_reaches_the_online_store(repo: Repo, tmp_path: 
     materialize(END + dt.timedelta(hours=1), settings, show_progress=False)
     after = online_values(open_store(settings), "customer_consent", ["C2"])
     assert after["consent_marketing"] == [0] and after["objected_marketing"] == [1]
+
+
+def test_a_changed_history_reaches_the_store_by_a_whole_reload(repo: Repo, tmp_path: Path) -> None:
+    """An incremental materialize loads only rows dated after its last end: another world's
+    history, or corrected source data, reaches the store by a whole reload, asked for once
+    (simulate and erase ask for it) or by ``--whole``."""
+    settings = fresh_store_settings(repo, "changed-history")
+    world = small_world()
+    raw = write_tables(world, tmp_path / "raw")
+    settings = settings_for(settings.feast_dir.parent, raw, tmp_path / "features")
+    build_features(settings=settings)
+    apply_repository(settings)
+    materialize(END, settings, show_progress=False)
+
+    def c1_june_data_gb() -> list[Any]:
+        return online_values(open_store(settings), "customer_usage", ["C1"])["data_gb_m1"]
+
+    assert c1_june_data_gb() == [9.0]
+    corrected = world["usage_monthly"].copy()
+    corrected.loc[(corrected[CUSTOMER_KEY] == "C1") & (corrected["data_gb"] == 9.0), "data_gb"] = (
+        4.0
+    )
+    write_tables({**world, "usage_monthly": corrected}, raw)
+    build_features(settings=settings)
+    materialize(END + dt.timedelta(hours=1), settings, show_progress=False)
+    assert c1_june_data_gb() == [9.0]  # dated before the last end: not read again
+
+    request_whole_reload(settings, "corrected usage")
+    assert whole_reload_requested(settings) == "corrected usage"
+    report = materialize(END + dt.timedelta(hours=2), settings, show_progress=False)
+    assert all(load.start is None for load in report.views)
+    assert c1_june_data_gb() == [4.0]
+    assert whole_reload_requested(settings) is None  # once
+    again = materialize(END + dt.timedelta(hours=3), settings, show_progress=False)
+    assert {load.view for load in again.views if load.rows_read} == {"customer_consent"}
+    forced = materialize(END + dt.timedelta(hours=4), settings, show_progress=False, whole=True)
+    assert all(load.start is None and load.rows_read for load in forced.views)
 
 
 def test_feast_own_materialize_writes_the_same_values(repo: Repo) -> None:

@@ -8,6 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from core.settings import Settings
+from features.materialize import whole_reload_requested
 from features.online import read_online
 from features.store import open_store
 from pipelines.customer_erasure import erase_customer
@@ -86,8 +87,12 @@ def test_an_erased_customer_is_gone_and_only_counts_remain(
     log = DecisionLog(settings.database_url)
     assert _rows_of(log, "C0001") == {"decisions": 2, "events": 1, "consent_changes": 1}
 
+    assert whole_reload_requested(settings) is None
     erased = erase_customer(settings, "C0001", store=online)
     assert (erased.log.decisions, erased.log.events, erased.log.consent_changes) == (2, 1, 1)
+    # The next materialize reloads every view, not the consent view alone: the customer comes
+    # back whole, or not at all, while the source tables hold them.
+    assert whole_reload_requested(settings) == "customer values were erased from the online store"
     assert erased.log.offers_shown >= 2 and erased.online_values > 20
     assert "C0001" not in erased.describe()
 

@@ -498,6 +498,30 @@ def test_offers_simulate_command_writes_a_world(
     assert str(months.max()) == "2026-11-01" and months.nunique() == 3
 
 
+def test_a_world_simulated_into_the_data_folder_is_materialized_whole_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from core.settings import get_settings
+    from features.materialize import whole_reload_requested
+    from pipelines.cli import app
+
+    monkeypatch.chdir(CATALOG.parents[1])
+    monkeypatch.setenv("OFFERS_DATA_DIR", str(tmp_path / "raw"))
+    monkeypatch.setenv("OFFERS_FEAST_DIR", str(tmp_path / "feast"))
+    get_settings.cache_clear()
+    try:
+        elsewhere = ["simulate", "--customers", "50", "--months", "3", "--out", str(tmp_path / "x")]
+        assert CliRunner().invoke(app, elsewhere).exit_code == 0
+        assert whole_reload_requested(get_settings()) is None  # not the served world's folder
+        result = CliRunner().invoke(app, ["simulate", "--customers", "50", "--months", "3"])
+        assert result.exit_code == 0, result.output
+        assert "new world was simulated" in (whole_reload_requested(get_settings()) or "")
+    finally:
+        get_settings.cache_clear()
+
+
 def test_the_invoice_an_offer_is_printed_on_does_not_show_the_answer(
     tables: dict[str, pd.DataFrame],
 ) -> None:
