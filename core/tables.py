@@ -5,7 +5,9 @@ name, as Spark writes it, is read too). Only the contract's columns are read; ex
 ignored. The frames have the same dtypes whatever the file used:
 
 - ``str``: ``object`` holding Python ``str`` (dictionary-encoded strings are decoded);
-- ``int``: ``int64``, or pandas' nullable ``Int64`` for a nullable column (``satisfaction``);
+- ``int``: ``int64``, or pandas' nullable ``Int64`` for a nullable column (``satisfaction``); a
+  floating-point column is accepted when every value is a whole number (what pandas writes for an
+  integer column with nulls), and refused naming the column when one is not;
 - ``float``: ``float64`` (integer and decimal columns are accepted and converted);
 - ``bool``: ``bool``;
 - ``date``: ``datetime64[ns]``, naive and normalised to midnight, ``NaT`` for null. A file may store
@@ -121,7 +123,10 @@ def _type_fits(kind: ColumnKind, data_type: pa.DataType) -> bool:
     if kind == "str":
         return _is_string(data_type)
     if kind == "int":
-        return bool(pa.types.is_integer(data_type))
+        # Pandas holds an integer column with nulls as float64 and writes it so: a table read
+        # into pandas and written back unchanged. Its values are cast safely, so a fraction is
+        # refused there, naming the column.
+        return bool(pa.types.is_integer(data_type) or pa.types.is_floating(data_type))
     if kind == "float":
         return bool(
             pa.types.is_floating(data_type)

@@ -163,7 +163,10 @@ def features_materialize(
         end_time = dt.datetime.fromisoformat(end) if end else None
     except ValueError as error:
         raise _fail(f"--end {end!r} is not an ISO date or time") from error
-    report = materialize(end=end_time, whole=whole)
+    try:
+        report = materialize(end=end_time, whole=whole)
+    except ValueError as error:  # no views registered, a feature table missing: what to run
+        raise _fail(str(error)) from error
     console.print(report.describe())
     try:
         synced = sync_after_materialize(get_settings(), data)
@@ -868,14 +871,6 @@ def bench(
     raise typer.Exit(subprocess.run(command, check=False).returncode)
 
 
-def main() -> None:  # pragma: no cover - console entry for `python -m pipelines.cli`
-    sys.exit(app())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
 @customers_app.command("erase")
 def erase_customer(
     customer_id: Annotated[str, typer.Argument(help="The customer to erase.")],
@@ -899,3 +894,45 @@ def erase_customer(
     except (sa.exc.SQLAlchemyError, OSError, ValueError) as error:
         raise _fail(f"nothing was erased from the decision log: {type(error).__name__}") from error
     console.print(erased.describe())
+
+
+def main() -> None:
+    """The `offers` command: what a command could not read or write, and a database it could
+    not use, are said in a line naming the file or the database, with exit code 1, not as a
+    Python traceback; anything else keeps its traceback (a defect to report)."""
+    import pyarrow as pa
+    import sqlalchemy as sa
+
+    try:
+        app()
+    except OSError as error:
+        where = f": {error.filename}" if error.filename else ""
+        console.print(
+            f"[bold red]error:[/] {escape(error.strerror or str(error))}{escape(where)}",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
+    except pa.ArrowException as error:
+        console.print(
+            f"[bold red]error:[/] a Parquet table could not be read: {escape(str(error))}",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
+    except sa.exc.DatabaseError as error:
+        database = error.orig.__class__.__name__ if error.orig is not None else "DatabaseError"
+        console.print(
+            f"[bold red]error:[/] a database could not be used ({escape(database)}): "
+            f"{escape(str(error.orig or error).splitlines()[0])}",
+            markup=True,
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

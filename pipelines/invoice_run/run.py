@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from sqlalchemy.exc import SQLAlchemyError
 
 from core.catalog import load_catalog
 from core.contract import OFFER_EVENTS
@@ -60,6 +61,13 @@ def load_champions(settings: Settings) -> ChampionModels:
     except LookupError as error:
         logger.info("no champion model (%s): rules decide", error)
         return ChampionModels()
+    except SQLAlchemyError as error:
+        # Said as the registry's, not taken for the decision log's (the command's own answer to
+        # a database error): the registry's database is another one.
+        raise ValueError(
+            "the model registry (MLFLOW_TRACKING_URI) could not be read "
+            f"({type(error).__name__}); no output was written"
+        ) from error
     return ChampionModels(ranker=ranker, churn=churn)
 
 

@@ -481,6 +481,30 @@ def test_missing_column(tmp_path: Path) -> None:
     assert_refused(folder, CUSTOMERS, "segment", "missing column")
 
 
+def test_tables_read_into_pandas_and_written_back_unchanged_stay_valid(tmp_path: Path) -> None:
+    folder = write_world(tmp_path / "world")
+    for table in TABLES:
+        path = folder / table.file_name
+        # Written without pandas' metadata (as the simulator and Spark write), read into pandas
+        # and written back: an int column with nulls becomes float64.
+        pq.write_table(pq.read_table(path).replace_schema_metadata(None), path)
+        pd.read_parquet(path).to_parquet(path)
+    assert pq.read_schema(folder / CUSTOMERS.file_name).field("satisfaction").type == pa.float64()
+    validate_tables(folder, _catalog())  # raises ContractError on any fault
+    customers = read_table(folder, CUSTOMERS)
+    assert str(customers["satisfaction"].dtype) == "Int64"
+    assert customers["satisfaction"].tolist() == [4, pd.NA, 2]
+
+
+def test_a_fraction_in_an_integer_column_is_refused(tmp_path: Path) -> None:
+    frames = valid_frames()
+    folder = write_world(tmp_path / "world", frames)
+    customers = frames[CUSTOMERS.name]
+    customers["satisfaction"] = pd.array([4.0, None, 2.5], dtype="Float64")
+    customers.to_parquet(folder / CUSTOMERS.file_name)
+    assert_refused(folder, CUSTOMERS, "satisfaction", "cannot be read as int")
+
+
 def test_wrong_type(tmp_path: Path) -> None:
     frames = valid_frames()
     folder = write_world(tmp_path / "world", frames)

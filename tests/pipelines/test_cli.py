@@ -1,7 +1,11 @@
-"""Every ``offers`` command answers --help."""
+"""Every ``offers`` command answers --help; what a command cannot write is said in a line."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,3 +62,24 @@ def test_erasing_asks_first_and_erases_nothing_when_refused(
     )
     refused = CliRunner().invoke(app, ["customers", "erase", "C0001"], input="n\n")
     assert refused.exit_code == 1 and called == []
+
+
+def test_a_file_the_command_cannot_write_is_named_in_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    repository = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "pipelines.cli", "simulate", "--customers", "10"),
+            *("--months", "3", "--out", str(blocker / "world")),
+        ],
+        cwd=repository,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(repository)},
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("error:") and str(blocker) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

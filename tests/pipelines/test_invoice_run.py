@@ -35,6 +35,7 @@ from pipelines.invoice_run import (
     decision_id_for,
     decision_row,
     feature_paths,
+    load_champions,
     recent_declines,
     recent_declines_by_invoice,
     run_invoice_run,
@@ -757,3 +758,16 @@ def test_the_spark_engine_asked_to_log_is_refused_before_anything_is_written(
     with pytest.raises(ValueError, match="pass --no-log"):
         run_invoice_run(INVOICE_DATE, out, "spark", settings=world, models=ChampionModels())
     assert not out.exists()
+
+
+def test_a_registry_that_cannot_be_read_is_named_not_taken_for_the_decision_log(
+    tmp_path: Path,
+) -> None:
+    corrupt = tmp_path / "mlflow.db"
+    corrupt.write_bytes(b"not a database, whatever its name says\n" * 100)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        mlflow_tracking_uri=f"sqlite:///{corrupt}",
+    )
+    with pytest.raises(ValueError, match=r"the model registry \(MLFLOW_TRACKING_URI\) could not"):
+        load_champions(settings)
