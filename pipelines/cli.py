@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -39,7 +40,10 @@ console = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
+    # One line, however long: a path or a value broken over two lines cannot be copied.
+    console.print(
+        f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True
+    )
     return typer.Exit(code=code)
 
 
@@ -573,6 +577,8 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Sampling and bootstrap seed.")] = 0,
 ) -> None:
     """Replay a month's logged decisions with the served engine and baselines; report each."""
+    from core.settings import get_settings
+    from pipelines.invoice_run import load_champions
     from pipelines.policy_evaluation import evaluate_served_policies
 
     try:
@@ -580,7 +586,16 @@ def evaluate(
     except ValueError as error:
         raise _fail(f"--month {month!r} is not YYYY-MM") from error
     try:
-        report = evaluate_served_policies(month=first, sample=sample, seed=seed)
+        models = load_champions(get_settings())
+        if not models.available:
+            console.print(
+                "[bold yellow]warning:[/] no champion model yet: the model policy below is "
+                "decided by rules, and no rule is lifted (train and promote a model first)",
+                markup=True,
+                highlight=False,
+                soft_wrap=True,
+            )
+        report = evaluate_served_policies(month=first, sample=sample, seed=seed, models=models)
     except (ValueError, FileNotFoundError) as error:
         raise _fail(str(error)) from error
     console.print(escape(report.markdown()))
@@ -884,7 +899,13 @@ def erase_customer(
 
     from core.settings import get_settings
     from pipelines.customer_erasure import erase_customer as erase
+    from serving.fields import ID_PATTERN
 
+    if not re.fullmatch(ID_PATTERN, customer_id) or len(customer_id) > 64:
+        # No customer has such an id (the API's identifiers): erasing it would report success.
+        raise _fail(
+            f"{customer_id!r} is not a customer id: 1–64 characters of A-Z a-z 0-9 . _ -", code=2
+        )
     if not yes and not typer.confirm(
         "Erase this customer from the decision log and the online store? This cannot be undone"
     ):

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.catalog import load_catalog
-from core.contract import OFFER_EVENTS
+from core.contract import INVOICES, OFFER_EVENTS
 from core.settings import Settings, get_settings
 from core.tables import read_table
 from core.validation import require_valid
@@ -167,6 +167,23 @@ def _warnings(paths: Mapping[str, Path], as_of: dt.datetime) -> tuple[str, ...]:
             "invoice date; rebuild the features (`offers features build`) for this run",
         )
     return ()
+
+
+def _no_invoices(data: Path, invoice_date: dt.date) -> tuple[str, ...]:
+    """Why a run decided nothing: no invoice has its date, and the billing dates nearest it."""
+    dates = read_table(data, INVOICES, columns=["invoice_date"])["invoice_date"].dt.date
+    before = dates[dates < invoice_date].max() if (dates < invoice_date).any() else None
+    after = dates[dates > invoice_date].min() if (dates > invoice_date).any() else None
+    nearest = ", ".join(
+        f"{label} {day.isoformat()}"
+        for label, day in (("the last before", before), ("the first after", after))
+        if day is not None
+    )
+    return (
+        f"no invoice in the invoices table is dated {invoice_date.isoformat()}"
+        + (f" ({nearest})" if nearest else "")
+        + "; nothing was decided",
+    )
 
 
 def _consent_changes(settings: Settings, data: Path, moment: dt.datetime) -> pd.DataFrame | None:
@@ -350,7 +367,7 @@ def run_invoice_run(
         model_version=champions.model_version,
         seconds=time.perf_counter() - started,
         decide_seconds=decided - deciding,
-        warnings=_warnings(paths, as_of) if len(invoices) else (),
+        warnings=_warnings(paths, as_of) if len(invoices) else _no_invoices(data, invoice_date),
         logged=sliced.logged if sliced is not None and log_decisions else None,
         replayed=0 if sliced is None else sliced.replayed,
         conflicts=0 if sliced is None else sliced.conflicts,

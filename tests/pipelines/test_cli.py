@@ -64,6 +64,21 @@ def test_erasing_asks_first_and_erases_nothing_when_refused(
     assert refused.exit_code == 1 and called == []
 
 
+@pytest.mark.parametrize("customer_id", ["", " ", "C 1", "x" * 65])
+def test_erasing_what_is_no_customer_id_is_refused_before_anything(
+    monkeypatch: Any, customer_id: str
+) -> None:
+    import pipelines.customer_erasure
+
+    called: list[str] = []
+    monkeypatch.setattr(
+        pipelines.customer_erasure, "erase_customer", lambda *args: called.append("erased")
+    )
+    result = CliRunner().invoke(app, ["customers", "erase", customer_id, "--yes"])
+    assert result.exit_code == 2 and called == []
+    assert "is not a customer id" in result.output
+
+
 def test_a_file_the_command_cannot_write_is_named_in_one_line(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder\n")
@@ -83,3 +98,23 @@ def test_a_file_the_command_cannot_write_is_named_in_one_line(tmp_path: Path) ->
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("error:") and str(blocker) in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_without_a_champion_says_the_model_policy_is_rules(monkeypatch: Any) -> None:
+    import pipelines.invoice_run
+    import pipelines.policy_evaluation
+    from pipelines.invoice_run import ChampionModels
+    from pipelines.policy_evaluation import PolicyEvaluation
+
+    given: list[Any] = []
+
+    def evaluated(**kwargs: Any) -> PolicyEvaluation:
+        given.append(kwargs["models"])
+        return PolicyEvaluation("2026-11", 0, {}, 12)
+
+    monkeypatch.setattr(pipelines.invoice_run, "load_champions", lambda settings: ChampionModels())
+    monkeypatch.setattr(pipelines.policy_evaluation, "evaluate_served_policies", evaluated)
+    result = CliRunner().invoke(app, ["evaluate"])
+    assert result.exit_code == 0, result.output
+    assert "no champion model yet: the model policy below is decided by rules" in result.output
+    assert len(given) == 1 and not given[0].available  # evaluated with the models it checked

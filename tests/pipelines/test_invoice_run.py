@@ -771,3 +771,23 @@ def test_a_registry_that_cannot_be_read_is_named_not_taken_for_the_decision_log(
     )
     with pytest.raises(ValueError, match=r"the model registry \(MLFLOW_TRACKING_URI\) could not"):
         load_champions(settings)
+
+
+def test_a_date_without_invoices_says_so_and_names_the_nearest_billing_dates(
+    world: Settings, models: ChampionModels, tmp_path: Path
+) -> None:
+    invoices = read_table(world.data_dir, INVOICES)
+    days = sorted(set(invoices["invoice_date"].dt.date))
+    empty = INVOICE_DATE - dt.timedelta(days=1)
+    assert empty not in days
+    summary = run_invoice_run(
+        empty, tmp_path / "none.parquet", settings=world, models=models, log_decisions=False
+    )
+    assert (summary.invoices, summary.decided) == (0, 0)
+    before = max(day for day in days if day < empty)
+    after = min(day for day in days if day > empty)
+    assert summary.warnings == (
+        f"no invoice in the invoices table is dated {empty.isoformat()} (the last before "
+        f"{before.isoformat()}, the first after {after.isoformat()}); nothing was decided",
+    )
+    assert "warning: no invoice" in str(summary)
