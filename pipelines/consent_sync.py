@@ -68,6 +68,8 @@ class ConsentSyncReport:
     stored: int = 0
     customers_updated: int = 0
     changes_applied: int = 0
+    # Of changes_applied, those the online rows held already (a sync run again, no materialize).
+    already_held: int = 0
     superseded_by_table: int = 0
     unknown_customers: int = 0
     seconds: float = 0.0
@@ -82,7 +84,8 @@ class ConsentSyncReport:
             )
         lines.append(
             f"consents sync: {self.customers_updated:,} customers updated online "
-            f"({self.changes_applied:,} changes applied), {self.superseded_by_table:,} changes "
+            f"({self.changes_applied:,} changes held online, {self.already_held:,} of them "
+            f"already), {self.superseded_by_table:,} changes "
             f"superseded by the consents table, {self.unknown_customers:,} customers unknown to "
             f"the online store (applied once materialized), of {self.stored:,} stored changes, "
             f"in {self.seconds:.1f} s"
@@ -265,7 +268,7 @@ def sync_consents(
 
         store = open_store(settings, project)
     rows = OnlineConsentRows(store, settings)
-    updated = applied = unknown = 0
+    updated = applied = unknown = already = 0
     by_customer = _by_customer(winners)
     customers = list(by_customer)
     for batch in _batches(customers, CUSTOMERS_PER_BATCH):
@@ -285,6 +288,7 @@ def sync_consents(
                 )
             done.extend(change.change_id for change in changes)
             if values == row.values:
+                already += len(changes)
                 continue  # already applied (a sync without a materialize before it)
             newest = max(change.updated_at for change in changes)
             stamped = row.event_time or newest
@@ -299,6 +303,7 @@ def sync_consents(
         stored=len(stored),
         customers_updated=updated,
         changes_applied=applied,
+        already_held=already,
         superseded_by_table=superseded,
         unknown_customers=unknown,
         seconds=time.perf_counter() - started,

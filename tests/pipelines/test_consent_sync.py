@@ -140,7 +140,7 @@ def test_a_materialize_undoes_an_api_withdrawal_and_the_sync_restores_it(world: 
     assert row.values["birth_year"] == 1960 and row.values["segment"] == "consumer"
 
     again = world.sync()  # nothing undone since: nothing to write
-    assert (again.customers_updated, again.changes_applied) == (0, 1)
+    assert (again.customers_updated, again.changes_applied, again.already_held) == (0, 1, 1)
     assert world.flags("C2") == (0, 0, 1, 1)
 
 
@@ -149,7 +149,9 @@ def test_materialize_and_sync_after_it_revert_nothing(world: World) -> None:
     world.answer("CC-2", "C3", "usage_insights", True, NOW - dt.timedelta(minutes=1))
     world.materialize()
     line = sync_after_materialize(world.settings, project=world.project)
-    assert line.startswith("consents sync: 2 customers updated online (2 changes applied)")
+    assert line.startswith(
+        "consents sync: 2 customers updated online (2 changes held online, 0 of them already)"
+    )
     assert world.flags("C2") == (0, 0, 1, 1)
     assert world.flags("C3") == (0, 0, 1, 0)
 
@@ -315,7 +317,7 @@ def test_offers_consents_sync_records_a_file_once_and_applies_it(
     first = CliRunner().invoke(app, ["consents", "sync", "--file", str(answers)])
     assert first.exit_code == 0, first.output
     assert "4 consent answers, 4 new" in first.output
-    assert "1 customers updated online (2 changes applied)" in first.output
+    assert "1 customers updated online (2 changes held online, 0 of them already)" in first.output
     assert "1 changes superseded by the consents table" in first.output
     assert "1 customers unknown to the online store" in first.output
     assert _flags(settings, "C1") == (0, 1, 0, 1)
@@ -324,7 +326,7 @@ def test_offers_consents_sync_records_a_file_once_and_applies_it(
     again = CliRunner().invoke(app, ["consents", "sync", "--file", str(answers)])
     assert again.exit_code == 0, again.output
     assert "4 consent answers, 0 new" in again.output
-    assert "0 customers updated online" in again.output
+    assert "0 customers updated online (2 changes held online, 2 of them already)" in again.output
 
 
 def test_offers_consents_sync_refuses_a_file_naming_the_column_and_rows(
