@@ -504,6 +504,26 @@ def request_whole_reload(settings: Settings, reason: str) -> None:
     (folder / WHOLE_RELOAD_FILE).write_text(reason.strip() + "\n")
 
 
+# In an input-table folder: its tables are a new world, not the old history grown. The next
+# features build over them asks the next materialize for a whole reload (and removes this file),
+# so a materialize run between the two does not use the request up on the old tables.
+NEW_HISTORY_FILE = ".new-history"
+
+
+def mark_new_history(data_dir: Path, reason: str) -> None:
+    """Say that the input tables in ``data_dir`` replace their history (another world)."""
+    (Path(data_dir) / NEW_HISTORY_FILE).write_text(reason.strip() + "\n")
+
+
+def pass_on_new_history(data_dir: Path, settings: Settings) -> None:
+    """After the feature tables were built from ``data_dir``: a new history there becomes a whole
+    reload of the online store at the next materialize."""
+    marker = Path(data_dir) / NEW_HISTORY_FILE
+    if marker.exists():
+        request_whole_reload(settings, marker.read_text())
+        marker.unlink(missing_ok=True)
+
+
 def whole_reload_requested(settings: Settings) -> str | None:
     """Why the next materialize reloads every view whole, or None."""
     path = Path(settings.feast_dir) / WHOLE_RELOAD_FILE
@@ -551,7 +571,8 @@ def materialize_views(
     with _progress(show_progress) as task:
         for view in chosen:
             loads.append(_materialize_view(store, view, end, engine, writer, task, whole))
-    if requested is not None and views is None:
+    if requested is not None and views is None and whole_reload_requested(settings) == requested:
+        # Done; a request made while this run loaded (another reason) stays for the next run.
         (Path(settings.feast_dir) / WHOLE_RELOAD_FILE).unlink(missing_ok=True)
     report = MaterializeReport(
         online_store=store.config.online_store.type,

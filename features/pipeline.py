@@ -25,6 +25,7 @@ from core.files import replacing
 from core.settings import Settings, get_settings
 from core.tables import read_tables
 from core.validation import require_valid
+from features.materialize import pass_on_new_history
 from features.transforms import FEATURE_TABLES, data_end, data_start
 from features.views import FEATURE_VIEWS, FeatureType, feature_table_path
 
@@ -143,4 +144,5 @@ def build_features(
         read - checked,
         time.perf_counter() - read,
     )
+    pass_on_new_history(source, settings)
     return paths

@@ -94,12 +94,12 @@ def simulate(
         )
     except ValueError as error:
         raise _fail(str(error)) from error
-    if Path(target).resolve() == Path(settings.data_dir).resolve():
-        from features.materialize import request_whole_reload
+    from features.materialize import mark_new_history
 
-        # A new world's history replaces the old one's: an incremental materialize would keep
-        # the old world's values for every row dated before its last end.
-        request_whole_reload(settings, f"a new world was simulated into {target}")
+    # A new world's history replaces the old one's: an incremental materialize would keep the
+    # old world's values for every row dated before its last end. The next features build over
+    # these tables passes it on as a whole reload.
+    mark_new_history(target, f"a new world was simulated into {target}")
     console.print(summary.describe())
 
 
@@ -615,8 +615,8 @@ def events_export(
     console.print(f"{export.exported} offer events exported")
     if export.waiting:
         console.print(
-            f"{export.waiting} shown offers wait for their outcome: exported once accepted or "
-            f"{OUTCOME_WINDOW.days} days after they were shown (until then, training would read "
+            f"{export.waiting} shown offers wait for their outcome: exported with their decision "
+            f"{OUTCOME_WINDOW.days} days after it was made (until then, training would read "
             "them as not accepted)"
         )
 
@@ -898,13 +898,20 @@ def erase_customer(
     import sqlalchemy as sa
 
     from core.settings import get_settings
+    from pipelines.consent_sync import ID_CONTROL_CHARACTERS, MAX_ID_LENGTH
     from pipelines.customer_erasure import erase_customer as erase
-    from serving.fields import ID_PATTERN
 
-    if not re.fullmatch(ID_PATTERN, customer_id) or len(customer_id) > 64:
-        # No customer has such an id (the API's identifiers): erasing it would report success.
+    if (
+        not customer_id.strip()
+        or len(customer_id) > MAX_ID_LENGTH
+        or re.search(ID_CONTROL_CHARACTERS, customer_id)
+    ):
+        # No customer has such an id (the decision log's column holds 1–64 characters, none a
+        # control character): erasing it would report success and erase nothing.
         raise _fail(
-            f"{customer_id!r} is not a customer id: 1–64 characters of A-Z a-z 0-9 . _ -", code=2
+            f"{customer_id!r} is not a customer id: 1–{MAX_ID_LENGTH} characters, not blank, "
+            "without control characters",
+            code=2,
         )
     if not yes and not typer.confirm(
         "Erase this customer from the decision log and the online store? This cannot be undone"
@@ -937,7 +944,8 @@ def main() -> None:
         sys.exit(1)
     except pa.ArrowException as error:
         console.print(
-            f"[bold red]error:[/] a Parquet table could not be read: {escape(str(error))}",
+            f"[bold red]error:[/] a Parquet table could not be read or written "
+            f"({type(error).__name__}): {escape(str(error))}",
             markup=True,
             highlight=False,
             soft_wrap=True,
@@ -945,9 +953,10 @@ def main() -> None:
         sys.exit(1)
     except sa.exc.DatabaseError as error:
         database = error.orig.__class__.__name__ if error.orig is not None else "DatabaseError"
+        said = (str(error.orig or error).strip().splitlines() or [""])[0]
         console.print(
-            f"[bold red]error:[/] a database could not be used ({escape(database)}): "
-            f"{escape(str(error.orig or error).splitlines()[0])}",
+            f"[bold red]error:[/] a database could not be used ({escape(database)})"
+            + (f": {escape(said)}" if said else ""),
             markup=True,
             highlight=False,
             soft_wrap=True,

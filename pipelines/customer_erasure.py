@@ -8,11 +8,14 @@ load them again, and the command says so.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from core.settings import Settings
 from serving.decision_log.erasure import LogErasure
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,13 +48,21 @@ def erase_customer(settings: Settings, customer_id: str, store: Any = None) -> C
 
     store = store if store is not None else open_store(settings)
     online_values = erase_online_values(store, customer_id)
-    # Every materialize reloads the consent view whole, the others only what is new: without a
-    # whole reload the customer would come back as a consent row alone (unknown to the API) while
-    # the source tables still hold them.
-    request_whole_reload(settings, "customer values were erased from the online store")
     log = DecisionLog(settings.database_url)
     try:
         erased = erase_from_log(log, customer_id, online_values)
     finally:
         log.close()
+    # Every materialize reloads the consent view whole, the others only what is new: without a
+    # whole reload the customer would come back as a consent row alone (unknown to the API, 404)
+    # while the source tables still hold them. Asked for after the erasure, which it must never
+    # stop: a folder that cannot be written leaves the next materialize incremental.
+    try:
+        request_whole_reload(settings, "customer values were erased from the online store")
+    except OSError as error:
+        logger.warning(
+            "the next materialize could not be asked to reload every view (%s); run "
+            "`offers features materialize --whole`",
+            type(error).__name__,
+        )
     return CustomerErasure(erased, online_values, store.config.online_store.type)

@@ -65,8 +65,7 @@ def load_champions(settings: Settings) -> ChampionModels:
         # Said as the registry's, not taken for the decision log's (the command's own answer to
         # a database error): the registry's database is another one.
         raise ValueError(
-            "the model registry (MLFLOW_TRACKING_URI) could not be read "
-            f"({type(error).__name__}); no output was written"
+            f"the model registry (MLFLOW_TRACKING_URI) could not be read ({type(error).__name__})"
         ) from error
     return ChampionModels(ranker=ranker, churn=churn)
 

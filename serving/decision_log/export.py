@@ -31,16 +31,17 @@ OUTCOME_WINDOW = dt.timedelta(days=RANKER_LABEL_DAYS)
 
 class Export(NamedTuple):
     exported: int
-    # Shown offers left for a later export: not accepted, and their outcome window still open.
+    # Shown offers left for a later export: their decision's outcome window is still open.
     waiting: int
 
 
 def offer_events(log: DecisionLog, known_by: dt.datetime | None = None) -> pa.Table:
     """Every logged offer with its outcome, in the offer_events contract schema.
 
-    With ``known_by``, only the offers whose outcome is known by then: accepted, or shown at
-    least ``OUTCOME_WINDOW`` before it. An offer shown an hour ago and not answered yet would
-    otherwise reach training as not accepted.
+    With ``known_by``, only the decisions made at least ``OUTCOME_WINDOW`` before it, each with
+    all its offers: an offer shown an hour ago and not answered yet would reach training as not
+    accepted, and exporting the accepted ones early would leave the newest days with accepted
+    offers alone (a decision's offers split across exports, its acceptance overstated).
     """
     return _offer_events(log, known_by)[0]
 
@@ -89,11 +90,7 @@ def _offer_events(log: DecisionLog, known_by: dt.datetime | None) -> tuple[pa.Ta
     ) in shown_rows:
         best = strongest.get((decision_id, offer_id))
         outcome = _OUTCOME_BY_EVENT.get(best[2], "ignored") if best else "ignored"
-        if (
-            known_by is not None
-            and outcome != "accepted"
-            and created_at + OUTCOME_WINDOW > known_by
-        ):
+        if known_by is not None and created_at + OUTCOME_WINDOW > known_by:
             waiting += 1
             continue
         columns["decision_id"].append(decision_id)
@@ -115,8 +112,9 @@ def _offer_events(log: DecisionLog, known_by: dt.datetime | None) -> tuple[pa.Ta
 
 
 def merge_into_offer_events(log: DecisionLog, out: Path, now: dt.datetime | None = None) -> Export:
-    """Merge the logged offers whose outcome is known ``now`` into the offer_events file at
-    ``out``; return the rows exported and the shown offers left for a later export.
+    """Merge the logged decisions whose outcomes are known ``now`` (made at least
+    ``OUTCOME_WINDOW`` before) into the offer_events file at ``out``; return the rows exported
+    and the shown offers left for a later export.
 
     Rows already in the file stay, except those the log has again (same decision_id and
     offer_id), which take the log's newer outcome. The file is replaced in one rename, so a

@@ -447,24 +447,30 @@ def test_an_outcome_stamped_before_its_decision_is_exported_at_the_decisions_tim
     ]
 
 
-def test_an_offer_is_exported_once_its_outcome_is_known(log: DecisionLog, tmp_path: Path) -> None:
+def test_a_decision_is_exported_once_its_outcomes_are_known(
+    log: DecisionLog, tmp_path: Path
+) -> None:
     decision = record("INV-1", offers=("PLAN_30GB", "ADDON_DATA_10GB", "PAY_AUTOGIRO"))
-    log.record(decision)
+    older = record("INV-0", customer_id="C2", offers=("PLAN_5GB",), day=1)
+    for made in (decision, older):
+        log.record(made)
     log.record_event(event(decision, "PLAN_30GB", "accept", 60))
     log.record_event(event(decision, "PAY_AUTOGIRO", "decline", 90))
     out = tmp_path / "raw" / "offer_events.parquet"
-    # A day after: the accept is final; the others may still be accepted within 14 days.
-    assert merge_into_offer_events(log, out, T0 + dt.timedelta(days=1)) == (1, 2)
-    assert read_table(out.parent, OFFER_EVENTS)["outcome"].tolist() == ["accepted"]
+    # A day after: the others may still be accepted within 14 days, so the decision waits whole
+    # (its accepted offer too: the newest days must not hold accepted offers alone).
+    assert merge_into_offer_events(log, out, T0 + dt.timedelta(days=1)) == (1, 3)
+    assert read_table(out.parent, OFFER_EVENTS)["invoice_id"].tolist() == ["INV-0"]
     # The window is still open a moment before its end, and closed at it.
     window = dt.timedelta(days=14)
-    assert merge_into_offer_events(log, out, T0 + window - dt.timedelta(seconds=1)) == (1, 2)
-    assert merge_into_offer_events(log, out, T0 + window) == (3, 0)
+    assert merge_into_offer_events(log, out, T0 + window - dt.timedelta(seconds=1)) == (1, 3)
+    assert merge_into_offer_events(log, out, T0 + window) == (4, 0)
     exported = read_table(out.parent, OFFER_EVENTS)
     assert sorted(zip(exported["offer_id"], exported["outcome"], strict=True)) == [
         ("ADDON_DATA_10GB", "ignored"),
         ("PAY_AUTOGIRO", "declined"),
         ("PLAN_30GB", "accepted"),
+        ("PLAN_5GB", "ignored"),
     ]
 
 
@@ -560,7 +566,7 @@ def test_offers_events_export_appends_to_the_data_folder(
 
     url = f"sqlite:///{tmp_path / 'offers.db'}"
     log = DecisionLog(url)
-    decision = record("INV-CLI", offers=("PLAN_30GB",))
+    decision = record("INV-CLI", offers=("PLAN_30GB",), day=1)  # its outcome window is over
     log.record(decision)
     log.record_event(event(decision, "PLAN_30GB", "accept"))
     log.close()

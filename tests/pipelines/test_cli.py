@@ -64,7 +64,7 @@ def test_erasing_asks_first_and_erases_nothing_when_refused(
     assert refused.exit_code == 1 and called == []
 
 
-@pytest.mark.parametrize("customer_id", ["", " ", "C 1", "x" * 65])
+@pytest.mark.parametrize("customer_id", ["", " ", "C\x001", "x" * 65])
 def test_erasing_what_is_no_customer_id_is_refused_before_anything(
     monkeypatch: Any, customer_id: str
 ) -> None:
@@ -77,6 +77,25 @@ def test_erasing_what_is_no_customer_id_is_refused_before_anything(
     result = CliRunner().invoke(app, ["customers", "erase", customer_id, "--yes"])
     assert result.exit_code == 2 and called == []
     assert "is not a customer id" in result.output
+
+
+def test_an_id_the_tables_may_hold_is_erased_whatever_the_apis_rule(monkeypatch: Any) -> None:
+    import pipelines.customer_erasure
+
+    called: list[str] = []
+
+    class Erased:
+        def describe(self) -> str:
+            return "erased"
+
+    def erase(settings: Any, customer_id: str) -> Erased:
+        called.append(customer_id)
+        return Erased()
+
+    monkeypatch.setattr(pipelines.customer_erasure, "erase_customer", erase)
+    result = CliRunner().invoke(app, ["customers", "erase", "Kund 7/ö", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert called == ["Kund 7/ö"]
 
 
 def test_a_file_the_command_cannot_write_is_named_in_one_line(tmp_path: Path) -> None:
