@@ -585,6 +585,18 @@ def evaluate(
         first = None if month is None else dt.date.fromisoformat(month + "-01")
     except ValueError as error:
         raise _fail(f"--month {month!r} is not YYYY-MM") from error
+    if out is not None:
+        # Before the replay, not after it: minutes of work are not lost to a folder it cannot use.
+        import tempfile
+
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".offers-probe-"):
+                pass
+        except OSError as error:
+            raise _fail(f"--out {out}: cannot write there ({error.strerror})") from error
+        if out.is_dir():
+            raise _fail(f"--out {out}: is a folder, not a file")
     try:
         models = load_champions(get_settings())
         if not models.available:

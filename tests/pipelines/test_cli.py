@@ -137,3 +137,22 @@ def test_evaluate_without_a_champion_says_the_model_policy_is_rules(monkeypatch:
     assert result.exit_code == 0, result.output
     assert "no champion model yet: the model policy below is decided by rules" in result.output
     assert len(given) == 1 and not given[0].available  # evaluated with the models it checked
+
+
+def test_evaluate_refuses_an_output_it_cannot_write_before_replaying(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    import pipelines.policy_evaluation
+
+    replayed: list[str] = []
+    monkeypatch.setattr(
+        pipelines.policy_evaluation,
+        "evaluate_served_policies",
+        lambda **kwargs: replayed.append("replayed"),
+    )
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    for out, says in ((blocker / "report.json", "cannot write there"), (tmp_path, "is a folder")):
+        result = CliRunner().invoke(app, ["evaluate", "--out", str(out)])
+        assert result.exit_code == 1 and says in result.output, result.output
+    assert replayed == []
