@@ -23,6 +23,7 @@ from features.consent_rows import ConsentRowWrite
 from serving.decision_log import DecisionLog
 from serving.decision_log.consents import (
     consent_changes_of,
+    find_consent_change,
     mark_consent_changes_applied,
     record_consent_change,
 )
@@ -73,6 +74,12 @@ class ConsentService:
         self.metrics = metrics
         self._clock = clock
         self._locks = tuple(threading.Lock() for _ in range(LOCK_STRIPES))
+
+    def stored_updated_at(self, change_id: str) -> dt.datetime | None:
+        """When the answer stored under ``change_id`` was given, or None when none is stored: a
+        change sent again without its ``updated_at`` is the stored one, not a new moment."""
+        stored = self.log.bounded(find_consent_change, self.log, change_id)
+        return None if stored is None else stored.updated_at
 
     def record(self, change_id: str, answer: ConsentAnswer) -> ConsentResult:
         """Store the answer under ``change_id`` and apply it online.

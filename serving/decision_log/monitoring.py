@@ -65,7 +65,13 @@ def monitored_period(
         )
 
     in_period = sa.and_(decisions.c.created_at >= since, decisions.c.created_at < until)
-    with_inputs = sa.and_(in_period, decisions.c.model_inputs.is_not(None))
+    # A decision no model scored holds JSON null, not SQL NULL (the column's JSON type writes
+    # None so): counted and read as inputs, it filled the limit and the count.
+    with_inputs = sa.and_(
+        in_period,
+        decisions.c.model_inputs.is_not(None),
+        sa.cast(decisions.c.model_inputs, sa.Text) != "null",
+    )
     newest = (
         sa.select(decisions.c.model_inputs)
         .where(with_inputs)

@@ -330,6 +330,23 @@ def test_an_answer_without_change_id_stored_while_the_store_is_down_names_its_id
     assert retry.json()["online"] == "applied" and _stored(client) == 1
 
 
+def test_a_change_id_sent_again_without_updated_at_is_the_same_change(
+    client: Any, features: FakeFeatures
+) -> None:
+    answer = {key: value for key, value in _body().items() if key != "updated_at"}
+    features.fail = "timeout"
+    down = client.post("/v1/consents", json=answer, headers=CONSENT)
+    assert down.status_code == 503  # stored, not applied: the documented recovery is a resend
+    features.fail = None
+    again = client.post("/v1/consents", json=answer, headers=CONSENT)
+    assert (again.status_code, again.json()["online"]) == (200, "applied")
+    assert _consent_row(features, "C0001")["consent_marketing"] == 0
+    # Another answer under the same id is still a conflict.
+    other = client.post("/v1/consents", json={**answer, "granted": True}, headers=CONSENT)
+    assert other.status_code == 409
+    assert _stored(client) == 1
+
+
 def test_a_store_that_never_opened_answers_503(tmp_path: Any) -> None:
     from tests.factories.api import make_app, running
 

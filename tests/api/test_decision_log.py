@@ -481,6 +481,20 @@ def test_nothing_to_export_writes_no_file(log: DecisionLog, tmp_path: Path) -> N
     assert not out.exists()  # a world's folder is not started by an empty export
 
 
+def test_monitoring_reads_only_the_decisions_a_model_scored(log: DecisionLog) -> None:
+    from serving.decision_log.monitoring import monitored_period
+
+    inputs = {"data_gb_avg_3m": 9.0, "age_band": "30-44"}
+    for number in range(5):  # decided by rules: no inputs, the newest of the period
+        log.record(replace(record(f"INV-R{number}", customer_id=f"R{number}"), model_inputs=None))
+    scored = replace(record("INV-M", customer_id="M1", day=29), model_inputs=inputs)
+    log.record(scored)
+    period = monitored_period(log, T0 - dt.timedelta(days=5), T0 + dt.timedelta(days=1), limit=2)
+    assert period.decisions_with_inputs == 1
+    assert period.inputs == [inputs]  # the rules' decisions do not fill the limit of 2
+    assert period.answers == 6
+
+
 def test_a_failed_export_leaves_the_file_as_it_was(
     log: DecisionLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -61,11 +61,16 @@ def record_consent(
     """Store a consent answer, then apply it to the online store: the next decision for the
     customer reads it. 202 once stored, 200 for a change_id stored before with the same answer
     (without a change_id: the same answer at the same updated_at)."""
+    updated_at = body.updated_at
+    if updated_at is None and body.change_id is not None:
+        # Sent again without its updated_at: the moment stored with it the first time, so the
+        # same answer is the same change (200), not another one (409).
+        updated_at = consents.stored_updated_at(body.change_id)
     answer = ConsentAnswer(
         customer_id=body.customer_id,
         purpose=body.purpose,
         granted=body.granted,
-        updated_at=body.updated_at or dt.datetime.now(dt.UTC),
+        updated_at=updated_at or dt.datetime.now(dt.UTC),
     )
     change_id = body.change_id or answer_change_id(answer, source="answer")
     try:
