@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import math
+import re
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from serving.decision_log.records import DEFAULT_LAYER, ExperimentSpec, Variant
 from serving.fields import (
@@ -42,6 +43,17 @@ class VariantSpec(BaseModel):
         pattern=VARIANT_POLICY_PATTERN,
         description="model, rules, non_personalised, holdout, or model:<version> (a challenger).",
     )
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _known_policy(cls, value: object) -> object:
+        # Said in words before the pattern would say it as a regular expression.
+        if isinstance(value, str) and not re.fullmatch(VARIANT_POLICY_PATTERN, value):
+            raise ValueError(
+                f"{value!r} is no policy: model, rules, non_personalised, holdout or "
+                "model:<version> (a registered offer-ranker version)"
+            )
+        return value
 
 
 class ExperimentCreate(BaseModel):

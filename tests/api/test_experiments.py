@@ -125,11 +125,15 @@ def test_the_same_key_again_is_409(client: Any) -> None:
             },
             "repeated: a",
         ),
-        ({"variants": [{"name": "a", "weight": 1.0, "policy": "best"}]}, "policy"),
+        # Said in words, not as the pattern's regular expression.
+        (
+            {"variants": [{"name": "a", "weight": 1.0, "policy": "best"}]},
+            "'best' is no policy: model, rules, non_personalised, holdout or model:<version>",
+        ),
         # A weight is a JSON number, as max_offers and planned_customers are.
         ({"variants": [{"name": "a", "weight": "1", "policy": "rules"}]}, "valid number"),
         ({"variants": [{"name": "a", "weight": True, "policy": "rules"}]}, "valid number"),
-        ({"variants": [{"name": "a", "weight": 1.0, "policy": "model:"}]}, "policy"),
+        ({"variants": [{"name": "a", "weight": 1.0, "policy": "model:"}]}, "'model:' is no policy"),
         ({"variants": []}, "variants"),
         ({"start": "2027-03-01T00:00:00Z"}, "start must be before end"),
         # A number is not a time, though lax parsing would read it as seconds since 1970.
