@@ -352,8 +352,10 @@ def models_list(
             "promotion",
             "rollback",
         ):
-            # Names stay whole; the rest wraps to the terminal's width.
-            table.add_column(column, no_wrap=column in ("version", "aliases"))
+            # Names and figures stay whole (a figure cut to "0.92…" says nothing); the rest folds
+            # to the terminal's width, never cut off.
+            whole = column in ("version", "aliases", PRIMARY_METRIC[name], "served value")
+            table.add_column(column, no_wrap=whole, overflow="ellipsis" if whole else "fold")
         for summary in found:
             cells = (
                 summary.version,

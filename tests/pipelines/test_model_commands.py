@@ -276,3 +276,13 @@ def test_the_retrain_leaves_the_champions_served_value_for_promote_version(
     assert "champion kept: its served policy is worth 11.0000" in retrain._promote(ctx)
     assert _champion(RANKER_MODEL, settings) == "1"
     assert _champion(CHURN_MODEL, settings) == "2"
+
+
+def test_models_list_keeps_figures_whole_at_80_columns(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _two_rankers(settings)
+    monkeypatch.setenv("COLUMNS", "80")
+    text = offers("models", "list").stdout
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "0.7000" in text and "9.2500" in text and "…" not in text  # nothing cut off
