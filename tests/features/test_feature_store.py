@@ -75,6 +75,22 @@ def fresh_store_settings(repo: Repo, name: str, **overrides: Any) -> Settings:
     return settings_for(root, repo.settings.data_dir, repo.settings.features_dir, **overrides)
 
 
+def materialized_world_of_its_own(
+    repo: Repo, name: str, folder: Path
+) -> tuple[Settings, dict[str, pd.DataFrame], Path]:
+    """The small world in its own input and feature tables (``folder``) and its own store,
+    built, applied and materialized up to END: a test may change its tables."""
+    world = small_world()
+    raw = write_tables(world, folder / "raw")
+    settings = settings_for(
+        fresh_store_settings(repo, name).feast_dir.parent, raw, folder / "features"
+    )
+    build_features(settings=settings)
+    apply_repository(settings)
+    materialize(END, settings, show_progress=False)
+    return settings, world, raw
+
+
 def plain(value: Any) -> Any:
     """NaN and None alike; numpy scalars as Python values."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -387,13 +403,7 @@ def test_a_consent_recorded_late_reaches_the_online_store(repo: Repo, tmp_path: 
     by the next materialize: the consent view is reloaded whole."""
     from tests.factories.features import consent
 
-    settings = fresh_store_settings(repo, "late-consent")
-    world = small_world()
-    raw = write_tables(world, tmp_path / "raw")
-    settings = settings_for(settings.feast_dir.parent, raw, tmp_path / "features")
-    build_features(settings=settings)
-    apply_repository(settings)
-    materialize(END, settings, show_progress=False)
+    settings, world, raw = materialized_world_of_its_own(repo, "late-consent", tmp_path)
     before = online_values(open_store(settings), "customer_consent", ["C2"])
     assert before["consent_marketing"] == [1]
     late = pd.DataFrame([consent("C2", "marketing", False, "2026-06-30T09:00:00Z")])
@@ -410,13 +420,7 @@ def test_a_changed_history_reaches_the_store_by_a_whole_reload(repo: Repo, tmp_p
     """An incremental materialize loads only rows dated after its last end: another world's
     history, or corrected source data, reaches the store by a whole reload, asked for once
     (simulate and erase ask for it) or by ``--whole``."""
-    settings = fresh_store_settings(repo, "changed-history")
-    world = small_world()
-    raw = write_tables(world, tmp_path / "raw")
-    settings = settings_for(settings.feast_dir.parent, raw, tmp_path / "features")
-    build_features(settings=settings)
-    apply_repository(settings)
-    materialize(END, settings, show_progress=False)
+    settings, world, raw = materialized_world_of_its_own(repo, "changed-history", tmp_path)
 
     def c1_june_data_gb() -> list[Any]:
         return online_values(open_store(settings), "customer_usage", ["C1"])["data_gb_m1"]

@@ -51,15 +51,21 @@ def test_every_command_has_help(command: list[str]) -> None:
     assert "Usage:" in result.output
 
 
-def test_erasing_asks_first_and_erases_nothing_when_refused(
-    tmp_path: Any, monkeypatch: Any
-) -> None:
+def _erasures_recorded(monkeypatch: Any) -> list[str]:
+    """The erasure replaced by a list of what it was asked to erase (nothing is erased)."""
     import pipelines.customer_erasure
 
     called: list[str] = []
     monkeypatch.setattr(
         pipelines.customer_erasure, "erase_customer", lambda *args: called.append("erased")
     )
+    return called
+
+
+def test_erasing_asks_first_and_erases_nothing_when_refused(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    called = _erasures_recorded(monkeypatch)
     refused = CliRunner().invoke(app, ["customers", "erase", "C0001"], input="n\n")
     assert refused.exit_code == 1 and called == []
 
@@ -68,12 +74,7 @@ def test_erasing_asks_first_and_erases_nothing_when_refused(
 def test_erasing_what_is_no_customer_id_is_refused_before_anything(
     monkeypatch: Any, customer_id: str
 ) -> None:
-    import pipelines.customer_erasure
-
-    called: list[str] = []
-    monkeypatch.setattr(
-        pipelines.customer_erasure, "erase_customer", lambda *args: called.append("erased")
-    )
+    called = _erasures_recorded(monkeypatch)
     result = CliRunner().invoke(app, ["customers", "erase", customer_id, "--yes"])
     assert result.exit_code == 2 and called == []
     assert "is not a customer id" in result.output
