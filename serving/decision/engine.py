@@ -860,23 +860,22 @@ def _accounts(read: Sequence[_Read | Exception]) -> list[_Open | Exception]:
     """Each read decision's account as of its invoice's billing period.
 
     One rule for time, in the API and the batch alike: the invoice describes its billing period,
-    never a month that had not ended on its date. The rows of one invoice date are moved back
-    together, over arrays (each the row's own ``usage_as_of``)."""
+    never a month that had not ended on its date. The rows are moved back together, over arrays,
+    whatever their invoice dates (each the row's own ``usage_as_of``)."""
     read = [
         item
         if isinstance(item, Exception) or has_account(item.account_row)
         else UnknownCustomerError(item.call.request.customer_id)
         for item in read
     ]
-    by_date: dict[dt.date, list[int]] = {}
-    for position, item in enumerate(read):
-        if isinstance(item, _Read):
-            by_date.setdefault(item.call.request.invoice_date, []).append(position)
-    accounts: dict[int, Account] = {}
-    for invoice_date, positions in by_date.items():
-        rows = [cast(_Read, read[position]).account_row for position in positions]
-        for position, row in zip(positions, usage_rows_as_of(rows, invoice_date), strict=True):
-            accounts[position] = Account.from_features(row)
+    positions = [position for position, item in enumerate(read) if isinstance(item, _Read)]
+    opened = [cast(_Read, read[position]) for position in positions]
+    moved = usage_rows_as_of(
+        [item.account_row for item in opened], [item.call.request.invoice_date for item in opened]
+    )
+    accounts = {
+        position: Account.from_features(row) for position, row in zip(positions, moved, strict=True)
+    }
     return [
         item
         if isinstance(item, Exception)

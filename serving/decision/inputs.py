@@ -312,18 +312,28 @@ def usage_as_of(row: Mapping[str, Any], invoice_date: dt.date) -> Mapping[str, A
 
 
 def usage_rows_as_of(
-    rows: Sequence[Mapping[str, Any]], invoice_date: dt.date
+    rows: Sequence[Mapping[str, Any]], invoice_dates: dt.date | Sequence[dt.date]
 ) -> list[Mapping[str, Any]]:
     """:func:`usage_as_of` of each row, the rows to move computed together over arrays (the
-    invoice run moves a slice's customers at once); each result equals the row's own."""
-    period = billing_period_start(invoice_date)
+    invoice run moves a slice's customers at once, the API the invoices it decides together,
+    whatever their dates); each result equals the row's own. ``invoice_dates``: one date for
+    every row, or each row's own."""
+    dates = (
+        [invoice_dates] * len(rows) if isinstance(invoice_dates, dt.date) else list(invoice_dates)
+    )
+    if len(dates) != len(rows):
+        raise ValueError(f"{len(rows)} rows but {len(dates)} invoice dates")
+    periods_by_date = {day: billing_period_start(day) for day in set(dates)}
     moving: list[int] = []
     lags: list[int] = []
+    periods: list[dt.date] = []
     for position, row in enumerate(rows):
+        period = periods_by_date[dates[position]]
         newest = as_date(row.get("usage_month_m1"))
         if newest is not None and newest > period:
             moving.append(position)
             lags.append((newest.year - period.year) * 12 + newest.month - period.month)
+            periods.append(period)
     result: list[Mapping[str, Any]] = list(rows)
     if not moving:
         return result
@@ -371,7 +381,10 @@ def usage_rows_as_of(
     ]
     for name in _NEWEST_MONTH_ONLY:
         updates[name] = [None] * count
-    updates["usage_month_m1"] = [period.isoformat() if lag < USAGE_MONTHS else None for lag in lags]
+    updates["usage_month_m1"] = [
+        period.isoformat() if lag < USAGE_MONTHS else None
+        for period, lag in zip(periods, lags, strict=True)
+    ]
     for name, updated in updates.items():
         for row, value in zip(shifted, updated, strict=True):
             row[name] = value

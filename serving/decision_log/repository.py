@@ -9,6 +9,7 @@ SQLAlchemy.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, ParamSpec, TypeVar
@@ -81,6 +82,11 @@ class DecisionLog:
             if self.engine.dialect.name == "sqlite" and schema is None
             else None
         )
+        # This process's decision writes to a SQLite log, one at a time. SQLite lets one
+        # connection write at once and a second one waits in its busy handler, which sleeps 1,
+        # 2, 5, 10… ms between tries however soon the first one commits (on the event loop, for
+        # the single requests decided there). A lock hands the write over at the commit.
+        self._sqlite_write = threading.Lock()
 
     def _create_tables(self, attempts: int = 3) -> None:
         # Several API workers start at once: two may both find a table (or a column) missing and
@@ -397,7 +403,7 @@ class DecisionLog:
         latest ``reach`` decisions, newest first, a decision's rows together."""
         if self._sqlite is not None:
             statement = self._sqlite.recent_declines
-            with sqlite_connection(self.engine) as sqlite:
+            with self._sqlite_write, sqlite_connection(self.engine) as sqlite:
                 for customer_id in customers:
                     # "" leaves no invoice out: the caller drops each pair's own invoice.
                     parameters = {CUSTOMER_KEY: customer_id, "invoices": reach, "deciding": ""}
@@ -419,7 +425,7 @@ class DecisionLog:
     ) -> Sequence[Any]:
         if self._sqlite is not None:
             statement: SqliteStatement = getattr(self._sqlite, name)
-            with sqlite_connection(self.engine) as sqlite:
+            with self._sqlite_write, sqlite_connection(self.engine) as sqlite:
                 return sqlite.execute(statement.sql, statement.parameters(parameters)).fetchall()
         with self.engine.connect() as connection:
             return connection.execute(getattr(self.statements, name), parameters).all()
@@ -486,7 +492,9 @@ class DecisionLog:
             return True
         statements = self._sqlite
         decision, offer = statements.insert_decision, statements.insert_offers
-        with sqlite_connection(self.engine) as sqlite:
+        decision_rows = [decision.parameters(row) for row in rows]
+        offer_rows = [offer.parameters(shown) for shown in offers]
+        with self._sqlite_write, sqlite_connection(self.engine) as sqlite:
             try:
                 # The first write opens the transaction and takes SQLite's write lock, so
                 # replacements of one decision run one after the other: the later finds it gone.
@@ -497,12 +505,12 @@ class DecisionLog:
                     if (copied, deleted) != (1, 1):
                         sqlite.rollback()
                         return False
-                if len(rows) == 1:
-                    sqlite.execute(decision.sql, decision.parameters(rows[0]))
+                if len(decision_rows) == 1:
+                    sqlite.execute(decision.sql, decision_rows[0])
                 else:
-                    sqlite.executemany(decision.sql, [decision.parameters(r) for r in rows])
-                if offers:
-                    sqlite.executemany(offer.sql, [offer.parameters(o) for o in offers])
+                    sqlite.executemany(decision.sql, decision_rows)
+                if offer_rows:
+                    sqlite.executemany(offer.sql, offer_rows)
                 sqlite.commit()
             except BaseException:
                 sqlite.rollback()

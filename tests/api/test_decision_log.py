@@ -119,6 +119,40 @@ def test_racing_writers_for_one_invoice_leave_one_decision(log: DecisionLog) -> 
         assert rows.scalar_one() == 1
 
 
+def test_simultaneous_writes_of_a_sqlite_log_never_meet_a_locked_database(
+    tmp_path: Path,
+) -> None:
+    """The process's writes take turns before SQLite sees them: with SQLite's own waiting for a
+    lock turned off, six threads writing at once all store their decisions."""
+    log = DecisionLog(f"sqlite:///{tmp_path / 'offers.db'}")
+
+    @sa.event.listens_for(log.engine, "checkout")
+    def no_busy_wait(connection: Any, record: Any, proxy: Any) -> None:
+        connection.execute("PRAGMA busy_timeout=0")
+
+    barrier = threading.Barrier(6)
+    failures: list[Exception] = []
+
+    def write(writer: int) -> None:
+        batch = [(record(f"INV-{writer}-{number}", f"C{writer}"), None) for number in range(40)]
+        barrier.wait()
+        try:
+            log.record_many(batch)
+        except Exception as error:  # "database is locked", were the writes not taking turns
+            failures.append(error)
+
+    threads = [threading.Thread(target=write, args=(writer,)) for writer in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with log.engine.connect() as connection:
+        rows = connection.execute(sa.select(sa.func.count()).select_from(log.tables.decisions))
+        assert rows.scalar_one() == 6 * 40
+    log.close()
+
+
 def _rows(log: DecisionLog, table: sa.Table, invoice_id: str) -> list[sa.RowMapping]:
     with log.engine.connect() as connection:
         query = sa.select(table).where(table.c.invoice_id == invoice_id)

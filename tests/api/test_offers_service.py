@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -204,6 +205,50 @@ def test_many_invoices_are_answered_in_order_with_one_write(
     assert answers[5] == answers[0] == InvoiceAnswer(stored["INV-2"].response_json, stored=True)
     assert answers[3] == InvoiceAnswer(stored["INV-4"].response_json, stored=True)
     assert decisions_counted(offers, "model") == 3.0
+
+
+def test_batches_against_a_local_log_are_decided_one_at_a_time(
+    log: DecisionLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three batches sent at once: each is decided whole before the next starts, and each is
+    answered with its own invoices' decisions."""
+    offers = service(log)
+    decide = offers.answer_many
+    deciding: list[int] = []
+    most_at_once = 0
+
+    def watched(requests: Any, arms: Any = None, dry_runs: Any = None) -> Any:
+        nonlocal most_at_once
+        deciding.append(1)
+        most_at_once = max(most_at_once, len(deciding))
+        try:
+            time.sleep(0.05)  # long enough for the other threads to arrive meanwhile
+            return decide(requests, arms, dry_runs)
+        finally:
+            deciding.pop()
+
+    monkeypatch.setattr(offers, "answer_many", watched)
+    barrier = threading.Barrier(3)
+    answered: dict[int, list[Any]] = {}
+
+    def send(batch: int) -> None:
+        requests = [invoice(batch * 10 + number, customer=f"C000{batch}") for number in (1, 2)]
+        barrier.wait()
+        answered[batch] = offers.answer_batch(requests, [False, False])
+
+    threads = [threading.Thread(target=send, args=(batch,)) for batch in (1, 2, 3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most_at_once == 1
+    stored = log.find_many([f"INV-{batch * 10 + n}" for batch in (1, 2, 3) for n in (1, 2)])
+    for batch, answers in answered.items():
+        assert answers == [
+            InvoiceAnswer(stored[f"INV-{batch * 10 + n}"].response_json, stored=True)
+            for n in (1, 2)
+        ]
+    assert len(answered) == 3
 
 
 def test_invoices_another_worker_stored_meanwhile_answer_with_its_decisions(

@@ -127,3 +127,22 @@ def test_rows_moved_together_equal_each_row_moved_alone() -> None:
     assert [list(row.items()) for row in many] == [
         list(usage_as_of(row, dt.date(2026, 7, 10)).items()) for row in rows
     ]
+    # The API decides invoices of several dates together: each row moved to its own date's month.
+    dates = [
+        dt.date(2026, 7, 10),
+        dt.date(2026, 11, 20),
+        dt.date(2026, 12, 5),
+        dt.date(2026, 7, 10),
+    ]
+    dates.append(dt.date(2026, 11, 20))
+    mixed = usage_rows_as_of(rows, dates)
+    assert [list(row.items()) for row in mixed] == [
+        list(usage_as_of(row, day).items()) for row, day in zip(rows, dates, strict=True)
+    ]
+    assert [row["usage_month_m1"] for row in mixed[:3]] == [
+        "2026-06-01",
+        "2026-09-01",
+        "2026-11-01",
+    ]
+    with pytest.raises(ValueError, match="5 rows but 2 invoice dates"):
+        usage_rows_as_of(rows, dates[:2])

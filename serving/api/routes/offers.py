@@ -149,7 +149,7 @@ def _answer_batch(offers: OffersService, items: list[Any]) -> Response:
             results[position] = _problem_item(problem)
             continue
         positions.append(position)
-    answers = offers.answer_many(requests, dry_runs=dry_runs)
+    answers = offers.answer_batch(requests, dry_runs)
     for position, answer in zip(positions, answers, strict=True):
         results[position] = _item(answer)
     content = '{"results":[' + ",".join(result or "" for result in results) + "]}"
