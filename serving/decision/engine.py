@@ -159,6 +159,16 @@ class CandidateRecord:
     value_sek: float | None = None
     rank: int | None = None
 
+    def logged(self) -> dict[str, Any]:
+        """The record as the decision log keeps it: ``blocked_by`` always (None: it passed), the
+        other figures only where known. Most catalog offers are blocked before anything is
+        known of them; leaving out their unknown figures halves the log's ``log`` column."""
+        return {
+            name: value
+            for name, value in vars(self).items()
+            if value is not None or name == "blocked_by"
+        }
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -204,7 +214,7 @@ class Decision:
             "requested_policy": self.requested_policy,
             "churn_risk": self.churn_risk,
             "explored": self.explored,
-            "candidates": [dict(vars(record)) for record in self.candidates],
+            "candidates": [record.logged() for record in self.candidates],
         }
 
     def consent_used(self) -> dict[str, Any]:

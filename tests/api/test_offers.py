@@ -257,6 +257,16 @@ def test_the_decision_is_stored_before_it_is_answered(client: Any) -> None:
         o["offer_id"] for o in body["offers"]
     }
     assert "churn_risk" in row["log"]
+    # A shown offer's record carries its figures; a blocked one only what is known of it.
+    records = {c["offer_id"]: c for c in row["log"]["candidates"]}
+    first = records[body["offers"][0]["offer_id"]]
+    assert first["blocked_by"] is None and first["rank"] == 1
+    assert first["acceptance_probability"] == pytest.approx(
+        body["offers"][0]["acceptance_probability"], abs=1e-4
+    )
+    blocked = [c for c in records.values() if c["blocked_by"] is not None]
+    assert blocked and all(None not in c.values() for c in blocked)
+    assert all(c.get("rank") is None for c in blocked)
     # ...and nothing that the stored answer or the offers' rows already hold.
     assert not {"offers", "usage_summary", "consent_used", "policy"} & set(row["log"])
 

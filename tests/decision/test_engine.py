@@ -100,7 +100,15 @@ def test_log_dict_keeps_scores_propensities_and_consent() -> None:
     assert candidates["PLAN_30GB"]["acceptance_probability"] == 0.6
     assert candidates["PLAN_5GB"]["blocked_by"] == "current_plan"
     assert candidates["ADDON_EU_ROAMING"]["blocked_by"] == "upgrade_not_justified"
-    shown = [c["offer_id"] for c in sorted(log["candidates"], key=lambda c: c["rank"] or 99)][:3]
+    # A blocked offer's record holds what was known of it, no empty figures.
+    assert candidates["PLAN_5GB"] == {
+        "offer_id": "PLAN_5GB",
+        "kind": "plan",
+        "blocked_by": "current_plan",
+    }
+    shown = [c["offer_id"] for c in sorted(log["candidates"], key=lambda c: c.get("rank") or 99)][
+        :3
+    ]
     assert shown == [o["offer_id"] for o in log["offers"]]
     json.dumps(log, allow_nan=False)
 
