@@ -40,7 +40,11 @@ from core.tables import read_table
 from pipelines.evaluation_oracle import GROUND_TRUTH_FOLDER, has_ground_truth
 from pipelines.frame_source import FrameFeatureSource, read_decision_frames, start_of_day
 from pipelines.invoice_run.core import ChampionModels, feature_paths, recent_declines
-from pipelines.policy_evaluation import evaluate_served_policies, logged_decisions
+from pipelines.policy_evaluation import (
+    compare_models,
+    evaluate_served_policies,
+    logged_decisions,
+)
 from serving.decision.arbitration import Objective
 from serving.decision.engine import decide
 from serving.decision.inputs import DecisionRequest, UnknownCustomerError
@@ -77,6 +81,9 @@ class ClosedLoop:
     # two compare what the loop's learning did, not two months' different invoice mixes.
     starting_lift: float | None = None
     starting_first_offer_acceptance: float | None = None
+    # The final model's captured lift less the starting model's on those invoices, with a paired
+    # bootstrap 95 % interval over customers (policy_evaluation.compare_models).
+    final_minus_starting: dict[str, float | None] | None = None
 
     @property
     def final_lift(self) -> float | None:
@@ -90,6 +97,7 @@ class ClosedLoop:
             "starting_lift_captured": self.starting_lift,
             "starting_first_offer_acceptance": self.starting_first_offer_acceptance,
             "final_lift_captured": self.final_lift,
+            "final_minus_starting_lift_captured": self.final_minus_starting,
         }
 
     def markdown(self) -> str:
@@ -112,10 +120,17 @@ class ClosedLoop:
                 f"{month.accepted:,} | {month.distinct_first_offers} |"
             )
         lines.append("")
+        difference = self.final_minus_starting or {}
+        interval = (
+            ""
+            if difference.get("value") is None
+            else f": {_points(difference.get('value'))} points "
+            f"(95 % interval {_points(difference.get('low'))} to {_points(difference.get('high'))})"
+        )
         lines.append(
             f"On {self.months[-1].month}: the starting model captures "
             f"{_percent(self.starting_lift)} of the lift, the model after the loop "
-            f"{_percent(self.final_lift)}."
+            f"{_percent(self.final_lift)}{interval}."
         )
         lines.append(f"Training weights: {self.training_weights}.")
         return "\n".join(lines)
@@ -123,6 +138,10 @@ class ClosedLoop:
 
 def _percent(value: float | None) -> str:
     return "–" if value is None else f"{value:.1%}"
+
+
+def _points(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:+.2f}"
 
 
 def _month_starts(events: pd.DataFrame) -> list[dt.date]:
@@ -308,20 +327,26 @@ def run_closed_loop(
     starting = models
     weights = _training_weights(work)
     results: list[LoopMonth] = []
-    for index, month in enumerate(loop_months):
+    for month in loop_months[:-1]:
         lift, accepted = _evaluated(settings, month, models, sample, seed)
         log.info("closed loop %s: %s captures %s of the lift", month, models.model_version, lift)
-        if index == len(loop_months) - 1:
-            results.append(LoopMonth(month.isoformat()[:7], models.model_version, lift, accepted))
-            break
         logged, _ = logged_decisions(data_dir, month, sample=10**9, seed=seed)
         engine_rows, summary = _engine_events(month, logged, kept, work, models, rng, data_dir)
         results.append(replace(summary, lift_captured=lift, first_offer_acceptance=accepted))
         kept = pd.concat([kept, engine_rows], ignore_index=True)
         _write_events(work_data, kept)
         models = _trained(work)
-    start_lift, start_accepted = _evaluated(settings, loop_months[-1], starting, sample, seed)
-    return ClosedLoop(tuple(results), weights, start_lift, start_accepted)
+    # The last month: the model after the loop against the starting one, on the same invoices,
+    # paired.
+    last = loop_months[-1]
+    compared = compare_models(settings, last, models, starting, sample=sample, seed=seed)
+    (lift, start_lift), (accepted, start_accepted) = (
+        compared["lift_captured"],
+        compared["first_offer_acceptance"],
+    )
+    log.info("closed loop %s: %s captures %s of the lift", last, models.model_version, lift)
+    results.append(LoopMonth(last.isoformat()[:7], models.model_version, lift, accepted))
+    return ClosedLoop(tuple(results), weights, start_lift, start_accepted, compared["difference"])
 
 
 def _write_events(data_dir: Path, events: pd.DataFrame) -> None:

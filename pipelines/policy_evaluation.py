@@ -640,23 +640,11 @@ def paired_bootstrap(
     """
     if not replayed:
         raise ValueError("no replayed decisions to resample")
-    if resamples < 2:
-        raise ValueError(f"resamples must be at least 2, not {resamples}")
-    codes, customers = pd.factorize(pd.Series([r.customer_id for r in replayed]))
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(
-        len(customers), np.full(len(customers), 1.0 / len(customers)), resamples
-    )
-    weights = np.vstack([np.ones(len(replayed)), counts[:, codes]])  # row 0: the sample itself
+    weights, customers = _customer_resamples(replayed, resamples, seed)
     arrays = {policy: per_invoice(replayed, policy, hidden) for policy in policies}
+    # One replay: every policy is measured against the same eligible offers, the first's.
     reference = arrays[policies[0]]
-    random = weights @ reference["random"]
-    achievable = weights @ reference["best"] - random
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lift = {
-            p: np.where(achievable > 0, (weights @ a["first"] - random) / achievable, np.nan)
-            for p, a in arrays.items()
-        }
+    lift = {p: _lift_draws(weights, {**reference, "first": a["first"]}) for p, a in arrays.items()}
     value = {p: (weights @ a["value"]) / weights.sum(axis=1) for p, a in arrays.items()}
     differences = {}
     for a, b in pairs:
@@ -670,11 +658,81 @@ def paired_bootstrap(
         }
     return {
         "resampled": "customers",
-        "customers": len(customers),
+        "customers": customers,
         "resamples": resamples,
         "lift_captured": {p: _interval(d[0], d[1:]) for p, d in lift.items()},
         "objective_value_sek": {p: _interval(d[0], d[1:]) for p, d in value.items()},
         "differences": differences,
+    }
+
+
+def _customer_resamples(
+    replayed: Sequence[Replayed], resamples: int, seed: int
+) -> tuple[np.ndarray, int]:
+    """Per resample, each invoice's weight: its customer's count in a draw of as many customers
+    as there are, with replacement (row 0: the sample itself, every weight 1); and the number of
+    customers."""
+    if resamples < 2:
+        raise ValueError(f"resamples must be at least 2, not {resamples}")
+    codes, customers = pd.factorize(pd.Series([r.customer_id for r in replayed]))
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(
+        len(customers), np.full(len(customers), 1.0 / len(customers)), resamples
+    )
+    return np.vstack([np.ones(len(replayed)), counts[:, codes]]), len(customers)
+
+
+def _lift_draws(weights: np.ndarray, per: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Captured lift of the first offer on each resample: a ratio of sums, NaN where nothing
+    could be gained."""
+    random = weights @ per["random"]
+    achievable = weights @ per["best"] - random
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(achievable > 0, (weights @ per["first"] - random) / achievable, np.nan)
+
+
+def compare_models(
+    settings: Settings,
+    month: dt.date,
+    later: ChampionModels,
+    earlier_models: ChampionModels,
+    *,
+    sample: int,
+    seed: int = 0,
+    resamples: int = 1_000,
+) -> dict[str, Any]:
+    """The served model policy of two pairs of models on the same logged invoices of ``month``
+    (the same sample and seed as ``evaluate_served_policies``), against the hidden acceptance:
+    each one's captured lift and first offer acceptance, and ``later`` − ``earlier_models`` in
+    captured lift with a paired bootstrap 95 % interval over customers (both on every draw)."""
+    data_dir = Path(settings.data_dir)
+    if not has_ground_truth(data_dir):
+        raise ValueError(f"{data_dir} is not a simulated world: no hidden acceptance to compare")
+    catalog = load_catalog(settings.catalog)
+    objective = Objective.from_settings(settings)
+    firsts, earlier = logged_decisions(data_dir, month, sample, seed)
+    if firsts.empty:
+        raise ValueError(f"no logged decisions with propensities in {month}")
+    replays = [
+        replay(firsts, earlier, settings, catalog, models, objective, seed=seed)
+        for models in (later, earlier_models)
+    ]
+    if [r.decision_id for r in replays[0]] != [r.decision_id for r in replays[1]]:
+        raise ValueError("the two models replayed different invoices")
+    if not replays[0]:
+        raise ValueError(f"no logged decision of {month} could be replayed")
+    hidden = _hidden_acceptance([*replays[0], *replays[1]], data_dir, catalog)
+    weights, customers = _customer_resamples(replays[0], resamples, seed)
+    per = [per_invoice(replayed, "model", hidden) for replayed in replays]
+    lifts = [_lift_draws(weights, arrays) for arrays in per]
+    return {
+        "month": month.isoformat()[:7],
+        "invoices": len(replays[0]),
+        "customers": customers,
+        "resamples": resamples,
+        "lift_captured": [float(draws[0]) if np.isfinite(draws[0]) else None for draws in lifts],
+        "first_offer_acceptance": [float(np.mean(arrays["first"])) for arrays in per],
+        "difference": _interval(lifts[0][0] - lifts[1][0], (lifts[0] - lifts[1])[1:]),
     }
 
 

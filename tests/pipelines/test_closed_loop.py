@@ -45,7 +45,15 @@ def test_the_served_policy_does_not_collapse_onto_its_own_choices(loop: ClosedLo
     assert loop.starting_lift is not None and loop.final_lift is not None
     assert loop.final_lift > 0.3
     assert loop.final_lift >= loop.starting_lift - 0.1
+    # The two models on the same invoices, paired: the difference and its interval.
+    difference = loop.final_minus_starting
+    assert difference is not None and difference["value"] is not None
+    assert difference["value"] == pytest.approx(loop.final_lift - loop.starting_lift)
+    assert difference["low"] is not None and difference["high"] is not None
+    assert difference["low"] <= difference["value"] <= difference["high"]
+    assert difference["high"] - difference["low"] > 0.0
     assert "| 2026-11 |" in loop.markdown()
+    assert "points (95 % interval" in loop.markdown()
 
 
 def test_the_loop_leaves_the_world_it_reads_untouched(simulated_world: SimulatedWorld) -> None:

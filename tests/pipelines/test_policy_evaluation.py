@@ -13,6 +13,7 @@ from pipelines.policy_evaluation import (
     Replayed,
     _figures,
     choose_by_peer,
+    compare_models,
     evaluate_served_policies,
     paired_bootstrap,
     peer_gap,
@@ -197,6 +198,29 @@ def _customer_replays(
         item.customer_id = f"C-{number % customers}"
         replays.append(item)
     return replays, hidden
+
+
+@pytest.mark.integration
+def test_two_models_are_compared_on_the_same_invoices(simulated_world: SimulatedWorld) -> None:
+    """The champion against itself: the same lift on every draw, so the paired difference and its
+    interval are zero; and each lift is the one ``evaluate_served_policies`` reports."""
+    from pipelines.invoice_run.run import load_champions
+
+    settings = simulated_world.settings
+    champions = load_champions(settings)
+    month = dt.date(2026, 11, 1)
+    compared = compare_models(settings, month, champions, champions, sample=300, seed=1)
+    assert compared["month"] == "2026-11" and 200 <= compared["invoices"] <= 300
+    first, second = compared["lift_captured"]
+    assert first == second and first is not None
+    assert compared["difference"] == {"value": 0.0, "low": 0.0, "high": 0.0}
+    report = evaluate_served_policies(
+        settings, month=month, sample=300, seed=1, resamples=10, ablation=False
+    )
+    assert report.policies["model"]["lift_captured"] == pytest.approx(first)
+    assert compared["first_offer_acceptance"][0] == pytest.approx(
+        report.policies["model"]["first_offer_acceptance"]
+    )
 
 
 def test_the_paired_interval_holds_each_point_estimate_and_resamples_customers() -> None:
