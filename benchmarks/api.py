@@ -20,6 +20,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ REDIS_URL = os.environ.get("OFFERS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
 LOOP_RATES = (100, 300, 600, 800, 1000, 1200, 1500)
 # POST /v1/offers/batch: calls a second, each with BATCH_SIZE fresh invoices.
 BATCH_SIZE = 100
-BATCH_RATES = (5, 10, 20, 30, 40, 50)
+BATCH_RATES = (5, 10, 15, 20, 30, 40, 50)
 BATCH_TARGET_DECISIONS = 2000
 SERVER_P99_TARGET_MS = 2.0
 TARGET_RATE = 300
@@ -268,6 +269,60 @@ def warm_page_cache(path: Path, chunk_bytes: int = 16 << 20) -> float:
     return round(time.perf_counter() - started, 1)
 
 
+def log_in_memory(env: dict[str, str], invoices: list[tuple[str, str]], start: int) -> dict:
+    """For diagnosis only: the SQLite server's target-rate steps again with its decision log on a
+    memory filesystem (``/dev/shm``), which loses the log with the machine. The difference from
+    the durable log's p99 is what the log's writes to this machine's disk cost at the tail (a
+    commit that waits on the file system's journal), not what the decision costs."""
+    memory = Path("/dev/shm")
+    if not memory.is_dir():
+        return {"skipped": "no /dev/shm on this machine"}
+    database = memory / f"offers-bench-{os.getpid()}.db"
+    diagnosed = {**env, "OFFERS_DATABASE_URL": f"sqlite:///{database}"}
+    try:
+        # A copy of the durable log, so both servers read and write a log of the same size.
+        durable = Path(env["OFFERS_DATABASE_URL"].removeprefix("sqlite:///"))
+        if durable.exists():
+            with sqlite3.connect(durable) as source, sqlite3.connect(database) as copy:
+                source.backup(copy)
+        steps, _, _ = _serve(diagnosed, invoices, (TARGET_RATE,), 15.0, "memory-log", start)
+    finally:
+        for leftover in memory.glob(f"{database.name}*"):
+            leftover.unlink()
+    at_target = [s["server_p99_ms"] for s in steps]
+    return {
+        "decision_log": "SQLite on /dev/shm: not durable, for diagnosis only",
+        "steps": steps,
+        f"server_p99_ms_at_{TARGET_RATE}_per_s": float(np.median(at_target)),
+        f"server_p99_ms_at_{TARGET_RATE}_per_s_runs": at_target,
+    }
+
+
+def _serve(
+    env: dict[str, str],
+    invoices: list[tuple[str, str]],
+    rates: tuple[int, ...],
+    duration_s: float,
+    tag: str,
+    start: int,
+) -> tuple[list[dict[str, Any]], int, int]:
+    """One pinned server driven at ``rates`` of single requests (see :func:`drive`)."""
+    tag = f"{tag}-{time.time_ns()}"
+    port = _free_port()
+    server = subprocess.Popen(
+        pinned([sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port)], SERVER_CPU),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_ready(port)
+        return drive(port, invoices, rates, duration_s, tag, start=start)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def serve_and_drive(
     env: dict[str, str], invoices: list[tuple[str, str]], quick: bool, tag: str, start: int = 0
 ):
@@ -450,6 +505,10 @@ def run(quick: bool = False) -> dict[str, Any]:
     figures["in_process"] = in_process_comparison(_env(work), invoices, 200 if quick else 1000)
     figures["page_cache_warm_up_s"] = warm_page_cache(work / "feast" / "online.db")
     figures["http_sqlite"] = serve_and_drive(_env(work), invoices, quick, "sqlite", start)
+    if not quick:
+        figures["http_sqlite_log_in_memory"] = log_in_memory(
+            _env(work), invoices, start + len(invoices) // 2
+        )
     redis_env = prepare_redis(work)
     figures["http_redis"] = serve_and_drive(redis_env, invoices, quick, "redis", start)
     saturation = max(
