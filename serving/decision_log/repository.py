@@ -85,7 +85,9 @@ class DecisionLog:
         # This process's decision writes to a SQLite log, one at a time. SQLite lets one
         # connection write at once and a second one waits in its busy handler, which sleeps 1,
         # 2, 5, 10… ms between tries however soon the first one commits (on the event loop, for
-        # the single requests decided there). A lock hands the write over at the commit.
+        # the single requests decided there). A lock hands the write over at the commit. Only
+        # the decision writes take it: reads never wait on a writer (WAL), and the rarer writes
+        # (events, consents, erasure, experiments) still meet SQLite's busy handler.
         self._sqlite_write = threading.Lock()
 
     def _create_tables(self, attempts: int = 3) -> None:
@@ -403,7 +405,7 @@ class DecisionLog:
         latest ``reach`` decisions, newest first, a decision's rows together."""
         if self._sqlite is not None:
             statement = self._sqlite.recent_declines
-            with self._sqlite_write, sqlite_connection(self.engine) as sqlite:
+            with sqlite_connection(self.engine) as sqlite:
                 for customer_id in customers:
                     # "" leaves no invoice out: the caller drops each pair's own invoice.
                     parameters = {CUSTOMER_KEY: customer_id, "invoices": reach, "deciding": ""}
@@ -425,7 +427,7 @@ class DecisionLog:
     ) -> Sequence[Any]:
         if self._sqlite is not None:
             statement: SqliteStatement = getattr(self._sqlite, name)
-            with self._sqlite_write, sqlite_connection(self.engine) as sqlite:
+            with sqlite_connection(self.engine) as sqlite:
                 return sqlite.execute(statement.sql, statement.parameters(parameters)).fetchall()
         with self.engine.connect() as connection:
             return connection.execute(getattr(self.statements, name), parameters).all()

@@ -153,6 +153,28 @@ def test_simultaneous_writes_of_a_sqlite_log_never_meet_a_locked_database(
     log.close()
 
 
+def test_reads_of_a_sqlite_log_never_wait_for_a_decision_write(tmp_path: Path) -> None:
+    """While a decision write holds the process's turn, the look-ups a decision makes (its
+    stored answer, the decline cap) still answer: in WAL mode no reader waits on a writer."""
+    log = DecisionLog(f"sqlite:///{tmp_path / 'offers.db'}")
+    log.record(record("INV-1", "C1"))
+    answered = threading.Event()
+    found: dict[str, Any] = {}
+
+    def read() -> None:
+        found.update(log.find_many(["INV-1"]))
+        found["declines"] = log.recent_declines_many([("C1", "INV-2"), ("C2", "INV-3")], 3)
+        answered.set()
+
+    with log._sqlite_write:  # a decision write in progress
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        assert answered.wait(5.0), "a read waited for the decision write"
+    assert found["INV-1"].customer_id == "C1"
+    assert found["declines"] == {("C1", "INV-2"): frozenset(), ("C2", "INV-3"): frozenset()}
+    log.close()
+
+
 def _rows(log: DecisionLog, table: sa.Table, invoice_id: str) -> list[sa.RowMapping]:
     with log.engine.connect() as connection:
         query = sa.select(table).where(table.c.invoice_id == invoice_id)
