@@ -26,6 +26,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -312,6 +314,24 @@ def log_diagnosis(
     }
 
 
+@contextmanager
+def _pinned_server(env: dict[str, str]) -> Iterator[int]:
+    """``offers serve`` pinned to the server's CPU, ready; yields its port, stops it after."""
+    port = _free_port()
+    server = subprocess.Popen(
+        pinned([sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port)], SERVER_CPU),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_ready(port)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def _serve(
     env: dict[str, str],
     invoices: list[tuple[str, str]],
@@ -321,20 +341,8 @@ def _serve(
     start: int,
 ) -> tuple[list[dict[str, Any]], int, int]:
     """One pinned server driven at ``rates`` of single requests (see :func:`drive`)."""
-    tag = f"{tag}-{time.time_ns()}"
-    port = _free_port()
-    server = subprocess.Popen(
-        pinned([sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port)], SERVER_CPU),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_ready(port)
-        return drive(port, invoices, rates, duration_s, tag, start=start)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with _pinned_server(env) as port:
+        return drive(port, invoices, rates, duration_s, f"{tag}-{time.time_ns()}", start=start)
 
 
 def serve_and_drive(
@@ -343,15 +351,7 @@ def serve_and_drive(
     # Invoice ids unique to this run: an id already in the decision log would be a replay, not a
     # decision, and replays are far cheaper.
     tag = f"{tag}-{time.time_ns()}"
-    port = _free_port()
-    server = subprocess.Popen(
-        pinned([sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port)], SERVER_CPU),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_ready(port)
+    with _pinned_server(env) as port:
         rates = LOOP_RATES[:4] if quick else LOOP_RATES
         duration_s = 5.0 if quick else 15.0
         steps, saturation, drawn = drive(port, invoices, rates, duration_s, tag, start=start)
@@ -359,9 +359,6 @@ def serve_and_drive(
         batch_steps, batch_saturation, drawn = drive(
             port, invoices, batch_rates, duration_s, f"{tag}-batch", BATCH_SIZE, start=drawn
         )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     at_target = [s["server_p99_ms"] for s in steps if s["target_rate_per_s"] == TARGET_RATE]
     return {
         "steps": steps,
