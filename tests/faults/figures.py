@@ -6,18 +6,23 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 
 from tests.faults.load import Sent
 from tests.faults.services import ROOT
 
 RESULTS = ROOT / "benchmarks" / "results" / "faults.json"
+# A decision's steps as the server times them: ``lookup`` the decision log's look-ups, ``decide``
+# the engine (feature reads included), ``log`` the decision log's write (its commit).
+STEPS = ("lookup", "decide", "log")
 
 
 def latency_ms(latencies_s: Sequence[float]) -> dict[str, float | int | None]:
@@ -110,3 +115,26 @@ class Targets:
             if not found["met"]
         ]
         assert not missed, "missed targets:\n" + "\n".join(missed)
+
+
+def step_histogram(base_url: str) -> dict[str, dict[str, float]]:
+    """The server's ``offers_step_seconds`` histogram: per step, the cumulative count per bucket
+    bound (``+Inf`` the total)."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10.0).text
+    steps: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        found = re.match(r"offers_step_seconds_bucket\{(.*)\} ([0-9.e+-]+)$", line)
+        if found is None:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1)))
+        steps.setdefault(labels["step"], {})[labels["le"]] = float(found.group(2))
+    return steps
+
+
+def steps_over_100_ms(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], step: str
+) -> dict[str, int]:
+    """Decisions of ``step`` between two snapshots, and how many of them took over 100 ms."""
+    total = after.get(step, {}).get("+Inf", 0.0) - before.get(step, {}).get("+Inf", 0.0)
+    fast = after.get(step, {}).get("0.1", 0.0) - before.get(step, {}).get("0.1", 0.0)
+    return {"decisions": int(total), "over_100_ms": int(total - fast)}

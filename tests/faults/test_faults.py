@@ -25,12 +25,15 @@ from core.database import sqlalchemy_url
 from core.settings import Settings
 from tests.factories.api import build_feast_store, just_now
 from tests.faults.figures import (
+    STEPS,
     Targets,
     answers,
     degraded,
     latency_ms,
     phase_figures,
     record_figures,
+    step_histogram,
+    steps_over_100_ms,
 )
 from tests.faults.load import PacedLoad, Payload, Sent, Stream, live_probes
 from tests.faults.scenario import (
@@ -117,7 +120,9 @@ def test_redis_killed_then_paused_answers_degraded_fast_and_recovers(
                 request_timeout_s=10.0,
             ).start()
             try:
-                marks = _redis_phases(load, private, rows)
+                marks, steps = _redis_phases(
+                    load, private, rows, lambda: step_histogram(server.base_url)
+                )
             finally:
                 sent = load.stop()
     finally:
@@ -140,6 +145,11 @@ def test_redis_killed_then_paused_answers_degraded_fast_and_recovers(
             seconds_to_recovery(offers_of(sent), marks["pause_ended"], marks["stopped"], is_full), 2
         ),
         "pause_s": round(marks["pause_ended"] - marks["pause_started"], 2),
+        # The server's own step times while Redis was dead, so that a slow answer says where
+        # its time went: ``decide`` holds the failed feature reads, ``log`` the log's commit.
+        "killed_steps": {
+            step: steps_over_100_ms(steps["killed"], steps["restarting"], step) for step in STEPS
+        },
     }
 
     # A request sent just before a fault began may be answered after it: each phase is judged on
@@ -202,9 +212,16 @@ def test_redis_killed_then_paused_answers_degraded_fast_and_recovers(
     targets.assert_met()
 
 
-def _redis_phases(load: PacedLoad, private: PrivateRedis, rows: dict[Any, Any]) -> dict[str, float]:
-    """Healthy, killed, back, paused, back; the moments each fault began and ended."""
+def _redis_phases(
+    load: PacedLoad,
+    private: PrivateRedis,
+    rows: dict[Any, Any],
+    step_times: Callable[[], dict[str, dict[str, float]]],
+) -> tuple[dict[str, float], dict[str, dict[str, dict[str, float]]]]:
+    """Healthy, killed, back, paused, back; the moments each fault began and ended, and the
+    server's step histogram as Redis died and as it restarted."""
     marks: dict[str, float] = {}
+    steps: dict[str, dict[str, dict[str, float]]] = {}
     load.phase = "healthy"
     time.sleep(HEALTHY_S)  # a phase of fixed length, not a wait for a condition
 
@@ -214,7 +231,9 @@ def _redis_phases(load: PacedLoad, private: PrivateRedis, rows: dict[Any, Any]) 
     private.kill()
     load.phase = "killed"
     marks["killed"] = time.monotonic()
+    steps["killed"] = step_times()
     time.sleep(REDIS_DOWN_S)
+    steps["restarting"] = step_times()
 
     # Restarted without persistence, Redis is empty until its rows are loaded again: customers
     # read back as unknown (404) in between, as after a real restart before a materialize.
@@ -255,7 +274,7 @@ def _redis_phases(load: PacedLoad, private: PrivateRedis, rows: dict[Any, Any]) 
     load.phase = "after_pause"
     time.sleep(STEADY_S)
     marks["stopped"] = time.monotonic()
-    return marks
+    return marks, steps
 
 
 # 2. kill -9 of the server, SQLite and PostgreSQL decision logs -----------------------------------

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-import re
 import signal
 import sqlite3
 import subprocess
@@ -23,12 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pandas as pd
 import pytest
 
 from core.settings import Settings
 from tests.faults.figures import (
+    STEPS,
     Targets,
     answers,
     degraded,
@@ -36,6 +35,8 @@ from tests.faults.figures import (
     phase_figures,
     record_figures,
     server_latency_ms,
+    step_histogram,
+    steps_over_100_ms,
 )
 from tests.faults.load import PacedLoad, Payload, Stream, live_probes
 from tests.faults.scenario import (
@@ -104,27 +105,6 @@ def _invoices(customers: list[str], prefix: str) -> Callable[[], Payload]:
         }
 
     return next_body
-
-
-def _steps(base_url: str) -> dict[str, dict[str, float]]:
-    """The server's ``offers_step_seconds`` histogram: per step, the cumulative count per bucket
-    bound (``+Inf`` the total)."""
-    text = httpx.get(f"{base_url}/metrics", timeout=10.0).text
-    steps: dict[str, dict[str, float]] = {}
-    for line in text.splitlines():
-        found = re.match(r"offers_step_seconds_bucket\{(.*)\} ([0-9.e+-]+)$", line)
-        if found is None:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1)))
-        steps.setdefault(labels["step"], {})[labels["le"]] = float(found.group(2))
-    return steps
-
-
-def _over(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], step: str):
-    """Decisions of ``step`` between two snapshots, and how many of them took over 100 ms."""
-    total = after.get(step, {}).get("+Inf", 0.0) - before.get(step, {}).get("+Inf", 0.0)
-    fast = after.get(step, {}).get("0.1", 0.0) - before.get(step, {}).get("0.1", 0.0)
-    return {"decisions": int(total), "over_100_ms": int(total - fast)}
 
 
 def _writer_holds_lock(database: Path) -> bool:
@@ -247,7 +227,7 @@ def test_materialize_killed_mid_write_never_stalls_requests_and_readiness_tells(
             )
             load.phase = "repaired"
             time.sleep(STEADY_S)
-            steps_before = _steps(server.base_url)
+            steps_before = step_histogram(server.base_url)
 
             load.phase = "refresh"
             marks["refresh"] = time.monotonic()
@@ -258,7 +238,7 @@ def test_materialize_killed_mid_write_never_stalls_requests_and_readiness_tells(
             marks["refresh_killed"] = time.monotonic()
             time.sleep(STEADY_S)
             marks["stopped"] = time.monotonic()
-            steps_after = _steps(server.base_url)
+            steps_after = step_histogram(server.base_url)
         finally:
             sent = load.stop()
 
@@ -312,7 +292,7 @@ def test_materialize_killed_mid_write_never_stalls_requests_and_readiness_tells(
         # The server's own step times over the refresh and after its kill: ``decide`` holds
         # the feature reads, ``log`` the decision log write.
         "refresh_steps": {
-            step: _over(steps_before, steps_after, step) for step in ("lookup", "decide", "log")
+            step: steps_over_100_ms(steps_before, steps_after, step) for step in STEPS
         },
     }
     targets = Targets()
@@ -556,7 +536,7 @@ def test_materialize_into_redis_killed_mid_write_never_stalls_requests_and_readi
                 )
                 load.phase = "repaired"
                 time.sleep(STEADY_S)
-                steps_before = _steps(server.base_url)
+                steps_before = step_histogram(server.base_url)
 
                 load.phase = "refresh"
                 marks["refresh"] = time.monotonic()
@@ -573,7 +553,7 @@ def test_materialize_into_redis_killed_mid_write_never_stalls_requests_and_readi
                 marks["refresh_killed"] = time.monotonic()
                 time.sleep(STEADY_S)
                 marks["stopped"] = time.monotonic()
-                steps_after = _steps(server.base_url)
+                steps_after = step_histogram(server.base_url)
             finally:
                 sent = load.stop()
     finally:
@@ -623,7 +603,7 @@ def test_materialize_into_redis_killed_mid_write_never_stalls_requests_and_readi
             2,
         ),
         "refresh_steps": {
-            step: _over(steps_before, steps_after, step) for step in ("lookup", "decide", "log")
+            step: steps_over_100_ms(steps_before, steps_after, step) for step in STEPS
         },
     }
     targets = Targets()
