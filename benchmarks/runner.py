@@ -147,6 +147,26 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+# Feast's metrics module sets these (to a folder of its own) when it loads, unless set already.
+FEAST_METRICS_VARIABLES = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR")
+
+
+def keep_prometheus_in_process() -> None:
+    """Load Feast's metrics module now and take back the variables it sets.
+
+    Loaded by a benchmark's first materialize or online read, it switches prometheus_client to
+    its multiprocess mode (every counter a file) for the rest of the process and for every
+    process started from it: the servers and invoice runs measured would count their metrics
+    otherwise than ``offers serve`` or ``offers invoice-run`` started from a shell do.
+    prometheus_client chooses how it keeps values when first imported, so it is imported first.
+    """
+    unset = [name for name in FEAST_METRICS_VARIABLES if name not in os.environ]
+    importlib.import_module("prometheus_client")  # first: in-process values
+    importlib.import_module("feast.metrics")
+    for name in unset:
+        os.environ.pop(name, None)
+
+
 def run_benchmarks(
     names: list[str], quick: bool = False, minutes: float | None = None
 ) -> dict[str, dict[str, Any]]:
@@ -159,6 +179,7 @@ def run_benchmarks(
         raise KeyError(f"--minutes applies to {', '.join(sorted(TIMED))} only: name it")
     if minutes is not None and minutes <= 0:
         raise KeyError(f"--minutes must be positive, got {minutes}")
+    keep_prometheus_in_process()
     results: dict[str, dict[str, Any]] = {}
     for name in names or default_benchmarks():
         module = importlib.import_module(BENCHMARKS[name])

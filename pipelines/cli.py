@@ -519,8 +519,8 @@ def invoice_run(
         int,
         typer.Option(
             min=1,
-            help="Processes deciding slices at once (more than 1 needs --no-log and the local "
-            "engine).",
+            help="Processes deciding slices at once, the local engine only; in a logged run "
+            "each writes its slices' decisions to the log.",
         ),
     ] = 1,
 ) -> None:

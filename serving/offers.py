@@ -65,10 +65,11 @@ class RenderAnswer(Protocol):
 @dataclass(frozen=True)
 class InvoiceAnswer:
     """An invoice's answer, and whether it is the invoice's decision in the log (new or replayed)
-    or a dry run's, stored nowhere."""
+    or a dry run's, stored nowhere; ``written``: this call wrote it (a new decision)."""
 
     answer_json: str
     stored: bool
+    written: bool = False
 
 
 class InvoiceCustomerConflict(Exception):
@@ -472,7 +473,9 @@ class OffersService:
                     else InvoiceCustomerConflict(made.request.invoice_id)
                 )
                 continue
-            answers[made.index] = InvoiceAnswer(made.record.response_json, stored=True)
+            answers[made.index] = InvoiceAnswer(
+                made.record.response_json, stored=True, written=True
+            )
             self._count(made, lookup=lookup, write=write)
 
     def _count(self, item: _NewDecision, *, lookup: float, write: float) -> None:
@@ -615,6 +618,8 @@ def _repeated(
         # The first asked for another customer; this one owns it.
         return InvoiceAnswer(previous.response_json, stored=True)
     assert answered is not None
+    if isinstance(answered, InvoiceAnswer) and answered.written:
+        return InvoiceAnswer(answered.answer_json, stored=True)  # written once, by the first
     return answered
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -107,15 +108,35 @@ class LoggedSlices:
         self.settings = settings
         self.log = log
         self.experiments = Experiments(log)
+        # The process whose connections ``log`` holds. A worker forked from it (a run of more
+        # than one worker) opens the log again: a SQLite or PostgreSQL connection must not be
+        # shared by two processes.
+        self._log_pid = os.getpid()
+        self._inherited: list[DecisionLog] = []
         self.holder = ModelHolder(champions_loader(models, settings))
         # The challengers of the experiments not ended when the billing day starts.
         self.holder.start(self.experiments.challenger_policies(start_of_day(options.invoice_date)))
         running = self.experiments.running_on(options.invoice_date)
         self.experiment = None if running is None else running.key
 
+    def _own_log(self) -> None:
+        """In a worker forked from the run, a decision log of the worker's own. Each worker's
+        parts are transactions of their own; two workers' writes to a SQLite log take turns at
+        its write lock (a customer's invoices are all in one slice, so no worker reads what
+        another writes)."""
+        if os.getpid() == self._log_pid:
+            return
+        # Kept, never used nor closed here: closing the parent's connections in a child could
+        # end what the parent holds on the database.
+        self._inherited.append(self.log)
+        self.log = DecisionLog.from_settings(self.settings, deadline_s=LOG_CALL_DEADLINE_SECONDS)
+        self.experiments = Experiments(self.log)
+        self._log_pid = os.getpid()
+
     def decide(self, invoices: pd.DataFrame, as_of: dt.datetime) -> SliceOutcome:
         """Decide (or replay) one slice's invoices, writing its new decisions to the log; the
         output rows by customer and invoice id."""
+        self._own_log()
         options = self.options
         source = decision_source(
             self.paths, as_of, invoices[CUSTOMER_KEY], options.invoice_date, options.consent_changes
@@ -123,14 +144,13 @@ class LoggedSlices:
         read, plan_fits = slice_plan_fits(
             source, invoices[CUSTOMER_KEY], self.catalog, options.invoice_date
         )
-        metrics = ApiMetrics()
         service = OffersService(
             catalog=self.catalog,
             models=self.holder,
             log=self.log,
             experiments=self.experiments,
             feature_store=ReadyFeatures(read),
-            metrics=metrics,
+            metrics=ApiMetrics(),
             render=offers_answer_json,
             decline_cap_invoices=self.settings.decline_cap_invoices,
             objective=options.objective,
@@ -151,24 +171,21 @@ class LoggedSlices:
             )
         ]
         rows: list[dict[str, Any]] = []
-        conflicts = 0
+        conflicts = written = 0
         with loaded_objects_left_out_of_collections():
             for start, end in slice_bounds(invoices[CUSTOMER_KEY], INVOICES_PER_WRITE):
                 for answer in service.answer_many(requests[start:end]):
                     if isinstance(answer, InvoiceAnswer):
                         rows.append(answer_row(answer.answer_json))
+                        # Counted here, not from the service's metrics: where another library
+                        # switched prometheus_client to its multiprocess mode (Feast sets
+                        # PROMETHEUS_MULTIPROCESS_DIR when its metrics module loads), counters
+                        # of one name share their value within a process.
+                        written += answer.written
                     elif isinstance(answer, InvoiceCustomerConflict):
                         conflicts += 1
                     # An unknown customer is skipped, as the local engine skips it; the summary
                     # counts it.
-        written = int(
-            sum(
-                sample.value
-                for family in metrics.decisions.collect()
-                for sample in family.samples
-                if sample.name.endswith("_total")
-            )
-        )
         if conflicts:
             # No ids in the log: the summary counts these invoices.
             logger.warning("%d invoices are decided in the log for another customer", conflicts)

@@ -235,8 +235,8 @@ def run_invoice_run(
     ``OFFERS_INVOICE_RUN_SLICE_INVOICES``), writing each slice atomically beside ``out``; a
     start after an interrupted one (``kill -9`` included) skips the slices it finished and
     decides the rest as of the same moment, so ``out`` is what an uninterrupted run writes
-    (:mod:`.slices`). ``workers`` above one (``--no-log`` only) decides slices in that many
-    processes.
+    (:mod:`.slices`). ``workers`` above one (local engine only) decides slices in that many
+    processes; in a logged run each writes its slices' decisions to the log itself.
 
     ``models`` defaults to the registry's champions. Raises ``ContractError`` (invalid input
     tables), ``CatalogError`` or :class:`InvoiceRunError` (no feature tables, or the Spark engine
@@ -246,10 +246,10 @@ def run_invoice_run(
         raise ValueError(f"engine must be local or spark, not {engine!r}")
     if workers < 1:
         raise ValueError("workers must be at least 1")
-    if workers > 1 and (log_decisions or engine != "local"):
+    if workers > 1 and engine != "local":
         raise InvoiceRunError(
-            "more than one worker decides only a --no-log run of the local engine; the logged "
-            "run writes the decision log from one process"
+            "more than one worker decides only with the local engine; Spark sets its own "
+            "parallelism (OFFERS_SPARK_MASTER)"
         )
     if engine == "spark" and log_decisions:
         raise InvoiceRunError(
@@ -338,6 +338,7 @@ def run_invoice_run(
                     key=key,
                     features_as_of=moment,
                     decide=logged_slices.decide,
+                    workers=workers,
                 )
                 experiment = logged_slices.experiment
             finally:

@@ -301,9 +301,10 @@ def decide_in_slices(
     ``decide(slice, features_as_of)``, resuming from the finished slices of an earlier start of
     the same run, then write ``out`` from the slices and remove them.
 
-    ``workers`` above one: slices are decided in that many processes forked from this one (a
-    ``decide`` that writes nothing but its rows, as the ``--no-log`` engine's), each writing its
-    slice's file; this process names them finished in the manifest, in slice order.
+    ``workers`` above one: slices are decided in that many processes forked from this one, each
+    writing its slice's file; this process names them finished in the manifest, in slice order.
+    A ``decide`` that writes elsewhere (the decision log) opens its own connections in each
+    worker, and must not need another slice's writes: a customer's invoices are in one slice.
     """
     bounds = slice_bounds(invoices[CUSTOMER_KEY], size)
     store = SliceStore(out)

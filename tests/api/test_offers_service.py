@@ -201,9 +201,11 @@ def test_many_invoices_are_answered_in_order_with_one_write(
     assert isinstance(answers[2], UnknownCustomerError)
     assert isinstance(answers[4], InvoiceCustomerConflict)
     stored = log.find_many(["INV-1", "INV-2", "INV-4"])
+    # Written by this call: INV-2 (asked twice, written once) and INV-4; INV-1 replayed.
     assert answers[1] == InvoiceAnswer(stored["INV-1"].response_json, stored=True)
-    assert answers[5] == answers[0] == InvoiceAnswer(stored["INV-2"].response_json, stored=True)
-    assert answers[3] == InvoiceAnswer(stored["INV-4"].response_json, stored=True)
+    assert answers[0] == InvoiceAnswer(stored["INV-2"].response_json, stored=True, written=True)
+    assert answers[5] == InvoiceAnswer(stored["INV-2"].response_json, stored=True)
+    assert answers[3] == InvoiceAnswer(stored["INV-4"].response_json, stored=True, written=True)
     assert decisions_counted(offers, "model") == 3.0
 
 
@@ -245,7 +247,7 @@ def test_batches_against_a_local_log_are_decided_one_at_a_time(
     stored = log.find_many([f"INV-{batch * 10 + n}" for batch in (1, 2, 3) for n in (1, 2)])
     for batch, answers in answered.items():
         assert answers == [
-            InvoiceAnswer(stored[f"INV-{batch * 10 + n}"].response_json, stored=True)
+            InvoiceAnswer(stored[f"INV-{batch * 10 + n}"].response_json, stored=True, written=True)
             for n in (1, 2)
         ]
     assert len(answered) == 3
@@ -269,7 +271,7 @@ def test_invoices_another_worker_stored_meanwhile_answer_with_its_decisions(
     assert answers[0] == InvoiceAnswer('{"decision_id": "D-INV-1"}', stored=True)
     assert isinstance(answers[1], InvoiceCustomerConflict)
     third = log.find_many(["INV-3"])["INV-3"].response_json
-    assert answers[2] == InvoiceAnswer(third, stored=True)
+    assert answers[2] == InvoiceAnswer(third, stored=True, written=True)
     assert decisions_counted(offers, "model") == 1.0
 
 

@@ -18,6 +18,7 @@ import sys
 import time
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -27,6 +28,10 @@ import pytest
 from core.settings import Settings
 from pipelines.invoice_run import InvoiceRunError, run_invoice_run
 from pipelines.invoice_run.slices import MANIFEST, SliceStore, slice_bounds, slices_folder
+from serving.decision_log import DecisionLog
+from serving.decision_log.database import create_log_engine
+from serving.decision_log.records import ExperimentSpec, Variant
+from serving.experiments import Experiments
 from tests.simulated_world import SimulatedWorld
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -225,8 +230,127 @@ def test_a_run_of_two_workers_that_fails_midway_resumes_from_the_slices_they_wro
     assert not slices_folder(out).exists()
 
 
-def test_more_than_one_worker_needs_no_log(simulated_world: SimulatedWorld, tmp_path: Path) -> None:
+def _log_rows(settings: Settings) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The log's decisions (everything but when each was written) and shown offers, in order."""
+    engine = create_log_engine(settings.database_url)
+    try:
+        with engine.connect() as connection:
+            decisions = connection.exec_driver_sql(
+                "SELECT decision_id, invoice_id, customer_id, invoice_date, policy, model_version,"
+                " experiment_key, experiment_variant, degraded, response FROM decisions"
+            ).all()
+            offers = connection.exec_driver_sql(
+                "SELECT decision_id, offer_id, rank, propensity, score, acceptance"
+                " FROM decision_offers"
+            ).all()
+    finally:
+        engine.dispose()
+
+    # Dates as SQLite keeps them, and Python's order, so that the two databases compare.
+    def plain(row: Any) -> tuple[object, ...]:
+        return tuple(value.isoformat() if isinstance(value, dt.date) else value for value in row)
+
+    return sorted(map(plain, decisions)), sorted(map(plain, offers))
+
+
+def _with_experiment(settings: Settings) -> None:
+    log = DecisionLog(settings.database_url)
+    try:
+        Experiments(log).create(
+            ExperimentSpec(
+                key="ranker-vs-rules",
+                description="",
+                variants=(
+                    Variant("treatment", 0.5, "model"),
+                    Variant("rules", 0.3, "rules"),
+                    Variant("control", 0.2, "holdout"),
+                ),
+                start=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
+                end=dt.datetime(2026, 12, 31, tzinfo=dt.UTC),
+            )
+        )
+    finally:
+        log.close()
+
+
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_logged_run_of_two_workers_logs_and_writes_what_one_worker_does(
+    simulated_world: SimulatedWorld, tmp_path: Path, database: str, request: pytest.FixtureRequest
+) -> None:
+    """Each worker writes its slices' decisions to the log over connections of its own (on
+    PostgreSQL a connection carried over the fork would mix two processes' messages)."""
+    runs = {workers: _settings(simulated_world, tmp_path / str(workers)) for workers in (1, 2)}
+    if database == "postgres":
+        schema = request.getfixturevalue("pg_schema")
+        url = f"{request.getfixturevalue('postgres_url')}?options=-csearch_path%3D{schema}"
+        runs[2] = runs[2].model_copy(update={"database_url": url})
+    outs = {workers: tmp_path / str(workers) / "decisions.parquet" for workers in (1, 2)}
+    summaries = {}
+    for workers, settings in runs.items():
+        _with_experiment(settings)
+        summaries[workers] = run_invoice_run(
+            INVOICE_DATE, outs[workers], settings=settings, slice_invoices=200, workers=workers
+        )
+    one, two = summaries[1], summaries[2]
+    assert two.slices == one.slices >= 5
+    assert two.logged == one.logged == one.decided == one.invoices
+    assert two.experiment == one.experiment == "ranker-vs-rules"
+    assert outs[2].read_bytes() == outs[1].read_bytes()
+    decisions, offers = _log_rows(runs[2])
+    assert (decisions, offers) == _log_rows(runs[1])
+    assert len(decisions) == one.invoices and offers
+    assert {row[7] for row in decisions} >= {"treatment", "rules", "control"}
+
+    again = run_invoice_run(
+        INVOICE_DATE, tmp_path / "again.parquet", settings=runs[2], slice_invoices=200, workers=2
+    )
+    assert (again.logged, again.replayed) == (0, one.invoices)
+    assert _log_rows(runs[2]) == (decisions, offers)
+    assert (tmp_path / "again.parquet").read_bytes() == outs[1].read_bytes()
+
+
+def test_more_than_one_worker_needs_the_local_engine(
+    simulated_world: SimulatedWorld, tmp_path: Path
+) -> None:
     out = tmp_path / "decisions.parquet"
-    with pytest.raises(InvoiceRunError, match="--no-log"):
-        run_invoice_run(INVOICE_DATE, out, settings=_settings(simulated_world, tmp_path), workers=2)
+    with pytest.raises(InvoiceRunError, match="only with the local engine"):
+        run_invoice_run(
+            INVOICE_DATE,
+            out,
+            "spark",
+            settings=_settings(simulated_world, tmp_path),
+            log_decisions=False,
+            workers=2,
+        )
     assert not out.exists() and not slices_folder(out).exists()
+
+
+def test_a_logged_run_counts_each_decision_once_with_prometheus_in_multiprocess_mode(
+    simulated_world: SimulatedWorld, tmp_path: Path
+) -> None:
+    """Feast switches prometheus_client to its multiprocess mode for a process and its children
+    when its metrics module loads (PROMETHEUS_MULTIPROCESS_DIR); counters of one name then share
+    their value within a process, and the slices' counts once added up to far more decisions
+    than the run wrote."""
+    settings = _settings(simulated_world, tmp_path)
+    metrics = tmp_path / "prometheus"
+    metrics.mkdir()
+    environment = {
+        **_environment(settings),
+        "PROMETHEUS_MULTIPROCESS_DIR": str(metrics),
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+    }
+    command = [sys.executable, "-m", "pipelines.cli", "invoice-run", "--invoice-date"]
+    command += [INVOICE_DATE.isoformat(), "--out", str(tmp_path / "decisions.parquet")]
+    command += ["--slice-invoices", str(SLICE), "--workers", "2"]
+    finished = subprocess.run(
+        command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert any(metrics.iterdir()), "prometheus_client kept its values in the folder"
+    written, invoices = _logged(settings)
+    assert written == invoices > 300
+    printed = " ".join(finished.stderr.split())
+    assert f"decision log: {written:,} decisions written, 0 replayed" in printed
