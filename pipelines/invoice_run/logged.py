@@ -108,30 +108,45 @@ class LoggedSlices:
         self.settings = settings
         self.log = log
         self.experiments = Experiments(log)
-        # The process whose connections ``log`` holds. A worker forked from it (a run of more
-        # than one worker) opens the log again: a SQLite or PostgreSQL connection must not be
-        # shared by two processes.
-        self._log_pid = os.getpid()
-        self._inherited: list[DecisionLog] = []
+        # The run's process, and the process whose connections ``log`` holds (None once
+        # released): a worker forked from the run opens a log of its own.
+        self._run_pid = os.getpid()
+        self._log_pid: int | None = os.getpid()
         self.holder = ModelHolder(champions_loader(models, settings))
         # The challengers of the experiments not ended when the billing day starts.
         self.holder.start(self.experiments.challenger_policies(start_of_day(options.invoice_date)))
         running = self.experiments.running_on(options.invoice_date)
         self.experiment = None if running is None else running.key
 
+    def release_log(self) -> None:
+        """Close the log before the run forks its workers: a child must inherit no open
+        connection (on PostgreSQL a socket two processes would write to; on SQLite the
+        process's file locks and the WAL index, which SQLite keeps one record of per process)
+        and no checkpointer thread. The next slice decided in this process opens it again."""
+        self.log.close()
+        self._log_pid = None
+
+    def close(self) -> None:
+        if self._log_pid == os.getpid():
+            self.log.close()
+        self._log_pid = None
+
     def _own_log(self) -> None:
-        """In a worker forked from the run, a decision log of the worker's own. Each worker's
-        parts are transactions of their own; two workers' writes to a SQLite log take turns at
-        its write lock (a customer's invoices are all in one slice, so no worker reads what
-        another writes)."""
-        if os.getpid() == self._log_pid:
+        """A decision log of this process's own: opened again after :meth:`release_log`, and
+        in each worker. Each worker's parts are transactions of their own; two workers' writes to
+        a SQLite log wait for each other in SQLite's busy handler (a customer's invoices are all
+        in one slice, so no worker reads what another writes)."""
+        if self._log_pid == os.getpid():
             return
-        # Kept, never used nor closed here: closing the parent's connections in a child could
-        # end what the parent holds on the database.
-        self._inherited.append(self.log)
         self.log = DecisionLog.from_settings(self.settings, deadline_s=LOG_CALL_DEADLINE_SECONDS)
         self.experiments = Experiments(self.log)
         self._log_pid = os.getpid()
+
+    def _check_run_alive(self) -> None:
+        """In a worker: stop before writing another part once the run that forked it is gone,
+        so that a restarted run is not deciding the same slices beside it."""
+        if os.getpid() != self._run_pid and os.getppid() != self._run_pid:
+            raise RuntimeError("the invoice run this worker decided for has ended")
 
     def decide(self, invoices: pd.DataFrame, as_of: dt.datetime) -> SliceOutcome:
         """Decide (or replay) one slice's invoices, writing its new decisions to the log; the
@@ -174,6 +189,7 @@ class LoggedSlices:
         conflicts = written = 0
         with loaded_objects_left_out_of_collections():
             for start, end in slice_bounds(invoices[CUSTOMER_KEY], INVOICES_PER_WRITE):
+                self._check_run_alive()
                 for answer in service.answer_many(requests[start:end]):
                     if isinstance(answer, InvoiceAnswer):
                         rows.append(answer_row(answer.answer_json))

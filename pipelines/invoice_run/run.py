@@ -330,6 +330,12 @@ def run_invoice_run(
                 logged_slices = LoggedSlices(
                     paths, catalog, options, champions, declined, resolved, log
                 )
+            except BaseException:
+                log.close()
+                raise
+            try:
+                if workers > 1:
+                    logged_slices.release_log()
                 sliced = decide_in_slices(
                     invoices,
                     day=invoice_date,
@@ -342,7 +348,7 @@ def run_invoice_run(
                 )
                 experiment = logged_slices.experiment
             finally:
-                log.close()
+                logged_slices.close()
         else:
             sliced = decide_in_slices(
                 invoices,

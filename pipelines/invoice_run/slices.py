@@ -15,6 +15,7 @@ invoices, date, options, models or feature tables) is discarded and the run star
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import hashlib
 import itertools
@@ -23,6 +24,8 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -239,6 +242,20 @@ class _Slices:
         return counts
 
 
+# prctl(2): the signal a process gets when the thread that forked it ends (Linux).
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_run(run: int) -> None:
+    """A worker's start: it is killed when the run that forked it ends, ``kill -9`` included
+    (Linux). Left behind, it would go on deciding the slices queued for it, in a logged run
+    writing their decisions while a restarted run decides the same slices."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != run:  # the run ended before the line above
+        os._exit(1)
+
+
 def _decide_forked(index: int, bounds: tuple[int, int], run: int) -> tuple[Path, dict[str, int]]:
     table, counts = _WORK.table_and_counts(bounds)
     if os.getppid() != run:  # the run that forked this worker is gone: nobody will adopt it
@@ -262,7 +279,9 @@ def _finished(
         _WORK = work
         context = multiprocessing.get_context("fork")
         run = os.getpid()
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_die_with_run, initargs=(run,)
+        ) as pool:
             waiting: deque[tuple[int, Future[tuple[Path, dict[str, int]]]]] = deque()
             queue = iter(pending)
 

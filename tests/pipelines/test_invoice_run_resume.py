@@ -78,9 +78,26 @@ def _logged(settings: Settings) -> tuple[int, int]:
     return int(total), int(invoices)
 
 
+def _still_running(out: Path) -> list[int]:
+    """The processes whose command line names ``out``: a run and the workers it forked (a fork
+    keeps its parent's command line)."""
+    running = []
+    for entry in Path("/proc").iterdir():
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # not a process, or one that ended meanwhile
+            continue
+        if str(out).encode() in arguments:
+            running.append(int(entry.name))
+    return running
+
+
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_run_killed_after_a_slice_resumes_and_writes_the_uninterrupted_output(
-    simulated_world: SimulatedWorld, tmp_path: Path
+    simulated_world: SimulatedWorld, tmp_path: Path, workers: int
 ) -> None:
+    """One worker, and two: the workers of a run killed with ``kill -9`` end with it, so that
+    none goes on writing decisions beside the run started again."""
     interrupted = _settings(simulated_world, tmp_path / "interrupted")
     out = tmp_path / "interrupted" / "decisions.parquet"
     child = subprocess.Popen(
@@ -95,6 +112,8 @@ def test_a_run_killed_after_a_slice_resumes_and_writes_the_uninterrupted_output(
             str(out),
             "--slice-invoices",
             str(SLICE),
+            "--workers",
+            str(workers),
         ],
         cwd=tmp_path,
         env=_environment(interrupted),
@@ -107,6 +126,13 @@ def test_a_run_killed_after_a_slice_resumes_and_writes_the_uninterrupted_output(
     os.kill(child.pid, signal.SIGKILL)
     child.wait()
     assert child.returncode == -signal.SIGKILL, child.stderr.read() if child.stderr else ""
+    deadline = time.monotonic() + 10
+    while _still_running(out) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = _still_running(out)
+    for orphan in left:  # not to outlive the test
+        os.kill(orphan, signal.SIGKILL)
+    assert left == [], "workers of the killed run went on"
     finished_before = _finished(out)
     assert finished_before >= 1
     assert not out.exists()
