@@ -18,10 +18,16 @@ from urllib.parse import urlparse
 import pytest
 import sqlalchemy as sa
 
+from benchmarks.runner import keep_prometheus_in_process
 from core.settings import Settings
 from serving.decision_log import DecisionLog
 
 pytest_plugins = ["tests.simulated_world"]
+
+# The servers and commands the tests start keep their metrics in memory, as when started from a
+# shell: the first Feast read of a test would otherwise switch every process started after it to
+# prometheus_client's multiprocess mode.
+keep_prometheus_in_process()
 
 REDIS_URL = os.environ.get("OFFERS_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_URL = os.environ.get(
