@@ -362,11 +362,12 @@ def measure(root: Path, world: dict[str, int], catalog: Path, spark: bool) -> di
     # Six slices or more, so that both workers stay busy to the end; not much smaller, since
     # each slice scans the feature tables for its customers (slices of 7,400 invoices were
     # slower with two workers than 50,000 with one).
+    two_workers_slice = min(SLICE_INVOICES, max(2_000, invoices // 6))
     two = run(
         "local --no-log, 2 workers",
         out=str(outputs / "two.parquet"),
         workers=2,
-        slice_invoices=min(SLICE_INVOICES, max(2_000, invoices // 6)),
+        slice_invoices=two_workers_slice,
     )
     one = run("local --no-log, 1 worker", out=str(outputs / "one.parquet"), workers=1)
     logged = run("local, decision log written", out=str(outputs / "logged.parquet"), log=True)
@@ -378,7 +379,7 @@ def measure(root: Path, world: dict[str, int], catalog: Path, spark: bool) -> di
         out=str(outputs / "logged-two.parquet"),
         log=True,
         workers=2,
-        slice_invoices=min(SLICE_INVOICES, max(2_000, invoices // 6)),
+        slice_invoices=two_workers_slice,
     )
     loop_env_log = f"sqlite:///{root / 'loop.db'}"
     env["OFFERS_DATABASE_URL"] = loop_env_log
