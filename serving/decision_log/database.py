@@ -11,11 +11,11 @@ operator who accepts that can say so in the URL: ``sqlite:///data/offers.db?sync
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydantic_core
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
@@ -36,8 +36,10 @@ def _json_default(value: Any) -> Any:
 
 
 def dumps_json(value: Any) -> str:
-    """The log's JSON columns as written: compact, numpy values and dates included, no NaN."""
-    return json.dumps(value, default=_json_default, allow_nan=False, separators=(",", ":"))
+    """The log's JSON columns as written: compact, numpy values and dates included, NaN and
+    infinities as null (JSON has neither). pydantic's JSON writer, a third of the cost of the
+    standard library's for a decision's candidate scores, which every decision logged pays."""
+    return pydantic_core.to_json(value, inf_nan_mode="null", fallback=_json_default).decode()
 
 
 # Connections: as many as the threads that may ask for one at once (anyio's default thread pool

@@ -47,6 +47,7 @@ from serving.decision_log import DecisionLog, DecisionRecord
 from serving.decision_log.circuit import DecisionLogUnavailable
 from serving.decision_log.records import ExperimentSpec, Variant
 from serving.experiments import Experiments, assign_variant
+from serving.offers_response import OffersResponse, offers_answer_json
 from tests.factories.api import auth, churn, just_now, make_app, ranker, running
 from tests.simulated_world import SimulatedWorld
 
@@ -262,6 +263,31 @@ def test_the_api_decision_path_gives_the_same_decisions(
         ], row["invoice_id"]
         # And the whole answer, usage summary included, byte for byte.
         assert decision_row(api)["decision"] == row["decision"], row["invoice_id"]
+        # Written straight from the engine's values, as the response schema writes them.
+        schema = OffersResponse.for_decision(api, row["decision_id"])
+        assert offers_answer_json(api, row["decision_id"]) == schema.model_dump_json()
+        assert (
+            offers_answer_json(api, row["decision_id"], dry_run=True)
+            == schema.model_copy(update={"dry_run": True}).model_dump_json()
+        )
+
+
+def test_each_answer_is_what_the_response_schema_writes_for_it(
+    local_run: tuple[InvoiceRunSummary, pd.DataFrame],
+) -> None:
+    """The answers are written straight from the engine's values; validated into the response
+    schema and written by it, each of the day's answers comes out byte for byte the same (a
+    whole number in a field of money or probability would come back as 149.0, a date in
+    another form, a field out of the schema's order)."""
+    _, rows = local_run
+    assert len(rows) > 500
+    assert set(rows["policy"]) >= {"model", "non_personalised"}
+    for row in _records(rows):
+        answer = f'{{"decision_id":"{row["decision_id"]}",' + row["decision"][1:]
+        schema = OffersResponse.model_validate_json(answer)
+        assert schema.model_dump_json() == answer, row["invoice_id"]
+        dry_run = schema.model_copy(update={"dry_run": True}).model_dump_json()
+        assert dry_run == answer[:-1] + ',"dry_run":true}', row["invoice_id"]
 
 
 # --- engines, inputs, output ----------------------------------------------------------------------
