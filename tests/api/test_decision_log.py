@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import threading
 import time
 import uuid
@@ -10,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -88,6 +90,34 @@ def test_a_decision_is_stored_and_found(log: DecisionLog) -> None:
     assert log.find("INV-2") is None
     assert log.offers_of(first.decision_id) == {"PLAN_30GB", "ADDON_DATA_10GB"}
     assert log.offers_of("nope") is None
+
+
+def test_the_log_column_keeps_numpy_values_and_dates_and_nan_as_null(log: DecisionLog) -> None:
+    """JSON has no NaN: an unknown figure is stored as null (PostgreSQL's jsonb would refuse the
+    NaN Python writes), numpy scalars and arrays as plain numbers, dates in ISO form."""
+    figures = {
+        "churn_risk": np.float32(0.25),
+        "offers": np.int64(3),
+        "scores": np.array([0.5, 1.5]),
+        "unknown": math.nan,
+        "unbounded": math.inf,
+        "invoice_date": dt.date(2026, 11, 20),
+    }
+    log.record(replace(record("INV-NUMPY"), log=figures))
+    with log.engine.connect() as connection:
+        stored = connection.execute(
+            sa.select(log.tables.decisions.c.log).where(
+                log.tables.decisions.c.invoice_id == "INV-NUMPY"
+            )
+        ).scalar_one()
+    assert stored == {
+        "churn_risk": 0.25,
+        "offers": 3,
+        "scores": [0.5, 1.5],
+        "unknown": None,
+        "unbounded": None,
+        "invoice_date": "2026-11-20",
+    }
 
 
 def test_a_second_decision_for_an_invoice_returns_the_first(log: DecisionLog) -> None:
