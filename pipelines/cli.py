@@ -503,8 +503,7 @@ def invoice_run(
         typer.Option(
             "--no-log",
             help="A what-if run: the champion decides every invoice afresh, without "
-            "experiments, and nothing is written to the decision log (needed for --engine "
-            "spark).",
+            "experiments, and nothing is written to the decision log.",
         ),
     ] = False,
     slice_invoices: Annotated[
@@ -534,7 +533,9 @@ def invoice_run(
     online store holds them, with the usage moved back to the invoices' billing period.
 
     The invoices are decided in slices, each written atomically beside --out; run the same
-    command again after an interruption and the finished slices are not decided again.
+    command again after an interruption and the finished slices are not decided again. With
+    --engine spark each partition writes its decisions to the log over connections of its own,
+    so the executors must reach OFFERS_DATABASE_URL.
     """
     from sqlalchemy.exc import SQLAlchemyError
 

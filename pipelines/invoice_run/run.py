@@ -33,11 +33,12 @@ from pipelines.invoice_run.core import (
 )
 from pipelines.invoice_run.local import LocalSlices
 from pipelines.invoice_run.logged import LOG_CALL_DEADLINE_SECONDS, LoggedSlices
-from pipelines.invoice_run.slices import decide_in_slices, run_key
-from pipelines.invoice_run.spark import decide_with_spark
+from pipelines.invoice_run.slices import SlicedRun, decide_in_slices, run_key
+from pipelines.invoice_run.spark import SparkDecisions, decide_with_spark
 from serving.decision.arbitration import Objective
 from serving.decision.inputs import Locale
 from serving.decision_log import DecisionLog
+from serving.experiments import Experiments
 from serving.scoring_model import ModelMismatch
 from training.registry import CHURN_MODEL, RANKER_MODEL, load_champion
 
@@ -201,6 +202,17 @@ def _consent_changes(settings: Settings, data: Path, moment: dt.datetime) -> pd.
         ) from error
 
 
+def _running_experiment(settings: Settings, invoice_date: dt.date) -> str | None:
+    """The experiment running on the billing date, read from the decision log before Spark
+    starts (a log the run cannot reach stops it there, before any task)."""
+    log = DecisionLog.from_settings(settings, deadline_s=LOG_CALL_DEADLINE_SECONDS)
+    try:
+        running = Experiments(log).running_on(invoice_date)
+    finally:
+        log.close()
+    return None if running is None else running.key
+
+
 def run_invoice_run(
     invoice_date: dt.date,
     out: Path,
@@ -239,8 +251,8 @@ def run_invoice_run(
     processes; in a logged run each writes its slices' decisions to the log itself.
 
     ``models`` defaults to the registry's champions. Raises ``ContractError`` (invalid input
-    tables), ``CatalogError`` or :class:`InvoiceRunError` (no feature tables, or the Spark engine
-    asked to log), all ``ValueError``, before anything is written.
+    tables), ``CatalogError`` or :class:`InvoiceRunError` (no feature tables, or more than one
+    worker for Spark), all ``ValueError``, before anything is written.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be local or spark, not {engine!r}")
@@ -250,11 +262,6 @@ def run_invoice_run(
         raise InvoiceRunError(
             "more than one worker decides only with the local engine; Spark sets its own "
             "parallelism (OFFERS_SPARK_MASTER)"
-        )
-    if engine == "spark" and log_decisions:
-        raise InvoiceRunError(
-            "the Spark engine does not write the decision log yet; pass --no-log for a run "
-            "whose decisions are not logged, or use the local engine"
         )
     started = time.perf_counter()
     resolved = settings or get_settings()
@@ -296,11 +303,23 @@ def run_invoice_run(
 
     deciding = time.perf_counter()
     sliced = None
+    spark_run = None
     experiment = None
     if engine == "spark":
-        written = decide_with_spark(
-            invoices, paths, catalog, options, champions, declined, resolved, out=out
+        if log_decisions:
+            experiment = _running_experiment(resolved, invoice_date)
+        spark_run = decide_with_spark(
+            invoices,
+            paths,
+            catalog,
+            options,
+            champions,
+            declined,
+            resolved,
+            out=out,
+            log_decisions=log_decisions,
         )
+        written = spark_run.written
     else:
         size = slice_invoices or resolved.invoice_run_slice_invoices
         key = run_key(
@@ -362,6 +381,7 @@ def run_invoice_run(
             )
         written = sliced.written
     decided = time.perf_counter()
+    counted: SlicedRun | SparkDecisions | None = sliced if sliced is not None else spark_run
     summary = InvoiceRunSummary(
         invoice_date=invoice_date,
         out=Path(out),
@@ -374,9 +394,9 @@ def run_invoice_run(
         seconds=time.perf_counter() - started,
         decide_seconds=decided - deciding,
         warnings=_warnings(paths, as_of) if len(invoices) else _no_invoices(data, invoice_date),
-        logged=sliced.logged if sliced is not None and log_decisions else None,
-        replayed=0 if sliced is None else sliced.replayed,
-        conflicts=0 if sliced is None else sliced.conflicts,
+        logged=counted.logged if log_decisions and counted is not None else None,
+        replayed=0 if counted is None else counted.replayed,
+        conflicts=0 if counted is None else counted.conflicts,
         experiment=experiment if log_decisions else None,
         slices=0 if sliced is None else sliced.slices,
         resumed_slices=0 if sliced is None else sliced.resumed,

@@ -7,6 +7,13 @@ feature rows of its own customers from the Parquet feature tables (filtered in t
 (and the API) give the same decisions. The champion boosters travel to the executors as LightGBM
 model strings in a broadcast, the catalog as its parsed object. The executors write their rows as
 Parquet parts; the driver streams the parts into the same single file the local engine writes.
+
+A logged run (the default) decides each partition with the local engine's logged slice
+(:class:`~pipelines.invoice_run.logged.LoggedSlices`: the API's own offers service, experiments
+applied, an invoice the log holds replayed), each task over a decision log connection of its own:
+the executors must reach ``OFFERS_DATABASE_URL`` (a SQLite file on the one machine of
+``local[N]``; PostgreSQL on a cluster). A customer's invoices are all in one partition, so no task
+needs a decision another writes, and a task Spark runs again replays what its first attempt wrote.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ from pipelines.invoice_run.core import (
     decide_invoices,
     write_decisions,
 )
+from pipelines.invoice_run.logged import LOG_CALL_DEADLINE_SECONDS, LoggedSlices
+from pipelines.invoice_run.slices import SliceOutcome
+from serving.decision_log import DecisionLog
 from training.calibration import Calibrator
 from training.registry import LoadedModel
 
@@ -97,6 +107,8 @@ class PartitionJob:
     options: DecisionOptions
     ranker: ModelText | None
     churn: ModelText | None
+    # The settings of the decision log the executors write to; None: a --no-log run.
+    log_settings: Settings | None = None
 
     @classmethod
     def create(
@@ -105,6 +117,7 @@ class PartitionJob:
         catalog: Catalog,
         options: DecisionOptions,
         models: ChampionModels,
+        log_settings: Settings | None = None,
     ) -> PartitionJob:
         ranker = churn = None
         if models.ranker is not None and models.churn is not None:
@@ -119,6 +132,7 @@ class PartitionJob:
             options=options,
             ranker=ranker,
             churn=churn,
+            log_settings=log_settings,
         )
 
     def models(self) -> ChampionModels:
@@ -126,12 +140,20 @@ class PartitionJob:
             return ChampionModels()
         return ChampionModels(ranker=self.ranker.load(), churn=self.churn.load())
 
-    def decide(self, invoices: pd.DataFrame) -> pd.DataFrame:
-        """One partition: its customers' feature rows, then the shared decision per invoice."""
+    def decide(self, invoices: pd.DataFrame) -> SliceOutcome:
+        """One partition: its customers' feature rows, then the shared decision per invoice
+        (logged and counted as the local engine's slice, or with ``--no-log`` only decided)."""
         if invoices.empty:
-            return pd.DataFrame(columns=ROW_COLUMNS)
+            return SliceOutcome(rows=pd.DataFrame(columns=ROW_COLUMNS))
         as_of = self.options.features_moment
         paths = {view: Path(path) for view, path in self.paths.items()}
+        declined = {
+            invoice_id: frozenset(offers)
+            for invoice_id, offers in zip(invoices["invoice_id"], invoices["declined"], strict=True)
+            if offers is not None and len(offers)
+        }
+        if self.log_settings is not None:
+            return self._decide_logged(invoices[["invoice_id", CUSTOMER_KEY]], paths, declined)
         frames = read_decision_frames(
             paths,
             as_of,
@@ -142,11 +164,6 @@ class PartitionJob:
         source = FrameFeatureSource.from_frames(
             frames, as_of, invoice_date=self.options.invoice_date
         )
-        declined = {
-            invoice_id: frozenset(offers)
-            for invoice_id, offers in zip(invoices["invoice_id"], invoices["declined"], strict=True)
-            if offers is not None and len(offers)
-        }
         rows = decide_invoices(
             invoices,
             source,
@@ -155,7 +172,39 @@ class PartitionJob:
             scorer=self.models().scorer(),
             declined=declined,
         )
-        return pd.DataFrame(list(rows), columns=ROW_COLUMNS)
+        return SliceOutcome(rows=pd.DataFrame(list(rows), columns=ROW_COLUMNS))
+
+    def _decide_logged(
+        self,
+        invoices: pd.DataFrame,
+        paths: Mapping[str, Path],
+        declined: Mapping[str, frozenset[str]],
+    ) -> SliceOutcome:
+        """The partition as a slice of the local engine's logged run, over a log of its own."""
+        settings = self.log_settings
+        assert settings is not None
+        log = DecisionLog.from_settings(settings, deadline_s=LOG_CALL_DEADLINE_SECONDS)
+        try:
+            slices = LoggedSlices(
+                paths, self.catalog, self.options, self.models(), declined, settings, log
+            )
+        except BaseException:
+            log.close()
+            raise
+        try:
+            return slices.decide(invoices, self.options.features_moment)
+        finally:
+            slices.close()
+
+
+@dataclass(frozen=True)
+class SparkDecisions:
+    """What a Spark run wrote to its output file, and to the decision log (a logged run)."""
+
+    written: WrittenDecisions
+    logged: int = 0  # decisions new to the log
+    replayed: int = 0  # invoices the log already held a decision for
+    conflicts: int = 0  # invoices the log holds for another customer: no row
 
 
 def spark_session(settings: Settings) -> SparkSession:
@@ -195,23 +244,35 @@ def decide_with_spark(
     *,
     out: Path,
     spark: SparkSession | None = None,
-) -> WrittenDecisions:
+    log_decisions: bool = False,
+) -> SparkDecisions:
     """Decide the day's invoices in Spark and write them to ``out`` as the local engine does.
 
     Partitions are customer id ranges, each sorted by customer and invoice id, so the parts in
     partition order are the local engine's order. The executors write them next to ``out``; the
     driver streams them into the one file, never holding more than a part. A session passed in
-    is left running; one started here is stopped at the end.
+    is left running; one started here is stopped at the end. ``log_decisions``: each partition's
+    decisions are written to the decision log of ``settings`` (see the module's description).
     """
     from pyspark.sql import SparkSession
 
     if invoices.empty:
-        return write_decisions([], options.invoice_date, out)
+        return SparkDecisions(write_decisions([], options.invoice_date, out))
     owned = spark is None and SparkSession.getActiveSession() is None
     session = spark or spark_session(settings)
     staging = Path(out).with_name(f".{Path(out).name}.{uuid.uuid4().hex}.parts")
     try:
-        job = session.sparkContext.broadcast(PartitionJob.create(paths, catalog, options, models))
+        job = session.sparkContext.broadcast(
+            PartitionJob.create(
+                paths, catalog, options, models, settings if log_decisions else None
+            )
+        )
+        # What the partitions found in the log and wrote to it. Spark may run a task again
+        # (an executor lost): its second attempt replays what the first wrote and counts again.
+        counts = {
+            name: session.sparkContext.accumulator(0)
+            for name in ("written", "replayed", "conflicts")
+        }
         frame = pd.DataFrame(
             {
                 "invoice_id": invoices["invoice_id"].astype(str),
@@ -231,7 +292,11 @@ def decide_with_spark(
             # One feature read per partition, not per Arrow batch.
             parts = list(batches)
             if parts:
-                yield job.value.decide(pd.concat(parts, ignore_index=True))
+                outcome = job.value.decide(pd.concat(parts, ignore_index=True))
+                counts["written"].add(outcome.written)
+                counts["replayed"].add(outcome.replayed)
+                counts["conflicts"].add(outcome.conflicts)
+                yield outcome.rows
 
         (
             session.createDataFrame(frame, schema=INPUT_SCHEMA)
@@ -244,7 +309,12 @@ def decide_with_spark(
         job.unpersist()
         written = write_decisions(_parts(staging), options.invoice_date, out)
         logger.info("spark decided %d invoices in %d partitions", written.decided, partitions)
-        return written
+        return SparkDecisions(
+            written,
+            logged=counts["written"].value,
+            replayed=counts["replayed"].value,
+            conflicts=counts["conflicts"].value,
+        )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if owned:

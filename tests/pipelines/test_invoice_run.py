@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from serving.decision_log.records import ExperimentSpec, Variant
 from serving.experiments import Experiments, assign_variant
 from serving.offers_response import OffersResponse, offers_answer_json
 from tests.factories.api import auth, churn, just_now, make_app, ranker, running
+from tests.factories.spark import require_spark
 from tests.simulated_world import SimulatedWorld
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -293,10 +293,6 @@ def test_each_answer_is_what_the_response_schema_writes_for_it(
 # --- engines, inputs, output ----------------------------------------------------------------------
 
 
-def _java_available() -> bool:
-    return bool(os.environ.get("JAVA_HOME")) or shutil.which("java") is not None
-
-
 @pytest.mark.spark
 def test_the_spark_engine_writes_the_same_rows(
     world: Settings,
@@ -304,12 +300,7 @@ def test_the_spark_engine_writes_the_same_rows(
     local_run: tuple[InvoiceRunSummary, pd.DataFrame],
     tmp_path: Path,
 ) -> None:
-    if not _java_available():
-        message = "Spark needs Java: no `java` on PATH and JAVA_HOME is not set"
-        if os.environ.get("OFFERS_REQUIRE_SERVICES") == "1":
-            pytest.fail(f"{message}, and OFFERS_REQUIRE_SERVICES=1 says it must run")
-        pytest.skip(message)
-    pytest.importorskip("pyspark")
+    require_spark()
     out = tmp_path / "spark.parquet"
     summary = run_invoice_run(
         INVOICE_DATE, out, "spark", settings=world, models=models, log_decisions=False
@@ -775,15 +766,6 @@ def test_a_running_experiment_assigns_each_customer_as_the_api_does(
         if variant.policy == "rules":
             assert decision["policy"] in {"rules", "none", "non_personalised"}
     assert seen == {"treatment", "rules", "control"}
-
-
-def test_the_spark_engine_asked_to_log_is_refused_before_anything_is_written(
-    world: Settings, tmp_path: Path
-) -> None:
-    out = tmp_path / "decisions.parquet"
-    with pytest.raises(ValueError, match="pass --no-log"):
-        run_invoice_run(INVOICE_DATE, out, "spark", settings=world, models=ChampionModels())
-    assert not out.exists()
 
 
 def test_a_registry_that_cannot_be_read_is_named_not_taken_for_the_decision_log(

@@ -32,6 +32,7 @@ from serving.decision_log import DecisionLog
 from serving.decision_log.database import create_log_engine
 from serving.decision_log.records import ExperimentSpec, Variant
 from serving.experiments import Experiments
+from tests.factories.spark import require_spark
 from tests.simulated_world import SimulatedWorld
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -335,6 +336,45 @@ def test_a_logged_run_of_two_workers_logs_and_writes_what_one_worker_does(
     assert (again.logged, again.replayed) == (0, one.invoices)
     assert _log_rows(runs[2]) == (decisions, offers)
     assert (tmp_path / "again.parquet").read_bytes() == outs[1].read_bytes()
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize(
+    "database", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_logged_spark_run_logs_and_writes_what_the_local_engine_does(
+    simulated_world: SimulatedWorld, tmp_path: Path, database: str, request: pytest.FixtureRequest
+) -> None:
+    """Each Spark partition decides as a slice of the local logged run, writing to the log over
+    connections of its own: the same rows, the same decisions and offers in the log, the
+    experiment's variants included; a second Spark run replays every invoice."""
+    require_spark()
+    local = _settings(simulated_world, tmp_path / "local")
+    spark = _settings(simulated_world, tmp_path / "spark").model_copy(
+        update={"spark_master": "local[2]"}
+    )
+    if database == "postgres":
+        schema = request.getfixturevalue("pg_schema")
+        url = f"{request.getfixturevalue('postgres_url')}?options=-csearch_path%3D{schema}"
+        spark = spark.model_copy(update={"database_url": url})
+    outs = {"local": tmp_path / "local" / "decisions.parquet", "spark": tmp_path / "spark.parquet"}
+    for settings in (local, spark):
+        _with_experiment(settings)
+    one = run_invoice_run(INVOICE_DATE, outs["local"], settings=local)
+    run = run_invoice_run(INVOICE_DATE, outs["spark"], "spark", settings=spark)
+    assert run.logged == one.logged == one.decided == one.invoices
+    assert (run.replayed, run.conflicts) == (0, 0)
+    assert run.experiment == one.experiment == "ranker-vs-rules"
+    expected = pd.read_parquet(outs["local"])
+    pd.testing.assert_frame_equal(pd.read_parquet(outs["spark"]), expected)
+    decisions, offers = _log_rows(spark)
+    assert (decisions, offers) == _log_rows(local)
+    assert {row[7] for row in decisions} >= {"treatment", "rules", "control"}
+
+    again = run_invoice_run(INVOICE_DATE, tmp_path / "again.parquet", "spark", settings=spark)
+    assert (again.logged, again.replayed) == (0, one.invoices)
+    assert _log_rows(spark) == (decisions, offers)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "again.parquet"), expected)
 
 
 def test_more_than_one_worker_needs_the_local_engine(
