@@ -9,7 +9,8 @@ whose busiest billing date of the last month is decided. In the same run, each a
 - the local engine writing the decision log (a fresh SQLite file), as a real run does;
 - the straightforward way on a sample of the same invoices: the API's offers service answering
   them one by one (``OffersService.answer``, a log transaction per invoice);
-- Spark ``local[2]`` with ``--no-log`` on the same input, its output compared with the local one.
+- Spark ``local[2]`` with ``--no-log`` on the same input, its output compared with the local one;
+  and Spark writing the decision log (a fresh SQLite file), compared with the local logged run.
 
 ``offers bench invoice-run`` decides a 300,000-customer world's busiest date (about 118,000
 invoices) and extrapolates the million from the measured rates, and says so.
@@ -423,6 +424,21 @@ def measure(root: Path, world: dict[str, int], catalog: Path, spark: bool) -> di
         except RuntimeError as error:
             with_spark = {"error": str(error)[-500:]}
         figures["spark_local_2_no_log"] = with_spark
+        # Real decisions from Spark's tasks, each writing to a fresh log of its own run.
+        env["OFFERS_DATABASE_URL"] = f"sqlite:///{root / 'logged-spark.db'}"
+        try:
+            spark_logged = run(
+                "spark local[2], decision log written",
+                out=str(outputs / "spark-logged.parquet"),
+                engine="spark",
+                log=True,
+            )
+            spark_logged["same_rows_as_local"] = _same_rows(
+                outputs / "spark-logged.parquet", outputs / "logged.parquet"
+            )
+        except RuntimeError as error:
+            spark_logged = {"error": str(error)[-500:]}
+        figures["spark_local_2_logged"] = spark_logged
     best = max(two["decisions_per_second"], one["decisions_per_second"])
     measured = invoices >= TARGET_INVOICES
     figures["million_invoices"] = {
