@@ -12,9 +12,8 @@
    API's online store holds; the engine moves the usage back to D's billing period): by default
    through the API's own offers service (:mod:`.logged`), which replays an invoice the decision
    log holds, applies the running experiment and writes the new decisions to the log in bulk;
-   with ``--no-log`` by
-   :func:`serving.decision.engine.decide` with the champion alone, nothing logged, locally
-   (:mod:`.local`) or in Spark partitions (:mod:`.spark`);
+   with ``--no-log`` by :func:`serving.decision.engine.decide` with the champion alone, nothing
+   logged (:mod:`.local`); the Spark engine (:mod:`.spark`) decides its partitions either way;
 5. one row per decided invoice is written to a Parquet file, by customer and invoice id,
    atomically (a temporary file, then renamed).
 

@@ -12,8 +12,10 @@ A logged run (the default) decides each partition with the local engine's logged
 (:class:`~pipelines.invoice_run.logged.LoggedSlices`: the API's own offers service, experiments
 applied, an invoice the log holds replayed), each task over a decision log connection of its own:
 the executors must reach ``OFFERS_DATABASE_URL`` (a SQLite file on the one machine of
-``local[N]``; PostgreSQL on a cluster). A customer's invoices are all in one partition, so no task
-needs a decision another writes, and a task Spark runs again replays what its first attempt wrote.
+``local[N]``; PostgreSQL on a cluster) and, for an experiment with a challenger model, the model
+registry (``MLFLOW_TRACKING_URI``), from which each task loads it. A customer's invoices are all
+in one partition, so no task needs a decision another writes, and a task Spark runs again
+replays what its first attempt wrote.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import uuid
@@ -33,6 +36,7 @@ import lightgbm as lgb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from sqlalchemy.engine import make_url
 
 from core.catalog import Catalog
 from core.columns import CUSTOMER_KEY
@@ -43,6 +47,7 @@ from pipelines.invoice_run.core import (
     ROW_COLUMNS,
     ChampionModels,
     DecisionOptions,
+    InvoiceRunError,
     WrittenDecisions,
     decide_invoices,
     write_decisions,
@@ -145,6 +150,9 @@ class PartitionJob:
         (logged and counted as the local engine's slice, or with ``--no-log`` only decided)."""
         if invoices.empty:
             return SliceOutcome(rows=pd.DataFrame(columns=ROW_COLUMNS))
+        # In the local engine's order: a customer's invoices of the day are decided one after
+        # another (the decline cap), and a shuffle may hand a partition its rows in any order.
+        invoices = invoices.sort_values(ORDER, kind="stable").reset_index(drop=True)
         as_of = self.options.features_moment
         paths = {view: Path(path) for view, path in self.paths.items()}
         declined = {
@@ -207,6 +215,43 @@ class SparkDecisions:
     conflicts: int = 0  # invoices the log holds for another customer: no row
 
 
+def task_error_name(error: BaseException) -> str:
+    """The innermost error named in a Spark task's failure (``OperationalError``,
+    ``DecisionLogUnavailable``, …), or the Spark exception's own name."""
+    names = re.findall(r"([A-Za-z_][\w.]*(?:Error|Exception|Unavailable))(?=:)", str(error))
+    return names[-1].rsplit(".", 1)[-1] if names else type(error).__name__
+
+
+def executor_settings(settings: Settings) -> Settings:
+    """The settings a logged run's executors open the decision log and the registry with.
+
+    A SQLite log is a file on one machine: refused unless the master runs every task on this
+    one (``local[N]``), and named by its absolute path. The API's keys and secrets, which no task
+    needs, stay out of the broadcast."""
+    database_url = settings.database_url
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if not settings.spark_master.startswith("local"):
+            raise InvoiceRunError(
+                f"the decision log is a SQLite file on this machine, and the Spark master "
+                f"{settings.spark_master} runs tasks on others, each of which would write a log "
+                "of its own: set OFFERS_DATABASE_URL to PostgreSQL, use --engine local, or pass "
+                "--no-log"
+            )
+        if url.database and url.database != ":memory:":
+            database_url = url.set(database=str(Path(url.database).resolve())).render_as_string()
+    defaults = Settings.model_fields
+    return settings.model_copy(
+        update={
+            "database_url": database_url,
+            "api_keys": "",
+            "session_secret": defaults["session_secret"].default,
+            "online_store": defaults["online_store"].default,
+            "registry_url": defaults["registry_url"].default,
+        }
+    )
+
+
 def spark_session(settings: Settings) -> SparkSession:
     """A session on ``OFFERS_SPARK_MASTER`` whose Python workers run this interpreter."""
     from pyspark.sql import SparkSession
@@ -256,6 +301,8 @@ def decide_with_spark(
     """
     from pyspark.sql import SparkSession
 
+    # Refused here, before Spark starts, when the executors could not share the log.
+    log_settings = executor_settings(settings) if log_decisions else None
     if invoices.empty:
         return SparkDecisions(write_decisions([], options.invoice_date, out))
     owned = spark is None and SparkSession.getActiveSession() is None
@@ -264,11 +311,16 @@ def decide_with_spark(
     try:
         job = session.sparkContext.broadcast(
             PartitionJob.create(
-                paths, catalog, options, models, settings if log_decisions else None
+                paths,
+                catalog,
+                options,
+                models,
+                log_settings,
             )
         )
-        # What the partitions found in the log and wrote to it. Spark may run a task again
-        # (an executor lost): its second attempt replays what the first wrote and counts again.
+        # What the partitions found in the log and wrote to it. Spark keeps only a successful
+        # attempt's counts: a task run again (an executor lost) replays what its failed attempt
+        # wrote, so those decisions count as replayed, not as written by this run.
         counts = {
             name: session.sparkContext.accumulator(0)
             for name in ("written", "replayed", "conflicts")
@@ -298,14 +350,24 @@ def decide_with_spark(
                 counts["conflicts"].add(outcome.conflicts)
                 yield outcome.rows
 
-        (
-            session.createDataFrame(frame, schema=INPUT_SCHEMA)
-            .repartitionByRange(partitions, CUSTOMER_KEY)
-            .mapInPandas(decide_partition, schema=RESULT_SCHEMA)
-            .sortWithinPartitions(*ORDER)
-            .write.mode("overwrite")
-            .parquet(str(staging))
-        )
+        try:
+            (
+                session.createDataFrame(frame, schema=INPUT_SCHEMA)
+                .repartitionByRange(partitions, CUSTOMER_KEY)
+                .mapInPandas(decide_partition, schema=RESULT_SCHEMA)
+                .sortWithinPartitions(*ORDER)
+                .write.mode("overwrite")
+                .parquet(str(staging))
+            )
+        except Exception as error:
+            # A task's failure reaches the driver as Spark's own exception, the task's traceback
+            # in its text: named here by its error alone (the text may hold ids of customers).
+            if not type(error).__module__.startswith(("pyspark", "py4j")):
+                raise
+            raise InvoiceRunError(
+                f"a Spark task failed ({task_error_name(error)}); no output was written. Run "
+                "again: the decisions already logged are replayed, not made twice"
+            ) from error
         job.unpersist()
         written = write_decisions(_parts(staging), options.invoice_date, out)
         logger.info("spark decided %d invoices in %d partitions", written.decided, partitions)

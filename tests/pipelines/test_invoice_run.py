@@ -30,6 +30,7 @@ from core.validation import ContractError
 from pipelines.frame_source import DECISION_VIEWS, start_of_day
 from pipelines.invoice_run import (
     ChampionModels,
+    InvoiceRunError,
     InvoiceRunSummary,
     decision_id_for,
     decision_row,
@@ -39,6 +40,7 @@ from pipelines.invoice_run import (
     recent_declines_by_invoice,
     run_invoice_run,
 )
+from pipelines.invoice_run.spark import executor_settings, task_error_name
 from serving.decision.arbitration import Objective
 from serving.decision.engine import decide
 from serving.decision.inputs import DecisionRequest
@@ -766,6 +768,55 @@ def test_a_running_experiment_assigns_each_customer_as_the_api_does(
         if variant.policy == "rules":
             assert decision["policy"] in {"rules", "none", "non_personalised"}
     assert seen == {"treatment", "rules", "control"}
+
+
+def test_a_logged_spark_run_beyond_this_machine_is_refused_with_a_sqlite_log(
+    world: Settings, tmp_path: Path
+) -> None:
+    """Spark's tasks on other machines would each write a SQLite log of their own."""
+    out = tmp_path / "decisions.parquet"
+    cluster = world.model_copy(update={"spark_master": "spark://cluster.example:7077"})
+    with pytest.raises(InvoiceRunError, match=r"SQLite file on this machine.*PostgreSQL"):
+        run_invoice_run(INVOICE_DATE, out, "spark", settings=cluster, models=ChampionModels())
+    assert not out.exists()
+
+
+def test_the_executors_settings_name_the_log_absolutely_and_leave_the_secrets_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        database_url="sqlite:///logs/offers.db?synchronous=NORMAL",
+        api_keys="renderer-key-0123456789:renderer",
+        session_secret="a-secret-of-the-pages",  # type: ignore[arg-type]
+        online_store="redis://:hunter2@cache.example:6379/0",
+        spark_master="local[4]",
+    )
+    sent = executor_settings(settings)
+    assert sent.database_url == f"sqlite:///{tmp_path / 'logs' / 'offers.db'}?synchronous=NORMAL"
+    assert sent.api_keys == "" and sent.session_secret.get_secret_value() == ""
+    assert "hunter2" not in sent.online_store
+    assert (sent.mlflow_tracking_uri, sent.decline_cap_invoices) == (
+        settings.mlflow_tracking_uri,
+        settings.decline_cap_invoices,
+    )
+    postgres = settings.model_copy(
+        update={"database_url": "postgresql://offers@db.example/offers?options=-csearch_path%3Dx"}
+    )
+    assert executor_settings(postgres).database_url == postgres.database_url
+
+
+def test_a_spark_tasks_failure_is_named_by_its_innermost_error() -> None:
+    failure = RuntimeError(
+        "Job aborted due to stage failure: Task 3 in stage 2.0 failed 1 times\n"
+        "Traceback (most recent call last):\n"
+        '  File "spark.py", line 1, in decide\n'
+        "serving.decision_log.circuit.DecisionLogUnavailable: the log did not answer\n"
+        "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) unable to open database"
+    )
+    assert task_error_name(failure) == "OperationalError"
+    assert task_error_name(RuntimeError("lost executor 1")) == "RuntimeError"
 
 
 def test_a_registry_that_cannot_be_read_is_named_not_taken_for_the_decision_log(
