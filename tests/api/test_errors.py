@@ -141,6 +141,22 @@ def test_a_request_during_start_up_is_503(tmp_path: Path) -> None:
     assert problem["detail"] == "the service is starting or stopping"
 
 
+def test_offers_check_the_key_then_the_query_then_the_role(client: Any) -> None:
+    """POST /v1/offers checks in one dependency what the other routes check in several, in
+    the same order: a caller without a key learns nothing about the route, and a misspelt
+    parameter is named before the role is."""
+    path = "/v1/offers?dry_rn=true"
+    assert _problem(client.post(path, json=offers_body()), 401)["type"].endswith(":unauthorized")
+    problem = _problem(client.post(path, json=offers_body(), headers=auth("marketing")), 422)
+    assert problem["detail"] == "dry_rn: no such query parameter"
+    forbidden = _problem(
+        client.post("/v1/offers", json=offers_body(), headers=auth("marketing")), 403
+    )
+    assert forbidden["detail"] == "this route needs the renderer role; the key has marketing"
+    assert client.post("/v1/offers", json=offers_body(), headers=auth("admin")).status_code == 200
+    assert client.post("/v1/offers", json=offers_body(), headers=RENDERER).status_code == 200
+
+
 def test_a_query_parameter_the_route_does_not_take_is_422_naming_it(client: Any) -> None:
     """A misspelt invoice_date must not silently mean "today"."""
     path = "/v1/customers/C0001/usage-summary"
