@@ -206,6 +206,12 @@ def _run_rate(
     return summary
 
 
+def _cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) a process has used so far, from ``/proc``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _kept_up(step: dict[str, Any]) -> bool:
     # A batch of a hundred invoices is one answer of a hundred decisions: its latency bound is
     # the run's, not a single invoice's.
@@ -225,6 +231,7 @@ def drive(
     tag: str,
     batch_size: int = 0,
     start: int = 0,
+    server_pid: int | None = None,
 ) -> tuple[list[dict[str, Any]], int, int]:
     """Each rate from a separate process; stops after the first rate the server cannot keep.
     Answers the steps, the saturation rate and where in ``invoices`` the next requests start.
@@ -233,14 +240,22 @@ def drive(
     cold caches. The target rate runs ``TARGET_REPEATS`` times: this machine is shared and one
     run's p99 moves by a millisecond from one run to the next. Each step draws the customers
     after the previous step's, so a customer comes back only once the whole population has.
+    With ``server_pid``, each step also says what CPU time the server used per decision answered
+    (its process's user and system time over the step, the load generator's start included, when
+    the server waits).
     """
     warm_up_rate = 2 if batch_size else 50
     drawn = start
 
     def step(rate: float, seconds: float, name: str) -> dict[str, Any]:
         nonlocal drawn
+        used = _cpu_seconds(server_pid) if server_pid is not None else 0.0
         summary = _run_rate(port, invoices, rate, seconds, name, batch_size, drawn)
         drawn += int(summary["sent"]) * max(batch_size, 1)
+        if server_pid is not None:
+            answered = int(summary["ok"]) * max(batch_size, 1)
+            used = _cpu_seconds(server_pid) - used
+            summary["server_cpu_ms_per_decision"] = round(1000 * used / max(answered, 1), 3)
         return summary
 
     step(warm_up_rate, WARM_UP_SECONDS, f"{tag}-warm-up")
@@ -315,8 +330,9 @@ def log_diagnosis(
 
 
 @contextmanager
-def _pinned_server(env: dict[str, str]) -> Iterator[int]:
-    """``offers serve`` pinned to the server's CPU, ready; yields its port, stops it after."""
+def _pinned_server(env: dict[str, str]) -> Iterator[tuple[int, int]]:
+    """``offers serve`` pinned to the server's CPU, ready; yields its port and process id (taskset
+    runs the server in its own process), stops it after."""
     port = _free_port()
     server = subprocess.Popen(
         pinned([sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port)], SERVER_CPU),
@@ -326,7 +342,7 @@ def _pinned_server(env: dict[str, str]) -> Iterator[int]:
     )
     try:
         _wait_ready(port)
-        yield port
+        yield port, server.pid
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -341,8 +357,9 @@ def _serve(
     start: int,
 ) -> tuple[list[dict[str, Any]], int, int]:
     """One pinned server driven at ``rates`` of single requests (see :func:`drive`)."""
-    with _pinned_server(env) as port:
-        return drive(port, invoices, rates, duration_s, f"{tag}-{time.time_ns()}", start=start)
+    with _pinned_server(env) as (port, pid):
+        tag = f"{tag}-{time.time_ns()}"
+        return drive(port, invoices, rates, duration_s, tag, start=start, server_pid=pid)
 
 
 def serve_and_drive(
@@ -351,13 +368,22 @@ def serve_and_drive(
     # Invoice ids unique to this run: an id already in the decision log would be a replay, not a
     # decision, and replays are far cheaper.
     tag = f"{tag}-{time.time_ns()}"
-    with _pinned_server(env) as port:
+    with _pinned_server(env) as (port, pid):
         rates = LOOP_RATES[:4] if quick else LOOP_RATES
         duration_s = 5.0 if quick else 15.0
-        steps, saturation, drawn = drive(port, invoices, rates, duration_s, tag, start=start)
+        steps, saturation, drawn = drive(
+            port, invoices, rates, duration_s, tag, start=start, server_pid=pid
+        )
         batch_rates = BATCH_RATES[:3] if quick else BATCH_RATES
         batch_steps, batch_saturation, drawn = drive(
-            port, invoices, batch_rates, duration_s, f"{tag}-batch", BATCH_SIZE, start=drawn
+            port,
+            invoices,
+            batch_rates,
+            duration_s,
+            f"{tag}-batch",
+            BATCH_SIZE,
+            start=drawn,
+            server_pid=pid,
         )
     at_target = [s["server_p99_ms"] for s in steps if s["target_rate_per_s"] == TARGET_RATE]
     return {

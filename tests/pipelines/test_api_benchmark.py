@@ -35,3 +35,21 @@ def test_the_load_draws_each_customer_billed_in_the_newest_month_once_with_its_d
     assert sorted(invoices) == [("C1", "2026-11-20"), ("C2", "2026-11-01"), ("C3", "2026-11-10")]
     assert newest_month_invoices(work) == invoices  # the same order every time
     assert billed_customers(work, limit=2) == [customer for customer, _ in invoices[:2]]
+
+
+def test_the_servers_cpu_time_is_read_from_proc_as_the_process_counts_it() -> None:
+    """Each step of the benchmark reports the server's CPU time per decision from /proc."""
+    import os
+    import time
+
+    from benchmarks.api import _cpu_seconds
+
+    read_before, counted_before = _cpu_seconds(os.getpid()), time.process_time()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:
+        sum(range(1000))
+    read = _cpu_seconds(os.getpid()) - read_before
+    counted = time.process_time() - counted_before
+    assert counted >= 0.3
+    # /proc counts in clock ticks (10 ms here); the process's other threads add next to nothing.
+    assert abs(read - counted) < 0.05
