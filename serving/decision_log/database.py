@@ -10,7 +10,6 @@ operator who accepts that can say so in the URL: ``sqlite:///data/offers.db?sync
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,11 @@ SQLITE_SYNCHRONOUS = ("FULL", "EXTRA", "NORMAL")
 
 
 def _json_default(value: Any) -> Any:
+    # numpy's values only: pydantic's writer knows dates and datetimes itself.
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
-    if isinstance(value, dt.date | dt.datetime):
-        return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 

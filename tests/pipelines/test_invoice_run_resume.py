@@ -264,7 +264,8 @@ def _log_rows(settings: Settings) -> tuple[list[tuple[object, ...]], list[tuple[
         with engine.connect() as connection:
             decisions = connection.exec_driver_sql(
                 "SELECT decision_id, invoice_id, customer_id, invoice_date, policy, model_version,"
-                " experiment_key, experiment_variant, degraded, response FROM decisions"
+                " experiment_key, experiment_variant, degraded, response, consent, log,"
+                " model_inputs FROM decisions"
             ).all()
             offers = connection.exec_driver_sql(
                 "SELECT decision_id, offer_id, rank, propensity, score, acceptance"
@@ -273,9 +274,15 @@ def _log_rows(settings: Settings) -> tuple[list[tuple[object, ...]], list[tuple[
     finally:
         engine.dispose()
 
-    # Dates as SQLite keeps them, and Python's order, so that the two databases compare.
+    # Dates as SQLite keeps them, the JSON columns (SQLite's text, PostgreSQL's values) as
+    # values, and Python's order, so that the two databases compare.
     def plain(row: Any) -> tuple[object, ...]:
-        return tuple(value.isoformat() if isinstance(value, dt.date) else value for value in row)
+        values = [value.isoformat() if isinstance(value, dt.date) else value for value in row]
+        for column in range(10, len(values)):
+            if isinstance(values[column], str):
+                values[column] = json.loads(values[column])
+            values[column] = json.dumps(values[column], sort_keys=True)
+        return tuple(values)
 
     return sorted(map(plain, decisions)), sorted(map(plain, offers))
 
