@@ -328,12 +328,18 @@ _RULES = hashlib.sha256(
 
 
 def require_valid(
-    data_dir: Path, catalog: Catalog, remember_in: Path | None = None
+    data_dir: Path,
+    catalog: Catalog,
+    remember_in: Path | None = None,
+    *,
+    create_folder: bool = False,
 ) -> ValidationReport:
     """Refuse input that breaks the contract; commands call this before they write anything.
 
     ``remember_in``: the feature tables' folder, where a record of tables found valid is kept
-    (only when the folder exists; nothing is created for it). Tables found valid before and
+    (only when the folder exists, or with ``create_folder`` once the tables are found valid: the
+    feature build, which writes its tables there next; else the first command after a build into
+    a new folder would read and check every table again). Tables found valid before and
     unchanged since (each file's size, modification and change times), with the same catalog and
     rules, are then not read again, and the report says how many rows they had. Otherwise every
     table is checked (:func:`validate_tables`) and, when valid and unchanged while checked,
@@ -356,9 +362,11 @@ def require_valid(
         return ValidationReport(Path(data_dir), dict(known.get("row_counts", {})), remembered=True)
     report = validate_tables(data_dir, catalog)
     unchanged = _fingerprint(Path(data_dir), catalog) == before  # not changed while being read
-    if unchanged and record_path.parent.is_dir():
+    if unchanged and (create_folder or record_path.parent.is_dir()):
         records[key] = {"fingerprint": before, "row_counts": report.row_counts}
         try:
+            if create_folder:
+                record_path.parent.mkdir(parents=True, exist_ok=True)
             with replacing(record_path) as (temporary,):
                 temporary.write_text(json.dumps(records, indent=1), encoding="utf-8")
         except OSError as error:

@@ -110,7 +110,7 @@ def build_features(
     started = time.perf_counter()
     catalog = load_catalog(settings.catalog)
     if check:
-        require_valid(source, catalog, remember_in=target)
+        require_valid(source, catalog, remember_in=target, create_folder=True)
     checked = time.perf_counter()
     tables = read_tables(source)
     start, end = data_start(tables), data_end(tables)

@@ -115,7 +115,11 @@ def _validate(ctx: RetrainContext) -> str:
 
     catalog = load_catalog(ctx.settings.catalog)
     ctx.values["catalog"] = catalog
-    report = require_valid(ctx.data_dir, catalog, remember_in=ctx.settings.features_dir)
+    # The next step writes the feature tables into that folder: the record goes there even when
+    # the folder is new, so that the commands after the retrain do not check the tables again.
+    report = require_valid(
+        ctx.data_dir, catalog, remember_in=ctx.settings.features_dir, create_folder=True
+    )
     return _first_line(report.describe())
 
 

@@ -321,6 +321,28 @@ def test_another_catalog_or_a_removed_table_is_checked_again(tmp_path: Path) -> 
         require_valid(folder, CATALOG, remember_in=remember)
 
 
+def test_the_feature_build_records_valid_tables_in_the_folder_it_creates(tmp_path: Path) -> None:
+    """The build writes its tables into a new folder next: the record goes there too, so that
+    the command after it does not check every table again. Refused tables create nothing."""
+    folder = write_world(tmp_path / "world")
+    new_folder = tmp_path / "new" / "features"
+
+    require_valid(folder, CATALOG, remember_in=new_folder)
+    assert not new_folder.exists()  # without create_folder, nothing is created for the record
+
+    first = require_valid(folder, CATALOG, remember_in=new_folder, create_folder=True)
+    assert not first.remembered and (new_folder / VALIDATED_RECORD).is_file()
+    assert require_valid(folder, CATALOG, remember_in=new_folder).remembered
+
+    frames = valid_frames()
+    frames["invoices"].loc[0, "customer_id"] = "C-NOBODY"
+    refused = write_world(tmp_path / "refused", frames)
+    never = tmp_path / "never" / "features"
+    with pytest.raises(ContractError, match="C-NOBODY"):
+        require_valid(refused, CATALOG, remember_in=never, create_folder=True)
+    assert not never.parent.exists()
+
+
 def test_a_folder_that_cannot_be_written_only_costs_the_record(tmp_path: Path) -> None:
     folder = write_world(tmp_path / "world")
     not_a_folder = tmp_path / "file"

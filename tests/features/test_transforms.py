@@ -347,3 +347,25 @@ def test_building_in_customer_slices_gives_the_tables_of_one_pass(
         expected = built[view].sort_values(order).reset_index(drop=True)
         got = sliced[expected.columns].sort_values(order).reset_index(drop=True)
         pd.testing.assert_frame_equal(got, expected, check_dtype=False, check_exact=False)
+
+
+def test_a_build_into_a_new_folder_remembers_the_tables_it_checked(
+    world: dict[str, pd.DataFrame], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The command after the build (materialize, retrain, the invoice run) finds the input tables
+    unchanged since they were checked and does not read them all again."""
+    from core.catalog import load_catalog
+    from core.settings import Settings
+    from core.validation import require_valid
+    from features.pipeline import build_features
+
+    root = tmp_path_factory.mktemp("remembered")
+    raw = f.write_tables(world, root / "raw")
+    features = root / "new" / "features"
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, data_dir=raw, catalog=f.CATALOG_PATH, features_dir=features
+    )
+    build_features(settings=settings)
+    report = require_valid(raw, load_catalog(f.CATALOG_PATH), remember_in=features)
+    assert report.remembered
+    assert report.row_counts["customers"] == len(world["customers"])

@@ -90,6 +90,20 @@ def test_a_second_run_on_the_same_data_changes_nothing(
     assert champion_version(RANKER_MODEL, settings) == "offer-ranker/1"
 
 
+def test_the_check_of_the_tables_is_recorded_in_a_new_feature_folder(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The build step writes the feature tables into a folder the retrain may create: the check
+    of the input tables is recorded there, so that the commands after it do not read them all
+    again."""
+    new_folder = tmp_path / "features"
+    context = retrain.RetrainContext(
+        Path(settings.data_dir), settings.model_copy(update={"features_dir": new_folder})
+    )
+    assert "checked in" in retrain.STEP_FUNCTIONS["validate"](context)
+    assert "unchanged since they were checked" in retrain.STEP_FUNCTIONS["validate"](context)
+
+
 def test_a_failing_step_leaves_the_champion_untouched(
     settings: Settings, first_run: retrain.RetrainResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
