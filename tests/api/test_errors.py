@@ -157,6 +157,21 @@ def test_offers_check_the_key_then_the_query_then_the_role(client: Any) -> None:
     assert client.post("/v1/offers", json=offers_body(), headers=RENDERER).status_code == 200
 
 
+def test_every_offers_route_checks_through_the_renderer_dependency() -> None:
+    """The offers router is included without the routers' query check: each of its routes must
+    check the key, the query and the role through ``renderer_call`` itself."""
+    from fastapi.routing import APIRoute
+
+    from serving.api.deps import renderer_call
+    from serving.api.routes import offers
+
+    routes = [route for route in offers.router.routes if isinstance(route, APIRoute)]
+    assert {route.path for route in routes} == {"/v1/offers", "/v1/offers/batch"}
+    for route in routes:
+        calls = [dependency.call for dependency in route.dependant.dependencies]
+        assert renderer_call in calls, route.path
+
+
 def test_a_query_parameter_the_route_does_not_take_is_422_naming_it(client: Any) -> None:
     """A misspelt invoice_date must not silently mean "today"."""
     path = "/v1/customers/C0001/usage-summary"
