@@ -365,8 +365,7 @@ def require_valid(
     if unchanged and (create_folder or record_path.parent.is_dir()):
         records[key] = {"fingerprint": before, "row_counts": report.row_counts}
         try:
-            if create_folder:
-                record_path.parent.mkdir(parents=True, exist_ok=True)
+            # replacing() makes the folder when it is missing.
             with replacing(record_path) as (temporary,):
                 temporary.write_text(json.dumps(records, indent=1), encoding="utf-8")
         except OSError as error:

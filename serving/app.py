@@ -449,10 +449,8 @@ def create_app(
     # A query parameter a route does not take is refused (422) like an unknown body field; health
     # and metrics accept whatever a probe or scraper adds. Pages check theirs route by route,
     # after the sign-in each needs: a browser without a session is sent to sign in first.
-    for module in (usage, events, consents, experiments, admin):
+    for module in (offers, usage, events, consents, experiments, admin):
         app.include_router(module.router, dependencies=[KnownQueryOnly])
-    # The offers routes check the key, the query and the role in their one dependency.
-    app.include_router(offers.router)
     app.include_router(experiments.page_router)
     app.include_router(pages.router)
     app.include_router(health.router)

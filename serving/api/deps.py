@@ -148,10 +148,6 @@ async def current_role(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Role:
     """The caller's role from the bearer key; 401 without a known key."""
-    return _role_of(services, credentials)
-
-
-def _role_of(services: Services, credentials: HTTPAuthorizationCredentials | None) -> Role:
     if credentials is None:
         raise ProblemError(
             401,
@@ -173,18 +169,14 @@ def require_role(*allowed: Role) -> Callable[[Role], Awaitable[Role]]:
     named = " or ".join(allowed)
 
     async def guard(role: CurrentRole) -> Role:
-        return _allowed(role, allowed, named)
+        if not any(may_call(role, needed) for needed in allowed):
+            raise ProblemError(
+                403, f"this route needs the {named} role; the key has {role}", kind="forbidden"
+            )
+        return role
 
     guard.__name__ = "require_" + "_or_".join(allowed)
     return guard
-
-
-def _allowed(role: Role, allowed: tuple[Role, ...], named: str) -> Role:
-    if not any(may_call(role, needed) for needed in allowed):
-        raise ProblemError(
-            403, f"this route needs the {named} role; the key has {role}", kind="forbidden"
-        )
-    return role
 
 
 RendererRole = Annotated[Role, Depends(require_role("renderer"))]
@@ -238,35 +230,6 @@ async def refuse_unknown_query(request: Request, _: CurrentRole) -> None:
 
 
 KnownQueryOnly = Depends(refuse_unknown_query)
-
-
-@dataclass(frozen=True)
-class RendererCall:
-    """What the offers routes use, once the caller is known to hold the renderer role."""
-
-    offers: OffersService
-    waiting: WaitingDecisions
-
-
-async def renderer_call(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> RendererCall:
-    """The offers routes' one dependency: the key (401), the query (422, as
-    :func:`refuse_unknown_query`), the renderer role (403) and the services, in the order the
-    other routes check them through their separate dependencies. FastAPI resolves every
-    dependency of every request anew: for ``POST /v1/offers`` that was 13 resolutions a
-    request, the largest single part of the HTTP layer's time (a sampling profile of stored
-    answers replayed at 300/s). As one dependency, a replayed answer costs the server 0.57 ms
-    of CPU instead of 0.60 ms (three runs each, alternating)."""
-    services = await get_services(request)
-    role = _role_of(services, credentials)
-    _refuse_unknown(request)
-    _allowed(role, ("renderer",), "renderer")
-    return RendererCall(services.offers, services.waiting)
-
-
-RendererCallDep = Annotated[RendererCall, Depends(renderer_call)]
 
 # What a route that takes no body accepts as "nothing": many clients send an empty object.
 _NO_CONTENT = frozenset({b"", b"{}", b"null"})

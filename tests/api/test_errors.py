@@ -142,9 +142,8 @@ def test_a_request_during_start_up_is_503(tmp_path: Path) -> None:
 
 
 def test_offers_check_the_key_then_the_query_then_the_role(client: Any) -> None:
-    """POST /v1/offers checks in one dependency what the other routes check in several, in
-    the same order: a caller without a key learns nothing about the route, and a misspelt
-    parameter is named before the role is."""
+    """A caller without a key learns nothing about the route, and a misspelt parameter is
+    named before the role is."""
     path = "/v1/offers?dry_rn=true"
     assert _problem(client.post(path, json=offers_body()), 401)["type"].endswith(":unauthorized")
     problem = _problem(client.post(path, json=offers_body(), headers=auth("marketing")), 422)
@@ -155,21 +154,6 @@ def test_offers_check_the_key_then_the_query_then_the_role(client: Any) -> None:
     assert forbidden["detail"] == "this route needs the renderer role; the key has marketing"
     assert client.post("/v1/offers", json=offers_body(), headers=auth("admin")).status_code == 200
     assert client.post("/v1/offers", json=offers_body(), headers=RENDERER).status_code == 200
-
-
-def test_every_offers_route_checks_through_the_renderer_dependency() -> None:
-    """The offers router is included without the routers' query check: each of its routes must
-    check the key, the query and the role through ``renderer_call`` itself."""
-    from fastapi.routing import APIRoute
-
-    from serving.api.deps import renderer_call
-    from serving.api.routes import offers
-
-    routes = [route for route in offers.router.routes if isinstance(route, APIRoute)]
-    assert {route.path for route in routes} == {"/v1/offers", "/v1/offers/batch"}
-    for route in routes:
-        calls = [dependency.call for dependency in route.dependant.dependencies]
-        assert renderer_call in calls, route.path
 
 
 def test_a_query_parameter_the_route_does_not_take_is_422_naming_it(client: Any) -> None:

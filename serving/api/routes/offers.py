@@ -15,7 +15,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from serving.api.deps import RendererCallDep
+from serving.api.deps import OffersDep, RendererRole, WaitingDep
 from serving.api.errors import (
     ProblemError,
     field_errors,
@@ -43,11 +43,12 @@ router = APIRouter(prefix="/v1", tags=["offers"])
     response_model=OffersResponse,
     responses=problem_responses(401, 403, 404, 409, 413, 422, 503),
 )
-async def decide_offers(body: OffersRequest, renderer: RendererCallDep) -> Response:
+async def decide_offers(
+    body: OffersRequest, offers: OffersDep, waiting: WaitingDep, _: RendererRole
+) -> Response:
     """Decide the offers for one invoice; the same invoice_id always gets the same decision.
 
     With `"dry_run": true` the decision is answered but logged, counted and stored nowhere."""
-    offers, waiting = renderer.offers, renderer.waiting
     request = decision_request(body, offers, dt.datetime.now(dt.UTC).date())
     # On the event loop only when nothing on the path can wait: choosing the arm may read the
     # experiments from the log, and a slow database, store or registry must never stall the loop.
@@ -66,12 +67,12 @@ async def decide_offers(body: OffersRequest, renderer: RendererCallDep) -> Respo
     response_model=OffersBatchResponse,
     responses=problem_responses(401, 403, 413, 422, 503),
 )
-def decide_offers_batch(body: OffersBatchRequest, renderer: RendererCallDep) -> Response:
+def decide_offers_batch(body: OffersBatchRequest, offers: OffersDep, _: RendererRole) -> Response:
     """Decide the offers for 1–500 invoices, each as POST /v1/offers would, answered in order.
 
     The items are answered as if sent one after another in the order given: a customer's later
     invoice sees the earlier one's decision (the decline cap counts the customer's invoices)."""
-    return _answer_batch(renderer.offers, body.invoices)
+    return _answer_batch(offers, body.invoices)
 
 
 def decision_request(body: OffersRequest, offers: OffersService, today: dt.date) -> DecisionRequest:
