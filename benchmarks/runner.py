@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, str] = {
     "soak": "benchmarks.soak",
     "invoice-run": "benchmarks.invoice_run",
     "invoice-run-million": "benchmarks.invoice_run_million",
+    "log-writes": "benchmarks.log_writes",
 }
 # Benchmarks that take ``minutes`` (how long to hold the load).
 TIMED = frozenset({"soak"})

@@ -32,13 +32,18 @@ from core.tables import read_table
 from pipelines.closed_loop import ANSWER_DELAY, hidden_outcomes
 from pipelines.evaluation_oracle import has_ground_truth
 from pipelines.frame_source import decision_source, start_of_day
-from pipelines.invoice_run.core import decision_id_for, feature_paths
-from pipelines.invoice_run.logged import INVOICES_PER_WRITE, champions_loader
+from pipelines.invoice_run.core import feature_paths
+from pipelines.invoice_run.logged import (
+    INVOICES_PER_WRITE,
+    champions_loader,
+    decision_ids_by_invoice,
+)
 from pipelines.invoice_run.run import load_champions
 from serving.decision.arbitration import Objective
 from serving.decision.consent import MODEL_PREFIX
 from serving.decision.inputs import DecisionRequest
 from serving.decision_log import DecisionLog, EventRecord
+from serving.decision_log.ids import billing_run_decision_ids
 from serving.experiments import ExperimentResults, Experiments, contract_exits, covers
 from serving.metrics import ApiMetrics
 from serving.offers import InvoiceAnswer, OffersService, ReadyFeatures
@@ -106,10 +111,14 @@ def simulate_experiment(
                     continue
                 as_of = start_of_day(day)
                 group = group.sort_values("invoice_id", kind="stable")
+                invoice_ids = group["invoice_id"].astype(str)
+                decision_ids = decision_ids_by_invoice(
+                    invoice_ids, billing_run_decision_ids(day, invoice_ids)
+                )
                 source = decision_source(paths, as_of, group[CUSTOMER_KEY], day)
                 # The API's own service: the running experiment's arm, the engine, the decline
-                # cap and one write per call; decision ids follow from the invoice ids, as the
-                # invoice run's do. An invoice the log holds is replayed, not decided again.
+                # cap and one write per call; decision ids as the invoice run's. An invoice the
+                # log holds is replayed, not decided again.
                 service = OffersService(
                     catalog=catalog,
                     models=models,
@@ -120,7 +129,7 @@ def simulate_experiment(
                     render=offers_answer_json,
                     decline_cap_invoices=settings.decline_cap_invoices,
                     objective=objective,
-                    decision_ids=lambda request: decision_id_for(request.invoice_id),
+                    decision_ids=decision_ids,
                 )
                 requests = [
                     DecisionRequest(

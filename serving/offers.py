@@ -23,7 +23,6 @@ import datetime as dt
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,6 +39,7 @@ from serving.decision.inputs import (
     UnknownCustomerError,
 )
 from serving.decision_log import DecisionLog, DecisionRecord, LoggedOffer, StoredDecision
+from serving.decision_log.ids import new_decision_id
 from serving.experiments import Experiments, assign_variant
 from serving.feature_reader import FeatureStoreUnavailable, OpenFeatureStore
 from serving.metrics import ApiMetrics
@@ -97,9 +97,9 @@ InvoiceOutcome = InvoiceAnswer | InvoiceRefusal
 """The answer, or why there is none."""
 
 
-def new_decision_id(request: DecisionRequest) -> str:
-    """A fresh random decision id: the API's."""
-    return str(uuid.uuid4())
+def api_decision_id(request: DecisionRequest) -> str:
+    """The API's id of a new decision: a UUIDv7, in the order the log writes them."""
+    return new_decision_id()
 
 
 class ReadyFeatures:
@@ -176,15 +176,15 @@ class OffersService:
         objective: Objective = DEFAULT_OBJECTIVE,
         challenger_retries: ChallengerRetries | None = None,
         invoice_date_window_days: tuple[int, int] = (400, 62),
-        decision_ids: Callable[[DecisionRequest], str] = new_decision_id,
+        decision_ids: Callable[[DecisionRequest], str] = api_decision_id,
         declined_elsewhere: Mapping[str, frozenset[str]] | None = None,
         plan_fits: PlanFitTable | None = None,
     ) -> None:
-        """``decision_ids`` names each new decision (the API: a random UUID; the invoice run: one
-        derived from the invoice id). ``declined_elsewhere``: per invoice id, offers that
-        declines the log does not hold block (the invoice run's ``offer_events``, a customer's
-        later invoice of the day reaching as many fewer back as are decided before it), on top
-        of the log's.
+        """``decision_ids`` names each new decision (the API: a UUIDv7; the invoice run: the
+        run's id of the invoice; see :mod:`serving.decision_log.ids`). ``declined_elsewhere``:
+        per invoice id, offers that declines the log does not hold block (the invoice run's
+        ``offer_events``, a customer's later invoice of the day reaching as many fewer back as
+        are decided before it), on top of the log's.
         ``plan_fits``: plan fit worked out beforehand for the accounts to decide (the invoice
         run's slice); the decisions read their rows there (see ``decide``)."""
         self.catalog = catalog

@@ -17,7 +17,9 @@
 5. one row per decided invoice is written to a Parquet file, by customer and invoice id,
    atomically (a temporary file, then renamed).
 
-The decision id is derived from the invoice id, so a rerun gives the same ids.
+The decision id follows from the billing date, the invoice's place in the day's order and the
+invoice id (:func:`serving.decision_log.ids.billing_run_decision_ids`), so a rerun of the same
+invoices gives the same ids.
 """
 
 from pipelines.invoice_run.core import (
@@ -25,7 +27,6 @@ from pipelines.invoice_run.core import (
     DecisionOptions,
     InvoiceRunError,
     decide_invoices,
-    decision_id_for,
     decision_row,
     feature_paths,
     recent_declines,
@@ -39,7 +40,6 @@ __all__ = [
     "InvoiceRunError",
     "InvoiceRunSummary",
     "decide_invoices",
-    "decision_id_for",
     "decision_row",
     "feature_paths",
     "load_champions",

@@ -11,7 +11,6 @@ import datetime as dt
 import gc
 import json
 import logging
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -47,9 +46,6 @@ from serving.scoring_model import LightGBMScorer
 from training.registry import LoadedModel
 
 logger = logging.getLogger(__name__)
-
-# Decision ids of batch decisions: uuid5 of the invoice id in this namespace.
-DECISION_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "invoice-offers/invoice-run")
 
 OUTPUT_SCHEMA = pa.schema(
     [
@@ -221,18 +217,13 @@ def check_features(paths: Mapping[str, Path]) -> None:
 # --- deciding -------------------------------------------------------------------------------------
 
 
-def decision_id_for(invoice_id: str) -> str:
-    """The same invoice always gets the same decision id."""
-    return str(uuid.uuid5(DECISION_NAMESPACE, invoice_id))
-
-
 def _compact(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def decision_row(decision: Decision) -> dict[str, Any]:
+def decision_row(decision: Decision, decision_id: str) -> dict[str, Any]:
     """One output row, its JSON exactly as the API's response body (without ``decision_id``)."""
-    return answer_row(offers_answer_json(decision, decision_id_for(decision.invoice_id)))
+    return answer_row(offers_answer_json(decision, decision_id))
 
 
 # Where an answer's parts begin and end in its compact JSON. A key's quote right after a comma
@@ -378,7 +369,9 @@ def decide_invoices(
     scorer: LightGBMScorer | None,
     declined: Mapping[str, frozenset[str]],
 ) -> Iterator[dict[str, Any]]:
-    """Decide each invoice (``invoice_id``, ``customer_id``) as the API would; yield output rows.
+    """Decide each invoice (``invoice_id``, ``customer_id``, ``decision_id``: see
+    :func:`~serving.decision_log.ids.billing_run_decision_ids`) as the API would; yield output
+    rows.
 
     ``declined``: per invoice id, the offers the decline cap blocks
     (:func:`recent_declines_by_invoice`).
@@ -394,6 +387,7 @@ def decide_invoices(
         source, invoices[CUSTOMER_KEY], catalog, options.invoice_date
     )
     pairs = list(zip(invoices["invoice_id"], invoices[CUSTOMER_KEY], strict=True))
+    decision_ids = invoices["decision_id"].tolist()
     with loaded_objects_left_out_of_collections():
         for start in range(0, len(pairs), DECIDED_TOGETHER):
             calls = [
@@ -414,7 +408,8 @@ def decide_invoices(
             outcomes = decide_many(
                 calls, source, catalog, objective=options.objective, plan_fits=plan_fits
             )
-            for outcome in outcomes:
+            chunk_ids = decision_ids[start : start + DECIDED_TOGETHER]
+            for outcome, decision_id in zip(outcomes, chunk_ids, strict=True):
                 if isinstance(outcome, UnknownCustomerError):
                     # No ids in the log: the run's summary counts these invoices (decided vs
                     # invoices).
@@ -422,7 +417,7 @@ def decide_invoices(
                     continue
                 if isinstance(outcome, Exception):
                     raise outcome
-                yield decision_row(outcome)
+                yield decision_row(outcome, decision_id)
 
 
 # --- output ---------------------------------------------------------------------------------------

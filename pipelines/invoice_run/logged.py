@@ -6,8 +6,9 @@ already holds a decision for is replayed (a rerun duplicates nothing, and an inv
 decided keeps the API's decision), the running experiment assigns each customer's variant with
 the API's assignment, and each part's new decisions are written in one transaction (a
 customer's second invoice of the day in one after the first's, so that it sees the first in the
-log as the API would). The decision ids are derived from the invoice ids, and ``POST /v1/offers``
-replays them; events for them are accepted like any other.
+log as the API would). The decision ids are the run's (its ``decision_id`` column, in the
+order the log writes them), and ``POST /v1/offers`` replays them; events for them are accepted
+like any other.
 
 The feature source is the run's frames as of the run's moment (what an online store materialised
 then holds, as the API reads it), and the offers a customer declined lately are the decision
@@ -20,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,6 @@ from pipelines.invoice_run.core import (
     ChampionModels,
     DecisionOptions,
     answer_row,
-    decision_id_for,
     loaded_objects_left_out_of_collections,
     slice_plan_fits,
 )
@@ -61,6 +61,14 @@ INVOICES_PER_WRITE = 2_000
 # each under the server's 10 s statement_timeout, and must not be cut off like a request. A log
 # that does not answer at all still ends the run with an error after this, instead of holding it.
 LOG_CALL_DEADLINE_SECONDS = 120.0
+
+
+def decision_ids_by_invoice(
+    invoice_ids: Iterable[str], decision_ids: Iterable[str]
+) -> Callable[[DecisionRequest], str]:
+    """The offers service's ``decision_ids``: each invoice's id of the run."""
+    by_invoice = dict(zip(invoice_ids, decision_ids, strict=True))
+    return lambda request: by_invoice[request.invoice_id]
 
 
 def champions_loader(models: ChampionModels, settings: Settings) -> ModelLoader:
@@ -150,7 +158,8 @@ class LoggedSlices:
 
     def decide(self, invoices: pd.DataFrame, as_of: dt.datetime) -> SliceOutcome:
         """Decide (or replay) one slice's invoices, writing its new decisions to the log; the
-        output rows by customer and invoice id."""
+        output rows by customer and invoice id. ``invoices``: ``invoice_id``, ``customer_id`` and
+        the run's ``decision_id`` of each."""
         self._own_log()
         options = self.options
         source = decision_source(
@@ -169,7 +178,7 @@ class LoggedSlices:
             render=offers_answer_json,
             decline_cap_invoices=self.settings.decline_cap_invoices,
             objective=options.objective,
-            decision_ids=lambda request: decision_id_for(request.invoice_id),
+            decision_ids=decision_ids_by_invoice(invoices["invoice_id"], invoices["decision_id"]),
             declined_elsewhere=self.declined,
             plan_fits=plan_fits,
         )

@@ -38,6 +38,7 @@ from pipelines.invoice_run.spark import SparkDecisions, decide_with_spark
 from serving.decision.arbitration import Objective
 from serving.decision.inputs import Locale
 from serving.decision_log import DecisionLog
+from serving.decision_log.ids import billing_run_decision_ids
 from serving.experiments import Experiments
 from serving.scoring_model import ModelMismatch
 from training.registry import CHURN_MODEL, RANKER_MODEL, load_champion
@@ -285,6 +286,7 @@ def run_invoice_run(
     # In output order: each slice's rows follow the previous slice's.
     invoices = invoices_of_day(data, invoice_date).sort_values(ORDER, kind="stable")
     invoices = invoices.reset_index(drop=True)
+    invoices["decision_id"] = billing_run_decision_ids(invoice_date, invoices["invoice_id"])
     events = read_table(data, OFFER_EVENTS)
     declined = recent_declines_by_invoice(events, as_of, resolved.decline_cap_invoices, invoices)
     del events

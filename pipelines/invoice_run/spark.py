@@ -69,7 +69,7 @@ RESULT_SCHEMA = (
     "invoice_id string, customer_id string, decision_id string, policy string, "
     "model_version string, offers string, usage_summary string, decision string"
 )
-INPUT_SCHEMA = "invoice_id string, customer_id string, declined array<string>"
+INPUT_SCHEMA = "invoice_id string, customer_id string, decision_id string, declined array<string>"
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,9 @@ class PartitionJob:
             if offers is not None and len(offers)
         }
         if self.log_settings is not None:
-            return self._decide_logged(invoices[["invoice_id", CUSTOMER_KEY]], paths, declined)
+            return self._decide_logged(
+                invoices[["invoice_id", CUSTOMER_KEY, "decision_id"]], paths, declined
+            )
         frames = read_decision_frames(
             paths,
             as_of,
@@ -329,6 +331,7 @@ def decide_with_spark(
             {
                 "invoice_id": invoices["invoice_id"].astype(str),
                 CUSTOMER_KEY: invoices[CUSTOMER_KEY].astype(str),
+                "decision_id": invoices["decision_id"].astype(str),
                 "declined": [
                     sorted(declined.get(str(invoice_id), frozenset()))
                     for invoice_id in invoices["invoice_id"]

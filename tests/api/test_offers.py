@@ -42,7 +42,7 @@ def test_a_decision_follows_the_contract(client: Any) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     body = OffersResponse.model_validate(response.json())
-    assert uuid.UUID(body.decision_id).version == 4
+    assert uuid.UUID(body.decision_id).version == 7  # a UUIDv7: ids sort by when they were made
     assert (body.invoice_id, body.customer_id) == ("INV-2026-11-0001", "C0001")
     assert body.policy == "model"
     assert body.model_version == "offer-ranker/1"

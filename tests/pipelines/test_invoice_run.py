@@ -32,7 +32,6 @@ from pipelines.invoice_run import (
     ChampionModels,
     InvoiceRunError,
     InvoiceRunSummary,
-    decision_id_for,
     decision_row,
     feature_paths,
     load_champions,
@@ -46,6 +45,7 @@ from serving.decision.engine import decide
 from serving.decision.inputs import DecisionRequest
 from serving.decision_log import DecisionLog, DecisionRecord
 from serving.decision_log.circuit import DecisionLogUnavailable
+from serving.decision_log.ids import billing_run_decision_ids
 from serving.decision_log.records import ExperimentSpec, Variant
 from serving.experiments import Experiments, assign_variant
 from serving.offers_response import OffersResponse, offers_answer_json
@@ -141,13 +141,16 @@ def test_one_row_per_invoice_billed_that_day(
     assert f"{len(rows):,} of {len(billed):,} invoices decided" in str(summary)
 
 
-def test_decision_ids_are_derived_from_the_invoice(
+def test_decision_ids_follow_the_runs_order(
     local_run: tuple[InvoiceRunSummary, pd.DataFrame],
 ) -> None:
     _, rows = local_run
-    assert rows["decision_id"].tolist() == [decision_id_for(i) for i in rows["invoice_id"]]
+    # The output is in the run's order (customer, then invoice id): its ids are the day's.
+    assert rows["decision_id"].tolist() == billing_run_decision_ids(
+        INVOICE_DATE, rows["invoice_id"]
+    )
     assert rows["decision_id"].is_unique
-    assert decision_id_for("INV-1") == decision_id_for("INV-1") != decision_id_for("INV-2")
+    assert rows["decision_id"].is_monotonic_increasing
 
 
 def test_offers_keep_to_the_contract(
@@ -264,7 +267,9 @@ def test_the_api_decision_path_gives_the_same_decisions(
             (o["offer_id"], o["rank"], o["reasons"]) for o in batch_offers
         ], row["invoice_id"]
         # And the whole answer, usage summary included, byte for byte.
-        assert decision_row(api)["decision"] == row["decision"], row["invoice_id"]
+        assert decision_row(api, row["decision_id"])["decision"] == row["decision"], row[
+            "invoice_id"
+        ]
         # Written straight from the engine's values, as the response schema writes them.
         schema = OffersResponse.for_decision(api, row["decision_id"])
         assert offers_answer_json(api, row["decision_id"]) == schema.model_dump_json()
