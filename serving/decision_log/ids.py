@@ -19,6 +19,7 @@ B-tree indexes on PostgreSQL behave alike.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import time
 import uuid
@@ -32,13 +33,15 @@ _DAY_BITS = 16
 _LOW_BITS = 128 - _DAY_BITS - _PLACE_BITS
 
 
+# RFC 9562's variant (10) and version bits, and what of the value they leave.
+_VARIANT_AND_VERSION_MASK = ~((0xC000 << 48) | (0xF000 << 64))
+
+
 def _stamped(value: int, version: int) -> str:
-    """``value`` with RFC 9562's variant and the given version in their bits."""
-    value &= ~(0xC000 << 48)
-    value |= 0x8000 << 48
-    value &= ~(0xF000 << 64)
-    value |= version << 76
-    return str(uuid.UUID(int=value))
+    """``value`` with RFC 9562's variant and the given version in their bits, as a UUID string."""
+    value = (value & _VARIANT_AND_VERSION_MASK) | (0x8000 << 48) | (version << 76)
+    digits = f"{value:032x}"
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def new_decision_id() -> str:
@@ -53,11 +56,16 @@ def billing_run_decision_ids(invoice_date: dt.date, invoice_ids: Iterable[str]) 
     if not 0 <= day < 1 << _DAY_BITS:
         raise ValueError(f"invoice date {invoice_date} is outside 1970–2149")
     head = day << _PLACE_BITS
-    low_mask = (1 << _LOW_BITS) - 1
+    # uuid.uuid5's hash (SHA-1 of the namespace and the name), without a UUID object per invoice:
+    # its last _LOW_BITS bits are the id's.
+    namespace = hashlib.sha1(DECISION_NAMESPACE.bytes, usedforsecurity=False)
+    low_bytes = slice(16 - _LOW_BITS // 8, 16)
     ids = []
     for place, invoice_id in enumerate(invoice_ids):
         if place >= 1 << _PLACE_BITS:
             raise ValueError("a billing date holds at most 4,294,967,296 invoices")
-        low = uuid.uuid5(DECISION_NAMESPACE, invoice_id).int & low_mask
+        digest = namespace.copy()
+        digest.update(invoice_id.encode())
+        low = int.from_bytes(digest.digest()[low_bytes], "big")
         ids.append(_stamped(((head | place) << _LOW_BITS) | low, 8))
     return ids
