@@ -8,7 +8,11 @@ import uuid
 
 import pytest
 
-from serving.decision_log.ids import billing_run_decision_ids, new_decision_id
+from serving.decision_log.ids import (
+    DECISION_NAMESPACE,
+    billing_run_decision_ids,
+    new_decision_id,
+)
 
 DAY = dt.date(2026, 11, 20)
 
@@ -26,6 +30,10 @@ def test_a_billing_runs_ids_sort_in_the_runs_order_and_are_the_same_run_after_ru
         # The billing date's day number, then the invoice's place in the day.
         assert parsed.int >> 112 == (DAY - dt.date(1970, 1, 1)).days
         assert (parsed.int >> 80) & 0xFFFF_FFFF == place
+        # Then the invoice id's uuid5, less the bits that name the variant and version.
+        hashed = uuid.uuid5(DECISION_NAMESPACE, invoices[place]).int
+        outside_stamps = (1 << 80) - 1 & ~((0xC000 << 48) | (0xF000 << 64))
+        assert parsed.int & outside_stamps == hashed & outside_stamps
 
 
 def test_a_billing_runs_id_depends_on_the_invoice_its_place_and_its_day() -> None:
