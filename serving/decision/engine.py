@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, cast
 
 import numpy as np
@@ -141,7 +141,9 @@ class OfferDecision:
         }
 
 
-@dataclass(frozen=True)
+# Not frozen: a decision makes one for every catalog offer, and a frozen dataclass's __init__
+# costs four times as much (1.4 against 0.34 µs); the engine replaces one rather than change it.
+@dataclass(slots=True)
 class CandidateRecord:
     """What the engine knew about one catalog offer, for the decision log."""
 
@@ -165,9 +167,12 @@ class CandidateRecord:
         known of them; leaving out their unknown figures halves the log's ``log`` column."""
         return {
             name: value
-            for name, value in vars(self).items()
-            if value is not None or name == "blocked_by"
+            for name in CANDIDATE_RECORD_FIELDS
+            if (value := getattr(self, name)) is not None or name == "blocked_by"
         }
+
+
+CANDIDATE_RECORD_FIELDS = tuple(item.name for item in fields(CandidateRecord))
 
 
 @dataclass(frozen=True)
