@@ -11,7 +11,7 @@ with the log.
 - run order: :func:`serving.decision_log.ids.billing_run_decision_ids`.
 
 The records are made before the clock starts. Their sizes are a model decision's: three offers,
-an answer of about 1.9 kB, twelve candidates in the log and forty model inputs.
+an answer of 1.4 kB, twelve candidates in the log (0.8 kB) and forty model inputs (0.7 kB).
 """
 
 from __future__ import annotations
