@@ -1,21 +1,31 @@
-"""Paced HTTP load from a thread of its own, on its own core: requests leave on a schedule whatever
-the server does (none waits for an earlier answer), each recorded with the phase it was sent in."""
+"""Paced HTTP load from a process of its own, on its own core: requests leave on a schedule
+whatever the server does (none waits for an earlier answer), each recorded with the phase it was
+sent in."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import multiprocessing
+import multiprocessing.process
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from multiprocessing.sharedctypes import SynchronizedString
+from typing import Any, cast
 
 import httpx
 
 from tests.faults.services import pin_current_thread
 
 Payload = dict[str, Any]
+# Forked, not spawned: the streams' payload functions are closures over the test's values.
+_FORK = multiprocessing.get_context("fork")
+_PHASE_BYTES = 64
+STOP_POLL_S = 0.01  # how soon the load process sees stop()
 
 
 @dataclass(frozen=True)
@@ -66,11 +76,17 @@ def live_probes(rate_per_s: float) -> Stream:
 
 
 class PacedLoad:
-    """Runs ``streams`` against ``base_url`` from ``start()`` to ``stop()``.
+    """Runs ``streams`` against ``base_url`` from ``start()`` to ``stop()``, from a process of its
+    own on core ``cpu``.
 
     Open loop: a slow answer does not delay the next request, so a server that stalls shows its
     stall in the latencies instead of hiding it by slowing the load. ``phase`` labels the requests
-    sent from the moment it is set. ``on_answer`` is called in the load's thread for each answer.
+    sent from the moment it is set. The load runs in a process forked from the test's, so that
+    neither the test's own work nor a garbage collection over the test process's heap (the whole
+    suite's objects) holds up a request in flight: the latencies are the server's and the
+    network's. The streams' payload functions run in that process, with their own copy of what
+    they read. ``on_answer`` is called there too, for each answer (so that a stream can send
+    requests about earlier answers), and again in the test's process as the answer arrives.
     """
 
     def __init__(
@@ -89,45 +105,103 @@ class PacedLoad:
         self.cpu = cpu
         self.request_timeout_s = request_timeout_s
         self.on_answer = on_answer
-        self.phase = "start"
         self.sent: list[Sent] = []
+        self._phase = cast(SynchronizedString, _FORK.Array("c", _PHASE_BYTES))
+        self._stopping = _FORK.Event()
+        self._answers, self._answers_writer = _FORK.Pipe(duplex=False)
         self._started = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: asyncio.Event | None = None
-        self._failure: BaseException | None = None
+        self._finished = threading.Event()
+        self._failure: str | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._receiver: threading.Thread | None = None
+        self.phase = "start"
+
+    @property
+    def phase(self) -> str:
+        with self._phase.get_lock():
+            return bytes(self._phase.value).decode()
+
+    @phase.setter
+    def phase(self, name: str) -> None:
+        encoded = name.encode()
+        if len(encoded) >= _PHASE_BYTES:
+            raise ValueError(f"phase name {name!r} is longer than {_PHASE_BYTES - 1} bytes")
+        with self._phase.get_lock():
+            self._phase.value = encoded
 
     def start(self) -> PacedLoad:
-        self._thread = threading.Thread(target=self._run, name="paced-load", daemon=True)
-        self._thread.start()
+        self._process = _FORK.Process(target=self._run, name="paced-load", daemon=True)
+        self._process.start()
+        self._answers_writer.close()  # the load process holds the only writer: EOF when it ends
+        self._receiver = threading.Thread(target=self._receive, name="paced-load-answers")
+        self._receiver.daemon = True
+        self._receiver.start()
         if not self._started.wait(30):
-            raise RuntimeError("the load generator did not start")
+            self._end_process()
+            raise RuntimeError(f"the load generator did not start: {self._failure}")
         return self
 
     def stop(self) -> list[Sent]:
         """Stop sending, wait for the answers in flight (each bounded by the request timeout),
         and return every request sent."""
-        if self._loop is not None and self._stopping is not None:
-            self._loop.call_soon_threadsafe(self._stopping.set)
-        if self._thread is not None:
-            self._thread.join(self.request_timeout_s + 30)
-            if self._thread.is_alive():
+        self._stopping.set()
+        if self._receiver is not None:
+            self._receiver.join(self.request_timeout_s + 30)
+            if self._receiver.is_alive():
+                self._end_process()
                 raise RuntimeError("the load generator did not stop")
+        self._end_process()
         if self._failure is not None:
-            raise self._failure
+            raise RuntimeError(f"the load generator failed:\n{self._failure}")
         return list(self.sent)
 
+    def _end_process(self) -> None:
+        if self._process is None:
+            return
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(10)
+
+    def _receive(self) -> None:
+        """In the test's process: each answer as the load process sends it, until it ends."""
+        try:
+            while True:
+                try:
+                    message = self._answers.recv()
+                except EOFError:
+                    if not self._finished.is_set() and self._failure is None:
+                        self._failure = "the load process ended without a word"
+                    return
+                if isinstance(message, Sent):
+                    self.sent.append(message)
+                    if self.on_answer is not None:
+                        self.on_answer(message)
+                elif message[0] == "started":
+                    self._started.set()
+                elif message[0] == "failed":
+                    self._failure = message[1]
+                    self._started.set()
+                elif message[0] == "finished":
+                    self._finished.set()
+        finally:
+            self._answers.close()
+
     def _run(self) -> None:
-        pin_current_thread(self.cpu)
+        """The load process: what it inherited from the test's heap is never collected again, so
+        a collection here walks only the load's own objects."""
+        gc.freeze()
+        self._answers.close()
+        pin_current_thread(self.cpu)  # the process's one thread: the whole process
         try:
             asyncio.run(self._main())
-        except BaseException as error:  # reported by stop(), in the test's thread
-            self._failure = error
-            self._started.set()
+            self._answers_writer.send(("finished", None))
+        except BaseException:  # reported by stop(), in the test's process
+            self._answers_writer.send(("failed", traceback.format_exc()))
+        finally:
+            self._answers_writer.close()
 
     async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stopping = asyncio.Event()
         in_flight: set[asyncio.Task[None]] = set()
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
         async with httpx.AsyncClient(
@@ -140,8 +214,9 @@ class PacedLoad:
                 asyncio.create_task(self._pace(client, stream, in_flight))
                 for stream in self.streams
             ]
-            self._started.set()
-            await self._stopping.wait()
+            self._answers_writer.send(("started", None))
+            while not self._stopping.is_set():
+                await asyncio.sleep(STOP_POLL_S)
             for pacer in pacers:
                 pacer.cancel()
             await asyncio.gather(*pacers, return_exceptions=True)
@@ -193,6 +268,6 @@ class PacedLoad:
             error=error,
             server_ms=server_ms,
         )
-        self.sent.append(sent)
+        self._answers_writer.send(sent)
         if self.on_answer is not None:
             self.on_answer(sent)
