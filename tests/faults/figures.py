@@ -134,7 +134,15 @@ def step_histogram(base_url: str) -> dict[str, dict[str, float]]:
 def steps_over_100_ms(
     before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], step: str
 ) -> dict[str, int]:
-    """Decisions of ``step`` between two snapshots, and how many of them took over 100 ms."""
-    total = after.get(step, {}).get("+Inf", 0.0) - before.get(step, {}).get("+Inf", 0.0)
-    fast = after.get(step, {}).get("0.1", 0.0) - before.get(step, {}).get("0.1", 0.0)
-    return {"decisions": int(total), "over_100_ms": int(total - fast)}
+    """Decisions of ``step`` between two snapshots, and how many of them took over 100 ms and
+    over 1 s."""
+
+    def between(bound: str) -> float:
+        return after.get(step, {}).get(bound, 0.0) - before.get(step, {}).get(bound, 0.0)
+
+    total = between("+Inf")
+    return {
+        "decisions": int(total),
+        "over_100_ms": int(total - between("0.1")),
+        "over_1_s": int(total - between("1.0")),
+    }

@@ -38,11 +38,13 @@ from tests.faults.figures import (
     step_histogram,
     steps_over_100_ms,
 )
-from tests.faults.load import PacedLoad, Payload, Stream, live_probes
+from tests.faults.load import PacedLoad, Payload, Sent, Stream, live_probes
 from tests.faults.scenario import (
+    WITHIN_SHARE,
     check_live,
     first_ok_after,
     is_full,
+    judge_latency,
     seconds_to_recovery,
     server_values,
 )
@@ -72,6 +74,35 @@ LOCK_SEEN_S = 300.0  # materialize imports Feast and reads the feature tables be
 # Rows are written from the moment the lock is taken; a longer wait overslept a view's whole
 # transaction on a busy machine (the test's own sleep stretched), and the kill came too late.
 KILL_AFTER_LOCK_S = 0.02
+
+
+def check_server_time(targets: Targets, writing: list[Sent]) -> None:
+    """The app's own time (Server-Timing) of the offers sent while materialize wrote or after its
+    kill: what a request waits on the store is inside it, while the client's latency also holds
+    the two cores' queueing (recorded, not judged)."""
+    by_phase: dict[str, list[float]] = {}
+    for sent in writing:
+        if sent.server_ms is not None:
+            by_phase.setdefault(sent.phase, []).append(sent.server_ms / 1000)
+    judge_latency(
+        targets,
+        "offers, server-side, while materialize writes or after its kill",
+        by_phase,
+        STORE_WAIT_S,
+    )
+
+
+def check_decide_steps(targets: Targets, steps: dict[str, int]) -> None:
+    """The server's decide step (feature reads included) over the refresh and after its kill,
+    judged as judge_latency judges a latency: over 100 ms for at most the share it allows of the
+    decisions, none over 1 s (the histogram's bucket nearest STALL_S)."""
+    allowed = (1 - WITHIN_SHARE) * steps["decisions"]
+    targets.check(
+        "refresh: decide steps (feature reads included) over 100 ms, and over 1 s",
+        steps["decisions"] > 0 and steps["over_100_ms"] <= allowed and steps["over_1_s"] == 0,
+        steps,
+        f"<= {1 - WITHIN_SHARE:.0%} of > 0 decisions, and 0",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -297,22 +328,8 @@ def test_materialize_killed_mid_write_never_stalls_requests_and_readiness_tells(
     }
     targets = Targets()
     while_writing = figures["offers_while_writing_or_killed"]
-    # What a request waits on the store is inside the app's own time; the client's latency also
-    # holds the two cores' queueing, which a shared machine varies (recorded, not judged).
-    server_p99 = while_writing["server"]["p99_ms"]
-    targets.check(
-        "offers while materialize writes or after its kill: server-side p99",
-        server_p99 is not None and server_p99 <= STORE_WAIT_S * 1000,
-        f"{server_p99} ms",
-        f"<= {STORE_WAIT_S * 1000:.0f} ms",
-    )
-    slow = figures["refresh_steps"]["decide"]
-    targets.check(
-        "refresh: decisions whose decide step (feature reads included) took over 100 ms",
-        slow["decisions"] > 0 and slow["over_100_ms"] == 0,
-        slow,
-        "0 of > 0",
-    )
+    check_server_time(targets, writing)
+    check_decide_steps(targets, figures["refresh_steps"]["decide"])
     # A store read that waits past the feature timeout (50 ms) answers degraded: none may.
     waited = sum(degraded(s) is not None for s in writing)
     targets.check(
@@ -456,8 +473,8 @@ def test_materialize_into_redis_killed_mid_write_never_stalls_requests_and_readi
     customer view but the consent view is written (its pipelines have no transaction: part of
     the store is there, not the offers' attributes) leaves readiness 503 until a rerun repairs
     it; a refresh killed past half its writes leaves a mix of older and newer values, every one
-    readable, and readiness 200. No offers answer waits on the writer (server-side p99 and max
-    under 100 ms, none degraded)."""
+    readable, and readiness 200. No offers answer waits on the writer (server-side within
+    100 ms, none as long as a second, none degraded)."""
     from features.store import apply_repository
 
     private = PrivateRedis(require_program("redis-server"), tmp_path / "redis")
@@ -615,21 +632,8 @@ def test_materialize_into_redis_killed_mid_write_never_stalls_requests_and_readi
             f"> 0 and < {killed['writes_of_a_whole_run']}",
         )
     while_writing = figures["offers_while_writing_or_killed"]
-    for figure in ("p99_ms", "max_ms"):
-        found = while_writing["server"][figure]
-        targets.check(
-            f"offers while materialize writes or after its kill: server-side {figure[:-3]}",
-            found is not None and found <= STORE_WAIT_S * 1000,
-            f"{found} ms",
-            f"<= {STORE_WAIT_S * 1000:.0f} ms",
-        )
-    slow = figures["refresh_steps"]["decide"]
-    targets.check(
-        "refresh: decisions whose decide step (feature reads included) took over 100 ms",
-        slow["decisions"] > 0 and slow["over_100_ms"] == 0,
-        slow,
-        "0 of > 0",
-    )
+    check_server_time(targets, writing)
+    check_decide_steps(targets, figures["refresh_steps"]["decide"])
     # A store read that waits past the feature timeout (50 ms) answers degraded: none may.
     waited = sum(degraded(s) is not None for s in writing)
     targets.check(
