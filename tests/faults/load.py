@@ -82,11 +82,12 @@ class PacedLoad:
     Open loop: a slow answer does not delay the next request, so a server that stalls shows its
     stall in the latencies instead of hiding it by slowing the load. ``phase`` labels the requests
     sent from the moment it is set. The load runs in a process forked from the test's, so that
-    neither the test's own work nor a garbage collection over the test process's heap (the whole
-    suite's objects) holds up a request in flight: the latencies are the server's and the
-    network's. The streams' payload functions run in that process, with their own copy of what
-    they read. ``on_answer`` is called there too, for each answer (so that a stream can send
-    requests about earlier answers), and again in the test's process as the answer arrives.
+    nothing the test's process does (its polling, starting processes, its collections) shares a
+    GIL with the requests in flight: the latencies are the server's and the network's. Each
+    answer goes back over a pipe, read by a thread of the test's process. The streams' payload
+    functions run in the load's process, with their own copy of what they read. ``on_answer`` is
+    called there too, for each answer (so that a stream can send requests about earlier answers),
+    and again in the test's process as the answer arrives.
     """
 
     def __init__(
