@@ -52,6 +52,8 @@ from serving.decision.inputs import DecisionRequest, UnknownCustomerError
 log = logging.getLogger(__name__)
 
 LOOP_POLICY = "model"
+# More logged decisions than a month holds: all of them.
+ALL_DECISIONS = 10**9
 # Customers answer an offer within days; the loop dates each answer a day after the invoice.
 ANSWER_DELAY = pd.Timedelta(days=1)
 
@@ -84,6 +86,8 @@ class ClosedLoop:
     # The final model's captured lift less the starting model's on those invoices, with a paired
     # bootstrap 95 % interval over customers (policy_evaluation.compare_models).
     final_minus_starting: dict[str, float | None] | None = None
+    # How many of the last month's invoices the two models replayed.
+    compared_invoices: int = 0
 
     @property
     def final_lift(self) -> float | None:
@@ -98,6 +102,7 @@ class ClosedLoop:
             "starting_first_offer_acceptance": self.starting_first_offer_acceptance,
             "final_lift_captured": self.final_lift,
             "final_minus_starting_lift_captured": self.final_minus_starting,
+            "compared_invoices": self.compared_invoices,
         }
 
     def markdown(self) -> str:
@@ -128,7 +133,8 @@ class ClosedLoop:
             f"(95 % interval {_points(difference.get('low'))} to {_points(difference.get('high'))})"
         )
         lines.append(
-            f"On {self.months[-1].month}: the starting model captures "
+            f"On {self.compared_invoices:,} invoices of {self.months[-1].month}: the starting "
+            "model captures "
             f"{_percent(self.starting_lift)} of the lift, the model after the loop "
             f"{_percent(self.final_lift)}{interval}."
         )
@@ -293,13 +299,22 @@ def _trained(work: Settings) -> ChampionModels:
 
 
 def run_closed_loop(
-    settings: Settings, workdir: Path, *, months: int = 3, sample: int = 2_000, seed: int = 0
+    settings: Settings,
+    workdir: Path,
+    *,
+    months: int = 3,
+    sample: int = 2_000,
+    seed: int = 0,
+    compared_sample: int | None = None,
 ) -> ClosedLoop:
     """Run the loop over the newest ``months`` months of the simulated world under
     ``settings.data_dir`` (left untouched: the loop writes its tables and models in ``workdir``).
 
     The first ``months - 1`` months are decided by the engine and learned from; every month is
-    evaluated with the model that had learned from the months before it.
+    evaluated with the model that had learned from the months before it (up to ``sample`` logged
+    decisions each). The last month's model and the starting one are compared on up to
+    ``compared_sample`` of its logged decisions, by default all of them: that comparison is the
+    loop's verdict, and its interval narrows with every invoice it replays.
     """
     data_dir = Path(settings.data_dir)
     if not has_ground_truth(data_dir):
@@ -330,7 +345,7 @@ def run_closed_loop(
     for month in loop_months[:-1]:
         lift, accepted = _evaluated(settings, month, models, sample, seed)
         log.info("closed loop %s: %s captures %s of the lift", month, models.model_version, lift)
-        logged, _ = logged_decisions(data_dir, month, sample=10**9, seed=seed)
+        logged, _ = logged_decisions(data_dir, month, sample=ALL_DECISIONS, seed=seed)
         engine_rows, summary = _engine_events(month, logged, kept, work, models, rng, data_dir)
         results.append(replace(summary, lift_captured=lift, first_offer_acceptance=accepted))
         kept = pd.concat([kept, engine_rows], ignore_index=True)
@@ -339,14 +354,23 @@ def run_closed_loop(
     # The last month: the model after the loop against the starting one, on the same invoices,
     # paired.
     last = loop_months[-1]
-    compared = compare_models(settings, last, models, starting, sample=sample, seed=seed)
+    compared = compare_models(
+        settings, last, models, starting, sample=compared_sample or ALL_DECISIONS, seed=seed
+    )
     (lift, start_lift), (accepted, start_accepted) = (
         compared["lift_captured"],
         compared["first_offer_acceptance"],
     )
     log.info("closed loop %s: %s captures %s of the lift", last, models.model_version, lift)
     results.append(LoopMonth(last.isoformat()[:7], models.model_version, lift, accepted))
-    return ClosedLoop(tuple(results), weights, start_lift, start_accepted, compared["difference"])
+    return ClosedLoop(
+        tuple(results),
+        weights,
+        start_lift,
+        start_accepted,
+        compared["difference"],
+        compared["invoices"],
+    )
 
 
 def _write_events(data_dir: Path, events: pd.DataFrame) -> None:

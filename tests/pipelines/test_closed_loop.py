@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pandas as pd
@@ -10,6 +11,7 @@ import pytest
 from core.contract import OFFER_EVENTS
 from core.tables import read_table
 from pipelines.closed_loop import ClosedLoop, run_closed_loop
+from pipelines.policy_evaluation import logged_decisions
 from tests.simulated_world import SimulatedWorld
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -18,7 +20,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def loop(simulated_world: SimulatedWorld, tmp_path_factory: pytest.TempPathFactory) -> ClosedLoop:
     workdir = tmp_path_factory.mktemp("closed-loop")
-    return run_closed_loop(simulated_world.settings, workdir, months=3, sample=1_500, seed=2)
+    return run_closed_loop(simulated_world.settings, workdir, months=3, sample=400, seed=2)
 
 
 def test_the_engine_decides_and_learns_month_after_month(loop: ClosedLoop) -> None:
@@ -53,7 +55,20 @@ def test_the_served_policy_does_not_collapse_onto_its_own_choices(loop: ClosedLo
     assert difference["low"] <= difference["value"] <= difference["high"]
     assert difference["high"] - difference["low"] > 0.0
     assert "| 2026-11 |" in loop.markdown()
+    assert f"On {loop.compared_invoices:,} invoices of 2026-11" in loop.markdown()
     assert "points (95 % interval" in loop.markdown()
+
+
+def test_the_verdict_replays_every_invoice_of_the_last_month(
+    loop: ClosedLoop, simulated_world: SimulatedWorld
+) -> None:
+    """The months on the way are evaluated on a sample (400 here); the comparison that
+    decides whether the loop lost lift replays every logged decision of the last month."""
+    november, _ = logged_decisions(
+        simulated_world.settings.data_dir, dt.date(2026, 11, 1), sample=10**9, seed=2
+    )
+    assert len(november) > 400
+    assert loop.compared_invoices == len(november)
 
 
 def test_the_loop_leaves_the_world_it_reads_untouched(simulated_world: SimulatedWorld) -> None:
