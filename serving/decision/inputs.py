@@ -284,6 +284,8 @@ _NEWEST_MONTH_ONLY = (
     "sms_max_6m",
 )
 USAGE_MONTHS = 6
+# The month the usage row's m1 describes (ISO date of its first day).
+NEWEST_USAGE_MONTH = "usage_month_m1"
 _MONTH_KEYS = tuple(
     tuple(f"{measure}_m{month}" for month in range(1, USAGE_MONTHS + 1))
     for measure in MONTHLY_MEASURES
@@ -329,7 +331,7 @@ def usage_rows_as_of(
     periods: list[dt.date] = []
     for position, row in enumerate(rows):
         period = periods_by_date[dates[position]]
-        newest = as_date(row.get("usage_month_m1"))
+        newest = as_date(row.get(NEWEST_USAGE_MONTH))
         if newest is not None and newest > period:
             moving.append(position)
             lags.append((newest.year - period.year) * 12 + newest.month - period.month)
@@ -381,7 +383,7 @@ def usage_rows_as_of(
     ]
     for name in _NEWEST_MONTH_ONLY:
         updates[name] = [None] * count
-    updates["usage_month_m1"] = [
+    updates[NEWEST_USAGE_MONTH] = [
         period.isoformat() if lag < USAGE_MONTHS else None
         for period, lag in zip(periods, lags, strict=True)
     ]

@@ -27,7 +27,7 @@ from serving.decision.candidates import (
     plan_fit_matrix,
 )
 from serving.decision.guardrails import fair_price
-from serving.decision.inputs import Account, Locale, as_date, as_float
+from serving.decision.inputs import NEWEST_USAGE_MONTH, Account, Locale, as_date, as_float
 from serving.decision.reasons import format_amount, format_gb, format_sek, reason
 
 TREND_MONTHS = 6
@@ -359,7 +359,7 @@ def build_usage_summary(
         "title": plan.title.get(locale) if plan is not None else account.current_plan_id,
         "monthly_fee_sek": round(account.current_monthly_fee_sek, 2),
     }
-    first = as_date(account.features.get("usage_month_m1"))
+    first = as_date(account.features.get(NEWEST_USAGE_MONTH))
     charges = extra_charges(account, locale)
     summary: UsageSummaryDict = {
         "period": _period(first),

@@ -25,6 +25,7 @@ from pipelines.frame_source import (
     read_decision_frames,
     start_of_day,
 )
+from serving.decision.inputs import usage_as_of
 
 INVOICE_DATE = dt.date(2026, 11, 28)
 AS_OF = start_of_day(INVOICE_DATE)
@@ -108,6 +109,26 @@ def test_values_dated_after_the_moment_are_never_seen() -> None:
     # The billing row at exactly 00:00 on the invoice date is included (<=, not <).
     assert account["invoice_amount_last_sek"] == 249.0
     assert account["unpaid_reminders"] == 2
+
+
+def test_usage_newer_than_the_billing_period_is_moved_back_and_the_rest_kept() -> None:
+    """Read on 2 December, C1's newest usage row describes November; an invoice dated 28
+    November describes October, so C1's row is moved back exactly as the engine moves a row it
+    reads (usage_as_of), and C2's row, whose month is unknown, is kept as it is."""
+    as_of = start_of_day(dt.date(2026, 12, 2))
+    unmoved = FrameFeatureSource.from_frames(_frames(), as_of)
+    moved = FrameFeatureSource.from_frames(_frames(), as_of, invoice_date=INVOICE_DATE)
+    newest = unmoved.read_account("C1")
+    assert newest["usage_month_m1"] == "2026-11-01" and newest["data_gb_m1"] == 99.0
+    account = moved.read_account("C1")
+    assert account == {**newest, **usage_as_of(newest, INVOICE_DATE)}
+    assert account["usage_month_m1"] == "2026-10-01"
+    assert account["data_gb_m1"] == newest["data_gb_m2"]
+    assert account["sms_m1"] is None  # kept for the newest month only
+    assert moved.read_account("C2") == unmoved.read_account("C2")
+    # An invoice dated in December describes November: nothing moves.
+    december = FrameFeatureSource.from_frames(_frames(), as_of, invoice_date=dt.date(2026, 12, 2))
+    assert december.read_account("C1") == newest
 
 
 def test_a_day_earlier_sees_the_earlier_rows() -> None:
