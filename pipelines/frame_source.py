@@ -30,13 +30,7 @@ from features.views import (
     CUSTOMER_USAGE,
 )
 from serving.decision.consent import allowed_policy
-from serving.decision.inputs import (
-    NEWEST_USAGE_MONTH,
-    ConsentState,
-    as_date,
-    billing_period_start,
-    usage_rows_as_of,
-)
+from serving.decision.inputs import ConsentState, usage_columns_as_of
 
 CONSENT_VIEW = "customer_consent"
 USAGE_VIEW = "customer_usage"
@@ -126,36 +120,23 @@ class _ViewRows:
         }
 
     def moved_to(self, invoice_date: dt.date) -> _ViewRows:
-        """The usage view's rows moved back to the invoice's billing period all at once
-        (:func:`~serving.decision.inputs.usage_rows_as_of`), as the engine moves each row it
-        reads: reading a moved row, the engine finds it in the billing period already.
-
-        Only rows whose newest month is later than the billing period move; the others are
-        kept as they are, without a round trip through one dict per customer (an invoice run
-        on its billing date moves none of them)."""
-        period = billing_period_start(invoice_date)
-        newest = self.columns[self.features.index(NEWEST_USAGE_MONTH)]
-        moving = [
-            position
-            for position, month in enumerate(newest)
-            if (known := as_date(month)) is not None and known > period
-        ]
-        if not moving:
-            return self
-        rows = usage_rows_as_of([self._row_at(position) for position in moving], invoice_date)
-        unknown = {name for row in rows for name in row} - set(self.features)
+        """The usage view's rows moved back to the invoice's billing period all at once, column
+        by column (:func:`~serving.decision.inputs.usage_columns_as_of`), as the engine moves
+        each row it reads: reading a moved row, the engine finds it in the billing period
+        already. Rows whose newest month is the billing period or earlier are kept as they are."""
+        moved = usage_columns_as_of(
+            dict(zip(self.features, self.columns, strict=True)), invoice_date
+        )
+        unknown = set(moved) - set(self.features)
         if unknown:
             raise KeyError(f"moving the usage back sets features the view lacks: {sorted(unknown)}")
-        columns = tuple(list(column) for column in self.columns)
-        for position, row in zip(moving, rows, strict=True):
-            for column, name in zip(columns, self.features, strict=True):
-                column[position] = row[name]
+        if not moved:
+            return self
+        columns = tuple(
+            moved.get(name, column)
+            for name, column in zip(self.features, self.columns, strict=True)
+        )
         return _ViewRows(self.features, columns, self.positions)
-
-    def _row_at(self, position: int) -> dict[str, Any]:
-        return {
-            name: column[position] for name, column in zip(self.features, self.columns, strict=True)
-        }
 
     def read_or_empty(self, customer_id: str) -> dict[str, Any]:
         row = self.read(customer_id)

@@ -316,54 +316,115 @@ def usage_as_of(row: Mapping[str, Any], invoice_date: dt.date) -> Mapping[str, A
 def usage_rows_as_of(
     rows: Sequence[Mapping[str, Any]], invoice_dates: dt.date | Sequence[dt.date]
 ) -> list[Mapping[str, Any]]:
-    """:func:`usage_as_of` of each row, the rows to move computed together over arrays (the
-    invoice run moves a slice's customers at once, the API the invoices it decides together,
-    whatever their dates); each result equals the row's own. ``invoice_dates``: one date for
-    every row, or each row's own."""
+    """:func:`usage_as_of` of each row, the rows to move computed together over arrays (the API
+    moves the invoices it decides together, whatever their dates); each result equals the row's
+    own. ``invoice_dates``: one date for every row, or each row's own."""
     dates = (
         [invoice_dates] * len(rows) if isinstance(invoice_dates, dt.date) else list(invoice_dates)
     )
     if len(dates) != len(rows):
         raise ValueError(f"{len(rows)} rows but {len(dates)} invoice dates")
     periods_by_date = {day: billing_period_start(day) for day in set(dates)}
-    moving: list[int] = []
-    lags: list[int] = []
-    periods: list[dt.date] = []
-    for position, row in enumerate(rows):
-        period = periods_by_date[dates[position]]
-        newest = as_date(row.get(NEWEST_USAGE_MONTH))
-        if newest is not None and newest > period:
-            moving.append(position)
-            lags.append((newest.year - period.year) * 12 + newest.month - period.month)
-            periods.append(period)
+    moving, lags, periods = _rows_to_move(
+        [row.get(NEWEST_USAGE_MONTH) for row in rows], [periods_by_date[day] for day in dates]
+    )
     result: list[Mapping[str, Any]] = list(rows)
     if not moving:
         return result
-    count = len(moving)
-    shifted = [dict(rows[position]) for position in moving]
-    # Every measure's months in one array, [measure, row, month], padded with a seventh unknown
-    # month; each row's months from its lag on are columns lag … lag + 5 (unknown past the
-    # sixth). All measures go through each numpy step together: deciding one invoice, numpy's
-    # cost per call is what counts.
-    padded = np.full((len(MONTHLY_MEASURES), count, USAGE_MONTHS + 1), math.nan)
-    padded[:, :, :USAGE_MONTHS] = [
-        [[as_float(row.get(key)) for key in keys] for row in shifted] for keys in _MONTH_KEYS
-    ]
-    take = np.minimum(np.asarray(lags)[:, None] + np.arange(USAGE_MONTHS)[None, :], USAGE_MONTHS)
-    moved = np.take_along_axis(
-        padded, np.broadcast_to(take, (len(MONTHLY_MEASURES), *take.shape)), 2
+    months = np.array(
+        [
+            [[as_float(rows[position].get(key)) for key in keys] for position in moving]
+            for keys in _MONTH_KEYS
+        ]
     )
-    for keys, measure_rows in zip(_MONTH_KEYS, moved.tolist(), strict=True):
-        for row, months in zip(shifted, measure_rows, strict=True):
-            for key, value in zip(keys, months, strict=True):
-                row[key] = None if math.isnan(value) else value
-    measures = len(MONTHLY_MEASURES)
+    updates = _moved_usage(months, lags, periods)
+    for index, position in enumerate(moving):
+        row = dict(rows[position])
+        for name, values in updates.items():
+            row[name] = values[index]
+        result[position] = row
+    return result
+
+
+def usage_columns_as_of(
+    columns: Mapping[str, Sequence[Any]], invoice_date: dt.date
+) -> dict[str, list[Any]]:
+    """:func:`usage_rows_as_of` over a usage view held column by column (one value per customer
+    in each), every invoice dated ``invoice_date``: the columns the move changes, each a new list
+    with the moved customers' values; empty when nobody's newest month is later than the billing
+    period. The invoice run moves a slice's customers this way, with no dict per customer, and
+    each moved customer reads back what :func:`usage_as_of` gives for their row."""
+    newest = columns[NEWEST_USAGE_MONTH]
+    period = billing_period_start(invoice_date)
+    moving, lags, periods = _rows_to_move(newest, [period] * len(newest))
+    if not moving:
+        return {}
+    every_row = len(moving) == len(newest)
+    months = np.stack(
+        [np.stack([_floats(columns[key])[moving] for key in keys], axis=1) for keys in _MONTH_KEYS]
+    )
+    moved: dict[str, list[Any]] = {}
+    for name, values in _moved_usage(months, lags, periods).items():
+        if every_row:
+            moved[name] = values
+            continue
+        column = list(columns[name])
+        for position, value in zip(moving, values, strict=True):
+            column[position] = value
+        moved[name] = column
+    return moved
+
+
+def _floats(values: Sequence[Any]) -> np.ndarray:
+    """A column as floats, missing values NaN, as :func:`as_float` reads each value."""
+    try:
+        return np.asarray(values, dtype=float)  # None becomes NaN
+    except (TypeError, ValueError):  # empty or non-numeric text: as_float's NaN
+        return np.array([as_float(value) for value in values])
+
+
+def _rows_to_move(
+    newest_months: Sequence[Any], periods: Sequence[dt.date]
+) -> tuple[list[int], list[int], list[dt.date]]:
+    """The positions whose newest month is later than their billing period, how many months
+    later, and that period."""
+    moving: list[int] = []
+    lags: list[int] = []
+    moved_to: list[dt.date] = []
+    for position, (month, period) in enumerate(zip(newest_months, periods, strict=True)):
+        newest = as_date(month)
+        if newest is not None and newest > period:
+            moving.append(position)
+            lags.append((newest.year - period.year) * 12 + newest.month - period.month)
+            moved_to.append(period)
+    return moving, lags, moved_to
+
+
+def _moved_usage(
+    months: np.ndarray, lags: Sequence[int], periods: Sequence[dt.date]
+) -> dict[str, list[Any]]:
+    """Every usage feature the move sets, one list per feature with a value per moved row.
+
+    ``months``: [measure, row, month], the ``MONTHLY_MEASURES`` of each row as ``_MONTH_KEYS``
+    holds them (m1 … m6). Each row's months from its lag on are its new m1 … m6 (unknown past
+    the sixth); the 3- and 6-month means, maxima, trends and overage counts are computed again
+    from them, as the feature transform computes them. All measures go through each numpy step
+    together: deciding one invoice, numpy's cost per call is what counts.
+    """
+    measures, count = len(MONTHLY_MEASURES), len(lags)
+    padded = np.full((measures, count, USAGE_MONTHS + 1), math.nan)
+    padded[:, :, :USAGE_MONTHS] = months
+    take = np.minimum(np.asarray(lags)[:, None] + np.arange(USAGE_MONTHS)[None, :], USAGE_MONTHS)
+    moved = np.take_along_axis(padded, np.broadcast_to(take, (measures, *take.shape)), 2)
+    updates: dict[str, list[Any]] = {}
+    for keys, measure_months in zip(_MONTH_KEYS, moved, strict=True):
+        for key, values in zip(keys, measure_months.T, strict=True):
+            updates[key] = _known_all(values)
     # Means and maxima of every measure in one call (the overage's 6-month ones go unused).
     stats = {
         stat: values.reshape(measures, count)
         for stat, values in window_stats(moved.reshape(measures * count, -1), (3, 6)).items()
     }
-    updates: dict[str, list[Any]] = {}
     for measure in _WINDOWED:
         for stat, values in stats.items():
             updates[f"{measure}_{stat}"] = _known_all(values[MONTHLY_MEASURES.index(measure)])
@@ -387,12 +448,7 @@ def usage_rows_as_of(
         period.isoformat() if lag < USAGE_MONTHS else None
         for period, lag in zip(periods, lags, strict=True)
     ]
-    for name, updated in updates.items():
-        for row, value in zip(shifted, updated, strict=True):
-            row[name] = value
-    for position, row in zip(moving, shifted, strict=True):
-        result[position] = row
-    return result
+    return updates
 
 
 def _known_all(values: np.ndarray) -> list[float | None]:

@@ -11,7 +11,12 @@ import pandas as pd
 import pytest
 
 from features.transforms.customer_usage import usage_features
-from serving.decision.inputs import billing_period_start, usage_as_of, usage_rows_as_of
+from serving.decision.inputs import (
+    billing_period_start,
+    usage_as_of,
+    usage_columns_as_of,
+    usage_rows_as_of,
+)
 
 
 @pytest.mark.parametrize(
@@ -146,3 +151,69 @@ def test_rows_moved_together_equal_each_row_moved_alone() -> None:
     ]
     with pytest.raises(ValueError, match="5 rows but 2 invoice dates"):
         usage_rows_as_of(rows, dates[:2])
+
+
+def _customers() -> list[dict[str, Any]]:
+    """Rows newest in November, September, November (three months known) and June, and one
+    customer without usage rows."""
+    rows = [
+        _row(_usage(months), newest)
+        for months, newest in [
+            (8, "2026-11-01"),
+            (8, "2026-09-01"),
+            (3, "2026-11-01"),
+            (8, "2026-06-01"),
+        ]
+    ]
+    return [*rows, dict.fromkeys(rows[0])]
+
+
+def _read_back(columns: dict[str, list[Any]], moved: dict[str, list[Any]]) -> list[list[Any]]:
+    names = list(columns)
+    count = len(columns[names[0]])
+    return [
+        [(name, moved.get(name, columns[name])[position]) for name in names]
+        for position in range(count)
+    ]
+
+
+@pytest.mark.parametrize(
+    "invoice_date",
+    [dt.date(2026, 11, 20), dt.date(2026, 7, 10), dt.date(2026, 4, 20), dt.date(2026, 12, 5)],
+)
+def test_a_view_moved_column_by_column_reads_back_each_row_moved_alone(
+    invoice_date: dt.date,
+) -> None:
+    """The invoice run moves a slice's usage view as columns: every customer reads back, value
+    for value and in the row's key order, what the engine's one-row move gives, whether some
+    rows move (20 November, 10 July), every known one (20 April, past what the rows hold) or
+    none (5 December)."""
+    rows = _customers()
+    columns = {name: [row[name] for row in rows] for name in rows[0]}
+    moved = usage_columns_as_of(columns, invoice_date)
+    expected = [list(usage_as_of(row, invoice_date).items()) for row in rows]
+    assert _read_back(columns, moved) == expected
+    if invoice_date == dt.date(2026, 12, 5):
+        assert moved == {}
+    else:
+        assert moved["usage_month_m1"][0] == billing_period_start(invoice_date).isoformat() or (
+            moved["usage_month_m1"][0] is None and invoice_date == dt.date(2026, 4, 20)
+        )
+    # The columns given are left as they were.
+    assert [row[name] for row in rows for name in rows[0]] == [
+        columns[name][position] for position in range(len(rows)) for name in rows[0]
+    ]
+
+
+def test_a_view_whose_every_row_moves_and_one_read_as_text() -> None:
+    """When every row moves the new columns are the moved values themselves; a month given as
+    text (a store that keeps numbers as text) is read as the engine's ``as_float`` reads it."""
+    rows = [_customers()[0], _customers()[2]]
+    rows[1]["data_gb_m2"] = "3.25"
+    rows[1]["voice_minutes_m2"] = ""
+    columns = {name: [row[name] for row in rows] for name in rows[0]}
+    moved = usage_columns_as_of(columns, dt.date(2026, 11, 20))
+    assert _read_back(columns, moved) == [
+        list(usage_as_of(row, dt.date(2026, 11, 20)).items()) for row in rows
+    ]
+    assert moved["data_gb_m1"][1] == 3.25 and moved["voice_minutes_m1"][1] is None
