@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Literal, TypedDict
@@ -227,17 +228,22 @@ def extra_charges(account: Account, locale: Locale, tariff: Tariff = TARIFF) -> 
         ),
     )
     used = [as_float(f.get(column)) for _, column, _, _, _ in measures]
-    # One call for the three measures: the billing function, on arrays.
-    amounts = overage_sek(
-        np.array(used), np.array([m[2] for m in measures]), np.array([m[3] for m in measures])
-    ).tolist()
-    charges = [
-        _overage_charge(kind, amount, value, allowance, price, locale, gigabytes=gigabytes)
-        for (kind, _, allowance, price, gigabytes), value, amount in zip(
-            measures, used, amounts, strict=True
-        )
-    ]
-    result = [charge for charge in charges if charge is not None]
+    allowances = [allowance for _, _, allowance, _, _ in measures]
+    result: list[ExtraCharge] = []
+    # Most months stay within every allowance, and then nothing is charged: the billing function
+    # is asked only when a measure exceeds its allowance (NaN, unknown or unlimited, never does).
+    if any(value > allowance for value, allowance in zip(used, allowances, strict=True)):
+        # One call for the three measures: the billing function, on arrays.
+        amounts = overage_sek(
+            np.array(used), np.array(allowances), np.array([m[3] for m in measures])
+        ).tolist()
+        charges = [
+            _overage_charge(kind, amount, value, allowance, price, locale, gigabytes=gigabytes)
+            for (kind, _, allowance, price, gigabytes), value, amount in zip(
+                measures, used, amounts, strict=True
+            )
+        ]
+        result = [charge for charge in charges if charge is not None]
     fees: tuple[tuple[ChargeKind, str], ...] = (
         ("invoice_fee", "invoice_fee_last_sek"),
         ("reminder_fee", "reminder_fee_last_sek"),
@@ -251,32 +257,52 @@ def extra_charges(account: Account, locale: Locale, tariff: Tariff = TARIFF) -> 
     return result
 
 
-def _trends(account: Account, first: dt.date | None) -> list[Trend]:
-    f = account.features
-    months = [
+def _trend_keys(column: str) -> tuple[str, ...]:
+    """A measure's monthly feature names, oldest month first (m6 … m1)."""
+    return tuple(f"{column}_m{TREND_MONTHS - i}" for i in range(TREND_MONTHS))
+
+
+# Rounded as the usage lines round the same measure: whole minutes, so the newest month's trend
+# reads as its usage line does.
+_TREND_MEASURES: tuple[
+    tuple[
+        Literal["data", "voice", "roaming", "overage"],
+        Literal["GB", "min", "SEK"],
+        int,
+        tuple[str, ...],
+    ],
+    ...,
+] = (
+    ("data", "GB", 2, _trend_keys("data_gb")),
+    ("voice", "min", 0, _trend_keys("voice_minutes")),
+    ("roaming", "GB", 2, _trend_keys("roaming_data_gb")),
+    ("overage", "SEK", 2, _trend_keys("overage_sek")),
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _trend_months(first: dt.date | None) -> tuple[str | None, ...]:
+    """The trend's months, oldest first, ending with the billing period ``first`` (every one
+    unknown without it); the same few periods for every invoice of a run, so kept."""
+    return tuple(
         None if first is None else _months_back(first, back).isoformat()
         for back in range(TREND_MONTHS - 1, -1, -1)
-    ]
-    # Rounded as the usage lines round the same measure: whole minutes, so the newest month's
-    # trend reads as its usage line does.
-    measures: Sequence[
-        tuple[Literal["data", "voice", "roaming", "overage"], str, Literal["GB", "min", "SEK"], int]
-    ] = (
-        ("data", "data_gb", "GB", 2),
-        ("voice", "voice_minutes", "min", 0),
-        ("roaming", "roaming_data_gb", "GB", 2),
-        ("overage", "overage_sek", "SEK", 2),
     )
+
+
+def _trends(account: Account, first: dt.date | None) -> list[Trend]:
+    f = account.features
+    months = _trend_months(first)
     return [
         {
             "measure": measure,
             "unit": unit,
             "months": [
-                {"month": month, "used": _value(f, f"{column}_m{TREND_MONTHS - i}", decimals)}
-                for i, month in enumerate(months)
+                {"month": month, "used": _value(f, key, decimals)}
+                for month, key in zip(months, keys, strict=True)
             ],
         }
-        for measure, column, unit, decimals in measures
+        for measure, unit, decimals, keys in _TREND_MEASURES
     ]
 
 
