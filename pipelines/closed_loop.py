@@ -319,6 +319,10 @@ def run_closed_loop(
     data_dir = Path(settings.data_dir)
     if not has_ground_truth(data_dir):
         raise ValueError(f"{data_dir} is not a simulated world: no hidden behaviour to answer")
+    if compared_sample is not None and compared_sample < 1:
+        raise ValueError(
+            f"compared_sample must be at least 1 (or None: all), not {compared_sample}"
+        )
     if months < 2:
         raise ValueError("the loop needs at least two months: one decided, one evaluated")
     events = read_table(data_dir, OFFER_EVENTS)
@@ -355,7 +359,12 @@ def run_closed_loop(
     # paired.
     last = loop_months[-1]
     compared = compare_models(
-        settings, last, models, starting, sample=compared_sample or ALL_DECISIONS, seed=seed
+        settings,
+        last,
+        models,
+        starting,
+        sample=ALL_DECISIONS if compared_sample is None else compared_sample,
+        seed=seed,
     )
     (lift, start_lift), (accepted, start_accepted) = (
         compared["lift_captured"],

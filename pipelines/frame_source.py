@@ -127,9 +127,6 @@ class _ViewRows:
         moved = usage_columns_as_of(
             dict(zip(self.features, self.columns, strict=True)), invoice_date
         )
-        unknown = set(moved) - set(self.features)
-        if unknown:
-            raise KeyError(f"moving the usage back sets features the view lacks: {sorted(unknown)}")
         if not moved:
             return self
         columns = tuple(

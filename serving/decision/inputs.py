@@ -354,6 +354,9 @@ def usage_columns_as_of(
     with the moved customers' values; empty when nobody's newest month is later than the billing
     period. The invoice run moves a slice's customers this way, with no dict per customer, and
     each moved customer reads back what :func:`usage_as_of` gives for their row."""
+    missing = [name for name in _MOVE_FEATURES if name not in columns]
+    if missing:
+        raise KeyError(f"the usage view lacks features the move reads or sets: {missing}")
     newest = columns[NEWEST_USAGE_MONTH]
     period = billing_period_start(invoice_date)
     moving, lags, periods = _rows_to_move(newest, [period] * len(newest))
@@ -373,6 +376,22 @@ def usage_columns_as_of(
             column[position] = value
         moved[name] = column
     return moved
+
+
+# Every feature the move reads or sets (what _moved_usage returns, in its order).
+_MOVE_FEATURES: tuple[str, ...] = (
+    *(key for keys in _MONTH_KEYS for key in keys),
+    *(
+        f"{measure}_{stat}"
+        for measure in _WINDOWED
+        for stat in ("avg_3m", "max_3m", "avg_6m", "max_6m")
+    ),
+    *(f"{measure}_trend_6m" for measure in _TRENDED),
+    "overage_sek_avg_3m",
+    "months_over_allowance_6m",
+    *_NEWEST_MONTH_ONLY,
+    NEWEST_USAGE_MONTH,
+)
 
 
 def _floats(values: Sequence[Any]) -> np.ndarray:

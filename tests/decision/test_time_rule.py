@@ -186,8 +186,8 @@ def test_a_view_moved_column_by_column_reads_back_each_row_moved_alone(
 ) -> None:
     """The invoice run moves a slice's usage view as columns: every customer reads back, value
     for value and in the row's key order, what the engine's one-row move gives, whether some
-    rows move (20 November, 10 July), every known one (20 April, past what the rows hold) or
-    none (5 December)."""
+    rows move (20 November, 10 July), every customer with usage (20 April, past what the rows
+    hold) or none (5 December)."""
     rows = _customers()
     columns = {name: [row[name] for row in rows] for name in rows[0]}
     moved = usage_columns_as_of(columns, invoice_date)
@@ -217,3 +217,10 @@ def test_a_view_whose_every_row_moves_and_one_read_as_text() -> None:
         list(usage_as_of(row, dt.date(2026, 11, 20)).items()) for row in rows
     ]
     assert moved["data_gb_m1"][1] == 3.25 and moved["voice_minutes_m1"][1] is None
+
+
+def test_a_view_without_a_feature_the_move_sets_is_refused_by_name() -> None:
+    rows = _customers()
+    columns = {name: [row[name] for row in rows] for name in rows[0] if name != "sms_m1"}
+    with pytest.raises(KeyError, match="lacks features the move reads or sets: \\['sms_m1'\\]"):
+        usage_columns_as_of(columns, dt.date(2026, 12, 5))

@@ -83,3 +83,11 @@ def test_the_loop_refuses_a_world_without_hidden_behaviour(tmp_path: Path) -> No
     settings = Settings(_env_file=None, data_dir=tmp_path)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="not a simulated world"):
         run_closed_loop(settings, tmp_path / "work")
+
+
+def test_the_loop_refuses_a_verdict_on_no_invoices(
+    simulated_world: SimulatedWorld, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="compared_sample must be at least 1"):
+        run_closed_loop(simulated_world.settings, tmp_path / "work", compared_sample=0)
+    assert not (tmp_path / "work").exists()
