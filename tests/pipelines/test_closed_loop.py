@@ -10,7 +10,7 @@ import pytest
 
 from core.contract import OFFER_EVENTS
 from core.tables import read_table
-from pipelines.closed_loop import ClosedLoop, run_closed_loop
+from pipelines.closed_loop import ALL_DECISIONS, ClosedLoop, run_closed_loop
 from pipelines.policy_evaluation import logged_decisions
 from tests.simulated_world import SimulatedWorld
 
@@ -65,7 +65,7 @@ def test_the_verdict_replays_every_invoice_of_the_last_month(
     """The months on the way are evaluated on a sample (400 here); the comparison that
     decides whether the loop lost lift replays every logged decision of the last month."""
     november, _ = logged_decisions(
-        simulated_world.settings.data_dir, dt.date(2026, 11, 1), sample=10**9, seed=2
+        simulated_world.settings.data_dir, dt.date(2026, 11, 1), sample=ALL_DECISIONS, seed=2
     )
     assert len(november) > 400
     assert loop.compared_invoices == len(november)
