@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -71,11 +73,17 @@ class Catalog(BaseModel):
             seen.add(offer.offer_id)
         return self
 
-    def by_id(self) -> dict[str, Offer]:
+    def by_id(self) -> Mapping[str, Offer]:
+        """The offers by id (read-only: the catalog is frozen, so it is built once)."""
+        return self._by_id
+
+    @cached_property
+    def _by_id(self) -> Mapping[str, Offer]:
         return {offer.offer_id: offer for offer in self.offers}
 
-    @property
+    @cached_property
     def plans(self) -> tuple[Offer, ...]:
+        """The plans, in catalog order; every usage summary reads them."""
         return tuple(offer for offer in self.offers if offer.kind == "plan")
 
 
