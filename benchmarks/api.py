@@ -212,6 +212,14 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _major_faults(pid: int) -> int:
+    """Page faults of a process so far that had to wait for the disk (``majflt`` in ``/proc``):
+    the SQLite online store is read through a memory map, so a customer's pages that are not in
+    the page cache show here."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[9])
+
+
 def _kept_up(step: dict[str, Any]) -> bool:
     # A batch of a hundred invoices is one answer of a hundred decisions: its latency bound is
     # the run's, not a single invoice's.
@@ -242,7 +250,7 @@ def drive(
     after the previous step's, so a customer comes back only once the whole population has.
     With ``server_pid``, each step also says what CPU time the server used per decision answered
     (its process's user and system time over the step, the load generator's start included, when
-    the server waits).
+    the server waits) and how many of its page faults a decision waited on the disk for.
     """
     warm_up_rate = 2 if batch_size else 50
     drawn = start
@@ -250,12 +258,15 @@ def drive(
     def step(rate: float, seconds: float, name: str) -> dict[str, Any]:
         nonlocal drawn
         used = _cpu_seconds(server_pid) if server_pid is not None else 0.0
+        faults = _major_faults(server_pid) if server_pid is not None else 0
         summary = _run_rate(port, invoices, rate, seconds, name, batch_size, drawn)
         drawn += int(summary["sent"]) * max(batch_size, 1)
         if server_pid is not None:
             answered = int(summary["ok"]) * max(batch_size, 1)
             used = _cpu_seconds(server_pid) - used
             summary["server_cpu_ms_per_decision"] = round(1000 * used / max(answered, 1), 3)
+            faults = _major_faults(server_pid) - faults
+            summary["server_disk_faults_per_decision"] = round(faults / max(answered, 1), 2)
         return summary
 
     step(warm_up_rate, WARM_UP_SECONDS, f"{tag}-warm-up")

@@ -316,9 +316,10 @@ def usage_as_of(row: Mapping[str, Any], invoice_date: dt.date) -> Mapping[str, A
 def usage_rows_as_of(
     rows: Sequence[Mapping[str, Any]], invoice_dates: dt.date | Sequence[dt.date]
 ) -> list[Mapping[str, Any]]:
-    """:func:`usage_as_of` of each row, the rows to move computed together over arrays (the API
-    moves the invoices it decides together, whatever their dates); each result equals the row's
-    own. ``invoice_dates``: one date for every row, or each row's own."""
+    """:func:`usage_as_of` of each row (the API moves the invoices it decides together, whatever
+    their dates); each result equals the row's own. A few rows to move are moved one by one in
+    plain Python, more together over arrays, to the same values. ``invoice_dates``: one date for
+    every row, or each row's own."""
     dates = (
         [invoice_dates] * len(rows) if isinstance(invoice_dates, dt.date) else list(invoice_dates)
     )
@@ -523,12 +524,8 @@ def _window_stats(values: Sequence[float]) -> list[tuple[str, float | None]]:
         total = 0.0 if math.isnan(values[0]) else values[0]
         for value in values[1:window]:  # unknown months add 0.0, as numpy's masked sum does
             total += 0.0 if math.isnan(value) else value
-        largest = math.nan
-        for value in values[:window]:  # np.fmax: an unknown month never wins
-            if math.isnan(largest) or value > largest:
-                largest = value if not math.isnan(value) else largest
         stats.append((f"avg_{window}m", _known(total / len(known)) if known else None))
-        stats.append((f"max_{window}m", _known(largest)))
+        stats.append((f"max_{window}m", _known(max(known)) if known else None))
     return stats
 
 

@@ -53,3 +53,18 @@ def test_the_servers_cpu_time_is_read_from_proc_as_the_process_counts_it() -> No
     assert counted >= 0.3
     # /proc counts in clock ticks (10 ms here); the process's other threads add next to nothing.
     assert abs(read - counted) < 0.05
+
+
+def test_the_servers_disk_faults_are_read_from_proc_as_the_process_counts_them() -> None:
+    """Each step also reports how many page faults a decision waited on the disk for: the same
+    counter the kernel gives the process itself."""
+    import os
+    import resource
+
+    from benchmarks.api import _major_faults
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_majflt
+    read = _major_faults(os.getpid())
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_majflt
+    assert before <= read <= after
+    assert isinstance(read, int)
