@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 import yaml
@@ -74,16 +75,22 @@ class Catalog(BaseModel):
         return self
 
     def by_id(self) -> Mapping[str, Offer]:
-        """The offers by id (read-only: the catalog is frozen, so it is built once)."""
-        return self._by_id
+        """The offers by id, read-only: built once, since the catalog is frozen."""
+        return MappingProxyType(self._by_id)
 
+    @property
+    def plans(self) -> tuple[Offer, ...]:
+        """The plans, in catalog order; every usage summary reads them."""
+        return self._plans
+
+    # Kept on first use (every decision reads them). Behind read-only accessors, since pydantic
+    # would let a cached_property's name be assigned on a frozen model.
     @cached_property
-    def _by_id(self) -> Mapping[str, Offer]:
+    def _by_id(self) -> dict[str, Offer]:
         return {offer.offer_id: offer for offer in self.offers}
 
     @cached_property
-    def plans(self) -> tuple[Offer, ...]:
-        """The plans, in catalog order; every usage summary reads them."""
+    def _plans(self) -> tuple[Offer, ...]:
         return tuple(offer for offer in self.offers if offer.kind == "plan")
 
 

@@ -525,7 +525,11 @@ def _window_stats(values: Sequence[float]) -> list[tuple[str, float | None]]:
         for value in values[1:window]:  # unknown months add 0.0, as numpy's masked sum does
             total += 0.0 if math.isnan(value) else value
         stats.append((f"avg_{window}m", _known(total / len(known)) if known else None))
-        stats.append((f"max_{window}m", _known(max(known)) if known else None))
+        largest: float | None = None
+        for value in known:  # as np.fmax.accumulate: of equal values (0.0, -0.0) the later
+            if largest is None or value >= largest:
+                largest = value
+        stats.append((f"max_{window}m", None if largest is None else float(largest)))
     return stats
 
 
