@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from core.trends import least_squares_slope, window_stats
+from core.trends import least_squares_slope, row_slope, row_window_stats, window_stats
 
 Locale = Literal["sv", "en"]
 
@@ -484,10 +484,9 @@ _MOVED_ONE_BY_ONE = 6
 
 
 def _moved_row(months: Sequence[Sequence[float]], lag: int, period: dt.date) -> dict[str, Any]:
-    """:func:`_moved_usage` of one row: the same features, each the same value to the last bit,
-    since every sum is taken in the order numpy takes it (from the first month on; numpy adds
-    fewer than eight values one after another). ``months``: the row's ``MONTHLY_MEASURES``, each
-    its m1 … m6 with NaN for unknown."""
+    """:func:`_moved_usage` of one row, in plain Python (``core.trends``' one-row functions): the
+    same features, each the same value to the last bit. ``months``: the row's
+    ``MONTHLY_MEASURES``, each its m1 … m6 with NaN for unknown."""
     moved = [
         [
             values[month] if month < USAGE_MONTHS else math.nan
@@ -501,13 +500,13 @@ def _moved_row(months: Sequence[Sequence[float]], lag: int, period: dt.date) -> 
             updates[key] = _known(value)
     by_measure = dict(zip(MONTHLY_MEASURES, moved, strict=True))
     for measure in _WINDOWED:
-        updates.update(
-            {f"{measure}_{stat}": value for stat, value in _window_stats(by_measure[measure])}
-        )
+        for stat, value in row_window_stats(by_measure[measure], (3, 6)).items():
+            updates[f"{measure}_{stat}"] = _known(value)
+    months_ago = [-float(month) for month in range(USAGE_MONTHS)]
     for measure in _TRENDED:
-        updates[f"{measure}_trend_6m"] = _known(_trend(by_measure[measure]))
+        updates[f"{measure}_trend_6m"] = _known(row_slope(months_ago, by_measure[measure]))
     overage = by_measure["overage_sek"]
-    updates["overage_sek_avg_3m"] = dict(_window_stats(overage))["avg_3m"]
+    updates["overage_sek_avg_3m"] = _known(row_window_stats(overage, (3,))["avg_3m"])
     updates["months_over_allowance_6m"] = sum(1 for value in overage if value > 0)
     for name in _NEWEST_MONTH_ONLY:
         updates[name] = None
@@ -515,47 +514,9 @@ def _moved_row(months: Sequence[Sequence[float]], lag: int, period: dt.date) -> 
     return updates
 
 
-def _window_stats(values: Sequence[float]) -> list[tuple[str, float | None]]:
-    """:func:`core.trends.window_stats` of one row for the 3- and 6-month windows: the mean and
-    the largest of the known months, None when none is known."""
-    stats: list[tuple[str, float | None]] = []
-    for window in (3, 6):
-        known = [value for value in values[:window] if not math.isnan(value)]
-        total = 0.0 if math.isnan(values[0]) else values[0]
-        for value in values[1:window]:  # unknown months add 0.0, as numpy's masked sum does
-            total += 0.0 if math.isnan(value) else value
-        stats.append((f"avg_{window}m", _known(total / len(known)) if known else None))
-        largest: float | None = None
-        for value in known:  # as np.fmax.accumulate: of equal values (0.0, -0.0) the later
-            if largest is None or value >= largest:
-                largest = value
-        stats.append((f"max_{window}m", None if largest is None else float(largest)))
-    return stats
-
-
-def _trend(values: Sequence[float]) -> float:
-    """:func:`core.trends.least_squares_slope` of one row against the months ago (0, −1, … −5)."""
-    count = sum_x = sum_y = sum_xx = sum_xy = 0.0
-    for month, value in enumerate(values):
-        known = not math.isnan(value)
-        x, y = (-float(month), value) if known else (0.0, 0.0)
-        if month == 0:  # numpy's sum starts from the first value, not from 0.0
-            count, sum_x, sum_y, sum_xx, sum_xy = float(known), x, y, x * x, x * y
-            continue
-        count += known
-        sum_x += x
-        sum_y += y
-        sum_xx += x * x
-        sum_xy += x * y
-    denominator = count * sum_xx - sum_x * sum_x
-    if count < 2 or not denominator > 1e-9:
-        return math.nan
-    return (count * sum_xy - sum_x * sum_y) / denominator
-
-
 def _known(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
 def _known_all(values: np.ndarray) -> list[float | None]:
-    return [None if math.isnan(value) else float(value) for value in values.tolist()]
+    return [_known(value) for value in values.tolist()]
