@@ -8,8 +8,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from core.plan_fit import OFFER_KIND_CODES, PLAN_FIT_OUTPUTS, monthly_overage_sek, plan_fit
+from core.plan_fit import (
+    CONTRACT_INPUTS,
+    OFFER_INPUTS,
+    OFFER_KIND_CODES,
+    PLAN_FIT_OUTPUTS,
+    USAGE_INPUTS,
+    monthly_overage_sek,
+    plan_fit,
+    plan_fit_arrays,
+    plan_fit_rows,
+    round_as_numpy,
+)
 
 NAN = math.nan
 PLAN_5GB = {"fee": 179.0, "new": 149.0, "data": 5.0, "voice": NAN, "roaming": 3.0}
@@ -177,3 +190,53 @@ def test_monthly_overage_treats_nan_allowance_as_unlimited() -> None:
         np.array([NAN, 1.0]),
     )
     assert overage.tolist() == [0.0, 5 * 29.0 + 200 * 0.59 + 39.0]
+
+
+# --- one customer in plain Python: the same numbers as the arrays, to the last bit ------------
+
+_VALUE = st.one_of(
+    st.sampled_from([0.0, -0.0, NAN, math.inf, -math.inf, 1e308, 5e-324, 0.005, 0.015, 2.675]),
+    st.floats(min_value=-5.0, max_value=500.0, allow_nan=False),
+    st.integers(min_value=0, max_value=5000).map(lambda cents: cents / 100),
+)
+_KIND = st.sampled_from([*map(float, OFFER_KIND_CODES.values()), NAN, 7.0])
+_CUSTOMER = st.lists(_VALUE, min_size=len(USAGE_INPUTS) + len(CONTRACT_INPUTS), max_size=14)
+_OFFER = st.tuples(_KIND, _VALUE, _VALUE, _VALUE, _VALUE).map(list)
+
+
+@settings(max_examples=600, deadline=None)
+@given(customer=_CUSTOMER, offers=st.lists(_OFFER, min_size=1, max_size=12))
+def test_one_customer_in_plain_python_equals_the_arrays(
+    customer: list[float], offers: list[list[float]]
+) -> None:
+    names = (*USAGE_INPUTS, *CONTRACT_INPUTS, *OFFER_INPUTS)
+    block = np.array([customer + offer for offer in offers])
+    with np.errstate(all="ignore"):
+        arrays = plan_fit_arrays({name: block[:, i] for i, name in enumerate(names)})
+    expected = [
+        tuple(repr(float(arrays[name][row])) for name in PLAN_FIT_OUTPUTS)
+        for row in range(len(offers))
+    ]
+    assert [tuple(map(repr, row)) for row in plan_fit_rows(customer, offers)] == expected
+
+
+def test_one_customer_rounds_and_adds_as_numpy_does() -> None:
+    # 2.675 is stored a little below 2.675, and Python's round gives 2.67; the product × 100
+    # rounds to 267.5, and numpy (as the one-row path) gives 2.68.
+    assert round(2.675, 2) == 2.67
+    assert round_as_numpy(2.675, 100.0) == float(np.round(2.675, 2)) == 2.68
+    assert round_as_numpy(0.125, 100.0) == 0.12  # half to even, as numpy's rint
+    assert repr(round_as_numpy(-0.001, 100.0)) == repr(float(np.round(-0.001, 2))) == "-0.0"
+    assert round_as_numpy(math.inf, 100.0) == math.inf and math.isnan(round_as_numpy(NAN, 100.0))
+    # A customer who used -0.0 GB each month: the share of the allowance adds up to 0.0, not
+    # -0.0, as numpy's sum starts from 0.0.
+    customer = [-0.0, -0.0, -0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 179.0, 5.0, NAN, 3.0, 149.0]
+    (row,) = plan_fit_rows(customer, [[float(OFFER_KIND_CODES["plan"]), 249.0, 15.0, NAN, 6.0]])
+    assert dict(zip(PLAN_FIT_OUTPUTS, map(repr, row), strict=True)) == {
+        "fit_current_cost_sek_per_month": "179.0",
+        "fit_offer_cost_sek_per_month": "249.0",
+        "fit_saving_sek_per_month": "-70.0",
+        "fit_offer_overage_sek_per_month": "0.0",
+        "fit_current_overage_sek_per_month": "0.0",
+        "fit_data_allowance_used": "0.0",
+    }
