@@ -269,6 +269,26 @@ def test_online_read_equals_the_newest_offline_values(repo: Repo) -> None:
     assert fit["fit_saving_sek_per_month"] == [pytest.approx(7.33)]
 
 
+def test_a_customer_read_finds_every_value_in_an_index(repo: Repo) -> None:
+    """The direct reader's statement (every customer view of one customer) reads each view from
+    the index materialize keeps of (entity key, feature name, value), not the table's pages."""
+    import sqlite3
+
+    from features.online import OnlineReader
+
+    store = open_store(repo.settings)
+    refs = [f"{view}:{name}" for view in CUSTOMER_VIEWS for name in FEATURE_VIEWS[view]]
+    statement = OnlineReader(store, refs)._backend.statement  # type: ignore[union-attr]
+    connection = sqlite3.connect(Path(repo.settings.feast_dir) / "online.db")
+    try:
+        plan = [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {statement}", (b"",))]
+    finally:
+        connection.close()
+    searches = [step for step in plan if step.startswith("SEARCH")]
+    assert len(searches) == len(CUSTOMER_VIEWS)
+    assert all("USING COVERING INDEX" in step and "_values" in step for step in searches), plan
+
+
 def reader_matches_feast(store: Any) -> None:
     from features.online import OnlineFeatures, read_online
 
