@@ -2,6 +2,8 @@
 
 Pure and vectorised. The same function feeds Feast's on-demand view, training, serving, the usage
 summary and the simulator's own billing, so a saving shown on an invoice is the one the model saw.
+A decision for one customer prices its few offers with ``plan_fit_rows``, the same arithmetic on
+floats, equal to the arrays' numbers to the last bit (tests/core/test_plan_fit.py).
 """
 
 from __future__ import annotations
