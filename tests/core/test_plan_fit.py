@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from core.plan_fit import (
@@ -204,8 +204,17 @@ _CUSTOMER = st.lists(_VALUE, min_size=len(USAGE_INPUTS) + len(CONTRACT_INPUTS), 
 _OFFER = st.tuples(_KIND, _VALUE, _VALUE, _VALUE, _VALUE).map(list)
 
 
+_PLAN_15GB_OFFER = [float(OFFER_KIND_CODES["plan"]), 249.0, 15.0, NAN, 6.0]
+
+
 @settings(max_examples=600, deadline=None)
 @given(customer=_CUSTOMER, offers=st.lists(_OFFER, min_size=1, max_size=12))
+# No month of data usage known (a new customer): the means are over one month, not zero.
+@example(customer=[NAN] * 9 + [179.0, 5.0, NAN, 3.0, 149.0], offers=[_PLAN_15GB_OFFER])
+# Unlimited use of an unlimited allowance: inf − inf is NaN, and NaN is what the costs are.
+@example(customer=[math.inf] + [1.0] * 8 + [179.0, math.inf, NAN, 3.0, 149.0], offers=[[0.0] * 5])
+# Every month -0.0 against allowances of 0.0: the overage is 0.0, as numpy's sum from 0.0 gives.
+@example(customer=[-0.0] * 9 + [179.0, 0.0, 0.0, 0.0, 149.0], offers=[[1.0, 10.0, 0.0, 0.0, 0.0]])
 def test_one_customer_in_plain_python_equals_the_arrays(
     customer: list[float], offers: list[list[float]]
 ) -> None:

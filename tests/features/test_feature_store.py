@@ -269,24 +269,67 @@ def test_online_read_equals_the_newest_offline_values(repo: Repo) -> None:
     assert fit["fit_saving_sek_per_month"] == [pytest.approx(7.33)]
 
 
-def test_a_customer_read_finds_every_value_in_an_index(repo: Repo) -> None:
-    """The direct reader's statement (every customer view of one customer) reads each view from
-    the index materialize keeps of (entity key, feature name, value), not the table's pages."""
+def customer_read_plan(settings: Settings) -> dict[str, str]:
+    """How SQLite finds each view's rows for the direct reader's statement (every customer view
+    of one customer), by view table."""
     import sqlite3
+
+    from feast.infra.online_stores.helpers import compute_table_id
 
     from features.online import OnlineReader
 
-    store = open_store(repo.settings)
+    store = open_store(settings)
     refs = [f"{view}:{name}" for view in CUSTOMER_VIEWS for name in FEATURE_VIEWS[view]]
     statement = OnlineReader(store, refs)._backend.statement  # type: ignore[union-attr]
-    connection = sqlite3.connect(Path(repo.settings.feast_dir) / "online.db")
+    connection = sqlite3.connect(Path(settings.feast_dir) / "online.db")
     try:
-        plan = [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {statement}", (b"",))]
+        steps = [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {statement}", (b"",))]
     finally:
         connection.close()
-    searches = [step for step in plan if step.startswith("SEARCH")]
-    assert len(searches) == len(CUSTOMER_VIEWS)
-    assert all("USING COVERING INDEX" in step and "_values" in step for step in searches), plan
+    tables = [
+        compute_table_id(store.project, store.get_feature_view(view), False)
+        for view in CUSTOMER_VIEWS
+    ]
+    return {table: next(s for s in steps if s.startswith(f"SEARCH {table} ")) for table in tables}
+
+
+def test_a_customer_read_finds_every_value_in_an_index(repo: Repo) -> None:
+    """Materialize keeps an index of (entity key, feature name, value) on each view table, and
+    the direct reader reads every view from it, not from the table's pages."""
+    plan = customer_read_plan(repo.settings)
+    assert plan == {
+        table: f"SEARCH {table} USING COVERING INDEX {table}__values (entity_key=?)"
+        for table in plan
+    }
+
+
+def test_a_store_without_the_index_gets_it_at_its_next_materialize(repo: Repo) -> None:
+    """A store written by Feast's own materialize, or before the index existed, has none; the
+    next materialize adds it, even with no new rows to load."""
+    import sqlite3
+
+    settings = fresh_store_settings(repo, "values-index")
+    apply_repository(settings)
+    materialize(END, settings, engine="feast", show_progress=False)
+    assert all("COVERING INDEX" in step for step in customer_read_plan(settings).values())
+    connection = sqlite3.connect(Path(settings.feast_dir) / "online.db")
+    try:
+        names = [
+            name
+            for (name,) in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%!__values' "
+                "ESCAPE '!'"
+            )
+        ]
+        assert len(names) == len(FEATURE_VIEWS)  # every view table, the offers' included
+        for name in names:
+            connection.execute(f'DROP INDEX "{name}"')
+    finally:
+        connection.close()
+    assert not any("COVERING INDEX" in step for step in customer_read_plan(settings).values())
+    again = materialize(END, settings, show_progress=False)
+    assert {load.entities for load in again.views if load.view != "customer_consent"} == {0}
+    assert all("COVERING INDEX" in step for step in customer_read_plan(settings).values())
 
 
 def reader_matches_feast(store: Any) -> None:
