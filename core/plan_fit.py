@@ -240,7 +240,12 @@ def _excess(used: float, allowance: float) -> float:
     if allowance != allowance:
         return 0.0
     over = used - allowance
-    return over if over >= 0.0 or over != over else 0.0
+    return over if over > 0.0 or over != over else 0.0
+
+
+def overage_row(used: float, allowance: float, price_per_unit: float) -> float:
+    """:func:`overage_sek` for one measure of one month, in plain Python: the same number."""
+    return round_as_numpy(_excess(used, allowance) * price_per_unit, 100.0)
 
 
 def _as_number(value: float) -> float:
@@ -286,11 +291,9 @@ def plan_fit_rows(
         for month in range(FIT_MONTHS):
             charge = (
                 round_as_numpy(
-                    round_as_numpy(_excess(data[month], allowance_data) * data_price, 100.0)
-                    + round_as_numpy(_excess(voice[month], allowance_voice) * voice_price, 100.0)
-                    + round_as_numpy(
-                        _excess(roaming[month], allowance_roaming) * roaming_price, 100.0
-                    ),
+                    overage_row(data[month], allowance_data, data_price)
+                    + overage_row(voice[month], allowance_voice, voice_price)
+                    + overage_row(roaming[month], allowance_roaming, roaming_price),
                     100.0,
                 )
                 if known[month]

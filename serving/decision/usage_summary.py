@@ -16,10 +16,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Literal, TypedDict
 
-import numpy as np
-
 from core.catalog import Catalog, Offer
-from core.plan_fit import FIT_MONTHS, TARIFF, Tariff, overage_sek
+from core.plan_fit import FIT_MONTHS, TARIFF, Tariff, overage_row
 from serving.decision.candidates import (
     PlanFit,
     PlanFitTable,
@@ -233,10 +231,12 @@ def extra_charges(account: Account, locale: Locale, tariff: Tariff = TARIFF) -> 
     # Most months stay within every allowance, and then nothing is charged: the billing function
     # is asked only when a measure exceeds its allowance (NaN, unknown or unlimited, never does).
     if any(value > allowance for value, allowance in zip(used, allowances, strict=True)):
-        # One call for the three measures: the billing function, on arrays.
-        amounts = overage_sek(
-            np.array(used), np.array(allowances), np.array([m[3] for m in measures])
-        ).tolist()
+        # The billing function's arithmetic for one value each (numpy's cost per call would be
+        # most of the work for three numbers).
+        amounts = [
+            overage_row(value, allowance, measure[3])
+            for measure, value, allowance in zip(measures, used, allowances, strict=True)
+        ]
         charges = [
             _overage_charge(kind, amount, value, allowance, price, locale, gigabytes=gigabytes)
             for (kind, _, allowance, price, gigabytes), value, amount in zip(

@@ -18,6 +18,8 @@ from core.plan_fit import (
     PLAN_FIT_OUTPUTS,
     USAGE_INPUTS,
     monthly_overage_sek,
+    overage_row,
+    overage_sek,
     plan_fit,
     plan_fit_arrays,
     plan_fit_rows,
@@ -227,6 +229,22 @@ def test_one_customer_in_plain_python_equals_the_arrays(
         for row in range(len(offers))
     ]
     assert [tuple(map(repr, row)) for row in plan_fit_rows(customer, offers)] == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    measures=st.lists(
+        st.tuples(_VALUE, _VALUE, st.sampled_from([29.0, 0.59, 39.0, 0.0])), min_size=1
+    )
+)
+@example(measures=[(-0.0, 0.0, 29.0), (5.0, 5.0, 29.0), (math.inf, math.inf, 39.0)])
+def test_one_overage_in_plain_python_equals_the_billing_function(
+    measures: list[tuple[float, float, float]],
+) -> None:
+    used, allowance, price = (np.array(column) for column in zip(*measures, strict=True))
+    with np.errstate(all="ignore"):
+        expected = [repr(float(value)) for value in overage_sek(used, allowance, price)]
+    assert [repr(overage_row(*measure)) for measure in measures] == expected
 
 
 def test_one_customer_rounds_and_adds_as_numpy_does() -> None:
