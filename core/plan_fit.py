@@ -302,13 +302,15 @@ def plan_fit_rows(
             total += charge
         return total / months
 
-    current_overage = overage(current_data, current_voice, current_roaming)
+    current_allowances = (current_data, current_voice, current_roaming)
+    current_overage = overage(*current_allowances)
     current_cost = current_fee + current_overage
     rows: list[tuple[float, ...]] = []
     for kind, offer_monthly, offer_data, offer_voice, offer_roaming in offers:
         if kind == OFFER_KIND_CODES["plan"]:
             offer_fee = offer_monthly
             allowances = (offer_data, offer_voice, offer_roaming)
+            offer_overage = overage(*allowances)
         elif kind == OFFER_KIND_CODES["addon"]:
             offer_fee = current_fee + offer_monthly
             allowances = (
@@ -316,14 +318,15 @@ def plan_fit_rows(
                 current_voice + offer_voice,
                 current_roaming + offer_roaming,
             )
-        else:
-            allowances = (current_data, current_voice, current_roaming)
+            offer_overage = overage(*allowances)
+        else:  # today's allowances: today's overage, worked out once above
+            allowances = current_allowances
+            offer_overage = current_overage
             if kind == OFFER_KIND_CODES["loyalty"]:
                 other = current_fee if new_customer_fee != new_customer_fee else new_customer_fee
                 offer_fee = float(np.fmin(current_fee, other))
             else:
                 offer_fee = current_fee
-        offer_overage = overage(*allowances)
         allowance = allowances[0]
         share_total = 0.0
         for month in range(FIT_MONTHS):
