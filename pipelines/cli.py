@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import re
 import sys
@@ -578,16 +579,33 @@ def evaluate(
     sample: Annotated[int, typer.Option(min=1, help="Logged decisions to replay at most.")] = 3_000,
     out: Annotated[Path | None, typer.Option(help="Write the report as JSON here too.")] = None,
     seed: Annotated[int, typer.Option(help="Sampling and bootstrap seed.")] = 0,
+    what_if: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--what-if",
+            help="SETTING=V1,V2,...: decide the model policy again with one setting of the "
+            "objective at each value (weight_revenue, weight_retention, weight_customer, "
+            "accepted_offer_value_sek, horizon_months, churn_reduction, min_acceptance, "
+            "min_value_sek, upgrade_usage_share); repeat for several settings.",
+        ),
+    ] = None,
 ) -> None:
     """Replay a month's logged decisions with the served engine and baselines; report each."""
     from core.settings import get_settings
     from pipelines.invoice_run import load_champions
-    from pipelines.policy_evaluation import evaluate_served_policies
+    from pipelines.policy_evaluation import evaluate_served_policies, what_if_objectives
+    from serving.decision.arbitration import Objective
 
     try:
         first = None if month is None else dt.date.fromisoformat(month + "-01")
     except ValueError as error:
         raise _fail(f"--month {month!r} is not YYYY-MM") from error
+    changes = _what_if_changes(what_if or [])
+    try:
+        # Before the replay: a setting or value the objective refuses costs no minutes of work.
+        what_if_objectives(Objective.from_settings(get_settings()), changes)
+    except ValueError as error:
+        raise _fail(f"--what-if {error}", code=2) from error
     if out is not None:
         # Before the replay, not after it: minutes of work are not lost to a folder it cannot use.
         import tempfile
@@ -610,7 +628,9 @@ def evaluate(
                 highlight=False,
                 soft_wrap=True,
             )
-        report = evaluate_served_policies(month=first, sample=sample, seed=seed, models=models)
+        report = evaluate_served_policies(
+            month=first, sample=sample, seed=seed, models=models, what_if=changes
+        )
     except (ValueError, FileNotFoundError) as error:
         raise _fail(str(error)) from error
     console.print(escape(report.markdown()))
@@ -634,6 +654,28 @@ def events_export(
             f"{OUTCOME_WINDOW.days} days after it was made (until then, training would read "
             "them as not accepted)"
         )
+
+
+def _what_if_changes(texts: list[str]) -> dict[str, list[float]]:
+    """``SETTING=V1,V2`` options as values per setting; a setting given twice takes both lists."""
+    changes: dict[str, list[float]] = {}
+    for text in texts:
+        setting, equals, values = text.partition("=")
+        if not equals or not setting.strip() or not values.strip():
+            raise _fail(f"--what-if {text!r} is not SETTING=V1,V2,...", code=2)
+        numbers = []
+        for value in values.split(","):
+            try:
+                number = float(value)
+            except ValueError:
+                raise _fail(
+                    f"--what-if {text!r}: {value.strip()!r} is not a number", code=2
+                ) from None
+            if not math.isfinite(number):
+                raise _fail(f"--what-if {text!r}: {value.strip()!r} is not a finite number", code=2)
+            numbers.append(number)
+        changes.setdefault(setting.strip(), []).extend(numbers)
+    return changes
 
 
 def _variant(text: str) -> dict[str, object]:

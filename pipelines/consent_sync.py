@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
+import pyarrow as pa
 
 from core.columns import CUSTOMER_KEY
 from core.contract import CONSENT_PURPOSES, CONSENTS
@@ -117,10 +118,19 @@ def read_consent_file(path: Path) -> pd.DataFrame:
     ``updated_at`` as UTC (a time without a zone is read as UTC, as in the table)."""
     if not path.is_file():
         raise ValueError(f"{path}: no such file")
-    if path.suffix.lower() == ".csv":
-        frame = pd.read_csv(path, dtype={CUSTOMER_KEY: str, "purpose": str}, keep_default_na=False)
-    else:
-        frame = pd.read_parquet(path)
+    csv = path.suffix.lower() == ".csv"
+    try:
+        if csv:
+            frame = pd.read_csv(
+                path, dtype={CUSTOMER_KEY: str, "purpose": str}, keep_default_na=False
+            )
+        else:
+            frame = pd.read_parquet(path)
+    except (pa.ArrowException, OSError, ValueError, UnicodeDecodeError) as error:
+        # The library's own words name no file: say which, and what it should have been.
+        kind = "CSV" if csv else "Parquet (or a .csv name for CSV)"
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path}: not a readable {kind} file ({first})") from error
     missing = [name for name in CONSENTS.column_names if name not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")

@@ -29,6 +29,12 @@ for model − rules and model − peer (``paired_bootstrap``). The ablation lift
 and the guardrails the peer ignores together, to say what they cost; and the gap between the peer
 and the model policy with those guardrails lifted is split into what the objective's weighting
 costs and what the model's acceptance estimates cost (``peer_gap``).
+
+What if the objective were set otherwise: ``what_if`` decides the model policy again with one
+setting of the objective changed at a time (``what_if_objectives``), so an operator sees what a
+weight, the accepted offer value or a floor buys and costs on its own logged decisions before
+changing it. Each variant is judged by the same yardsticks as the served policy: its money terms
+are valued by the served objective's weights, so the figures of two variants compare.
 """
 
 from __future__ import annotations
@@ -39,10 +45,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
+from pydantic import TypeAdapter, ValidationError
 
 from core.catalog import Catalog, load_catalog
 from core.columns import CUSTOMER_KEY
@@ -78,6 +85,20 @@ PEER = "peer"
 # the served policy's compares the two orders under the same rules.
 PEER_WITHIN_GUARDRAILS = "peer_within_guardrails"
 LIFTED = "lifted:"
+# The model policy decided with one setting of the objective changed: "what-if:<setting>=<value>".
+WHAT_IF = "what-if:"
+# The objective's settings a what-if may change (exploration is off in every replay).
+WHAT_IF_SETTINGS = (
+    "weight_revenue",
+    "weight_retention",
+    "weight_customer",
+    "accepted_offer_value_sek",
+    "horizon_months",
+    "churn_reduction",
+    "min_acceptance",
+    "min_value_sek",
+    "upgrade_usage_share",
+)
 # Ablations of several rules at once: every block the argmax peer ignores, lifted together.
 LIFTED_SETS: dict[str, tuple[str, ...]] = {"guardrails": GUARDRAILS_IGNORED}
 # The paired comparisons: the served model policy less each of these, per customer resample.
@@ -108,6 +129,33 @@ class Replayed:
     # made of it (pipelines/argmax_peer.py); and whether the engine decided with personal features.
     eligible: list[str] = field(default_factory=list)
     profiled: bool = False
+
+
+def what_if_objectives(
+    objective: Objective, changes: Mapping[str, Sequence[float]]
+) -> dict[str, Objective]:
+    """The objective with one setting changed at a time, named ``what-if:<setting>=<value>``, in
+    the order given. Raises ``ValueError`` naming a setting that is not one of
+    ``WHAT_IF_SETTINGS``, or a value its setting refuses (as ``OFFERS_<SETTING>`` would be)."""
+    variants: dict[str, Objective] = {}
+    for setting, values in changes.items():
+        if setting not in WHAT_IF_SETTINGS:
+            raise ValueError(
+                f"{setting!r} is not a setting of the objective; one of: "
+                + ", ".join(WHAT_IF_SETTINGS)
+            )
+        declared = Settings.model_fields[setting]
+        checker: TypeAdapter[Any] = TypeAdapter(
+            Annotated[(declared.annotation, *declared.metadata)]  # type: ignore[arg-type]
+        )
+        for value in values:
+            try:
+                checked = checker.validate_python(value)
+            except ValidationError as error:
+                reason = error.errors()[0]["msg"]
+                raise ValueError(f"{setting}={value:g}: {reason}") from None
+            variants[f"{WHAT_IF}{setting}={value:g}"] = replace(objective, **{setting: checked})
+    return variants
 
 
 def logged_decisions(
@@ -150,10 +198,15 @@ def replay(
     *,
     seed: int = 0,
     ablations: Sequence[str] = (),
+    what_if: Mapping[str, Objective] | None = None,
 ) -> list[Replayed]:
     """Decide every logged decision again with each policy, day by day; and with the model
     policy once more for each rule of ``ablations`` lifted (policy ``lifted:<rule>``; a name of
-    ``LIFTED_SETS`` lifts its rules together)."""
+    ``LIFTED_SETS`` lifts its rules together) and for each objective of ``what_if`` (policy
+    named by its key)."""
+    variants = {
+        name: replace(other, exploration_share=0.0) for name, other in (what_if or {}).items()
+    }
     paths = feature_paths(Path(settings.features_dir))
     scorer = models.scorer()
     greedy = replace(objective, exploration_share=0.0)
@@ -206,6 +259,16 @@ def replay(
                         objective=greedy,
                         lifted=frozenset(LIFTED_SETS.get(rule, (rule,))),
                     )
+                for name, variant in variants.items():
+                    decisions[name] = decide(
+                        request,
+                        source,
+                        catalog,
+                        policy="model",
+                        scorer=scorer,
+                        recently_declined=declined.get(customer_id, frozenset()),
+                        objective=variant,
+                    )
             except UnknownCustomerError:
                 continue
             reference = decisions["model"]
@@ -236,10 +299,11 @@ def replay(
             )
             item.shown["model"] = [offer.offer_id for offer in reference.offers]
             for name, decision in decisions.items():
-                if name.startswith(LIFTED):
+                if name.startswith((LIFTED, WHAT_IF)):
                     item.shown[name] = [offer.offer_id for offer in decision.offers]
                     for record in decision.candidates:
-                        # Offers only a lifted rule let through are valued by that decision.
+                        # Offers only a lifted rule (or a what-if's usage share) let through are
+                        # valued by that decision; the others keep the served objective's value.
                         if record.value_sek is not None:
                             item.value_sek.setdefault(record.offer_id, record.value_sek)
                         if record.acceptance_probability is not None:
@@ -322,6 +386,7 @@ class PolicyEvaluation:
             "horizon_months": self.horizon_months,
             "policies": self.policies,
             "ablation": self.ablation(),
+            "what_if": self.what_if(),
             "paired": self.paired,
             "peer": self.peer(),
         }
@@ -374,7 +439,7 @@ class PolicyEvaluation:
             "terms (SEK) | IPS | SNIPS | DR (95 % interval) | ESS |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        served = {n: f for n, f in self.policies.items() if not n.startswith(LIFTED)}
+        served = {n: f for n, f in self.policies.items() if not n.startswith((LIFTED, WHAT_IF))}
         intervals = self.paired.get("lift_captured", {})
         for name, figures in served.items():
             dr = figures["off_policy"]["dr"]
@@ -404,6 +469,7 @@ class PolicyEvaluation:
             )
         lines += self._paired()
         lines += self._ablation()
+        lines += self._what_if()
         return "\n".join(lines)
 
     def _paired(self) -> list[str]:
@@ -486,6 +552,56 @@ class PolicyEvaluation:
                     row[key] = figures[key] - model[key]
             found[name[len(LIFTED) :]] = row
         return found
+
+    def what_if(self) -> dict[str, dict[str, Any]]:
+        """Per what-if (``<setting>=<value>``): the model policy's figures decided with that
+        setting, as absolute figures beside the served ones (``served``); empty without any."""
+        changed = {
+            name[len(WHAT_IF) :]: figures
+            for name, figures in self.policies.items()
+            if name.startswith(WHAT_IF)
+        }
+        if not changed or "model" not in self.policies:
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        for name, figures in {"served": self.policies["model"], **changed}.items():
+            found[name] = {
+                key: figures.get(key)
+                for key in (
+                    "with_offer",
+                    "first_offer_acceptance",
+                    "lift_captured",
+                    "money_terms_value_sek",
+                    "customer_saving_sek",
+                    "revenue_change_sek",
+                )
+            }
+            found[name]["dr"] = figures["off_policy"]["dr"]["value"]
+        return found
+
+    def _what_if(self) -> list[str]:
+        rows = self.what_if()
+        if not rows:
+            return []
+        lines = [
+            "",
+            "What if one setting of the objective were otherwise: the model policy decided with "
+            "it, its money terms valued by the served objective",
+            "",
+            "| objective | with an offer | first offer accepted (hidden) | lift captured | money "
+            "terms / invoice (SEK) | customer saving / invoice (SEK) | revenue change / invoice "
+            "(SEK) | DR |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, row in rows.items():
+            lines.append(
+                f"| {'as served' if name == 'served' else name} | {row['with_offer']:.1%} | "
+                f"{_fmt(row['first_offer_acceptance'])} | "
+                f"{_fmt(row['lift_captured'], percent=True)} | "
+                f"{_fmt(row['money_terms_value_sek'])} | {_fmt(row['customer_saving_sek'])} | "
+                f"{_fmt(row['revenue_change_sek'])} | {row['dr']:.4f} |"
+            )
+        return lines
 
     def _ablation(self) -> list[str]:
         rows = self.ablation()
@@ -900,24 +1016,36 @@ def evaluate_served_policies(
     models: ChampionModels | None = None,
     peer: bool | None = None,
     paired_resamples: int = 1_000,
+    what_if: Mapping[str, Sequence[float]] | None = None,
 ) -> PolicyEvaluation:
     """Replay the logged decisions of ``month`` with each policy and report them; with
     ``ablation``, also the model policy with each rule of ``LIFTABLE`` lifted in turn and with
     the guardrails the peer ignores lifted together; with ``peer`` (default: ``ablation``), the
     argmax peer trained on the events before the month. On a simulated world, paired customer
     bootstrap intervals of captured lift and value (``paired_bootstrap``).
-    ``models`` replaces the champions (a candidate before it is promoted)."""
+    ``models`` replaces the champions (a candidate before it is promoted). ``what_if``: per
+    setting of the objective, values to decide the model policy with, one at a time
+    (``what_if_objectives``; raises ``ValueError`` for one it refuses, before any replay)."""
     resolved = settings or get_settings()
     data_dir = Path(resolved.data_dir)
     catalog = load_catalog(resolved.catalog)
     objective = Objective.from_settings(resolved)
+    variants = what_if_objectives(objective, what_if or {})
     firsts, earlier = logged_decisions(data_dir, month, sample, seed)
     if firsts.empty:
         raise ValueError(f"no logged decisions with propensities in {month or 'the newest month'}")
     models = models if models is not None else load_champions(resolved)
     ablations = [*sorted(LIFTABLE), *LIFTED_SETS] if ablation and models.available else []
     replayed = replay(
-        firsts, earlier, resolved, catalog, models, objective, seed=seed, ablations=ablations
+        firsts,
+        earlier,
+        resolved,
+        catalog,
+        models,
+        objective,
+        seed=seed,
+        ablations=ablations,
+        what_if=variants,
     )
     served = list(POLICIES)
     trained: dict[str, Any] = {}
@@ -940,7 +1068,7 @@ def evaluate_served_policies(
             resamples,
             accepted_offer_value_sek=objective.accepted_offer_value_sek,
         )
-        for policy in (*served, *(LIFTED + rule for rule in ablations))
+        for policy in (*served, *(LIFTED + rule for rule in ablations), *variants)
     }
     if PEER in policies:
         policies[PEER]["training"] = trained

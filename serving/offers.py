@@ -384,8 +384,28 @@ class OffersService:
             )
         for undecided in _rounds(waiting, self._decline_cap):
             self._decide_round(undecided, answers, found_seconds)
+        # An invoice first asked for a customer the feature store does not know stays nobody's:
+        # sent one after another, a later ask for another customer would be decided. Those are
+        # decided now, after the call's other invoices, in the order given.
+        unclaimed = [
+            index
+            for index in repeats
+            if stored.get(requests[index].invoice_id) is None
+            and isinstance(answers[first_asked[requests[index].invoice_id]], UnknownCustomerError)
+            and requests[index].customer_id
+            != requests[first_asked[requests[index].invoice_id]].customer_id
+        ]
+        if unclaimed:
+            decided = self.answer_many(
+                [requests[index] for index in unclaimed],
+                None if arms is None else [arms[index] for index in unclaimed],
+                None if dry_runs is None else [dry_runs[index] for index in unclaimed],
+            )
+            for index, answer in zip(unclaimed, decided, strict=True):
+                answers[index] = answer
         for index in repeats:
-            answers[index] = _repeated(requests, index, answers, first_asked, stored)
+            if answers[index] is None:
+                answers[index] = _repeated(requests, index, answers, first_asked, stored)
         complete = [answer for answer in answers if answer is not None]
         assert len(complete) == len(requests), "every invoice is answered"
         return complete

@@ -122,6 +122,31 @@ def test_an_invoice_twice_in_one_batch_is_answered_twice_with_one_decision(clien
     assert stored_decisions(client) == 1
 
 
+def test_an_invoice_first_asked_for_an_unknown_customer_is_decided_for_the_next(
+    client: Any,
+) -> None:
+    # Sent one after another: the unknown customer's 404 stores nothing, so the invoice is
+    # still nobody's when the next item asks it for a known customer.
+    results = batch(
+        client,
+        offers_body(invoice_id="INV-U", customer_id="C0009"),
+        offers_body(invoice_id="INV-U", customer_id="C0001"),
+        offers_body(invoice_id="INV-U", customer_id="C0002"),
+        offers_body(invoice_id="INV-U", customer_id="C0001", locale="en"),
+        offers_body(invoice_id="INV-V", customer_id="C0009"),
+        offers_body(invoice_id="INV-V", customer_id="C0009"),
+    )
+    assert [result["status"] for result in results] == [404, 200, 409, 200, 404, 404]
+    assert results[1]["decision"]["customer_id"] == "C0001"
+    assert results[3]["decision"] == results[1]["decision"]
+    assert results[2]["problem"]["type"].endswith("invoice-customer-conflict")
+    assert stored_decisions(client) == 1
+    alone = client.post(
+        "/v1/offers", json=offers_body(invoice_id="INV-U", customer_id="C0001"), headers=RENDERER
+    )
+    assert alone.status_code == 200 and alone.json() == results[1]["decision"]
+
+
 def test_decisions_are_counted_per_item_and_replays_are_not(client: Any) -> None:
     batch(
         client,

@@ -157,3 +157,46 @@ def test_evaluate_refuses_an_output_it_cannot_write_before_replaying(
         result = CliRunner().invoke(app, ["evaluate", "--out", str(out)])
         assert result.exit_code == 1 and says in result.output, result.output
     assert replayed == []
+
+
+def test_evaluate_refuses_a_what_if_it_cannot_use_before_replaying(monkeypatch: Any) -> None:
+    import pipelines.policy_evaluation
+
+    replayed: list[Any] = []
+    monkeypatch.setattr(
+        pipelines.policy_evaluation,
+        "evaluate_served_policies",
+        lambda **kwargs: replayed.append(kwargs),
+    )
+    refusals = {
+        "accepted_offer_value_sek": "is not SETTING=V1,V2",
+        "accepted_offer_value_sek=100,lots": "'lots' is not a number",
+        "accepted_offer_value_sek=nan": "'nan' is not a finite number",
+        "exploration_share=0.1": "'exploration_share' is not a setting of the objective",
+        "weight_customer=0.5,-1": "weight_customer=-1: Input should be greater than or equal to 0",
+    }
+    for option, message in refusals.items():
+        result = CliRunner().invoke(app, ["evaluate", "--what-if", option])
+        assert result.exit_code == 2, (option, result.output)
+        assert message in " ".join(result.output.split()), (option, result.output)
+    assert replayed == []  # refused before any replay
+
+
+def test_evaluate_passes_each_what_if_setting_with_its_values(monkeypatch: Any) -> None:
+    import pipelines.invoice_run
+    import pipelines.policy_evaluation
+    from pipelines.invoice_run import ChampionModels
+    from pipelines.policy_evaluation import PolicyEvaluation
+
+    given: list[Any] = []
+
+    def evaluated(**kwargs: Any) -> PolicyEvaluation:
+        given.append(kwargs["what_if"])
+        return PolicyEvaluation("2026-11", 0, {}, 12)
+
+    monkeypatch.setattr(pipelines.invoice_run, "load_champions", lambda settings: ChampionModels())
+    monkeypatch.setattr(pipelines.policy_evaluation, "evaluate_served_policies", evaluated)
+    options = ["--what-if", "accepted_offer_value_sek=0, 600", "--what-if", "min_acceptance=0.1"]
+    result = CliRunner().invoke(app, ["evaluate", *options])
+    assert result.exit_code == 0, result.output
+    assert given == [{"accepted_offer_value_sek": [0.0, 600.0], "min_acceptance": [0.1]}]

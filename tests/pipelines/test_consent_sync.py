@@ -366,3 +366,20 @@ def test_a_consent_file_with_a_nul_in_an_id_is_refused_before_the_database(
         read_consent_file(answers)
     with pytest.raises(ValueError, match=r"\(rows 2\)"):
         read_consent_file(answers)
+
+
+def test_a_consent_file_that_cannot_be_read_is_named_with_what_it_should_be(
+    tmp_path: Path,
+) -> None:
+    from pipelines.consent_sync import read_consent_file
+
+    not_parquet = tmp_path / "answers.json"
+    not_parquet.write_text("{bad", encoding="utf-8")
+    with pytest.raises(ValueError, match="not a readable Parquet") as raised:
+        read_consent_file(not_parquet)
+    assert str(raised.value).startswith(f"{not_parquet}: ")
+    not_csv = tmp_path / "answers.csv"
+    not_csv.write_bytes(b"customer_id,purpose\n\xff\xfe\x00bad")
+    with pytest.raises(ValueError, match="not a readable CSV file") as raised:
+        read_consent_file(not_csv)
+    assert str(raised.value).startswith(f"{not_csv}: ")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from core.catalog import load_catalog
 from pipelines import policy_evaluation
+from pipelines.invoice_run.run import load_champions
 from pipelines.policy_evaluation import (
     PolicyEvaluation,
     Replayed,
@@ -15,9 +19,13 @@ from pipelines.policy_evaluation import (
     choose_by_peer,
     compare_models,
     evaluate_served_policies,
+    logged_decisions,
     paired_bootstrap,
     peer_gap,
+    replay,
+    what_if_objectives,
 )
+from serving.decision.arbitration import Objective
 from serving.decision.engine import LIFTABLE
 from tests.simulated_world import SimulatedWorld
 
@@ -428,3 +436,99 @@ def test_the_peer_held_to_the_guardrails_takes_its_likeliest_offer_they_let_thro
     choose_by_peer(items, events=None, settings=settings, catalog=None)  # type: ignore[arg-type]
     assert [r.shown["peer"] for r in items] == [["A"], ["B"], ["A"], ["B"]]
     assert [r.shown["peer_within_guardrails"] for r in items] == [["C"], ["B"], [], ["B"]]
+
+
+def test_a_what_if_changes_one_setting_at_a_time_within_its_bounds() -> None:
+    served = Objective(accepted_offer_value_sek=150.0, min_acceptance=0.02)
+    variants = what_if_objectives(
+        served, {"accepted_offer_value_sek": [0.0, 600.0], "horizon_months": [6.0]}
+    )
+    assert list(variants) == [
+        "what-if:accepted_offer_value_sek=0",
+        "what-if:accepted_offer_value_sek=600",
+        "what-if:horizon_months=6",
+    ]
+    assert variants["what-if:accepted_offer_value_sek=600"] == replace(
+        served, accepted_offer_value_sek=600.0
+    )
+    horizon = variants["what-if:horizon_months=6"]
+    assert horizon.horizon_months == 6 and isinstance(horizon.horizon_months, int)
+    assert horizon.accepted_offer_value_sek == 150.0  # the others as served
+    refused = {
+        "exploration_share": "not a setting of the objective",
+        "weight_customer": "greater than or equal to 0",
+        "horizon_months": "fractional part",
+        "min_acceptance": "less than or equal to 1",
+    }
+    values = {
+        "exploration_share": 0.5,
+        "weight_customer": -1.0,
+        "horizon_months": 6.5,
+        "min_acceptance": 1.5,
+    }
+    for setting, reason in refused.items():
+        with pytest.raises(ValueError, match=reason) as raised:
+            what_if_objectives(served, {setting: [values[setting]]})
+        assert setting in str(raised.value)
+
+
+@pytest.mark.integration
+def test_what_if_replays_the_model_policy_with_one_setting_changed(
+    simulated_world: SimulatedWorld,
+) -> None:
+    settings = simulated_world.settings
+    served = Objective.from_settings(settings)
+    configured = served.accepted_offer_value_sek
+    firsts, earlier = logged_decisions(Path(settings.data_dir), None, 300, 2)
+    variants = what_if_objectives(
+        served,
+        {"accepted_offer_value_sek": [configured, 0.0, 10_000.0], "min_acceptance": [1.0]},
+    )
+    replayed = replay(
+        firsts,
+        earlier,
+        settings,
+        load_catalog(settings.catalog),
+        load_champions(settings),
+        served,
+        what_if=variants,
+    )
+    assert len(replayed) > 200
+    as_served = f"what-if:accepted_offer_value_sek={configured:g}"
+    cheap, dear = "what-if:accepted_offer_value_sek=0", "what-if:accepted_offer_value_sek=10000"
+    floor = "what-if:min_acceptance=1"
+    moved = 0
+    for item in replayed:
+        # The setting as served decides as served: the same offers in the same order.
+        assert item.shown[as_served] == item.shown["model"]
+        # The accepted offer value orders the offers worth showing, never makes one worth it.
+        assert bool(item.shown[cheap]) == bool(item.shown[dear])
+        if item.shown[cheap] and item.profiled:
+            # Worth more for any accepted offer, the first offer is at least as likely.
+            cheap_first, dear_first = item.shown[cheap][0], item.shown[dear][0]
+            chance = item.model_acceptance
+            assert chance[dear_first] >= chance[cheap_first], item.decision_id
+            moved += dear_first != cheap_first
+        # No offer the model scored passes a floor of certain acceptance.
+        if item.profiled:
+            assert item.shown[floor] == []
+    assert moved > 0  # the setting changes some first offers on this world
+    report = evaluate_served_policies(
+        settings,
+        sample=300,
+        seed=2,
+        resamples=50,
+        ablation=False,
+        what_if={"accepted_offer_value_sek": [configured, 0.0]},
+    )
+    rows = report.what_if()
+    assert set(rows) == {
+        "served",
+        f"accepted_offer_value_sek={configured:g}",
+        "accepted_offer_value_sek=0",
+    }
+    assert rows[f"accepted_offer_value_sek={configured:g}"] == rows["served"]
+    assert rows["served"]["lift_captured"] == report.policies["model"]["lift_captured"]
+    assert "What if one setting of the objective" in report.markdown()
+    assert "| accepted_offer_value_sek=0 |" in report.markdown()
+    assert report.as_dict()["what_if"] == rows
