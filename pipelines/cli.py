@@ -74,12 +74,19 @@ def simulate(
     """Write a simulated operator's tables (docs/data-contract.md) and its survey answers."""
     from core.catalog import CatalogError, load_catalog
     from core.settings import get_settings
+    from pipelines.simulation.behaviour import PROFILES
     from pipelines.simulation.world import simulate as run_simulation
 
+    if behaviour not in PROFILES:
+        known = ", ".join(sorted(PROFILES))
+        raise _fail(f"--behaviour {behaviour!r}: must be one of {known}", code=2)
+    try:
+        last = dt.date.fromisoformat(end_month + "-01")
+    except ValueError as error:
+        raise _fail(f"--end-month {end_month!r} is not YYYY-MM", code=2) from error
     settings = get_settings()
     try:
         catalog = load_catalog(settings.catalog)
-        last = dt.date.fromisoformat(end_month + "-01")
     except (CatalogError, ValueError) as error:
         raise _fail(str(error)) from error
     target = out or settings.data_dir
@@ -167,7 +174,7 @@ def features_materialize(
     try:
         end_time = dt.datetime.fromisoformat(end) if end else None
     except ValueError as error:
-        raise _fail(f"--end {end!r} is not an ISO date or time") from error
+        raise _fail(f"--end {end!r} is not an ISO date or time", code=2) from error
     try:
         report = materialize(end=end_time, whole=whole)
     except ValueError as error:  # no views registered, a feature table missing: what to run
@@ -438,10 +445,10 @@ def monitor(
         try:
             first_day = dt.date.fromisoformat(since)
         except ValueError as error:
-            raise _fail(f"--since {since!r} is not a date (YYYY-MM-DD)") from error
+            raise _fail(f"--since {since!r} is not a date (YYYY-MM-DD)", code=2) from error
     now = dt.datetime.now(dt.UTC)
     if first_day is not None and first_day > now.date():
-        raise _fail(f"--since {since} is after today ({now.date().isoformat()})")
+        raise _fail(f"--since {since} is after today ({now.date().isoformat()})", code=2)
     try:
         report = run_monitor(get_settings(), first_day, now)
     except MonitorUnavailable as error:
@@ -543,13 +550,13 @@ def invoice_run(
     from pipelines.invoice_run import run_invoice_run
 
     if engine not in {"local", "spark"}:
-        raise _fail("--engine must be local or spark")
+        raise _fail(f"--engine {engine!r}: must be local or spark", code=2)
     if locale not in {"sv", "en"}:
-        raise _fail("--locale must be sv or en")
+        raise _fail(f"--locale {locale!r}: must be sv or en", code=2)
     try:
         day = dt.date.fromisoformat(invoice_date)
     except ValueError as error:
-        raise _fail(f"--invoice-date {invoice_date!r} is not an ISO date") from error
+        raise _fail(f"--invoice-date {invoice_date!r} is not an ISO date", code=2) from error
     try:
         summary = run_invoice_run(
             invoice_date=day,
@@ -599,7 +606,7 @@ def evaluate(
     try:
         first = None if month is None else dt.date.fromisoformat(month + "-01")
     except ValueError as error:
-        raise _fail(f"--month {month!r} is not YYYY-MM") from error
+        raise _fail(f"--month {month!r} is not YYYY-MM", code=2) from error
     changes = _what_if_changes(what_if or [])
     try:
         # Before the replay: a setting or value the objective refuses costs no minutes of work.
@@ -608,16 +615,7 @@ def evaluate(
         raise _fail(f"--what-if {error}", code=2) from error
     if out is not None:
         # Before the replay, not after it: minutes of work are not lost to a folder it cannot use.
-        import tempfile
-
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".offers-probe-"):
-                pass
-        except OSError as error:
-            raise _fail(f"--out {out}: cannot write there ({error.strerror})") from error
-        if out.is_dir():
-            raise _fail(f"--out {out}: is a folder, not a file")
+        _check_writable(out)
     try:
         models = load_champions(get_settings())
         if not models.available:
@@ -646,6 +644,10 @@ def events_export(
     """Append logged decisions and their events to offer_events for the next retraining."""
     from serving.decision_log.export import OUTCOME_WINDOW, export_offer_events
 
+    if out is not None:
+        # Whether there is anything to export or not: a path that cannot be used is said at once.
+        _check_writable(out)
+
     export = export_offer_events(out=out)
     console.print(f"{export.exported} offer events exported")
     if export.waiting:
@@ -654,6 +656,20 @@ def events_export(
             f"{OUTCOME_WINDOW.days} days after it was made (until then, training would read "
             "them as not accepted)"
         )
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an output file that cannot be written, before any work is done for it."""
+    import tempfile
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".offers-probe-"):
+            pass
+    except OSError as error:
+        raise _fail(f"--out {out}: cannot write there ({error.strerror})") from error
+    if out.is_dir():
+        raise _fail(f"--out {out}: is a folder, not a file")
 
 
 def _what_if_changes(texts: list[str]) -> dict[str, list[float]]:

@@ -141,7 +141,7 @@ def _public_message(item: Any) -> str:
     # Pydantic names its own types where a JSON object was expected ("a valid dictionary or
     # instance of OffersRequest", "… or object to extract fields from"); the caller sent JSON, so
     # say it in JSON's words, on every route and for a batch's item alike.
-    if item.get("type") in ("model_type", "model_attributes_type", "dict_type"):
+    if item.get("type") in _OBJECT_EXPECTED:
         return "Input should be a JSON object"
     return str(item.get("msg", ""))
 
@@ -182,9 +182,34 @@ async def _on_problem(_: Request, error: Exception) -> Response:
     )
 
 
-async def _on_validation(_: Request, error: Exception) -> Response:
+_OBJECT_EXPECTED = ("model_type", "model_attributes_type", "dict_type")
+
+
+def _not_sent_as_json(request: Request) -> str | None:
+    """The media type a body came with, when it is not JSON (FastAPI then reads no JSON, and
+    pydantic sees text where an object belongs); None for JSON or no content type."""
+    given = request.headers.get("content-type")
+    if not given:
+        return None
+    media = given.split(";", 1)[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return None
+    return media[:64] or "an empty content type"
+
+
+async def _on_validation(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     errors = _field_errors(error)
+    media = _not_sent_as_json(request)
+    if media is not None:
+        for item in errors:
+            if item["loc"] == ["body"] and item["type"] in _OBJECT_EXPECTED:
+                # The body may be a perfect JSON object: what is wrong is how it was labelled.
+                item["msg"] = (
+                    f"the body must be sent as JSON (Content-Type: application/json), not {media}"
+                )
     return problem_response(422, _validation_detail(errors), kind="validation", errors=errors)
 
 

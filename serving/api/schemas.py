@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any, Literal
 
 from pydantic import (
@@ -27,6 +28,9 @@ from serving.fields import (
     ZonedDatetime,
 )
 from serving.offers_response import OffersResponse
+
+# A UUID as text: 8-4-4-4-12 hex digits.
+_UUID_TEXT = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
 
 # Offers -----------------------------------------------------------------------------------------
 
@@ -188,7 +192,9 @@ class EventIn(BaseModel):
     )
 
     event_id: Identifier
-    decision_id: Identifier
+    decision_id: Identifier = Field(
+        description="As the decision answered it; a UUID's hex digits in either case."
+    )
     offer_id: Identifier
     type: EventType
     occurred_at: UtcDatetime = Field(
@@ -197,6 +203,14 @@ class EventIn(BaseModel):
             "decision was made nor ahead of the server's clock."
         )
     )
+
+    @field_validator("decision_id")
+    @classmethod
+    def _uuid_in_lower_case(cls, value: str) -> str:
+        # Decision ids are UUIDs, stored as str(uuid) writes them: in lower case. A UUID is the
+        # same whatever the case of its hex digits, so a renderer that upper-cases ids still
+        # names the decision it means.
+        return value.lower() if _UUID_TEXT.fullmatch(value) else value
 
 
 class EventPublic(BaseModel):

@@ -91,6 +91,43 @@ def test_a_body_that_is_not_utf8_is_422_like_malformed_json(client: Any) -> None
     ]
 
 
+@pytest.mark.parametrize(
+    ("content_type", "media"),
+    [
+        ("text/plain", "text/plain"),
+        ("Application/X-WWW-Form-Urlencoded; charset=utf-8", "application/x-www-form-urlencoded"),
+    ],
+)
+def test_a_json_body_sent_under_another_media_type_is_told_so(
+    client: Any, content_type: str, media: str
+) -> None:
+    for path, body in (
+        ("/v1/offers", offers_body()),
+        ("/v1/offers/batch", {"invoices": [offers_body()]}),
+    ):
+        response = client.post(
+            path,
+            content=json.dumps(body).encode(),
+            headers={**RENDERER, "Content-Type": content_type},
+        )
+        problem = _problem(response, 422)
+        assert problem["errors"] == [
+            {
+                "loc": ["body"],
+                "msg": "the body must be sent as JSON (Content-Type: application/json), not "
+                + media,
+                "type": "model_attributes_type",
+            }
+        ], path
+    # The same body labelled as JSON is decided.
+    decided = client.post(
+        "/v1/offers",
+        content=json.dumps(offers_body()).encode(),
+        headers={**RENDERER, "Content-Type": "application/json; charset=utf-8"},
+    )
+    assert decided.status_code == 200, decided.text
+
+
 def test_an_unknown_path_is_404(client: Any) -> None:
     assert _problem(client.get("/v1/nothing-here"), 404)["detail"] == "no such resource"
 

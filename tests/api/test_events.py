@@ -61,6 +61,22 @@ def test_an_event_is_stored_and_answered_202(client: Any, decision: dict[str, An
     assert stored is not None and stored.offer_id == decision["offers"][0]["offer_id"]
 
 
+def test_a_decision_id_in_upper_case_names_the_same_decision(
+    client: Any, decision: dict[str, Any]
+) -> None:
+    shouted = decision["decision_id"].upper()
+    assert shouted != decision["decision_id"]
+    response = client.post(
+        "/v1/events", json=_event(decision, decision_id=shouted), headers=RENDERER
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["decision_id"] == decision["decision_id"]
+    # The same event in the case the decision answered is the one stored, not another.
+    again = client.post("/v1/events", json=_event(decision), headers=RENDERER)
+    assert again.status_code == 200, again.text
+    assert _stored_events(client) == 1
+
+
 def test_the_same_event_again_is_200_and_stored_once(client: Any, decision: dict[str, Any]) -> None:
     event = _event(decision)
     first = client.post("/v1/events", json=event, headers=RENDERER)

@@ -159,6 +159,25 @@ def test_evaluate_refuses_an_output_it_cannot_write_before_replaying(
     assert replayed == []
 
 
+def test_events_export_refuses_an_output_it_cannot_write_before_reading_the_log(
+    monkeypatch: Any, tmp_path: Path
+) -> None:
+    import serving.decision_log.export
+
+    exported: list[str] = []
+    monkeypatch.setattr(
+        serving.decision_log.export,
+        "export_offer_events",
+        lambda **kwargs: exported.append("exported"),
+    )
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    for out, says in ((blocker / "x.parquet", "cannot write there"), (tmp_path, "is a folder")):
+        result = CliRunner().invoke(app, ["events", "export", "--out", str(out)])
+        assert result.exit_code == 1 and says in result.output, result.output
+    assert exported == []
+
+
 def test_evaluate_refuses_a_what_if_it_cannot_use_before_replaying(monkeypatch: Any) -> None:
     import pipelines.policy_evaluation
 
@@ -200,3 +219,30 @@ def test_evaluate_passes_each_what_if_setting_with_its_values(monkeypatch: Any) 
     result = CliRunner().invoke(app, ["evaluate", *options])
     assert result.exit_code == 0, result.output
     assert given == [{"accepted_offer_value_sek": [0.0, 600.0], "min_acceptance": [0.1]}]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["simulate", "--behaviour", "nonsense"], "--behaviour 'nonsense': must be one of"),
+        (["simulate", "--end-month", "2026-13"], "--end-month '2026-13' is not YYYY-MM"),
+        (
+            ["invoice-run", "--invoice-date", "2026-11-30", "--out", "o.parquet", "--engine", "x"],
+            "--engine 'x': must be local or spark",
+        ),
+        (
+            ["invoice-run", "--invoice-date", "2026-02-30", "--out", "o.parquet"],
+            "--invoice-date '2026-02-30' is not an ISO date",
+        ),
+        (["evaluate", "--month", "2026-13"], "--month '2026-13' is not YYYY-MM"),
+        (["features", "materialize", "--end", "soon"], "--end 'soon' is not an ISO date"),
+    ],
+)
+def test_an_option_value_the_command_refuses_exits_2_naming_it(
+    arguments: list[str], message: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)  # nothing is written where the tests run
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert list(tmp_path.iterdir()) == []

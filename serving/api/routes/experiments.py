@@ -79,7 +79,9 @@ def _report(experiments: Experiments, key: str) -> ExperimentReport:
 
 
 @router.get(
-    "/v1/experiments", response_model=ExperimentsPublic, responses=problem_responses(401, 403)
+    "/v1/experiments",
+    response_model=ExperimentsPublic,
+    responses=problem_responses(401, 403, 422),
 )
 def list_experiments(experiments: ExperimentsDep, _: MarketingRole) -> ExperimentsPublic:
     """All experiments, the first created first."""

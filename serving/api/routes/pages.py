@@ -377,7 +377,7 @@ InvoiceId = Annotated[str, Path(min_length=1, max_length=64, pattern=ID_PATTERN)
             "description": "No stored decision and no customer_id, or an unknown customer.",
         },
         409: {"content": HTML, "description": "The invoice was decided for another customer."},
-        **problem_responses(401, 403, 422),
+        **problem_responses(401, 403, 422, 503),
     },
 )
 def invoice_preview(
