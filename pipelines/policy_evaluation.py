@@ -154,7 +154,11 @@ def what_if_objectives(
             except ValidationError as error:
                 reason = error.errors()[0]["msg"]
                 raise ValueError(f"{setting}={value:g}: {reason}") from None
-            variants[f"{WHAT_IF}{setting}={value:g}"] = replace(objective, **{setting: checked})
+            # Named by the value exactly (600, 0.05, 1234567.5): two values never share a name,
+            # and a value given twice is one what-if.
+            exact = float(value)
+            shown = str(int(exact)) if exact.is_integer() and abs(exact) < 1e15 else repr(exact)
+            variants[f"{WHAT_IF}{setting}={shown}"] = replace(objective, **{setting: checked})
     return variants
 
 

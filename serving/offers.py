@@ -350,6 +350,20 @@ class OffersService:
         store a round's decisions (or read its decline cap) raises, and none of that round's nor
         a later round's is stored; an earlier round's stay stored, replayed when asked again.
         """
+        cut = _asked_again_by_another(requests, dry_runs)
+        if cut is not None:
+            # Who the invoice is for by then depends on how the first ask ended (decided, an
+            # unknown customer, a provisional decision replaced): the items before are answered
+            # and stored first, and the rest reads the log as it is then, as if sent afterwards.
+            return self.answer_many(
+                requests[:cut],
+                None if arms is None else arms[:cut],
+                None if dry_runs is None else dry_runs[:cut],
+            ) + self.answer_many(
+                requests[cut:],
+                None if arms is None else arms[cut:],
+                None if dry_runs is None else dry_runs[cut:],
+            )
         started = time.perf_counter()
         stored = self.log.find_many([request.invoice_id for request in requests])
         found_seconds = time.perf_counter() - started
@@ -384,28 +398,8 @@ class OffersService:
             )
         for undecided in _rounds(waiting, self._decline_cap):
             self._decide_round(undecided, answers, found_seconds)
-        # An invoice first asked for a customer the feature store does not know stays nobody's:
-        # sent one after another, a later ask for another customer would be decided. Those are
-        # decided now, after the call's other invoices, in the order given.
-        unclaimed = [
-            index
-            for index in repeats
-            if stored.get(requests[index].invoice_id) is None
-            and isinstance(answers[first_asked[requests[index].invoice_id]], UnknownCustomerError)
-            and requests[index].customer_id
-            != requests[first_asked[requests[index].invoice_id]].customer_id
-        ]
-        if unclaimed:
-            decided = self.answer_many(
-                [requests[index] for index in unclaimed],
-                None if arms is None else [arms[index] for index in unclaimed],
-                None if dry_runs is None else [dry_runs[index] for index in unclaimed],
-            )
-            for index, answer in zip(unclaimed, decided, strict=True):
-                answers[index] = answer
         for index in repeats:
-            if answers[index] is None:
-                answers[index] = _repeated(requests, index, answers, first_asked, stored)
+            answers[index] = _repeated(requests, index, answers, first_asked, stored)
         complete = [answer for answer in answers if answer is not None]
         assert len(complete) == len(requests), "every invoice is answered"
         return complete
@@ -618,6 +612,21 @@ def _rounds(undecided: Sequence[_Undecided], decline_cap: int) -> list[list[_Und
     return rounds
 
 
+def _asked_again_by_another(
+    requests: Sequence[DecisionRequest], dry_runs: Sequence[bool] | None
+) -> int | None:
+    """The first item that asks an invoice for another customer than an earlier real ask of it
+    in the same call did; None when there is none."""
+    customers: dict[str, str] = {}
+    for index, request in enumerate(requests):
+        customer = customers.get(request.invoice_id)
+        if customer is not None and customer != request.customer_id:
+            return index
+        if customer is None and not (dry_runs is not None and dry_runs[index]):
+            customers[request.invoice_id] = request.customer_id
+    return None
+
+
 def _repeated(
     requests: Sequence[DecisionRequest],
     index: int,
@@ -625,18 +634,15 @@ def _repeated(
     first_asked: Mapping[str, int],
     stored: Mapping[str, StoredDecision],
 ) -> InvoiceOutcome:
-    """The answer to an invoice asked a second time in one call: the first time's answer, or a
-    conflict when the customer is not the one the invoice belongs to."""
+    """The answer to an invoice asked again in one call for the customer its first real ask
+    named (:func:`_asked_again_by_another` splits the call at an ask for another): the first
+    time's answer, or a conflict when the invoice is stored for another customer."""
     request = requests[index]
     first = first_asked[request.invoice_id]
     previous = stored.get(request.invoice_id)
-    owner = previous.customer_id if previous is not None else requests[first].customer_id
-    if request.customer_id != owner:
+    if previous is not None and request.customer_id != previous.customer_id:
         return InvoiceCustomerConflict(request.invoice_id)
     answered = answers[first]
-    if isinstance(answered, InvoiceCustomerConflict) and previous is not None:
-        # The first asked for another customer; this one owns it.
-        return InvoiceAnswer(previous.response_json, stored=True)
     assert answered is not None
     if isinstance(answered, InvoiceAnswer) and answered.written:
         return InvoiceAnswer(answered.answer_json, stored=True)  # written once, by the first

@@ -122,31 +122,6 @@ def test_an_invoice_twice_in_one_batch_is_answered_twice_with_one_decision(clien
     assert stored_decisions(client) == 1
 
 
-def test_an_invoice_first_asked_for_an_unknown_customer_is_decided_for_the_next(
-    client: Any,
-) -> None:
-    # Sent one after another: the unknown customer's 404 stores nothing, so the invoice is
-    # still nobody's when the next item asks it for a known customer.
-    results = batch(
-        client,
-        offers_body(invoice_id="INV-U", customer_id="C0009"),
-        offers_body(invoice_id="INV-U", customer_id="C0001"),
-        offers_body(invoice_id="INV-U", customer_id="C0002"),
-        offers_body(invoice_id="INV-U", customer_id="C0001", locale="en"),
-        offers_body(invoice_id="INV-V", customer_id="C0009"),
-        offers_body(invoice_id="INV-V", customer_id="C0009"),
-    )
-    assert [result["status"] for result in results] == [404, 200, 409, 200, 404, 404]
-    assert results[1]["decision"]["customer_id"] == "C0001"
-    assert results[3]["decision"] == results[1]["decision"]
-    assert results[2]["problem"]["type"].endswith("invoice-customer-conflict")
-    assert stored_decisions(client) == 1
-    alone = client.post(
-        "/v1/offers", json=offers_body(invoice_id="INV-U", customer_id="C0001"), headers=RENDERER
-    )
-    assert alone.status_code == 200 and alone.json() == results[1]["decision"]
-
-
 def test_decisions_are_counted_per_item_and_replays_are_not(client: Any) -> None:
     batch(
         client,
@@ -500,3 +475,83 @@ def test_without_a_decline_cap_a_customers_invoices_are_written_at_once(
     assert [_without_decision_id(answer) for answer in together] == [
         _without_decision_id(answer) for answer in alone
     ]
+
+
+def _each_alone(client: Any, items: list[dict[str, Any]]) -> list[tuple[int, Any]]:
+    """Each item sent to POST /v1/offers one after another: its status and its body."""
+    answers = []
+    for item in items:
+        response = client.post("/v1/offers", json=item, headers=RENDERER)
+        answers.append((response.status_code, response.json()))
+    return answers
+
+
+def _as_sent(results: list[dict[str, Any]]) -> list[tuple[int, Any]]:
+    return [(result["status"], result.get("decision", result.get("problem"))) for result in results]
+
+
+@pytest.mark.parametrize(
+    "customers",
+    [
+        # An unknown customer's 404 stores nothing: the invoice is then the next customer's, and
+        # the unknown customer asking again meets that decision (409).
+        ["C0009", "C0001", "C0002", "C0001", "C0009"],
+        ["C0001", "C0002", "C0001", "C0009"],
+        ["C0009", "C0009", "C0001"],
+    ],
+)
+def test_an_invoice_asked_for_several_customers_is_answered_as_one_after_another(
+    tmp_path: Path, customers: list[str]
+) -> None:
+    items = [offers_body(invoice_id="INV-U", customer_id=who) for who in customers]
+    with running(make_app(tmp_path / "batch")) as client:
+        together = _as_sent(batch(client, *items))
+    with running(make_app(tmp_path / "alone")) as client:
+        alone = _each_alone(client, items)
+    assert [status for status, _ in together] == [status for status, _ in alone]
+    decided = [answer for status, answer in together if status == 200]
+    assert decided and all(answer == decided[0] for answer in decided)  # one decision, replayed
+    assert {answer["customer_id"] for answer in decided} == {"C0001"}
+
+
+def test_an_unclaimed_invoice_is_decided_in_its_place_among_the_customers_invoices(
+    tmp_path: Path,
+) -> None:
+    """With a decline cap of one invoice, INV-OLD's declined offer is blocked on the customer's
+    next invoice only: INV-X, asked first for an unknown customer and then for C0001, is that
+    next invoice, and INV-B the one after, as when they are sent one after another."""
+    items = [
+        offers_body(invoice_id="INV-X", customer_id="C0009"),
+        offers_body(invoice_id="INV-X"),
+        offers_body(invoice_id="INV-B"),
+    ]
+    with running(make_app(tmp_path / "batch", decline_cap_invoices=1)) as client:
+        declined = _decided_and_declined(client)
+        together = _as_sent(batch(client, *items))
+    with running(make_app(tmp_path / "alone", decline_cap_invoices=1)) as client:
+        _decided_and_declined(client)
+        alone = _each_alone(client, items)
+    assert [status for status, _ in together] == [404, 200, 200]
+    shown = [[offer["offer_id"] for offer in answer["offers"]] for _, answer in together[1:]]
+    assert declined not in shown[0] and declined in shown[1]
+    assert [_without_decision_id(answer) for _, answer in together[1:]] == [
+        _without_decision_id(answer) for _, answer in alone[1:]
+    ]
+
+
+def test_a_provisional_decision_asked_again_after_another_customer_is_decided_afresh(
+    client: Any, features: FakeFeatures
+) -> None:
+    features.fail = "down"
+    provisional = client.post("/v1/offers", json=offers_body(invoice_id="INV-P"), headers=RENDERER)
+    assert provisional.json()["degraded"] == "feature_store_unavailable"
+    features.fail = None
+    results = batch(
+        client,
+        offers_body(invoice_id="INV-P", customer_id="C0002"),
+        offers_body(invoice_id="INV-P"),
+    )
+    assert [result["status"] for result in results] == [409, 200]
+    assert results[1]["decision"]["degraded"] is None and results[1]["decision"]["offers"]
+    replayed = client.post("/v1/offers", json=offers_body(invoice_id="INV-P"), headers=RENDERER)
+    assert replayed.json() == results[1]["decision"]

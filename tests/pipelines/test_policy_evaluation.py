@@ -451,6 +451,15 @@ def test_a_what_if_changes_one_setting_at_a_time_within_its_bounds() -> None:
     assert variants["what-if:accepted_offer_value_sek=600"] == replace(
         served, accepted_offer_value_sek=600.0
     )
+    # Values that would print alike at six digits are two what-ifs, a value given twice one.
+    close = what_if_objectives(
+        served, {"accepted_offer_value_sek": [1_234_567.0, 1_234_568.0, 0.05, 0.05]}
+    )
+    assert list(close) == [
+        "what-if:accepted_offer_value_sek=1234567",
+        "what-if:accepted_offer_value_sek=1234568",
+        "what-if:accepted_offer_value_sek=0.05",
+    ]
     horizon = variants["what-if:horizon_months=6"]
     assert horizon.horizon_months == 6 and isinstance(horizon.horizon_months, int)
     assert horizon.accepted_offer_value_sek == 150.0  # the others as served
@@ -482,7 +491,9 @@ def test_what_if_replays_the_model_policy_with_one_setting_changed(
     firsts, earlier = logged_decisions(Path(settings.data_dir), None, 300, 2)
     variants = what_if_objectives(
         served,
-        {"accepted_offer_value_sek": [configured, 0.0, 10_000.0], "min_acceptance": [1.0]},
+        # The dear what-if last: a what-if valuing offers over the served objective would be
+        # the last to write.
+        {"min_acceptance": [1.0], "accepted_offer_value_sek": [configured, 0.0, 10_000.0]},
     )
     replayed = replay(
         firsts,
@@ -509,6 +520,9 @@ def test_what_if_replays_the_model_policy_with_one_setting_changed(
             chance = item.model_acceptance
             assert chance[dear_first] >= chance[cheap_first], item.decision_id
             moved += dear_first != cheap_first
+        # The values the money terms read are the served objective's, whatever a what-if
+        # valued: none holds the 10,000 kr the dear what-if adds to every offer of value.
+        assert all(value < 10_000.0 for value in item.value_sek.values()), item.decision_id
         # No offer the model scored passes a floor of certain acceptance.
         if item.profiled:
             assert item.shown[floor] == []
