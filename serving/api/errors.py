@@ -143,6 +143,10 @@ def _public_message(item: Any) -> str:
     # say it in JSON's words, on every route and for a batch's item alike.
     if item.get("type") in _OBJECT_EXPECTED:
         return "Input should be a JSON object"
+    if item.get("type") == "int_parsing_size":
+        # Pydantic's words ("Unable to parse input string as an integer") speak of a string
+        # where the caller sent a number such as 1e308.
+        return "Input should be a whole number; this one is too large for the field"
     return str(item.get("msg", ""))
 
 

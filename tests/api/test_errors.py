@@ -128,6 +128,22 @@ def test_a_json_body_sent_under_another_media_type_is_told_so(
     assert decided.status_code == 200, decided.text
 
 
+def test_a_number_too_large_for_a_whole_number_field_is_told_so(client: Any) -> None:
+    response = client.post(
+        "/v1/offers",
+        content=b'{"invoice_id": "INV-1", "customer_id": "C0001", "max_offers": 1e308}',
+        headers={**RENDERER, "Content-Type": "application/json"},
+    )
+    problem = _problem(response, 422)
+    assert problem["errors"] == [
+        {
+            "loc": ["body", "max_offers"],
+            "msg": "Input should be a whole number; this one is too large for the field",
+            "type": "int_parsing_size",
+        }
+    ]
+
+
 def test_an_unknown_path_is_404(client: Any) -> None:
     assert _problem(client.get("/v1/nothing-here"), 404)["detail"] == "no such resource"
 
