@@ -350,20 +350,33 @@ class OffersService:
         store a round's decisions (or read its decline cap) raises, and none of that round's nor
         a later round's is stored; an earlier round's stay stored, replayed when asked again.
         """
-        cut = _asked_again_by_another(requests, dry_runs)
-        if cut is not None:
-            # Who the invoice is for by then depends on how the first ask ended (decided, an
-            # unknown customer, a provisional decision replaced): the items before are answered
+        answers: list[InvoiceOutcome] = []
+        start = 0
+        while start < len(requests):
+            # An ask for another customer than the same call's first ask of that invoice: who the
+            # invoice is for by then depends on how the first ask ended (decided, an unknown
+            # customer, a provisional decision replaced), so the items before it are answered
             # and stored first, and the rest reads the log as it is then, as if sent afterwards.
-            return self.answer_many(
-                requests[:cut],
-                None if arms is None else arms[:cut],
-                None if dry_runs is None else dry_runs[:cut],
-            ) + self.answer_many(
-                requests[cut:],
-                None if arms is None else arms[cut:],
-                None if dry_runs is None else dry_runs[cut:],
+            cut = _asked_again_by_another(
+                requests[start:], None if dry_runs is None else dry_runs[start:]
             )
+            end = len(requests) if cut is None else start + cut
+            answers += self._answer_part(
+                requests[start:end],
+                None if arms is None else arms[start:end],
+                None if dry_runs is None else dry_runs[start:end],
+            )
+            start = end
+        return answers
+
+    def _answer_part(
+        self,
+        requests: Sequence[DecisionRequest],
+        arms: Sequence[Arm] | None,
+        dry_runs: Sequence[bool] | None,
+    ) -> list[InvoiceOutcome]:
+        """:meth:`answer_many` for items none of which asks an invoice for another customer than
+        an earlier item of them did."""
         started = time.perf_counter()
         stored = self.log.find_many([request.invoice_id for request in requests])
         found_seconds = time.perf_counter() - started

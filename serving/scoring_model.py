@@ -268,7 +268,15 @@ class ModelHolder:
                 )
                 scorer = LightGBMScorer(ranker, churn)
                 scorer.warm_up()
-            except (ModelMismatch, NoChampion, ModelLoadFailed) as error:
+            except NoChampion:
+                # No such version: a caller's mistake (an experiment naming it is refused 422),
+                # not a fault of the service.
+                logger.warning(
+                    "challenger not served: no such version",
+                    extra={"model": f"{RANKER_MODEL}/{version}"},
+                )
+                continue
+            except (ModelMismatch, ModelLoadFailed) as error:
                 logger.error("challenger not served", extra={"reason": str(error)})
                 continue
             result[version] = scorer

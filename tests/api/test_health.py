@@ -69,6 +69,18 @@ def test_not_ready_while_the_open_store_does_not_answer_a_read(tmp_path: Path) -
         assert client.get("/health/ready").status_code == 200
 
 
+def test_a_head_probe_gets_the_status_without_a_body(tmp_path: Path) -> None:
+    """Load balancers and uptime checkers often probe with HEAD."""
+    features = FakeFeatures()
+    with running(make_app(tmp_path, features=features)) as client:
+        ready = client.head("/health/ready")
+        assert (ready.status_code, ready.content) == (200, b"")
+        assert client.head("/health/live").status_code == 200
+        features.fail = "timeout"
+        assert client.head("/health/ready").status_code == 503
+        assert client.head("/health/live").status_code == 200
+
+
 def test_metrics_count_decisions_degraded_answers_and_step_times(tmp_path: Path) -> None:
     features = FakeFeatures()
     with running(make_app(tmp_path, features=features)) as client:

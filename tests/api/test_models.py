@@ -248,7 +248,9 @@ def test_a_challenger_arm_decides_with_its_version(setup: Any) -> None:
     )
 
 
-def test_a_model_variant_needs_admin_and_a_version_the_registry_serves(setup: Any) -> None:
+def test_a_model_variant_needs_admin_and_a_version_the_registry_serves(
+    setup: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     client, registry = setup
     registry.versions[("offer-ranker", "5")] = ranker("5")
     by_marketing = client.post(
@@ -264,6 +266,11 @@ def test_a_model_variant_needs_admin_and_a_version_the_registry_serves(setup: An
     assert unknown.status_code == 422
     assert unknown.json()["type"].endswith("unknown-model-version")
     assert "model:77" in unknown.json()["detail"]
+    # The caller's mistake is no fault of the service: a warning naming the version, no error.
+    assert [r.levelname for r in caplog.records if r.name.startswith("serving")] == ["WARNING"]
+    assert [getattr(r, "model", None) for r in caplog.records if r.levelname == "WARNING"] == [
+        "offer-ranker/77"
+    ]
     # Neither was stored.
     listed = client.get("/v1/experiments", headers=auth("marketing")).json()
     assert listed["count"] == 0

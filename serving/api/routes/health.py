@@ -19,6 +19,18 @@ async def live() -> Live:
     return Live(status="live")
 
 
+# Load balancers and uptime checkers often probe with HEAD: the same answer without its body.
+@router.head("/health/live", include_in_schema=False)
+async def live_head() -> Response:
+    return Response(status_code=200)
+
+
+@router.head("/health/ready", include_in_schema=False)
+def ready_head(request: Request) -> Response:
+    ready(request)  # a service not ready raises its 503, as GET answers it
+    return Response(status_code=200)
+
+
 @router.get("/health/ready", response_model=Ready, responses=problem_responses(503))
 def ready(request: Request) -> Ready:
     """Ready once the feature store, the catalog and a model (or the rules) are loaded."""
