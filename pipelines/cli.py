@@ -482,8 +482,15 @@ def serve(
     customer or invoice id in them; uvicorn's access log is off, since paths carry ids."""
     import uvicorn
 
+    from core.settings import Settings
     from serving.log_lines import uvicorn_log_config
 
+    # A key the app would refuse at start-up is said here in one line, before any worker starts,
+    # not as a start-up traceback in the server's log.
+    try:
+        Settings().api_key_roles()
+    except ValueError as error:
+        raise _fail(str(error)) from error
     # MLflow otherwise gives its loggers a plain-text handler of their own when imported; left
     # alone, they write through the root's JSON lines like every other library.
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")

@@ -80,6 +80,22 @@ def test_erasing_what_is_no_customer_id_is_refused_before_anything(
     assert "is not a customer id" in result.output
 
 
+def test_serve_refuses_a_key_the_app_would_refuse_before_any_server_starts(
+    monkeypatch: Any,
+) -> None:
+    import uvicorn
+
+    started: list[str] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: started.append("server"))
+    monkeypatch.setenv("OFFERS_API_KEYS", "short:renderer")
+    refused = CliRunner().invoke(app, ["serve", "--port", "8099"])
+    assert refused.exit_code == 1 and started == []
+    assert "OFFERS_API_KEYS entry 1: a key must be at least 16 characters" in refused.output
+    monkeypatch.setenv("OFFERS_API_KEYS", "a-key-long-enough-to-serve:renderer")
+    served = CliRunner().invoke(app, ["serve", "--port", "8099"])
+    assert served.exit_code == 0 and started == ["server"]
+
+
 def test_an_id_the_tables_may_hold_is_erased_whatever_the_apis_rule(monkeypatch: Any) -> None:
     import pipelines.customer_erasure
 
