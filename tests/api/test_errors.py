@@ -36,14 +36,16 @@ def _problem(response: Any, status: int) -> dict[str, Any]:
     return problem
 
 
+def _post_raw(client: Any, content: Any) -> Any:
+    """``POST /v1/offers`` with ``content`` sent as it is, labelled as JSON."""
+    return client.post(
+        "/v1/offers", content=content, headers={**RENDERER, "Content-Type": "application/json"}
+    )
+
+
 def test_a_body_over_the_limit_is_413_by_its_content_length(client: Any) -> None:
     body = json.dumps(offers_body(padding="x" * 17_000))
-    response = client.post(
-        "/v1/offers",
-        content=body,
-        headers={**RENDERER, "Content-Type": "application/json"},
-    )
-    problem = _problem(response, 413)
+    problem = _problem(_post_raw(client, body), 413)
     assert problem["title"] == "Content Too Large"
     assert problem["detail"] == "the request body is larger than 16384 bytes"
 
@@ -55,37 +57,25 @@ def test_a_streamed_body_over_the_limit_is_413_as_the_bytes_arrive(client: Any) 
             yield b"x" * 1024
         yield b'"}'
 
-    response = client.post(
-        "/v1/offers", content=chunks(), headers={**RENDERER, "Content-Type": "application/json"}
-    )
+    response = _post_raw(client, chunks())
     assert "content-length" not in response.request.headers  # sent chunked
     assert _problem(response, 413)["detail"] == "the request body is larger than 16384 bytes"
 
 
 def test_a_body_just_under_the_limit_is_read(client: Any) -> None:
     body = json.dumps(offers_body(padding="x" * 15_000))
-    response = client.post(
-        "/v1/offers", content=body, headers={**RENDERER, "Content-Type": "application/json"}
-    )
+    response = _post_raw(client, body)
     # Read and validated (the extra field is refused), not cut off.
     assert _problem(response, 422)["errors"][0]["loc"] == ["body", "padding"]
 
 
 def test_malformed_json_is_422(client: Any) -> None:
-    response = client.post(
-        "/v1/offers",
-        content=b'{"invoice_id": ',
-        headers={**RENDERER, "Content-Type": "application/json"},
-    )
-    problem = _problem(response, 422)
+    problem = _problem(_post_raw(client, b'{"invoice_id": '), 422)
     assert problem["errors"] and "JSON" in problem["detail"]
 
 
 def test_a_body_that_is_not_utf8_is_422_like_malformed_json(client: Any) -> None:
-    response = client.post(
-        "/v1/offers", content=b"\xff\xfe{", headers={**RENDERER, "Content-Type": "application/json"}
-    )
-    problem = _problem(response, 422)
+    problem = _problem(_post_raw(client, b"\xff\xfe{"), 422)
     assert problem["errors"] == [
         {"loc": ["body"], "msg": "the body is not valid JSON", "type": "json_invalid"}
     ]
@@ -129,12 +119,8 @@ def test_a_json_body_sent_under_another_media_type_is_told_so(
 
 
 def test_a_number_too_large_for_a_whole_number_field_is_told_so(client: Any) -> None:
-    response = client.post(
-        "/v1/offers",
-        content=b'{"invoice_id": "INV-1", "customer_id": "C0001", "max_offers": 1e308}',
-        headers={**RENDERER, "Content-Type": "application/json"},
-    )
-    problem = _problem(response, 422)
+    body = b'{"invoice_id": "INV-1", "customer_id": "C0001", "max_offers": 1e308}'
+    problem = _problem(_post_raw(client, body), 422)
     assert problem["errors"] == [
         {
             "loc": ["body", "max_offers"],
