@@ -114,6 +114,37 @@ def _wait_ready(port: int, timeout_s: float = 120.0) -> None:
     raise TimeoutError(f"offers serve on port {port} was not ready within {timeout_s:.0f} s")
 
 
+DRIFT_GAUGES_COMPUTED = "offers_drift_computed_at_seconds "
+
+
+def _wait_drift_gauges(port: int, pid: int, timeout_s: float = 120.0) -> dict[str, float | None]:
+    """Wait until the server's first drift gauges are computed; seconds and server CPU taken.
+
+    A worker computes them in a thread of its own as it starts, over the log's whole monitoring
+    window. Load that started at readiness would share the core with that computation and
+    measure it as request latency once, at the start of a run; it is measured here instead, and
+    again every ``OFFERS_MONITOR_REFRESH_SECONDS`` (300 s) in service.
+    """
+    started, used = time.monotonic(), _cpu_seconds(pid)
+    deadline = started + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if any(
+                    line.startswith(DRIFT_GAUGES_COMPUTED.encode())
+                    for line in answer.read().splitlines()
+                ):
+                    return {
+                        "seconds_after_ready": round(time.monotonic() - started, 2),
+                        "server_cpu_s": round(_cpu_seconds(pid) - used, 2),
+                    }
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    return {"seconds_after_ready": None, "server_cpu_s": round(_cpu_seconds(pid) - used, 2)}
+
+
 def billed_customers(work: Path, limit: int = 5000) -> list[str]:
     """A sample of the customers billed in the newest billing month."""
     return [customer for customer, _ in newest_month_invoices(work)[:limit]]
@@ -341,9 +372,10 @@ def log_diagnosis(
 
 
 @contextmanager
-def _pinned_server(env: dict[str, str]) -> Iterator[tuple[int, int]]:
-    """``offers serve`` pinned to the server's CPU, ready; yields its port and process id (taskset
-    runs the server in its own process), stops it after."""
+def _pinned_server(env: dict[str, str]) -> Iterator[tuple[int, int, dict[str, float | None]]]:
+    """``offers serve`` pinned to the server's CPU, ready and with its first drift gauges
+    computed (unless they are off); yields its port, process id (taskset runs the server in its
+    own process) and what those first gauges took; stops it after."""
     port = _free_port()
     server = subprocess.Popen(
         pinned([sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port)], SERVER_CPU),
@@ -353,7 +385,9 @@ def _pinned_server(env: dict[str, str]) -> Iterator[tuple[int, int]]:
     )
     try:
         _wait_ready(port)
-        yield port, server.pid
+        gauges_off = float(env.get("OFFERS_MONITOR_REFRESH_SECONDS", "300")) <= 0
+        first_gauges = {} if gauges_off else _wait_drift_gauges(port, server.pid)
+        yield port, server.pid, first_gauges
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -368,7 +402,7 @@ def _serve(
     start: int,
 ) -> tuple[list[dict[str, Any]], int, int]:
     """One pinned server driven at ``rates`` of single requests (see :func:`drive`)."""
-    with _pinned_server(env) as (port, pid):
+    with _pinned_server(env) as (port, pid, _):
         tag = f"{tag}-{time.time_ns()}"
         return drive(port, invoices, rates, duration_s, tag, start=start, server_pid=pid)
 
@@ -379,7 +413,7 @@ def serve_and_drive(
     # Invoice ids unique to this run: an id already in the decision log would be a replay, not a
     # decision, and replays are far cheaper.
     tag = f"{tag}-{time.time_ns()}"
-    with _pinned_server(env) as (port, pid):
+    with _pinned_server(env) as (port, pid, first_gauges):
         rates = LOOP_RATES[:4] if quick else LOOP_RATES
         duration_s = 5.0 if quick else 15.0
         steps, saturation, drawn = drive(
@@ -407,6 +441,8 @@ def serve_and_drive(
         "server_p99_target_ms": SERVER_P99_TARGET_MS,
         "server_cpu": SERVER_CPU,
         "load_generator_cpu": LOAD_CPU,
+        # The first computation of the drift gauges, before the load started.
+        "first_drift_gauges": first_gauges,
         "batch": {
             "invoices_per_call": BATCH_SIZE,
             "steps": batch_steps,

@@ -2,8 +2,10 @@
 were degraded, the customer inputs of the newest model decisions, and the first-placed offers
 the model scored, summed per day with how many were accepted.
 
-Every read is bounded: the database counts and sums (through the index on ``created_at``), and
-only the inputs of at most ``limit`` decisions, the newest, come back as rows. Nothing that names
+Every read is bounded: the database counts and sums through indexes that hold every column
+they read (``schema``: ``ix_decisions_period``, ``ix_decisions_model_inputs``,
+``ix_decision_offers_first``), and only the inputs of at most ``limit`` decisions, the newest,
+come back as rows. Nothing that names
 a customer or an invoice leaves this module.
 """
 
@@ -17,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from serving.decision_log.repository import DecisionLog
+from serving.decision_log.schema import FIRST_PLACE, holds_model_inputs
 from training.drift import Outcomes
 
 ACCEPT = "accept"
@@ -65,13 +68,7 @@ def monitored_period(
         )
 
     in_period = sa.and_(decisions.c.created_at >= since, decisions.c.created_at < until)
-    # A decision no model scored holds JSON null, not SQL NULL (the column's JSON type writes
-    # None so): counted and read as inputs, it filled the limit and the count.
-    with_inputs = sa.and_(
-        in_period,
-        decisions.c.model_inputs.is_not(None),
-        sa.cast(decisions.c.model_inputs, sa.Text) != "null",
-    )
+    with_inputs = sa.and_(in_period, holds_model_inputs(decisions))
     newest = (
         sa.select(decisions.c.model_inputs)
         .where(with_inputs)
@@ -97,7 +94,12 @@ def monitored_period(
             sa.func.sum(sa.case((accepted, 1), else_=0)),
         )
         .select_from(decisions.join(offers, offers.c.decision_id == decisions.c.decision_id))
-        .where(in_period, offers.c.rank == 1, offers.c.acceptance.is_not(None))
+        .where(
+            in_period,
+            # A literal, as in the partial index on first places, so that SQLite plans with it.
+            offers.c.rank == sa.literal(FIRST_PLACE, literal_execute=True),
+            offers.c.acceptance.is_not(None),
+        )
         .group_by(day)
     )
     if model_version is not None:

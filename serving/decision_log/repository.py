@@ -24,7 +24,7 @@ from serving.decision.decline_cap import Decline, DeclineCap
 from serving.decision_log.circuit import LogCircuit
 from serving.decision_log.database import POOL_OVERFLOW, POOL_SIZE, create_log_engine
 from serving.decision_log.records import DecisionRecord, EventRecord, StoredDecision
-from serving.decision_log.schema import add_missing_columns, build_tables
+from serving.decision_log.schema import add_missing_columns, build_tables, drop_replaced_indexes
 from serving.decision_log.sqlite import (
     SqliteStatement,
     WalCheckpointer,
@@ -108,10 +108,12 @@ class DecisionLog:
 
         Columns added since a table's first release are nullable or have a server default
         (``schema.add_missing_columns``), so the old rows stay as they were; the indexes of
-        tables that already existed are created when missing.
+        tables that already existed are created when missing, and those this release replaced
+        are dropped.
         """
         with self.engine.begin() as connection:
             add_missing_columns(connection, self.tables.metadata)
+            drop_replaced_indexes(connection, self.tables.metadata.schema)
         for table in self.tables.metadata.tables.values():
             for index in table.indexes:
                 index.create(self.engine, checkfirst=True)

@@ -30,6 +30,8 @@ pytestmark = pytest.mark.integration
 T0 = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
 # An export after every outcome window of the decisions made around T0 has passed.
 LATER = T0 + dt.timedelta(days=60)
+# The indexes model monitoring reads a period through (serving.decision_log.schema).
+REPLACING_INDEXES = ("ix_decisions_period", "ix_decisions_model_inputs", "ix_decision_offers_first")
 
 
 def record(
@@ -581,6 +583,56 @@ def test_monitoring_reads_only_the_decisions_a_model_scored(log: DecisionLog) ->
     assert period.answers == 6
 
 
+def test_monitoring_reads_a_period_from_indexes_never_from_the_decisions_rows(
+    tmp_path: Path,
+) -> None:
+    """The drift gauges read the whole monitoring window in every worker every few minutes: a
+    read of the decisions' rows (kilobytes of answer and log each) costs seconds of CPU at a
+    quarter of a million decisions. Every read of the period is planned on an index."""
+    from serving.decision_log.monitoring import monitored_period
+
+    log = DecisionLog(f"sqlite:///{tmp_path / 'offers.db'}")
+    scored = replace(
+        record("INV-M", customer_id="M1"),
+        model_version="offer-ranker/3",
+        model_inputs={"data_gb_avg_3m": 9.0},
+        offers=(LoggedOffer("PLAN_30GB", 1, 1.0, 12.5, acceptance=0.31),),
+    )
+    log.record(scored)
+    log.record_event(event(scored, "PLAN_30GB", "accept"))
+    statements: list[tuple[str, Any]] = []
+
+    def keep(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        statements.append((statement, parameters))
+
+    sa.event.listen(log.engine, "before_cursor_execute", keep)
+    period = monitored_period(
+        log, T0 - dt.timedelta(days=5), T0 + dt.timedelta(days=5), 10, "offer-ranker/3"
+    )
+    sa.event.remove(log.engine, "before_cursor_execute", keep)
+    assert (period.answers, period.decisions_with_inputs, period.inputs) == (
+        1,
+        1,
+        [{"data_gb_avg_3m": 9.0}],
+    )
+    assert [(o.offers, o.predicted_sum, o.accepted) for o in period.outcomes] == [(1, 0.31, 1)]
+    plans = {}
+    with log.engine.connect() as connection:
+        for statement, parameters in statements:
+            if "decisions" in statement:
+                found = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
+                plans[statement.split()[1]] = [row[-1] for row in found]
+    log.close()
+    reads = [step for plan in plans.values() for step in plan]
+    on_decisions = [step for step in reads if " decisions " in f"{step} "]
+    assert on_decisions and not [step for step in on_decisions if step.startswith("SCAN")]
+    assert all(
+        "COVERING INDEX ix_decisions_period" in step or "INDEX ix_decisions_model_inputs" in step
+        for step in on_decisions
+    ), on_decisions
+    assert any("ix_decision_offers_first" in step for step in reads), reads
+
+
 def test_a_failed_export_leaves_the_file_as_it_was(
     log: DecisionLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -782,7 +834,12 @@ def test_a_log_from_before_input_monitoring_gains_its_columns_and_keeps_its_rows
     schema = log.tables.metadata.schema
     prefix = f'"{schema}".' if schema else ""
     with log.engine.begin() as connection:
-        connection.exec_driver_sql(f"DROP INDEX {prefix}ix_decisions_created_at")
+        for index in REPLACING_INDEXES:
+            connection.exec_driver_sql(f"DROP INDEX {prefix}{index}")
+        # The index monitoring read through before this release's covering ones.
+        connection.exec_driver_sql(
+            f"CREATE INDEX ix_decisions_created_at ON {prefix}decisions (created_at)"
+        )
         for table, column in (
             ("decisions", "model_inputs"),
             ("superseded_decisions", "model_inputs"),
@@ -796,9 +853,13 @@ def test_a_log_from_before_input_monitoring_gains_its_columns_and_keeps_its_rows
         inspector = sa.inspect(reopened.engine)
         assert "model_inputs" in {c["name"] for c in inspector.get_columns("decisions", schema)}
         assert "acceptance" in {c["name"] for c in inspector.get_columns("decision_offers", schema)}
-        assert "ix_decisions_created_at" in {
-            index["name"] for index in inspector.get_indexes("decisions", schema)
+        indexes = {
+            index["name"]
+            for table in ("decisions", "decision_offers")
+            for index in inspector.get_indexes(table, schema)
         }
+        assert indexes >= set(REPLACING_INDEXES)
+        assert "ix_decisions_created_at" not in indexes  # replaced: no insert pays for it
         kept = reopened.find("INV-OLD")
         assert kept is not None and kept.decision_id == old.decision_id
         new = replace(
