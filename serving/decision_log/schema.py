@@ -181,6 +181,8 @@ def build_tables(schema: str | None = None) -> LogTables:
         sa.Column("superseded_at", UtcDateTime, nullable=False),
         sa.Column("superseded_by", sa.String(36), nullable=False),
         sa.Index("ix_superseded_decisions_invoice", "invoice_id"),
+        # Monitoring counts a period's answers here too (see ix_decisions_period).
+        sa.Index("ix_superseded_decisions_period", "created_at", "degraded"),
     )
     # Consent answers received through POST /v1/consents or `offers consents sync --file`,
     # stored before they are pushed to the online store (applied_at stays null until one is), so

@@ -31,7 +31,12 @@ T0 = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
 # An export after every outcome window of the decisions made around T0 has passed.
 LATER = T0 + dt.timedelta(days=60)
 # The indexes model monitoring reads a period through (serving.decision_log.schema).
-REPLACING_INDEXES = ("ix_decisions_period", "ix_decisions_model_inputs", "ix_decision_offers_first")
+REPLACING_INDEXES = (
+    "ix_decisions_period",
+    "ix_decisions_model_inputs",
+    "ix_decision_offers_first",
+    "ix_superseded_decisions_period",
+)
 
 
 def record(
@@ -616,14 +621,15 @@ def test_monitoring_reads_a_period_from_indexes_never_from_the_decisions_rows(
         [{"data_gb_avg_3m": 9.0}],
     )
     assert [(o.offers, o.predicted_sum, o.accepted) for o in period.outcomes] == [(1, 0.31, 1)]
-    plans = {}
+    plans: dict[str, list[Any]] = {}
     with log.engine.connect() as connection:
         for statement, parameters in statements:
             if "decisions" in statement:
                 found = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
-                plans[statement.split()[1]] = [row[-1] for row in found]
+                plans[statement] = [row[-1] for row in found]
     log.close()
     reads = [step for plan in plans.values() for step in plan]
+    assert "SEARCH superseded_decisions USING COVERING INDEX" in " ".join(reads), reads
     on_decisions = [step for step in reads if " decisions " in f"{step} "]
     assert on_decisions and not [step for step in on_decisions if step.startswith("SCAN")]
     assert all(
@@ -855,7 +861,7 @@ def test_a_log_from_before_input_monitoring_gains_its_columns_and_keeps_its_rows
         assert "acceptance" in {c["name"] for c in inspector.get_columns("decision_offers", schema)}
         indexes = {
             index["name"]
-            for table in ("decisions", "decision_offers")
+            for table in ("decisions", "decision_offers", "superseded_decisions")
             for index in inspector.get_indexes(table, schema)
         }
         assert indexes >= set(REPLACING_INDEXES)
