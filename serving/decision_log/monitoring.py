@@ -2,10 +2,11 @@
 were degraded, the customer inputs of the newest model decisions, and the first-placed offers
 the model scored, summed per day with how many were accepted.
 
-Every read is bounded: the database counts and sums through indexes that hold every column
-they read (``schema``: ``ix_decisions_period``, ``ix_decisions_model_inputs``,
-``ix_decision_offers_first``), and only the inputs of at most ``limit`` decisions, the newest,
-come back as rows. Nothing that names
+Every read is bounded, and none reads a decision's row but the newest inputs: the database
+counts from indexes alone (``schema``: ``ix_decisions_period``, ``ix_decisions_model_inputs``,
+``ix_superseded_decisions_period``), sums each decision's first offer found through the partial
+index ``ix_decision_offers_first``, and only the inputs of at most ``limit`` decisions, the
+newest, come back as rows. Nothing that names
 a customer or an invoice leaves this module.
 """
 
