@@ -41,8 +41,8 @@ class UtcDateTime(sa.types.TypeDecorator[dt.datetime]):
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-# Indexes that earlier releases created and this one replaced: dropped when a log is opened, so
-# that no insert keeps paying for them.
+# Indexes of the decisions table that earlier releases created and this one replaced: dropped
+# when a log is opened (drop_replaced_indexes), so that no insert keeps paying for them.
 REPLACED_INDEXES = ("ix_decisions_created_at",)
 
 FIRST_PLACE = 1
@@ -253,7 +253,8 @@ def add_missing_columns(connection: sa.Connection, metadata: sa.MetaData) -> lis
 
 
 def drop_replaced_indexes(connection: sa.Connection, schema: str | None) -> list[str]:
-    """Drop the indexes of :data:`REPLACED_INDEXES` a log still has; returns those dropped."""
+    """Drop the indexes of :data:`REPLACED_INDEXES` the log's decisions table still has;
+    returns those dropped."""
     preparer = connection.dialect.identifier_preparer
     prefix = f"{preparer.quote_schema(schema)}." if schema else ""
     present = {
