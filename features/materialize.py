@@ -652,6 +652,13 @@ def _materialize_view(
     path = source_path(store, view)
     if not path.exists():
         raise ValueError(f"{path}: feature table not found; run `offers features build` first")
+    present = set(ds.dataset(path, format="parquet").schema.names)
+    lacking = [feature.name for feature in view.features if feature.name not in present]
+    if lacking:
+        raise ValueError(
+            f"{path} lacks {', '.join(lacking)}: it was built by an earlier release; run "
+            "`offers features build` again"
+        )
     left = rows_after(path, end)
     if start is not None and start >= end:
         task(view.name, 0)

@@ -98,6 +98,17 @@ _DECODERS: dict[str, Callable[[bytes | None], Any]] = {
 }
 
 
+class FeaturesNotApplied(ValueError):
+    """The store's registry lacks features this release reads: it was applied by an earlier one."""
+
+    def __init__(self, view: str, features: Sequence[str]) -> None:
+        super().__init__(
+            f"feature view {view} has no feature(s) {', '.join(features)}: the store was built by "
+            "an earlier release; run `offers features build`, `offers features apply` and "
+            "`offers features materialize` (or `offers retrain`)"
+        )
+
+
 def value_decoder(feast_type: str) -> Callable[[bytes | None], Any]:
     """The decoder of a stored ``ValueProto`` of a Feast type (``Float64``, ``Int64``, …)."""
     return _DECODERS.get(feast_type, _decode_any)
@@ -136,7 +147,7 @@ class OnlineReader:
             dtypes = {feature.name: str(feature.dtype) for feature in definition.features}
             unknown = [feature for feature in features if feature not in dtypes]
             if unknown:
-                raise ValueError(f"feature view {name} has no feature(s) {', '.join(unknown)}")
+                raise FeaturesNotApplied(name, unknown)
             views.append(
                 _View(
                     name=name,
@@ -373,6 +384,8 @@ class OnlineFeatures:
             return self.store.get_online_features(features=features, entity_rows=entity_rows)
         try:
             reader = self.reader(features)
+        except FeaturesNotApplied:
+            raise  # Feast would refuse them too, less plainly
         except ValueError:
             return self.store.get_online_features(features=features, entity_rows=entity_rows)
         ids = [str(row[reader.join_key]) for row in entity_rows]

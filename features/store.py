@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -119,6 +120,20 @@ def _create_sqlite(path: Path) -> None:
         connection.close()
 
 
+def _views_with_other_features(registered: Sequence[Any], objects: Sequence[Any]) -> list[str]:
+    """The names of registered feature views whose features the objects to apply change."""
+    from feast import FeatureView
+
+    before = {view.name: {field.name for field in view.features} for view in registered}
+    return sorted(
+        obj.name
+        for obj in objects
+        if isinstance(obj, FeatureView)
+        and obj.name in before
+        and before[obj.name] != {field.name for field in obj.features}
+    )
+
+
 def apply_repository(settings: Settings | None = None, project: str = PROJECT) -> list[str]:
     """Register every object of the repository; objects no longer defined are removed.
 
@@ -138,10 +153,19 @@ def apply_repository(settings: Settings | None = None, project: str = PROJECT) -
         *store.list_feature_services(),
     ]
     stale = [obj for obj in registered if (type(obj).__name__, obj.name) not in names]
+    changed = _views_with_other_features(store.list_feature_views(), objects)
     with warnings.catch_warnings():
         # Feast calls every on-demand view experimental; plan_fit is one, on purpose.
         warnings.filterwarnings("ignore", message="On demand feature view is an experimental")
         store.apply(objects, objects_to_delete=stale, partial=False)
+    if changed:
+        # The online store's rows of these views lack the new features (or hold dropped ones),
+        # and an incremental materialize would load only rows dated after its last end.
+        from features.materialize import request_whole_reload
+
+        request_whole_reload(
+            settings, f"feature views applied with other features: {', '.join(changed)}"
+        )
     applied = sorted(
         name
         for kind, name in names

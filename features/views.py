@@ -51,6 +51,9 @@ CUSTOMER_CONTRACT: dict[str, FeatureType] = {
     "binding_end_date": "str",  # ISO date, "" when not bound
     "months_to_binding_end": "int",  # 0 when not bound
     "plan_changes_24m": "int",
+    # ISO date the customer's last contract ended when no contract followed it ("" while one is
+    # in force): a final invoice dated after it is a former customer's.
+    "contract_ended_on": "str",
 }
 
 CUSTOMER_BILLING: dict[str, FeatureType] = {
@@ -153,8 +156,9 @@ VIEWS: dict[str, ViewSpec] = {
             CUSTOMER_CONTRACT,
             SNAPSHOT_TTL,
             "The contract in force: plan, fee, allowances (NaN = unlimited), tenure, binding end, "
-            "plan changes in 24 months.",
-            "The contract in force per customer at each month start and change.",
+            "plan changes in 24 months; the day the last contract ended, once the customer left.",
+            "The contract in force per customer at each month start and change, and the day "
+            "after the customer left.",
             {"personal_data": "true", "consent": "none: contractual"},
         ),
         ViewSpec(

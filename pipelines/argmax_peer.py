@@ -13,8 +13,9 @@ What the peer respects, and nothing else:
   profiling consent (the engine decides without personal features) it shows what the served
   model policy shows, since the peer's features are personal;
 - eligibility: it chooses among the offers the engine's eligibility rules let through (validity
-  on the date, segment, current plan, tenure, payment help only for payment trouble, good
-  standing, no downgrade while bound, loyalty gap, declined recently), whatever the guardrails
+  on the date, a former customer's final invoice, segment, current plan, tenure, payment help
+  only for payment trouble, good standing, no downgrade while bound, loyalty gap, declined
+  recently), whatever the guardrails
   (``GUARDRAILS_IGNORED``) and the objective then made of them.
 
 Point in time: it learns only from events shown before the evaluated month whose outcome was

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.catalog import load_catalog
 from core.settings import Settings, get_settings
+from features.online import FeaturesNotApplied
 from features.views import (
     CUSTOMER_BILLING,
     CUSTOMER_CONSENT,
@@ -186,6 +187,8 @@ class FeatureOpener:
         self._open = open_features
         self._lock = threading.Lock()
         self._last_try = -FEATURE_RETRY_SECONDS
+        # Why the store cannot be opened when retrying will not help, for readiness to say.
+        self.problem: str | None = None
 
     def __call__(self) -> OnlineFeatureSource | None:
         now = time.monotonic()
@@ -193,8 +196,16 @@ class FeatureOpener:
             return None
         try:
             self._last_try = now
-            return self._open(self._settings)
+            opened = self._open(self._settings)
+            self.problem = None
+            return opened
+        except FeaturesNotApplied as error:
+            # Names of views and features only: no customer's data in it.
+            self.problem = str(error)
+            logger.error("feature store not opened: %s", self.problem)
+            return None
         except Exception as error:
+            self.problem = None  # this failure is another: readiness says the store is not open
             logger.error(
                 "feature store not opened: offers are answered degraded",
                 extra={"error": type(error).__name__},
@@ -217,6 +228,7 @@ class _WarmUpSource:
             current_plan_id=plan_id,
             usage_month_m1=month.replace(day=1).isoformat(),
             binding_end_date="",
+            contract_ended_on="",
         )
         self._profile: dict[str, Any] = dict.fromkeys(CUSTOMER_PROFILE, 0)
 
@@ -293,7 +305,7 @@ def open_services(settings: Settings, connectors: Connectors) -> Services:
     models = ModelHolder(connectors.model_loader(settings))
     models.start(experiments_store.challenger_policies(dt.datetime.now(dt.UTC)))
     reopen = FeatureOpener(settings, connectors.open_features)
-    feature_store = OpenFeatureStore(reopen(), reopen)
+    feature_store = OpenFeatureStore(reopen(), reopen, problem=lambda: reopen.problem)
     metrics = ApiMetrics()
     metrics.report_models(lambda: models.current)
     drift = DriftMonitor(

@@ -102,9 +102,17 @@ class OpenFeatureStore:
         self,
         source: OnlineFeatureSource | None = None,
         reopen: Callable[[], OnlineFeatureSource | None] | None = None,
+        problem: Callable[[], str | None] | None = None,
     ) -> None:
+        """``problem``: why the store stays closed when reopening will not help, or None."""
         self.source = source
         self._reopen = reopen
+        self._problem = problem
+
+    @property
+    def problem(self) -> str | None:
+        """Why the store is closed, when reopening alone will not mend it; None otherwise."""
+        return None if self._problem is None or self.source is not None else self._problem()
 
     def current(self) -> OnlineFeatureSource | None:
         """The open source; a closed store is reopened here, which blocks: never on the loop."""
@@ -337,6 +345,15 @@ def open_feast_source(settings: Settings, project: str | None = None) -> FeastFe
 
     store = open_store(settings, project or PROJECT)
     online = OnlineFeatures(store)
+    # Every read's features are in the store's registry, or the store is not opened: a registry
+    # an earlier release applied would otherwise fail each decision's read, while ready.
+    for refs in (
+        CONSENT_FEATURES,
+        ACCOUNT_FEATURES,
+        PROFILE_FEATURES,
+        ACCOUNT_AND_PROFILE_FEATURES,
+    ):
+        online.reader(refs)
     timeout_seconds = settings.feature_timeout_ms / 1000.0
     bounded = online.bound_reads(timeout_seconds)
     from core.catalog import load_catalog

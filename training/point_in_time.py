@@ -21,7 +21,8 @@ from features.views import SERVICE_VIEWS, feature_table_path, view_key, view_ttl
 # Extra columns read beside each model's inputs, for slices and the consent groups.
 SLICE_VIEWS = ("customer_consent",)
 
-_KEEP_STRINGS = frozenset({"segment", "current_plan_id", "binding_end_date"})
+# (``contract_ended_on`` for the eligibility rules an evaluation applies; no model reads it.)
+_KEEP_STRINGS = frozenset({"segment", "current_plan_id", "binding_end_date", "contract_ended_on"})
 
 
 def join_ttl(view: str) -> pd.Timedelta | None:

@@ -1,8 +1,10 @@
 """The ``customer_contract`` view: the contract in force, every month and at every change.
 
 One row per customer at the first contract (signup) and at 00:00 UTC on the first day of every
-month after it, plus one at every contract change; for customers who signed before the data begin
-(see :func:`features.transforms.span.data_start`), from that month on.
+month after it, plus one at every contract change, and one on the day after a contract ended
+with none after it (the customer left: ``contract_ended_on`` says when, the other values are the
+last contract's); for customers who signed before the data begin (see
+:func:`features.transforms.span.data_start`), from that month on.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def contract_features(
     end: pd.Timestamp,
     start: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
-    """The contract in force at every month start and contract change, while the customer stays.
+    """The contract in force at every month start and contract change while the customer stays,
+    and on the day after they left (``contract_ended_on``).
 
     With ``start`` (a month start), snapshots begin there for customers who signed earlier.
     """
@@ -58,8 +61,18 @@ def contract_features(
     in_time = valid_from <= end_day
     if start_day is not None:
         in_time &= valid_from >= start_day
-    grid_codes = np.concatenate([grid_codes, codes[in_time]])
-    grid_days = np.concatenate([grid_days, valid_from[in_time]])
+    # The day after a contract that no other one follows at once ended: the customer left, and
+    # the store's latest row says so to a final invoice dated after it. Also when that day is
+    # after the tables' end (a notice given ahead): an incremental materialize loads only rows
+    # dated after its last end, and a customer who left has no later monthly row to bring it.
+    left_day = valid_to + np.timedelta64(1, "D")
+    next_from = np.r_[valid_from[1:], np.datetime64("NaT", "D")]
+    followed = ~last_row & (next_from <= left_day)
+    left = ~np.isnat(valid_to) & ~followed
+    if start_day is not None:
+        left &= left_day >= start_day
+    grid_codes = np.concatenate([grid_codes, codes[in_time], codes[left]])
+    grid_days = np.concatenate([grid_days, valid_from[in_time], left_day[left]])
 
     index = EventIndex(codes, valid_from)
     current = index.latest(grid_codes, grid_days)
@@ -75,6 +88,9 @@ def contract_features(
     signup_day = np.where(signup.isna(), first_day[grid_codes], days_of(signup))
     binding_end = days_of(rows["binding_end_date"])[current]
     bound = ~np.isnat(binding_end) & (binding_end > grid_days)
+    ended_on = valid_to[current]
+    ended = ~np.isnat(ended_on) & (ended_on < grid_days)
+    ended_text = np.datetime_as_string(ended_on, unit="D")
     out: dict[str, Any] = {
         CUSTOMER_KEY: ids.to_numpy()[grid_codes],
         EVENT_TIMESTAMP: utc_timestamps(grid_days),
@@ -90,5 +106,6 @@ def contract_features(
         ).astype(object),
         "months_to_binding_end": np.where(bound, months_until(grid_days, binding_end), 0),
         "plan_changes_24m": changes,
+        "contract_ended_on": np.where(ended, ended_text, "").astype(object),
     }
     return conform(out, CUSTOMER_KEY, CUSTOMER_CONTRACT)

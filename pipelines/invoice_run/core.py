@@ -206,12 +206,23 @@ def feature_paths(features_dir: Path) -> dict[str, Path]:
 
 
 def check_features(paths: Mapping[str, Path]) -> None:
-    """Raise :class:`InvoiceRunError` naming the feature tables that do not exist."""
+    """Raise :class:`InvoiceRunError` naming the feature tables that do not exist, or that lack
+    columns this release reads (tables an earlier release built)."""
     missing = [str(path) for path in paths.values() if not path.exists()]
     if missing:
         raise InvoiceRunError(
             f"feature tables not found: {', '.join(missing)}; run `offers features build` first"
         )
+    import pyarrow.dataset as ds
+
+    for view, path in paths.items():
+        present = set(ds.dataset(path, format="parquet").schema.names)
+        lacking = [name for name in DECISION_VIEWS.get(view, ()) if name not in present]
+        if lacking:
+            raise InvoiceRunError(
+                f"feature table {path} lacks {', '.join(lacking)}: it was built by an earlier "
+                "release; run `offers features build` again"
+            )
 
 
 # --- deciding -------------------------------------------------------------------------------------

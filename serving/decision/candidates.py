@@ -39,6 +39,7 @@ NO_DEBT = "no_debt"
 NO_INVOICE_FEE = "no_invoice_fee"
 NOT_IN_GOOD_STANDING = "not_in_good_standing"
 NO_LOYALTY_GAP = "no_loyalty_gap"
+CONTRACT_ENDED = "contract_ended"
 
 
 def is_debt_help(offer: Offer) -> bool:
@@ -96,6 +97,11 @@ def eligibility(
     """Why this customer may not get this offer on this invoice, or ``None`` when they may."""
     if not offer.is_valid_on(invoice_date):
         return NOT_VALID_ON_DATE
+    if account.has_left_by(invoice_date) and not is_debt_help(offer):
+        # A former customer's final invoice: no plan, add-on, price or way to pay future
+        # invoices is theirs to take. A debt still open may be spread (checked below). Before
+        # the rules an evaluation may lift, since this one is not a choice.
+        return CONTRACT_ENDED
     if segment not in offer.segments:
         return NOT_FOR_SEGMENT
     if offer.offer_id in recently_declined:

@@ -86,7 +86,8 @@ log = logging.getLogger(__name__)
 NOT_IN_SEGMENT_LIST = "not_in_segment_list"
 MODEL_ERROR = "model_error"
 # The eligibility rules, guardrails and floors an evaluation may lift one at a time to measure
-# what each costs. Consent, the current plan and validity on the date are not rules of choice.
+# what each costs. Consent, the current plan, validity on the date and a contract that ended (a
+# former customer's final invoice) are not rules of choice.
 LIFTABLE: frozenset[str] = frozenset(
     {
         NOT_FOR_SEGMENT,

@@ -222,6 +222,8 @@ class Account:
     current_roaming_data_gb: float
     tenure_months: int
     binding_end_date: dt.date | None
+    # The day the last contract ended when no contract followed it; None while one is in force.
+    contract_ended_on: dt.date | None
     in_collection: bool
     unpaid_reminders: int
     late_payments_12m: int
@@ -245,6 +247,7 @@ class Account:
             current_roaming_data_gb=as_float(row.get("current_roaming_data_gb")),
             tenure_months=as_int(row.get("tenure_months")) or 0,
             binding_end_date=as_date(row.get("binding_end_date")),
+            contract_ended_on=as_date(row.get("contract_ended_on")),
             in_collection=as_flag(row.get("in_collection")),
             unpaid_reminders=as_int(row.get("unpaid_reminders")) or 0,
             late_payments_12m=as_int(row.get("late_payments_12m")) or 0,
@@ -263,6 +266,11 @@ class Account:
 
     def is_bound_on(self, day: dt.date) -> bool:
         return self.binding_end_date is not None and self.binding_end_date > day
+
+    def has_left_by(self, day: dt.date) -> bool:
+        """The customer's contract ended before ``day`` and none followed: an invoice dated then
+        is a former customer's final one. A contract is in force on the day it ends."""
+        return self.contract_ended_on is not None and self.contract_ended_on < day
 
 
 def _zero_if_nan(value: float) -> float:

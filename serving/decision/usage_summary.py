@@ -309,7 +309,10 @@ def _trends(account: Account, first: dt.date | None) -> list[Trend]:
 def insight_plans(
     catalog: Catalog, account: Account, segment: str, invoice_date: dt.date
 ) -> list[Offer]:
-    """Plans the customer could be on: sold on the invoice date, for their segment, not today's."""
+    """Plans the customer could be on: sold on the invoice date, for their segment, not today's;
+    none for a former customer (:meth:`Account.has_left_by`)."""
+    if account.has_left_by(invoice_date):
+        return []
     return [
         offer
         for offer in catalog.plans

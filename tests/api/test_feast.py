@@ -216,3 +216,65 @@ def test_a_store_that_answers_but_holds_nothing_is_not_ready(tmp_path: Path) -> 
         )
         materialize(settings=empty, show_progress=False)
         assert client.get("/health/ready").status_code == 200
+
+
+def test_a_store_an_earlier_release_applied_is_named_until_applied_and_reloaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store whose registry and rows an earlier release wrote, without a feature this release
+    reads (the contract view as it was before ``contract_ended_on``), is not opened: readiness
+    names the view, the feature and the commands, and each offer is answered degraded. `offers
+    features apply` registers the feature and asks the next materialize for a whole reload, since
+    an incremental one would leave the customers' rows without it."""
+    import datetime as dt
+
+    import serving.app
+    from core.catalog import load_catalog
+    from features.materialize import whole_reload_requested
+    from features.pipeline import write_feature_tables
+    from features.store import PROJECT, apply_repository, materialize, open_store
+    from features.transforms.offer_attributes import offer_features
+    from tests.factories.api import feature_frames
+
+    monkeypatch.setattr(serving.app, "FEATURE_RETRY_SECONDS", 0.0)
+    settings = feast_settings(tmp_path)
+    frames = feature_frames()
+    frames["offer_attributes"] = offer_features(load_catalog(settings.catalog))
+    write_feature_tables(frames, Path(settings.features_dir))
+    apply_repository(settings)
+    store = open_store(settings, PROJECT)
+    earlier = store.get_feature_view("customer_contract")
+    earlier.features = [field for field in earlier.features if field.name != "contract_ended_on"]
+    store.apply([earlier])
+    assert whole_reload_requested(settings) is None
+    loaded_until = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
+    materialize(loaded_until, settings, show_progress=False)
+    app = create_app(
+        settings, connectors=Connectors(model_loader=lambda opened: FakeRegistry().loader())
+    )
+    with running(app) as client:
+        answer = client.get("/health/ready")
+        assert answer.status_code == 503
+        detail = answer.json()["detail"]
+        assert detail.startswith("the feature store is not open: feature view customer_contract")
+        assert "has no feature(s) contract_ended_on" in detail
+        assert "`offers features apply`" in detail
+        offered = client.post("/v1/offers", json=offers_body(), headers=auth("renderer"))
+        assert offered.status_code == 200
+        assert offered.json()["degraded"] is not None and offered.json()["offers"] == []
+
+        apply_repository(settings)
+        requested = whole_reload_requested(settings)
+        assert requested is not None and "customer_contract" in requested
+        assert client.get("/health/ready").status_code == 200
+        # Before the reload the rows lack the feature; the reload writes it for everyone.
+        source = open_feast_source(settings)
+        assert source.read_account("C0001")["contract_ended_on"] is None
+        materialize(loaded_until, settings, show_progress=False)
+        assert source.read_account("C0001")["contract_ended_on"] == ""
+        source.close()
+        assert whole_reload_requested(settings) is None
+        again = client.post(
+            "/v1/offers", json=offers_body(invoice_id="INV-AGAIN"), headers=auth("renderer")
+        )
+        assert again.json()["degraded"] is None

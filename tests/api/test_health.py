@@ -55,6 +55,34 @@ def test_not_ready_until_the_feature_store_opens(tmp_path: Path, monkeypatch: An
     assert body["degraded"] is None and body["policy"] == "model"
 
 
+def test_readiness_says_why_a_store_an_earlier_release_applied_is_not_opened(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    import serving.app
+    from features.online import FeaturesNotApplied
+
+    monkeypatch.setattr(serving.app, "FEATURE_RETRY_SECONDS", 0.0)
+    failures: list[Exception] = [
+        FeaturesNotApplied("customer_contract", ["contract_ended_on"]),
+        FeaturesNotApplied("customer_contract", ["contract_ended_on"]),
+        ConnectionError("store not there"),
+    ]
+
+    def open_features(settings: Any) -> Any:
+        if failures:
+            raise failures.pop(0)
+        return FakeFeatures()
+
+    with running(make_app(tmp_path, open_features=open_features)) as client:
+        first = client.get("/health/ready").json()["detail"]
+        assert first.startswith("the feature store is not open: feature view customer_contract ")
+        assert "has no feature(s) contract_ended_on" in first
+        assert "`offers features apply`" in first
+        # Another failure after it: the reason given no longer holds.
+        assert client.get("/health/ready").json()["detail"] == "the feature store is not open"
+        assert client.get("/health/ready").status_code == 200
+
+
 def test_not_ready_while_the_open_store_does_not_answer_a_read(tmp_path: Path) -> None:
     """Readiness reads the store as a request does: an open store that fails its reads (a
     broken file, a lock never released) is not ready, and is ready again once it answers."""

@@ -21,7 +21,7 @@ from serving.decision.candidates import (
     plan_fit_matrix,
     shown_price,
 )
-from serving.decision.engine import Decision, decide
+from serving.decision.engine import LIFTABLE, Decision, decide
 from serving.decision.inputs import Account
 from tests.factories.decision import (
     INVOICE_DATE,
@@ -174,6 +174,61 @@ def test_good_standing_required_where_the_catalog_says_so() -> None:
 def test_loyalty_only_when_new_customers_pay_less(new_price: float) -> None:
     decision = _decide(account(current_new_customer_fee_sek=new_price), policy="model")
     assert _blocked(decision)["LOYALTY_NEW_PRICE"] == "no_loyalty_gap"
+
+
+@pytest.mark.parametrize("policy", ["model", "rules", "non_personalised"])
+def test_a_former_customers_final_invoice_offers_nothing_but_help_with_a_debt(policy: str) -> None:
+    # The contract ended the day before the invoice: every offer is blocked and logged as such.
+    ended = (INVOICE_DATE - dt.timedelta(days=1)).isoformat()
+    former = heavy_user(invoice_fee_last_sek=29.0, contract_ended_on=ended)
+    decision = _decide(former, policy=policy, usage_insights=True)
+    assert decision.offers == ()
+    blocked = {offer_id: code for offer_id, code in _blocked(decision).items() if code}
+    elsewhere = {"current_plan", "not_valid_on_date", "not_for_segment", "not_in_segment_list"}
+    assert set(blocked.values()) - elsewhere == {"contract_ended", "no_debt"}
+    assert blocked["LOYALTY_NEW_PRICE"] == blocked["PLAN_15GB"] == "contract_ended"
+    assert blocked["PAY_INSTALMENT"] == "no_debt"  # nothing owed
+    assert blocked["PAY_EINVOICE"] == "contract_ended"  # no future invoice to pay otherwise
+    assert decision.policy == policy
+    # The final invoice's summary still shows what was used and billed, and compares no plans.
+    assert decision.usage_summary is not None
+    assert decision.usage_summary["plan"]["plan_id"] == "PLAN_5GB"
+    assert decision.usage_summary["plan_fit"] is None
+    # With reminders unpaid, the debt may still be spread; nothing else is offered.
+    owing = _decide({**former, "unpaid_reminders": 2}, policy=policy)
+    assert _shown(owing) == ["PAY_INSTALMENT"]
+
+
+@pytest.mark.parametrize("lifted", sorted(LIFTABLE))
+def test_no_rule_an_evaluation_lifts_lets_an_offer_through_to_a_former_customer(
+    lifted: str,
+) -> None:
+    ended = (INVOICE_DATE - dt.timedelta(days=1)).isoformat()
+    former = heavy_user(invoice_fee_last_sek=29.0, contract_ended_on=ended, tenure_months=1)
+    decision = decide(
+        request(max_offers=10),
+        FakeFeatureSource(consent_row=consent(), account_row=former),
+        CATALOG,
+        policy="model",
+        scorer=FakeScorer(CATALOG, {}, default=0.5),
+        recently_declined=frozenset({"PLAN_15GB", "LOYALTY_NEW_PRICE", "ADDON_DATA_10GB"}),
+        lifted=frozenset({lifted}),
+    )
+    assert decision.offers == ()
+
+
+def test_a_contract_is_in_force_on_the_day_it_ends() -> None:
+    # Ended on the invoice date itself, or after it (an invoice decided late, read from the
+    # store's newest row): the customer was still a customer on the invoice's date.
+    for ended in (INVOICE_DATE, INVOICE_DATE + dt.timedelta(days=20)):
+        decision = _decide(heavy_user(contract_ended_on=ended.isoformat()), policy="model")
+        assert "contract_ended" not in _blocked(decision).values()
+        assert decision.offers
+    with_insight = _decide(
+        heavy_user(contract_ended_on=INVOICE_DATE.isoformat()), usage_insights=True
+    )
+    assert with_insight.usage_summary is not None
+    assert with_insight.usage_summary["plan_fit"] is not None
 
 
 def test_eligibility_is_a_pure_predicate() -> None:

@@ -244,6 +244,7 @@ def account(**overrides: Any) -> dict[str, Any]:
             "binding_end_date": "",
             "months_to_binding_end": 0,
             "plan_changes_24m": 0,
+            "contract_ended_on": "",
         }
     )
     values.update({name: 0 for name in CUSTOMER_BILLING})

@@ -645,3 +645,20 @@ def test_feast_cli_apply_inside_the_repository_folder(repo: Repo, tmp_path: Path
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Created feature service offer_ranker_v1" in result.stdout
     assert "Created on demand feature view plan_fit" in result.stdout
+
+
+def test_materialize_names_a_feature_table_an_earlier_release_built(
+    repo: Repo, tmp_path: Path
+) -> None:
+    import pyarrow.parquet as pq
+
+    features = tmp_path / "features"
+    shutil.copytree(repo.settings.features_dir, features)
+    path = features / "customer_contract.parquet"
+    pq.write_table(pq.read_table(path).drop(["contract_ended_on"]), path)
+    settings = fresh_store_settings(repo, "old-tables").model_copy(
+        update={"features_dir": features}
+    )
+    apply_repository(settings)
+    with pytest.raises(ValueError, match=r"lacks contract_ended_on: .* `offers features build`"):
+        materialize(END, settings, show_progress=False)

@@ -145,11 +145,80 @@ def test_a_customer_who_left_has_no_contract_after_the_last_day() -> None:
     contract = contract_features(
         tables["contracts"], tables["customers"], f.catalog(), pd.Timestamp("2025-07-01", tz="UTC")
     )
+    # No monthly row after the last day; one on the day after it, which says the customer left
+    # and keeps the last contract's facts (their final invoice bills that plan).
     assert stamps(contract, "C9") == [
         "2025-01-01T00:00:00+00:00",
         "2025-02-01T00:00:00+00:00",
         "2025-03-01T00:00:00+00:00",
+        "2025-03-21T00:00:00+00:00",
     ]
+    assert at(contract, "C9", "2025-03-01")["contract_ended_on"] == ""
+    left = at(contract, "C9", "2025-03-21")
+    assert (left["contract_ended_on"], left["current_plan_id"]) == ("2025-03-20", "PLAN_5GB")
+    assert left["current_monthly_fee_sek"] == 249.0
+
+
+def test_a_notice_given_ahead_of_the_tables_end_has_its_row_already() -> None:
+    # The contract ends after the data end: the row of the day after is written now, so that an
+    # incremental materialize reaching that day loads it (no monthly row would follow it).
+    tables = f.tables(
+        customers=[f.customer("C9", signup_date="2025-01-01")],
+        contracts=[f.contract("C9", "PLAN_5GB", "2025-01-01", valid_to="2025-07-15")],
+    )
+    contract = contract_features(
+        tables["contracts"], tables["customers"], f.catalog(), pd.Timestamp("2025-07-01", tz="UTC")
+    )
+    assert stamps(contract, "C9")[-2:] == ["2025-07-01T00:00:00+00:00", "2025-07-16T00:00:00+00:00"]
+    assert at(contract, "C9", "2025-07-01")["contract_ended_on"] == ""
+    assert at(contract, "C9", "2025-07-16")["contract_ended_on"] == "2025-07-15"
+
+
+def test_a_customer_who_comes_back_has_left_only_between_the_two_contracts() -> None:
+    tables = f.tables(
+        customers=[f.customer("C9", signup_date="2025-01-01")],
+        contracts=[
+            f.contract("C9", "PLAN_5GB", "2025-01-01", valid_to="2025-02-28"),
+            f.contract("C9", "PLAN_15GB", "2025-05-10"),
+        ],
+    )
+    contract = contract_features(
+        tables["contracts"], tables["customers"], f.catalog(), pd.Timestamp("2025-07-01", tz="UTC")
+    )
+    rows = contract[contract[CUSTOMER_KEY] == "C9"]
+    days = [stamp[:10] for stamp in stamps(contract, "C9")]
+    ended = dict(zip(days, rows["contract_ended_on"], strict=True))
+    assert ended == {
+        "2025-01-01": "",
+        "2025-02-01": "",
+        "2025-03-01": "2025-02-28",  # the day after the last day: a month start here
+        "2025-04-01": "2025-02-28",
+        "2025-05-01": "2025-02-28",
+        "2025-05-10": "",  # back on a new contract
+        "2025-06-01": "",
+        "2025-07-01": "",
+    }
+
+
+def test_a_contract_followed_at_once_by_the_next_leaves_no_row_of_its_end() -> None:
+    tables = f.tables(
+        customers=[f.customer("C9", signup_date="2025-01-01")],
+        contracts=[
+            f.contract("C9", "PLAN_5GB", "2025-01-01", valid_to="2025-02-14"),
+            f.contract("C9", "PLAN_15GB", "2025-02-15"),
+        ],
+    )
+    contract = contract_features(
+        tables["contracts"], tables["customers"], f.catalog(), pd.Timestamp("2025-04-01", tz="UTC")
+    )
+    assert stamps(contract, "C9") == [
+        "2025-01-01T00:00:00+00:00",
+        "2025-02-01T00:00:00+00:00",
+        "2025-02-15T00:00:00+00:00",
+        "2025-03-01T00:00:00+00:00",
+        "2025-04-01T00:00:00+00:00",
+    ]
+    assert set(contract["contract_ended_on"]) == {""}
 
 
 def test_plan_changes_count_only_changes_within_24_months() -> None:

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.catalog import Catalog, load_catalog
-from core.contract import INVOICES, OFFER_EVENTS
+from core.contract import CONTRACTS, INVOICES, OFFER_EVENTS
 from core.settings import Settings
 from core.tables import read_table
 from core.validation import ContractError
@@ -190,6 +190,27 @@ def test_offers_keep_to_the_contract(
             assert all(offer["acceptance_probability"] is not None for offer in offers)
         if row["policy"] != "model":
             assert row["model_version"] is None
+
+
+def test_former_customers_final_invoices_offer_nothing_but_help_with_a_debt(
+    world: Settings, local_run: tuple[InvoiceRunSummary, pd.DataFrame]
+) -> None:
+    _, rows = local_run
+    contracts = read_table(world.data_dir, CONTRACTS).sort_values(["customer_id", "valid_from"])
+    last = contracts.groupby("customer_id").tail(1)
+    left = set(last.loc[last["valid_to"] < pd.Timestamp(INVOICE_DATE), "customer_id"])
+    final = rows[rows["customer_id"].isin(left)]
+    assert len(final) >= 3, "the simulated world bills customers who left last month"
+    # Not for want of consent: some of them may be marketed to, as the others of the day who
+    # get offers.
+    assert (final["policy"] != "none").sum() >= 2
+    others = rows.loc[~rows["customer_id"].isin(left), "offers"]
+    assert sum(bool(json.loads(offers)) for offers in others) > len(others) / 4
+    for row in _records(final):
+        offers = [offer["offer_id"] for offer in json.loads(row["offers"])]
+        assert offers in ([], ["PAY_INSTALMENT"]), (row["policy"], offers)
+        summary = json.loads(row["usage_summary"])
+        assert summary.get("plan_fit") is None
 
 
 def test_recently_declined_offers_are_not_shown_again(
@@ -440,6 +461,19 @@ def test_features_older_than_the_invoice_date_are_warned_about(
     assert len(summary.warnings) == 1
     assert "before the invoice date" in summary.warnings[0]
     assert "offers features build" in str(summary)
+
+
+def test_feature_tables_an_earlier_release_built_are_named(world: Settings, tmp_path: Path) -> None:
+    features = tmp_path / "features"
+    shutil.copytree(world.features_dir, features)
+    contract = pq.read_table(features / "customer_contract.parquet")
+    pq.write_table(contract.drop(["contract_ended_on"]), features / "customer_contract.parquet")
+    out = tmp_path / "decisions.parquet"
+    with pytest.raises(ValueError, match=r"lacks contract_ended_on: .* `offers features build`"):
+        run_invoice_run(
+            INVOICE_DATE, out, settings=world, features_dir=features, models=ChampionModels()
+        )
+    assert not out.exists()
 
 
 def test_missing_feature_tables_are_named(world: Settings, tmp_path: Path) -> None:

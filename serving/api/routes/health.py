@@ -39,7 +39,9 @@ def ready(request: Request) -> Ready:
         raise ProblemError(503, "the service is starting", kind="not-ready")
     features = services.current_features()
     if features is None:
-        raise ProblemError(503, "the feature store is not open", kind="not-ready")
+        problem = services.feature_store.problem
+        detail = "the feature store is not open" + ("" if problem is None else f": {problem}")
+        raise ProblemError(503, detail, kind="not-ready")
     try:
         features.probe()
     except FeatureStoreUnavailable as error:
