@@ -143,10 +143,20 @@ def features_build(data: DataOption = None) -> None:
 
 @features_app.command("apply")
 def features_apply() -> None:
-    """Register entities, sources, feature views and services with Feast."""
+    """Register entities, sources, feature views and services with Feast; when a view's features
+    changed, the next materialize reloads every view from the beginning."""
+    from core.settings import get_settings
+    from features.materialize import whole_reload_requested
     from features.store import apply_repository
 
     console.print("registered: " + ", ".join(apply_repository()))
+    reload = whole_reload_requested(get_settings())
+    if reload is not None:
+        console.print(
+            f"the next `offers features materialize` reloads every view whole: {reload}",
+            markup=False,
+            highlight=False,
+        )
 
 
 @features_app.command("materialize")

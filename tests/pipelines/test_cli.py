@@ -51,6 +51,25 @@ def test_every_command_has_help(command: list[str]) -> None:
     assert "Usage:" in result.output
 
 
+@pytest.mark.parametrize("reload", [None, "feature views applied with other features: x"])
+def test_features_apply_says_when_the_next_materialize_reloads_whole(
+    monkeypatch: Any, reload: str | None
+) -> None:
+    import features.materialize
+    import features.store
+
+    monkeypatch.setattr(features.store, "apply_repository", lambda: ["customer_contract"])
+    monkeypatch.setattr(features.materialize, "whole_reload_requested", lambda settings: reload)
+    result = CliRunner().invoke(app, ["features", "apply"])
+    assert result.exit_code == 0, result.output
+    assert "registered: customer_contract" in result.output
+    said = "the next `offers features materialize` reloads every view whole"
+    if reload is None:
+        assert said not in result.output
+    else:
+        assert f"{said}: {reload}" in " ".join(result.output.split())
+
+
 def _erasures_recorded(monkeypatch: Any) -> list[str]:
     """The erasure replaced by a list of what it was asked to erase (nothing is erased)."""
     import pipelines.customer_erasure
