@@ -48,7 +48,7 @@ CUSTOMER_CONTRACT: dict[str, FeatureType] = {
     "current_voice_minutes": "float",  # NaN = unlimited
     "current_roaming_data_gb": "float",
     "tenure_months": "int",
-    "binding_end_date": "str",  # ISO date, "" when not bound
+    "binding_end_date": "str",  # ISO date of the contract's binding end, "" when it has none
     "months_to_binding_end": "int",  # 0 when not bound
     "plan_changes_24m": "int",
     # ISO date the customer's last contract ended when no contract followed it ("" while one is

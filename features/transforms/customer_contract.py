@@ -101,8 +101,11 @@ def contract_features(
         "current_voice_minutes": plans["voice_minutes"].to_numpy(),
         "current_roaming_data_gb": plans["roaming_data_gb"].to_numpy(),
         "tenure_months": months_between(signup_day.astype("datetime64[D]"), grid_days),
+        # The binding's end whenever the contract has one, also once it has passed: an invoice
+        # dated before the row (read from the store's newest row) may still fall inside it, and
+        # the engine compares it with the invoice's date. The months left count from the row.
         "binding_end_date": np.where(
-            bound, np.datetime_as_string(binding_end, unit="D"), ""
+            np.isnat(binding_end), "", np.datetime_as_string(binding_end, unit="D")
         ).astype(object),
         "months_to_binding_end": np.where(bound, months_until(grid_days, binding_end), 0),
         "plan_changes_24m": changes,

@@ -27,6 +27,7 @@ NEARLY_USED_SHARE = 0.8
 ABOVE_NEW_CUSTOMER_PRICE = "above_new_customer_price"
 UPGRADE_NOT_JUSTIFIED = "upgrade_not_justified"
 UPGRADE_WITHOUT_PROFILING = "upgrade_without_profiling"
+SMALLER_PLAN_WITHOUT_PROFILING = "smaller_plan_without_profiling"
 COSTS_MORE_FOR_USAGE = "costs_more_for_usage"
 
 
@@ -81,6 +82,22 @@ def _more(offered: float | None, current: float) -> bool:
     return offered is None or offered > current
 
 
+def _less(offered: float | None, current: float) -> bool:
+    """Offered allowance below the current one; ``None``/NaN mean unlimited."""
+    if offered is None:
+        return False
+    return math.isnan(current) or offered < current
+
+
+def includes_less(offer: Offer, account: Account) -> bool:
+    """A plan that includes less data, voice or roaming data than the customer's plan today."""
+    return (
+        _less(offer.data_gb, account.current_data_gb)
+        or _less(offer.voice_minutes, account.current_voice_minutes)
+        or _less(offer.roaming_data_gb, account.current_roaming_data_gb)
+    )
+
+
 def data_nearly_used(account: Account, share: float = NEARLY_USED_SHARE) -> bool:
     return _nearly_used(account.data_gb_max_3m, account.current_data_gb, share)
 
@@ -131,11 +148,16 @@ def customer_benefit(
     """Block upgrades usage does not justify, and plans that would cost more for the same usage.
 
     Without plan fit (a non-personalised decision, where usage may not choose offers) no upgrade
-    can be justified, so none is shown.
+    can be justified, so none is shown; nor a plan that includes less than today's, which only
+    usage could show to fit (a heavy user offered a smaller plan would pay for it in overage).
     """
     upgrade = is_upgrade(offer, account)
     if offer_overage_sek is None or current_overage_sek is None:
-        return UPGRADE_WITHOUT_PROFILING if upgrade else None
+        if upgrade:
+            return UPGRADE_WITHOUT_PROFILING
+        if offer.kind == "plan" and includes_less(offer, account):
+            return SMALLER_PLAN_WITHOUT_PROFILING
+        return None
     if upgrade:
         if not usage_justifies(
             offer, account, offer_overage_sek, current_overage_sek, nearly_used_share

@@ -116,13 +116,15 @@ _TEXT: dict[str, tuple[str, str]] = {
         "{title} för {price} per månad.",
         "{title} for {price} a month.",
     ),
+    # Not "for all": contract and billing facts still decide who may get it (payment help only
+    # for a fee or a debt, a plan only when it includes what the customer's plan does).
     "generic_offer_consumer": (
-        "Erbjudande för alla privatkunder.",
-        "An offer for all consumer customers.",
+        "Ett erbjudande vi ger privatkunder, inte valt utifrån din användning.",
+        "An offer we make to consumer customers, not chosen from your usage.",
     ),
     "generic_offer_business": (
-        "Erbjudande för alla företagskunder.",
-        "An offer for all business customers.",
+        "Ett erbjudande vi ger företagskunder, inte valt utifrån er användning.",
+        "An offer we make to business customers, not chosen from your usage.",
     ),
 }
 

@@ -6,7 +6,9 @@ cost first). Offers that neither save money nor answer usage (a plain upsell) ar
 
 Non-personalised (no profiling consent, or possibly under 18): one fixed list per segment, the same
 for everyone in it: loyalty and payment-help offers in catalog order, then the segment's featured
-plan. Contract and billing facts still decide who may get what (eligibility); usage never does.
+plan. Contract and billing facts still decide who may get what (eligibility, and the guardrails:
+no dearer plan or add-on, and no plan that includes less than the customer's, since only usage
+could justify either); usage never does.
 """
 
 from __future__ import annotations

@@ -393,9 +393,9 @@ def build_usage_summary(
     summary: UsageSummaryDict = {
         "period": _period(first),
         "plan": current,
-        "binding_end_date": None
-        if account.binding_end_date is None
-        else account.binding_end_date.isoformat(),
+        "binding_end_date": account.binding_end_date.isoformat()
+        if account.binding_end_date is not None and account.is_bound_on(invoice_date)
+        else None,
         "usage": _usage(account),
         "extra_charges": charges,
         "extra_charges_total_sek": round(float(sum(c["amount_sek"] for c in charges)), 2),

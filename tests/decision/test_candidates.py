@@ -160,6 +160,35 @@ def test_no_cheaper_plan_while_bound_but_upgrades_and_add_ons_are_fine() -> None
     assert _blocked(free)["PLAN_15GB"] != "downgrade_while_bound"
 
 
+def test_a_binding_is_judged_on_the_invoices_date_not_the_rows() -> None:
+    # The store's newest row is dated after the binding's end (1 December); the invoice of
+    # 30 November still falls inside it, and one of 2 December no longer does.
+    bound = account(
+        current_plan_id="PLAN_30GB",
+        current_monthly_fee_sek=299.0,
+        current_new_customer_fee_sek=279.0,
+        current_data_gb=30.0,
+        current_roaming_data_gb=10.0,
+        data_gb_avg_3m=8.0,
+        binding_end_date="2026-12-01",
+        months_to_binding_end=0,
+    )
+    inside = _decide(bound, policy="model", usage_insights=True)
+    assert _blocked(inside)["PLAN_15GB"] == "downgrade_while_bound"
+    assert inside.usage_summary is not None
+    assert inside.usage_summary["binding_end_date"] == "2026-12-01"
+    after = decide(
+        request(max_offers=10, invoice_date=dt.date(2026, 12, 2)),
+        FakeFeatureSource(consent_row=consent(), account_row=bound),
+        CATALOG,
+        policy="model",
+        scorer=FakeScorer(CATALOG, {}, default=0.5),
+        recently_declined=frozenset(),
+    )
+    assert _blocked(after)["PLAN_15GB"] != "downgrade_while_bound"
+    assert after.usage_summary is not None and after.usage_summary["binding_end_date"] is None
+
+
 def test_good_standing_required_where_the_catalog_says_so() -> None:
     decision = _decide(heavy_user(late_payments_12m=1))
     blocked = _blocked(decision)
@@ -283,17 +312,46 @@ def test_the_segment_list_states_each_offers_fee_change_without_usage() -> None:
         offer.offer_id: records[offer.offer_id].fee_change_sek_per_month
         for offer in decision.offers
     }
-    # The featured plan at its new-customer price against today's fee, the loyalty price
-    # against today's fee, the invoice fee a way to pay avoids.
-    assert changes == {
-        "LOYALTY_NEW_PRICE": -20.0,
-        "PAY_EINVOICE": -29.0,
-        "PAY_AUTOGIRO": -29.0,
-        "PLAN_15GB": 219.0 - 299.0,
-    }
+    # The loyalty price against today's fee, the invoice fee a way to pay avoids.
+    assert changes == {"LOYALTY_NEW_PRICE": -20.0, "PAY_EINVOICE": -29.0, "PAY_AUTOGIRO": -29.0}
     assert all(records[o].customer_saving_sek_per_month is None for o in changes)
+    # The featured plan includes 15 GB of the 30 the customer has: without usage nobody can
+    # tell it fits, so it is not shown; what it would change the fee by is logged all the same.
+    featured = records["PLAN_15GB"]
+    assert featured.blocked_by == "smaller_plan_without_profiling"
+    assert featured.fee_change_sek_per_month == 219.0 - 299.0
     assert records["ADDON_DATA_10GB"].fee_change_sek_per_month is None  # not on the list
     assert all("fee_change_sek_per_month" not in o for o in decision.to_public_dict()["offers"])
+
+
+@pytest.mark.parametrize(
+    ("plan", "fee", "data_gb", "roaming_gb", "shown"),
+    [
+        ("PLAN_10GB_LEGACY", 229.0, 10.0, 3.0, True),  # more of everything, for less
+        ("PLAN_5GB", 179.0, 5.0, 3.0, False),  # dearer: an upgrade only usage could justify
+        ("PLAN_30GB", 299.0, 30.0, 10.0, False),  # less data and roaming
+        ("PLAN_UNLIMITED", 399.0, math.nan, 20.0, False),  # unlimited data today
+    ],
+)
+def test_the_featured_plan_is_shown_without_usage_only_when_it_includes_no_less(
+    plan: str, fee: float, data_gb: float, roaming_gb: float, shown: bool
+) -> None:
+    row = account(
+        current_plan_id=plan,
+        current_monthly_fee_sek=fee,
+        current_new_customer_fee_sek=fee,
+        current_data_gb=data_gb,
+        current_roaming_data_gb=roaming_gb,
+        # Usage the model path would weigh: it must not matter here.
+        data_gb_avg_3m=40.0,
+        data_gb_max_3m=45.0,
+    )
+    decision = _decide(row, policy="model", profiling=False, max_offers=10)
+    assert decision.policy == "non_personalised"
+    assert ("PLAN_15GB" in _shown(decision)) is shown
+    if shown:
+        reasons = next(o for o in decision.offers if o.offer_id == "PLAN_15GB").reasons
+        assert "GB" not in " ".join(r.text for r in reasons[:1])
 
 
 def test_an_add_ons_fee_change_is_its_fee_and_an_unknown_plan_fee_states_none() -> None:

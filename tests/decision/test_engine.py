@@ -341,7 +341,7 @@ def test_feature_values_from_frames_are_read_alike() -> None:
         key: (np.float64(value) if isinstance(value, float) and not np.isnan(value) else value)
         for key, value in heavy_user(invoice_fee_last_sek=29.0).items()
     }
-    from_frames.update(unpaid_reminders=pd.NA, binding_end_date=pd.Timestamp("2026-01-31"))
+    from_frames.update(unpaid_reminders=pd.NA, binding_end_date=pd.Timestamp("2027-01-31"))
     row = {**consent(), "consent_profiling": np.int64(1), "birth_year": np.int64(1980)}
     decision = decide(
         request(),
@@ -361,7 +361,7 @@ def test_feature_values_from_frames_are_read_alike() -> None:
     )
     assert decision.offers == plain.offers
     assert decision.usage_summary is not None
-    assert decision.usage_summary["binding_end_date"] == "2026-01-31"
+    assert decision.usage_summary["binding_end_date"] == "2027-01-31"
 
 
 def _non_personalised_offers(scorer: FakeScorer | None, **account_overrides: Any) -> list[str]:

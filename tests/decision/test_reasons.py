@@ -205,7 +205,9 @@ def test_non_personalised_reasons_are_generic() -> None:
     )
     assert decision.offers
     for item in decision.offers:
-        assert item.reasons[0].text == "An offer for all business customers."
+        assert item.reasons[0].text == (
+            "An offer we make to business customers, not chosen from your usage."
+        )
         assert "GB" not in " ".join(r.text for r in item.reasons)
 
 

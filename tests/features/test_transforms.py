@@ -137,6 +137,24 @@ def test_contract_tenure_binding_and_unlimited_allowance(built: dict) -> None:
     assert math.isnan(c2["current_data_gb"]) and c2["current_roaming_data_gb"] == 20.0
 
 
+def test_a_binding_that_ended_keeps_its_date_for_invoices_dated_before_the_row() -> None:
+    tables = f.tables(
+        customers=[f.customer("C9", signup_date="2025-01-01")],
+        contracts=[
+            f.contract("C9", "PLAN_30GB", "2025-01-01", binding_end_date="2025-06-15"),
+        ],
+    )
+    contract = contract_features(
+        tables["contracts"], tables["customers"], f.catalog(), pd.Timestamp("2025-08-01", tz="UTC")
+    )
+    bound = at(contract, "C9", "2025-06-01")
+    assert (bound["binding_end_date"], bound["months_to_binding_end"]) == ("2025-06-15", 1)
+    # The row of 1 July comes after the binding's end; an invoice of 20 June read from it must
+    # still see the customer bound then.
+    ended = at(contract, "C9", "2025-07-01")
+    assert (ended["binding_end_date"], ended["months_to_binding_end"]) == ("2025-06-15", 0)
+
+
 def test_a_customer_who_left_has_no_contract_after_the_last_day() -> None:
     tables = f.tables(
         customers=[f.customer("C9", signup_date="2025-01-01")],
