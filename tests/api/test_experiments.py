@@ -702,17 +702,18 @@ def test_customer_outcomes_come_from_the_logged_decisions_and_events(tmp_path: A
 def test_a_segment_list_accept_changes_revenue_by_the_catalog_fee_difference(
     tmp_path: Any,
 ) -> None:
-    """A customer without profiling consent on Mobil 30 GB (299 kr) is decided by the engine
-    (the segment's fixed list, no usage read) and accepts the featured Mobil 15 GB, shown at its
-    new-customer price of 219 kr: the report's revenue change is 219 - 299 = -80 kr a month,
-    priced, not counted 0."""
+    """A customer without profiling consent on the legacy Mobil 10 GB (229 kr) is decided by
+    the engine (the segment's fixed list, no usage read) and accepts the featured Mobil 15 GB,
+    which includes more for less, shown at its new-customer price of 219 kr: the report's revenue
+    change is 219 - 229 = -10 kr a month, priced, not counted 0."""
     source = FakeFeatureSource(
         consent_row=consent(profiling=False),
         account_row=account(
-            current_plan_id="PLAN_30GB",
-            current_monthly_fee_sek=299.0,
-            current_new_customer_fee_sek=279.0,
-            current_data_gb=30.0,
+            current_plan_id="PLAN_10GB_LEGACY",
+            current_monthly_fee_sek=229.0,
+            current_new_customer_fee_sek=float("nan"),
+            current_data_gb=10.0,
+            current_roaming_data_gb=3.0,
         ),
     )
     decision = decide(
@@ -724,7 +725,7 @@ def test_a_segment_list_accept_changes_revenue_by_the_catalog_fee_difference(
         recently_declined=frozenset(),
     )
     assert decision.policy == "non_personalised"
-    assert [offer.offer_id for offer in decision.offers] == ["LOYALTY_NEW_PRICE", "PLAN_15GB"]
+    assert [offer.offer_id for offer in decision.offers] == ["PLAN_15GB"]
     assert all(offer.customer_saving_sek_per_month is None for offer in decision.offers)
     log = DecisionLog(f"sqlite:///{tmp_path / 'log.db'}")
     now = dt.datetime(2026, 12, 5, tzinfo=dt.UTC)
@@ -749,9 +750,19 @@ def test_a_segment_list_accept_changes_revenue_by_the_catalog_fee_difference(
     log.record_event(EventRecord("A-D1", "D1", "PLAN_15GB", "accept", now, now))
     (outcome,) = customer_outcomes(log, "ranker-vs-rules")
     assert outcome.accepted == 1 and outcome.unpriced_accepts == 0
-    assert outcome.revenue_change_sek == pytest.approx(219.0 - 299.0)
-    # The loyalty price, had it been taken: the new-customer price of their plan against today's.
-    assert monthly_revenue_change(decision.log_details(), "LOYALTY_NEW_PRICE") == -20.0
+    assert outcome.revenue_change_sek == pytest.approx(219.0 - 229.0)
+    # A loyalty price, had one been taken (Mobil 15 GB at 249 kr, 219 kr for new customers):
+    # the new-customer price of the customer's plan against today's fee.
+    loyal = decide(
+        request(),
+        FakeFeatureSource(consent_row=consent(profiling=False), account_row=account()),
+        make_catalog(),
+        policy="model",
+        scorer=None,
+        recently_declined=frozenset(),
+    )
+    assert "LOYALTY_NEW_PRICE" in [offer.offer_id for offer in loyal.offers]
+    assert monthly_revenue_change(loyal.log_details(), "LOYALTY_NEW_PRICE") == 219.0 - 249.0
     log.close()
 
 
