@@ -20,7 +20,7 @@ from serving.decision.guardrails import (
     raises_roaming,
     roaming_nearly_used,
 )
-from serving.decision.inputs import Account, Locale
+from serving.decision.inputs import Account, Locale, as_float
 from serving.decision.scoring import Contribution
 
 MAX_REASONS = 3
@@ -211,14 +211,16 @@ def _usage_facts(
                     included=format_gb(included, locale),
                 )
             )
+    # What the customer was billed for overage over the three months, not plan fit's figure for
+    # today's plan: after a plan change the two differ, and the sentence says "you have paid".
+    paid = as_float(account.features.get("overage_sek_avg_3m"))
     if (
         fit is not None
-        and _half_up(fit.current_overage_sek, 0) >= 1
+        and not math.isnan(paid)
+        and _half_up(paid, 0) >= 1
         and fit.offer_overage_sek < fit.current_overage_sek
     ):
-        facts.append(
-            reason("overage_paid", locale, sek=format_sek(fit.current_overage_sek, locale))
-        )
+        facts.append(reason("overage_paid", locale, sek=format_sek(paid, locale)))
     return facts
 
 

@@ -44,6 +44,10 @@ LEGACY = account(
     data_gb_max_3m=14.4,
     binding_end_date="2027-03-31",
     invoice_fee_last_sek=29.0,
+    overage_sek_m1=1234.0,
+    overage_sek_m2=1234.0,
+    overage_sek_m3=1234.0,
+    overage_sek_avg_3m=1234.0,
 )
 
 
@@ -284,3 +288,40 @@ def test_reasons_never_mention_age_region_or_scores(
                 assert score not in reason.text
     # The same customer at another age and in another region is told exactly the same.
     assert texts[0] == texts[1]
+
+
+@pytest.mark.parametrize(("billed", "said"), [(0.0, None), (28.0, "SEK 28"), (math.nan, None)])
+def test_the_overage_paid_is_what_was_billed_not_plan_fits_figure_for_todays_plan(
+    billed: float, said: str | None
+) -> None:
+    """A customer who moved to a smaller plan on the 1st: plan fit prices the last three months
+    on the new plan (80 kr a month of overage), but they paid what their earlier plan billed."""
+    fit = PlanFit(
+        current_cost_sek=179.0,
+        offer_cost_sek=99.0,
+        saving_sek=0.0,
+        offer_overage_sek=0.0,
+        current_overage_sek=80.0,
+        data_allowance_used=1.2,
+    )
+    plan = OFFERS["ADDON_DATA_10GB"]
+    candidate = Candidate(offer=plan, price_sek=79.0, fit=fit, saving_sek=1.0)
+    customer = Account.from_features(
+        {**heavy_user(), "overage_sek_avg_3m": billed, "binding_end_date": ""}
+    )
+    reasons = offer_reasons(
+        candidate,
+        customer,
+        title=plan.title.get("en"),
+        locale="en",
+        invoice_date=INVOICE_DATE,
+        personalised=True,
+        segment="consumer",
+    )
+    paid = [r.text for r in reasons if r.code == "overage_paid"]
+    if said is None:
+        assert paid == []
+    else:
+        assert paid == [
+            f"You have paid {said} a month on average for usage beyond what your plan includes."
+        ]
