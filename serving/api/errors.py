@@ -129,12 +129,19 @@ def field_errors(items: Sequence[Any], prefix: Sequence[str | int] = ()) -> list
     # Only where, what and which rule: pydantic's `input` and `ctx` would echo the request back.
     return [
         {
-            "loc": [*prefix, *item.get("loc", ())],
+            "loc": [*prefix, *_location(item)],
             "msg": _public_message(item),
             "type": item.get("type", ""),
         }
         for item in items
     ]
+
+
+def _location(item: Any) -> Sequence[str | int]:
+    """Where the error is; for a body that is not JSON, the body (FastAPI adds the character the
+    parser stopped at, which the message says instead)."""
+    where = tuple(item.get("loc", ()))
+    return where[:1] if item.get("type") == "json_invalid" else where
 
 
 def _public_message(item: Any) -> str:
@@ -143,6 +150,13 @@ def _public_message(item: Any) -> str:
     # say it in JSON's words, on every route and for a batch's item alike.
     if item.get("type") in _OBJECT_EXPECTED:
         return "Input should be a JSON object"
+    if item.get("type") == "json_invalid":
+        # FastAPI says "JSON decode error" with the character in ``loc`` and the parser's
+        # complaint (never the input) in ``ctx``.
+        where = tuple(item.get("loc", ()))
+        at = f" at character {where[1]}" if len(where) > 1 and isinstance(where[1], int) else ""
+        reason = (item.get("ctx") or {}).get("error")
+        return f"the body is not valid JSON{at}" + (f": {reason}" if reason else "")
     if item.get("type") == "int_parsing_size":
         # Pydantic's words ("Unable to parse input string as an integer") speak of a string
         # where the caller sent a number such as 1e308.

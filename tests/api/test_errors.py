@@ -69,9 +69,16 @@ def test_a_body_just_under_the_limit_is_read(client: Any) -> None:
     assert _problem(response, 422)["errors"][0]["loc"] == ["body", "padding"]
 
 
-def test_malformed_json_is_422(client: Any) -> None:
+def test_malformed_json_is_422_saying_where_the_parser_stopped(client: Any) -> None:
     problem = _problem(_post_raw(client, b'{"invoice_id": '), 422)
-    assert problem["errors"] and "JSON" in problem["detail"]
+    assert problem["errors"] == [
+        {
+            "loc": ["body"],
+            "msg": "the body is not valid JSON at character 15: Expecting value",
+            "type": "json_invalid",
+        }
+    ]
+    assert problem["detail"] == "body: the body is not valid JSON at character 15: Expecting value"
 
 
 def test_a_body_that_is_not_utf8_is_422_like_malformed_json(client: Any) -> None:
