@@ -120,17 +120,22 @@ def _create_sqlite(path: Path) -> None:
         connection.close()
 
 
-def _views_with_other_features(registered: Sequence[Any], objects: Sequence[Any]) -> list[str]:
-    """The names of registered feature views whose features the objects to apply change."""
+def _views_changed(registered: Sequence[Any], objects: Sequence[Any]) -> list[str]:
+    """The names of registered feature views whose features or revision (values computed
+    otherwise under the same names) the objects to apply change."""
     from feast import FeatureView
 
-    before = {view.name: {field.name for field in view.features} for view in registered}
+    from features.views import REVISION_TAG
+
+    def shape(view: Any) -> tuple[frozenset[str], str]:
+        features = frozenset(field.name for field in view.features)
+        return features, view.tags.get(REVISION_TAG, "1")
+
+    before = {view.name: shape(view) for view in registered}
     return sorted(
         obj.name
         for obj in objects
-        if isinstance(obj, FeatureView)
-        and obj.name in before
-        and before[obj.name] != {field.name for field in obj.features}
+        if isinstance(obj, FeatureView) and obj.name in before and before[obj.name] != shape(obj)
     )
 
 
@@ -153,18 +158,20 @@ def apply_repository(settings: Settings | None = None, project: str = PROJECT) -
         *store.list_feature_services(),
     ]
     stale = [obj for obj in registered if (type(obj).__name__, obj.name) not in names]
-    changed = _views_with_other_features(store.list_feature_views(), objects)
+    changed = _views_changed(store.list_feature_views(), objects)
     with warnings.catch_warnings():
         # Feast calls every on-demand view experimental; plan_fit is one, on purpose.
         warnings.filterwarnings("ignore", message="On demand feature view is an experimental")
         store.apply(objects, objects_to_delete=stale, partial=False)
     if changed:
-        # The online store's rows of these views lack the new features (or hold dropped ones),
-        # and an incremental materialize would load only rows dated after its last end.
+        # The online store's rows of these views lack the new features (or hold dropped ones, or
+        # values computed otherwise), and an incremental materialize would load only rows dated
+        # after its last end.
         from features.materialize import request_whole_reload
 
         request_whole_reload(
-            settings, f"feature views applied with other features: {', '.join(changed)}"
+            settings,
+            f"feature views applied with other features or values: {', '.join(changed)}",
         )
     applied = sorted(
         name

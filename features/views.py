@@ -132,7 +132,14 @@ class ViewSpec:
     description: str
     source_description: str
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Raised when a release computes the view's values otherwise under the same feature names:
+    # `offers features apply` then asks the next materialize to reload every view whole, since
+    # an incremental one would keep the stored rows' old values (features.store.apply_repository).
+    revision: int = 1
 
+
+# The tag a registered view carries its revision in; a view registered without it is revision 1.
+REVISION_TAG = "revision"
 
 VIEWS: dict[str, ViewSpec] = {
     spec.name: spec
@@ -160,6 +167,8 @@ VIEWS: dict[str, ViewSpec] = {
             "The contract in force per customer at each month start and change, and the day "
             "after the customer left.",
             {"personal_data": "true", "consent": "none: contractual"},
+            # 2: binding_end_date kept after the binding's end (it was "" from then on).
+            revision=2,
         ),
         ViewSpec(
             "customer_billing",

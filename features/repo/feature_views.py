@@ -22,7 +22,7 @@ from feast import Entity, FeatureView, Field
 from feast.data_source import DataSource
 from feast.types import FeastType, Float64, Int64, String
 
-from features.views import OWNER, TEAM, VIEWS, FeatureType
+from features.views import OWNER, REVISION_TAG, TEAM, VIEWS, FeatureType
 
 FEAST_TYPES: dict[FeatureType, FeastType] = {"float": Float64, "int": Int64, "str": String}
 
@@ -43,7 +43,7 @@ def _view(name: str, entity: Entity, source: DataSource) -> FeatureView:
         online=True,
         description=spec.description,
         owner=OWNER,
-        tags={"team": TEAM, **spec.tags},
+        tags={"team": TEAM, **spec.tags, REVISION_TAG: str(spec.revision)},
     )
 
 

@@ -151,10 +151,10 @@ def _public_message(item: Any) -> str:
     if item.get("type") in _OBJECT_EXPECTED:
         return "Input should be a JSON object"
     if item.get("type") == "json_invalid":
-        # FastAPI says "JSON decode error" with the character in ``loc`` and the parser's
-        # complaint (never the input) in ``ctx``.
+        # FastAPI says "JSON decode error" with the parser's position (counted from 0) in ``loc``
+        # and its complaint (never the input) in ``ctx``; a reader counts characters from 1.
         where = tuple(item.get("loc", ()))
-        at = f" at character {where[1]}" if len(where) > 1 and isinstance(where[1], int) else ""
+        at = f" at character {where[1] + 1}" if len(where) > 1 and isinstance(where[1], int) else ""
         reason = (item.get("ctx") or {}).get("error")
         return f"the body is not valid JSON{at}" + (f": {reason}" if reason else "")
     if item.get("type") == "int_parsing_size":

@@ -12,7 +12,8 @@ recent month). An add-on that raises no allowance (an extra SIM, a streaming bun
 never be justified by usage, whatever it scores: it would be shown only because it earns more. A
 plan that is not an upgrade is not shown when it would have cost more than today for the usage
 they had. Without profiling, usage may not choose offers, so no upgrade can be justified and none
-is shown.
+is shown, and no plan that includes less than today's (less data, voice or roaming data), which
+only usage could show to fit.
 """
 
 from __future__ import annotations

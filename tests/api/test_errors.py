@@ -74,11 +74,12 @@ def test_malformed_json_is_422_saying_where_the_parser_stopped(client: Any) -> N
     assert problem["errors"] == [
         {
             "loc": ["body"],
-            "msg": "the body is not valid JSON at character 15: Expecting value",
+            "msg": "the body is not valid JSON at character 16: Expecting value",
             "type": "json_invalid",
         }
     ]
-    assert problem["detail"] == "body: the body is not valid JSON at character 15: Expecting value"
+    # 15 characters sent: the parser wanted a value where the body ended, at the 16th.
+    assert problem["detail"] == "body: the body is not valid JSON at character 16: Expecting value"
 
 
 def test_a_body_that_is_not_utf8_is_422_like_malformed_json(client: Any) -> None:

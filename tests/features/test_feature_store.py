@@ -662,3 +662,29 @@ def test_materialize_names_a_feature_table_an_earlier_release_built(
     apply_repository(settings)
     with pytest.raises(ValueError, match=r"lacks contract_ended_on: .* `offers features build`"):
         materialize(END, settings, show_progress=False)
+
+
+def test_a_view_whose_values_a_release_computes_otherwise_is_reloaded_whole(repo: Repo) -> None:
+    """Same feature names, values computed otherwise (``ViewSpec.revision``): the rows already
+    stored keep the old values under an incremental materialize, so apply asks for a whole
+    reload; applying again with nothing changed asks for none."""
+    from features.materialize import whole_reload_requested
+    from features.views import REVISION_TAG
+
+    settings = fresh_store_settings(repo, "revision")
+    apply_repository(settings)
+    materialize(END, settings, show_progress=False)
+    assert whole_reload_requested(settings) is None
+    apply_repository(settings)
+    assert whole_reload_requested(settings) is None  # nothing changed
+    store = open_store(settings)
+    earlier = store.get_feature_view("customer_contract")
+    assert earlier.tags[REVISION_TAG] == "2"
+    earlier.tags = {k: v for k, v in earlier.tags.items() if k != REVISION_TAG}  # revision 1
+    store.apply([earlier])
+    apply_repository(settings)
+    requested = whole_reload_requested(settings)
+    assert requested is not None and requested.endswith("values: customer_contract")
+    report = materialize(END, settings, show_progress=False)
+    assert whole_reload_requested(settings) is None
+    assert all(load.start is None for load in report.views)  # every view from the beginning

@@ -149,7 +149,7 @@ def test_a_binding_that_ended_keeps_its_date_for_invoices_dated_before_the_row()
     )
     bound = at(contract, "C9", "2025-06-01")
     assert (bound["binding_end_date"], bound["months_to_binding_end"]) == ("2025-06-15", 1)
-    # The row of 1 July comes after the binding's end; an invoice of 20 June read from it must
+    # The row of 1 July comes after the binding's end; an invoice of 10 June read from it must
     # still see the customer bound then.
     ended = at(contract, "C9", "2025-07-01")
     assert (ended["binding_end_date"], ended["months_to_binding_end"]) == ("2025-06-15", 0)
