@@ -19,7 +19,7 @@ import logging
 import sqlite3
 import struct
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -495,6 +495,19 @@ def source_path(store: FeatureStore, view: FeatureView) -> Path:
     return path
 
 
+def lacking_columns_problem(path: Path, columns: Iterable[str]) -> str | None:
+    """What is wrong with a feature table that lacks some of ``columns`` (built by an earlier
+    release), or None when it holds them all. Reads the Parquet schema only."""
+    present = set(ds.dataset(path, format="parquet").schema.names)
+    lacking = [name for name in columns if name not in present]
+    if not lacking:
+        return None
+    return (
+        f"feature table {path} lacks {', '.join(lacking)}: it was built by an earlier release; "
+        "run `offers features build` again"
+    )
+
+
 @contextmanager
 def _progress(show: bool) -> Iterator[Callable[[str, int], Advance]]:
     """A rich progress bar on stderr, or nothing."""
@@ -652,13 +665,9 @@ def _materialize_view(
     path = source_path(store, view)
     if not path.exists():
         raise ValueError(f"{path}: feature table not found; run `offers features build` first")
-    present = set(ds.dataset(path, format="parquet").schema.names)
-    lacking = [feature.name for feature in view.features if feature.name not in present]
-    if lacking:
-        raise ValueError(
-            f"{path} lacks {', '.join(lacking)}: it was built by an earlier release; run "
-            "`offers features build` again"
-        )
+    problem = lacking_columns_problem(path, (feature.name for feature in view.features))
+    if problem is not None:
+        raise ValueError(problem)
     left = rows_after(path, end)
     if start is not None and start >= end:
         task(view.name, 0)

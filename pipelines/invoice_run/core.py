@@ -213,16 +213,12 @@ def check_features(paths: Mapping[str, Path]) -> None:
         raise InvoiceRunError(
             f"feature tables not found: {', '.join(missing)}; run `offers features build` first"
         )
-    import pyarrow.dataset as ds
+    from features.materialize import lacking_columns_problem
 
     for view, path in paths.items():
-        present = set(ds.dataset(path, format="parquet").schema.names)
-        lacking = [name for name in DECISION_VIEWS.get(view, ()) if name not in present]
-        if lacking:
-            raise InvoiceRunError(
-                f"feature table {path} lacks {', '.join(lacking)}: it was built by an earlier "
-                "release; run `offers features build` again"
-            )
+        problem = lacking_columns_problem(path, DECISION_VIEWS.get(view, ()))
+        if problem is not None:
+            raise InvoiceRunError(problem)
 
 
 # --- deciding -------------------------------------------------------------------------------------

@@ -52,6 +52,14 @@ def stamps(frame: pd.DataFrame, customer: str) -> list[str]:
     return [moment.isoformat() for moment in rows[EVENT_TIMESTAMP]]
 
 
+def contract_of_c9(contracts: list[dict], end: str, signup: str = "2025-01-01") -> pd.DataFrame:
+    """The contract view of customer C9 with ``contracts``, built up to ``end``."""
+    tables = f.tables(customers=[f.customer("C9", signup_date=signup)], contracts=contracts)
+    return contract_features(
+        tables["contracts"], tables["customers"], f.catalog(), pd.Timestamp(end, tz="UTC")
+    )
+
+
 def test_every_table_has_exactly_the_columns_and_types_of_columns_py(
     built: dict[str, pd.DataFrame],
 ) -> None:
@@ -138,14 +146,11 @@ def test_contract_tenure_binding_and_unlimited_allowance(built: dict) -> None:
 
 
 def test_a_binding_that_ended_keeps_its_date_for_invoices_dated_before_the_row() -> None:
-    tables = f.tables(
-        customers=[f.customer("C9", signup_date="2025-01-01")],
-        contracts=[
+    contract = contract_of_c9(
+        [
             f.contract("C9", "PLAN_30GB", "2025-01-01", binding_end_date="2025-06-15"),
         ],
-    )
-    contract = contract_features(
-        tables["contracts"], tables["customers"], f.catalog(), pd.Timestamp("2025-08-01", tz="UTC")
+        "2025-08-01",
     )
     bound = at(contract, "C9", "2025-06-01")
     assert (bound["binding_end_date"], bound["months_to_binding_end"]) == ("2025-06-15", 1)
@@ -156,12 +161,9 @@ def test_a_binding_that_ended_keeps_its_date_for_invoices_dated_before_the_row()
 
 
 def test_a_customer_who_left_has_no_contract_after_the_last_day() -> None:
-    tables = f.tables(
-        customers=[f.customer("C9", signup_date="2025-01-01")],
-        contracts=[f.contract("C9", "PLAN_5GB", "2025-01-01", valid_to="2025-03-20")],
-    )
-    contract = contract_features(
-        tables["contracts"], tables["customers"], f.catalog(), pd.Timestamp("2025-07-01", tz="UTC")
+    contract = contract_of_c9(
+        [f.contract("C9", "PLAN_5GB", "2025-01-01", valid_to="2025-03-20")],
+        "2025-07-01",
     )
     # No monthly row after the last day; one on the day after it, which says the customer left
     # and keeps the last contract's facts (their final invoice bills that plan).
@@ -180,12 +182,9 @@ def test_a_customer_who_left_has_no_contract_after_the_last_day() -> None:
 def test_a_notice_given_ahead_of_the_tables_end_has_its_row_already() -> None:
     # The contract ends after the data end: the row of the day after is written now, so that an
     # incremental materialize reaching that day loads it (no monthly row would follow it).
-    tables = f.tables(
-        customers=[f.customer("C9", signup_date="2025-01-01")],
-        contracts=[f.contract("C9", "PLAN_5GB", "2025-01-01", valid_to="2025-07-15")],
-    )
-    contract = contract_features(
-        tables["contracts"], tables["customers"], f.catalog(), pd.Timestamp("2025-07-01", tz="UTC")
+    contract = contract_of_c9(
+        [f.contract("C9", "PLAN_5GB", "2025-01-01", valid_to="2025-07-15")],
+        "2025-07-01",
     )
     assert stamps(contract, "C9")[-2:] == ["2025-07-01T00:00:00+00:00", "2025-07-16T00:00:00+00:00"]
     assert at(contract, "C9", "2025-07-01")["contract_ended_on"] == ""
@@ -193,15 +192,12 @@ def test_a_notice_given_ahead_of_the_tables_end_has_its_row_already() -> None:
 
 
 def test_a_customer_who_comes_back_has_left_only_between_the_two_contracts() -> None:
-    tables = f.tables(
-        customers=[f.customer("C9", signup_date="2025-01-01")],
-        contracts=[
+    contract = contract_of_c9(
+        [
             f.contract("C9", "PLAN_5GB", "2025-01-01", valid_to="2025-02-28"),
             f.contract("C9", "PLAN_15GB", "2025-05-10"),
         ],
-    )
-    contract = contract_features(
-        tables["contracts"], tables["customers"], f.catalog(), pd.Timestamp("2025-07-01", tz="UTC")
+        "2025-07-01",
     )
     rows = contract[contract[CUSTOMER_KEY] == "C9"]
     days = [stamp[:10] for stamp in stamps(contract, "C9")]
@@ -219,15 +215,12 @@ def test_a_customer_who_comes_back_has_left_only_between_the_two_contracts() -> 
 
 
 def test_a_contract_followed_at_once_by_the_next_leaves_no_row_of_its_end() -> None:
-    tables = f.tables(
-        customers=[f.customer("C9", signup_date="2025-01-01")],
-        contracts=[
+    contract = contract_of_c9(
+        [
             f.contract("C9", "PLAN_5GB", "2025-01-01", valid_to="2025-02-14"),
             f.contract("C9", "PLAN_15GB", "2025-02-15"),
         ],
-    )
-    contract = contract_features(
-        tables["contracts"], tables["customers"], f.catalog(), pd.Timestamp("2025-04-01", tz="UTC")
+        "2025-04-01",
     )
     assert stamps(contract, "C9") == [
         "2025-01-01T00:00:00+00:00",
@@ -240,17 +233,15 @@ def test_a_contract_followed_at_once_by_the_next_leaves_no_row_of_its_end() -> N
 
 
 def test_plan_changes_count_only_changes_within_24_months() -> None:
-    tables = f.tables(
-        customers=[f.customer("C9", signup_date="2022-01-01")],
-        contracts=[
+    contract = contract_of_c9(
+        [
             f.contract("C9", "PLAN_5GB", "2022-01-01", valid_to="2022-05-31"),
             f.contract("C9", "PLAN_15GB", "2022-06-01", valid_to="2023-12-31"),
             f.contract("C9", "PLAN_15GB", "2024-01-01", valid_to="2024-09-30"),  # a renewal
             f.contract("C9", "PLAN_30GB", "2024-10-01"),
         ],
-    )
-    contract = contract_features(
-        tables["contracts"], tables["customers"], f.catalog(), pd.Timestamp("2024-11-01", tz="UTC")
+        "2024-11-01",
+        signup="2022-01-01",
     )
     assert at(contract, "C9", "2024-05-01")["plan_changes_24m"] == 1
     # The window is (t - 24 months, t]: the change of 2022-06-01 leaves it on 2024-06-01.
