@@ -38,7 +38,17 @@ CUSTOMER_USAGE: dict[str, FeatureType] = {
     "overage_sek_avg_3m": "float",
     "months_over_allowance_6m": "int",
     "roaming_days_6m": "int",
+    # SMS and roaming days of the five months before the newest (float: a month may be
+    # unknown). Not model inputs, which read their windows; the engine needs them to describe
+    # an invoice's billing period when the row's newest month is later (inputs.usage_as_of).
+    **{f"{m}_m{i}": "float" for m in ("sms", "roaming_days") for i in range(2, 7)},
+    # The plan each month was billed on (the contract in force on its last day; "" unknown):
+    # the usage summary compares a month's usage with what that plan included, which after a
+    # plan change is not today's plan.
+    **{f"plan_id_m{i}": "str" for i in range(1, 7)},
 }
+# Features kept to describe an earlier month, never read by the models.
+USAGE_HISTORY_ONLY = frozenset(f"{m}_m{i}" for m in ("sms", "roaming_days") for i in range(2, 7))
 
 CUSTOMER_CONTRACT: dict[str, FeatureType] = {
     "current_plan_id": "str",

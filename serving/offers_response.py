@@ -64,10 +64,15 @@ class PlanPublic(BaseModel):
     monthly_fee_sek: float
 
 
+class PeriodPlanPublic(BaseModel):
+    plan_id: str
+    title: str
+
+
 class UsageLinePublic(BaseModel):
     measure: Literal["data", "voice", "sms", "roaming"]
     used: float | None
-    included: float | None = Field(description="null = unlimited.")
+    included: float | None = Field(description="What the period's plan included; null = unlimited.")
     unit: Literal["GB", "min", "sms"]
 
 
@@ -104,6 +109,11 @@ class UsageSummary(BaseModel):
 
     period: PeriodPublic | None
     plan: PlanPublic
+    period_plan: PeriodPlanPublic | None = Field(
+        default=None,
+        description="The plan the period was billed on, when the customer has changed plan "
+        "since; its usage lines and extra charges are read against it. null: today's plan.",
+    )
     binding_end_date: dt.date | None
     usage: list[UsageLinePublic]
     extra_charges: list[ExtraChargePublic]

@@ -18,6 +18,7 @@ from features.views import (
     CUSTOMER_USAGE,
     OFFER_ATTRIBUTES,
     PLAN_FIT,
+    USAGE_HISTORY_ONLY,
 )
 
 
@@ -28,7 +29,7 @@ def _numeric(view: Mapping[str, str]) -> list[str]:
 # Customer columns both models read. Region and plan identifiers are left out on purpose: fees and
 # allowances carry what matters, and a decision must never hinge on where someone lives.
 CUSTOMER_FEATURES: list[str] = [
-    *_numeric(CUSTOMER_USAGE),
+    *(name for name in _numeric(CUSTOMER_USAGE) if name not in USAGE_HISTORY_ONLY),
     *_numeric(CUSTOMER_CONTRACT),
     *_numeric(CUSTOMER_BILLING),
     *_numeric(CUSTOMER_PROFILE),

@@ -44,7 +44,10 @@ TableBuilder = Callable[
     [Mapping[str, pd.DataFrame], Catalog, "pd.Timestamp | None", pd.Timestamp], pd.DataFrame
 ]
 FEATURE_TABLES: dict[str, tuple[tuple[str, ...], TableBuilder]] = {
-    "customer_usage": (("usage_monthly",), lambda t, c, s, e: usage_features(t["usage_monthly"])),
+    "customer_usage": (
+        ("usage_monthly", "contracts"),
+        lambda t, c, s, e: usage_features(t["usage_monthly"], t["contracts"]),
+    ),
     "customer_billing": (("invoices",), lambda t, c, s, e: billing_features(t["invoices"])),
     "customer_contract": (
         ("contracts", "customers"),

@@ -278,19 +278,18 @@ def _zero_if_nan(value: float) -> float:
 
 
 # Usage measures kept month by month (m1…m6) in the customer_usage view.
-MONTHLY_MEASURES = ("data_gb", "voice_minutes", "roaming_data_gb", "overage_sek")
-_WINDOWED = ("data_gb", "voice_minutes", "roaming_data_gb")
-_TRENDED = ("data_gb", "voice_minutes")
-# Kept for the newest month only: unknown for an earlier one.
-_NEWEST_MONTH_ONLY = (
-    "sms_m1",
-    "roaming_days_m1",
-    "roaming_days_6m",
-    "sms_avg_3m",
-    "sms_max_3m",
-    "sms_avg_6m",
-    "sms_max_6m",
+MONTHLY_MEASURES = (
+    "data_gb",
+    "voice_minutes",
+    "roaming_data_gb",
+    "overage_sek",
+    "sms",
+    "roaming_days",
 )
+# The plan that billed each month, m1…m6, moved with the months.
+BILLED_PLAN_KEYS = tuple(f"plan_id_m{month}" for month in range(1, 7))
+_WINDOWED = ("data_gb", "voice_minutes", "roaming_data_gb", "sms")
+_TRENDED = ("data_gb", "voice_minutes")
 USAGE_MONTHS = 6
 # The month the usage row's m1 describes (ISO date of its first day).
 NEWEST_USAGE_MONTH = "usage_month_m1"
@@ -313,10 +312,10 @@ def usage_as_of(row: Mapping[str, Any], invoice_date: dt.date) -> Mapping[str, A
     The online store holds the newest month whatever the invoice's date; an invoice dated before
     that month ended must not describe it. When the row's newest month (``usage_month_m1``) is
     later than the billing period, the months are moved back so that m1 is the billing period,
-    and the 3- and 6-month means, maxima, trends and overage counts are computed again from them,
-    as the feature transform computes them. SMS and roaming days are kept for the newest month
-    only, so for an earlier one they are unknown (None). A row whose newest month is the billing
-    period or earlier is returned as it is. A row already moved back is returned as it is.
+    and the 3- and 6-month means, maxima, trends, overage counts and roaming days are computed
+    again from them, as the feature transform computes them (months before the row's sixth are
+    unknown). A row whose newest month is the billing period or earlier is returned as it is. A
+    row already moved back is returned as it is.
     """
     return usage_rows_as_of([row], invoice_date)[0]
 
@@ -345,6 +344,7 @@ def usage_rows_as_of(
             row = dict(rows[position])
             measures = [[as_float(row.get(key)) for key in keys] for keys in _MONTH_KEYS]
             row.update(_moved_row(measures, lag, period))
+            row.update(_moved_plans([row.get(key) for key in BILLED_PLAN_KEYS], lag))
             result[position] = row
         return result
     months = np.array(
@@ -354,10 +354,11 @@ def usage_rows_as_of(
         ]
     )
     updates = _moved_usage(months, lags, periods)
-    for index, position in enumerate(moving):
+    for index, (position, lag) in enumerate(zip(moving, lags, strict=True)):
         row = dict(rows[position])
         for name, values in updates.items():
             row[name] = values[index]
+        row.update(_moved_plans([row.get(key) for key in BILLED_PLAN_KEYS], lag))
         result[position] = row
     return result
 
@@ -382,8 +383,15 @@ def usage_columns_as_of(
     months = np.stack(
         [np.stack([_floats(columns[key])[moving] for key in keys], axis=1) for keys in _MONTH_KEYS]
     )
+    updates = _moved_usage(months, lags, periods)
+    plans = [
+        _moved_plans([columns[key][position] for key in BILLED_PLAN_KEYS], lag)
+        for position, lag in zip(moving, lags, strict=True)
+    ]
+    for key in BILLED_PLAN_KEYS:
+        updates[key] = [moved_plans[key] for moved_plans in plans]
     moved: dict[str, list[Any]] = {}
-    for name, values in _moved_usage(months, lags, periods).items():
+    for name, values in updates.items():
         if every_row:
             moved[name] = values
             continue
@@ -405,7 +413,8 @@ _MOVE_FEATURES: tuple[str, ...] = (
     *(f"{measure}_trend_6m" for measure in _TRENDED),
     "overage_sek_avg_3m",
     "months_over_allowance_6m",
-    *_NEWEST_MONTH_ONLY,
+    "roaming_days_6m",
+    *BILLED_PLAN_KEYS,
     NEWEST_USAGE_MONTH,
 )
 
@@ -455,7 +464,7 @@ def _moved_usage(
     for keys, measure_months in zip(_MONTH_KEYS, moved, strict=True):
         for key, values in zip(keys, measure_months.T, strict=True):
             updates[key] = _known_all(values)
-    # Means and maxima of every measure in one call (the overage's 6-month ones go unused).
+    # Means and maxima of every measure in one call (the overage's and roaming days' go unused).
     stats = {
         stat: values.reshape(measures, count)
         for stat, values in window_stats(moved.reshape(measures * count, -1), (3, 6)).items()
@@ -477,8 +486,10 @@ def _moved_usage(
     updates["months_over_allowance_6m"] = [
         int(over) for over in (np.nan_to_num(overage) > 0).sum(axis=1).tolist()
     ]
-    for name in _NEWEST_MONTH_ONLY:
-        updates[name] = [None] * count
+    # As the transform sums them: unknown months count nothing.
+    updates["roaming_days_6m"] = [
+        int(days) for days in np.nansum(moved[MONTHLY_MEASURES.index("roaming_days")], axis=1)
+    ]
     updates[NEWEST_USAGE_MONTH] = [
         period.isoformat() if lag < USAGE_MONTHS else None
         for period, lag in zip(periods, lags, strict=True)
@@ -516,10 +527,19 @@ def _moved_row(months: Sequence[Sequence[float]], lag: int, period: dt.date) -> 
     overage = by_measure["overage_sek"]
     updates["overage_sek_avg_3m"] = _known(row_window_stats(overage, (3,))["avg_3m"])
     updates["months_over_allowance_6m"] = sum(1 for value in overage if value > 0)
-    for name in _NEWEST_MONTH_ONLY:
-        updates[name] = None
+    updates["roaming_days_6m"] = int(
+        sum(days for days in by_measure["roaming_days"] if not math.isnan(days))
+    )
     updates[NEWEST_USAGE_MONTH] = period.isoformat() if lag < USAGE_MONTHS else None
     return updates
+
+
+def _moved_plans(plans: Sequence[Any], lag: int) -> dict[str, Any]:
+    """The billed plans m1…m6 of a row moved ``lag`` months back: unknown past the sixth."""
+    return {
+        key: plans[month] if month < USAGE_MONTHS else None
+        for key, month in zip(BILLED_PLAN_KEYS, range(lag, lag + USAGE_MONTHS), strict=True)
+    }
 
 
 def _known(value: float) -> float | None:

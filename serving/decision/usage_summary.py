@@ -1,7 +1,9 @@
 """The usage summary on every invoice: what the customer used and paid for, in plain words.
 
 It is the customer's own data, shown whatever the marketing consent. ``basic``: the period, the
-plan, the binding end date, usage against what the plan includes and each extra charge explained.
+plan, the binding end date, usage against what the period's plan included and each extra charge
+explained. After a plan change the period was billed on the plan the customer had then
+(``period_plan``), and its usage and charges are read against that plan, as the invoice bills them.
 ``detailed`` (``usage_insights`` consent) adds six months of trends and the plan-fit insight: the
 plan that would have cost least for the usage they had. Overage amounts come from
 ``core.plan_fit``, the same functions that bill and that the models see.
@@ -14,7 +16,7 @@ import datetime as dt
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from typing import Literal, TypedDict
+from typing import Literal, NamedTuple, TypedDict
 
 from core.catalog import Catalog, Offer
 from core.plan_fit import FIT_MONTHS, TARIFF, Tariff, overage_row
@@ -26,7 +28,14 @@ from serving.decision.candidates import (
     plan_fit_matrix,
 )
 from serving.decision.guardrails import fair_price
-from serving.decision.inputs import NEWEST_USAGE_MONTH, Account, Locale, as_date, as_float
+from serving.decision.inputs import (
+    BILLED_PLAN_KEYS,
+    NEWEST_USAGE_MONTH,
+    Account,
+    Locale,
+    as_date,
+    as_float,
+)
 from serving.decision.reasons import format_amount, format_gb, format_sek, reason
 
 TREND_MONTHS = 6
@@ -47,6 +56,21 @@ class PlanInfo(TypedDict):
     plan_id: str
     title: str
     monthly_fee_sek: float
+
+
+class PeriodPlan(TypedDict):
+    """The plan the billing period was billed on, when the customer has changed plan since."""
+
+    plan_id: str
+    title: str
+
+
+class Allowances(NamedTuple):
+    """What a plan includes a month; NaN = unlimited."""
+
+    data_gb: float
+    voice_minutes: float
+    roaming_data_gb: float
 
 
 class UsageLine(TypedDict):
@@ -89,6 +113,7 @@ class UsageSummaryDict(TypedDict):
 
     period: Period | None
     plan: PlanInfo
+    period_plan: PeriodPlan | None  # the period's plan, when not today's
     binding_end_date: str | None
     usage: list[UsageLine]
     extra_charges: list[ExtraCharge]
@@ -119,19 +144,49 @@ def _period(first: dt.date | None) -> Period | None:
     return {"start": first.isoformat(), "end": first.replace(day=last).isoformat()}
 
 
-def _usage(account: Account) -> list[UsageLine]:
+def period_plan(account: Account, catalog: Catalog) -> Offer | None:
+    """The plan the billing period was billed on (``plan_id_m1``), when it is not today's plan
+    and the catalog knows it: a customer who changed plan since is billed for the period on the
+    plan they had then."""
+    plan_id = account.features.get(BILLED_PLAN_KEYS[0])
+    if not plan_id or plan_id == account.current_plan_id:
+        return None
+    plan = catalog.by_id().get(str(plan_id))
+    return plan if plan is not None and plan.kind == "plan" else None
+
+
+def _unlimited_as_nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def period_allowances(account: Account, plan: Offer | None) -> Allowances:
+    """What the billing period's plan included: ``plan`` (:func:`period_plan`), else today's."""
+    if plan is None:
+        return Allowances(
+            account.current_data_gb,
+            account.current_voice_minutes,
+            account.current_roaming_data_gb,
+        )
+    return Allowances(
+        _unlimited_as_nan(plan.data_gb),
+        _unlimited_as_nan(plan.voice_minutes),
+        _unlimited_as_nan(plan.roaming_data_gb),
+    )
+
+
+def _usage(account: Account, included: Allowances) -> list[UsageLine]:
     f = account.features
     return [
         {
             "measure": "data",
             "used": _value(f, "data_gb_m1"),
-            "included": _allowance(account.current_data_gb),
+            "included": _allowance(included.data_gb),
             "unit": "GB",
         },
         {
             "measure": "voice",
             "used": _value(f, "voice_minutes_m1", 0),
-            "included": _allowance(account.current_voice_minutes),
+            "included": _allowance(included.voice_minutes),
             "unit": "min",
         },
         # The catalog has no SMS allowance: messages are included without limit.
@@ -139,7 +194,7 @@ def _usage(account: Account) -> list[UsageLine]:
         {
             "measure": "roaming",
             "used": _value(f, "roaming_data_gb_m1"),
-            "included": _allowance(account.current_roaming_data_gb),
+            "included": _allowance(included.roaming_data_gb),
             "unit": "GB",
         },
     ]
@@ -205,22 +260,30 @@ def _overage_charge(
     }
 
 
-def extra_charges(account: Account, locale: Locale, tariff: Tariff = TARIFF) -> list[ExtraCharge]:
-    """The newest month's overage per measure, then the last invoice's fees, each explained."""
+def extra_charges(
+    account: Account,
+    locale: Locale,
+    tariff: Tariff = TARIFF,
+    included: Allowances | None = None,
+) -> list[ExtraCharge]:
+    """The newest month's overage per measure against what ``included`` (the period's plan;
+    today's when not given) included, then the last invoice's fees, each explained."""
     f = account.features
+    if included is None:
+        included = period_allowances(account, None)
     measures: tuple[tuple[ChargeKind, str, float, float, bool], ...] = (
-        ("data_overage", "data_gb_m1", account.current_data_gb, tariff.data_sek_per_gb, True),
+        ("data_overage", "data_gb_m1", included.data_gb, tariff.data_sek_per_gb, True),
         (
             "voice_overage",
             "voice_minutes_m1",
-            account.current_voice_minutes,
+            included.voice_minutes,
             tariff.voice_sek_per_minute,
             False,
         ),
         (
             "roaming_overage",
             "roaming_data_gb_m1",
-            account.current_roaming_data_gb,
+            included.roaming_data_gb,
             tariff.roaming_sek_per_gb,
             True,
         ),
@@ -389,14 +452,19 @@ def build_usage_summary(
         "monthly_fee_sek": round(account.current_monthly_fee_sek, 2),
     }
     first = as_date(account.features.get(NEWEST_USAGE_MONTH))
-    charges = extra_charges(account, locale)
+    billed_on = period_plan(account, catalog)
+    included = period_allowances(account, billed_on)
+    charges = extra_charges(account, locale, included=included)
     summary: UsageSummaryDict = {
         "period": _period(first),
         "plan": current,
+        "period_plan": None
+        if billed_on is None
+        else {"plan_id": billed_on.offer_id, "title": billed_on.title.get(locale)},
         "binding_end_date": account.binding_end_date.isoformat()
         if account.binding_end_date is not None and account.is_bound_on(invoice_date)
         else None,
-        "usage": _usage(account),
+        "usage": _usage(account, included),
         "extra_charges": charges,
         "extra_charges_total_sek": round(float(sum(c["amount_sek"] for c in charges)), 2),
         "detail_level": detail_level,

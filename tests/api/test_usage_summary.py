@@ -159,3 +159,39 @@ def test_the_usage_summarys_invoice_date_must_be_an_iso_date(client: Any, value:
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert [error["loc"] for error in response.json()["errors"]] == [["query", "invoice_date"]]
+
+
+def test_after_a_plan_change_the_summary_and_preview_name_the_plan_that_billed_the_period(
+    tmp_path: Path,
+) -> None:
+    """C0001 paid data overage on Mobil 5 GB in October and is on Mobil 30 GB since 1 November:
+    the invoice of 30 November bills October's overage, and its summary and preview say so."""
+    consent_row, heavy, profile_row = customers()["C0001"]
+    moved_up = {
+        **heavy,
+        "current_plan_id": "PLAN_30GB",
+        "current_monthly_fee_sek": 299.0,
+        "current_data_gb": 30.0,
+        "plan_changes_24m": 1,
+    }
+    rows = {"C0001": (consent_row, moved_up, profile_row)}
+    with running(make_app(tmp_path, features=FakeFeatures(rows))) as client:
+        summary = client.get(
+            "/v1/customers/C0001/usage-summary",
+            params={"invoice_date": "2026-11-30", "locale": "en"},
+            headers=RENDERER,
+        ).json()
+        assert summary["plan"]["plan_id"] == "PLAN_30GB"
+        assert summary["period_plan"] == {"plan_id": "PLAN_5GB", "title": "Mobile 5 GB"}
+        data = next(line for line in summary["usage"] if line["measure"] == "data")
+        assert (data["used"], data["included"]) == (9.0, 5.0)
+        overage = next(c for c in summary["extra_charges"] if c["kind"] == "data_overage")
+        assert overage["amount_sek"] == heavy["overage_sek_m1"] == 116.0
+        page = client.get(
+            "/preview/invoices/INV-2026-11-0001",
+            params={"customer_id": "C0001", "invoice_date": "2026-11-30", "locale": "en"},
+            headers=RENDERER,
+        )
+        assert page.status_code == 200
+        assert "The period was billed on: Mobile 5 GB" in page.text
+        assert "You used 4 GB more than the 5 GB included" in page.text

@@ -72,27 +72,27 @@ def _same(left: Any, right: Any) -> bool:
 
 def test_an_invoice_before_the_newest_month_ended_is_described_as_the_batch_sees_it() -> None:
     """The online row holds November; an invoice of 20 November describes October exactly as the
-    October snapshot (what the batch reads as of that date) does, but for SMS and roaming days,
-    which are kept for the newest month only."""
+    October snapshot (what the batch reads as of that date) does, SMS and roaming days too, but
+    for the sixth month back, which November's row no longer holds."""
     frame = _usage(8)
     november, october = _row(frame, "2026-11-01"), _row(frame, "2026-10-01")
     assert november["usage_month_m1"] == "2026-11-01"
     shifted = usage_as_of(november, dt.date(2026, 11, 20))
-    newest_only = {"sms_m1", "roaming_days_m1", "roaming_days_6m"} | {
-        f"sms_{s}_{w}m" for s in ("avg", "max") for w in (3, 6)
-    }
     for name, expected in october.items():
         if name in {"customer_id", "event_timestamp"}:
             continue
-        if name in newest_only:
-            assert shifted[name] is None, name
-        elif name.endswith("_m6"):
+        if name.endswith("_m6"):
             # October's sixth month back is May, which November's row no longer holds.
             assert shifted[name] is None, name
         elif name.endswith("_6m") or name.endswith("_trend_6m"):
             continue  # computed without that sixth month
         else:
             assert _same(shifted[name], expected), (name, shifted[name], expected)
+    # What the invoice shows: October's SMS; and the roaming days of June to October.
+    assert shifted["sms_m1"] == frame["sms"].iloc[-2]
+    assert shifted["sms_avg_3m"] == pytest.approx(frame["sms"].iloc[-4:-1].mean())
+    assert shifted["roaming_days_6m"] == frame["roaming_days"].iloc[-6:-1].sum()
+    assert october["roaming_days_6m"] == frame["roaming_days"].iloc[-7:-1].sum()
 
 
 def test_an_invoice_in_the_month_after_the_newest_is_left_as_it_is() -> None:
@@ -292,3 +292,22 @@ def test_a_row_moved_alone_equals_it_moved_among_many(
     expected_m1 = as_float(rows[0][f"data_gb_m{1 + lag}"]) if lag < 6 else math.nan
     assert (None if math.isnan(expected_m1) else expected_m1) == together[0]["data_gb_m1"]
     assert together[0]["usage_month_m1"] == ("2026-03-01" if lag < 6 else None)
+
+
+def test_the_plans_that_billed_each_month_move_with_the_months() -> None:
+    """November's row, read for an invoice of 20 November, describes October: October's plan is
+    the one that billed it, in the row, in rows moved together and in a view moved by column."""
+    row = {
+        **_row(_usage(8), "2026-11-01"),
+        **{f"plan_id_m{m}": plan for m, plan in enumerate(["P_NOV", "P_OCT", *"ABCD"], 1)},
+    }
+    moved = usage_as_of(row, dt.date(2026, 11, 20))
+    assert [moved[f"plan_id_m{m}"] for m in range(1, 7)] == ["P_OCT", *"ABCD", None]
+    two_back = usage_as_of(row, dt.date(2026, 10, 20))
+    assert [two_back[f"plan_id_m{m}"] for m in range(1, 7)] == [*"ABCD", None, None]
+    many = usage_rows_as_of([row] * 8, dt.date(2026, 11, 20))
+    assert all(each["plan_id_m1"] == "P_OCT" and each["plan_id_m6"] is None for each in many)
+    columns = usage_columns_as_of(
+        {name: [value] * 3 for name, value in row.items()}, dt.date(2026, 11, 20)
+    )
+    assert columns["plan_id_m1"] == ["P_OCT"] * 3 and columns["plan_id_m5"] == ["D"] * 3

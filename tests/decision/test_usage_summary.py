@@ -227,3 +227,55 @@ def test_summary_in_a_decision_equals_the_summary_alone() -> None:
 def test_unknown_customer() -> None:
     with pytest.raises(UnknownCustomerError):
         summarise_usage("NOPE", UnknownSource(), CATALOG, invoice_date=INVOICE_DATE, locale="sv")
+
+
+def test_after_a_plan_change_the_period_is_read_against_the_plan_that_billed_it() -> None:
+    """October was billed on Mobil 1 GB; since 1 November the customer is on Mobil 15 GB. The
+    invoice of 20 November bills October's overage, so its summary reads October's usage against
+    Mobil 1 GB and explains the same overage the invoice charges, not none (Mobil 15 GB would
+    have included October's 4.1 GB)."""
+    changed = {
+        **SMALL_PLAN,
+        **{k: v for k, v in account().items() if k.startswith("current_")},
+        "plan_id_m1": "PLAN_1GB",
+        "plan_id_m2": "PLAN_1GB",
+    }
+    summary = build_usage_summary(
+        Account.from_features(changed),
+        CATALOG,
+        locale="en",
+        detail_level="basic",
+        segment="consumer",
+        invoice_date=INVOICE_DATE,
+    )
+    assert summary["plan"] == {
+        "plan_id": "PLAN_15GB",
+        "title": "Mobile 15 GB",
+        "monthly_fee_sek": 249.0,
+    }
+    assert summary["period_plan"] == {"plan_id": "PLAN_1GB", "title": "Mobile 1 GB"}
+    assert [(line["measure"], line["included"]) for line in summary["usage"]] == [
+        ("data", 1.0),
+        ("voice", 300.0),
+        ("sms", None),
+        ("roaming", 1.0),
+    ]
+    overage = [c for c in summary["extra_charges"] if c["kind"].endswith("_overage")]
+    assert [c["amount_sek"] for c in overage] == [89.9, 24.78, 58.5]
+    assert sum(c["amount_sek"] for c in overage) == pytest.approx(changed["overage_sek_m1"])
+    assert overage[0]["explanation"] == (
+        "You used 3.1 GB more than the 1 GB included, at SEK 29 per GB."
+    )
+    # Billed on today's plan (no change, or a plan the catalog does not hold): period_plan null.
+    for billed_on in ("PLAN_15GB", "PLAN_UNKNOWN", ""):
+        same = build_usage_summary(
+            Account.from_features({**changed, "plan_id_m1": billed_on}),
+            CATALOG,
+            locale="en",
+            detail_level="basic",
+            segment="consumer",
+            invoice_date=INVOICE_DATE,
+        )
+        assert same["period_plan"] is None
+        assert same["usage"][0]["included"] == 15.0
+        assert not [c for c in same["extra_charges"] if c["kind"] == "data_overage"]

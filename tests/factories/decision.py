@@ -251,6 +251,9 @@ def account(**overrides: Any) -> dict[str, Any]:
     values.update(invoice_amount_last_sek=249.0, invoice_amount_avg_3m=249.0)
     assert set(CUSTOMER_CONTRACT) <= set(values) and set(CUSTOMER_BILLING) <= set(values)
     values.update(overrides)
+    # Every month billed on today's plan, unless a test says otherwise.
+    for month in range(1, 7):
+        values[f"plan_id_m{month}"] = overrides.get(f"plan_id_m{month}", values["current_plan_id"])
     return values
 
 

@@ -113,6 +113,42 @@ def test_usage_trend_is_the_least_squares_slope_per_month(built: dict) -> None:
     assert math.isnan(first["data_gb_trend_6m"])  # one month is no trend
 
 
+def test_each_usage_month_keeps_the_plan_it_was_billed_on() -> None:
+    """The plan in force on a month's last day billed it: C9 moved from Mobil 15 GB to Mobil
+    30 GB on 1 April, so March was billed on 15 GB and April on 30 GB; June, after the contract
+    ended on 20 June, on the last one. January, before any contract, on none."""
+    tables = f.tables(
+        contracts=[
+            f.contract("C9", "PLAN_15GB", "2026-02-01", valid_to="2026-03-31"),
+            f.contract("C9", "PLAN_30GB", "2026-04-01", valid_to="2026-06-20"),
+        ],
+        usage_monthly=[f.usage("C9", f"2026-0{month}-01") for month in range(1, 7)],
+    )
+    usage = usage_features(tables["usage_monthly"], tables["contracts"])
+    march, june = at(usage, "C9", "2026-04-01"), at(usage, "C9", "2026-07-01")
+    assert (march["plan_id_m1"], march["plan_id_m2"], march["plan_id_m3"]) == (
+        "PLAN_15GB",
+        "PLAN_15GB",
+        "",
+    )
+    assert [june[f"plan_id_m{i}"] for i in range(1, 7)] == [
+        "PLAN_30GB",
+        "PLAN_30GB",
+        "PLAN_30GB",
+        "PLAN_15GB",
+        "PLAN_15GB",
+        "",
+    ]
+    # SMS and roaming days of every month, as the other measures.
+    assert [june[f"sms_m{i}"] for i in range(1, 7)] == [10] * 6
+    # Without a contracts table the plans are unknown; the rest is the same.
+    alone = usage_features(tables["usage_monthly"])
+    assert set(alone["plan_id_m1"]) == {""}
+    assert alone.drop(columns=[f"plan_id_m{i}" for i in range(1, 7)]).equals(
+        usage.drop(columns=[f"plan_id_m{i}" for i in range(1, 7)])
+    )
+
+
 def test_contract_snapshots_follow_month_starts_and_changes(built: dict) -> None:
     contract = built["customer_contract"]
     assert stamps(contract, "C3") == [

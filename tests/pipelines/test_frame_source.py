@@ -65,7 +65,16 @@ def _frames() -> dict[str, pd.DataFrame]:
             [
                 ("C1", "2026-10-01", {"data_gb_m1": 11.0, "usage_month_m1": "2026-09-01"}),
                 ("C1", "2026-11-01", {"data_gb_m1": 12.5, "usage_month_m1": "2026-10-01"}),
-                ("C1", "2026-12-01", {"data_gb_m1": 99.0, "usage_month_m1": "2026-11-01"}),
+                (
+                    "C1",
+                    "2026-12-01",
+                    {
+                        "data_gb_m1": 99.0,
+                        "usage_month_m1": "2026-11-01",
+                        "sms_m1": 40,
+                        "sms_m2": 31,
+                    },
+                ),
                 ("C2", "2026-11-01", {"data_gb_m1": float("nan")}),
             ],
         ),
@@ -124,7 +133,7 @@ def test_usage_newer_than_the_billing_period_is_moved_back_and_the_rest_kept() -
     assert account == {**newest, **usage_as_of(newest, INVOICE_DATE)}
     assert account["usage_month_m1"] == "2026-10-01"
     assert account["data_gb_m1"] == newest["data_gb_m2"]
-    assert account["sms_m1"] is None  # kept for the newest month only
+    assert newest["sms_m1"] == 40 and account["sms_m1"] == 31  # October's SMS, as billed
     assert moved.read_account("C2") == unmoved.read_account("C2")
     # An invoice dated in December describes November: nothing moves.
     december = FrameFeatureSource.from_frames(_frames(), as_of, invoice_date=dt.date(2026, 12, 2))
