@@ -6,6 +6,7 @@ import argparse
 import os
 import secrets
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +41,60 @@ def ensure_api_keys(env_file: Path = ENV_FILE) -> str:
     return renderer
 
 
-# The example call's invoice: an invoice of the simulated world's last billing month.
+# The example call's invoice when the world's invoices cannot be read: a made-up invoice of the
+# simulated world's last billing month.
+EXAMPLE_INVOICE_ID = "INV-2026-11-EXAMPLE"
 EXAMPLE_INVOICE_DATE = "2026-11-30"
 
 
+@dataclass(frozen=True)
+class ExampleInvoice:
+    invoice_id: str
+    customer_id: str
+    invoice_date: str  # YYYY-MM-DD
+
+
+def example_invoice(data_dir: Path, features_dir: Path | None = None) -> ExampleInvoice:
+    """The example call's invoice: a real one of the world's newest billing date, of a customer
+    :func:`example_customer` picks among those billed then, so the answer and the preview
+    describe an invoice the world holds; a made-up one when the invoices cannot be read."""
+    import pandas as pd
+
+    try:
+        invoices = pd.read_parquet(
+            data_dir / "invoices.parquet", columns=["invoice_id", CUSTOMER_KEY, "invoice_date"]
+        )
+    except (OSError, ValueError, KeyError):
+        invoices = pd.DataFrame()
+    if invoices.empty:
+        customer = example_customer(data_dir, EXAMPLE_INVOICE_DATE, features_dir)
+        return ExampleInvoice(EXAMPLE_INVOICE_ID, customer, EXAMPLE_INVOICE_DATE)
+    days = pd.to_datetime(invoices["invoice_date"])
+    newest = days.max()
+    billed = invoices[days == newest]
+    day = newest.date().isoformat()
+    customer = example_customer(
+        data_dir, day, features_dir, among=set(billed[CUSTOMER_KEY].astype(str))
+    )
+    own = billed.loc[billed[CUSTOMER_KEY].astype(str) == customer, "invoice_id"]
+    if own.empty:
+        return ExampleInvoice(EXAMPLE_INVOICE_ID, customer, EXAMPLE_INVOICE_DATE)
+    return ExampleInvoice(str(own.iloc[0]), customer, day)
+
+
 def example_customer(
-    data_dir: Path, invoice_date: str = EXAMPLE_INVOICE_DATE, features_dir: Path | None = None
+    data_dir: Path,
+    invoice_date: str = EXAMPLE_INVOICE_DATE,
+    features_dir: Path | None = None,
+    among: set[str] | None = None,
 ) -> str:
     """An adult customer whose latest consents allow personalised offers and who holds a contract
     on ``invoice_date`` (a customer who left long ago gets no invoice), for the example call.
 
     Among them, one who paid for usage above the plan's allowance in the last three months (the
     feature tables in ``features_dir``), when there is one: an invoice where an offer may be worth
-    showing, so the example shows what an offer and its reasons look like."""
+    showing, so the example shows what an offer and its reasons look like. ``among``: only
+    these customers (those billed on ``invoice_date``) may be the example, when one qualifies."""
     import pandas as pd
 
     try:
@@ -71,6 +113,8 @@ def example_customer(
         and customer_id in adults
         and (under_contract is None or customer_id in under_contract)
     ]
+    if among is not None and any(customer_id in among for customer_id in qualifying):
+        qualifying = [customer_id for customer_id in qualifying if customer_id in among]
     paying_overage = _paying_overage(features_dir) if features_dir is not None else set()
     for customer_id in qualifying:
         if customer_id in paying_overage:
@@ -122,19 +166,19 @@ def main(argv: list[str] | None = None) -> int:
 
     key = ensure_api_keys()
     settings = Settings()
-    customer = example_customer(settings.data_dir, features_dir=settings.features_dir)
+    example = example_invoice(Path(settings.data_dir), features_dir=Path(settings.features_dir))
     base = f"http://{args.host}:{args.port}"
     sys.stdout.write(
         "\nThe API is starting on "
         f"{base} (keys in .env, OFFERS_API_KEYS). Ask for the offers of an invoice:\n\n"
         f"  curl -s -X POST {base}/v1/offers \\\n"
         f"    -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
-        '    -d \'{"invoice_id": "INV-2026-11-EXAMPLE", '
-        f'"customer_id": "{customer}", '
-        f'"invoice_date": "{EXAMPLE_INVOICE_DATE}", "locale": "sv", "max_offers": 3}}\'\n\n'
+        f'    -d \'{{"invoice_id": "{example.invoice_id}", '
+        f'"customer_id": "{example.customer_id}", '
+        f'"invoice_date": "{example.invoice_date}", "locale": "sv", "max_offers": 3}}\'\n\n'
         "The invoice as the customer will see it, in a browser (sign in with the same key):\n\n"
-        f"  {base}/preview/invoices/INV-2026-11-EXAMPLE?customer_id={customer}"
-        f"&invoice_date={EXAMPLE_INVOICE_DATE}&locale=en\n\n"
+        f"  {base}/preview/invoices/{example.invoice_id}?customer_id={example.customer_id}"
+        f"&invoice_date={example.invoice_date}&locale=en\n\n"
         f"  docs: {base}/docs   health: {base}/health/ready\n\n"
     )
     return 0

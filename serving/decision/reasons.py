@@ -213,12 +213,16 @@ def _usage_facts(
             )
     # What the customer was billed for overage over the three months, not plan fit's figure for
     # today's plan: after a plan change the two differ, and the sentence says "you have paid".
+    # Only for an offer that would not have cost more than today for the usage they had: beside
+    # one that costs more than the overage it removes (a 79 kr add-on for 6 kr of overage), the
+    # sentence reads as a saving that is not there.
     paid = as_float(account.features.get("overage_sek_avg_3m"))
     if (
         fit is not None
         and not math.isnan(paid)
         and _half_up(paid, 0) >= 1
         and fit.offer_overage_sek < fit.current_overage_sek
+        and _half_up(saving, 0) >= 0
     ):
         facts.append(reason("overage_paid", locale, sek=format_sek(paid, locale)))
     return facts

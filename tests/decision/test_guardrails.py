@@ -84,7 +84,9 @@ def test_the_same_upgrade_is_shown_when_usage_justifies_it() -> None:
     decision = _model_decision(heavy_user(), {"PLAN_UNLIMITED": 0.99})
     assert decision.offers[0].offer_id == "PLAN_UNLIMITED"
     codes = [reason.code for reason in decision.offers[0].reasons]
-    assert "usage_above_allowance" in codes and "overage_paid" in codes
+    # Unlimited costs more than the 5 GB plan and its overage: the overage paid is no argument.
+    assert decision.offers[0].customer_saving_sek_per_month < 0
+    assert "usage_above_allowance" in codes and "overage_paid" not in codes
 
 
 def test_an_allowance_nearly_used_justifies_more_of_it() -> None:

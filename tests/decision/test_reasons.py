@@ -325,3 +325,44 @@ def test_the_overage_paid_is_what_was_billed_not_plan_fits_figure_for_todays_pla
         assert paid == [
             f"You have paid {said} a month on average for usage beyond what your plan includes."
         ]
+
+
+@pytest.mark.parametrize(("saving", "argued"), [(-72.72, False), (-0.4, True), (12.0, True)])
+def test_the_overage_paid_is_no_argument_for_an_offer_that_costs_more_than_it_removes(
+    saving: float, argued: bool
+) -> None:
+    """6 kr a month of overage on 1 GB; Extra data 10 GB at 79 kr removes it and costs 72.72 kr
+    a month more for that usage: "you have paid SEK 6 …" beside it would read as a saving. The
+    usage fact stays; an offer that costs no more (rounded to the krona) keeps both."""
+    fit = PlanFit(
+        current_cost_sek=105.28,
+        offer_cost_sek=105.28 - saving,
+        saving_sek=saving,
+        offer_overage_sek=0.0,
+        current_overage_sek=6.28,
+        data_allowance_used=1.2,
+    )
+    addon = OFFERS["ADDON_DATA_10GB"]
+    candidate = Candidate(offer=addon, price_sek=79.0, fit=fit, saving_sek=saving)
+    customer = Account.from_features(
+        {
+            **heavy_user(),
+            "current_data_gb": 1.0,
+            "data_gb_avg_3m": 1.2,
+            "data_gb_max_3m": 1.4,
+            "overage_sek_avg_3m": 6.28,
+            "binding_end_date": "",
+        }
+    )
+    reasons = offer_reasons(
+        candidate,
+        customer,
+        title=addon.title.get("en"),
+        locale="en",
+        invoice_date=INVOICE_DATE,
+        personalised=True,
+        segment="consumer",
+    )
+    codes = [r.code for r in reasons]
+    assert "usage_above_allowance" in codes
+    assert ("overage_paid" in codes) == argued

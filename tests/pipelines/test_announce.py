@@ -8,7 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipelines.announce import ensure_api_keys, example_customer
+from pipelines.announce import (
+    EXAMPLE_INVOICE_ID,
+    ExampleInvoice,
+    ensure_api_keys,
+    example_customer,
+    example_invoice,
+)
 
 
 def test_local_keys_are_written_once_and_reused(
@@ -97,3 +103,20 @@ def test_the_example_prefers_a_customer_who_paid_overage_in_the_newest_snapshot(
     assert example_customer(tmp_path, features_dir=features) == "C3"
     # Without feature tables to read, the first customer who qualifies.
     assert example_customer(tmp_path, features_dir=tmp_path / "none") == "C1"
+
+
+def test_the_example_is_a_real_invoice_of_the_newest_billing_date(tmp_path: Path) -> None:
+    """C1 qualifies first but was not billed on the newest date (20 November); C3 was: the
+    example is C3's own invoice of that date, so the preview shows an invoice the world holds."""
+    _customers(tmp_path, {"C1": 1970, "C2": 2012, "C3": 1980})
+    pd.DataFrame(
+        {
+            "invoice_id": ["INV-2026-10-0001", "INV-2026-11-0002", "INV-2026-11-0003"],
+            "customer_id": ["C1", "C2", "C3"],
+            "invoice_date": [dt.date(2026, 10, 20), dt.date(2026, 11, 20), dt.date(2026, 11, 20)],
+        }
+    ).to_parquet(tmp_path / "invoices.parquet")
+    assert example_invoice(tmp_path) == ExampleInvoice("INV-2026-11-0003", "C3", "2026-11-20")
+    # Without invoices to read: a made-up invoice of the first customer who qualifies.
+    (tmp_path / "invoices.parquet").unlink()
+    assert example_invoice(tmp_path) == ExampleInvoice(EXAMPLE_INVOICE_ID, "C1", "2026-11-30")
