@@ -2,7 +2,7 @@
 
 Feast's own ``materialize`` turns every value into a protobuf object one at a time and, on SQLite,
 runs one ``INSERT`` per value: about 60 s for 200,000 customers × 30 features here, and our
-customer views hold 82 features. This module writes the same thing the same way the online store
+customer views hold 99 features. This module writes the same thing the same way the online store
 reads it — Feast's serialised entity key, one serialised ``ValueProto`` per feature, the event
 time — but converts whole columns at once (a float column becomes its protobuf bytes with numpy)
 and sends them in large statements (SQLite) or one ``HSET`` per entity (Redis). Any other online

@@ -36,7 +36,12 @@ import pandas as pd
 
 from core.catalog import Catalog
 from core.columns import CUSTOMER_KEY, EVENT_TIMESTAMP
-from features.views import CUSTOMER_BILLING, CUSTOMER_CONTRACT, CUSTOMER_USAGE
+from features.views import (
+    CUSTOMER_BILLING,
+    CUSTOMER_CONTRACT,
+    CUSTOMER_USAGE,
+    USAGE_HISTORY_ONLY,
+)
 from serving.decision.arbitration import BELOW_ACCEPTANCE_FLOOR, BELOW_VALUE_FLOOR, NO_VALUE
 from serving.decision.candidates import offer_attributes
 from serving.decision.guardrails import (
@@ -88,7 +93,11 @@ def feature_rows(
     frame = pairs[[CUSTOMER_KEY, "offer_id", "rank", "at"]].reset_index(drop=True)
     frame = frame.assign(at=_utc(frame["at"])).reset_index(names="_row").sort_values("at")
     for view, columns in VIEWS.items():
-        kept = [c for c, kind in columns.items() if kind != "str" or c == "current_plan_id"]
+        kept = [
+            c
+            for c, kind in columns.items()
+            if (kind != "str" or c == "current_plan_id") and c not in USAGE_HISTORY_ONLY
+        ]
         table = pd.read_parquet(Path(features_dir) / f"{view}.parquet")
         table = table[[CUSTOMER_KEY, EVENT_TIMESTAMP, *kept]]
         table = table.assign(at=_utc(table[EVENT_TIMESTAMP])).drop(columns=EVENT_TIMESTAMP)

@@ -289,6 +289,8 @@ MONTHLY_MEASURES = (
 # The plan that billed each month, m1…m6, moved with the months.
 BILLED_PLAN_KEYS = tuple(f"plan_id_m{month}" for month in range(1, 7))
 _WINDOWED = ("data_gb", "voice_minutes", "roaming_data_gb", "sms")
+# Counts the view holds as integers for the newest month: a moved row gives them as the store does.
+_INT_MONTH_ONE = ("sms_m1", "roaming_days_m1")
 _TRENDED = ("data_gb", "voice_minutes")
 USAGE_MONTHS = 6
 # The month the usage row's m1 describes (ISO date of its first day).
@@ -486,10 +488,17 @@ def _moved_usage(
     updates["months_over_allowance_6m"] = [
         int(over) for over in (np.nan_to_num(overage) > 0).sum(axis=1).tolist()
     ]
-    # As the transform sums them: unknown months count nothing.
+    roaming_days = MONTHLY_MEASURES.index("roaming_days")
     updates["roaming_days_6m"] = [
-        int(days) for days in np.nansum(moved[MONTHLY_MEASURES.index("roaming_days")], axis=1)
+        _roaming_days_6m(window, had_sixth)
+        for window, had_sixth in zip(
+            moved[roaming_days].tolist(),
+            (~np.isnan(months[roaming_days, :, USAGE_MONTHS - 1])).tolist(),
+            strict=True,
+        )
     ]
+    for name in _INT_MONTH_ONE:
+        updates[name] = [None if value is None else int(value) for value in updates[name]]
     updates[NEWEST_USAGE_MONTH] = [
         period.isoformat() if lag < USAGE_MONTHS else None
         for period, lag in zip(periods, lags, strict=True)
@@ -527,17 +536,38 @@ def _moved_row(months: Sequence[Sequence[float]], lag: int, period: dt.date) -> 
     overage = by_measure["overage_sek"]
     updates["overage_sek_avg_3m"] = _known(row_window_stats(overage, (3,))["avg_3m"])
     updates["months_over_allowance_6m"] = sum(1 for value in overage if value > 0)
-    updates["roaming_days_6m"] = int(
-        sum(days for days in by_measure["roaming_days"] if not math.isnan(days))
+    updates["roaming_days_6m"] = _roaming_days_6m(
+        by_measure["roaming_days"],
+        not math.isnan(months[MONTHLY_MEASURES.index("roaming_days")][-1]),
     )
+    for name in _INT_MONTH_ONE:
+        updates[name] = None if updates[name] is None else int(updates[name])
     updates[NEWEST_USAGE_MONTH] = period.isoformat() if lag < USAGE_MONTHS else None
     return updates
 
 
+def _roaming_days_6m(window: Sequence[float], had_sixth: bool) -> int | None:
+    """Roaming days over the moved window, as the transform sums them, unknown months counting
+    nothing. When the row before the move held its sixth month, the customer had months before
+    it that the window now misses: a sum of the known months would be short, so their mean
+    counts for every month of the six. Unknown when no month of the window is known."""
+    known = [days for days in window if not math.isnan(days)]
+    if not known:
+        return None
+    if had_sixth and len(known) < USAGE_MONTHS:
+        return int(_half_up_int(sum(known) * USAGE_MONTHS / len(known)))
+    return int(sum(known))
+
+
+def _half_up_int(value: float) -> int:
+    return math.floor(value + 0.5)
+
+
 def _moved_plans(plans: Sequence[Any], lag: int) -> dict[str, Any]:
-    """The billed plans m1…m6 of a row moved ``lag`` months back: unknown past the sixth."""
+    """The billed plans m1…m6 of a row moved ``lag`` months back: unknown ("", as the store
+    holds it) past the sixth."""
     return {
-        key: plans[month] if month < USAGE_MONTHS else None
+        key: plans[month] if month < USAGE_MONTHS else ""
         for key, month in zip(BILLED_PLAN_KEYS, range(lag, lag + USAGE_MONTHS), strict=True)
     }
 

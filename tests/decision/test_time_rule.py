@@ -83,16 +83,29 @@ def test_an_invoice_before_the_newest_month_ended_is_described_as_the_batch_sees
             continue
         if name.endswith("_m6"):
             # October's sixth month back is May, which November's row no longer holds.
-            assert shifted[name] is None, name
+            assert shifted[name] == ("" if name.startswith("plan_id") else None), name
         elif name.endswith("_6m") or name.endswith("_trend_6m"):
             continue  # computed without that sixth month
         else:
             assert _same(shifted[name], expected), (name, shifted[name], expected)
-    # What the invoice shows: October's SMS; and the roaming days of June to October.
-    assert shifted["sms_m1"] == frame["sms"].iloc[-2]
+    # What the invoice shows: October's SMS, an integer as the store holds it.
+    assert shifted["sms_m1"] == frame["sms"].iloc[-2] and isinstance(shifted["sms_m1"], int)
     assert shifted["sms_avg_3m"] == pytest.approx(frame["sms"].iloc[-4:-1].mean())
-    assert shifted["roaming_days_6m"] == frame["roaming_days"].iloc[-6:-1].sum()
+    # October's six months of roaming days are May to October; November's row no longer holds
+    # May, so the five known months' mean counts for six, not a sum five sixths as long.
     assert october["roaming_days_6m"] == frame["roaming_days"].iloc[-7:-1].sum()
+    june_to_october = frame["roaming_days"].iloc[-6:-1]
+    assert shifted["roaming_days_6m"] == int(np.floor(june_to_october.mean() * 6 + 0.5))
+
+
+def test_a_short_history_moved_back_sums_every_roaming_day_it_had() -> None:
+    """A customer of four months (August to November) had no months before: the moved window's
+    roaming days are the exact sum of August to October, as the transform gives October."""
+    frame = _usage(4)
+    november, october = _row(frame, "2026-11-01"), _row(frame, "2026-10-01")
+    shifted = usage_as_of(november, dt.date(2026, 11, 20))
+    assert shifted["roaming_days_6m"] == october["roaming_days_6m"]
+    assert october["roaming_days_6m"] == frame["roaming_days"].iloc[:3].sum()
 
 
 def test_an_invoice_in_the_month_after_the_newest_is_left_as_it_is() -> None:
@@ -302,11 +315,11 @@ def test_the_plans_that_billed_each_month_move_with_the_months() -> None:
         **{f"plan_id_m{m}": plan for m, plan in enumerate(["P_NOV", "P_OCT", *"ABCD"], 1)},
     }
     moved = usage_as_of(row, dt.date(2026, 11, 20))
-    assert [moved[f"plan_id_m{m}"] for m in range(1, 7)] == ["P_OCT", *"ABCD", None]
+    assert [moved[f"plan_id_m{m}"] for m in range(1, 7)] == ["P_OCT", *"ABCD", ""]
     two_back = usage_as_of(row, dt.date(2026, 10, 20))
-    assert [two_back[f"plan_id_m{m}"] for m in range(1, 7)] == [*"ABCD", None, None]
+    assert [two_back[f"plan_id_m{m}"] for m in range(1, 7)] == [*"ABCD", "", ""]
     many = usage_rows_as_of([row] * 8, dt.date(2026, 11, 20))
-    assert all(each["plan_id_m1"] == "P_OCT" and each["plan_id_m6"] is None for each in many)
+    assert all(each["plan_id_m1"] == "P_OCT" and each["plan_id_m6"] == "" for each in many)
     columns = usage_columns_as_of(
         {name: [value] * 3 for name, value in row.items()}, dt.date(2026, 11, 20)
     )
