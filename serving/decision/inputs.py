@@ -386,21 +386,21 @@ def usage_columns_as_of(
         [np.stack([_floats(columns[key])[moving] for key in keys], axis=1) for keys in _MONTH_KEYS]
     )
     updates = _moved_usage(months, lags, periods)
-    plans = [
-        _moved_plans([columns[key][position] for key in BILLED_PLAN_KEYS], lag)
-        for position, lag in zip(moving, lags, strict=True)
-    ]
-    for key in BILLED_PLAN_KEYS:
-        updates[key] = [moved_plans[key] for moved_plans in plans]
+    # The billed plans as _moved_plans moves them, over the array: [rows, m1…m6, unknown].
+    plans = np.full((len(moving), USAGE_MONTHS + 1), "", dtype=object)
+    for month, key in enumerate(BILLED_PLAN_KEYS):
+        plans[:, month] = np.asarray(columns[key], dtype=object)[moving]
+    take = np.minimum(np.asarray(lags)[:, None] + np.arange(USAGE_MONTHS), USAGE_MONTHS)
+    for month, key in enumerate(BILLED_PLAN_KEYS):
+        updates[key] = plans[np.arange(len(moving)), take[:, month]].tolist()
     moved: dict[str, list[Any]] = {}
     for name, values in updates.items():
         if every_row:
             moved[name] = values
             continue
-        column = list(columns[name])
-        for position, value in zip(moving, values, strict=True):
-            column[position] = value
-        moved[name] = column
+        column = np.asarray(columns[name], dtype=object).copy()
+        column[moving] = np.asarray(values, dtype=object)
+        moved[name] = column.tolist()
     return moved
 
 
@@ -488,15 +488,17 @@ def _moved_usage(
     updates["months_over_allowance_6m"] = [
         int(over) for over in (np.nan_to_num(overage) > 0).sum(axis=1).tolist()
     ]
+    # _roaming_days_6m over the array, to the same integers.
     roaming_days = MONTHLY_MEASURES.index("roaming_days")
-    updates["roaming_days_6m"] = [
-        _roaming_days_6m(window, had_sixth)
-        for window, had_sixth in zip(
-            moved[roaming_days].tolist(),
-            (~np.isnan(months[roaming_days, :, USAGE_MONTHS - 1])).tolist(),
-            strict=True,
-        )
-    ]
+    window = moved[roaming_days]
+    known = (~np.isnan(window)).sum(axis=1)
+    total = np.nansum(window, axis=1)
+    had_sixth = ~np.isnan(months[roaming_days, :, USAGE_MONTHS - 1])
+    short = had_sixth & (known < USAGE_MONTHS) & (known > 0)
+    estimate = np.floor(total * USAGE_MONTHS / np.maximum(known, 1) + 0.5)
+    days = np.where(short, estimate, total).astype(np.int64).astype(object)
+    days[known == 0] = None
+    updates["roaming_days_6m"] = days.tolist()
     for name in _INT_MONTH_ONE:
         updates[name] = [None if value is None else int(value) for value in updates[name]]
     updates[NEWEST_USAGE_MONTH] = [
@@ -577,4 +579,9 @@ def _known(value: float) -> float | None:
 
 
 def _known_all(values: np.ndarray) -> list[float | None]:
-    return [_known(value) for value in values.tolist()]
+    """:func:`_known` of each value, over the array: the invoice run moves every customer of a
+    past billing date, and a call per value was most of the move's time."""
+    known = np.asarray(values, dtype=float).astype(object)
+    known[np.isnan(np.asarray(values, dtype=float))] = None
+    result: list[float | None] = known.tolist()
+    return result
