@@ -46,7 +46,8 @@ def is_debt_help(offer: Offer) -> bool:
     return offer.kind == "payment_help" and offer.offer_id in DEBT_HELP_OFFERS
 
 
-def _nan_if_none(value: float | None) -> float:
+def nan_if_none(value: float | None) -> float:
+    """A catalog allowance or price as a float: ``None`` (unlimited, or none) as NaN."""
     return math.nan if value is None else float(value)
 
 
@@ -55,10 +56,10 @@ def offer_attributes(offer: Offer) -> dict[str, float]:
     return {
         "offer_kind_code": float(OFFER_KIND_CODES[offer.kind]),
         "offer_monthly_fee_sek": offer.monthly_fee_sek,
-        "offer_new_customer_fee_sek": _nan_if_none(offer.new_customer_fee_sek),
-        "offer_data_gb": _nan_if_none(offer.data_gb),
-        "offer_voice_minutes": _nan_if_none(offer.voice_minutes),
-        "offer_roaming_data_gb": _nan_if_none(offer.roaming_data_gb),
+        "offer_new_customer_fee_sek": nan_if_none(offer.new_customer_fee_sek),
+        "offer_data_gb": nan_if_none(offer.data_gb),
+        "offer_voice_minutes": nan_if_none(offer.voice_minutes),
+        "offer_roaming_data_gb": nan_if_none(offer.roaming_data_gb),
         "offer_binding_months": float(offer.binding_months),
         "offer_min_tenure_months": float(offer.min_tenure_months),
         "offer_identity_code": float(offer_identity_code(offer.offer_id)),

@@ -557,12 +557,8 @@ def _roaming_days_6m(window: Sequence[float], had_sixth: bool) -> int | None:
     if not known:
         return None
     if had_sixth and len(known) < USAGE_MONTHS:
-        return int(_half_up_int(sum(known) * USAGE_MONTHS / len(known)))
+        return math.floor(sum(known) * USAGE_MONTHS / len(known) + 0.5)
     return int(sum(known))
-
-
-def _half_up_int(value: float) -> int:
-    return math.floor(value + 0.5)
 
 
 def _moved_plans(plans: Sequence[Any], lag: int) -> dict[str, Any]:
@@ -581,7 +577,8 @@ def _known(value: float) -> float | None:
 def _known_all(values: np.ndarray) -> list[float | None]:
     """:func:`_known` of each value, over the array: the invoice run moves every customer of a
     past billing date, and a call per value was most of the move's time."""
-    known = np.asarray(values, dtype=float).astype(object)
-    known[np.isnan(np.asarray(values, dtype=float))] = None
+    numbers = np.asarray(values, dtype=float)
+    known = numbers.astype(object)
+    known[np.isnan(numbers)] = None
     result: list[float | None] = known.tolist()
     return result

@@ -24,6 +24,7 @@ from serving.decision.candidates import (
     PlanFit,
     PlanFitTable,
     customer_saving,
+    nan_if_none,
     offer_matrix,
     plan_fit_matrix,
 )
@@ -155,10 +156,6 @@ def period_plan(account: Account, catalog: Catalog) -> Offer | None:
     return plan if plan is not None and plan.kind == "plan" else None
 
 
-def _unlimited_as_nan(value: float | None) -> float:
-    return math.nan if value is None else float(value)
-
-
 def period_allowances(account: Account, plan: Offer | None) -> Allowances:
     """What the billing period's plan included: ``plan`` (:func:`period_plan`), else today's."""
     if plan is None:
@@ -168,9 +165,9 @@ def period_allowances(account: Account, plan: Offer | None) -> Allowances:
             account.current_roaming_data_gb,
         )
     return Allowances(
-        _unlimited_as_nan(plan.data_gb),
-        _unlimited_as_nan(plan.voice_minutes),
-        _unlimited_as_nan(plan.roaming_data_gb),
+        nan_if_none(plan.data_gb),
+        nan_if_none(plan.voice_minutes),
+        nan_if_none(plan.roaming_data_gb),
     )
 
 

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from serving.decision.candidates import Candidate, PlanFit
 from serving.decision.engine import decide
 from serving.decision.inputs import Account, Locale
-from serving.decision.reasons import format_gb, format_number, format_sek, offer_reasons
+from serving.decision.reasons import (
+    Reason,
+    format_gb,
+    format_number,
+    format_sek,
+    offer_reasons,
+)
 from serving.decision.scoring import Contribution
 from tests.factories.decision import (
     INVOICE_DATE,
@@ -290,6 +296,21 @@ def test_reasons_never_mention_age_region_or_scores(
     assert texts[0] == texts[1]
 
 
+def _data_addon_reasons(fit: PlanFit, features: dict[str, Any]) -> list[Reason]:
+    """The English reasons for Extra data 10 GB at 79 kr, personalised, with ``fit``."""
+    addon = OFFERS["ADDON_DATA_10GB"]
+    candidate = Candidate(offer=addon, price_sek=79.0, fit=fit, saving_sek=fit.saving_sek)
+    return offer_reasons(
+        candidate,
+        Account.from_features({**features, "binding_end_date": ""}),
+        title=addon.title.get("en"),
+        locale="en",
+        invoice_date=INVOICE_DATE,
+        personalised=True,
+        segment="consumer",
+    )
+
+
 @pytest.mark.parametrize(("billed", "said"), [(0.0, None), (28.0, "SEK 28"), (math.nan, None)])
 def test_the_overage_paid_is_what_was_billed_not_plan_fits_figure_for_todays_plan(
     billed: float, said: str | None
@@ -298,26 +319,13 @@ def test_the_overage_paid_is_what_was_billed_not_plan_fits_figure_for_todays_pla
     on the new plan (80 kr a month of overage), but they paid what their earlier plan billed."""
     fit = PlanFit(
         current_cost_sek=179.0,
-        offer_cost_sek=99.0,
-        saving_sek=0.0,
+        offer_cost_sek=178.0,
+        saving_sek=1.0,
         offer_overage_sek=0.0,
         current_overage_sek=80.0,
         data_allowance_used=1.2,
     )
-    plan = OFFERS["ADDON_DATA_10GB"]
-    candidate = Candidate(offer=plan, price_sek=79.0, fit=fit, saving_sek=1.0)
-    customer = Account.from_features(
-        {**heavy_user(), "overage_sek_avg_3m": billed, "binding_end_date": ""}
-    )
-    reasons = offer_reasons(
-        candidate,
-        customer,
-        title=plan.title.get("en"),
-        locale="en",
-        invoice_date=INVOICE_DATE,
-        personalised=True,
-        segment="consumer",
-    )
+    reasons = _data_addon_reasons(fit, {**heavy_user(), "overage_sek_avg_3m": billed})
     paid = [r.text for r in reasons if r.code == "overage_paid"]
     if said is None:
         assert paid == []
@@ -342,27 +350,13 @@ def test_the_overage_paid_is_no_argument_for_an_offer_that_costs_more_than_it_re
         current_overage_sek=6.28,
         data_allowance_used=1.2,
     )
-    addon = OFFERS["ADDON_DATA_10GB"]
-    candidate = Candidate(offer=addon, price_sek=79.0, fit=fit, saving_sek=saving)
-    customer = Account.from_features(
-        {
-            **heavy_user(),
-            "current_data_gb": 1.0,
-            "data_gb_avg_3m": 1.2,
-            "data_gb_max_3m": 1.4,
-            "overage_sek_avg_3m": 6.28,
-            "binding_end_date": "",
-        }
-    )
-    reasons = offer_reasons(
-        candidate,
-        customer,
-        title=addon.title.get("en"),
-        locale="en",
-        invoice_date=INVOICE_DATE,
-        personalised=True,
-        segment="consumer",
-    )
-    codes = [r.code for r in reasons]
+    customer = {
+        **heavy_user(),
+        "current_data_gb": 1.0,
+        "data_gb_avg_3m": 1.2,
+        "data_gb_max_3m": 1.4,
+        "overage_sek_avg_3m": 6.28,
+    }
+    codes = [r.code for r in _data_addon_reasons(fit, customer)]
     assert "usage_above_allowance" in codes
     assert ("overage_paid" in codes) == argued

@@ -43,10 +43,12 @@ SMALL_PLAN = account(
 )
 
 
-def _summary(locale: Locale = "sv", detail: DetailLevel = "basic") -> dict[str, Any]:
+def _summary(
+    locale: Locale = "sv", detail: DetailLevel = "basic", features: dict[str, Any] = SMALL_PLAN
+) -> dict[str, Any]:
     return dict(
         build_usage_summary(
-            Account.from_features(SMALL_PLAN),
+            Account.from_features(features),
             CATALOG,
             locale=locale,
             detail_level=detail,
@@ -135,14 +137,7 @@ def test_no_overage_no_charge_and_unlimited_is_null() -> None:
 
 def test_the_newest_months_trend_reads_as_its_usage_line() -> None:
     features = {**SMALL_PLAN, "voice_minutes_m1": 25.6, "voice_minutes_m2": 310.4}
-    summary = build_usage_summary(
-        Account.from_features(features),
-        CATALOG,
-        locale="en",
-        detail_level="detailed",
-        segment="consumer",
-        invoice_date=INVOICE_DATE,
-    )
+    summary = _summary("en", "detailed", features)
     line = next(line for line in summary["usage"] if line["measure"] == "voice")
     trend = next(t for t in summary["trends"] or [] if t["measure"] == "voice")
     assert line["used"] == trend["months"][-1]["used"] == 26.0  # whole minutes, both
@@ -240,14 +235,7 @@ def test_after_a_plan_change_the_period_is_read_against_the_plan_that_billed_it(
         "plan_id_m1": "PLAN_1GB",
         "plan_id_m2": "PLAN_1GB",
     }
-    summary = build_usage_summary(
-        Account.from_features(changed),
-        CATALOG,
-        locale="en",
-        detail_level="basic",
-        segment="consumer",
-        invoice_date=INVOICE_DATE,
-    )
+    summary = _summary("en", features=changed)
     assert summary["plan"] == {
         "plan_id": "PLAN_15GB",
         "title": "Mobile 15 GB",
@@ -268,14 +256,7 @@ def test_after_a_plan_change_the_period_is_read_against_the_plan_that_billed_it(
     )
     # Billed on today's plan (no change, or a plan the catalog does not hold): period_plan null.
     for billed_on in ("PLAN_15GB", "PLAN_UNKNOWN", ""):
-        same = build_usage_summary(
-            Account.from_features({**changed, "plan_id_m1": billed_on}),
-            CATALOG,
-            locale="en",
-            detail_level="basic",
-            segment="consumer",
-            invoice_date=INVOICE_DATE,
-        )
+        same = _summary("en", features={**changed, "plan_id_m1": billed_on})
         assert same["period_plan"] is None
         assert same["usage"][0]["included"] == 15.0
         assert not [c for c in same["extra_charges"] if c["kind"] == "data_overage"]
