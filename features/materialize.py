@@ -322,40 +322,94 @@ class SqliteWriter:
             connection.close()
 
 
-def values_index(table: str) -> str:
-    """The name of the index of a view table's values (see :func:`index_values`)."""
-    return f"{table}__values"
+# Feast's table keeps each value three times: in the rowid table, in its primary key's index and
+# in an index on entity_key alone (four with the covering index this project added for reads).
+# Declared WITHOUT ROWID, the table is its primary key's B-tree: each value is written once, in
+# (entity key, feature name) order, so a customer's values lie in a few adjacent pages.
+_COMPACT = "WITHOUT ROWID"
 
 
-def index_values(store: FeatureStore, view: FeatureView, busy_seconds: float = 60.0) -> None:
-    """Give a view's SQLite table an index of (entity key, feature name, value) beside Feast's
-    own, when it has none yet.
+def entity_index(table: str) -> str:
+    """The name of Feast's index on a view table's entity key."""
+    return f"{table}_ek"
 
-    A read of one entity's features (``features.online``) then finds every value in the index's
-    few adjacent pages instead of following each row to the table's pages: half the pages a
-    customer's read touches. For customers whose pages are not cached, as a server deciding for
-    the whole population mostly meets them, the read took 243–366 µs instead of 551–1,457, and
-    71–78 instead of 98–132 with the file in the page cache (200,000 customers); the file grows
-    by about a third. Materialize calls this after each view's load, whatever wrote the rows
-    (its bulk writer or Feast's own), so a first load builds the index once from all its rows, a
-    store written before the index existed gets it at its next materialize, and later writes
-    (materialize's, the consent path's one-row writes) keep it as they write.
+
+def compact_table(store: FeatureStore, view: FeatureView, busy_seconds: float = 60.0) -> bool:
+    """Keep a view's SQLite table in the compact layout; True when it had to be rewritten.
+
+    Feast's apply creates the table (``CREATE TABLE IF NOT EXISTS``) and an index on entity_key
+    (``CREATE INDEX IF NOT EXISTS``). A table of Feast's layout is rewritten here, rows and all,
+    in one transaction (readers keep the committed rows until it commits), as the same columns
+    and primary key WITHOUT ROWID; that drops its indexes, and the index on entity_key is
+    recreated empty (``WHERE 0``): the primary key starts with entity_key, so the full index
+    would only duplicate it, and an index of that name keeps Feast's later applies from building
+    it again. A new store's tables are empty then; a store of an earlier release is rewritten
+    once, at its next materialize. Feast reads and writes the table with the same statements.
     """
     from feast.infra.online_stores.helpers import compute_table_id
 
     table = compute_table_id(store.project, view, False)
     connection = sqlite3.connect(sqlite_path(store), timeout=busy_seconds, isolation_level=None)
     try:
-        known = connection.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        found = connection.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
         ).fetchone()
-        if known is not None:
+        if found is None:
+            return False
+        index = connection.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
+            (entity_index(table),),
+        ).fetchone()
+        compact = found[0].rstrip().upper().endswith(_COMPACT)
+        if compact and index is not None and index[0].rstrip().upper().endswith("WHERE 0"):
+            return False
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("BEGIN IMMEDIATE")
+        copied = 0
+        try:
+            if not compact:
+                copied = _rewrite_compact(connection, table)
+            connection.execute(f"DROP INDEX IF EXISTS {_quoted(entity_index(table))}")
             connection.execute(
-                f"CREATE INDEX IF NOT EXISTS {_quoted(values_index(table))} "
-                f"ON {_quoted(table)} (entity_key, feature_name, value)"
+                f"CREATE INDEX {_quoted(entity_index(table))} ON {_quoted(table)} "
+                "(entity_key) WHERE 0"
             )
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        if copied:
+            logger.info("rewrote online table %s without rowid (%d rows)", table, copied)
+        return not compact
     finally:
         connection.close()
+
+
+def _rewrite_compact(connection: sqlite3.Connection, table: str) -> int:
+    """Copy ``table`` into a WITHOUT ROWID table of the same columns and primary key, then put
+    the copy in its place (inside the caller's transaction); returns the rows copied."""
+    columns = connection.execute(f"PRAGMA table_info({_quoted(table)})").fetchall()
+    # (cid, name, type, notnull, default, pk): the primary key's columns in their key order.
+    key = [row[1] for row in sorted((row for row in columns if row[5]), key=lambda row: row[5])]
+    if not key:
+        raise ValueError(f"online table {table} has no primary key to order its rows by")
+    names = [row[1] for row in columns]
+    definitions = ", ".join(f"{_quoted(row[1])} {row[2]}".rstrip() for row in columns)
+    listed = ", ".join(_quoted(name) for name in names)
+    ordered = ", ".join(_quoted(name) for name in key)
+    copy = f"{table}__compact"
+    connection.execute(f"DROP TABLE IF EXISTS {_quoted(copy)}")
+    connection.execute(
+        f"CREATE TABLE {_quoted(copy)} ({definitions}, PRIMARY KEY({ordered})) {_COMPACT}"
+    )
+    copied = connection.execute(
+        f"INSERT INTO {_quoted(copy)} ({listed}) "
+        f"SELECT {listed} FROM {_quoted(table)} ORDER BY {ordered}"
+    ).rowcount
+    connection.execute(f"DROP TABLE {_quoted(table)}")
+    connection.execute(f"ALTER TABLE {_quoted(copy)} RENAME TO {_quoted(table)}")
+    return copied
 
 
 def _quoted(identifier: str) -> str:
@@ -623,9 +677,9 @@ def materialize_views(
     loads: list[ViewLoad] = []
     with _progress(show_progress) as task:
         for view in chosen:
-            loads.append(_materialize_view(store, view, end, engine, writer, task, whole))
             if store.config.online_store.type == "sqlite":
-                index_values(store, view)
+                compact_table(store, view)
+            loads.append(_materialize_view(store, view, end, engine, writer, task, whole))
     if requested is not None and views is None and whole_reload_requested(settings) == requested:
         # Done; a request made while this run loaded (another reason) stays for the next run.
         (Path(settings.feast_dir) / WHOLE_RELOAD_FILE).unlink(missing_ok=True)

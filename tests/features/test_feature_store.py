@@ -293,43 +293,69 @@ def customer_read_plan(settings: Settings) -> dict[str, str]:
     return {table: next(s for s in steps if s.startswith(f"SEARCH {table} ")) for table in tables}
 
 
-def test_a_customer_read_finds_every_value_in_an_index(repo: Repo) -> None:
-    """Materialize keeps an index of (entity key, feature name, value) on each view table, and
-    the direct reader reads every view from it, not from the table's pages."""
+def test_a_customer_read_finds_every_value_in_the_tables_key_order(repo: Repo) -> None:
+    """Each view table is its primary key's B-tree (WITHOUT ROWID), and the direct reader reads
+    a customer's values by that key, from adjacent pages."""
     plan = customer_read_plan(repo.settings)
-    assert plan == {
-        table: f"SEARCH {table} USING COVERING INDEX {table}__values (entity_key=?)"
-        for table in plan
-    }
+    assert plan == {table: f"SEARCH {table} USING PRIMARY KEY (entity_key=?)" for table in plan}
 
 
-def test_a_store_without_the_index_gets_it_at_its_next_materialize(repo: Repo) -> None:
-    """A store written by Feast's own materialize, or before the index existed, has none; the
-    next materialize adds it, even with no new rows to load."""
+def _layouts(path: Path) -> dict[str, tuple[bool, list[str]]]:
+    """Per view table: whether it is WITHOUT ROWID, and the indexes that hold entries."""
     import sqlite3
 
-    settings = fresh_store_settings(repo, "values-index")
-    apply_repository(settings)
-    materialize(END, settings, engine="feast", show_progress=False)
-    assert all("COVERING INDEX" in step for step in customer_read_plan(settings).values())
-    connection = sqlite3.connect(Path(settings.feast_dir) / "online.db")
+    connection = sqlite3.connect(path)
     try:
-        names = [
-            name
-            for (name,) in connection.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%!__values' "
-                "ESCAPE '!'"
+        tables = connection.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'table'"
+        ).fetchall()
+        return {
+            name: (
+                sql.upper().endswith("WITHOUT ROWID"),
+                sorted(
+                    index
+                    for (index, definition) in connection.execute(
+                        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?",
+                        (name,),
+                    )
+                    if definition is not None and not definition.upper().endswith("WHERE 0")
+                ),
             )
-        ]
-        assert len(names) == len(FEATURE_VIEWS)  # every view table, the offers' included
-        for name in names:
-            connection.execute(f'DROP INDEX "{name}"')
+            for name, sql in tables
+        }
     finally:
         connection.close()
-    assert not any("COVERING INDEX" in step for step in customer_read_plan(settings).values())
+
+
+def test_a_store_of_feasts_layout_is_rewritten_compact_at_its_next_materialize(
+    repo: Repo,
+) -> None:
+    """A store whose tables Feast created and filled (an earlier release's) is rewritten
+    WITHOUT ROWID at the next materialize, new rows or none, every value kept; Feast's apply
+    afterwards does not build its entity-key index again."""
+    settings = fresh_store_settings(repo, "feast-layout")
+    apply_repository(settings)  # Feast creates its tables; materialize has not compacted them
+    path = Path(settings.feast_dir) / "online.db"
+    before = _layouts(path)
+    assert before and all(
+        not compact and indexes == [f"{table}_ek"] for table, (compact, indexes) in before.items()
+    )
+    # Rows written by Feast itself into its layout, as an earlier release's store holds them.
+    store = open_store(settings)
+    store.materialize(start_date=dt.datetime(2020, 1, 1, tzinfo=dt.UTC), end_date=END)
+    expected = {view: online_values(store, view, [*CUSTOMERS, "C404"]) for view in CUSTOMER_VIEWS}
+    assert any(value != [None] * 4 for values in expected.values() for value in values.values())
+    assert _layouts(path) == before
     again = materialize(END, settings, show_progress=False)
     assert {load.entities for load in again.views if load.view != "customer_consent"} == {0}
-    assert all("COVERING INDEX" in step for step in customer_read_plan(settings).values())
+    after = _layouts(path)
+    assert after == {table: (True, []) for table in before}
+    store = open_store(settings)
+    assert {
+        view: online_values(store, view, [*CUSTOMERS, "C404"]) for view in CUSTOMER_VIEWS
+    } == expected
+    apply_repository(settings)
+    assert _layouts(path) == after
 
 
 def reader_matches_feast(store: Any) -> None:
