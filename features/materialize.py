@@ -343,30 +343,28 @@ def compact_table(store: FeatureStore, view: FeatureView, busy_seconds: float = 
     and primary key WITHOUT ROWID; that drops its indexes, and the index on entity_key is
     recreated empty (``WHERE 0``): the primary key starts with entity_key, so the full index
     would only duplicate it, and an index of that name keeps Feast's later applies from building
-    it again. A new store's tables are empty then; a store of an earlier release is rewritten
-    once, at its next materialize. Feast reads and writes the table with the same statements.
+    it again. ``offers features apply`` makes a new store's empty tables compact; a store of an
+    earlier release is rewritten once, at its next materialize. Feast reads and writes the table
+    with the same statements (its vector and text search, which read ``rowid``, are not used).
     """
     from feast.infra.online_stores.helpers import compute_table_id
 
     table = compute_table_id(store.project, view, False)
     connection = sqlite3.connect(sqlite_path(store), timeout=busy_seconds, isolation_level=None)
     try:
-        found = connection.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-        ).fetchone()
-        if found is None:
-            return False
-        index = connection.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?",
-            (entity_index(table),),
-        ).fetchone()
-        compact = found[0].rstrip().upper().endswith(_COMPACT)
-        if compact and index is not None and index[0].rstrip().upper().endswith("WHERE 0"):
+        layout = _layout(connection, table)
+        if layout is None or layout == (True, True):
             return False
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("BEGIN IMMEDIATE")
         copied = 0
         try:
+            # Again under the write lock: another materialize may have rewritten it meanwhile.
+            layout = _layout(connection, table)
+            if layout is None or layout == (True, True):
+                connection.execute("ROLLBACK")
+                return False
+            compact = layout[0]
             if not compact:
                 copied = _rewrite_compact(connection, table)
             connection.execute(f"DROP INDEX IF EXISTS {_quoted(entity_index(table))}")
@@ -386,6 +384,21 @@ def compact_table(store: FeatureStore, view: FeatureView, busy_seconds: float = 
         connection.close()
 
 
+def _layout(connection: sqlite3.Connection, table: str) -> tuple[bool, bool] | None:
+    """Whether ``table`` is WITHOUT ROWID and its entity-key index the empty one; None when
+    there is no such table."""
+    found = connection.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    if found is None:
+        return None
+    index = connection.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (entity_index(table),)
+    ).fetchone()
+    empty_index = index is not None and str(index[0]).rstrip().upper().endswith("WHERE 0")
+    return str(found[0]).rstrip().upper().endswith(_COMPACT), empty_index
+
+
 def _rewrite_compact(connection: sqlite3.Connection, table: str) -> int:
     """Copy ``table`` into a WITHOUT ROWID table of the same columns and primary key, then put
     the copy in its place (inside the caller's transaction); returns the rows copied."""
@@ -403,9 +416,12 @@ def _rewrite_compact(connection: sqlite3.Connection, table: str) -> int:
     connection.execute(
         f"CREATE TABLE {_quoted(copy)} ({definitions}, PRIMARY KEY({ordered})) {_COMPACT}"
     )
+    # A rowid table's key may hold NULLs, which no read can ask for and a WITHOUT ROWID key
+    # refuses; neither Feast nor this project writes them, and they are not copied.
+    present = " AND ".join(f"{_quoted(name)} IS NOT NULL" for name in key)
     copied = connection.execute(
         f"INSERT INTO {_quoted(copy)} ({listed}) "
-        f"SELECT {listed} FROM {_quoted(table)} ORDER BY {ordered}"
+        f"SELECT {listed} FROM {_quoted(table)} WHERE {present} ORDER BY {ordered}"
     ).rowcount
     connection.execute(f"DROP TABLE {_quoted(table)}")
     connection.execute(f"ALTER TABLE {_quoted(copy)} RENAME TO {_quoted(table)}")

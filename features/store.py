@@ -163,6 +163,14 @@ def apply_repository(settings: Settings | None = None, project: str = PROJECT) -
         # Feast calls every on-demand view experimental; plan_fit is one, on purpose.
         warnings.filterwarnings("ignore", message="On demand feature view is an experimental")
         store.apply(objects, objects_to_delete=stale, partial=False)
+    if store.config.online_store.type == "sqlite":
+        from features.materialize import compact_table
+
+        # Feast has just created any new view table in its own layout; empty, it is made
+        # compact at no cost, before anything writes to it.
+        for view in store.list_feature_views():
+            if view.online:
+                compact_table(store, view)
     if changed:
         # The online store's rows of these views lack the new features (or hold dropped ones, or
         # values computed otherwise), and an incremental materialize would load only rows dated
