@@ -362,10 +362,22 @@ def test_apply_and_materialize_keep_the_tables_compact(
     expected = {view: online_values(store, view, [*CUSTOMERS, "C404"]) for view in CUSTOMER_VIEWS}
     assert any(value != [None] * 4 for values in expected.values() for value in values.values())
     assert _layouts(path) == before
+    # A row no read can ask for: a rowid table's key allows NULL, a WITHOUT ROWID one refuses it.
+    billing = next(table for table in before if table.endswith("customer_billing"))
+    connection = sqlite3.connect(path, isolation_level=None)
+    kept = connection.execute(f'SELECT COUNT(*) FROM "{billing}"').fetchone()[0]
+    connection.execute(
+        f'INSERT INTO "{billing}" (entity_key, feature_name, value) '
+        "VALUES (NULL, 'days_past_due', x'')"
+    )
+    connection.close()
     again = materialize(END, settings, show_progress=False)
     assert {load.entities for load in again.views if load.view != "customer_consent"} == {0}
     after = _layouts(path)
     assert after == {table: (True, []) for table in before}
+    connection = sqlite3.connect(path)
+    assert connection.execute(f'SELECT COUNT(*) FROM "{billing}"').fetchone()[0] == kept
+    connection.close()
     store = open_store(settings)
     assert {
         view: online_values(store, view, [*CUSTOMERS, "C404"]) for view in CUSTOMER_VIEWS
