@@ -334,8 +334,8 @@ def entity_index(table: str) -> str:
     return f"{table}_ek"
 
 
-def compact_table(store: FeatureStore, view: FeatureView, busy_seconds: float = 60.0) -> bool:
-    """Keep a view's SQLite table in the compact layout; True when it had to be rewritten.
+def compact_table(store: FeatureStore, view: FeatureView, busy_seconds: float = 60.0) -> None:
+    """Keep a view's SQLite table in the compact layout.
 
     Feast's apply creates the table (``CREATE TABLE IF NOT EXISTS``) and an index on entity_key
     (``CREATE INDEX IF NOT EXISTS``). A table of Feast's layout is rewritten here, rows and all,
@@ -354,7 +354,7 @@ def compact_table(store: FeatureStore, view: FeatureView, busy_seconds: float = 
     try:
         layout = _layout(connection, table)
         if layout is None or layout == (True, True):
-            return False
+            return
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("BEGIN IMMEDIATE")
         copied = 0
@@ -363,9 +363,8 @@ def compact_table(store: FeatureStore, view: FeatureView, busy_seconds: float = 
             layout = _layout(connection, table)
             if layout is None or layout == (True, True):
                 connection.execute("ROLLBACK")
-                return False
-            compact = layout[0]
-            if not compact:
+                return
+            if not layout[0]:
                 copied = _rewrite_compact(connection, table)
             connection.execute(f"DROP INDEX IF EXISTS {_quoted(entity_index(table))}")
             connection.execute(
@@ -379,7 +378,6 @@ def compact_table(store: FeatureStore, view: FeatureView, busy_seconds: float = 
             raise
         if copied:
             logger.info("rewrote online table %s without rowid (%d rows)", table, copied)
-        return not compact
     finally:
         connection.close()
 
