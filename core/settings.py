@@ -124,6 +124,13 @@ class Settings(BaseSettings):
         le=1.0,
         description="An upgrade needs a recent month using this share of an allowance it raises.",
     )
+    value_tolerance: float = Field(
+        default=0.3,
+        ge=0.0,
+        lt=1.0,
+        description="An offer whose acceptance × value is within this share of the best open "
+        "offer's leads it when the customer is likelier to take it.",
+    )
     exploration_share: float = Field(
         default=0.05,
         ge=0.0,

@@ -610,7 +610,7 @@ def evaluate(
             help="SETTING=V1,V2,...: decide the model policy again with one setting of the "
             "objective at each value (weight_revenue, weight_retention, weight_customer, "
             "accepted_offer_value_sek, horizon_months, churn_reduction, min_acceptance, "
-            "min_value_sek, upgrade_usage_share); repeat for several settings.",
+            "min_value_sek, upgrade_usage_share, value_tolerance); repeat for several settings.",
         ),
     ] = None,
 ) -> None:

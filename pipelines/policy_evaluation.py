@@ -98,6 +98,7 @@ WHAT_IF_SETTINGS = (
     "min_acceptance",
     "min_value_sek",
     "upgrade_usage_share",
+    "value_tolerance",
 )
 # Ablations of several rules at once: every block the argmax peer ignores, lifted together.
 LIFTED_SETS: dict[str, tuple[str, ...]] = {"guardrails": GUARDRAILS_IGNORED}
@@ -878,8 +879,25 @@ def _likeliest(scores: Mapping[str, float], among: Sequence[str]) -> str | None:
     return max(scored, key=lambda o: (scores[o], o)) if scored else None
 
 
+def _lead(
+    values: Mapping[str, float],
+    acceptance: Mapping[str, float],
+    among: Sequence[str],
+    tolerance: float,
+) -> str | None:
+    """The offer the engine's greedy rule puts first (serving/decision/exploration.py): the
+    highest value, or the likeliest of the offers within ``tolerance`` of it."""
+    best = _likeliest(values, among)
+    if best is None or tolerance <= 0:
+        return best
+    within = [o for o in among if o in values and values[o] >= (1.0 - tolerance) * values[best]]
+    return max(within, key=lambda o: (acceptance.get(o, 0.0), values[o], o))
+
+
 def peer_gap(
-    replayed: Sequence[Replayed], hidden: Mapping[tuple[str, str], float]
+    replayed: Sequence[Replayed],
+    hidden: Mapping[tuple[str, str], float],
+    tolerance: float = 0.0,
 ) -> dict[str, Any]:
     """Where the argmax peer's lead over the model policy with the guardrails lifted comes from.
 
@@ -888,7 +906,8 @@ def peer_gap(
     champion's acceptance × the objective's value. Two more orders of those offers tell the
     causes apart: the champion's acceptance alone (``model_likeliest``: the model against the
     peer, objective aside), and the hidden acceptance × the objective's value among the offers
-    the engine may show (``hidden_value_order``: the objective with acceptance known exactly).
+    the engine may show (``hidden_value_order``: the objective, and its ``tolerance`` for a
+    likelier offer, with acceptance known exactly).
     In captured lift (the engine's eligible set as the reference, as for every policy), the gap
     peer − engine is the sum of
 
@@ -929,11 +948,12 @@ def peer_gap(
             continue
         showable = [o for o in r.eligible if r.value_sek.get(o, 0.0) > 0]
         value_order = {o: accepted(r, o) * r.value_sek[o] for o in showable}
+        exact = {o: accepted(r, o) for o in showable}
         likeliest = _likeliest(r.model_acceptance, r.eligible)
         decided["peer"] += accepted(r, peer_first)
         decided["engine"] += accepted(r, engine_first)
         decided["model_likeliest"] += accepted(r, likeliest)
-        decided["hidden_value_order"] += accepted(r, _likeliest(value_order, showable))
+        decided["hidden_value_order"] += accepted(r, _lead(value_order, exact, showable, tolerance))
         top = max(accepted(r, o) for o in r.eligible)
         invoices, hidden_best = invoices + 1, hidden_best + top
         for name, chosen in (("model", likeliest), ("peer", peer_first)):
@@ -1083,7 +1103,11 @@ def evaluate_served_policies(
         if hidden is not None and replayed
         else {}
     )
-    gap = peer_gap(replayed, hidden) if hidden is not None and PEER in policies else {}
+    gap = (
+        peer_gap(replayed, hidden, objective.value_tolerance)
+        if hidden is not None and PEER in policies
+        else {}
+    )
     logged_month = str(firsts["day"].iloc[0])[:7]
     log.info("evaluated %d decisions of %s", len(replayed), logged_month)
     return PolicyEvaluation(

@@ -26,6 +26,16 @@ acceptance. An offer whose
 value is not positive is never shown, so the product is never larger because the customer is less
 likely to take the offer: with everything else equal, a higher acceptance never lowers a rank.
 
+The order is greedy: at each place the offer of the highest acceptance × value, unless a
+likelier offer is worth at least ``1 − value_tolerance`` of it, in which case the likeliest of
+those goes first. Two acceptances estimated a few points apart decide between offers of
+different value; when the products are that close, the estimate's error flips the choice as
+often as the value does, while the likelier offer is more often the one the customer takes. The
+tolerance bounds what the invoice gives up for it: each offer shown is worth at least
+``1 − value_tolerance`` of the best one still open (at the default 0.3, 70 % of it). Raising an
+offer's acceptance raises both its product and its place among the likelier offers, so it still
+never lowers its rank (the property test checks it with the tolerance too).
+
 ``max_offers`` is a maximum, not a quota: below ``min_acceptance``, or below ``min_value_sek`` of
 acceptance × money terms, an offer is not shown (an invoice line nobody takes costs the customer's
 attention).
@@ -66,7 +76,9 @@ class Objective:
     saving offer half its saving, plus retention. An accepted saving offer removes 30 % of the
     churn risk. An accepted offer whose money terms are positive is worth 150 SEK more
     (``accepted_offer_value_sek``; the README's "The objective" says what it did on the behaviour
-    worlds). Below 2 % acceptance, or 1 SEK of
+    worlds). Within 30 % of the best open offer's acceptance × value, the likelier offer goes
+    first (``value_tolerance``; measured in the README's "The objective"). Below 2 % acceptance,
+    or 1 SEK of
     acceptance × money terms over the year, an offer is left off the invoice. An upgrade needs a
     recent month with 80 % of an allowance it raises used.
     """
@@ -80,6 +92,7 @@ class Objective:
     min_acceptance: float = 0.02
     min_value_sek: float = 1.0
     upgrade_usage_share: float = NEARLY_USED_SHARE
+    value_tolerance: float = 0.3
     # Share of model decisions that explore (exploration.py); the API's default is in settings.
     exploration_share: float = 0.0
 
@@ -102,6 +115,7 @@ class Objective:
             min_acceptance=settings.min_acceptance,
             min_value_sek=settings.min_value_sek,
             upgrade_usage_share=settings.upgrade_usage_share,
+            value_tolerance=settings.value_tolerance,
             exploration_share=settings.exploration_share,
         )
 

@@ -479,6 +479,8 @@ def _arbitrate(
         explore=work.explored,
         share=share,
         invoice_id=request.invoice_id,
+        acceptance=[v.acceptance for v in pool],
+        tolerance=objective.value_tolerance,
     )
     work.picks = []
     for index, propensity in zip(slate.items, slate.propensities, strict=True):

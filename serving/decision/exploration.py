@@ -57,8 +57,16 @@ def _open(pool: Sequence[int], picked: Sequence[int], kinds: Sequence[str]) -> l
 
 
 def _greedy(
-    weights: Sequence[float], kinds: Sequence[str], allowed: Sequence[bool], size: int
+    weights: Sequence[float],
+    kinds: Sequence[str],
+    allowed: Sequence[bool],
+    size: int,
+    acceptance: Sequence[float] | None = None,
+    tolerance: float = 0.0,
 ) -> list[int]:
+    """The greedy order: at each place, among the open items whose weight is within
+    ``tolerance`` of the highest open weight, the likeliest (``acceptance``); without
+    acceptances or tolerance, the highest weight."""
     order: list[int] = []
     pool = [i for i in range(len(weights)) if allowed[i]]
     while len(order) < size:
@@ -66,7 +74,11 @@ def _greedy(
         if not open_items:
             break
         # Highest weight first; the lower index (the caller's tie order) breaks ties.
-        order.append(max(open_items, key=lambda i: (weights[i], -i)))
+        best = max(open_items, key=lambda i: (weights[i], -i))
+        if acceptance is not None and tolerance > 0:
+            within = [i for i in open_items if weights[i] >= (1.0 - tolerance) * weights[best]]
+            best = max(within, key=lambda i: (acceptance[i], weights[i], -i))
+        order.append(best)
     return order
 
 
@@ -87,15 +99,18 @@ def choose_slate(
     explore: bool,
     share: float,
     invoice_id: str,
+    acceptance: Sequence[float] | None = None,
+    tolerance: float = 0.0,
 ) -> Slate:
-    """Pick up to ``size`` items: greedily by weight among ``greedy_allowed``, or (``explore``)
+    """Pick up to ``size`` items: greedily by weight among ``greedy_allowed`` (within
+    ``tolerance`` of the best weight, the likeliest by ``acceptance`` first), or (``explore``)
     among all at random ∝ weight.
 
     Items come in the greedy order's tie order (equal weights: the earlier first); ``weights``
     must be positive. The propensities are those of the mixture the caller draws from: greedy
     with probability ``1 − share``, random with ``share``.
     """
-    greedy = _greedy(weights, kinds, greedy_allowed, size)
+    greedy = _greedy(weights, kinds, greedy_allowed, size, acceptance, tolerance)
     if explore:
         draws = _unit_draws(invoice_id, size + 1)[1:]
         items: list[int] = []

@@ -109,6 +109,27 @@ def test_ranked_by_acceptance_times_value_with_one_plan_at_most() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("tolerance", "shown"),
+    [
+        (0.0, ["LOYALTY_NEW_PRICE", "PLAN_15GB", "ADDON_DATA_10GB"]),
+        (0.09, ["LOYALTY_NEW_PRICE", "PLAN_15GB", "ADDON_DATA_10GB"]),
+        (0.1, ["LOYALTY_NEW_PRICE", "ADDON_DATA_10GB", "PLAN_15GB"]),
+    ],
+)
+def test_within_the_value_tolerance_the_likelier_offer_goes_first(
+    tolerance: float, shown: list[str]
+) -> None:
+    # PLAN_15GB at 0.35: 0.35 × (0.5 × 76 × 12 + 531 + 150) = 397.95 kr; ADDON_DATA_10GB at 0.4
+    # is worth 361.2 kr, 9.2 % less, and likelier: it goes before the plan from a tolerance of
+    # 0.1, not at 0.09. LOYALTY_NEW_PRICE (0.5, 430.5 kr) leads either way: it is the likeliest.
+    objective = replace(DEFAULT_OBJECTIVE, value_tolerance=tolerance)
+    acceptance = {**ACCEPTANCE, "PLAN_15GB": 0.35}
+    ranked, values, _ = _decide(3, acceptance, objective)
+    assert values["PLAN_15GB"] == pytest.approx(397.95, abs=0.01)
+    assert ranked == shown
+
+
 @pytest.mark.parametrize(("max_offers", "count"), [(0, 0), (1, 1), (3, 3), (10, 5)])
 def test_max_offers_cuts_the_ranking(max_offers: int, count: int) -> None:
     shown, _, _ = _decide(max_offers)
@@ -281,6 +302,7 @@ PROBABILITIES = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
     raise_by=st.floats(min_value=0.0, max_value=1.0, allow_nan=False),
     weights=st.tuples(st.floats(0.0, 3.0), st.floats(0.0, 3.0), st.floats(0.0, 3.0)),
     accepted_offer_value=st.floats(0.0, 1_000.0),
+    value_tolerance=st.one_of(st.just(DEFAULT_OBJECTIVE.value_tolerance), st.floats(0.0, 0.95)),
 )
 def test_raising_acceptance_never_lowers_a_rank(
     acceptance: tuple[float, ...],
@@ -288,14 +310,16 @@ def test_raising_acceptance_never_lowers_a_rank(
     raise_by: float,
     weights: tuple[float, float, float],
     accepted_offer_value: float,
+    value_tolerance: float,
 ) -> None:
-    """Through the whole engine: guardrails, objective, floors and the cut."""
+    """Through the whole engine: guardrails, objective, floors, the tolerance and the cut."""
     objective = replace(
         DEFAULT_OBJECTIVE,
         weight_revenue=weights[0],
         weight_retention=weights[1],
         weight_customer=weights[2],
         accepted_offer_value_sek=accepted_offer_value,
+        value_tolerance=value_tolerance,
     )
     before = dict(zip(VARIED, acceptance, strict=True))
     after = {**before, which: min(1.0, before[which] + raise_by)}

@@ -31,6 +31,29 @@ def test_the_greedy_slate_is_the_ranking_cut_with_certain_propensities() -> None
     assert slate.propensities == (1.0, 1.0, 1.0)
 
 
+@pytest.mark.parametrize(
+    ("tolerance", "order"),
+    [(0.0, [0, 2, 3]), (0.24, [0, 2, 3]), (0.25, [1, 2, 3]), (0.49, [1, 2, 3]), (0.5, [1, 3, 2])],
+)
+def test_a_likelier_offer_within_the_tolerance_leads(tolerance: float, order: list[int]) -> None:
+    # Item 1 (30) is within 25 % of item 0 (40) and likelier: from a tolerance of 0.25 it leads,
+    # and the one plan it is closes item 0. Item 3 (10) is within 50 % of item 2 (20) and
+    # likelier: from 0.5 it comes before it. Each edge is inclusive.
+    slate = choose_slate(
+        WEIGHTS,
+        KINDS,
+        3,
+        greedy_allowed=ALL,
+        explore=False,
+        share=0.0,
+        invoice_id="INV-1",
+        acceptance=[0.1, 0.3, 0.2, 0.25],
+        tolerance=tolerance,
+    )
+    assert list(slate.items) == order
+    assert slate.propensities == (1.0, 1.0, 1.0)
+
+
 def test_a_greedy_slate_under_exploration_logs_the_mixture() -> None:
     slate = choose_slate(
         WEIGHTS, KINDS, 3, greedy_allowed=ALL, explore=False, share=0.1, invoice_id="INV-1"

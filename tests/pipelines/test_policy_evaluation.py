@@ -384,6 +384,14 @@ def test_the_peers_lead_splits_into_the_objective_the_estimates_and_the_undecide
     assert gap["likeliest_is_hidden_best"] == {"model": 0.5, "peer": 1.0}
     assert gap["likeliest_hidden_acceptance"]["model"] == pytest.approx(0.25)
     assert gap["hidden_best_acceptance"] == pytest.approx(0.35)
+    # With a tolerance for a likelier offer, the hidden order is the engine's rule too: on d2,
+    # A's 0.3 × 100 is within 25 % of B's 0.1 × 400 and likelier, so from 0.25 A leads.
+    for tolerance, d2_first in ((0.24, 0.1), (0.25, 0.3)):
+        tolerant = peer_gap([d1, d2, d3], h1 | h2 | h3, tolerance)
+        assert tolerant["lift_captured"]["hidden_value_order"] == pytest.approx(
+            (0.4 + d2_first + 0.2 - random) / achievable
+        )
+        assert tolerant["objective_weighting"] == pytest.approx((0.3 - d2_first) / achievable)
     # Without the lifted engine's choices there is nothing to split.
     del d1.shown[lifted]
     assert peer_gap([d1, d2, d3], h1 | h2 | h3) == {}
