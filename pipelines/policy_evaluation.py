@@ -73,6 +73,7 @@ from serving.decision.arbitration import (
     Objective,
 )
 from serving.decision.engine import LIFTABLE, Decision, decide
+from serving.decision.exploration import tolerance_floor
 from serving.decision.inputs import DecisionRequest, UnknownCustomerError
 from training.metrics import off_policy_estimates
 
@@ -526,7 +527,8 @@ class PolicyEvaluation:
                 "",
                 f"The peer's lead over the model policy with those guardrails lifted, "
                 f"{gap['gap']:+.1%}: the objective's weighting {gap['objective_weighting']:+.1%} "
-                f"(the hidden acceptance × value order captures {lifts['hidden_value_order']:.1%}),"
+                f"(the objective's order with the hidden acceptance, its value tolerance "
+                f"included, captures {lifts['hidden_value_order']:.1%}),"
                 f" the model's acceptance estimates {gap['acceptance_estimates']:+.1%}, invoices "
                 f"the model does not decide {gap['undecided_by_the_model']:+.1%}; the model's "
                 f"likeliest offer among the peer's candidates captures "
@@ -890,7 +892,8 @@ def _lead(
     best = _likeliest(values, among)
     if best is None or tolerance <= 0:
         return best
-    within = [o for o in among if o in values and values[o] >= (1.0 - tolerance) * values[best]]
+    floor = tolerance_floor(values[best], tolerance)
+    within = [o for o in among if o in values and values[o] >= floor]
     return max(within, key=lambda o: (acceptance.get(o, 0.0), values[o], o))
 
 

@@ -56,6 +56,16 @@ def _open(pool: Sequence[int], picked: Sequence[int], kinds: Sequence[str]) -> l
     return [i for i in pool if i not in picked and not (has_plan and kinds[i] == "plan")]
 
 
+# Values are in SEK rounded to öre: (1 − 0.3) × 8.30 is 5.8100000000000005 in binary floating
+# point, and 5.81 must count as within the tolerance (its edge is inclusive).
+_EDGE = 1e-9
+
+
+def tolerance_floor(best: float, tolerance: float) -> float:
+    """The lowest weight within ``tolerance`` of ``best``, inclusive."""
+    return (1.0 - tolerance) * best - _EDGE * max(1.0, abs(best))
+
+
 def _greedy(
     weights: Sequence[float],
     kinds: Sequence[str],
@@ -76,7 +86,8 @@ def _greedy(
         # Highest weight first; the lower index (the caller's tie order) breaks ties.
         best = max(open_items, key=lambda i: (weights[i], -i))
         if acceptance is not None and tolerance > 0:
-            within = [i for i in open_items if weights[i] >= (1.0 - tolerance) * weights[best]]
+            floor = tolerance_floor(weights[best], tolerance)
+            within = [i for i in open_items if weights[i] >= floor]
             best = max(within, key=lambda i: (acceptance[i], weights[i], -i))
         order.append(best)
     return order

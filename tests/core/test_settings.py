@@ -46,3 +46,18 @@ def test_malformed_api_key_entry_is_an_error(entry: str) -> None:
     settings = Settings(_env_file=None, api_keys=entry)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="key:role"):
         settings.api_key_roles()
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted"), [("0", True), ("0.99", True), ("1", False), ("-0.1", False)]
+)
+def test_the_value_tolerance_is_a_share_below_one(
+    monkeypatch: pytest.MonkeyPatch, value: str, accepted: bool
+) -> None:
+    # At 1 every offer of positive value would be "within" the best: an order by acceptance alone.
+    monkeypatch.setenv("OFFERS_VALUE_TOLERANCE", value)
+    if accepted:
+        assert Settings(_env_file=None).value_tolerance == float(value)  # type: ignore[call-arg]
+    else:
+        with pytest.raises(ValueError, match="value_tolerance"):
+            Settings(_env_file=None)  # type: ignore[call-arg]

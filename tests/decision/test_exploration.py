@@ -54,6 +54,24 @@ def test_a_likelier_offer_within_the_tolerance_leads(tolerance: float, order: li
     assert slate.propensities == (1.0, 1.0, 1.0)
 
 
+def test_the_tolerance_edge_holds_for_values_in_ore() -> None:
+    # 0.7 × 8.30 is 5.8100000000000005 in floating point; 5.81 SEK is 70 % of 8.30 SEK.
+    order = choose_slate(
+        [8.30, 5.81, 5.80],
+        ["addon", "addon", "addon"],
+        3,
+        greedy_allowed=[True] * 3,
+        explore=False,
+        share=0.0,
+        invoice_id="INV-1",
+        acceptance=[0.1, 0.3, 0.5],
+        tolerance=0.3,
+    ).items
+    # 5.81 is within 30 % of 8.30 and likelier: it leads. 5.80, the likeliest, is not within it,
+    # so 8.30 comes next, and 5.80 last.
+    assert list(order) == [1, 0, 2]
+
+
 def test_a_greedy_slate_under_exploration_logs_the_mixture() -> None:
     slate = choose_slate(
         WEIGHTS, KINDS, 3, greedy_allowed=ALL, explore=False, share=0.1, invoice_id="INV-1"

@@ -476,12 +476,14 @@ def test_a_what_if_changes_one_setting_at_a_time_within_its_bounds() -> None:
         "weight_customer": "greater than or equal to 0",
         "horizon_months": "fractional part",
         "min_acceptance": "less than or equal to 1",
+        "value_tolerance": "less than 1",
     }
     values = {
         "exploration_share": 0.5,
         "weight_customer": -1.0,
         "horizon_months": 6.5,
         "min_acceptance": 1.5,
+        "value_tolerance": 1.0,
     }
     for setting, reason in refused.items():
         with pytest.raises(ValueError, match=reason) as raised:
