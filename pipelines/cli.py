@@ -648,7 +648,9 @@ def evaluate(
         )
     except (ValueError, FileNotFoundError) as error:
         raise _fail(str(error)) from error
-    console.print(escape(report.markdown()))
+    # The report on standard output (warnings above went to standard error), each table row on
+    # one line whatever the terminal's width: `offers evaluate > report.md` keeps its tables.
+    Console(soft_wrap=True).print(escape(report.markdown()), highlight=False)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report.as_dict(), indent=2, default=str) + "\n")

@@ -175,6 +175,28 @@ def test_evaluate_without_a_champion_says_the_model_policy_is_rules(monkeypatch:
     assert len(given) == 1 and not given[0].available  # evaluated with the models it checked
 
 
+def test_evaluate_prints_its_report_on_standard_output_a_row_a_line(monkeypatch: Any) -> None:
+    import pipelines.policy_evaluation
+    from pipelines.invoice_run import ChampionModels
+    from pipelines.policy_evaluation import PolicyEvaluation
+
+    monkeypatch.setattr(pipelines.invoice_run, "load_champions", lambda settings: ChampionModels())
+    monkeypatch.setattr(
+        pipelines.policy_evaluation,
+        "evaluate_served_policies",
+        lambda **kwargs: PolicyEvaluation("2026-11", 0, {}, 12),
+    )
+    result = CliRunner().invoke(app, ["evaluate"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "Served policies on 0 logged decisions of 2026-11"
+    # The table's header is one line of 13 columns, wider than any terminal's 80 columns.
+    header = next(line for line in lines if line.startswith("| policy |"))
+    assert header.count("|") == 14 and len(header) > 80
+    assert "no champion model yet" not in result.stdout  # the warning is on standard error
+    assert "no champion model yet" in result.stderr
+
+
 def test_evaluate_refuses_an_output_it_cannot_write_before_replaying(
     monkeypatch: Any, tmp_path: Path
 ) -> None:
