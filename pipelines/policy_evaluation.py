@@ -73,7 +73,7 @@ from serving.decision.arbitration import (
     Objective,
 )
 from serving.decision.engine import LIFTABLE, Decision, decide
-from serving.decision.exploration import tolerance_floor
+from serving.decision.exploration import greedy_order
 from serving.decision.inputs import DecisionRequest, UnknownCustomerError
 from training.metrics import off_policy_estimates
 
@@ -887,14 +887,19 @@ def _lead(
     among: Sequence[str],
     tolerance: float,
 ) -> str | None:
-    """The offer the engine's greedy rule puts first (serving/decision/exploration.py): the
-    highest value, or the likeliest of the offers within ``tolerance`` of it."""
-    best = _likeliest(values, among)
-    if best is None or tolerance <= 0:
-        return best
-    floor = tolerance_floor(values[best], tolerance)
-    within = [o for o in among if o in values and values[o] >= floor]
-    return max(within, key=lambda o: (acceptance.get(o, 0.0), values[o], o))
+    """The offer the engine's greedy order puts first among ``among`` by ``values``, with the
+    engine's tie order (the higher value, then the lower offer id) and its ``tolerance`` for a
+    likelier offer (``acceptance``)."""
+    ranked = sorted((o for o in among if o in values), key=lambda o: (-values[o], o))
+    first = greedy_order(
+        [values[o] for o in ranked],
+        ["offer"] * len(ranked),
+        [True] * len(ranked),
+        1,
+        [acceptance.get(o, 0.0) for o in ranked],
+        tolerance,
+    )
+    return ranked[first[0]] if first else None
 
 
 def peer_gap(

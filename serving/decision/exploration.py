@@ -61,12 +61,12 @@ def _open(pool: Sequence[int], picked: Sequence[int], kinds: Sequence[str]) -> l
 _EDGE = 1e-9
 
 
-def tolerance_floor(best: float, tolerance: float) -> float:
+def _tolerance_floor(best: float, tolerance: float) -> float:
     """The lowest weight within ``tolerance`` of ``best``, inclusive."""
     return (1.0 - tolerance) * best - _EDGE * max(1.0, abs(best))
 
 
-def _greedy(
+def greedy_order(
     weights: Sequence[float],
     kinds: Sequence[str],
     allowed: Sequence[bool],
@@ -86,7 +86,7 @@ def _greedy(
         # Highest weight first; the lower index (the caller's tie order) breaks ties.
         best = max(open_items, key=lambda i: (weights[i], -i))
         if acceptance is not None and tolerance > 0:
-            floor = tolerance_floor(weights[best], tolerance)
+            floor = _tolerance_floor(weights[best], tolerance)
             within = [i for i in open_items if weights[i] >= floor]
             best = max(within, key=lambda i: (acceptance[i], weights[i], -i))
         order.append(best)
@@ -121,7 +121,7 @@ def choose_slate(
     must be positive. The propensities are those of the mixture the caller draws from: greedy
     with probability ``1 − share``, random with ``share``.
     """
-    greedy = _greedy(weights, kinds, greedy_allowed, size, acceptance, tolerance)
+    greedy = greedy_order(weights, kinds, greedy_allowed, size, acceptance, tolerance)
     if explore:
         draws = _unit_draws(invoice_id, size + 1)[1:]
         items: list[int] = []
