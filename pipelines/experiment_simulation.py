@@ -45,7 +45,6 @@ from serving.decision.inputs import DecisionRequest
 from serving.decision_log import DecisionLog, EventRecord
 from serving.decision_log.ids import billing_run_decision_ids
 from serving.experiments import ExperimentResults, Experiments, contract_exits, covers
-from serving.metrics import ApiMetrics
 from serving.offers import InvoiceAnswer, OffersService, ReadyFeatures
 from serving.offers_response import offers_answer_json
 from serving.scoring_model import ModelHolder
@@ -100,7 +99,6 @@ def simulate_experiment(
         months = sorted({day.date() for day in month_starts})[-cycles:]
         rng = np.random.default_rng(seed)
         paths = feature_paths(Path(settings.features_dir))
-        metrics = ApiMetrics()
         decided = enrolled = stored_events = 0
         for month in months:
             of_month = invoices[month_starts == pd.Timestamp(month)]
@@ -125,7 +123,7 @@ def simulate_experiment(
                     log=log,
                     experiments=experiments,
                     feature_store=ReadyFeatures(source),
-                    metrics=metrics,
+                    metrics=None,  # the simulation counts what it decided itself
                     render=offers_answer_json,
                     decline_cap_invoices=settings.decline_cap_invoices,
                     objective=objective,

@@ -170,7 +170,7 @@ class OffersService:
         log: DecisionLog,
         experiments: Experiments,
         feature_store: OpenFeatureStore | ReadyFeatures,
-        metrics: ApiMetrics,
+        metrics: ApiMetrics | None,
         render: RenderAnswer,
         decline_cap_invoices: int,
         objective: Objective = DEFAULT_OBJECTIVE,
@@ -186,7 +186,9 @@ class OffersService:
         ``offer_events``, a customer's later invoice of the day reaching as many fewer back as
         are decided before it), on top of the log's.
         ``plan_fits``: plan fit worked out beforehand for the accounts to decide (the invoice
-        run's slice); the decisions read their rows there (see ``decide``)."""
+        run's slice); the decisions read their rows there (see ``decide``).
+        ``metrics`` None: new decisions are neither counted nor logged line by line (the invoice
+        run and the experiment simulation, which count their decisions themselves)."""
         self.catalog = catalog
         self.models = models
         self.log = log
@@ -503,14 +505,16 @@ class OffersService:
             answers[made.index] = InvoiceAnswer(
                 made.record.response_json, stored=True, written=True
             )
-            self._count(made, lookup=lookup, write=write)
+            if self.metrics is not None:
+                self._count(self.metrics, made, lookup=lookup, write=write)
 
-    def _count(self, item: _NewDecision, *, lookup: float, write: float) -> None:
+    def _count(
+        self, metrics: ApiMetrics, item: _NewDecision, *, lookup: float, write: float
+    ) -> None:
         """Metrics and the log line of one new decision; the look-up and the write are its
         round's, shared by the round's decisions."""
         record = item.record
         total = lookup + item.decide_seconds + write
-        metrics = self.metrics
         metrics.decisions.labels(record.policy).inc()
         if record.degraded:
             metrics.degraded.labels(record.degraded).inc()

@@ -44,7 +44,6 @@ from pipelines.invoice_run.slices import SliceOutcome, slice_bounds
 from serving.decision.inputs import DecisionRequest
 from serving.decision_log import DecisionLog
 from serving.experiments import Experiments
-from serving.metrics import ApiMetrics
 from serving.offers import InvoiceAnswer, InvoiceCustomerConflict, OffersService, ReadyFeatures
 from serving.offers_response import offers_answer_json
 from serving.scoring_model import ModelHolder, ModelLoader
@@ -174,7 +173,7 @@ class LoggedSlices:
             log=self.log,
             experiments=self.experiments,
             feature_store=ReadyFeatures(read),
-            metrics=ApiMetrics(),
+            metrics=None,  # counted in the run's summary
             render=offers_answer_json,
             decline_cap_invoices=self.settings.decline_cap_invoices,
             objective=options.objective,
@@ -202,10 +201,10 @@ class LoggedSlices:
                 for answer in service.answer_many(requests[start:end]):
                     if isinstance(answer, InvoiceAnswer):
                         rows.append(answer_row(answer.answer_json))
-                        # Counted here, not from the service's metrics: where another library
-                        # switched prometheus_client to its multiprocess mode (Feast sets
-                        # PROMETHEUS_MULTIPROCESS_DIR when its metrics module loads), counters
-                        # of one name share their value within a process.
+                        # Counted here: the service keeps no metrics in a run (Prometheus
+                        # counters would not do anyway: where another library switched
+                        # prometheus_client to its multiprocess mode, as Feast does when its
+                        # metrics module loads, counters of one name share their value).
                         written += answer.written
                     elif isinstance(answer, InvoiceCustomerConflict):
                         conflicts += 1

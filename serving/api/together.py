@@ -71,8 +71,10 @@ class WaitingDecisions:
         group = [waiting for waiting in group if not waiting.outcome.done()]
         # How long each waited for its call: the steps of its decision do not count the wait.
         started = time.perf_counter()
+        metrics = self._offers.metrics
         for waiting in group:
-            self._offers.metrics.observe_steps({"wait": started - waiting.joined})
+            if metrics is not None:
+                metrics.observe_steps({"wait": started - waiting.joined})
         try:
             if len(group) > 1 and self._decided(group):
                 return

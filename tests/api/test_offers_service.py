@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from serving.offers import (
     InvoiceAnswer,
     InvoiceCustomerConflict,
     OffersService,
+    api_decision_id,
 )
 from serving.scoring_model import ModelHolder, ModelLoadFailed
 from tests.factories.api import CATALOG, FakeFeatures, FakeRegistry, counting_writes, ranker
@@ -74,6 +75,8 @@ def service(
     features: OnlineFeatureSource | None = None,
     store: OpenFeatureStore | None = None,
     objective: Objective = DEFAULT_OBJECTIVE,
+    counted: bool = True,
+    decision_ids: Callable[[DecisionRequest], str] = api_decision_id,
 ) -> OffersService:
     return OffersService(
         catalog=load_catalog(CATALOG),
@@ -81,14 +84,16 @@ def service(
         log=log,
         experiments=Experiments(log),
         feature_store=store or OpenFeatureStore(FakeFeatures() if features is None else features),
-        metrics=ApiMetrics(),
+        metrics=ApiMetrics() if counted else None,
         render=render,
         decline_cap_invoices=3,
         objective=objective,
+        decision_ids=decision_ids,
     )
 
 
 def decisions_counted(offers: OffersService, policy: str) -> float | None:
+    assert offers.metrics is not None
     return offers.metrics.registry.get_sample_value("offers_decisions_total", {"policy": policy})
 
 
@@ -107,6 +112,28 @@ def test_a_new_invoice_is_decided_recorded_and_answered_as_rendered(log: Decisio
     assert (stored.decision_id, stored.customer_id) == (body["decision_id"], "C0001")
     assert stored.response_json == answer
     assert decisions_counted(offers, "model") == 1.0
+
+
+def test_a_service_without_metrics_records_the_same_decisions_without_a_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The invoice run's service: its summary counts, so a million decisions leave no counters
+    and no log line each, and are decided and stored as the API's."""
+    answers = {}
+    for counted in (True, False):
+        log = DecisionLog(f"sqlite:///{tmp_path / f'offers-{counted}.db'}")
+        offers = service(log, counted=counted, decision_ids=lambda asked: f"D-{asked.invoice_id}")
+        caplog.clear()
+        with caplog.at_level("INFO", logger="serving"):
+            outcomes = offers.answer_many([invoice(1), invoice(2, "C0002")])
+        lines = [record for record in caplog.records if record.getMessage() == "decision"]
+        assert len(lines) == (2 if counted else 0)
+        assert [outcome.written for outcome in outcomes] == [True, True]
+        stored = log.find("INV-2")
+        assert stored is not None
+        answers[counted] = [outcome.answer_json for outcome in outcomes], stored.response_json
+        log.close()
+    assert answers[False] == answers[True]
 
 
 def test_the_service_decides_by_the_objective_it_was_given(log: DecisionLog) -> None:
