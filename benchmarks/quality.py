@@ -113,8 +113,9 @@ def measure_profile(
             "peer_lift_captured": peer.get("peer_lift_captured"),
             "guardrails_cost_lift_captured": peer.get("guardrails_cost_lift_captured"),
             "lift_at_least_peer_less_guardrails_cost": peer.get("model_at_least_peer_less_cost"),
-            "closed_loop_lift_at_least_starting": (loop.final_lift or 0.0)
-            >= (loop.starting_lift or 0.0),
+            "closed_loop_lift_at_least_starting": None
+            if loop.final_lift is None or loop.starting_lift is None
+            else loop.final_lift >= loop.starting_lift,
         },
     }
 
@@ -137,9 +138,19 @@ def run(quick: bool = False) -> dict[str, Any]:
         "profiles": results,
         "target_lift_captured": TARGET_LIFT,
         "targets_met_on_every_world": {
-            name: all(bool(result["targets"][name]) for result in results)
+            name: _on_every_world([result["targets"][name] for result in results])
             for name in TARGETS_EACH_WORLD
         },
     }
     write_result("quality", figures)
     return figures
+
+
+def _on_every_world(verdicts: list[bool | None]) -> bool | None:
+    """False when a world missed the target, None when none missed but one could not measure it
+    (no peer, no hidden acceptance), True when every world met it."""
+    if any(verdict is False for verdict in verdicts):
+        return False
+    if any(verdict is None for verdict in verdicts):
+        return None
+    return True

@@ -160,7 +160,8 @@ class ChallengerRetries:
 
 
 class OffersService:
-    """Answers one invoice: replays its stored decision, or decides, records and counts one."""
+    """Answers one invoice: replays its stored decision, or decides, records and (given metrics)
+    counts one."""
 
     def __init__(
         self,
