@@ -12,8 +12,20 @@ the data. :func:`run_closed_loop` checks that on a simulated world:
    that month's invoices as the API would (exploration included); the simulator's hidden
    behaviour answers each shown offer (acceptance by rank, one acceptance at most, declines and
    clicks as the simulator draws them); those events replace the logging policy's for that
-   month; and the next model is trained on them.
-3. The last model is evaluated on the month after the last one it learned from.
+   month; and the next ranker is trained on them (the churn model learns from customer months,
+   which the loop does not change, so the starting one is kept).
+3. The last model is evaluated on the month after the last one it learned from, against the
+   starting model and against a control: the ranker trained on the same months as the last one,
+   from the logging policy's own events. The first difference is the loop's verdict; the second
+   is what learning from the engine's own logs cost against learning from the logging policy's.
+
+A ranker fits on its training months and stops early and calibrates on its tune month; the newest
+``validation_months`` (two) and the label horizon before them only validate it. So the engine's
+logs reach a model's fit only about four months after the engine starts deciding: a loop of
+fewer months compares two models neither of which learned anything from the engine (its verdict
+is then the two months' difference in the logging policy's data). The loop counts the engine's
+shown offers the last ranker was fitted on (``engine_offers_fitted``), so a loop too short to
+test anything says so.
 
 Customers' usage, bills and contracts stay those of the simulated world (they do not change with
 the engine's offers): the loop tests what the data collection does to learning, not a new world.
@@ -27,7 +39,7 @@ import shutil
 import uuid
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +60,9 @@ from pipelines.policy_evaluation import (
 from serving.decision.arbitration import Objective
 from serving.decision.engine import decide
 from serving.decision.inputs import DecisionRequest, UnknownCustomerError
+
+if TYPE_CHECKING:
+    from training.served_model import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +103,12 @@ class ClosedLoop:
     final_minus_starting: dict[str, float | None] | None = None
     # How many of the last month's invoices the two models replayed.
     compared_invoices: int = 0
+    # The engine's shown offers in the last ranker's training and tune months (0: the loop was
+    # too short for the engine's logs to reach a fit; its verdict then tests nothing).
+    engine_offers_fitted: int = 0
+    # The control: a ranker trained on the last one's months from the logging policy's events.
+    control_lift: float | None = None
+    final_minus_control: dict[str, float | None] | None = None
 
     @property
     def final_lift(self) -> float | None:
@@ -103,6 +124,9 @@ class ClosedLoop:
             "final_lift_captured": self.final_lift,
             "final_minus_starting_lift_captured": self.final_minus_starting,
             "compared_invoices": self.compared_invoices,
+            "engine_offers_fitted": self.engine_offers_fitted,
+            "control_lift_captured": self.control_lift,
+            "final_minus_control_lift_captured": self.final_minus_control,
         }
 
     def markdown(self) -> str:
@@ -125,21 +149,30 @@ class ClosedLoop:
                 f"{month.accepted:,} | {month.distinct_first_offers} |"
             )
         lines.append("")
-        difference = self.final_minus_starting or {}
-        interval = (
-            ""
-            if difference.get("value") is None
-            else f": {_points(difference.get('value'))} points "
-            f"(95 % interval {_points(difference.get('low'))} to {_points(difference.get('high'))})"
-        )
         lines.append(
             f"On {self.compared_invoices:,} invoices of {self.months[-1].month}: the starting "
             "model captures "
             f"{_percent(self.starting_lift)} of the lift, the model after the loop "
-            f"{_percent(self.final_lift)}{interval}."
+            f"{_percent(self.final_lift)}{_interval(self.final_minus_starting)}; the control "
+            "(the same months, the logging policy's events) "
+            f"{_percent(self.control_lift)}{_interval(self.final_minus_control)}."
         )
-        lines.append(f"Training weights: {self.training_weights}.")
+        lines.append(
+            f"The last ranker was fitted on {self.engine_offers_fitted:,} offers the engine "
+            f"showed. Training weights: {self.training_weights}."
+        )
         return "\n".join(lines)
+
+
+def _interval(difference: dict[str, float | None] | None) -> str:
+    """ ": +1.23 points (95 % interval …)" for a paired difference, or nothing."""
+    figures = difference or {}
+    if figures.get("value") is None:
+        return ""
+    return (
+        f" ({_points(figures.get('value'))} points, 95 % interval "
+        f"{_points(figures.get('low'))} to {_points(figures.get('high'))})"
+    )
 
 
 def _percent(value: float | None) -> str:
@@ -286,23 +319,48 @@ def _evaluated(
     return figures.get("lift_captured"), figures.get("first_offer_acceptance")
 
 
-def _trained(work: Settings) -> ChampionModels:
-    """A new version of both models from the working tables, loaded as the loop's champions."""
+def _trained(work: Settings, churn: LoadedModel | None = None) -> ChampionModels:
+    """A new ranker from the working tables with ``churn`` (None: a new churn model too),
+    loaded as the loop's champions."""
     from training.registry import CHURN_MODEL, RANKER_MODEL, load_version
-    from training.train import train_models
+    from training.train import SkipKey, TrainingConfig, train_models, train_ranker
 
-    result = train_models(settings=work, force=True)
+    if churn is None:
+        result = train_models(settings=work, force=True)
+        return ChampionModels(
+            ranker=load_version(RANKER_MODEL, result.ranker.version.version, work),
+            churn=load_version(CHURN_MODEL, result.churn.version.version, work),
+        )
+    folder = Path(work.data_dir)
+    config = TrainingConfig(propensity_weight_cap=work.propensity_weight_cap)
+    ranker = train_ranker(folder, work, config, SkipKey.of(folder, work, config), force=True)
     return ChampionModels(
-        ranker=load_version(RANKER_MODEL, result.ranker.version.version, work),
-        churn=load_version(CHURN_MODEL, result.churn.version.version, work),
+        ranker=load_version(RANKER_MODEL, ranker.version.version, work), churn=churn
     )
+
+
+def _fitted_on(events: pd.DataFrame, config_months: tuple[int, int]) -> pd.Series:
+    """Whether each event falls in the training or tune months of a ranker trained on
+    ``events`` (training.splits.month_split, as training.data splits the ranker's rows)."""
+    from training.labels import RANKER_LABEL_DAYS
+    from training.splits import TRAIN, TUNE, month_split
+
+    validation_months, tune_months = config_months
+    times = pd.to_datetime(events["shown_at"], utc=True)
+    split = month_split(
+        times,
+        pd.Timedelta(days=RANKER_LABEL_DAYS),
+        validation_months=validation_months,
+        tune_months=tune_months,
+    )
+    return split.assign(times).isin([TRAIN, TUNE])
 
 
 def run_closed_loop(
     settings: Settings,
     workdir: Path,
     *,
-    months: int = 3,
+    months: int = 6,
     sample: int = 2_000,
     seed: int = 0,
     compared_sample: int | None = None,
@@ -312,9 +370,10 @@ def run_closed_loop(
 
     The first ``months - 1`` months are decided by the engine and learned from; every month is
     evaluated with the model that had learned from the months before it (up to ``sample`` logged
-    decisions each). The last month's model and the starting one are compared on up to
-    ``compared_sample`` of its logged decisions, by default all of them: that comparison is the
-    loop's verdict, and its interval narrows with every invoice it replays.
+    decisions each). The last month's model, the starting one and the control are compared on up
+    to ``compared_sample`` of its logged decisions, by default all of them: that comparison is
+    the loop's verdict, and its interval narrows with every invoice it replays. Fewer than six
+    months leave the engine's logs out of the last ranker's fit (see the module's docstring).
     """
     data_dir = Path(settings.data_dir)
     if not has_ground_truth(data_dir):
@@ -338,8 +397,9 @@ def run_closed_loop(
     )
     shown_at = pd.to_datetime(events["shown_at"], utc=True)
     first = pd.Timestamp(loop_months[0], tz="UTC")
+    last = loop_months[-1]
     # The starting model knows only the logging policy's events before the loop.
-    kept = events[shown_at < first]
+    kept = events[shown_at < first].assign(from_engine=False)
     _write_events(work_data, kept)
     rng = np.random.default_rng(seed)
     models = _trained(work)
@@ -352,19 +412,23 @@ def run_closed_loop(
         logged, _ = logged_decisions(data_dir, month, sample=ALL_DECISIONS, seed=seed)
         engine_rows, summary = _engine_events(month, logged, kept, work, models, rng, data_dir)
         results.append(replace(summary, lift_captured=lift, first_offer_acceptance=accepted))
-        kept = pd.concat([kept, engine_rows], ignore_index=True)
+        kept = pd.concat([kept, engine_rows.assign(from_engine=True)], ignore_index=True)
         _write_events(work_data, kept)
-        models = _trained(work)
-    # The last month: the model after the loop against the starting one, on the same invoices,
-    # paired.
-    last = loop_months[-1]
-    compared = compare_models(
-        settings,
-        last,
-        models,
-        starting,
-        sample=ALL_DECISIONS if compared_sample is None else compared_sample,
-        seed=seed,
+        models = _trained(work, churn=starting.churn)
+    from training.train import TrainingConfig
+
+    config = TrainingConfig(propensity_weight_cap=work.propensity_weight_cap)
+    fitted = _fitted_on(kept, (config.validation_months, config.tune_months))
+    engine_offers_fitted = int((fitted & kept["from_engine"].astype(bool)).sum())
+    # The control: the last ranker's months, from the logging policy's own events.
+    _write_events(work_data, events[shown_at < pd.Timestamp(last, tz="UTC")])
+    control = _trained(work, churn=starting.churn)
+    # The last month: the model after the loop against the starting one and the control, on the
+    # same invoices, paired.
+    compare_sample = ALL_DECISIONS if compared_sample is None else compared_sample
+    compared = compare_models(settings, last, models, starting, sample=compare_sample, seed=seed)
+    versus_control = compare_models(
+        settings, last, models, control, sample=compare_sample, seed=seed
     )
     (lift, start_lift), (accepted, start_accepted) = (
         compared["lift_captured"],
@@ -379,6 +443,9 @@ def run_closed_loop(
         start_accepted,
         compared["difference"],
         compared["invoices"],
+        engine_offers_fitted=engine_offers_fitted,
+        control_lift=versus_control["lift_captured"][1],
+        final_minus_control=versus_control["difference"],
     )
 
 

@@ -20,15 +20,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def loop(simulated_world: SimulatedWorld, tmp_path_factory: pytest.TempPathFactory) -> ClosedLoop:
     workdir = tmp_path_factory.mktemp("closed-loop")
-    return run_closed_loop(simulated_world.settings, workdir, months=3, sample=400, seed=2)
+    return run_closed_loop(simulated_world.settings, workdir, months=6, sample=400, seed=2)
 
 
 def test_the_engine_decides_and_learns_month_after_month(loop: ClosedLoop) -> None:
     decided, evaluated = loop.months[:-1], loop.months[-1]
-    assert [month.month for month in loop.months] == ["2026-09", "2026-10", "2026-11"]
+    assert [month.month for month in loop.months] == [
+        "2026-06",
+        "2026-07",
+        "2026-08",
+        "2026-09",
+        "2026-10",
+        "2026-11",
+    ]
     # A new model for every month the engine decided, and the last one evaluated.
     versions = [month.model_version for month in loop.months]
-    assert len(set(versions)) == 3 and all(version for version in versions)
+    assert len(set(versions)) == 6 and all(version for version in versions)
     for month in decided:
         assert month.decisions > 500
         assert month.accepted > 20
@@ -56,7 +63,35 @@ def test_the_served_policy_does_not_collapse_onto_its_own_choices(loop: ClosedLo
     assert difference["high"] - difference["low"] > 0.0
     assert "| 2026-11 |" in loop.markdown()
     assert f"On {loop.compared_invoices:,} invoices of 2026-11" in loop.markdown()
-    assert "points (95 % interval" in loop.markdown()
+    assert "points, 95 % interval" in loop.markdown()
+
+
+def test_the_last_ranker_was_fitted_on_what_the_engine_showed(loop: ClosedLoop) -> None:
+    """The newest two months only validate a ranker, so the engine's logs reach a fit only
+    from the loop's fourth month: after five decided months, June's and part of July's offers
+    are in the last ranker's training and tune months. The control ranker learned the same
+    months from the logging policy's events instead, and the two are compared paired."""
+    june = loop.months[0]
+    assert june.decisions > 500
+    # At least June's shown offers (each decision with an offer shows one to three).
+    assert loop.engine_offers_fitted >= june.decisions * june.with_offer
+    assert loop.control_lift is not None and loop.final_lift is not None
+    versus_control = loop.final_minus_control
+    assert versus_control is not None and versus_control["value"] is not None
+    assert versus_control["value"] == pytest.approx(loop.final_lift - loop.control_lift)
+    assert f"fitted on {loop.engine_offers_fitted:,} offers the engine showed" in loop.markdown()
+
+
+def test_a_loop_too_short_to_reach_a_fit_says_so(
+    simulated_world: SimulatedWorld, tmp_path: Path
+) -> None:
+    """Three months (two decided) leave every engine log in the last ranker's validation
+    months: the loop says it fitted none of them, and its verdict is the two months' difference
+    in the logging policy's data, the same as the control's."""
+    short = run_closed_loop(simulated_world.settings, tmp_path / "short", months=3, sample=200)
+    assert short.engine_offers_fitted == 0
+    assert short.final_lift == pytest.approx(short.control_lift)
+    assert "fitted on 0 offers the engine showed" in short.markdown()
 
 
 def test_the_verdict_replays_every_invoice_of_the_last_month(
