@@ -16,16 +16,19 @@ the data. :func:`run_closed_loop` checks that on a simulated world:
    which the loop does not change, so the starting one is kept).
 3. The last model is evaluated on the month after the last one it learned from, against the
    starting model and against a control: the ranker trained on the same months as the last one,
-   from the logging policy's own events. The first difference is the loop's verdict; the second
-   is what learning from the engine's own logs cost against learning from the logging policy's.
+   from the logging policy's own events. The first difference is the issue's verdict (which also
+   holds the months of newer data the last ranker has); the second isolates what learning from
+   the engine's own logs cost against learning from the logging policy's.
 
-A ranker fits on its training months and stops early and calibrates on its tune month; the newest
-``validation_months`` (two) and the label horizon before them only validate it. So the engine's
-logs reach a model's fit only about four months after the engine starts deciding: a loop of
-fewer months compares two models neither of which learned anything from the engine (its verdict
-is then the two months' difference in the logging policy's data). The loop counts the engine's
-shown offers the last ranker was fitted on (``engine_offers_fitted``), so a loop too short to
-test anything says so.
+A ranker's trees learn from its training months, and it stops early and calibrates on its tune
+month; the newest ``validation_months`` (two) only validate it, and the label horizon (14 days)
+before them is used by neither. So in a loop of three months or fewer the last ranker learned
+nothing from the engine: it is the control's model, and the verdict is the newer months' effect in
+the logging policy's data. Four months reach the tune month only; from five, the engine's first
+month is in the training months (six, the bench's: June, July and 1–17 August of the engine's
+logs, June and July 1–17 trained on, the rest tuned on). The loop counts the engine's shown offers
+in the last ranker's training and tune months (``engine_offers_trained``, ``engine_offers_tuned``),
+so a loop too short to test anything says so.
 
 Customers' usage, bills and contracts stay those of the simulated world (they do not change with
 the engine's offers): the loop tests what the data collection does to learning, not a new world.
@@ -63,6 +66,7 @@ from serving.decision.inputs import DecisionRequest, UnknownCustomerError
 
 if TYPE_CHECKING:
     from training.served_model import LoadedModel
+    from training.train import TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,7 @@ class LoopMonth:
     explored: float = 0.0
     accepted: int = 0
     distinct_first_offers: int = 0
+    offers_shown: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,9 +108,12 @@ class ClosedLoop:
     final_minus_starting: dict[str, float | None] | None = None
     # How many of the last month's invoices the two models replayed.
     compared_invoices: int = 0
-    # The engine's shown offers in the last ranker's training and tune months (0: the loop was
-    # too short for the engine's logs to reach a fit; its verdict then tests nothing).
-    engine_offers_fitted: int = 0
+    # The engine's shown offers in the last ranker's training months (0: the loop was too short
+    # for the engine's logs to reach its trees; its verdict then tests nothing) and tune month.
+    # Counted before the training period's sampling (TrainingConfig.max_train_rows, 400,000
+    # rows; a world of the bench trains on about 150,000), so a larger world may train on fewer.
+    engine_offers_trained: int = 0
+    engine_offers_tuned: int = 0
     # The control: a ranker trained on the last one's months from the logging policy's events.
     control_lift: float | None = None
     final_minus_control: dict[str, float | None] | None = None
@@ -124,7 +132,8 @@ class ClosedLoop:
             "final_lift_captured": self.final_lift,
             "final_minus_starting_lift_captured": self.final_minus_starting,
             "compared_invoices": self.compared_invoices,
-            "engine_offers_fitted": self.engine_offers_fitted,
+            "engine_offers_trained": self.engine_offers_trained,
+            "engine_offers_tuned": self.engine_offers_tuned,
             "control_lift_captured": self.control_lift,
             "final_minus_control_lift_captured": self.final_minus_control,
         }
@@ -153,24 +162,26 @@ class ClosedLoop:
             f"On {self.compared_invoices:,} invoices of {self.months[-1].month}: the starting "
             "model captures "
             f"{_percent(self.starting_lift)} of the lift, the model after the loop "
-            f"{_percent(self.final_lift)}{_interval(self.final_minus_starting)}; the control "
-            "(the same months, the logging policy's events) "
-            f"{_percent(self.control_lift)}{_interval(self.final_minus_control)}."
+            f"{_percent(self.final_lift)}{_interval(self.final_minus_starting, 'starting')}, "
+            "the control (the same months, the logging policy's events) "
+            f"{_percent(self.control_lift)}{_interval(self.final_minus_control, 'control')}."
         )
         lines.append(
-            f"The last ranker was fitted on {self.engine_offers_fitted:,} offers the engine "
-            f"showed. Training weights: {self.training_weights}."
+            f"The last ranker trained on {self.engine_offers_trained:,} offers the engine showed "
+            f"and tuned on {self.engine_offers_tuned:,}. Training weights: "
+            f"{self.training_weights}."
         )
         return "\n".join(lines)
 
 
-def _interval(difference: dict[str, float | None] | None) -> str:
-    """ ": +1.23 points (95 % interval …)" for a paired difference, or nothing."""
+def _interval(difference: dict[str, float | None] | None, against: str) -> str:
+    """The paired difference of the model after the loop and ``against``, as
+    " (after − starting +1.23 points, 95 % interval +0.50 to +2.00)", or nothing."""
     figures = difference or {}
     if figures.get("value") is None:
         return ""
     return (
-        f" ({_points(figures.get('value'))} points, 95 % interval "
+        f" (after − {against} {_points(figures.get('value'))} points, 95 % interval "
         f"{_points(figures.get('low'))} to {_points(figures.get('high'))})"
     )
 
@@ -274,6 +285,7 @@ def _engine_events(
         summary,
         accepted=int((shown["outcome"] == "accepted").sum()),
         distinct_first_offers=int(firsts["offer_id"].nunique()),
+        offers_shown=len(shown),
     )
 
 
@@ -323,7 +335,7 @@ def _trained(work: Settings, churn: LoadedModel | None = None) -> ChampionModels
     """A new ranker from the working tables with ``churn`` (None: a new churn model too),
     loaded as the loop's champions."""
     from training.registry import CHURN_MODEL, RANKER_MODEL, load_version
-    from training.train import SkipKey, TrainingConfig, train_models, train_ranker
+    from training.train import SkipKey, train_models, train_ranker
 
     if churn is None:
         result = train_models(settings=work, force=True)
@@ -332,28 +344,34 @@ def _trained(work: Settings, churn: LoadedModel | None = None) -> ChampionModels
             churn=load_version(CHURN_MODEL, result.churn.version.version, work),
         )
     folder = Path(work.data_dir)
-    config = TrainingConfig(propensity_weight_cap=work.propensity_weight_cap)
+    config = _training_config(work)
     ranker = train_ranker(folder, work, config, SkipKey.of(folder, work, config), force=True)
     return ChampionModels(
         ranker=load_version(RANKER_MODEL, ranker.version.version, work), churn=churn
     )
 
 
-def _fitted_on(events: pd.DataFrame, config_months: tuple[int, int]) -> pd.Series:
-    """Whether each event falls in the training or tune months of a ranker trained on
-    ``events`` (training.splits.month_split, as training.data splits the ranker's rows)."""
-    from training.labels import RANKER_LABEL_DAYS
-    from training.splits import TRAIN, TUNE, month_split
+def _training_config(work: Settings) -> TrainingConfig:
+    """The loop's rankers' training configuration (the settings' propensity weighting)."""
+    from training.train import TrainingConfig
 
-    validation_months, tune_months = config_months
+    return TrainingConfig(propensity_weight_cap=work.propensity_weight_cap)
+
+
+def _periods(events: pd.DataFrame, config: TrainingConfig) -> pd.Series:
+    """Each event's period (training.splits: train, tune, validation, purged) for a ranker
+    trained on ``events``, split as training.data splits the ranker's rows (by ``shown_at``)."""
+    from training.labels import RANKER_LABEL_DAYS
+    from training.splits import month_split
+
     times = pd.to_datetime(events["shown_at"], utc=True)
     split = month_split(
         times,
         pd.Timedelta(days=RANKER_LABEL_DAYS),
-        validation_months=validation_months,
-        tune_months=tune_months,
+        validation_months=config.validation_months,
+        tune_months=config.tune_months,
     )
-    return split.assign(times).isin([TRAIN, TUNE])
+    return split.assign(times)
 
 
 def run_closed_loop(
@@ -372,8 +390,8 @@ def run_closed_loop(
     evaluated with the model that had learned from the months before it (up to ``sample`` logged
     decisions each). The last month's model, the starting one and the control are compared on up
     to ``compared_sample`` of its logged decisions, by default all of them: that comparison is
-    the loop's verdict, and its interval narrows with every invoice it replays. Fewer than six
-    months leave the engine's logs out of the last ranker's fit (see the module's docstring).
+    the loop's verdict, and its interval narrows with every invoice it replays. Three months or
+    fewer leave the engine's logs out of the last ranker's fit (see the module's docstring).
     """
     data_dir = Path(settings.data_dir)
     if not has_ground_truth(data_dir):
@@ -415,11 +433,9 @@ def run_closed_loop(
         kept = pd.concat([kept, engine_rows.assign(from_engine=True)], ignore_index=True)
         _write_events(work_data, kept)
         models = _trained(work, churn=starting.churn)
-    from training.train import TrainingConfig
+    from training.splits import TRAIN, TUNE
 
-    config = TrainingConfig(propensity_weight_cap=work.propensity_weight_cap)
-    fitted = _fitted_on(kept, (config.validation_months, config.tune_months))
-    engine_offers_fitted = int((fitted & kept["from_engine"].astype(bool)).sum())
+    engine_periods = _periods(kept, _training_config(work))[kept["from_engine"].astype(bool)]
     # The control: the last ranker's months, from the logging policy's own events.
     _write_events(work_data, events[shown_at < pd.Timestamp(last, tz="UTC")])
     control = _trained(work, churn=starting.churn)
@@ -443,7 +459,8 @@ def run_closed_loop(
         start_accepted,
         compared["difference"],
         compared["invoices"],
-        engine_offers_fitted=engine_offers_fitted,
+        engine_offers_trained=int((engine_periods == TRAIN).sum()),
+        engine_offers_tuned=int((engine_periods == TUNE).sum()),
         control_lift=versus_control["lift_captured"][1],
         final_minus_control=versus_control["difference"],
     )

@@ -66,32 +66,37 @@ def test_the_served_policy_does_not_collapse_onto_its_own_choices(loop: ClosedLo
     assert "points, 95 % interval" in loop.markdown()
 
 
-def test_the_last_ranker_was_fitted_on_what_the_engine_showed(loop: ClosedLoop) -> None:
+def test_the_last_ranker_learned_from_what_the_engine_showed(loop: ClosedLoop) -> None:
     """The newest two months only validate a ranker, so the engine's logs reach a fit only
-    from the loop's fourth month: after five decided months, June's and part of July's offers
-    are in the last ranker's training and tune months. The control ranker learned the same
-    months from the logging policy's events instead, and the two are compared paired."""
-    june = loop.months[0]
-    assert june.decisions > 500
-    # At least June's shown offers (each decision with an offer shows one to three).
-    assert loop.engine_offers_fitted >= june.decisions * june.with_offer
+    from the loop's fourth month: after five decided months (June to October), the last ranker
+    trained on June's shown offers and July's until the 17th, and tuned on the rest of July and
+    August's until the 17th. The control ranker learned the same months from the logging
+    policy's events instead; the two differ, and are compared paired."""
+    june, july, august = loop.months[:3]
+    assert june.offers_shown > 0 and july.offers_shown > 0
+    assert june.offers_shown < loop.engine_offers_trained < june.offers_shown + july.offers_shown
+    assert 0 < loop.engine_offers_tuned < july.offers_shown + august.offers_shown
     assert loop.control_lift is not None and loop.final_lift is not None
     versus_control = loop.final_minus_control
     assert versus_control is not None and versus_control["value"] is not None
+    # A different model: its served policy differs somewhere on November's invoices.
+    assert versus_control["value"] != 0.0
     assert versus_control["value"] == pytest.approx(loop.final_lift - loop.control_lift)
-    assert f"fitted on {loop.engine_offers_fitted:,} offers the engine showed" in loop.markdown()
+    markdown = loop.markdown()
+    assert f"trained on {loop.engine_offers_trained:,} offers the engine showed" in markdown
+    assert "after − control" in markdown and "after − starting" in markdown
 
 
 def test_a_loop_too_short_to_reach_a_fit_says_so(
     simulated_world: SimulatedWorld, tmp_path: Path
 ) -> None:
     """Three months (two decided) leave every engine log in the last ranker's validation
-    months: the loop says it fitted none of them, and its verdict is the two months' difference
-    in the logging policy's data, the same as the control's."""
+    months: the loop says it learned from none of them, and its last ranker is the control's
+    model (the same lift to the last digit), so its verdict is only the newer months' effect."""
     short = run_closed_loop(simulated_world.settings, tmp_path / "short", months=3, sample=200)
-    assert short.engine_offers_fitted == 0
-    assert short.final_lift == pytest.approx(short.control_lift)
-    assert "fitted on 0 offers the engine showed" in short.markdown()
+    assert short.engine_offers_trained == 0 and short.engine_offers_tuned == 0
+    assert short.final_lift == short.control_lift
+    assert "trained on 0 offers the engine showed and tuned on 0" in short.markdown()
 
 
 def test_the_verdict_replays_every_invoice_of_the_last_month(
