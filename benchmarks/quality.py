@@ -28,9 +28,12 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.runner import QUICK_WORLD_CUSTOMERS, world_settings, write_result
+
+if TYPE_CHECKING:
+    from pipelines.closed_loop import ClosedLoop
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +130,7 @@ def measure_profile(
     }
 
 
-def _loop_at_least(loop: Any, lift: float | None) -> bool | None:
+def _loop_at_least(loop: ClosedLoop, lift: float | None) -> bool | None:
     """Whether the model after the loop captures at least ``lift``; None (unmeasured) when a
     lift is missing or the last ranker trained on nothing the engine showed."""
     if loop.final_lift is None or lift is None or loop.engine_offers_trained == 0:

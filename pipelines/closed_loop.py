@@ -361,17 +361,10 @@ def _training_config(work: Settings) -> TrainingConfig:
 def _periods(events: pd.DataFrame, config: TrainingConfig) -> pd.Series:
     """Each event's period (training.splits: train, tune, validation, purged) for a ranker
     trained on ``events``, split as training.data splits the ranker's rows (by ``shown_at``)."""
-    from training.labels import RANKER_LABEL_DAYS
-    from training.splits import month_split
+    from training.data import ranker_split
 
     times = pd.to_datetime(events["shown_at"], utc=True)
-    split = month_split(
-        times,
-        pd.Timedelta(days=RANKER_LABEL_DAYS),
-        validation_months=config.validation_months,
-        tune_months=config.tune_months,
-    )
-    return split.assign(times)
+    return ranker_split(times, config.validation_months, config.tune_months).assign(times)
 
 
 def run_closed_loop(

@@ -132,6 +132,19 @@ def _training_set(
     return TrainingSet(name, frame, split, service, group, timings)
 
 
+def ranker_split(
+    shown_at: pd.Series, validation_months: int = 2, tune_months: int = 1
+) -> TimeSplit:
+    """The ranker's time split of rows shown at ``shown_at``: its label is known
+    ``RANKER_LABEL_DAYS`` after the offer was shown."""
+    return month_split(
+        shown_at,
+        pd.Timedelta(days=RANKER_LABEL_DAYS),
+        validation_months=validation_months,
+        tune_months=tune_months,
+    )
+
+
 def ranker_training_set(
     data_dir: Path,
     settings: Settings | None = None,
@@ -150,12 +163,7 @@ def ranker_training_set(
     timings = timings if timings is not None else {}
     with timed(timings, "ranker_labels"):
         rows = load_ranker_rows(data_dir)
-        split = month_split(
-            rows[EVENT_TIMESTAMP],
-            pd.Timedelta(days=RANKER_LABEL_DAYS),
-            validation_months=validation_months,
-            tune_months=tune_months,
-        )
+        split = ranker_split(rows[EVENT_TIMESTAMP], validation_months, tune_months)
     return _training_set(
         "offer-ranker",
         rows,
