@@ -18,7 +18,9 @@ engine's logs of its first months reach the last ranker's training and tune mont
 only validate it); a loop whose last ranker trained on none of them has its targets unmeasured,
 not met. Since the last ranker also has newer months of data than the starting one, a second
 target isolates the loop: it captures at least what the control captures, a ranker trained on the
-same months from the logging policy's own events.
+same months from the logging policy's own events. A thinned control (those events with as many
+shown offers in the engine's months as the engine showed) is reported beside them, not judged: it
+tells what the engine's choice of offers cost from what showing fewer of them cost.
 """
 
 from __future__ import annotations

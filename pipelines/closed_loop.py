@@ -18,7 +18,13 @@ the data. :func:`run_closed_loop` checks that on a simulated world:
    starting model and against a control: the ranker trained on the same months as the last one,
    from the logging policy's own events. The first difference is the issue's verdict (which also
    holds the months of newer data the last ranker has); the second isolates what learning from
-   the engine's own logs cost against learning from the logging policy's.
+   the engine's own logs cost against learning from the logging policy's. A third comparison,
+   against a *thinned* control, tells the two halves of that cost apart: the engine shows fewer
+   offers than the logging policy did (its floors leave invoices without one), so its months
+   hold fewer rows to learn from. The thinned control learns from the logging policy's events
+   with whole decisions dropped at random until each engine month holds no more shown offers
+   than the engine showed: after − thinned control is what the engine's *choice* of offers cost
+   (or gained), with the amount of data held about equal.
 
 A ranker's trees learn from its training months, and it stops early and calibrates on its tune
 month; the newest ``validation_months`` (two) only validate it, and the label horizon (14 days)
@@ -73,6 +79,8 @@ log = logging.getLogger(__name__)
 LOOP_POLICY = "model"
 # More logged decisions than a month holds: all of them.
 ALL_DECISIONS = 10**9
+# The events the last ranker learned from (the engine's flagged ``from_engine``), in the workdir.
+LOOP_EVENTS_FILE = "loop_offer_events.parquet"
 # Customers answer an offer within days; the loop dates each answer a day after the invoice.
 ANSWER_DELAY = pd.Timedelta(days=1)
 
@@ -91,6 +99,10 @@ class LoopMonth:
     accepted: int = 0
     distinct_first_offers: int = 0
     offers_shown: int = 0
+    # The share of the month's evaluated invoices with an offer from the same model, decided on
+    # the simulated world's own history (the logging policy's offers and declines): beside
+    # ``with_offer`` it tells a decline the world brings (both fall) from one the loop brings.
+    evaluated_with_offer: float | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,14 @@ class ClosedLoop:
     # The control: a ranker trained on the last one's months from the logging policy's events.
     control_lift: float | None = None
     final_minus_control: dict[str, float | None] | None = None
+    # The thinned control: the control's events with whole decisions of each engine month
+    # dropped at random until they hold no more shown offers than the engine showed that month.
+    thinned_control_lift: float | None = None
+    final_minus_thinned_control: dict[str, float | None] | None = None
+    # Offers in the engine's months: the logging policy's (the control's) and the thinned
+    # control's.
+    control_offers_in_engine_months: int = 0
+    thinned_control_offers_in_engine_months: int = 0
 
     @property
     def final_lift(self) -> float | None:
@@ -136,14 +156,20 @@ class ClosedLoop:
             "engine_offers_tuned": self.engine_offers_tuned,
             "control_lift_captured": self.control_lift,
             "final_minus_control_lift_captured": self.final_minus_control,
+            "thinned_control_lift_captured": self.thinned_control_lift,
+            "final_minus_thinned_control_lift_captured": self.final_minus_thinned_control,
+            "control_offers_in_engine_months": self.control_offers_in_engine_months,
+            "thinned_control_offers_in_engine_months": (
+                self.thinned_control_offers_in_engine_months
+            ),
         }
 
     def markdown(self) -> str:
         lines = [
             "| month | model | lift captured (served, hidden) | first offer accepted (hidden) "
-            "| decisions by the engine | with an offer | explored | accepted | distinct first "
-            "offers |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| decisions by the engine | with an offer | with an offer (world's history) "
+            "| explored | accepted | distinct first offers |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for month in self.months:
             lift = "–" if month.lift_captured is None else f"{month.lift_captured:.1%}"
@@ -154,7 +180,8 @@ class ClosedLoop:
             )
             lines.append(
                 f"| {month.month} | {month.model_version or 'rules'} | {lift} | {first} | "
-                f"{month.decisions:,} | {month.with_offer:.1%} | {month.explored:.1%} | "
+                f"{month.decisions:,} | {month.with_offer:.1%} | "
+                f"{_percent(month.evaluated_with_offer)} | {month.explored:.1%} | "
                 f"{month.accepted:,} | {month.distinct_first_offers} |"
             )
         lines.append("")
@@ -164,7 +191,13 @@ class ClosedLoop:
             f"{_percent(self.starting_lift)} of the lift, the model after the loop "
             f"{_percent(self.final_lift)}{_interval(self.final_minus_starting, 'starting')}, "
             "the control (the same months, the logging policy's events) "
-            f"{_percent(self.control_lift)}{_interval(self.final_minus_control, 'control')}."
+            f"{_percent(self.control_lift)}{_interval(self.final_minus_control, 'control')}, "
+            "the thinned control (those events, whole decisions of the engine's months dropped "
+            "at random to no more shown offers than the engine showed: "
+            f"{self.thinned_control_offers_in_engine_months:,} of "
+            f"{self.control_offers_in_engine_months:,}) "
+            f"{_percent(self.thinned_control_lift)}"
+            f"{_interval(self.final_minus_thinned_control, 'thinned control')}."
         )
         lines.append(
             f"The last ranker trained on {self.engine_offers_trained:,} offers the engine showed "
@@ -323,12 +356,18 @@ def hidden_outcomes(
 
 def _evaluated(
     settings: Settings, month: dt.date, models: ChampionModels, sample: int, seed: int
-) -> tuple[float | None, float | None]:
+) -> tuple[float | None, float | None, float | None]:
+    """The served model policy on the month's logged invoices of the simulated world (its own
+    history): lift captured, first offer acceptance, share of invoices with an offer."""
     report = evaluate_served_policies(
         settings, month=month, sample=sample, seed=seed, resamples=50, ablation=False, models=models
     )
     figures = report.policies["model"]
-    return figures.get("lift_captured"), figures.get("first_offer_acceptance")
+    return (
+        figures.get("lift_captured"),
+        figures.get("first_offer_acceptance"),
+        figures.get("with_offer"),
+    )
 
 
 def _trained(work: Settings, churn: LoadedModel | None = None) -> ChampionModels:
@@ -418,26 +457,44 @@ def run_closed_loop(
     weights = _training_weights(work)
     results: list[LoopMonth] = []
     for month in loop_months[:-1]:
-        lift, accepted = _evaluated(settings, month, models, sample, seed)
+        lift, accepted, evaluated_with_offer = _evaluated(settings, month, models, sample, seed)
         log.info("closed loop %s: %s captures %s of the lift", month, models.model_version, lift)
         logged, _ = logged_decisions(data_dir, month, sample=ALL_DECISIONS, seed=seed)
         engine_rows, summary = _engine_events(month, logged, kept, work, models, rng, data_dir)
-        results.append(replace(summary, lift_captured=lift, first_offer_acceptance=accepted))
+        results.append(
+            replace(
+                summary,
+                lift_captured=lift,
+                first_offer_acceptance=accepted,
+                evaluated_with_offer=evaluated_with_offer,
+            )
+        )
         kept = pd.concat([kept, engine_rows.assign(from_engine=True)], ignore_index=True)
         _write_events(work_data, kept)
         models = _trained(work, churn=starting.churn)
     from training.splits import TRAIN, TUNE
 
     engine_periods = _periods(kept, _training_config(work))[kept["from_engine"].astype(bool)]
+    kept[[*_event_columns(), "from_engine"]].to_parquet(
+        Path(workdir) / LOOP_EVENTS_FILE, index=False
+    )
     # The control: the last ranker's months, from the logging policy's own events.
-    _write_events(work_data, events[shown_at < pd.Timestamp(last, tz="UTC")])
+    control_events = events[shown_at < pd.Timestamp(last, tz="UTC")]
+    _write_events(work_data, control_events)
     control = _trained(work, churn=starting.churn)
+    # The thinned control: as many shown offers in each engine month as the engine showed.
+    thinned_events = thinned(control_events, kept[kept["from_engine"].astype(bool)], first, seed)
+    _write_events(work_data, thinned_events)
+    thinned_control = _trained(work, churn=starting.churn)
     # The last month: the model after the loop against the starting one and the control, on the
     # same invoices, paired.
     compare_sample = ALL_DECISIONS if compared_sample is None else compared_sample
     compared = compare_models(settings, last, models, starting, sample=compare_sample, seed=seed)
     versus_control = compare_models(
         settings, last, models, control, sample=compare_sample, seed=seed
+    )
+    versus_thinned = compare_models(
+        settings, last, models, thinned_control, sample=compare_sample, seed=seed
     )
     (lift, start_lift), (accepted, start_accepted) = (
         compared["lift_captured"],
@@ -456,12 +513,48 @@ def run_closed_loop(
         engine_offers_tuned=int((engine_periods == TUNE).sum()),
         control_lift=versus_control["lift_captured"][1],
         final_minus_control=versus_control["difference"],
+        thinned_control_lift=versus_thinned["lift_captured"][1],
+        final_minus_thinned_control=versus_thinned["difference"],
+        control_offers_in_engine_months=_offers_from(control_events, first),
+        thinned_control_offers_in_engine_months=_offers_from(thinned_events, first),
     )
 
 
+def _offers_from(events: pd.DataFrame, first: pd.Timestamp) -> int:
+    return int((pd.to_datetime(events["shown_at"], utc=True) >= first).sum())
+
+
+def thinned(
+    logged: pd.DataFrame, engine: pd.DataFrame, first: pd.Timestamp, seed: int
+) -> pd.DataFrame:
+    """``logged`` (the logging policy's events) with whole decisions of each month from
+    ``first`` on dropped at random until the month holds no more shown offers than ``engine``
+    showed in it: the decisions are drawn in a random order and kept while their offers fit.
+    Months before ``first`` are kept whole."""
+    rng = np.random.default_rng(seed)
+    months = _months(logged["shown_at"])
+    engine_offers = _months(engine["shown_at"]).value_counts()
+    keep = (months < first.tz_convert(None).to_period("M")).to_numpy()
+    for month in sorted(set(months[~keep])):
+        in_month = (months == month).to_numpy()
+        sizes = logged.loc[in_month].groupby("decision_id", sort=True).size()
+        order = rng.permutation(len(sizes))
+        fits = np.cumsum(sizes.to_numpy()[order]) <= int(engine_offers.get(month, 0))
+        chosen = logged["decision_id"].isin(sizes.index[order[fits]]).to_numpy()
+        keep[in_month] = chosen[in_month]
+    return logged[keep]
+
+
+def _months(times: pd.Series) -> pd.Series:
+    return pd.to_datetime(times, utc=True).dt.tz_convert(None).dt.to_period("M")
+
+
+def _event_columns() -> list[str]:
+    return [column.name for column in OFFER_EVENTS.columns]
+
+
 def _write_events(data_dir: Path, events: pd.DataFrame) -> None:
-    columns = [column.name for column in OFFER_EVENTS.columns]
-    events[columns].to_parquet(data_dir / OFFER_EVENTS.file_name, index=False)
+    events[_event_columns()].to_parquet(data_dir / OFFER_EVENTS.file_name, index=False)
 
 
 def _training_weights(settings: Settings) -> str:

@@ -87,6 +87,26 @@ def test_the_last_ranker_learned_from_what_the_engine_showed(loop: ClosedLoop) -
     assert "after − control" in markdown and "after − starting" in markdown
 
 
+def test_the_thinned_control_holds_no_more_offers_than_the_engine_showed(
+    loop: ClosedLoop,
+) -> None:
+    """The thinned control learned from the logging policy's events with as many shown offers
+    in the engine's months as the engine showed (whole decisions, so a few fewer), and is
+    compared with the model after the loop paired, as the control is."""
+    shown = sum(month.offers_shown for month in loop.months[:-1])
+    assert loop.control_offers_in_engine_months > shown
+    assert 0.9 * shown < loop.thinned_control_offers_in_engine_months <= shown
+    assert loop.thinned_control_lift is not None and loop.final_lift is not None
+    versus_thinned = loop.final_minus_thinned_control
+    assert versus_thinned is not None and versus_thinned["value"] is not None
+    assert versus_thinned["value"] == pytest.approx(loop.final_lift - loop.thinned_control_lift)
+    assert versus_thinned["low"] is not None and versus_thinned["high"] is not None
+    assert versus_thinned["low"] <= versus_thinned["value"] <= versus_thinned["high"]
+    assert "after − thinned control" in loop.markdown()
+    for month in loop.months[:-1]:
+        assert month.evaluated_with_offer is not None and 0.0 < month.evaluated_with_offer < 1.0
+
+
 def test_a_loop_too_short_to_reach_a_fit_says_so(
     simulated_world: SimulatedWorld, tmp_path: Path
 ) -> None:
@@ -131,3 +151,51 @@ def test_the_loop_refuses_a_verdict_on_no_invoices(
     with pytest.raises(ValueError, match="compared_sample must be at least 1"):
         run_closed_loop(simulated_world.settings, tmp_path / "work", compared_sample=0)
     assert not (tmp_path / "work").exists()
+
+
+def test_the_thinned_control_keeps_whole_decisions_up_to_the_engines_count() -> None:
+    """The logging policy's months before the loop stay whole; in each engine month whole
+    decisions are kept while their offers fit in what the engine showed that month."""
+    from pipelines.closed_loop import thinned
+
+    def shown(decision: str, day: str, offers: int) -> list[dict[str, object]]:
+        return [
+            {"decision_id": decision, "shown_at": pd.Timestamp(day, tz="UTC"), "rank": rank}
+            for rank in range(1, offers + 1)
+        ]
+
+    logged = pd.DataFrame(
+        [
+            *shown("may-1", "2026-05-20", 3),
+            *shown("may-2", "2026-05-21", 2),
+            *shown("june-1", "2026-06-20", 3),
+            *shown("june-2", "2026-06-20", 3),
+            *shown("june-3", "2026-06-21", 3),
+            *shown("july-1", "2026-07-20", 2),
+            *shown("july-2", "2026-07-21", 2),
+        ]
+    )
+    engine = pd.DataFrame(
+        [
+            *shown("e1", "2026-06-20", 2),
+            *shown("e2", "2026-06-21", 2),
+            *shown("e3", "2026-06-22", 3),
+            *shown("e4", "2026-07-20", 1),
+        ]
+    )
+    first = pd.Timestamp("2026-06-01", tz="UTC")
+    for seed in range(5):
+        kept = thinned(logged, engine, first, seed)
+        per_decision = kept.groupby("decision_id").size()
+        # May whole; June 6 of 9 (two whole decisions of three, the engine showed 7); July none
+        # (each of its decisions shows 2, the engine 1).
+        assert per_decision.get("may-1") == 3 and per_decision.get("may-2") == 2
+        june = [decision for decision in per_decision.index if decision.startswith("june")]
+        assert len(june) == 2 and all(per_decision[decision] == 3 for decision in june)
+        assert not any(decision.startswith("july") for decision in per_decision.index)
+    # The seed draws which of June's decisions stay.
+    drawn = {
+        tuple(sorted(set(thinned(logged, engine, first, seed)["decision_id"])))
+        for seed in range(10)
+    }
+    assert len(drawn) > 1
