@@ -19,6 +19,7 @@ from training.model import (
     FitSet,
     TreeBudget,
     choose_candidate,
+    explain_cost,
     fit_churn,
     fit_ranker,
     measure_explain_ms,
@@ -72,20 +73,59 @@ def test_churn_model_ranks_churners_first() -> None:
 
 
 def test_the_smallest_candidate_within_tolerance_is_chosen() -> None:
-    def candidate(objective: str, budget: TreeBudget, ndcg: float, ms: float) -> Candidate:
-        return Candidate(objective, budget, None, 10, 0.1, ms, {"m": ndcg})  # type: ignore[arg-type]
+    def candidate(objective: str, budget: TreeBudget, ndcg: float, cost: int) -> Candidate:
+        return Candidate(
+            objective,  # type: ignore[arg-type]
+            budget,
+            None,  # type: ignore[arg-type]
+            10,
+            0.1,
+            cost / 10_000,
+            {"m": ndcg},
+            explain_cost=cost,
+        )
 
     big = TreeBudget("large", 31, 8, 300, 0.05)
     candidates = [
-        candidate("binary", SMALL, 0.700, 0.05),
-        candidate("binary", big, 0.702, 0.50),
-        candidate("lambdarank", SMALL, 0.690, 0.05),
+        candidate("binary", SMALL, 0.700, 500),
+        candidate("binary", big, 0.702, 5_000),
+        candidate("lambdarank", SMALL, 0.690, 500),
     ]
     assert choose_candidate(candidates, "m").budget is SMALL
     assert choose_candidate(candidates, "m", tolerance=0.001).budget is big
-    candidates.append(candidate("lambdarank", big, 0.720, 0.6))
+    candidates.append(candidate("lambdarank", big, 0.720, 6_000))
     chosen = choose_candidate(candidates, "m")
     assert (chosen.objective, chosen.budget) == ("lambdarank", big)
+
+
+def test_the_choice_goes_by_the_trees_not_by_a_timing() -> None:
+    """Two candidates within tolerance: the one whose trees cost less to explain is chosen
+    even when a busy moment made its measured milliseconds the larger, so the same data and
+    code choose the same model on a quiet machine and a busy one."""
+
+    def candidate(budget: TreeBudget, metric: float, cost: int, ms: float) -> Candidate:
+        return Candidate("binary", budget, None, 10, 0.1, ms, {"m": metric}, explain_cost=cost)  # type: ignore[arg-type]
+
+    quiet = [candidate(SMALL, 0.900, 3_000, 0.18), candidate(MEDIUM, 0.901, 8_000, 0.48)]
+    busy = [candidate(SMALL, 0.900, 3_000, 0.90), candidate(MEDIUM, 0.901, 8_000, 0.48)]
+    assert choose_candidate(quiet, "m").budget is SMALL
+    assert choose_candidate(busy, "m").budget is SMALL
+
+
+def test_the_explanation_cost_counts_leaves_times_depth(ranker_sets) -> None:
+    import lightgbm as lgb
+
+    train, _, _ = ranker_sets
+    data = lgb.Dataset(train.features, train.labels, params={"verbosity": -1})
+    params = {"objective": "binary", "verbosity": -1, "min_data_in_leaf": 5, "max_bin": 31}
+    # Stumps: two leaves at depth one, per tree.
+    stumps = lgb.train({**params, "num_leaves": 2}, data, 10)
+    assert explain_cost(stumps) == 10 * 2 * 1
+    # Trees held to depth 2 fill their four leaves on 4,000 rows.
+    deeper = lgb.train({**params, "num_leaves": 4, "max_depth": 2}, data, 10)
+    assert explain_cost(deeper) == 10 * 4 * 2
+    large = lgb.train({**params, "num_leaves": 63}, data, 100)
+    assert explain_cost(large) > 50 * explain_cost(stumps)
 
 
 def test_explanation_cost_grows_with_model_size(ranker_sets) -> None:
