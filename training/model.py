@@ -206,9 +206,9 @@ class FittedModel:
 def explain_cost(booster: lgb.Booster) -> int:
     """The work ``pred_contrib`` does for one row, in leaf visits: over the trees, each tree's
     leaves times its depth. On the six candidates of a quality-bench world (price, seed 11),
-    ``measure_explain_ms`` gave 0.58–0.63 µs per unit for every one of 30 trees or more (0.96 for
-    a lambdarank of 24 trees, whose fixed cost per call weighs more): it orders candidates as
-    their timings do on a quiet machine, and the same way on a busy one."""
+    ``measure_explain_ms`` gave 58–63 ns per unit for every one of 30 trees or more (96 ns for a
+    lambdarank of 24 trees, whose fixed cost per call weighs more): it orders candidates as their
+    timings do on a quiet machine, and the same way on a busy one."""
     total = 0
     for tree in booster.dump_model()["tree_info"]:
         leaves, depth = _leaves_and_depth(tree["tree_structure"])
@@ -369,8 +369,8 @@ def choose_candidate(
 
     The objective is chosen first (the best candidate's objective), then the budget within it.
     "Cheapest" is the trees' ``explain_cost``, not the measured milliseconds: a timing moves with
-    whatever else the machine runs, and a choice made by it made the same data and code give
-    another model from one run to the next (two candidates with close timings swapped places).
+    whatever else the machine runs, so a choice made by it can give another model from the same
+    data and code (two candidates whose timings are close swap places on a busy moment).
     """
     if not candidates:
         raise ValueError("no candidates to choose from")
