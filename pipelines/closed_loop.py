@@ -228,8 +228,7 @@ def _points(value: float | None) -> str:
 
 
 def _month_starts(events: pd.DataFrame) -> list[dt.date]:
-    shown = pd.to_datetime(events["shown_at"], utc=True).dt.tz_convert(None)
-    return sorted({day.date() for day in shown.dt.to_period("M").dt.to_timestamp()})
+    return sorted({month.to_timestamp().date() for month in _months(events["shown_at"]).unique()})
 
 
 def _engine_events(
@@ -546,6 +545,7 @@ def thinned(
 
 
 def _months(times: pd.Series) -> pd.Series:
+    """The calendar month (UTC) of each moment of ``times``."""
     return pd.to_datetime(times, utc=True).dt.tz_convert(None).dt.to_period("M")
 
 
